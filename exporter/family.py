@@ -1,0 +1,37 @@
+"""The values that flow from a source to the store: metric families as an upstream exposed them.
+
+Parsing and the non-HTTP sources produce these; `normalize` turns them into what we serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Family types as the exposition formats name them. The classic text format says
+#: `untyped` where OpenMetrics says `unknown`; both are accepted and mean the same.
+TYPES = frozenset(
+    {"counter", "gauge", "histogram", "summary", "untyped", "unknown", "info", "stateset", "gaugehistogram"}
+)
+
+
+@dataclass(slots=True)
+class Sample:
+    """One sample line: the full sample name (with any `_bucket`, `_total` ... suffix), labels, value.
+
+    Timestamps and exemplars are dropped when parsed: an exporter must not pass them on.
+    """
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric family: the name from its TYPE line (or its sample's name when untyped)."""
+
+    name: str
+    type: str = "untyped"
+    help: str = ""
+    unit: str = ""
+    samples: list[Sample] = field(default_factory=list)

@@ -1,0 +1,70 @@
+"""Config value types shared by every target kind: durations, byte sizes and secret files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """`500ms`, `5s`, `1.5m`, `1h` -> seconds. Bare numbers are refused: a unit must be said."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"expected a duration with a unit like 500ms, 5s or 1m, got {value!r}")
+    match = _DURATION_RE.match(value)
+    if not match:
+        raise ValueError(f"expected a duration with a unit like 500ms, 5s or 1m, got {value!r}")
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"expected a duration above zero, got {value!r}")
+    return seconds
+
+
+def parse_byte_size(value: object) -> int:
+    """`10MiB`, `512KB`, `1048576` -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size like 10MiB, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match and match.group(2).lower() in _SIZE_UNITS:
+            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    raise ValueError(f"expected a size like 10MiB, 512KB or a number of bytes, got {value!r}")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def _readable_file(value: Path) -> Path:
+    if not value.is_file():
+        raise ValueError(f"file {str(value)!r} does not exist or is not a regular file")
+    try:
+        value.open("rb").close()
+    except OSError as exc:
+        raise ValueError(f"file {str(value)!r} cannot be read: {exc.strerror}") from None
+    return value
+
+
+#: Seconds, written in the config as `500ms`, `5s`, `1m`.
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
+#: Bytes, written in the config as `10MiB`, `512KB` or a plain integer.
+ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]
+#: A file that must exist and be readable when the config is loaded; read again at each use
+#: so that a rotated secret is picked up without a reload.
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+
+
+def read_secret(path: Path) -> str:
+    """The content of a secret file, without the trailing newline editors add."""
+    return path.read_text(encoding="utf-8").rstrip("\r\n")
