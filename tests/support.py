@@ -21,3 +21,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def require_tool(name: str) -> str:
+    """The path of an external program the test needs (promtool, prometheus, nats-server).
+
+    Missing, the test is skipped on a developer's machine but fails where
+    INFERENCE_EXPORTER_REQUIRE_TOOLS=1 (set by tests/run.sh), so CI can never skip it silently.
+    """
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (Debian: apt-get install {'prometheus' if name == 'promtool' else name})"
+    if os.environ.get("INFERENCE_EXPORTER_REQUIRE_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -58,6 +58,7 @@ class TargetConfig(BaseModel):
     interval: Duration | None = None
     timeout: Duration | None = None
     retries: int | None = Field(default=None, ge=0, le=10)
+    backoff: Duration | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     prefix: str | None = None
 

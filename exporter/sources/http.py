@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Literal
 
+import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
-from exporter.fields import ByteSize, ReadableFile
-from exporter.sources.base import TargetConfig
+from exporter import __version__
+from exporter.fields import ByteSize, ReadableFile, read_secret
+from exporter.parse import ParseError, is_openmetrics, parse
+from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
+
+#: What Prometheus 2.x sends: OpenMetrics preferred, the classic text format accepted.
+ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+USER_AGENT = f"inference-exporter/{__version__}"
+#: How much of the raw body a snapshot keeps for debugging views.
+RAW_KEEP = 64 * 1024
 
 
 class BasicAuth(BaseModel):
@@ -80,3 +93,113 @@ class HTTPTarget(TargetConfig):
             if key.lower() in ("authorization", "cookie", "x-api-key"):
                 shown["headers"][key] = "<secret>"
         return shown
+
+
+def _ssl_context(tls: TLSConfig | None) -> ssl.SSLContext | bool:
+    if tls is None:
+        return True
+    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file and tls.key_file:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _session() -> aiohttp.ClientSession:
+    # No total timeout here: the scheduler bounds each attempt. Proxies from the environment are
+    # ignored, as Prometheus does by default: targets are local and must not detour.
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, connect=None),
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+        trust_env=False,
+        auto_decompress=True,
+    )
+
+
+class HTTPSource:
+    """Scrapes one endpoint through the daemon's one shared aiohttp session."""
+
+    def __init__(self, target: HTTPTarget, shared: Shared):
+        self.target = target
+        self._shared = shared
+        self._ssl = _ssl_context(target.tls)
+        self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
+
+    def _request_headers(self) -> dict[str, str]:
+        token = self.target.bearer_token
+        if self.target.bearer_token_file is not None:
+            token = read_secret(self.target.bearer_token_file)
+        if token is None:
+            return self._headers
+        return {**self._headers, "Authorization": f"Bearer {token}"}
+
+    def _auth(self) -> aiohttp.BasicAuth | None:
+        auth = self.target.basic_auth
+        if auth is None:
+            return None
+        password = auth.password if auth.password is not None else read_secret(auth.password_file)
+        return aiohttp.BasicAuth(auth.username, password)
+
+    async def poll(self) -> Payload:
+        session = self._shared.get("http.session", _session)
+        url = self.target.url
+        try:
+            headers, auth = self._request_headers(), self._auth()
+        except OSError as exc:  # a credential file that vanished since the config was loaded
+            raise SourceError("credentials", f"cannot read a credential file: {exc}") from None
+        server_name = self.target.tls.server_name if self.target.tls else None
+        try:
+            async with session.get(
+                url, headers=headers, auth=auth, ssl=self._ssl, server_hostname=server_name
+            ) as response:
+                if not 200 <= response.status < 300:
+                    raise SourceError("http_status", f"{url} answered HTTP {response.status} {response.reason or ''}".rstrip())
+                body = await self._read_body(response)
+                content_type = response.headers.get("Content-Type")
+        except aiohttp.ClientError as exc:
+            raise _client_error(url, exc) from None
+
+        try:
+            result = parse(body, openmetrics=is_openmetrics(content_type))
+        except ParseError as exc:
+            raise SourceError("parse", f"{url}: {exc}") from None
+        limit = self.target.sample_limit
+        if limit:
+            count = sum(len(family.samples) for family in result.families)
+            if count > limit:
+                raise SourceError(
+                    "sample_limit", f"{url} returned {count} samples, over the sample_limit of {limit}", retryable=False
+                )
+        dropped = {"truncated_line": result.truncated_lines} if result.truncated_lines else {}
+        return Payload(result.families, dropped, bytes(body[:RAW_KEEP]))
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.target.body_size_limit
+        too_large = SourceError(
+            "body_too_large", f"{self.target.url} sent more than the body_size_limit of {limit} bytes", retryable=False
+        )
+        if response.content_length is not None and response.content_length > limit and not response.headers.get(
+            "Content-Encoding"
+        ):
+            raise too_large
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        return bytes(body)
+
+    async def close(self) -> None:
+        """The session is shared and closed with the daemon; nothing of this target's to release."""
+
+
+def _client_error(url: str, exc: aiohttp.ClientError) -> SourceError:
+    if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
+        return SourceError("tls", f"TLS handshake with {url} failed: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return SourceError("connect", f"cannot connect to {url}: {exc.os_error.strerror or exc}")
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
+        return SourceError("read", f"{url} broke off the response: {exc}")
+    return SourceError("http", f"request to {url} failed: {exc}")

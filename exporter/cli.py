@@ -1,0 +1,144 @@
+"""The `inference-exporter` command: run, check-config, once."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from importlib import resources
+from pathlib import Path
+
+from exporter import __version__
+from exporter.logs import FORMATS, LEVELS, configure
+
+DESCRIPTION = """\
+One Prometheus scrape target per GPU inference host. inference-exporter polls the
+/metrics endpoints of vLLM, SGLang, TGI, Triton, NIM, Dynamo and llama.cpp (and any
+other Prometheus endpoint) listed in a YAML file, each on its own interval with
+retries, and serves them all, labelled by target, from one /metrics endpoint.
+"""
+
+EPILOG = """\
+examples:
+  inference-exporter run --demo                    bundled example config plus a simulated vLLM backend
+  inference-exporter run --config /etc/inference-exporter/config.yaml
+  inference-exporter check-config config.yaml      validate; every error with file:line
+  inference-exporter once --config config.yaml --target vllm
+"""
+
+
+def bundled_config() -> Path:
+    """The example config shipped in the wheel, or the one at the top of a source checkout."""
+    packaged = resources.files("exporter").joinpath("config.example.yaml")
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "config.example.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inference-exporter",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"inference-exporter {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    logging = argparse.ArgumentParser(add_help=False)
+    logging.add_argument("--log-level", choices=LEVELS, default="info", help="least severe events to log (default: info)")
+    logging.add_argument(
+        "--log-format", choices=FORMATS, default="auto",
+        help="json, console, or auto: console lines on a terminal, JSON otherwise (default: auto)",
+    )
+
+    run = commands.add_parser(
+        "run", parents=[logging], help="run the daemon",
+        description="Poll every target on its interval and serve /metrics, /healthz, /readyz and /targets. "
+        "SIGHUP reloads the config (a bad file keeps the running one); SIGTERM or SIGINT stops within seconds.",
+    )
+    run.add_argument(
+        "--config", type=Path, metavar="FILE",
+        help=f"the YAML config (default: the bundled example, {bundled_config().name}, which listens on 127.0.0.1)",
+    )
+    run.add_argument("--listen", metavar="HOST:PORT", help="where to serve, overriding the config's listen (e.g. 0.0.0.0:9898)")
+    run.add_argument(
+        "--demo", action="store_true",
+        help='also start a simulated vLLM backend on loopback and poll it as target "demo-vllm" (its series carry demo="true")',
+    )
+
+    check = commands.add_parser(
+        "check-config", parents=[logging], help="validate a config file",
+        description="Validate FILE. Exit 0 when it is valid; otherwise print every error with file:line and exit 1.",
+    )
+    check.add_argument("file", type=Path, metavar="FILE")
+
+    once = commands.add_parser(
+        "once", parents=[logging], help="poll once and print what /metrics would serve",
+        description="Poll the targets once (with retries), print the exposition text to stdout and each failure "
+        "to stderr; exit 1 if any selected target failed. For debugging a target without running the daemon.",
+    )
+    once.add_argument("--config", type=Path, metavar="FILE", required=True, help="the YAML config")
+    once.add_argument("--target", action="append", metavar="NAME", help="poll only this target (repeatable)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure(args.log_level, args.log_format)
+    return {"run": _run, "check-config": _check_config, "once": _once}[args.command](args)
+
+
+def _load(path: Path):
+    from exporter.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from exporter.daemon import Daemon
+
+    from exporter.config import parse_listen
+
+    path = args.config or bundled_config()
+    config = _load(path)
+    if config is None:
+        return 1
+    if args.listen is not None:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            print(f"--listen: {exc}", file=sys.stderr)
+            return 1
+    asyncio.run(Daemon(config, config_path=path, listen=args.listen, demo=args.demo).run())
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    if config is None:
+        return 1
+    print(f"{args.file}: valid, {len(config.targets)} target(s)")
+    return 0
+
+
+def _once(args: argparse.Namespace) -> int:
+    from exporter.daemon import poll_once
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    known = {target.name for target in config.targets}
+    unknown = [name for name in args.target or [] if name not in known]
+    if unknown:
+        print(f"{args.config}: no target named {', '.join(unknown)}; known: {', '.join(sorted(known))}", file=sys.stderr)
+        return 1
+    text, failed = asyncio.run(poll_once(config, args.target))
+    sys.stdout.write(text.decode())
+    for snap in failed:
+        print(f"target {snap.target.name} failed: {snap.last_reason}: {snap.last_error}", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,113 @@
+"""The one prometheus_client Collector: every target's families merged by name, plus our own health.
+
+`collect()` reads store snapshots only: it never awaits and never does I/O, so a scrape costs the
+same whether a backend is healthy, slow or gone.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Iterable
+
+from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+from prometheus_client.metrics_core import GaugeMetricFamily, CounterMetricFamily, Metric
+from prometheus_client.registry import Collector as _Collector, CollectorRegistry
+
+from exporter import __version__
+from exporter.store import Store
+
+SELF = "inference_exporter_"
+
+
+class Collector(_Collector):
+    def __init__(self, store: Store, *, process_metrics: bool = True):
+        self.store = store
+        self.process_metrics = process_metrics
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for snapshot in self.store.snapshots():
+            for family in snapshot.families:
+                metric = merged.get(family.name)
+                if metric is None:
+                    metric = merged[family.name] = Metric(family.name, family.help, family.type)
+                metric.samples.extend(family.samples)
+        own = list(self._self_metrics())
+        if self.process_metrics:
+            own += [*PROCESS_COLLECTOR.collect(), *PLATFORM_COLLECTOR.collect()]
+        for metric in own:
+            existing = merged.get(metric.name)
+            if existing is None:
+                merged[metric.name] = metric
+            elif existing.type == metric.type:
+                existing.samples.extend(metric.samples)
+        return merged.values()
+
+    def _self_metrics(self) -> Iterable[Metric]:
+        snapshots = self.store.snapshots()
+        up = GaugeMetricFamily(SELF + "target_up", "1 if the target's last poll succeeded, 0 if it failed.", labels=["target"])
+        duration = GaugeMetricFamily(
+            SELF + "target_poll_duration_seconds", "How long the target's last poll took, retries included.", labels=["target"]
+        )
+        samples = GaugeMetricFamily(SELF + "target_samples", "Samples the target's last poll produced.", labels=["target"])
+        last_success = GaugeMetricFamily(
+            SELF + "target_last_success_timestamp_seconds", "Unix time of the target's last successful poll.", labels=["target"]
+        )
+        polls = CounterMetricFamily(SELF + "target_polls", "Polls of the target, successful or not.", labels=["target"])
+        retries = CounterMetricFamily(
+            SELF + "target_poll_retries", "Attempts beyond the first within a poll.", labels=["target"]
+        )
+        errors = CounterMetricFamily(
+            SELF + "target_poll_errors", "Polls that finally failed, by reason.", labels=["target", "reason"]
+        )
+        dropped = CounterMetricFamily(
+            SELF + "target_dropped_samples",
+            "Samples or lines dropped from otherwise good polls, by reason.",
+            labels=["target", "reason"],
+        )
+        conflicts = CounterMetricFamily(
+            SELF + "family_type_conflicts",
+            "Families dropped because another target serves the same name with another type.",
+            labels=["target"],
+        )
+        for snap in snapshots:
+            name = snap.target.name
+            polls.add_metric([name], snap.polls)
+            retries.add_metric([name], snap.retries)
+            for reason, count in sorted(snap.errors.items()):
+                errors.add_metric([name, reason], count)
+            for reason, count in sorted(snap.dropped.items()):
+                dropped.add_metric([name, reason], count)
+            conflicts.add_metric([name], self.store.type_conflicts.get(name, 0))
+            if snap.up is None:
+                continue
+            up.add_metric([name], 1.0 if snap.up else 0.0)
+            duration.add_metric([name], snap.last_duration or 0.0)
+            samples.add_metric([name], snap.sample_count)
+            if snap.last_success is not None:
+                last_success.add_metric([name], snap.last_success)
+        yield from (up, duration, samples, last_success, polls, retries, errors, dropped, conflicts)
+
+        yield GaugeMetricFamily(
+            SELF + "config_last_reload_successful",
+            "1 if the last configuration load succeeded, 0 if the running config is an older one.",
+            value=1.0 if self.store.config_ok else 0.0,
+        )
+        if self.store.config_loaded_at is not None:
+            yield GaugeMetricFamily(
+                SELF + "config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration load.",
+                value=self.store.config_loaded_at,
+            )
+        info = GaugeMetricFamily(
+            SELF + "build_info", "Always 1; the labels say which build is running.", labels=["version", "python_version"]
+        )
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
+
+
+def registry_for(collector: Collector) -> CollectorRegistry:
+    """A registry holding only our collector, for prometheus_client's encoders."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry

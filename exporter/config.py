@@ -1,0 +1,674 @@
+"""The config file: its schema, defaults, `${VAR}` expansion, and errors that name file:line and key.
+
+The YAML is composed into a node tree rather than loaded, so that every value keeps the line it
+was written on; each pydantic error is then mapped back to that line. Every problem in a file is
+reported at once, sorted by line.
+
+Top-level keys starting with `x-` are ignored, so that they can hold YAML anchors that targets
+share through merge keys (`<<: *base`), as in docker-compose files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from exporter.fields import Duration, format_duration, parse_duration
+from exporter.sources import KINDS, TargetConfig
+
+_PREFIX = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
+_LISTEN_EXPECTED = "expected HOST:PORT like 127.0.0.1:9898, [::1]:9898 or :9898 (all interfaces)"
+#: Values under these keys are secrets (or may be): errors about them never show the value.
+_SECRET_WORDS = ("password", "token", "secret", "auth", "key", "credential", "cookie")
+_SECRET_PARENTS = ("headers",)
+#: Fields a target inherits from `defaults` when it leaves them unset (if its schema has them).
+_INHERITED = ("interval", "timeout", "retries", "backoff")
+#: Snippet keys at the top level (anchors for merge keys), ignored by the schema.
+_SNIPPET_PREFIX = "x-"
+#: A config has hundreds of nodes; this bounds what aliases may expand to ("billion laughs").
+_MAX_NODES = 200_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+def parse_listen(value: object) -> tuple[str, int]:
+    """`HOST:PORT` -> (host, port). IPv6 hosts go in brackets; an empty host means all interfaces."""
+    if not isinstance(value, str):
+        raise ValueError(f"{_LISTEN_EXPECTED}, got {_show(value)}")
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{_LISTEN_EXPECTED} with a port from 1 to 65535, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{_LISTEN_EXPECTED}; {host!r} is not an IPv6 address") from None
+        return host[1:-1], int(port)
+    if ":" in host:
+        raise ValueError(f"{_LISTEN_EXPECTED}; write an IPv6 address in brackets, like [::1]:{port}, got {value!r}")
+    if host and not _HOSTNAME.match(host):
+        raise ValueError(f"{_LISTEN_EXPECTED}; {host!r} is not a host name or IP address")
+    return host, int(port)
+
+
+def _check_listen(value: object) -> object:
+    parse_listen(value)
+    return value
+
+
+def _check_prefix(value: str) -> str:
+    if value and not _PREFIX.match(value):
+        raise ValueError(
+            f"expected a metric name prefix of letters, digits and underscores that does not start with a digit, got {value!r}"
+        )
+    return value
+
+
+class Defaults(BaseModel):
+    """What a target gets for the timing fields it does not set itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval: Duration = 15.0
+    timeout: Duration = 10.0
+    retries: int = Field(default=2, ge=0, le=10)
+    #: Wait before the first retry; each further retry doubles it, with jitter.
+    backoff: Duration = 0.25
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> "Defaults":
+        if self.timeout > self.interval:
+            if "timeout" in self.model_fields_set:
+                raise PydanticCustomError(
+                    "timeout_over_interval",
+                    "timeout {timeout} is greater than interval {interval}; a poll must end before the next one starts",
+                    {"timeout": format_duration(self.timeout), "interval": format_duration(self.interval)},
+                )
+            # The built-in timeout shrinks to a short interval, as Prometheus does with its global one.
+            object.__setattr__(self, "timeout", self.interval)
+        return self
+
+
+def _target_union() -> Any:
+    configs = tuple(kind.config for kind in KINDS.values())
+    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007 - built at run time
+
+
+_AnyTarget = _target_union()
+
+
+class Config(BaseModel):
+    """The whole config. Targets come out resolved: whatever they leave unset is taken from `defaults`/`prefix`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:9898"
+    prefix: Annotated[str, AfterValidator(_check_prefix)] = ""
+    defaults: Defaults = Defaults()
+    targets: list[_AnyTarget] = []  # type: ignore[valid-type]
+    #: The file this config was loaded from.
+    source: str = "<string>"
+
+    @model_validator(mode="after")
+    def _resolve_targets(self) -> "Config":
+        resolved = [_resolve(target, self.defaults, self.prefix) for target in self.targets]
+        object.__setattr__(self, "targets", resolved)
+        # parse_config reports these with their lines before we get here; this guards Config(...) built in code.
+        problems = [
+            f"targets[{i}]: {problem}"
+            for i, target in enumerate(resolved)
+            for problem in [_timing_problem(target.timeout, target.interval, "")]
+            if problem
+        ]
+        first: dict[str, int] = {}
+        for i, target in enumerate(resolved):
+            if target.name in first:
+                problems.append(f"targets[{i}].name: duplicate target name {target.name!r}")
+            first.setdefault(target.name, i)
+        if problems:
+            raise PydanticCustomError("config_check", "{problems}", {"problems": "; ".join(problems)})
+        return self
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+
+def _resolve(target: TargetConfig, defaults: Defaults, prefix: str) -> TargetConfig:
+    update: dict[str, Any] = {}
+    fields = type(target).model_fields
+    for name in _INHERITED:
+        if name in fields and getattr(target, name) is None:
+            update[name] = getattr(defaults, name)
+    interval = update.get("interval", target.interval)
+    if "timeout" in update and update["timeout"] > interval:
+        update["timeout"] = interval  # an inherited timeout shrinks to the target's own shorter interval
+    if "prefix" in fields and target.prefix is None:
+        update["prefix"] = prefix
+    return target.model_copy(update=update) if update else target
+
+
+def _timing_problem(timeout: float | None, interval: float | None, interval_from: str) -> str | None:
+    if timeout is None or interval is None or timeout <= interval:
+        return None
+    return (
+        f"timeout {format_duration(timeout)} is greater than interval {format_duration(interval)}{interval_from}; "
+        "a poll must end before the next one starts"
+    )
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config file, where it is and what was expected."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `issues` holds every problem found, sorted by line."""
+
+    def __init__(self, issues: list[ConfigIssue]):
+        self.issues = sorted(issues, key=lambda issue: issue.line or 0)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file. Raises ConfigError, naming file:line, on any problem."""
+    filename = os.fspath(path)
+    try:
+        with open(filename, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(filename, None, "", f"cannot read the config file: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigIssue(filename, line, "", "the file is not valid UTF-8 text")]) from None
+    return parse_config(text, filename)
+
+
+def parse_config(text: str, filename: str = "<string>") -> Config:
+    """Validate config text; `filename` is what errors name. Raises ConfigError on any problem."""
+    reader = _Reader(filename)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError([reader.yaml_issue(exc)]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text[: exc.position].count("\n") + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError([ConfigIssue(filename, line, "", f"invalid YAML: {exc.reason} (U+{code:04X})")]) from None
+    if root is None:
+        message = "the file is empty; expected a mapping with keys like listen, defaults, targets"
+        raise ConfigError([ConfigIssue(filename, None, "", message)])
+    raw = reader.read(root)
+    if not isinstance(raw, dict):
+        message = f"expected a mapping at the top level (keys like listen, defaults, targets), got {_show(raw)}"
+        raise ConfigError([ConfigIssue(filename, root.start_mark.line + 1, "", message)])
+    for key in [key for key in raw if key.startswith(_SNIPPET_PREFIX)]:
+        del raw[key]
+    for key, empty in (("targets", []), ("defaults", {})):  # `targets:` with nothing under it is an empty list
+        if key in raw and raw[key] is None:
+            raw[key] = empty
+    reader.check(raw)
+    if "source" in raw:  # a field for the loader to fill, not for the file
+        reader.issue(("source",), _unknown_key_message("source", _keys_of(Config)))
+        del raw["source"]
+    try:
+        config = Config.model_validate({**raw, "source": filename})
+    except ValidationError as exc:
+        reader.add_validation_errors(exc)
+        raise ConfigError(reader.issues) from None
+    if reader.issues:
+        raise ConfigError(reader.issues)
+    return config
+
+
+class _Reader:
+    """Turns a YAML node tree into plain data, remembering the line of every key path; collects issues."""
+
+    def __init__(self, filename: str):
+        self.filename = filename
+        self.issues: list[ConfigIssue] = []
+        #: key path -> (line of the key, line of the value), 1-based.
+        self.lines: dict[tuple[str | int, ...], tuple[int, int]] = {}
+        #: key path -> the scalar as written, for hints like "put it in quotes".
+        self.written: dict[tuple[str | int, ...], str] = {}
+        #: Paths whose problem is already reported (bad env var, bad tag): pydantic's say-so is noise there.
+        self.reported: set[tuple[str | int, ...]] = set()
+        #: Paths whose own validator's finding is already reported, key by key (labels).
+        self.checked: set[tuple[str | int, ...]] = set()
+        self._constructor = yaml.SafeLoader("")
+        self._building: list[Node] = []
+        self._nodes = 0
+        self._env_seen: set[tuple[int, str]] = set()
+
+    # -- issues -------------------------------------------------------------------------------
+
+    def issue(self, path: tuple[str | int, ...], message: str, *, line: int | None = None, line_of: str = "key") -> None:
+        if line is None:
+            line = self.line(path, line_of)
+        self.issues.append(ConfigIssue(self.filename, line, _format_path(path), message))
+
+    def line(self, path: tuple[str | int, ...], line_of: str = "key") -> int | None:
+        """The line of `path`, or of the nearest enclosing key that was written (for a missing key)."""
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.lines:
+                key_line, value_line = self.lines[path[:end]]
+                return value_line if line_of == "value" and end == len(path) else key_line
+        return None
+
+    def yaml_issue(self, exc: yaml.MarkedYAMLError) -> ConfigIssue:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "cannot be parsed"
+        if exc.context and exc.problem and exc.context_mark is not None:
+            if "end of stream" in exc.problem:  # the end of the file is no place to look: say where it began
+                mark = exc.context_mark
+                problem = f"{exc.context} that starts here, {exc.problem}"
+            elif exc.problem_mark is not None and exc.context_mark.line != exc.problem_mark.line:
+                problem = f"{exc.problem} ({exc.context} at line {exc.context_mark.line + 1})"
+            else:
+                problem = f"{exc.problem} ({exc.context})"
+        column = f" at column {mark.column + 1}" if mark is not None else ""
+        return ConfigIssue(self.filename, mark.line + 1 if mark is not None else None, "", f"invalid YAML{column}: {problem}")
+
+    # -- nodes -> data ------------------------------------------------------------------------
+
+    def read(self, root: Node) -> Any:
+        line = root.start_mark.line + 1
+        self.lines[()] = (line, line)
+        try:
+            return self._build(root, ())
+        except _TooLarge:
+            raise ConfigError(
+                [ConfigIssue(self.filename, line, "", f"the document expands to more than {_MAX_NODES} values (aliases inside aliases?)")]
+            ) from None
+
+    def _build(self, node: Node, path: tuple[str | int, ...]) -> Any:
+        self._nodes += 1
+        if self._nodes > _MAX_NODES:
+            raise _TooLarge
+        if any(node is outer for outer in self._building):
+            self._fail(path, node, "an alias refers to a value that contains it; YAML recursion is not supported")
+            return None
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, path)
+        if node.tag not in (_MAP_TAG, _SEQ_TAG):
+            self._fail(path, node, f"unsupported YAML tag {node.tag!r}")
+            return None
+        self._building.append(node)
+        try:
+            if isinstance(node, SequenceNode):
+                items = []
+                for index, item in enumerate(node.value):
+                    line = item.start_mark.line + 1
+                    self.lines[path + (index,)] = (line, line)
+                    items.append(self._build(item, path + (index,)))
+                return items
+            return self._mapping(node, path)
+        finally:
+            self._building.pop()
+
+    def _mapping(self, node: MappingNode, path: tuple[str | int, ...]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        explicit: dict[str, int] = {}
+        for key_node, value_node, merged in self._pairs(node, path):
+            if not isinstance(key_node, ScalarNode):
+                self._fail(path, key_node, "a key must be a plain string, not a list or mapping")
+                continue
+            key = key_node.value
+            key_line = key_node.start_mark.line + 1
+            if not merged:
+                if key in explicit:
+                    self.issue(path + (key,), f"duplicate key {key!r} (first at line {explicit[key]})", line=key_line)
+                    continue
+                explicit[key] = key_line
+            elif key in result:
+                continue  # the mapping's own keys, and earlier merges, win over later merges
+            self.lines[path + (key,)] = (key_line, value_node.start_mark.line + 1)
+            result[key] = self._build(value_node, path + (key,))
+        return result
+
+    def _pairs(self, node: MappingNode, path: tuple[str | int, ...]) -> list[tuple[Node, Node, bool]]:
+        """The mapping's own pairs, then those its `<<` merge keys bring in (flagged merged)."""
+        own: list[tuple[Node, Node, bool]] = []
+        merged: list[tuple[Node, Node, bool]] = []
+        merge_line: int | None = None
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                own.append((key_node, value_node, False))
+                continue
+            line = key_node.start_mark.line + 1
+            if merge_line is not None:
+                self.issue(path, f"duplicate merge key '<<' (first at line {merge_line}); write <<: [*a, *b] to merge several", line=line)
+                continue
+            merge_line = line
+            sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, MappingNode):
+                    self.issue(path, "merge key '<<' expects a mapping or a list of mappings, like <<: *base", line=line)
+                    continue
+                if any(source is outer for outer in self._building):
+                    self.issue(path, "merge key '<<' refers to a mapping that contains it", line=line)
+                    continue
+                self._building.append(source)
+                try:
+                    merged.extend((k, v, True) for k, v, _ in self._pairs(source, path))
+                finally:
+                    self._building.pop()
+        return own + merged
+
+    def _scalar(self, node: ScalarNode, path: tuple[str | int, ...]) -> Any:
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except Exception:  # a bad !!int, an unknown !tag: never echo the value, it may be a secret
+            self._fail(path, node, f"cannot read this value as YAML tag {node.tag!r}")
+            return None
+        self.written[path] = node.value
+        if isinstance(value, str) and "$" in value:
+            value = self._expand(value, path, node.start_mark.line + 1)
+        return value
+
+    def _fail(self, path: tuple[str | int, ...], node: Node, message: str) -> None:
+        self.issue(path, message, line=node.start_mark.line + 1)
+        self.reported.add(path)
+
+    # -- ${VAR} -------------------------------------------------------------------------------
+
+    def _expand(self, value: str, path: tuple[str | int, ...], line: int) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            if match.group("dollar"):
+                return "$"
+            name = match.group("name")
+            if name is None:
+                self._env_issue(path, line, "", "an unfinished ${...}: write ${VAR} or ${VAR:-default}, or $$ for a literal $")
+                return ""
+            current = os.environ.get(name)
+            if current:
+                return current
+            if match.group("default") is not None:
+                return match.group("default")
+            if current is None:
+                self._env_issue(
+                    path, line, name, f"environment variable {name!r} is not set; set it, or write ${{{name}:-default}}, or $$ for a literal $"
+                )
+            return ""
+
+        return _ENV.sub(substitute, value)
+
+    def _env_issue(self, path: tuple[str | int, ...], line: int, name: str, message: str) -> None:
+        self.reported.add(path)
+        if (line, name) not in self._env_seen:  # a shared anchor is read once per use; say it once
+            self._env_seen.add((line, name))
+            self.issue(path, message, line=line)
+
+    # -- checks pydantic cannot do with lines ---------------------------------------------------
+
+    def check(self, raw: dict[str, Any]) -> None:
+        """Target names unique, timeouts within intervals, label names, target prefixes: every one, with lines."""
+        targets = raw.get("targets")
+        if not isinstance(targets, list):
+            return
+        defaults = _defaults_or_none(raw.get("defaults", {}))
+        names: dict[str, int | None] = {}
+        for index, target in enumerate(targets):
+            if not isinstance(target, dict):
+                continue
+            here = ("targets", index)
+            name = target.get("name")
+            if isinstance(name, str):
+                if name in names:
+                    self.issue(here + ("name",), f"duplicate target name {name!r} (first defined at line {names[name]})")
+                else:
+                    names[name] = self.line(here + ("name",))
+            self._check_timing(here, target, defaults)
+            self._check_labels(here, target)
+            prefix = target.get("prefix")
+            if isinstance(prefix, str) and prefix and not _PREFIX.match(prefix):
+                self.issue(here + ("prefix",), _prefix_message(prefix))
+
+    def _check_timing(self, here: tuple[str | int, ...], target: dict[str, Any], defaults: Defaults | None) -> None:
+        if "timeout" not in target:
+            return  # an inherited timeout shrinks to fit the interval
+        timeout = _duration_or_none(target["timeout"])
+        if "interval" in target:
+            interval, interval_from = _duration_or_none(target["interval"]), ""
+        else:
+            interval, interval_from = (defaults.interval if defaults else None), " (from defaults.interval)"
+        problem = _timing_problem(timeout, interval, interval_from)
+        if problem:
+            self.issue(here + ("timeout",), problem)
+
+    def _check_labels(self, here: tuple[str | int, ...], target: dict[str, Any]) -> None:
+        labels = target.get("labels")
+        kind = KINDS.get(target.get("type")) if isinstance(target.get("type"), str) else None
+        if not isinstance(labels, dict) or kind is None:
+            return
+        checks = _field_validators(kind.config, "labels")
+        for key in labels:
+            for check in checks:
+                try:
+                    check({key: ""})
+                except ValueError as exc:
+                    self.issue(here + ("labels", key), str(exc))
+                    self.checked.add(here + ("labels",))
+                    break
+
+    # -- pydantic errors ----------------------------------------------------------------------
+
+    def add_validation_errors(self, exc: ValidationError) -> None:
+        checked_already = bool(self.issues)
+        for error in exc.errors(include_url=False):
+            if error["type"] == "config_check" and checked_already:
+                continue  # the same findings as check(), which said where
+            path, _ = _locate(error["loc"])
+            if any(path[:end] in self.reported for end in range(len(path) + 1)):
+                continue
+            if path in self.checked and error["type"] == "value_error":
+                continue
+            kind = error["type"]
+            if kind == "missing":
+                self.issue(path[:-1], f"missing required key {path[-1]!r}")
+            elif kind == "extra_forbidden":
+                parent = _locate(error["loc"][:-1])[1]
+                valid = _keys_of(parent) if parent else []
+                self.issue(path, _unknown_key_message(str(path[-1]), valid))
+            elif kind == "union_tag_invalid":
+                tag = error.get("ctx", {}).get("tag")
+                self.issue(path + ("type",), f"unknown target type {tag!r}; expected one of: {', '.join(sorted(KINDS))}")
+            elif kind == "union_tag_not_found":
+                self.issue(path, f"missing required key 'type'; expected one of: {', '.join(sorted(KINDS))}")
+            elif kind == "timeout_over_interval":
+                self.issue(path + ("timeout",), error["msg"])
+            elif kind == "config_check":
+                self.issue(path, error["msg"])
+            else:
+                scalar = not isinstance(error.get("input"), (dict, list))
+                self.issue(path, self._describe(error, path), line_of="value" if scalar else "key")
+
+    def _describe(self, error: Any, path: tuple[str | int, ...]) -> str:
+        kind, ctx = error["type"], error.get("ctx", {})
+        if kind in ("value_error", "assertion_error") and "error" in ctx:
+            return str(ctx["error"])
+        secret = _is_secret(path)
+        value = error.get("input")
+        got = "" if secret and not isinstance(value, (dict, list)) and value is not None else f", got {_show(value)}"
+        if kind == "string_type":
+            written = self.written.get(path)
+            if written is not None and value is not None and not secret:
+                return f'expected a string, got {_show(value)}; write it in quotes, "{written}", to keep it as text'
+            return f"expected a string{got}"
+        if kind in ("int_type", "int_parsing", "int_from_float"):
+            return f"expected a whole number{got}"
+        if kind in ("float_type", "float_parsing"):
+            return f"expected a number{got}"
+        if kind in ("bool_type", "bool_parsing"):
+            return f"expected true or false{got}"
+        if kind in ("dict_type", "model_type", "model_attributes_type"):
+            return f"expected a mapping of keys to values{got}"
+        if kind in ("list_type", "tuple_type"):
+            return f"expected a list (items written '- ...'){got}"
+        for bound, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if bound in ctx and kind.startswith(("greater_than", "less_than")):
+                return f"expected a value {word} {ctx[bound]}{got}"
+        if kind == "string_pattern_mismatch":
+            if path and path[-1] == "name":
+                return f"expected a name of letters, digits and _ . : - that starts with a letter or digit{got}"
+            return f"expected text matching {ctx.get('pattern')}{got}"
+        if kind == "string_too_long":
+            return f"expected at most {ctx.get('max_length')} characters"
+        if kind == "literal_error":
+            return f"expected one of: {ctx.get('expected')}{got}"
+        message = error["msg"]
+        return f"{message[:1].lower()}{message[1:]}{got}"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+_ENV = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bad>\{))")
+
+
+def _locate(loc: tuple[Any, ...]) -> tuple[tuple[str | int, ...], type[BaseModel] | None]:
+    """A pydantic error location -> (the key path as written, the model that path ends in, if any).
+
+    Discriminator tags (`('targets', 0, 'http', 'url')`) and pydantic's own markers are not keys.
+    """
+    path: list[str | int] = []
+    current: Any = Config
+    for part in loc:
+        if part == "[key]":
+            continue
+        unwrapped = _unwrap(current)
+        if len(path) == 2 and path[0] == "targets" and isinstance(part, str) and part in KINDS:
+            current = KINDS[part].config
+            continue
+        path.append(part)
+        current = _child_type(unwrapped, part)
+    model = _unwrap(current)
+    return tuple(path), model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _child_type(tp: Any, part: Any) -> Any:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field else None
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple, set, frozenset):
+        return typing.get_args(tp)[0]
+    if origin is dict:
+        return typing.get_args(tp)[1]
+    return None
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return sorted(name for name in model.model_fields if not (model is Config and name == "source"))
+
+
+def _unknown_key_message(key: str, valid: list[str]) -> str:
+    by_lower = {name.lower(): name for name in valid}
+    close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+    hint = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+    return f"unknown key{hint}; expected one of: {', '.join(valid)}"
+
+
+def _prefix_message(prefix: str) -> str:
+    try:
+        _check_prefix(prefix)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def _field_validators(model: type[BaseModel], field: str) -> list[Any]:
+    """The model's own after-validators of `field`, to run them key by key (a dict validator stops at the first)."""
+    try:
+        decorators = model.__pydantic_decorators__.field_validators.values()
+        return [d.func for d in decorators if field in d.info.fields and d.info.mode == "after"]
+    except AttributeError:
+        return []
+
+
+def _defaults_or_none(raw: Any) -> Defaults | None:
+    try:
+        return Defaults.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _duration_or_none(value: Any) -> float | None:
+    try:
+        return parse_duration(value)
+    except ValueError:
+        return None
+
+
+def _is_secret(path: tuple[str | int, ...]) -> bool:
+    keys = [part.lower() for part in path if isinstance(part, str)]
+    return any(word in key for key in keys for word in _SECRET_WORDS) or any(key in _SECRET_PARENTS for key in keys[:-1])
+
+
+def _format_path(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_\-/]+", part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return text
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+__all__ = ["Config", "ConfigError", "ConfigIssue", "Defaults", "load_config", "parse_config", "parse_listen"]

@@ -1,0 +1,252 @@
+"""Turn one target's parsed families into the series we serve: sanitized, prefixed, labelled, deduplicated.
+
+Everything a scrape needs is computed here, once per poll, so that the collector only concatenates.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from prometheus_client.samples import Sample as PromSample
+
+from exporter.family import Family, Sample
+
+_INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+_VALID_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+#: Family types prometheus_client can encode (anything else is served as `unknown`), with the
+#: sample-name suffixes each one owns in an exposition besides its own name.
+_OWNED_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("_total", "_created"),
+    "gauge": (),
+    "unknown": (),
+    "stateset": (),
+    "info": ("_info",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "summary": ("_sum", "_count", "_created"),
+}
+
+
+def exposition_names(name: str, kind: str) -> tuple[str, ...]:
+    """Every sample name a family of this type may use. Two families that share one cannot both be
+    served: OpenMetrics readers reject the clash (a histogram `x` and a gauge `x_bucket`, say)."""
+    return (name, *(name + suffix for suffix in _OWNED_SUFFIXES[kind]))
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesFamily:
+    """One family as served: a valid name, a prometheus_client type, HELP, ready-made samples."""
+
+    name: str
+    type: str
+    help: str
+    samples: tuple[PromSample, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    families: tuple[SeriesFamily, ...]
+    #: Samples dropped on the way, by reason: `duplicate`, `type_conflict`.
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sample_count(self) -> int:
+        return sum(len(family.samples) for family in self.families)
+
+
+def sanitize_name(name: str) -> str:
+    """A metric or label name as Prometheus conventions allow it: `[a-zA-Z_][a-zA-Z0-9_]*`, no colons."""
+    if _VALID_NAME.match(name):
+        return name
+    cleaned = _INVALID_NAME_CHARS.sub("_", name)
+    return cleaned if cleaned and not cleaned[0].isdigit() else "_" + cleaned
+
+
+def apply_prefix(name: str, prefix: str) -> str:
+    """Prefix a name once: a name that already carries the prefix keeps it as is."""
+    if not prefix:
+        return name
+    stem = prefix if prefix.endswith("_") else prefix + "_"
+    return name if name.startswith(stem) else stem + name
+
+
+def _family_type(family: Family) -> str:
+    return family.type if family.type in _OWNED_SUFFIXES else "unknown"
+
+
+def _as_float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _group(labels: dict[str, str], bound: str) -> frozenset:
+    return frozenset(item for item in labels.items() if item[0] != bound)
+
+
+def _is_well_formed(family: Family, kind: str) -> bool:
+    """Histograms need a numeric `le` on every bucket and a +Inf bucket in every series group; summaries
+    a numeric `quantile` on every quantile sample. Otherwise encoders and parsers reject the family."""
+    if kind in ("histogram", "gaugehistogram"):
+        bucket = family.name + "_bucket"
+        groups, complete = set(), set()
+        for sample in family.samples:
+            group = _group(sample.labels, "le")
+            groups.add(group)
+            if sample.name == bucket:
+                le = _as_float(sample.labels.get("le"))
+                if le is None:
+                    return False
+                if le == math.inf:
+                    complete.add(group)
+        return groups == complete
+    if kind == "summary":
+        return all(_as_float(s.labels.get("quantile")) is not None for s in family.samples if s.name == family.name)
+    return True
+
+
+_SUFFIX_RANK = {"_bucket": 0, "": 0, "_total": 0, "_count": 1, "_gcount": 1, "_sum": 2, "_gsum": 2, "_created": 3}
+_GROUPED_TYPES = {"counter": "", "histogram": "le", "gaugehistogram": "le", "summary": "quantile"}
+
+
+def _grouped(samples: list[PromSample], kind: str, name: str) -> tuple[PromSample, ...]:
+    """Counter, histogram and summary samples one series group at a time, buckets and quantiles in
+    order, as OpenMetrics requires (upstreams send `_bucket`, `_sum`, `_count`, `_created` in any order)."""
+    bound = _GROUPED_TYPES.get(kind)
+    if bound is None:
+        return tuple(samples)
+    first_seen: dict[frozenset, int] = {}
+
+    def order(sample: PromSample):
+        group = first_seen.setdefault(_group(sample.labels, bound), len(first_seen))
+        rank = _SUFFIX_RANK.get(sample.name[len(name):], 4)
+        return group, rank, _as_float(sample.labels.get(bound)) or 0.0
+
+    return tuple(sorted(samples, key=order))
+
+
+def _fold_created(families: list[Family]) -> list[Family]:
+    """Put `X_created` gauges back into their counter, histogram or summary X.
+
+    prometheus_client's classic text format writes creation times as separate gauge families;
+    served that way in OpenMetrics they would clash with X's own `_created` samples."""
+    owners = {}
+    for family in families:
+        if family.type in ("counter", "histogram", "summary"):
+            base = family.name[: -len("_total")] if family.type == "counter" and family.name.endswith("_total") else family.name
+            owners[base + "_created"] = family
+    if not any(f.name in owners and f.type in ("gauge", "untyped", "unknown") for f in families):
+        return families
+    folded: dict[int, Family] = {}
+    kept = []
+    for family in families:
+        owner = owners.get(family.name)
+        if owner is not None and family.type in ("gauge", "untyped", "unknown"):
+            target = folded.setdefault(id(owner), Family(owner.name, owner.type, owner.help, owner.unit, list(owner.samples)))
+            target.samples.extend(Sample(family.name, s.labels, s.value) for s in family.samples)
+        else:
+            kept.append(family)
+    return [folded.get(id(family), family) for family in kept]
+
+
+def _servable(families: list[Family]):
+    """Each non-empty family with its served type; broken histograms and summaries split apart."""
+    for family in _fold_created(families):
+        if not family.samples:
+            continue
+        kind = _family_type(family)
+        if _is_well_formed(family, kind):
+            yield family, kind
+        else:
+            for part in _split_untyped(family):
+                yield part, "unknown"
+
+
+def _split_untyped(family: Family) -> list[Family]:
+    """A family whose structure is broken: serve each of its sample names as an untyped family."""
+    by_name: dict[str, Family] = {}
+    for sample in family.samples:
+        by_name.setdefault(sample.name, Family(sample.name, "untyped", family.help)).samples.append(sample)
+    return list(by_name.values())
+
+
+class _Labeller:
+    """Adds `target` and the static labels; an upstream label that clashes becomes `exported_<label>`."""
+
+    def __init__(self, target: str, static: dict[str, str]):
+        self.own = {"target": target, **static}
+        self._renames: dict[str, str] = {}
+
+    def _rename(self, name: str) -> str:
+        renamed = self._renames.get(name)
+        if renamed is None:
+            renamed = sanitize_name(name)
+            while renamed in self.own:
+                renamed = "exported_" + renamed
+            self._renames[name] = renamed
+        return renamed
+
+    def labels(self, upstream: dict[str, str]) -> dict[str, str]:
+        if not upstream:
+            return dict(self.own)
+        labels = {self._rename(name): value for name, value in upstream.items()}
+        labels.update(self.own)
+        return labels
+
+
+def normalize(
+    families: list[Family], *, target: str, labels: dict[str, str] | None = None, prefix: str = ""
+) -> Normalized:
+    """Families as one target exposed them -> families as we serve them, with `target` on every sample."""
+    labeller = _Labeller(target, labels or {})
+    dropped: Counter[str] = Counter()
+    out: dict[str, tuple[str, str, dict[tuple, PromSample]]] = {}
+    claimed: dict[str, str] = {}  # exposition name -> the family that owns it
+
+    for family, kind in _servable(families):
+        raw = family.name
+        name = apply_prefix(sanitize_name(raw), prefix)
+        if kind == "counter" and name.endswith("_total"):
+            name, raw_base = name[: -len("_total")], raw[: -len("_total")]
+        else:
+            raw_base = raw
+        if kind == "info" and name.endswith("_info"):
+            name, raw_base = name[: -len("_info")], raw[: -len("_info")]
+
+        existing = out.get(name)
+        if existing is None:
+            names = exposition_names(name, kind)
+            if any(claimed.get(n, name) != name for n in names):
+                dropped["type_conflict"] += len(family.samples)
+                continue
+            claimed.update(dict.fromkeys(names, name))
+            existing = out[name] = (kind, family.help or f"{raw} (no HELP from upstream)", {})
+        elif existing[0] != kind:
+            dropped["type_conflict"] += len(family.samples)
+            continue
+        series = existing[2]
+
+        for sample in family.samples:
+            suffix = sample.name[len(raw_base):] if sample.name.startswith(raw_base) else ""
+            if kind == "counter" and suffix in ("", "_total"):
+                suffix = "_total"
+            elif kind == "info":
+                suffix = "_info"
+            sample_name = name + suffix
+            key = (sample_name, frozenset(sample.labels.items()))
+            if key in series:
+                dropped["duplicate"] += 1
+            series[key] = PromSample(sample_name, labeller.labels(sample.labels), sample.value, None, None)
+
+    return Normalized(
+        tuple(
+            SeriesFamily(name, kind, help_text, _grouped(list(series.values()), kind, name))
+            for name, (kind, help_text, series) in out.items()
+        ),
+        dict(dropped),
+    )

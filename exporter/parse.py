@@ -1,0 +1,430 @@
+"""Read Prometheus text-format and OpenMetrics `/metrics` bodies into `Family` values.
+
+This is the one place exposition text is parsed, once per scrape of every target, so the common
+line shapes take a fast path built on `str` methods; anything unusual falls back to a careful
+parser that accepts what real servers write and explains what it rejects.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from exporter.family import TYPES, Family, Sample
+
+__all__ = ["ParseError", "ParseResult", "is_openmetrics", "parse"]
+
+
+class ParseError(ValueError):
+    """A line that is not exposition text; `line` is 1-based so it can be found in the body."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(line, message)
+        self.line = line
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass(slots=True)
+class ParseResult:
+    """The families of one body, merged by name in order of first appearance."""
+
+    families: list[Family]
+    #: 1 when the body ended mid-line (no final newline) and that partial line was dropped.
+    truncated_lines: int = 0
+
+
+def is_openmetrics(content_type: str | None) -> bool:
+    """True for `application/openmetrics-text` with any version or parameters; anything else is text."""
+    if not content_type:
+        return False
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/openmetrics-text"
+
+
+def parse(data: bytes | str, *, openmetrics: bool = False) -> ParseResult:
+    """Parse one body. Raises ParseError for a malformed line, except a cut-off last line, which is dropped."""
+    text, truncated = _decode(data)
+    lines = text.split("\n")
+    complete = lines[-1] == ""
+    if complete:
+        lines.pop()
+    builder = _FamilyBuilder(openmetrics)
+    try:
+        _read_lines(lines, builder)
+    except ParseError as error:
+        # Only a final line without its newline may be cut short; nothing was added for it.
+        if complete or error.line != len(lines):
+            raise
+        truncated = 1
+    return ParseResult(builder.families(), truncated)
+
+
+class _Malformed(Exception):
+    """Raised by the line readers; `_read_lines` adds the line number and turns it into ParseError."""
+
+
+# Names as the text format allows them unquoted. Quoted UTF-8 names (Prometheus 3) are not accepted.
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# What a label name was meant to be, up to where it must end: for error messages only.
+_LABEL_TOKEN = re.compile(r"[^=\s,}\"]*")
+# A quoted label value with its escapes; possessive so a missing close quote cannot backtrack.
+_QUOTED = re.compile(r'"([^"\\]*+(?:\\.[^"\\]*+)*+)"')
+_ESCAPE = re.compile(r"\\(.)")
+_LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+_TEXT_HELP_ESCAPES = {"\\": "\\", "n": "\n"}  # OpenMetrics HELP also unescapes `\"`, like label values
+_METADATA_KEYWORDS = frozenset({"HELP", "TYPE", "UNIT"})
+
+#: Sample-name suffixes that belong to a family of each type (the family name plus one of these).
+_MEMBER_SUFFIXES = {
+    "counter": ("", "_total", "_created"),
+    "gauge": ("",),
+    "untyped": ("",),
+    "unknown": ("",),
+    "stateset": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("", "_info"),
+}
+
+
+def _decode(data: bytes | str) -> tuple[str, int]:
+    """UTF-8 text with `\\n` line ends, and 1 if a cut-off last line had to go for being invalid UTF-8."""
+    truncated = 0
+    if isinstance(data, str):
+        text = data
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            last_newline = data.rfind(b"\n")
+            if exc.start <= last_newline:
+                line = data.count(b"\n", 0, exc.start) + 1
+                raise ParseError(line, f"invalid UTF-8 at byte {exc.start}") from None
+            # A body cut in the middle of a multi-byte character: same as any cut-off last line.
+            text, truncated = _decode(data[: last_newline + 1])[0], 1
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text, truncated
+
+
+#: Parsed sample heads (`name{labels}`, everything before the value) across bodies: a target exposes
+#: the same series every scrape, so after the first one most lines cost a dict lookup. Cleared when full.
+_HEADS: dict[str, tuple[str, dict[str, str]]] = {}
+_HEADS_LIMIT = 50_000
+
+
+def _read_lines(lines: list[str], builder: _FamilyBuilder) -> None:
+    """The hot loop: each sample joins the current family when its name fits, else the family named after it."""
+    heads = _HEADS
+    label_names: dict[str, str] = {}
+    allowed, append = builder.allowed, builder.append
+    line_no = 0
+    try:
+        for line_no, line in enumerate(lines, 1):
+            if line and line[0] != "#":
+                head, _, value_text = line.rpartition(" ")
+                known = heads.get(head) or _read_head(head, label_names)
+                # float() also takes `1_000` and non-ASCII digits, which Go's ParseFloat refuses.
+                if known is not None and "_" not in value_text and value_text.isascii():
+                    try:
+                        sample = Sample(known[0], known[1].copy(), float(value_text))
+                    except ValueError:
+                        sample = _read_sample_carefully(line)
+                else:
+                    sample = _read_sample_carefully(line)
+                if sample is not None:
+                    if sample.name not in allowed:
+                        allowed, append = builder.enter_sample_family(sample.name)
+                    append(sample)
+                    continue
+                line = line.strip()  # blank, or a comment indented with blanks
+            if line.startswith("#"):
+                if not builder.read_comment(line):
+                    break
+                allowed, append = builder.allowed, builder.append
+    except _Malformed as exc:
+        raise ParseError(line_no, str(exc)) from None
+
+
+def _read_head(head: str, label_names: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+    """Name and labels when `head` is exactly `name` or `name{labels}`, and remember them; else None.
+
+    None sends the whole line to the careful reader: timestamps, exemplars, blanks in odd places, errors.
+    `label_names` caches each `,name=` text seen between label values so each is checked once per body.
+    """
+    brace = head.find("{")
+    if brace < 0:
+        if not _METRIC_NAME.fullmatch(head):
+            return None
+        known: tuple[str, dict[str, str]] = (head, {})
+    else:
+        name = head[:brace]
+        if not head.endswith("}") or not _METRIC_NAME.fullmatch(name):
+            return None
+        if "\\" in head:
+            labels = _read_escaped_head_labels(head, brace)
+        else:
+            labels = _read_plain_labels(head[brace + 1 : -1], label_names)
+        if labels is None:
+            return None
+        known = (name, labels)
+    if len(_HEADS) >= _HEADS_LIMIT:
+        _HEADS.clear()
+    _HEADS[head] = known
+    return known
+
+
+def _read_plain_labels(body: str, label_names: dict[str, str]) -> dict[str, str] | None:
+    """Labels from `a="x", b="y"` with no escapes, or None when anything is unusual.
+
+    Without backslashes every quote delimits a value, so splitting on quotes alternates between
+    what stands between values (`,name=`) and the values themselves, `{` `}` `,` `=` included.
+    """
+    pieces = body.split('"')
+    values = pieces[1::2]
+    if not values:
+        return {} if not body or body.isspace() else None
+    separators = pieces[0::2]
+    tail = separators.pop()
+    if tail and tail.strip() not in ("", ","):
+        return None
+    separators[0] = "," + separators[0]  # so every name reads `,name=`
+    try:
+        names = [label_names[separator] for separator in separators]
+    except KeyError:
+        names = []
+        for separator in separators:
+            name = _label_name_between_values(separator)
+            if name is None:
+                return None
+            label_names[separator] = name
+            names.append(name)
+    labels = dict(zip(names, values))
+    if len(labels) != len(values):
+        return None  # a duplicate name: the careful reader says which
+    return labels
+
+
+def _label_name_between_values(separator: str) -> str | None:
+    """`a` from `,a=` or `, a = `: what stands between two label values. None if it is anything else."""
+    text = separator.strip()
+    if not text.startswith(","):
+        return None
+    text = text[1:].strip()
+    if not text.endswith("="):
+        return None
+    name = text[:-1].rstrip()
+    return name if _LABEL_NAME.fullmatch(name) else None
+
+
+def _read_escaped_head_labels(head: str, brace: int) -> dict[str, str] | None:
+    """Labels with backslash escapes, when the label set is all that follows the name."""
+    try:
+        labels, end = _read_labels_carefully(head, brace + 1)
+    except _Malformed:
+        return None
+    return labels if end == len(head) else None
+
+
+def _read_sample_carefully(line: str) -> Sample | None:
+    """Any sample line, blanks and tabs anywhere, escapes in label values. None for blank or comment lines."""
+    text = line.strip()
+    if not text or text[0] == "#":
+        return None
+    match = _METRIC_NAME.match(text)
+    if match is None:
+        if text[0] == "{":
+            raise _Malformed("a sample without a metric name before its labels (quoted names are not supported)")
+        raise _Malformed(f"not a sample or comment line: {_excerpt(text)}")
+    name, position = match.group(), match.end()
+    rest = text[position:].lstrip(" \t")
+    if rest.startswith("{"):
+        labels, end = _read_labels_carefully(rest, 1)
+        after = rest[end:]
+    elif position < len(text) and text[position] not in " \t":
+        raise _Malformed(f"invalid metric name {_excerpt(text.split()[0])}")
+    else:
+        labels, after = {}, rest
+    return Sample(name, labels, _read_value_carefully(after))
+
+
+def _read_labels_carefully(text: str, position: int) -> tuple[dict[str, str], int]:
+    """Labels from `text` just after its `{`, and the index after the closing `}`."""
+    labels: dict[str, str] = {}
+    expect_name = True
+    while True:
+        position = _skip_blanks(text, position)
+        if position >= len(text):
+            raise _Malformed("label set is not closed with '}'")
+        if text[position] == "}":
+            return labels, position + 1
+        if not expect_name:
+            raise _Malformed(f"expected ',' or '}}' after label {_excerpt(list(labels)[-1])}")
+        name = _LABEL_TOKEN.match(text, position).group()
+        if not _LABEL_NAME.fullmatch(name):
+            raise _Malformed(f"invalid label name {_excerpt(name or text[position:])}")
+        position = _skip_blanks(text, position + len(name))
+        if not text.startswith("=", position):
+            raise _Malformed(f"expected '=' after label name {name!r}")
+        position = _skip_blanks(text, position + 1)
+        if not text.startswith('"', position):
+            raise _Malformed(f"value of label {name!r} is not quoted")
+        quoted = _QUOTED.match(text, position)
+        if quoted is None:
+            raise _Malformed(f"value of label {name!r} has no closing quote")
+        if name in labels:
+            raise _Malformed(f"duplicate label name {name!r}")
+        labels[name] = _unescape(quoted.group(1), _LABEL_ESCAPES)
+        position = _skip_blanks(text, quoted.end())
+        expect_name = text.startswith(",", position)
+        if expect_name:
+            position += 1
+
+
+def _skip_blanks(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t":
+        position += 1
+    return position
+
+
+def _read_value_carefully(after: str) -> float:
+    """`value [timestamp] [# {exemplar labels} value [timestamp]]`; timestamps and exemplars are checked, then dropped."""
+    numbers, hash_mark, exemplar = after.partition("#")
+    tokens = numbers.split()
+    if not tokens:
+        raise _Malformed("sample has no value")
+    if len(tokens) > 2:
+        raise _Malformed(f"unexpected text after value and timestamp: {_excerpt(' '.join(tokens[2:]))}")
+    value = _read_number(tokens[0], "value")
+    if len(tokens) == 2:
+        _read_number(tokens[1], "timestamp")
+    if hash_mark:
+        _check_exemplar(exemplar)
+    return value
+
+
+def _check_exemplar(text: str) -> None:
+    """OpenMetrics exemplar after ` # `: a label set, a value, maybe a timestamp."""
+    text = text.strip()
+    if not text.startswith("{"):
+        raise _Malformed(f"expected an exemplar label set after '#', got {_excerpt(text)}")
+    _, end = _read_labels_carefully(text, 1)
+    tokens = text[end:].split()
+    if not 1 <= len(tokens) <= 2:
+        raise _Malformed(f"exemplar needs a value and at most a timestamp: {_excerpt(text)}")
+    for token in tokens:
+        _read_number(token, "exemplar value")
+
+
+def _read_number(token: str, what: str) -> float:
+    """A float as Go's ParseFloat reads the values servers write (`1e+06`, `+Inf`, `NaN`); no `_` separators."""
+    if "_" not in token and token.isascii():
+        try:
+            return float(token)
+        except ValueError:
+            pass
+    raise _Malformed(f"invalid {what} {_excerpt(token)}")
+
+
+def _unescape(text: str, escapes: dict[str, str]) -> str:
+    """Resolve backslash escapes; unknown ones stay as written, like prometheus_client does."""
+    if "\\" not in text:
+        return text
+    return _ESCAPE.sub(lambda match: escapes.get(match.group(1), match.group(0)), text)
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    """Quote a piece of the input for an error message, cut so an HTML page does not fill the log."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+class _FamilyBuilder:
+    """Families by name as lines arrive, and the family samples currently join."""
+
+    __slots__ = ("_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "allowed", "append")
+
+    def __init__(self, openmetrics: bool):
+        self._openmetrics = openmetrics
+        self._default_type = "unknown" if openmetrics else "untyped"
+        self._help_escapes = _LABEL_ESCAPES if openmetrics else _TEXT_HELP_ESCAPES
+        self._families: dict[str, Family] = {}
+        self._typed: set[str] = set()  # names whose type came from a TYPE line, so the first one wins
+        self.allowed: frozenset[str] = frozenset()
+        self.append: Callable[[Sample], None] = _no_current_family
+
+    def families(self) -> list[Family]:
+        return list(self._families.values())
+
+    def enter_sample_family(self, name: str) -> tuple[frozenset[str], Callable[[Sample], None]]:
+        """A sample that is not the current family's: it starts, or joins, the family with its own name."""
+        self._enter(self._family(name))
+        return self.allowed, self.append
+
+    def read_comment(self, line: str) -> bool:
+        """Apply a HELP, TYPE or UNIT line; ignore other comments. False at OpenMetrics `# EOF`."""
+        parts = line.split(None, 3)
+        if len(parts) < 3 or parts[0] != "#" or parts[1] not in _METADATA_KEYWORDS:
+            if len(parts) == 2 and parts[0] == "#":
+                if parts[1] == "EOF" and self._openmetrics:
+                    return False
+                if parts[1] in _METADATA_KEYWORDS:
+                    raise _Malformed(f"{parts[1]} line without a metric name")
+            return True  # `#`, `# some text`, `#HELP ...` and the like are plain comments
+        self._apply_metadata(parts[1], parts[2], parts[3].rstrip() if len(parts) == 4 else "")
+        return True
+
+    def _apply_metadata(self, keyword: str, name: str, text: str) -> None:
+        """Set HELP, TYPE or UNIT where not set yet (the first wins) and make the family current.
+
+        Everything is checked before anything changes, so a cut-off last line can be dropped cleanly.
+        """
+        if keyword == "TYPE" and text.lower() not in TYPES:
+            if not text:
+                raise _Malformed(f"TYPE line for {name!r} has no type")
+            raise _Malformed(f"unknown metric type {_excerpt(text)} for {name!r}")
+        family = self._families.get(name)
+        if family is None:
+            if not _METRIC_NAME.fullmatch(name):
+                raise _Malformed(f"invalid metric name {_excerpt(name)} in {keyword} line")
+            family = self._families[name] = Family(name, self._default_type)
+        if keyword == "HELP":
+            family.help = family.help or _unescape(text, self._help_escapes)
+        elif keyword == "TYPE":
+            if name not in self._typed:
+                self._typed.add(name)
+                family.type = text.lower()
+        else:
+            family.unit = family.unit or text
+        self._enter(family)
+
+    def _family(self, name: str) -> Family:
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = Family(name, self._default_type)
+        return family
+
+    def _enter(self, family: Family) -> Family:
+        """Make `family` the one the next samples join when their names fit its type."""
+        self.allowed = _member_names(family.name, family.type)
+        self.append = family.samples.append
+        return family
+
+
+@functools.lru_cache(maxsize=8192)
+def _member_names(name: str, type_: str) -> frozenset[str]:
+    """The sample names a family of this name and type takes; cached as targets repeat them every scrape."""
+    return frozenset(name + suffix for suffix in _MEMBER_SUFFIXES[type_])
+
+
+def _no_current_family(sample: Sample) -> None:
+    """Stands in for `append` until a family is entered; never called, as `allowed` is empty until then."""
+    raise AssertionError("no current family")

@@ -1,0 +1,202 @@
+"""One asyncio task per target: poll on its interval, retry inside the interval, publish what came back.
+
+A poll is bounded by the target's timeout per attempt and by the next interval overall, so a slow
+or dead backend costs its own task and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import zlib
+from dataclasses import replace
+
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
+
+from exporter.normalize import normalize
+from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
+from exporter.store import Snapshot, Store
+
+log = structlog.get_logger("exporter.scheduler")
+
+#: A retry is only worth starting if this share of the timeout is still left before the next interval.
+_MIN_ATTEMPT_SHARE = 0.1
+
+
+def first_poll_offset(name: str, interval: float) -> float:
+    """Where in the interval a target's polls fall: spread by name, stable across restarts (as Prometheus does)."""
+    return (zlib.crc32(name.encode()) / 2**32) * interval
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, SourceError) and exc.retryable
+
+
+class TargetPoller:
+    """Polls one target and publishes each outcome as a new Snapshot."""
+
+    def __init__(self, target: TargetConfig, store: Store, shared: Shared):
+        self.target = target
+        self.store = store
+        self.source: Source = create_source(target, shared)
+        self._snapshot = store.get(target.name) or Snapshot(target)
+        self._snapshot = store.publish(replace(self._snapshot, target=target))
+
+    async def poll(self, *, budget: float | None = None) -> Snapshot:
+        """Poll once, with retries inside `budget` seconds (default: the interval), and publish the outcome."""
+        target = self.target
+        budget = target.interval if budget is None else budget
+        started, wall = time.monotonic(), time.time()
+        deadline = started + budget
+        attempts = 0
+
+        async def attempt_once():
+            nonlocal attempts
+            attempts += 1
+            allowed = min(target.timeout, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(allowed):
+                    return await self.source.poll()
+            except TimeoutError:
+                raise SourceError("timeout", f"no answer within {allowed:.3g}s") from None
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(target.retries + 1)
+            | stop_before_delay(max(0.0, budget - _MIN_ATTEMPT_SHARE * target.timeout)),
+            wait=wait_exponential_jitter(multiplier=target.backoff, max=budget / 2, jitter=target.backoff),
+            retry=retry_if_exception(_retryable),
+            before_sleep=lambda state: log.debug(
+                "poll attempt failed, retrying",
+                target=target.name,
+                attempt=state.attempt_number,
+                error=str(state.outcome.exception()),
+                wait=round(state.upcoming_sleep, 3),
+            ),
+            reraise=True,
+        )
+        previous = self._snapshot
+        try:
+            payload = await retrying(attempt_once)
+            normalized = normalize(payload.families, target=target.name, labels=target.labels, prefix=target.prefix or "")
+        except SourceError as exc:
+            return self._publish_failure(previous, exc, wall, started, attempts)
+        except Exception as exc:  # a bug in a source must not end the target's task
+            log.exception("poll raised unexpectedly", target=target.name)
+            return self._publish_failure(previous, SourceError("error", repr(exc)), wall, started, attempts)
+
+        dropped = dict(previous.dropped)
+        for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
+            dropped[reason] = dropped.get(reason, 0) + count
+        if previous.up is False:
+            log.info("target is up again", target=target.name, samples=normalized.sample_count)
+        self._snapshot = self.store.publish(
+            replace(
+                previous,
+                target=target,
+                families=normalized.families,
+                up=True,
+                last_poll=wall,
+                last_duration=time.monotonic() - started,
+                last_success=wall,
+                last_error="",
+                last_reason="",
+                polls=previous.polls + 1,
+                retries=previous.retries + attempts - 1,
+                dropped=dropped,
+                raw=payload.raw,
+            )
+        )
+        return self._snapshot
+
+    def _publish_failure(
+        self, previous: Snapshot, error: SourceError, wall: float, started: float, attempts: int
+    ) -> Snapshot:
+        # Say it at warning level when something changes; repeating the same failure every interval is noise.
+        changed = previous.up is not False or previous.last_reason != error.reason
+        (log.warning if changed else log.debug)(
+            "poll failed", target=self.target.name, reason=error.reason, error=error.message, attempts=attempts
+        )
+        errors = dict(previous.errors)
+        errors[error.reason] = errors.get(error.reason, 0) + 1
+        self._snapshot = self.store.publish(
+            replace(
+                previous,
+                target=self.target,
+                families=(),
+                up=False,
+                last_poll=wall,
+                last_duration=time.monotonic() - started,
+                last_error=error.message,
+                last_reason=error.reason,
+                polls=previous.polls + 1,
+                retries=previous.retries + max(0, attempts - 1),
+                errors=errors,
+                raw=b"",
+            )
+        )
+        return self._snapshot
+
+    async def run(self) -> None:
+        """Poll forever on the interval, the first poll at this target's offset within it."""
+        interval = self.target.interval
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + first_poll_offset(self.target.name, interval)
+        while True:
+            self._note_next_poll(next_at - loop.time())
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            await self.poll()
+            next_at += interval
+            late = loop.time() - next_at
+            if late > 0:  # a poll overran (the clock jumped, the loop stalled): skip the missed ticks
+                next_at += math.ceil(late / interval) * interval
+
+    def _note_next_poll(self, delay: float) -> None:
+        self._snapshot = self.store.publish(replace(self._snapshot, next_poll=time.time() + delay))
+
+    async def close(self) -> None:
+        await self.source.close()
+
+
+class Scheduler:
+    """Runs one TargetPoller task per configured target; `apply` moves from one target list to another."""
+
+    def __init__(self, store: Store, shared: Shared):
+        self.store = store
+        self.shared = shared
+        self._pollers: dict[str, tuple[TargetPoller, asyncio.Task]] = {}
+
+    async def apply(self, targets: list[TargetConfig]) -> None:
+        """Start new targets, stop removed ones, restart changed ones; unchanged ones keep running untouched."""
+        wanted = {target.name: target for target in targets}
+        for name, (poller, _) in list(self._pollers.items()):
+            if wanted.get(name) != poller.target:
+                await self._stop(name, forget=name not in wanted)
+        for name, target in wanted.items():
+            if name not in self._pollers:
+                self._start(target)
+
+    def _start(self, target: TargetConfig) -> None:
+        poller = TargetPoller(target, self.store, self.shared)
+        task = asyncio.create_task(poller.run(), name=f"poll {target.name}")
+        self._pollers[target.name] = (poller, task)
+        log.debug("target started", target=target.name, type=target.type, interval=target.interval)
+
+    async def _stop(self, name: str, *, forget: bool) -> None:
+        poller, task = self._pollers.pop(name)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await poller.close()
+        if forget:
+            self.store.remove(name)
+        log.debug("target stopped", target=name)
+
+    async def close(self) -> None:
+        for name in list(self._pollers):
+            await self._stop(name, forget=False)
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self._pollers)
+

@@ -1,0 +1,139 @@
+"""Real servers for the tests: upstreams serving the captured fixtures, misbehaving upstreams, the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from exporter.config import parse_config
+from exporter.daemon import Daemon
+from exporter.logs import configure
+from support import fixture_files, free_port
+
+TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _logs():
+    configure("debug", "console")
+
+
+class Upstream:
+    """One aiohttp server playing every kind of backend, good and bad, on a loopback port."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = defaultdict(int)
+        self.release = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_get("/fixture/{name}", self.fixture)
+        self.app.router.add_get("/status/{code}", self.status)
+        self.app.router.add_get("/garbage", self.garbage)
+        self.app.router.add_get("/hang", self.hang)
+        self.app.router.add_get("/big", self.big)
+        self.app.router.add_get("/flaky/{key}/{failures}", self.flaky)
+        self.app.router.add_get("/switch/{key}", self.switch)
+        #: keys of /switch/{key} routes that answer 503 until removed again
+        self.broken: set[str] = set()
+        self.url = ""
+
+    async def fixture(self, request: web.Request) -> web.Response:
+        self.hits[request.path] += 1
+        body = (_fixture_dir() / request.match_info["name"]).read_bytes()
+        return web.Response(body=body, headers={"Content-Type": TEXT_0_0_4})
+
+    async def status(self, request: web.Request) -> web.Response:
+        self.hits[request.path] += 1
+        return web.Response(status=int(request.match_info["code"]), text="upstream error\n")
+
+    async def garbage(self, request: web.Request) -> web.Response:
+        self.hits[request.path] += 1
+        return web.Response(text="<html><body>502 Bad Gateway</body></html>\n", content_type="text/html")
+
+    async def hang(self, request: web.Request) -> web.Response:
+        self.hits[request.path] += 1
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.release.wait(), 30)
+        return web.Response(text="late 1\n")
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        self.hits[request.path] += 1
+        response = web.StreamResponse(headers={"Content-Type": TEXT_0_0_4})
+        await response.prepare(request)
+        line = b"big_gauge{i=\"%d\"} 1\n"
+        for chunk in range(64):
+            await response.write(b"".join(line % (chunk * 1000 + i) for i in range(1000)))
+        return response
+
+    async def flaky(self, request: web.Request) -> web.Response:
+        """Fails with 503 the first `failures` times it is asked, then serves the vLLM V1 fixture."""
+        self.hits[request.path] += 1
+        if self.hits[request.path] <= int(request.match_info["failures"]):
+            return web.Response(status=503, text="warming up\n")
+        return await self.fixture_named(request, "vllm-v1-dynamo-worker-metrics_examples-vllm.prom")
+
+    async def switch(self, request: web.Request) -> web.Response:
+        """Serves the vLLM V1 fixture while its key is not in `broken`, then 503s."""
+        self.hits[request.path] += 1
+        if request.match_info["key"] in self.broken:
+            return web.Response(status=503, text="broken on purpose\n")
+        return await self.fixture_named(request, "vllm-v1-dynamo-worker-metrics_examples-vllm.prom")
+
+    async def fixture_named(self, request: web.Request, name: str) -> web.Response:
+        body = (_fixture_dir() / name).read_bytes()
+        return web.Response(body=body, headers={"Content-Type": TEXT_0_0_4})
+
+
+def _fixture_dir() -> Path:
+    return fixture_files()[0].parent
+
+
+@pytest.fixture
+async def upstream(aiohttp_server) -> Upstream:
+    up = Upstream()
+    server = await aiohttp_server(up.app, host="127.0.0.1")
+    up.url = str(server.make_url("")).rstrip("/")
+    yield up
+    up.release.set()
+
+
+@pytest.fixture
+async def start_daemon(tmp_path):
+    """Start a Daemon from YAML text in this test's event loop; stopped at the end of the test."""
+    daemons: list[Daemon] = []
+
+    async def start(yaml_text: str, **kwargs) -> Daemon:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml_text)
+        config = parse_config(yaml_text, str(path))
+        daemon = Daemon(config, config_path=path, listen=f"127.0.0.1:{free_port()}", **kwargs)
+        await daemon.start()
+        daemons.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        await daemon.close()
+
+
+def daemon_url(daemon: Daemon, path: str = "/metrics") -> str:
+    host, port = daemon.bound[0][:2]
+    return f"http://{host}:{port}{path}"
+
+
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll `predicate` until it is truthy; fail the test with a clear message if it never is."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,67 @@
+"""Polling: retries with backoff inside the interval, first polls spread, reasons counted."""
+
+from __future__ import annotations
+
+from exporter.config import parse_config
+from exporter.scheduler import TargetPoller, first_poll_offset
+from exporter.sources import Shared
+from exporter.store import Store
+
+
+def one_target(yaml_target: str, defaults: str = "{interval: 5s, timeout: 1s, retries: 2, backoff: 50ms}"):
+    return parse_config(f"defaults: {defaults}\ntargets:\n  - {yaml_target}\n").targets[0]
+
+
+async def poll_once(target):
+    store, shared = Store(), Shared()
+    try:
+        poller = TargetPoller(target, store, shared)
+        return await poller.poll()
+    finally:
+        await shared.close()
+
+
+async def test_target_that_fails_twice_then_succeeds_within_one_interval_ends_up_up(upstream):
+    target = one_target(f'{{name: flaky, type: http, url: "{upstream.url}/flaky/a/2"}}')
+    snap = await poll_once(target)
+    assert snap.up is True
+    assert snap.retries == 2
+    assert snap.errors == {}
+    assert upstream.hits["/flaky/a/2"] == 3
+    assert snap.sample_count > 100
+
+
+async def test_a_poll_that_runs_out_of_retries_counts_one_error_with_its_reason(upstream):
+    target = one_target(f'{{name: flaky, type: http, url: "{upstream.url}/flaky/b/5"}}')
+    snap = await poll_once(target)
+    assert snap.up is False
+    assert snap.errors == {"http_status": 1}
+    assert snap.retries == 2 and upstream.hits["/flaky/b/5"] == 3
+    assert snap.families == ()
+
+
+async def test_retries_never_spill_past_the_next_interval(upstream):
+    # Each attempt times out after 400ms; ten retries would take 4s, but the interval is 1s.
+    target = one_target(
+        f'{{name: hangs, type: http, url: "{upstream.url}/hang"}}',
+        "{interval: 1s, timeout: 400ms, retries: 10, backoff: 10ms}",
+    )
+    snap = await poll_once(target)
+    assert snap.up is False and snap.last_reason == "timeout"
+    assert upstream.hits["/hang"] < 4
+    assert snap.last_duration <= 1.0 + 0.25  # the interval, plus scheduling slack
+
+
+async def test_limits_are_not_retried(upstream):
+    target = one_target(f'{{name: big, type: http, url: "{upstream.url}/big", body_size_limit: 1KiB}}')
+    snap = await poll_once(target)
+    assert snap.last_reason == "body_too_large"
+    assert upstream.hits["/big"] == 1 and snap.retries == 0
+
+
+def test_first_polls_are_spread_over_the_interval():
+    offsets = sorted(first_poll_offset(f"target-{i}", 10.0) for i in range(200))
+    assert 0 <= offsets[0] and offsets[-1] < 10.0
+    # every tenth of the interval gets some targets: no thundering herd at start-up
+    assert {int(offset) for offset in offsets} == set(range(10))
+    assert first_poll_offset("vllm", 15.0) == first_poll_offset("vllm", 15.0)
