@@ -45,6 +45,8 @@ class DemoBackend:
             "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", names,
             buckets=(0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0), registry=self.registry,
         )
+        for metric in (self.running, self.waiting, self.kv_cache, self.prompt_tokens, self.generation_tokens, self.ttft, self.e2e):
+            metric.labels(**_LABELS)  # series exist from the first scrape, at zero
         self._running = 8
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task | None = None
@@ -57,7 +59,7 @@ class DemoBackend:
         self.running.labels(**_LABELS).set(running)
         self.waiting.labels(**_LABELS).set(max(0, rnd.randint(-4, 4)))
         self.kv_cache.labels(**_LABELS).set(round(min(1.0, running / 64 + rnd.uniform(0, 0.1)), 4))
-        finished = rnd.randint(0, max(1, running // 4))
+        finished = rnd.randint(1, 1 + running // 4)
         for _ in range(finished):
             self.prompt_tokens.labels(**_LABELS).inc(rnd.randint(50, 2000))
             self.generation_tokens.labels(**_LABELS).inc(rnd.randint(10, 500))

@@ -1,8 +1,7 @@
-"""Read Prometheus text-format and OpenMetrics `/metrics` bodies into `Family` values.
+"""Parse Prometheus text-format and OpenMetrics `/metrics` bodies into `Family` values.
 
-This is the one place exposition text is parsed, once per scrape of every target, so the common
-line shapes take a fast path built on `str` methods; anything unusual falls back to a careful
-parser that accepts what real servers write and explains what it rejects.
+This runs once per scrape of every target, so common lines take a fast, cached path; anything else goes
+to a careful reader that accepts what real servers write and says exactly what it rejects.
 """
 
 from __future__ import annotations
@@ -190,6 +189,8 @@ def _read_plain_labels(body: str, label_names: dict[str, str]) -> dict[str, str]
     what stands between values (`,name=`) and the values themselves, `{` `}` `,` `=` included.
     """
     pieces = body.split('"')
+    if not len(pieces) & 1:
+        return None  # an odd number of quotes: a value is not closed
     values = pieces[1::2]
     if not values:
         return {} if not body or body.isspace() else None
