@@ -94,7 +94,10 @@ _MEMBER_SUFFIXES = {
 
 
 def _decode(data: bytes | str) -> tuple[str, int]:
-    """UTF-8 text with `\\n` line ends, and 1 if a cut-off last line had to go for being invalid UTF-8."""
+    """The body as text, and 1 if a cut-off last line had to go for being invalid UTF-8.
+
+    `\\r\\n` line ends need nothing: every reader below ignores the blank a `\\r` leaves at the end.
+    """
     truncated = 0
     if isinstance(data, str):
         text = data
@@ -108,8 +111,6 @@ def _decode(data: bytes | str) -> tuple[str, int]:
                 raise ParseError(line, f"invalid UTF-8 at byte {exc.start}") from None
             # A body cut in the middle of a multi-byte character: same as any cut-off last line.
             text, truncated = _decode(data[: last_newline + 1])[0], 1
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
     if text.startswith("\ufeff"):
         text = text[1:]
     return text, truncated
@@ -298,7 +299,7 @@ def _skip_blanks(text: str, position: int) -> int:
 
 
 def _read_value_carefully(after: str) -> float:
-    """`value [timestamp] [# {exemplar labels} value [timestamp]]`; timestamps and exemplars are checked, then dropped."""
+    """`value [timestamp] [# {exemplar labels} value [timestamp]]`: all checked, only the value kept."""
     numbers, hash_mark, exemplar = after.partition("#")
     tokens = numbers.split()
     if not tokens:

@@ -101,7 +101,7 @@ targets:
     assert 'target="good"' not in out
 
 
-async def test_run_serves_then_stops_cleanly_on_sigterm_with_json_logs(upstream, tmp_path):
+async def test_run_reloads_on_sighup_and_stops_cleanly_on_sigterm_with_json_logs(upstream, tmp_path):
     port = free_port()
     path = tmp_path / "run.yaml"
     path.write_text(f'targets:\n  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", interval: 1s}}\n')
@@ -109,16 +109,23 @@ async def test_run_serves_then_stops_cleanly_on_sigterm_with_json_logs(upstream,
         sys.executable, "-m", "exporter", "run", "--config", str(path), "--listen", f"127.0.0.1:{port}",
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        async def ready():
-            try:
-                async with aiohttp.ClientSession() as session:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                        return response.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
 
-        await wait_until(ready, timeout=30, interval=0.2)
+    async def get(path: str) -> tuple[int, str]:
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}{path}") as response:
+                    return response.status, await response.text()
+        except aiohttp.ClientConnectionError:
+            return 0, ""
+
+    try:
+        await wait_until(lambda: _status_is(get("/readyz"), 200), timeout=30, interval=0.2)
+        path.write_text(
+            f'targets:\n  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", interval: 1s}}\n'
+            f'  - {{name: tgi, type: http, url: "{upstream.url}/fixture/{TGI}", interval: 1s}}\n'
+        )
+        process.send_signal(signal.SIGHUP)
+        await wait_until(lambda: _contains(get("/metrics"), 'inference_exporter_target_up{target="tgi"} 1.0'), timeout=15)
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 10)
     finally:
@@ -127,8 +134,17 @@ async def test_run_serves_then_stops_cleanly_on_sigterm_with_json_logs(upstream,
     assert process.returncode == 0
     events = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines() if line.startswith("{")]
     messages = [event["event"] for event in events]
-    assert "inference-exporter started" in messages and messages[-1] == "inference-exporter stopped"
+    assert "inference-exporter started" in messages and "config reloaded" in messages
+    assert messages[-1] == "inference-exporter stopped"
     assert all("timestamp" in event and "level" in event for event in events)
+
+
+async def _status_is(response, status: int) -> bool:
+    return (await response)[0] == status
+
+
+async def _contains(response, text: str) -> bool:
+    return text in (await response)[1]
 
 
 async def test_run_demo_serves_a_simulated_backend_labelled_as_a_demo(tmp_path):
