@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.config import parse_config
+from exporter.config import ConfigError, parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.sources.http import RAW_KEEP, HTTPSource
@@ -506,3 +506,27 @@ async def test_cert_for_another_name_fails_as_tls_without_server_name(internal_n
 
     assert snap.up is False
     assert snap.last_reason == "tls"
+
+
+async def test_ca_file_deleted_after_loading_fails_the_poll_not_the_daemon(https_url, poller, ca, tmp_path):
+    ca_file = write_ca(ca, tmp_path)
+    target = http_target(f"{https_url}/metrics", f"tls: {{ca_file: {q(ca_file)}}}")  # validated while it exists
+    ca_file.unlink()
+
+    snap = await poller(target).poll()
+
+    assert snap.up is False
+    assert snap.last_reason == "tls"
+    assert str(ca_file) in snap.last_error
+
+
+def test_a_tls_file_that_is_not_pem_is_a_config_error_naming_its_line(tmp_path):
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            f'targets:\n  - name: a\n    type: http\n    url: https://127.0.0.1:1/metrics\n    tls: {{ca_file: "{bogus}"}}\n',
+            "tls.yaml",
+        )
+    assert str(caught.value).startswith("tls.yaml:5: targets[0].tls:")
+    assert str(bogus) in str(caught.value)

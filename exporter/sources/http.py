@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import ssl
+from pathlib import Path
 from typing import Literal
 
 import aiohttp
@@ -51,7 +53,26 @@ class TLSConfig(BaseModel):
     def _cert_and_key(self) -> "TLSConfig":
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together: set both or neither")
+        self.context()  # a file that is not PEM is a config error, reported with its line
         return self
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(path for path in (self.ca_file, self.cert_file, self.key_file) if path is not None)
+
+    def context(self) -> ssl.SSLContext:
+        """A client SSLContext from these files; ValueError naming the files if they cannot be loaded."""
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            if self.cert_file and self.key_file:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            names = ", ".join(str(path) for path in self.files)
+            raise ValueError(f"cannot load the TLS files ({names}): {exc.strerror or exc}") from None
+        if self.insecure_skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 class HTTPTarget(TargetConfig):
@@ -95,18 +116,6 @@ class HTTPTarget(TargetConfig):
         return shown
 
 
-def _ssl_context(tls: TLSConfig | None) -> ssl.SSLContext | bool:
-    if tls is None:
-        return True
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file and tls.key_file:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _session() -> aiohttp.ClientSession:
     # No total timeout here: the scheduler bounds each attempt. Proxies from the environment are
     # ignored, as Prometheus does by default: targets are local and must not detour.
@@ -124,35 +133,48 @@ class HTTPSource:
     def __init__(self, target: HTTPTarget, shared: Shared):
         self.target = target
         self._shared = shared
-        self._ssl = _ssl_context(target.tls)
+        self._tls: tuple[tuple[float, ...], ssl.SSLContext] | None = None
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
 
     def _request_headers(self) -> dict[str, str]:
+        """Headers for one request; credential files are read each time, so rotated secrets are used."""
         token = self.target.bearer_token
         if self.target.bearer_token_file is not None:
             token = read_secret(self.target.bearer_token_file)
-        if token is None:
-            return self._headers
-        return {**self._headers, "Authorization": f"Bearer {token}"}
-
-    def _auth(self) -> aiohttp.BasicAuth | None:
+        if token is not None:
+            return {**self._headers, "Authorization": f"Bearer {token}"}
         auth = self.target.basic_auth
-        if auth is None:
-            return None
-        password = auth.password if auth.password is not None else read_secret(auth.password_file)
-        return aiohttp.BasicAuth(auth.username, password)
+        if auth is not None:
+            password = auth.password if auth.password is not None else read_secret(auth.password_file)
+            userpass = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
+            return {**self._headers, "Authorization": f"Basic {userpass}"}
+        return self._headers
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        """The target's TLS context, built again when one of its files changes (a rotated certificate)."""
+        tls = self.target.tls
+        if tls is None:
+            return True
+        stamps = tuple(path.stat().st_mtime for path in tls.files)
+        if self._tls is None or self._tls[0] != stamps:
+            self._tls = (stamps, tls.context())
+        return self._tls[1]
 
     async def poll(self) -> Payload:
         session = self._shared.get("http.session", _session)
         url = self.target.url
         try:
-            headers, auth = self._request_headers(), self._auth()
+            headers = self._request_headers()
         except OSError as exc:  # a credential file that vanished since the config was loaded
             raise SourceError("credentials", f"cannot read a credential file: {exc}") from None
+        try:
+            ssl_context = self._ssl()
+        except (OSError, ValueError) as exc:
+            raise SourceError("tls", f"cannot load the TLS files of {url}: {exc}") from None
         server_name = self.target.tls.server_name if self.target.tls else None
         try:
             async with session.get(
-                url, headers=headers, auth=auth, ssl=self._ssl, server_hostname=server_name
+                url, headers=headers, ssl=ssl_context, server_hostname=server_name
             ) as response:
                 if not 200 <= response.status < 300:
                     raise SourceError("http_status", f"{url} answered HTTP {response.status} {response.reason or ''}".rstrip())
