@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import trustme
 
 from exporter.config import Config, ConfigError, ConfigIssue, load_config, parse_config
 
@@ -36,8 +37,12 @@ def one_error(path: Path) -> str:
 
 
 def test_valid_file_with_every_http_field_loads(tmp_path):
-    for name in ("token", "ca.pem", "client.pem", "client-key.pem"):
-        (tmp_path / name).write_text("x\n")
+    (tmp_path / "token").write_text("x\n")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    client = ca.issue_cert("client.internal")
+    client.cert_chain_pems[0].write_to_path(tmp_path / "client.pem")
+    client.private_key_pem.write_to_path(tmp_path / "client-key.pem")
     path = write(
         tmp_path,
         f"""
