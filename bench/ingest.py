@@ -1,0 +1,130 @@
+"""Ingest benchmark: parse + normalize throughput on the real fixtures and a 100k-sample payload.
+
+Prints samples per second per core for our pipeline, prometheus_client's parser on the same bytes,
+and promtool's Go parser on the same file, with ratios measured in this run. No assertions:
+
+    .venv/bin/python bench/ingest.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from exporter import parse as parse_module  # noqa: E402
+from exporter.normalize import normalize  # noqa: E402
+from exporter.parse import parse  # noqa: E402
+
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+SCALE_SOURCE = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
+
+
+def scaled_payload(samples_wanted: int) -> bytes:
+    """The vLLM V1 fixture repeated with a new `replica` label value per copy, families kept whole."""
+    families = parse((FIXTURES / SCALE_SOURCE).read_bytes()).families
+    per_copy = sum(len(f.samples) for f in families)
+    copies = -(-samples_wanted // per_copy)
+    lines = []
+    for family in families:
+        if not family.samples:
+            continue
+        lines.append(f"# HELP {family.name} {family.help or family.name}")
+        lines.append(f"# TYPE {family.name} {family.type}")
+        for copy in range(copies):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in {**sample.labels, "replica": str(copy)}.items())
+                lines.append(f"{sample.name}{{{labels}}} {sample.value!r}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def cpu_rate(work, samples: int, repeat: int) -> float:
+    """Samples per CPU-second: the best of `repeat` runs, CPU time of this process (one core)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        work()
+        best = min(best, time.process_time() - start)
+    return samples / best if best > 0 else float("inf")
+
+
+def ours(data: bytes, *, warm: bool):
+    def run():
+        if not warm:
+            parse_module._HEADS.clear()
+        families = parse(data).families
+        normalize(families, target="bench", labels={"site": "bench"})
+
+    return run
+
+
+def promtool_seconds(path: Path, promtool: str, repeat: int) -> float:
+    """Wall seconds for `promtool check metrics < file`, less the same for an empty file (process start)."""
+
+    def run(file: Path) -> float:
+        best = float("inf")
+        for _ in range(repeat):
+            with file.open("rb") as stdin:
+                start = time.perf_counter()
+                subprocess.run([promtool, "check", "metrics"], stdin=stdin, capture_output=True)
+                best = min(best, time.perf_counter() - start)
+        return best
+
+    with tempfile.NamedTemporaryFile(suffix=".prom") as empty:
+        baseline = run(Path(empty.name))
+    return max(run(path) - baseline, 1e-6)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement; the best is kept")
+    args = parser.parse_args()
+    promtool = shutil.which("promtool")
+
+    cases: list[tuple[str, bytes]] = []
+    for path in sorted(FIXTURES.glob("*.prom")):
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]  # promtool refuses a body without its final newline
+        cases.append((path.name, data))
+    cases.append(("scaled vLLM V1, 100k samples", scaled_payload(100_000)))
+
+    header = f"{'payload':<52} {'samples':>8} {'ours warm/s':>12} {'ours cold/s':>12} {'client/s':>10} {'x client':>9} {'promtool/s':>11} {'x promtool':>10}"
+    print(header)
+    print("-" * len(header))
+    for name, data in cases:
+        text = data.decode()
+        samples = sum(len(f.samples) for f in parse(data).families)
+        repeat = args.repeat if samples < 10_000 else max(2, args.repeat // 2)
+        warm = cpu_rate(ours(data, warm=True), samples, repeat)
+        cold = cpu_rate(ours(data, warm=False), samples, repeat)
+        try:
+            client = cpu_rate(lambda: list(text_string_to_metric_families(text)), samples, repeat)
+        except Exception:  # the client's parser refuses a few hand-edited fixtures
+            client = float("nan")
+        row = f"{name[:52]:<52} {samples:>8} {warm:>12,.0f} {cold:>12,.0f} {client:>10,.0f} {warm / client:>9.1f}"
+        if promtool:
+            with tempfile.NamedTemporaryFile(suffix=".prom") as file:
+                Path(file.name).write_bytes(data)
+                go = samples / promtool_seconds(Path(file.name), promtool, repeat)
+            row += f" {go:>11,.0f} {warm / go:>10.2f}"
+        print(row)
+    print(
+        "\nours = exporter.parse.parse + exporter.normalize.normalize, samples per CPU-second of one core;"
+        "\nwarm = steady state (a target's series seen before), cold = caches cleared before each parse;"
+        "\nx client = ours warm / prometheus_client's text parser; x promtool = ours warm / `promtool check metrics`"
+        "\n(its process start subtracted; it also lints, so it is an upper bound on Go's parse time)."
+    )
+
+
+if __name__ == "__main__":
+    main()
