@@ -49,7 +49,7 @@ CASES = {
             "prefix": "",
             "defaults": {"interval": "5s", "timeout": "2s", "retries": 1},
             "targets": [
-                {"name": "vllm", "type": "http", "url": "http://${NODE_IP}:8000/metrics", "labels": {"node": "${NODE_NAME}"}},
+                {"name": "vllm", "type": "http", "url": "http://${NODE_IP}:8000/metrics", "labels": {"pool": "chat", "gpu_node": "${NODE_NAME}"}},
                 # Large integers must reach the config as integers, not 2e+06.
                 {"name": "sglang", "type": "http", "url": "http://${NODE_IP}:30000/metrics", "interval": "30s", "sample_limit": 2000000},
             ],

@@ -47,6 +47,7 @@ def test_unit_hardening_exposure_is_2_0_or_lower():
     print(f"systemd-analyze security --offline=yes: exposure {match[1]} {match[2]}")
     assert float(match[1]) <= 2.0 and match[2] == "OK"
     assert result.returncode == 0, "exposure above --threshold=20 (2.0)"
+    assert f"`systemd-analyze security` rates it {match[1]}" in (REPO / "README.md").read_text(), "README states another figure"
 
 
 def test_unit_command_line_is_one_the_cli_accepts():
