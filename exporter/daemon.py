@@ -19,6 +19,7 @@ from exporter.scheduler import Scheduler, TargetPoller
 from exporter.sources import Shared, TargetConfig
 from exporter.sources.http import HTTPTarget
 from exporter.store import Snapshot, Store
+from exporter.systemd import Notifier
 from exporter.web import build_app
 
 log = structlog.get_logger("exporter.daemon")
@@ -43,6 +44,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._started = False
         self.bound: list[tuple] = []
+        self.notifier = Notifier.from_environment()
 
     def targets(self, config: Config) -> list[TargetConfig]:
         """The config's targets, plus the simulated backend when running as a demo."""
@@ -79,16 +81,20 @@ class Daemon:
             listen=self.listen, config=str(self.config_path) if self.config_path else None,
             targets=len(self.scheduler.targets),
         )
+        self.notifier.ready(f"serving on {self.listen}, polling {len(self.scheduler.targets)} targets")
+        self.notifier.start_watchdog()
 
     async def reload(self) -> bool:
         """Load the config file again; a bad file keeps the running config and says why."""
         if self.config_path is None:
             return False
+        self.notifier.reloading()
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
             self.store.config_ok = False
             log.error("config reload failed, keeping the running config", errors=[str(issue) for issue in exc.issues])
+            self.notifier.ready(f"config reload failed, kept the running config; polling {len(self.scheduler.targets)} targets")
             return False
         if config.listen != self.config.listen:
             log.warning(
@@ -99,18 +105,21 @@ class Daemon:
         await self.scheduler.apply(self.targets(config))
         self.store.config_ok, self.store.config_loaded_at = True, time.time()
         log.info("config reloaded", targets=len(self.scheduler.targets))
+        self.notifier.ready(f"config reloaded; serving on {self.listen}, polling {len(self.scheduler.targets)} targets")
         return True
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def close(self) -> None:
+        await self.notifier.stopping()
         await self.scheduler.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.shared.close()
         if self.demo is not None:
             await self.demo.stop()
+        self.notifier.close()
         log.info("inference-exporter stopped")
 
     async def run(self) -> None:

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 def require_tool(name: str) -> str:
-    """The path of an external program the test needs (promtool, prometheus, nats-server).
+    """The path of an external program the test needs (promtool, prometheus, nats-server, systemd-analyze).
 
     Missing, the test is skipped on a developer's machine but fails where
     INFERENCE_EXPORTER_REQUIRE_TOOLS=1 (set by tests/run.sh), so CI can never skip it silently.
@@ -36,7 +36,8 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} is not installed (Debian: apt-get install {'prometheus' if name == 'promtool' else name})"
+    package = {"promtool": "prometheus", "systemd-analyze": "systemd"}.get(name, name)
+    message = f"{name} is not installed (Debian: apt-get install {package})"
     if os.environ.get("INFERENCE_EXPORTER_REQUIRE_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)
