@@ -115,8 +115,13 @@ def eight_gpus() -> list[FakeGPU]:
 class FakeNVML(types.ModuleType):
     """Stands in for the `pynvml` module. `calls` counts each function called, per GPU index."""
 
-    def __init__(self, gpus: list[FakeGPU], *, library_missing: bool = False, driver: str = "550.54.15", cuda: int = 12040):
+    def __init__(
+        self, gpus: list[FakeGPU], *, library_missing: bool = False, driver: str = "550.54.15", cuda: int = 12040,
+        driver_lacks: frozenset[str] = frozenset(),
+    ):
         super().__init__("pynvml")
+        #: Functions an older driver does not export: pynvml answers NVML_ERROR_FUNCTION_NOT_FOUND.
+        self.driver_lacks = driver_lacks
         self.gpus = gpus
         self.library_missing = library_missing
         self.driver = driver
@@ -141,6 +146,8 @@ class FakeNVML(types.ModuleType):
         gpu = handle.gpu if handle is not None else None
         with self._lock:
             self.calls[(gpu.index if gpu else None, name)] += 1
+        if name in self.driver_lacks:
+            raise nvml_error(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
         if not self.initialized:
             raise nvml_error(pynvml.NVML_ERROR_UNINITIALIZED)
         if gpu is None:
@@ -248,6 +255,10 @@ class FakeNVML(types.ModuleType):
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Handle) -> int:
         return self._enter("nvmlDeviceGetTotalEnergyConsumption", handle).energy_mj
 
+    def nvmlDeviceGetTemperatureV(self, handle: Handle, sensor: int) -> int:
+        assert sensor == pynvml.NVML_TEMPERATURE_GPU
+        return self._enter("nvmlDeviceGetTemperatureV", handle).temperature
+
     def nvmlDeviceGetTemperature(self, handle: Handle, sensor: int) -> int:
         assert sensor == pynvml.NVML_TEMPERATURE_GPU
         return self._enter("nvmlDeviceGetTemperature", handle).temperature
@@ -286,6 +297,9 @@ class FakeNVML(types.ModuleType):
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Handle) -> int:
         return self._enter("nvmlDeviceGetCurrentClocksEventReasons", handle).clock_event_reasons
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Handle) -> int:
+        return self._enter("nvmlDeviceGetCurrentClocksThrottleReasons", handle).clock_event_reasons
 
     def nvmlDeviceGetTotalEccErrors(self, handle: Handle, error_type: int, counter_type: int) -> int:
         gpu = self._enter("nvmlDeviceGetTotalEccErrors", handle)

@@ -158,6 +158,24 @@ async def test_clock_event_reasons_are_one_labelled_zero_or_one_gauge_per_reason
     }
 
 
+async def test_a_driver_without_the_newer_functions_still_reports_through_the_older_ones(monkeypatch):
+    gpu = FakeGPU(0, temperature=55, clock_event_reasons=0x4)
+    fake = FakeNVML([gpu], driver_lacks=frozenset({"nvmlDeviceGetTemperatureV", "nvmlDeviceGetCurrentClocksEventReasons"}))
+    monkeypatch.setattr(nvml_source, "load_binding", lambda: fake)
+    poller = Poller(nvml_target())
+    try:
+        for _ in range(2):
+            snap = await poller.poll()
+        text = poller.metrics()
+    finally:
+        await poller.close()
+    assert snap.up and snap.dropped == {}
+    assert by_gpu(text, "gpu_temperature_celsius") == {0: 55}
+    assert series(text, "gpu_clock_event_reason")[frozenset({("gpu", "0"), ("reason", "sw_power_cap")})] == 1
+    # The newer name is tried once, not at every poll.
+    assert fake.called("nvmlDeviceGetTemperatureV", 0) == 1 and fake.called("nvmlDeviceGetTemperature", 0) == 2
+
+
 async def test_ecc_errors_and_remapped_rows_are_counters(host, gpus):
     host.gpus[4].ecc = (12, 1)
     host.gpus[4].remapped_rows = (3, 1, 1, 0)

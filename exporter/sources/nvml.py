@@ -227,8 +227,15 @@ class Sampler:
         self._process_names: dict[int, str] = {}
         #: Fields that failed in this poll with an error other than "not supported".
         self._errors = 0
-        self._reasons_call = "nvmlDeviceGetCurrentClocksEventReasons"
-        self._unsupported_errors = (nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound, nvml.NVMLError_NoPermission)
+        #: Which of several names for one reading this binding and driver answer to (see call_newest).
+        self._chosen: dict[tuple[str, ...], str] = {}
+        # nvidia-ml-py 12.560+ raises NVMLLibraryMismatchError, not an NVMLError, where the driver lacks a
+        # function it calls by an unversioned name (nvmlDeviceGetComputeRunningProcesses on old drivers).
+        mismatch = getattr(nvml, "NVMLLibraryMismatchError", None)
+        self._unsupported_errors = (
+            nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound, nvml.NVMLError_NoPermission,
+            *((mismatch,) if mismatch else ()),
+        )
         self._fatal_errors = (
             nvml.NVMLError_Uninitialized,
             nvml.NVMLError_DriverNotLoaded,
@@ -243,6 +250,26 @@ class Sampler:
     def call(self, name: str, *args: Any) -> Any:
         self.calling = name
         return getattr(self.nvml, name)(*args)
+
+    def call_newest(self, names: tuple[str, ...], *args: Any) -> Any:
+        """Call the first of `names` (newest first) that the binding and the driver both have; remember it.
+
+        NVML deprecates functions for newer ones that older drivers lack: each GPU host gets the best it has.
+        """
+        chosen = self._chosen.get(names)
+        if chosen is not None:
+            return self.call(chosen, *args)
+        for name in names[:-1]:
+            if not hasattr(self.nvml, name):  # an older nvidia-ml-py
+                continue
+            try:
+                result = self.call(name, *args)
+            except self.nvml.NVMLError_FunctionNotFound:  # an older driver
+                continue
+            self._chosen[names] = name
+            return result
+        self._chosen[names] = names[-1]
+        return self.call(names[-1], *args)
 
     def describe_call(self) -> str:
         """The call in progress, for messages: "nvmlDeviceGetPowerUsage on GPU 3"."""
@@ -491,7 +518,8 @@ class Sampler:
         return [("gpu_energy_consumed_joules", {}, self.call("nvmlDeviceGetTotalEnergyConsumption", gpu.handle) / 1000)]
 
     def _temperature(self, gpu: _GPU) -> list[Reading]:
-        celsius = self.call("nvmlDeviceGetTemperature", gpu.handle, self.nvml.NVML_TEMPERATURE_GPU)
+        names = ("nvmlDeviceGetTemperatureV", "nvmlDeviceGetTemperature")
+        celsius = self.call_newest(names, gpu.handle, self.nvml.NVML_TEMPERATURE_GPU)
         return [("gpu_temperature_celsius", {}, celsius)]
 
     def _memory_temperature(self, gpu: _GPU) -> list[Reading]:
@@ -528,11 +556,8 @@ class Sampler:
         return [] if state == _PSTATE_UNKNOWN else [("gpu_performance_state", {}, state)]
 
     def _clock_event_reasons(self, gpu: _GPU) -> list[Reading]:
-        try:
-            mask = self.call(self._reasons_call, gpu.handle)
-        except self.nvml.NVMLError_FunctionNotFound:  # drivers before 535 know the older name only
-            self._reasons_call = "nvmlDeviceGetCurrentClocksThrottleReasons"
-            mask = self.call(self._reasons_call, gpu.handle)
+        names = ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons")  # 535+, older
+        mask = self.call_newest(names, gpu.handle)
         return [("gpu_clock_event_reason", {"reason": label}, 1 if mask & bit else 0) for label, bit in self._reasons.items()]
 
     def _ecc(self, gpu: _GPU) -> list[Reading]:
