@@ -403,9 +403,9 @@ async def test_a_stuck_call_holds_up_neither_the_scrape_nor_other_targets(host, 
     host.gpus[3].blocks["nvmlDeviceGetPowerUsage"] = release = threading.Event()
     daemon = await start_daemon(
         f"""
-defaults: {{interval: 1s, timeout: 400ms, retries: 0}}
+defaults: {{interval: 1s, timeout: 1s, retries: 0}}
 targets:
-  - {{name: gpu-stuck, type: nvml, devices: [3]}}
+  - {{name: gpu-stuck, type: nvml, devices: [3], timeout: 400ms}}
   - {{name: gpus-fine, type: nvml, devices: [0, 1]}}
   - {{name: vllm, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"}}
 """
@@ -432,13 +432,13 @@ async def test_a_missing_library_marks_the_target_down_says_so_once_and_keeps_re
     with capture_logs() as logs:
         daemon = await start_daemon(
             f"""
-defaults: {{interval: 200ms, timeout: 200ms, retries: 0}}
+defaults: {{interval: 1s, timeout: 1s, retries: 0}}
 targets:
-  - {{name: gpus, type: nvml}}
+  - {{name: gpus, type: nvml, interval: 200ms}}
   - {{name: vllm, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"}}
 """
         )
-        await wait_until(lambda: daemon.store.get("gpus").polls >= 6)
+        await wait_until(lambda: daemon.store.get("gpus").polls >= 6 and daemon.store.get("vllm").up is not None)
         text = await get(daemon_url(daemon))
 
         assert self_metric(text, "inference_exporter_target_up") == {"gpus": 0, "vllm": 1}
