@@ -15,7 +15,8 @@ DESCRIPTION = """\
 One Prometheus scrape target per GPU inference host. inference-exporter polls the
 /metrics endpoints of vLLM, SGLang, TGI, Triton, NIM, Dynamo and llama.cpp (and any
 other Prometheus endpoint) listed in a YAML file, each on its own interval with
-retries, and serves them all, labelled by target, from one /metrics endpoint.
+retries, and the host's NVIDIA GPUs through NVML (type: nvml), and serves them all,
+labelled by target, from one /metrics endpoint.
 """
 
 EPILOG = """\

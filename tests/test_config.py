@@ -438,12 +438,12 @@ def test_unknown_target_type_lists_the_known_ones(tmp_path):
             type: htp
         """,
     )
-    assert one_error(path) == f"{path}:7: targets[1].type: unknown target type 'htp'; expected one of: http"
+    assert one_error(path) == f"{path}:7: targets[1].type: unknown target type 'htp'; expected one of: http, nvml"
 
 
 def test_missing_type_is_reported_at_the_target(tmp_path):
     path = write(tmp_path, "targets:\n  - name: a\n    url: http://a/metrics\n")
-    assert one_error(path) == f"{path}:2: targets[0]: missing required key 'type'; expected one of: http"
+    assert one_error(path) == f"{path}:2: targets[0]: missing required key 'type'; expected one of: http, nvml"
 
 
 def test_missing_required_key_is_reported_at_the_target(tmp_path):
