@@ -348,7 +348,7 @@ def _plain(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fields(fields: dict[str, Any]) -> str:
-    return " ".join(f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in fields.items())
+    return " ".join(f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}" for key, value in fields.items())
 
 
 def _text(raw: bytes) -> str:
