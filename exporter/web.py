@@ -96,13 +96,18 @@ def state_of(snap: Snapshot) -> str:
     return "pending" if snap.up is None else ("up" if snap.up else "down")
 
 
+def profile_of(snap: Snapshot) -> str | None:
+    """The backend profile: the one the last poll used if the snapshot says, else the configured one."""
+    return getattr(snap, "profile", None) or getattr(snap.target, "profile", None)
+
+
 def target_state(snap: Snapshot) -> dict[str, Any]:
     """One target's status for /api/targets and the pages: what a person debugging it asks first."""
     return {
         "name": snap.target.name,
         "type": snap.target.type,
         "state": state_of(snap),
-        "profile": getattr(snap.target, "profile", None),
+        "profile": profile_of(snap),
         "labels": dict(snap.target.labels),
         "interval_seconds": snap.target.interval,
         "timeout_seconds": snap.target.timeout,
@@ -221,7 +226,7 @@ def _target_row(snap: Snapshot, now: float) -> str:
         f'<a href="/targets/{quote(target.name, safe="")}">{_e(target.name)}</a>'
         + (f'<br><span class="muted">{_e(endpoint)}</span>' if endpoint else ""),
         _e(target.type),
-        _e(getattr(target, "profile", None) or ""),
+        _e(profile_of(snap) or ""),
         f'<span class="badge {state}">{state.upper()}</span>',
         _labels(target.labels),
         f'<span title="{_e(_iso(snap.last_poll) or "")}">{_ago(snap.last_poll, now)}</span>',
