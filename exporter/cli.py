@@ -23,6 +23,7 @@ EPILOG = """\
 examples:
   inference-exporter run --demo                    bundled example config plus a simulated vLLM backend
   inference-exporter run --config /etc/inference-exporter/config.yaml
+  inference-exporter run --config config.yaml --web.config.file web.yml   TLS and basic auth on the endpoint
   inference-exporter check-config config.yaml      validate; every error with file:line
   inference-exporter once --config config.yaml --target vllm
 """
@@ -34,6 +35,13 @@ def bundled_config() -> Path:
     if packaged.is_file():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / "config.example.yaml"
+
+
+_WEB_CONFIG = dict(
+    type=Path, metavar="FILE",
+    help="TLS, basic auth and response headers for the endpoint, in the Prometheus exporter-toolkit format "
+    "(tls_server_config, basic_auth_users, http_server_config); read again when it or its certificates change",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,13 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", parents=[logging], help="run the daemon",
         description="Poll every target on its interval and serve /metrics, /healthz, /readyz and /targets. "
-        "SIGHUP reloads the config (a bad file keeps the running one); SIGTERM or SIGINT stops within seconds.",
+        "The config is loaded again when the file changes (checked every second; a Kubernetes ConfigMap update "
+        "included) and on SIGHUP; a bad file keeps the running one. SIGTERM or SIGINT stops within seconds.",
     )
     run.add_argument(
         "--config", type=Path, metavar="FILE",
         help=f"the YAML config (default: the bundled example, {bundled_config().name}, which listens on 127.0.0.1)",
     )
     run.add_argument("--listen", metavar="HOST:PORT", help="where to serve, overriding the config's listen (e.g. 0.0.0.0:9898)")
+    run.add_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
     run.add_argument(
         "--demo", action="store_true",
         help='also start a simulated vLLM backend on loopback and poll it as target "demo-vllm" (its series carry demo="true")',
@@ -73,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate FILE. Exit 0 when it is valid; otherwise print every error with file:line and exit 1.",
     )
     check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
 
     once = commands.add_parser(
         "once", parents=[logging], help="poll once and print what /metrics would serve",
@@ -100,6 +111,20 @@ def _load(path: Path):
         return None
 
 
+def _load_web(path: Path | None):
+    """The web config's live view, None without one; False if the file is bad (its errors printed)."""
+    from exporter.config import ConfigError
+    from exporter.webconfig import WebSecurity
+
+    if path is None:
+        return None
+    try:
+        return WebSecurity(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return False
+
+
 def _run(args: argparse.Namespace) -> int:
     from exporter.daemon import Daemon
 
@@ -107,7 +132,8 @@ def _run(args: argparse.Namespace) -> int:
 
     path = args.config or bundled_config()
     config = _load(path)
-    if config is None:
+    web_security = _load_web(args.web_config_file)
+    if config is None or web_security is False:
         return 1
     if args.listen is not None:
         try:
@@ -115,15 +141,23 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"--listen: {exc}", file=sys.stderr)
             return 1
-    asyncio.run(Daemon(config, config_path=path, listen=args.listen, demo=args.demo).run())
+    daemon = Daemon(config, config_path=path, listen=args.listen, demo=args.demo, web_security=web_security)
+    asyncio.run(daemon.run())
     return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
-    if config is None:
+    web_security = _load_web(args.web_config_file)
+    if config is None or web_security is False:
         return 1
     print(f"{args.file}: valid, {len(config.targets)} target(s)")
+    if web_security is not None:
+        web = web_security.config
+        print(
+            f"{args.web_config_file}: valid, TLS {'on' if web.tls else 'off'}, "
+            f"{len(web.basic_auth_users)} basic auth user(s), {len(web.headers)} header(s)"
+        )
     return 0
 
 

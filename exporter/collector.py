@@ -10,11 +10,13 @@ import platform
 from typing import Iterable
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, CounterMetricFamily, Metric
 from prometheus_client.registry import Collector as _Collector, CollectorRegistry
 
 from exporter import __version__
-from exporter.store import Store
+from exporter.normalize import SeriesFamily
+from exporter.store import Snapshot, Store
 
 SELF = "inference_exporter_"
 
@@ -104,6 +106,24 @@ class Collector(_Collector):
         )
         info.add_metric([__version__, platform.python_version()], 1.0)
         yield info
+
+
+class _Families(_Collector):
+    def __init__(self, families: Iterable[SeriesFamily]):
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.families:
+            metric = Metric(family.name, family.help, family.type)
+            metric.samples.extend(family.samples)
+            yield metric
+
+
+def target_exposition(snapshot: Snapshot) -> str:
+    """The series one target contributes to /metrics, in the classic text format, for its debugging page."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(snapshot.families))
+    return generate_latest(registry).decode()
 
 
 def registry_for(collector: Collector) -> CollectorRegistry:

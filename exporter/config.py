@@ -17,7 +17,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, TypeVar, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -40,6 +40,8 @@ _INHERITED = ("interval", "timeout", "retries", "backoff")
 _SNIPPET_PREFIX = "x-"
 #: A config has hundreds of nodes; this bounds what aliases may expand to ("billion laughs").
 _MAX_NODES = 200_000
+
+M = TypeVar("M", bound=BaseModel)
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAP_TAG = "tag:yaml.org,2002:map"
@@ -197,22 +199,44 @@ class ConfigError(Exception):
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a config file. Raises ConfigError, naming file:line, on any problem."""
     filename = os.fspath(path)
+    return parse_config(read_text(filename, "config file"), filename)
+
+
+def read_text(filename: str, what: str) -> str:
+    """A YAML file's text; ConfigError if it cannot be read or is not UTF-8."""
     try:
         with open(filename, "rb") as file:
             data = file.read()
     except OSError as exc:
-        raise ConfigError([ConfigIssue(filename, None, "", f"cannot read the config file: {exc.strerror}")]) from None
+        raise ConfigError([ConfigIssue(filename, None, "", f"cannot read the {what}: {exc.strerror}")]) from None
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError([ConfigIssue(filename, line, "", "the file is not valid UTF-8 text")]) from None
-    return parse_config(text, filename)
 
 
-def parse_config(text: str, filename: str = "<string>") -> Config:
-    """Validate config text; `filename` is what errors name. Raises ConfigError on any problem."""
-    reader = _Reader(filename)
+def parse_model(
+    text: str, filename: str, model: type[M], *, keys_hint: str, context: dict[str, Any] | None = None
+) -> M:
+    """Validate YAML text against another schema (the web config) with the same file:line errors.
+
+    Values are taken as written: no `${VAR}` expansion, so files shared with other tools mean the same here.
+    """
+    reader = _Reader(filename, root=model, expand_env=False)
+    raw = _compose(text, filename, reader, keys_hint)
+    try:
+        result = model.model_validate(raw, context=context)
+    except ValidationError as exc:
+        reader.add_validation_errors(exc)
+        raise ConfigError(reader.issues) from None
+    if reader.issues:
+        raise ConfigError(reader.issues)
+    return result
+
+
+def _compose(text: str, filename: str, reader: "_Reader", keys_hint: str) -> dict[str, Any]:
+    """YAML text -> a dict with every value's line remembered by `reader`."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -222,12 +246,19 @@ def parse_config(text: str, filename: str = "<string>") -> Config:
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
         raise ConfigError([ConfigIssue(filename, line, "", f"invalid YAML: {exc.reason} (U+{code:04X})")]) from None
     if root is None:
-        message = "the file is empty; expected a mapping with keys like listen, defaults, targets"
+        message = f"the file is empty; expected a mapping with keys like {keys_hint}"
         raise ConfigError([ConfigIssue(filename, None, "", message)])
     raw = reader.read(root)
     if not isinstance(raw, dict):
-        message = f"expected a mapping at the top level (keys like listen, defaults, targets), got {_show(raw)}"
+        message = f"expected a mapping at the top level (keys like {keys_hint}), got {_show(raw)}"
         raise ConfigError([ConfigIssue(filename, root.start_mark.line + 1, "", message)])
+    return raw
+
+
+def parse_config(text: str, filename: str = "<string>") -> Config:
+    """Validate config text; `filename` is what errors name. Raises ConfigError on any problem."""
+    reader = _Reader(filename)
+    raw = _compose(text, filename, reader, "listen, defaults, targets")
     for key in [key for key in raw if key.startswith(_SNIPPET_PREFIX)]:
         del raw[key]
     for key, empty in (("targets", []), ("defaults", {})):  # `targets:` with nothing under it is an empty list
@@ -250,8 +281,11 @@ def parse_config(text: str, filename: str = "<string>") -> Config:
 class _Reader:
     """Turns a YAML node tree into plain data, remembering the line of every key path; collects issues."""
 
-    def __init__(self, filename: str):
+    def __init__(self, filename: str, *, root: type[BaseModel] = Config, expand_env: bool = True):
         self.filename = filename
+        #: The schema the file is validated against, for naming keys in errors.
+        self.root = root
+        self.expand_env = expand_env
         self.issues: list[ConfigIssue] = []
         #: key path -> (line of the key, line of the value), 1-based.
         self.lines: dict[tuple[str | int, ...], tuple[int, int]] = {}
@@ -388,7 +422,7 @@ class _Reader:
             self._fail(path, node, f"cannot read this value as YAML tag {node.tag!r}")
             return None
         self.written[path] = node.value
-        if isinstance(value, str) and "$" in value:
+        if self.expand_env and isinstance(value, str) and "$" in value:
             value = self._expand(value, path, node.start_mark.line + 1)
         return value
 
@@ -484,7 +518,7 @@ class _Reader:
         for error in exc.errors(include_url=False):
             if error["type"] == "config_check" and checked_already:
                 continue  # the same findings as check(), which said where
-            path, _ = _locate(error["loc"])
+            path, _ = _locate(error["loc"], self.root)
             if any(path[:end] in self.reported for end in range(len(path) + 1)):
                 continue
             if path in self.checked and error["type"] == "value_error":
@@ -493,7 +527,7 @@ class _Reader:
             if kind == "missing":
                 self.issue(path[:-1], f"missing required key {path[-1]!r}")
             elif kind == "extra_forbidden":
-                parent = _locate(error["loc"][:-1])[1]
+                parent = _locate(error["loc"][:-1], self.root)[1]
                 valid = _keys_of(parent) if parent else []
                 self.issue(path, _unknown_key_message(str(path[-1]), valid))
             elif kind == "union_tag_invalid":
@@ -553,18 +587,18 @@ class _TooLarge(Exception):
 _ENV = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bad>\{))")
 
 
-def _locate(loc: tuple[Any, ...]) -> tuple[tuple[str | int, ...], type[BaseModel] | None]:
+def _locate(loc: tuple[Any, ...], root: type[BaseModel] = Config) -> tuple[tuple[str | int, ...], type[BaseModel] | None]:
     """A pydantic error location -> (the key path as written, the model that path ends in, if any).
 
     Discriminator tags (`('targets', 0, 'http', 'url')`) and pydantic's own markers are not keys.
     """
     path: list[str | int] = []
-    current: Any = Config
+    current: Any = root
     for part in loc:
         if part == "[key]":
             continue
         unwrapped = _unwrap(current)
-        if len(path) == 2 and path[0] == "targets" and isinstance(part, str) and part in KINDS:
+        if root is Config and len(path) == 2 and path[0] == "targets" and isinstance(part, str) and part in KINDS:
             current = KINDS[part].config
             continue
         path.append(part)
@@ -671,4 +705,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-__all__ = ["Config", "ConfigError", "ConfigIssue", "Defaults", "load_config", "parse_config", "parse_listen"]
+__all__ = [
+    "Config", "ConfigError", "ConfigIssue", "Defaults", "load_config", "parse_config", "parse_listen", "parse_model", "read_text",
+]

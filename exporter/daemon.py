@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -20,7 +21,9 @@ from exporter.sources import Shared, TargetConfig
 from exporter.sources.http import HTTPTarget
 from exporter.store import Snapshot, Store
 from exporter.systemd import Notifier
+from exporter.watch import FileWatch
 from exporter.web import build_app
+from exporter.webconfig import WebSecurity
 
 log = structlog.get_logger("exporter.daemon")
 
@@ -28,13 +31,31 @@ log = structlog.get_logger("exporter.daemon")
 SHUTDOWN_GRACE = 2.0
 #: The demo backend is polled at least this often, so that a newcomer sees the numbers move.
 DEMO_INTERVAL = 2.0
+#: How often the config file is checked for a change (a stat, nothing more).
+WATCH_INTERVAL = 1.0
 
 
 class Daemon:
-    def __init__(self, config: Config, *, config_path: Path | None, listen: str | None = None, demo: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None,
+        listen: str | None = None,
+        demo: bool = False,
+        web_security: WebSecurity | None = None,
+        watch_interval: float | None = WATCH_INTERVAL,
+    ):
         self.config = config
         self.config_path = config_path
         self.listen = listen or config.listen
+        #: A --listen flag outranks the config's listen, on reloads too.
+        self._listen_fixed = listen is not None
+        self.web_security = web_security
+        self._watch = FileWatch(config_path, watch_interval) if config_path is not None and watch_interval else None
+        self._watcher: asyncio.Task | None = None
+        self._reloading = asyncio.Lock()
+        self._site: web.TCPSite | None = None
         self.store = Store()
         self.shared = Shared()
         self.scheduler = Scheduler(self.store, self.shared)
@@ -65,47 +86,86 @@ class Daemon:
         if self.demo is not None:
             await self.demo.start()
         self._runner = web.AppRunner(
-            build_app(self.store, self.registry, is_ready=lambda: self._started),
+            build_app(self.store, self.registry, is_ready=lambda: self._started, security=self.web_security),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE,
         )
         await self._runner.setup()
-        host, port = parse_listen(self.listen)
-        await web.TCPSite(self._runner, host or None, port).start()
-        self.bound = list(self._runner.addresses)
+        self._site = await self._serve(self.listen)
         self.store.config_ok, self.store.config_loaded_at = True, time.time()
         await self.scheduler.apply(self.targets(self.config))
         self._started = True
+        if self._watch is not None:
+            self._watcher = asyncio.create_task(self._watch.run(self.reload), name="watch config")
         log.info(
             "inference-exporter started",
-            listen=self.listen, config=str(self.config_path) if self.config_path else None,
-            targets=len(self.scheduler.targets),
+            listen=self.listen, tls=self.web_security is not None and self.web_security.tls,
+            config=str(self.config_path) if self.config_path else None, targets=len(self.scheduler.targets),
         )
         self.notifier.ready(f"serving on {self.listen}, polling {len(self.scheduler.targets)} targets")
         self.notifier.start_watchdog()
 
+    async def _serve(self, listen: str) -> web.TCPSite:
+        host, port = parse_listen(listen)
+        ssl_context = self.web_security.server_ssl() if self.web_security is not None else None
+        site = web.TCPSite(self._runner, host or None, port, ssl_context=ssl_context)
+        await site.start()
+        self.bound = list(self._runner.addresses)
+        return site
+
     async def reload(self) -> bool:
-        """Load the config file again; a bad file keeps the running config and says why."""
+        """Load the config file again (SIGHUP, or the file changed); a bad file keeps the running config and says why."""
         if self.config_path is None:
             return False
-        self.notifier.reloading()
+        async with self._reloading:  # a signal and a file change at once: one after the other
+            self.notifier.reloading()
+            reloaded = False
+            try:
+                reloaded = await self._reload()
+            finally:  # systemd must not be left thinking we are still reloading
+                state = "config reloaded" if reloaded else "config reload failed, kept the running config"
+                self.notifier.ready(f"{state}; serving on {self.listen}, polling {len(self.scheduler.targets)} targets")
+            return reloaded
+
+    async def _reload(self) -> bool:
+        if self._watch is not None:
+            self._watch.mark()
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
             self.store.config_ok = False
             log.error("config reload failed, keeping the running config", errors=[str(issue) for issue in exc.issues])
-            self.notifier.ready(f"config reload failed, kept the running config; polling {len(self.scheduler.targets)} targets")
             return False
-        if config.listen != self.config.listen:
-            log.warning(
-                "the listen address changed in the config; it is applied at the next restart",
-                running=self.listen, configured=config.listen,
-            )
+        listened = await self._apply_listen(config.listen)
         self.config = config
         await self.scheduler.apply(self.targets(config))
-        self.store.config_ok, self.store.config_loaded_at = True, time.time()
+        self.store.config_ok = listened
+        if listened:
+            self.store.config_loaded_at = time.time()
         log.info("config reloaded", targets=len(self.scheduler.targets))
-        self.notifier.ready(f"config reloaded; serving on {self.listen}, polling {len(self.scheduler.targets)} targets")
+        return listened
+
+    async def _apply_listen(self, listen: str) -> bool:
+        """Move to a changed listen address: bind the new one first, then let the old go. False if it cannot bind."""
+        if self._listen_fixed:
+            if listen != self.config.listen:
+                log.info("the config's listen address changed; --listen overrides it", running=self.listen, configured=listen)
+            return True
+        if listen == self.listen or self._site is None:
+            return True
+        try:
+            site = await self._serve(listen)
+        except OSError as exc:
+            log.error(
+                "cannot listen on the config's new address; still serving on the old one",
+                running=self.listen, configured=listen, error=exc.strerror or str(exc),
+            )
+            return False
+        old, self._site = self._site, site
+        await old.stop()
+        self.bound = list(self._runner.addresses) if self._runner is not None else []
+        log.info("listen address changed", old=self.listen, new=listen)
+        self.listen = listen
         return True
 
     def stop(self) -> None:
@@ -113,6 +173,10 @@ class Daemon:
 
     async def close(self) -> None:
         await self.notifier.stopping()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self.scheduler.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -127,7 +191,14 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.create_task(self.reload()))
+        reloads: set[asyncio.Task] = set()  # referenced until done, so that a reload is never collected midway
+
+        def on_sighup() -> None:
+            task = asyncio.create_task(self.reload(), name="reload on SIGHUP")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         try:
             await self.start()
             await self._stopping.wait()

@@ -15,7 +15,9 @@ from dataclasses import replace
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
+from exporter.events import EVENTS
 from exporter.normalize import normalize
+from exporter.redact import scrub, secret_values
 from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
 
@@ -41,6 +43,8 @@ class TargetPoller:
         self.target = target
         self.store = store
         self.source: Source = create_source(target, shared)
+        #: Values to scrub from error messages before they are logged or shown (a URL's password...).
+        self._secrets = secret_values(target)
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 
@@ -71,7 +75,7 @@ class TargetPoller:
                 "poll attempt failed, retrying",
                 target=target.name,
                 attempt=state.attempt_number,
-                error=str(state.outcome.exception()),
+                error=scrub(str(state.outcome.exception()), self._secrets),
                 wait=round(state.upcoming_sleep, 3),
             ),
             reraise=True,
@@ -106,6 +110,7 @@ class TargetPoller:
                 retries=previous.retries + attempts - 1,
                 dropped=dropped,
                 raw=payload.raw,
+                raw_at=wall if payload.raw else None,
             )
         )
         return self._snapshot
@@ -113,10 +118,11 @@ class TargetPoller:
     def _publish_failure(
         self, previous: Snapshot, error: SourceError, wall: float, started: float, attempts: int
     ) -> Snapshot:
+        message = scrub(error.message, self._secrets)
         # Say it at warning level when something changes; repeating the same failure every interval is noise.
         changed = previous.up is not False or previous.last_reason != error.reason
         (log.warning if changed else log.debug)(
-            "poll failed", target=self.target.name, reason=error.reason, error=error.message, attempts=attempts
+            "poll failed", target=self.target.name, reason=error.reason, error=message, attempts=attempts
         )
         errors = dict(previous.errors)
         errors[error.reason] = errors.get(error.reason, 0) + 1
@@ -128,12 +134,14 @@ class TargetPoller:
                 up=False,
                 last_poll=wall,
                 last_duration=time.monotonic() - started,
-                last_error=error.message,
+                last_error=message,
                 last_reason=error.reason,
                 polls=previous.polls + 1,
                 retries=previous.retries + max(0, attempts - 1),
                 errors=errors,
-                raw=b"",
+                # A failure that received nothing (a timeout) leaves the last body on show: it may say why.
+                raw=error.raw or previous.raw,
+                raw_at=wall if error.raw else previous.raw_at,
             )
         )
         return self._snapshot
@@ -188,9 +196,10 @@ class Scheduler:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await poller.close()
+        log.debug("target stopped", target=name)
         if forget:
             self.store.remove(name)
-        log.debug("target stopped", target=name)
+            EVENTS.forget(name)
 
     async def close(self) -> None:
         for name in list(self._pollers):

@@ -36,7 +36,9 @@ class Snapshot:
     retries: int = 0
     errors: Mapping[str, int] = field(default_factory=dict)
     dropped: Mapping[str, int] = field(default_factory=dict)
+    #: The start of the last body a poll received (an error page too), and when it came.
     raw: bytes = b""
+    raw_at: float | None = None
 
     @property
     def sample_count(self) -> int:

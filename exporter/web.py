@@ -1,28 +1,57 @@
-"""HTTP routes: /metrics for Prometheus, /healthz and /readyz for supervisors, /targets for people."""
+"""HTTP routes: /metrics for Prometheus, /healthz and /readyz for supervisors, /targets for people.
+
+The pages are plain HTML with inline CSS and no scripts or external assets, so that they work on an
+air-gapped GPU host and in a text browser. Secrets never reach them: targets show `redacted()`
+config, and failures are scrubbed of secret values before they are stored.
+"""
 
 from __future__ import annotations
 
 import html
+import json
+import time
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
+from urllib.parse import quote
 
+import yaml
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
+from exporter.collector import target_exposition
+from exporter.events import EVENTS, Event, TargetEvents
 from exporter.store import Snapshot, Store
+from exporter.webauth import secure
+from exporter.webconfig import WebSecurity
 
 STORE_KEY = web.AppKey("store", Store)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 READY_KEY = web.AppKey("ready", Callable[[], bool])
+EVENTS_KEY = web.AppKey("events", TargetEvents)
+
+#: How much of the last payload the debugging page shows.
+RAW_SHOWN = 8 * 1024
+#: How much of a target's normalized series the debugging page shows (/metrics has them all).
+SERIES_SHOWN = 256 * 1024
 
 
-def build_app(store: Store, registry: CollectorRegistry, *, is_ready: Callable[[], bool]) -> web.Application:
+def build_app(
+    store: Store,
+    registry: CollectorRegistry,
+    *,
+    is_ready: Callable[[], bool],
+    security: WebSecurity | None = None,
+    events: TargetEvents = EVENTS,
+) -> web.Application:
     app = web.Application()
     app[STORE_KEY] = store
     app[REGISTRY_KEY] = registry
     app[READY_KEY] = is_ready
+    app[EVENTS_KEY] = events
+    if security is not None:
+        secure(app, security)
     app.add_routes(
         [
             web.get("/", landing),
@@ -30,7 +59,9 @@ def build_app(store: Store, registry: CollectorRegistry, *, is_ready: Callable[[
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.get("/targets", targets_page),
+            web.get("/targets/{name}", target_page),
             web.get("/api/targets", targets_json),
+            web.get("/api/targets/{name}", target_json),
         ]
     )
     return app
@@ -58,11 +89,25 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text=f"not ready: {reason}\n")
 
 
-def target_state(snap: Snapshot) -> dict:
+# -- data -------------------------------------------------------------------------------------
+
+
+def state_of(snap: Snapshot) -> str:
+    return "pending" if snap.up is None else ("up" if snap.up else "down")
+
+
+def profile_of(snap: Snapshot) -> str | None:
+    """The backend profile: the one the last poll used if the snapshot says, else the configured one."""
+    return getattr(snap, "profile", None) or getattr(snap.target, "profile", None)
+
+
+def target_state(snap: Snapshot) -> dict[str, Any]:
+    """One target's status for /api/targets and the pages: what a person debugging it asks first."""
     return {
         "name": snap.target.name,
         "type": snap.target.type,
-        "state": "pending" if snap.up is None else ("up" if snap.up else "down"),
+        "state": state_of(snap),
+        "profile": profile_of(snap),
         "labels": dict(snap.target.labels),
         "interval_seconds": snap.target.interval,
         "timeout_seconds": snap.target.timeout,
@@ -81,49 +126,188 @@ def target_state(snap: Snapshot) -> dict:
     }
 
 
+def target_detail(snap: Snapshot, events: list[Event]) -> dict[str, Any]:
+    """target_state plus what the debugging page shows: recent events, the last payload, the series served."""
+    return {
+        **target_state(snap),
+        "events": [
+            {"time": _iso(event.time), "level": event.level, "event": event.message, "fields": _plain(event.fields)}
+            for event in events
+        ],
+        "raw": {"received": _iso(snap.raw_at), "kept_bytes": len(snap.raw), "text": _text(snap.raw[:RAW_SHOWN])},
+        "series": _capped(target_exposition(snap), SERIES_SHOWN),
+    }
+
+
 async def targets_json(request: web.Request) -> web.Response:
     return web.json_response([target_state(snap) for snap in request.app[STORE_KEY].snapshots()])
 
 
+async def target_json(request: web.Request) -> web.Response:
+    snap = _snapshot_or_404(request)
+    return web.json_response(target_detail(snap, request.app[EVENTS_KEY].recent(snap.target.name)))
+
+
+def _snapshot_or_404(request: web.Request) -> Snapshot:
+    store = request.app[STORE_KEY]
+    name = request.match_info["name"]
+    snap = store.get(name)
+    if snap is None:
+        known = ", ".join(s.target.name for s in store.snapshots()) or "none"
+        raise web.HTTPNotFound(text=f"no target named {name!r}; configured targets: {known}\n")
+    return snap
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
+header{background:#1f2937;color:#fff;padding:10px 24px}header a{color:#cbd5e1;margin-left:16px}
+header strong a{color:#fff;margin:0;text-decoration:none}
+main{padding:16px 24px}h1{font-size:22px;margin:4px 0 12px}h2{font-size:17px;margin:24px 0 8px}
+table{border-collapse:collapse;background:#fff;width:100%}th,td{border:1px solid #e2e2e2;padding:5px 8px;text-align:left;vertical-align:top}
+th{background:#f1f1f1;font-weight:600}td.num{text-align:right;white-space:nowrap}
+.badge{display:inline-block;border-radius:4px;padding:1px 8px;font-weight:700;font-size:12px;color:#fff}
+.badge.up{background:#15803d}.badge.down{background:#b91c1c}.badge.pending{background:#6b7280}
+.label{display:inline-block;background:#e5e7eb;border-radius:4px;padding:0 6px;margin:1px;font-size:12px}
+.muted{color:#6b7280}.error{color:#b91c1c}.summary{margin:0 0 12px}.summary .bad{color:#b91c1c;font-weight:700}
+pre{background:#fff;border:1px solid #e2e2e2;padding:8px;overflow:auto;max-height:480px;font-size:12px;white-space:pre-wrap;word-break:break-all}
+nav.filter a{margin-right:12px}nav.filter a.on{font-weight:700;text-decoration:none;color:#222}
+td.level-warning,td.level-error{color:#b91c1c;font-weight:600}
+"""
+
+
+def _page(title: str, body: str) -> web.Response:
+    text = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>{html.escape(title)} - inference-exporter</title><style>{_STYLE}</style></head>
+<body><header><strong><a href="/">inference-exporter</a></strong>
+<a href="/targets">Targets</a><a href="/metrics">Metrics</a><a href="/api/targets">JSON</a></header>
+<main>{body}</main></body></html>
+"""
+    return web.Response(text=text, content_type="text/html")
+
+
 async def targets_page(request: web.Request) -> web.Response:
-    snapshots = request.app[STORE_KEY].snapshots()
-    up = sum(1 for snap in snapshots if snap.up)
-    rows = "".join(_row(target_state(snap)) for snap in snapshots)
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>Targets - inference-exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-.up{{color:#080}}.down{{color:#b00;font-weight:bold}}.pending{{color:#888}}</style></head>
-<body><h1>Targets</h1><p>{up} of {len(snapshots)} up. <a href="/api/targets">JSON</a> · <a href="/metrics">metrics</a></p>
-<table><tr><th>target</th><th>type</th><th>state</th><th>last poll</th><th>duration</th><th>samples</th><th>next poll</th><th>last error</th></tr>
-{rows}</table></body></html>"""
-    return web.Response(text=body, content_type="text/html")
+    """Every target at a glance, like Prometheus's own targets page; ?state=unhealthy hides the up ones."""
+    store = request.app[STORE_KEY]
+    snapshots = store.snapshots()
+    now = time.time()
+    counts = {state: sum(1 for snap in snapshots if state_of(snap) == state) for state in ("up", "down", "pending")}
+    unhealthy_only = request.query.get("state") == "unhealthy"
+    shown = [snap for snap in snapshots if not (unhealthy_only and snap.up)]
+    config_note = (
+        f'config loaded {_ago(store.config_loaded_at, now)}'
+        if store.config_ok
+        else '<span class="bad">the last config reload failed: an older config is running (see the log)</span>'
+    )
+    rows = "".join(_target_row(snap, now) for snap in shown) or '<tr><td colspan="10" class="muted">no targets</td></tr>'
+    body = f"""<h1>Targets</h1>
+<p class="summary" id="summary"><strong>{counts["up"]} of {len(snapshots)} up</strong>
+· {_count(counts["down"], "down", "bad")} · {_count(counts["pending"], "pending", "")} · {config_note}</p>
+<nav class="filter">Show: <a href="/targets"{' class="on"' if not unhealthy_only else ""}>all</a>
+<a href="/targets?state=unhealthy"{' class="on"' if unhealthy_only else ""}>unhealthy</a></nav>
+<table id="targets"><thead><tr><th>target</th><th>type</th><th>profile</th><th>state</th><th>labels</th>
+<th>last poll</th><th>duration</th><th>samples</th><th>next poll</th><th>error</th></tr></thead>
+<tbody>
+{rows}</tbody></table>"""
+    return _page("Targets", body)
 
 
-def _row(state: dict) -> str:
-    duration = state["last_poll_duration_seconds"]
+def _count(number: int, word: str, css: str) -> str:
+    return f'<span class="{css}">{number} {word}</span>' if number and css else f"{number} {word}"
+
+
+def _target_row(snap: Snapshot, now: float) -> str:
+    target, state = snap.target, state_of(snap)
+    endpoint = target.redacted().get("url", "")
+    error = f"{snap.last_reason}: {snap.last_error}" if snap.last_error else ""
     cells = [
-        state["name"],
-        state["type"],
-        state["state"],
-        state["last_poll"] or "never",
-        f"{duration * 1000:.0f} ms" if duration is not None else "",
-        str(state["samples"]),
-        state["next_poll"] or "",
-        f"{state['last_error_reason']}: {state['last_error']}" if state["last_error"] else "",
+        f'<a href="/targets/{quote(target.name, safe="")}">{_e(target.name)}</a>'
+        + (f'<br><span class="muted">{_e(endpoint)}</span>' if endpoint else ""),
+        _e(target.type),
+        _e(profile_of(snap) or ""),
+        f'<span class="badge {state}">{state.upper()}</span>',
+        _labels(target.labels),
+        f'<span title="{_e(_iso(snap.last_poll) or "")}">{_ago(snap.last_poll, now)}</span>',
+        _duration(snap.last_duration),
+        str(snap.sample_count),
+        f'<span title="{_e(_iso(snap.next_poll) or "")}">{_until(snap.next_poll, now)}</span>',
+        f'<span class="error">{_e(error)}</span>',
     ]
-    escaped = [html.escape(cell) for cell in cells]
-    escaped[2] = f'<span class="{state["state"]}">{escaped[2]}</span>'
-    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in escaped) + "</tr>\n"
+    classes = ["", "", "", "", "", "num", "num", "num", "num", ""]
+    tds = "".join(f'<td class="{css}">{cell}</td>' if css else f"<td>{cell}</td>" for css, cell in zip(classes, cells))
+    return f'<tr data-target="{_e(target.name)}" data-state="{state}" data-samples="{snap.sample_count}">{tds}</tr>\n'
+
+
+async def target_page(request: web.Request) -> web.Response:
+    """One target's debugging view, as blackbox_exporter's debug output: status, config, log, payload, series."""
+    snap = _snapshot_or_404(request)
+    detail = target_detail(snap, request.app[EVENTS_KEY].recent(snap.target.name))
+    now = time.time()
+    state = detail["state"]
+    facts = [
+        ("type", _e(detail["type"])),
+        ("state", f'<span class="badge {state}">{state.upper()}</span>'),
+        ("profile", _e(detail["profile"] or "")),
+        ("labels", _labels(snap.target.labels)),
+        ("interval / timeout", f"{snap.target.interval:g}s / {snap.target.timeout:g}s"),
+        ("last poll", f"{_ago(snap.last_poll, now)} <span class=muted>{_e(detail['last_poll'] or '')}</span>"),
+        ("last poll duration", _duration(snap.last_duration)),
+        ("last success", f"{_ago(snap.last_success, now)} <span class=muted>{_e(detail['last_success'] or '')}</span>"),
+        ("next poll", _until(snap.next_poll, now)),
+        ("samples", str(snap.sample_count)),
+        ("polls / retries", f"{snap.polls} / {snap.retries}"),
+        ("failed polls by reason", _e(_counts(snap.errors))),
+        ("dropped samples by reason", _e(_counts(snap.dropped))),
+        ("last error", f'<span class="error">{_e(f"{snap.last_reason}: {snap.last_error}" if snap.last_error else "")}</span>'),
+    ]
+    status = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts)
+    config = yaml.safe_dump(detail["config"], sort_keys=False, default_flow_style=False, allow_unicode=True)
+    events = "".join(
+        f'<tr><td class="num">{_e(event["time"] or "")}</td><td class="level-{_e(event["level"])}">{_e(event["level"])}</td>'
+        f'<td>{_e(event["event"])}</td><td>{_e(_fields(event["fields"]))}</td></tr>\n'
+        for event in reversed(detail["events"])
+    ) or '<tr><td colspan="4" class="muted">nothing logged for this target yet</td></tr>'
+    raw = detail["raw"]
+    if raw["kept_bytes"]:
+        kept = raw["kept_bytes"]
+        size = f"all {kept} bytes" if kept <= RAW_SHOWN else f"the first {RAW_SHOWN} of the {kept} bytes kept"
+        raw_note = f"received {_ago(snap.raw_at, now)} ({_e(raw['received'] or '')}); {size}"
+        raw_block = f'<p class="muted">{raw_note}</p><pre id="raw">{_e(raw["text"])}</pre>'
+    else:
+        raw_block = '<p class="muted">no payload received yet</p>'
+    series = detail["series"]
+    series_block = (
+        f'<pre id="series">{_e(series)}</pre>' if snap.families else '<p class="muted">no series: the target is not up</p>'
+    )
+    name = _e(snap.target.name)
+    body = f"""<p><a href="/targets">← all targets</a> · <a href="/api/targets/{quote(snap.target.name, safe="")}">JSON</a></p>
+<h1>{name}</h1>
+<table id="status">{status}</table>
+<h2>Config <span class="muted">(secrets shown as &lt;secret&gt;)</span></h2><pre id="config">{_e(config)}</pre>
+<h2>Recent log events <span class="muted">(newest first, debug included)</span></h2>
+<table id="events"><thead><tr><th>time</th><th>level</th><th>event</th><th>details</th></tr></thead><tbody>{events}</tbody></table>
+<h2>Last payload received</h2>{raw_block}
+<h2>Series served from this target</h2>{series_block}"""
+    return _page(snap.target.name, body)
 
 
 async def landing(request: web.Request) -> web.Response:
-    return web.Response(
-        content_type="text/html",
-        text=f"""<!doctype html><html><head><meta charset="utf-8"><title>inference-exporter</title></head>
-<body><h1>inference-exporter {__version__}</h1><ul>
+    return _page(
+        "inference-exporter",
+        f"""<h1>inference-exporter {__version__}</h1><ul>
 <li><a href="/metrics">/metrics</a>: every target's series and the exporter's own</li>
 <li><a href="/targets">/targets</a>: each target's state and last error (<a href="/api/targets">JSON</a>)</li>
-<li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a></li></ul></body></html>""",
+<li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a></li></ul>""",
     )
+
+
+# -- formatting ---------------------------------------------------------------------------------
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -131,3 +315,52 @@ def _iso(timestamp: float | None) -> str | None:
         return None
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
 
+
+def _ago(timestamp: float | None, now: float) -> str:
+    return "never" if timestamp is None else f"{_span(now - timestamp)} ago"
+
+
+def _until(timestamp: float | None, now: float) -> str:
+    if timestamp is None:
+        return ""
+    return "now" if timestamp <= now else f"in {_span(timestamp - now)}"
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def _duration(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "".join(f'<span class="label">{_e(key)}="{_e(value)}"</span>' for key, value in sorted(labels.items()))
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items())) or "none"
+
+
+def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    """Event fields as JSON can carry them."""
+    return {key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value) for key, value in fields.items()}
+
+
+def _fields(fields: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}" for key, value in fields.items())
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _capped(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n... {len(text) - limit} more characters; /metrics serves them all\n"

@@ -7,12 +7,18 @@ import contextlib
 from collections import defaultdict
 from pathlib import Path
 
+import logging
+import sys
+
 import pytest
+import structlog
 from aiohttp import web
 
+import exporter.daemon
 from exporter.config import parse_config
 from exporter.daemon import Daemon
 from exporter.logs import configure
+from leaks import LEAKS
 from support import fixture_files, free_port
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
@@ -20,7 +26,69 @@ TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 
 @pytest.fixture(autouse=True, scope="session")
 def _logs():
+    """Debug logs, every line of which is also searched for secrets (see leaks.py)."""
     configure("debug", "console")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_SearchedLog(sys.stderr)))
+    handler = _SearchedHandler()
+    logging.getLogger().addHandler(handler)
+    yield
+    logging.getLogger().removeHandler(handler)
+
+
+class _SearchedLog:
+    def __init__(self, file) -> None:
+        self.file = file
+
+    def write(self, text: str) -> int:
+        LEAKS.search("log", text)
+        return self.file.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+class _SearchedHandler(logging.Handler):
+    """The standard library's log records (aiohttp, asyncio), searched too."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        LEAKS.search("log", self.format(record))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _pages_searched():
+    """Every response of every daemon the tests start in-process is searched for secrets."""
+
+    @web.middleware
+    async def search_pages(request, handler):
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            LEAKS.search("page", exc.text or "")
+            raise
+        if isinstance(response, web.Response) and response.body is not None:
+            LEAKS.search("page", response.body)
+        return response
+
+    build_app = exporter.daemon.build_app
+
+    def searched_app(*args, **kwargs):
+        app = build_app(*args, **kwargs)
+        app.middlewares.insert(0, search_pages)
+        return app
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exporter.daemon, "build_app", searched_app)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _name_leaks(request):
+    LEAKS.test = request.node.nodeid
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `after_all` run last: they check what the others produced."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
 
 
 class Upstream:

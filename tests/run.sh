@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs them. Arguments go to pytest.
 #
-#  - Debian's prometheus (prometheus, promtool), nats-server, systemd (systemd-analyze) and procps
-#    (/bin/kill), with apt-get, when missing;
+#  - Debian's prometheus (prometheus, promtool), nats-server, systemd (systemd-analyze), procps
+#    (/bin/kill) and chromium (the targets page is checked in a headless browser), with apt-get,
+#    when missing;
 #  - python3-venv, when this Python cannot make a virtual environment;
 #  - the package with its test extras into .venv.
 set -euo pipefail
@@ -24,6 +25,7 @@ missing=()
 command -v nats-server >/dev/null || missing+=(nats-server)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 [ -x /bin/kill ] || missing+=(procps)  # the unit's ExecReload, which systemd-analyze verify checks
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]} with apt-get" >&2
   apt_install "${missing[@]}"
@@ -35,6 +37,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-# The tests that need prometheus, promtool, nats-server or systemd-analyze fail here rather than skip.
+# The tests that need prometheus, promtool, nats-server, systemd-analyze or chromium fail here rather than skip.
 export INFERENCE_EXPORTER_REQUIRE_TOOLS=1
 exec .venv/bin/python -m pytest "$@"

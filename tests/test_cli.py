@@ -11,6 +11,7 @@ import sys
 import aiohttp
 
 from conftest import daemon_url, wait_until
+from leaks import LEAKS
 from support import REPO, free_port
 
 VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
@@ -25,6 +26,7 @@ async def command(*args: str, timeout: float = 60) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
+    LEAKS.search("command", out + err)
     return process.returncode, out.decode(), err.decode()
 
 
@@ -42,7 +44,7 @@ def test_help_explains_each_command():
     run_help = subprocess.run(
         [sys.executable, "-m", "exporter", "run", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for flag in ("--config", "--listen", "--demo", "--log-level", "--log-format"):
+    for flag in ("--config", "--listen", "--web.config.file", "--demo", "--log-level", "--log-format"):
         assert flag in run_help
 
 

@@ -114,7 +114,7 @@ async def test_sighup_reload_is_announced_as_reloading_then_ready(upstream, noti
         assert reloading[0] == "RELOADING=1"
         assert reloading[1].startswith("MONOTONIC_USEC=") and int(reloading[1].split("=")[1]) > 0
         done = await notify_socket.receive()
-        assert done == ["READY=1", "STATUS=config reload failed, kept the running config; polling 1 targets"]
+        assert done == ["READY=1", f"STATUS=config reload failed, kept the running config; serving on 127.0.0.1:{port}, polling 1 targets"]
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 10)

@@ -11,19 +11,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from exporter.family import Family
 from exporter.fields import Duration
+from exporter.redact import redact_urls
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = frozenset({"target"})
 
 
 class SourceError(Exception):
-    """A poll failed. `reason` is a short, stable word counted in `target_poll_errors_total`."""
+    """A poll failed. `reason` is a short, stable word counted in `target_poll_errors_total`.
 
-    def __init__(self, reason: str, message: str, *, retryable: bool = True):
+    `raw` is what the backend sent, if anything (an HTML error page where metrics were expected),
+    kept for the target's debugging page.
+    """
+
+    def __init__(self, reason: str, message: str, *, retryable: bool = True, raw: bytes = b""):
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.retryable = retryable
+        self.raw = raw
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
@@ -73,8 +79,11 @@ class TargetConfig(BaseModel):
         return labels
 
     def redacted(self) -> dict[str, Any]:
-        """The target's config for display: secrets are never shown, secret files only by path."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The target's config for display: secrets are never shown, secret files only by path.
+
+        Kinds with secret fields override this and hide them too; URL passwords are hidden here.
+        """
+        return redact_urls(self.model_dump(mode="json", exclude_none=True))
 
 
 T = TypeVar("T")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
 from pathlib import Path
@@ -14,6 +15,7 @@ from yarl import URL
 from exporter import __version__
 from exporter.fields import ByteSize, ReadableFile, read_secret
 from exporter.parse import ParseError, is_openmetrics, parse
+from exporter.redact import redact_url
 from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 
 #: What Prometheus 2.x sends: OpenMetrics preferred, the classic text format accepted.
@@ -24,6 +26,10 @@ ACCEPT = (
 USER_AGENT = f"inference-exporter/{__version__}"
 #: How much of the raw body a snapshot keeps for debugging views.
 RAW_KEEP = 64 * 1024
+#: How long an error response's body is waited for (it is only shown, never needed).
+ERROR_BODY_WAIT = 0.5
+#: Request headers whose values are never shown: Authorization, Cookie, X-Api-Key, X-Auth-Token...
+_SECRET_HEADER_WORDS = ("auth", "cookie", "key", "token", "secret", "password", "credential", "session")
 
 
 class BasicAuth(BaseModel):
@@ -92,7 +98,7 @@ class HTTPTarget(TargetConfig):
     def _http_url(cls, value: str) -> str:
         url = URL(value)
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {redact_url(value)!r}")
         return value
 
     @model_validator(mode="after")
@@ -111,7 +117,7 @@ class HTTPTarget(TargetConfig):
         if self.basic_auth is not None and self.basic_auth.password is not None:
             shown["basic_auth"]["password"] = "<secret>"
         for key in list(shown.get("headers", {})):
-            if key.lower() in ("authorization", "cookie", "x-api-key"):
+            if any(word in key.lower() for word in _SECRET_HEADER_WORDS):
                 shown["headers"][key] = "<secret>"
         return shown
 
@@ -177,7 +183,10 @@ class HTTPSource:
                 url, headers=headers, ssl=ssl_context, server_hostname=server_name
             ) as response:
                 if not 200 <= response.status < 300:
-                    raise SourceError("http_status", f"{url} answered HTTP {response.status} {response.reason or ''}".rstrip())
+                    raise SourceError(
+                        "http_status", f"{url} answered HTTP {response.status} {response.reason or ''}".rstrip(),
+                        raw=await _error_body(response),
+                    )
                 body = await self._read_body(response)
                 content_type = response.headers.get("Content-Type")
         except aiohttp.ClientError as exc:
@@ -186,7 +195,7 @@ class HTTPSource:
         try:
             result = parse(body, openmetrics=is_openmetrics(content_type))
         except ParseError as exc:
-            raise SourceError("parse", f"{url}: {exc}") from None
+            raise SourceError("parse", f"{url}: {exc}", raw=bytes(body[:RAW_KEEP])) from None
         limit = self.target.sample_limit
         if limit:
             count = sum(len(family.samples) for family in result.families)
@@ -215,6 +224,15 @@ class HTTPSource:
 
     async def close(self) -> None:
         """The session is shared and closed with the daemon; nothing of this target's to release."""
+
+
+async def _error_body(response: aiohttp.ClientResponse) -> bytes:
+    """The start of an error response's body, for the debugging page; never worth waiting long for."""
+    try:
+        async with asyncio.timeout(ERROR_BODY_WAIT):
+            return await response.content.read(RAW_KEEP)
+    except (TimeoutError, aiohttp.ClientError):
+        return b""
 
 
 def _client_error(url: str, exc: aiohttp.ClientError) -> SourceError:
