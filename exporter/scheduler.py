@@ -16,8 +16,10 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
 from exporter.normalize import normalize
+from exporter.relabel import Relabeler
 from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
+from exporter.unify import Unifier
 
 log = structlog.get_logger("exporter.scheduler")
 
@@ -41,6 +43,8 @@ class TargetPoller:
         self.target = target
         self.store = store
         self.source: Source = create_source(target, shared)
+        self.unifier = Unifier(target)
+        self.relabel = Relabeler(target.metric_relabel_configs)
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 
@@ -79,7 +83,10 @@ class TargetPoller:
         previous = self._snapshot
         try:
             payload = await retrying(attempt_once)
-            normalized = normalize(payload.families, target=target.name, labels=target.labels, prefix=target.prefix or "")
+            unified = self.unifier.apply(payload.families)
+            normalized = self.relabel(
+                normalize(unified.families, target=target.name, labels=target.labels, prefix=target.prefix or "")
+            )
         except SourceError as exc:
             return self._publish_failure(previous, exc, wall, started, attempts)
         except Exception as exc:  # a bug in a source must not end the target's task
@@ -106,6 +113,7 @@ class TargetPoller:
                 retries=previous.retries + attempts - 1,
                 dropped=dropped,
                 raw=payload.raw,
+                profile=unified.profile,
             )
         )
         return self._snapshot

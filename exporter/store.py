@@ -37,6 +37,8 @@ class Snapshot:
     errors: Mapping[str, int] = field(default_factory=dict)
     dropped: Mapping[str, int] = field(default_factory=dict)
     raw: bytes = b""
+    #: The backend profile the last successful poll used for the unified series, if any.
+    profile: str | None = None
 
     @property
     def sample_count(self) -> int:

@@ -62,6 +62,7 @@ def target_state(snap: Snapshot) -> dict:
     return {
         "name": snap.target.name,
         "type": snap.target.type,
+        "profile": snap.profile,
         "state": "pending" if snap.up is None else ("up" if snap.up else "down"),
         "labels": dict(snap.target.labels),
         "interval_seconds": snap.target.interval,
