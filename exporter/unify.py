@@ -26,6 +26,8 @@ from exporter.sources.base import TargetConfig
 log = structlog.get_logger("exporter.unify")
 
 INF = math.inf
+#: What a Unifier has logged before its first poll: nothing, so that the first profile (or none) is said.
+_NOT_YET = "<not yet>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,8 @@ class Unifier:
         self.model = target.model
         self.prefix = target.prefix or ""
         self.keep = family_filter(target.allow_families, target.deny_families)
-        self.last_profile: str | None = None
+        self.last_profile: str | None = _NOT_YET
+        self._namesakes_said: set[str] = set()
 
     def apply(self, families: list[Family]) -> Unified:
         if self.keep is not None:  # http sources filtered while parsing; the other kinds are filtered here
@@ -99,8 +102,9 @@ class Unifier:
             kind = served_type(family)
             if taken.isdisjoint(exposition_names(served_base(family.name, kind, self.prefix), kind)):
                 kept.append(family)
-            elif family.samples:
-                log.debug("raw family served as its unified namesake", target=self.target, family=family.name)
+            elif family.samples and family.name not in self._namesakes_said:
+                self._namesakes_said.add(family.name)
+                log.info("raw family served once, as its unified namesake", target=self.target, family=family.name)
         return kept
 
 
