@@ -76,7 +76,7 @@ class Unifier:
         if profile is None:
             return Unified(families if self.raw else [], None)
         unified = unify(profile, families, model=self.model)
-        raw = self._beside(unified, families) if self.raw else []
+        raw = self._beside(profile, unified, families) if self.raw else []
         return Unified(raw + unified, profile.name)
 
     def _profile(self, families: list[Family]) -> Profile | None:
@@ -89,20 +89,23 @@ class Unifier:
             self.last_profile = name
         return profile
 
-    def _beside(self, unified: list[Family], families: list[Family]) -> list[Family]:
-        """Raw families, less any whose served name is a unified one (NIM's `prompt_tokens_total`): that
-        series is served once, as the unified family, which carries the same values."""
+    def _beside(self, profile: Profile, unified: list[Family], families: list[Family]) -> list[Family]:
+        """Raw families, less any that feeds a unified family of its own served name (NIM's unprefixed
+        `prompt_tokens_total`): that series is served once, as the unified series, rather than twice under
+        one name, which would double every sum over it. An unrelated namesake is served as it is."""
         taken = {
             name
             for family in unified
             for name in exposition_names(served_base(family.name, family.type, self.prefix), family.type)
         }
+        read = _wanted_names(profile)
         kept = []
         for family in families:
             kind = served_type(family)
-            if taken.isdisjoint(exposition_names(served_base(family.name, kind, self.prefix), kind)):
+            clash = not taken.isdisjoint(exposition_names(served_base(family.name, kind, self.prefix), kind))
+            if not clash or not any(sample.name in read for sample in family.samples):
                 kept.append(family)
-            elif family.samples and family.name not in self._namesakes_said:
+            elif family.name not in self._namesakes_said:
                 self._namesakes_said.add(family.name)
                 log.info("raw family served once, as its unified namesake", target=self.target, family=family.name)
         return kept
@@ -124,6 +127,17 @@ def _sample_names(source: Source, concept: Concept) -> tuple[str, ...]:
 
 
 def _wanted_names(profile: Profile) -> frozenset[str]:
+    """Every upstream sample name the profile reads (the same for every poll, so computed once)."""
+    names = _WANTED.get(profile.name)
+    if names is None or names[0] is not profile:
+        names = _WANTED[profile.name] = (profile, _names_read(profile))
+    return names[1]
+
+
+_WANTED: dict[str, tuple[Profile, frozenset[str]]] = {}
+
+
+def _names_read(profile: Profile) -> frozenset[str]:
     return frozenset(
         name
         for concept_name, choices in profile.series.items()

@@ -400,6 +400,18 @@ async def test_a_raw_family_named_like_a_unified_one_is_served_once_as_the_unifi
     assert snapshot.dropped == {}
 
 
+async def test_a_raw_namesake_the_profile_does_not_read_is_served_as_it_is(bodies):
+    registry = CollectorRegistry()
+    Gauge("vllm:num_requests_running", "engine", ["model_name"], registry=registry).labels("m").set(3)
+    Gauge("requests_running", "an app's own gauge", ["app"], registry=registry).labels("proxy").set(9)
+    served = served_samples(await poll_target(f'{{name: t, type: http, url: "{bodies("mixed", registry)}"}}'))
+    running = {labels: value for (name, labels), value in served.items() if name == "requests_running"}
+    assert running == {
+        frozenset({"backend": "vllm", "model": "m", "target": "t"}.items()): 3.0,
+        frozenset({"app": "proxy", "target": "t"}.items()): 9.0,
+    }
+
+
 async def test_the_model_comes_from_the_config_where_the_backend_names_none(upstream):
     snapshot = await poll_target(
         f'{{name: t, type: http, url: "{upstream.url}/fixture/tgi-datadog-fixture-payload-PREFIX.prom", model: bigscience/bloom}}'
