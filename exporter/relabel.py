@@ -148,9 +148,6 @@ class Relabeler:
     def __init__(self, configs: Iterable[RelabelConfig]):
         self._rules = [_Rule(config) for config in configs]
 
-    def __bool__(self) -> bool:
-        return bool(self._rules)
-
     def process(self, name: str, labels: dict[str, str]) -> tuple[str, dict[str, str]] | None:
         """One series through every rule: its new name and labels, or None when a rule drops it."""
         working = {**labels, "__name__": name}
