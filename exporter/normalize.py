@@ -89,6 +89,11 @@ def _group(labels: dict[str, str], bound: str) -> frozenset:
     return frozenset(item for item in labels.items() if item[0] != bound)
 
 
+def is_well_formed(name: str, kind: str, samples: list) -> bool:
+    """Whether samples (ours or prometheus_client's) make a valid family `name` of this type."""
+    return _is_well_formed(Family(name, kind, samples=samples), kind)
+
+
 def _is_well_formed(family: Family, kind: str) -> bool:
     """Histograms need a numeric `le` on every bucket and a +Inf bucket in every series group; summaries
     a numeric `quantile` on every quantile sample. Otherwise encoders and parsers reject the family."""
@@ -199,37 +204,84 @@ class _Labeller:
         return labels
 
 
+def served_base(name: str, kind: str, prefix: str = "") -> str:
+    """The family name we serve for an upstream family of this name and served type (before suffixes)."""
+    served = apply_prefix(sanitize_name(name), prefix)
+    if kind == "counter" and served.endswith("_total"):
+        return served[: -len("_total")]
+    if kind == "info" and served.endswith("_info"):
+        return served[: -len("_info")]
+    return served
+
+
+def served_type(family: Family) -> str:
+    """The type a family is served with: its own where prometheus_client can encode it, else `unknown`."""
+    return _family_type(family)
+
+
+class Assembler:
+    """Gathers served families one at a time: one type per name, duplicate series collapsed (the last wins).
+
+    `normalize` fills one from an upstream's families; relabeling fills another from what normalize made.
+    """
+
+    def __init__(self) -> None:
+        self._out: dict[str, tuple[str, str, dict[tuple, PromSample]]] = {}
+        self._claimed: dict[str, str] = {}  # exposition name -> the family that owns it
+        self.dropped: Counter[str] = Counter()
+
+    def family(self, name: str, kind: str, help_text: str, size: int) -> dict[tuple, PromSample] | None:
+        """The series of family `name`, made on first use; None, with its `size` samples counted, if it
+        clashes with a family of another type (or with another family's suffixed names)."""
+        existing = self._out.get(name)
+        if existing is None:
+            names = exposition_names(name, kind)
+            if any(self._claimed.get(n, name) != name for n in names):
+                self.dropped["type_conflict"] += size
+                return None
+            self._claimed.update(dict.fromkeys(names, name))
+            existing = self._out[name] = (kind, help_text, {})
+        elif existing[0] != kind:
+            self.dropped["type_conflict"] += size
+            return None
+        return existing[2]
+
+    def put(self, series: dict[tuple, PromSample], key: tuple, sample: PromSample) -> None:
+        if key in series:
+            self.dropped["duplicate"] += 1
+        series[key] = sample
+
+    def result(self, dropped: dict[str, int] | None = None) -> Normalized:
+        counts = Counter(dropped or {})
+        counts.update(self.dropped)
+        return Normalized(
+            tuple(
+                SeriesFamily(name, kind, help_text, _grouped(list(series.values()), kind, name))
+                for name, (kind, help_text, series) in self._out.items()
+            ),
+            {reason: count for reason, count in counts.items() if count},
+        )
+
+
 def normalize(
     families: list[Family], *, target: str, labels: dict[str, str] | None = None, prefix: str = ""
 ) -> Normalized:
     """Families as one target exposed them -> families as we serve them, with `target` on every sample."""
     labeller = _Labeller(target, labels or {})
-    dropped: Counter[str] = Counter()
-    out: dict[str, tuple[str, str, dict[tuple, PromSample]]] = {}
-    claimed: dict[str, str] = {}  # exposition name -> the family that owns it
+    assembler = Assembler()
 
     for family, kind in _servable(families):
         raw = family.name
-        name = apply_prefix(sanitize_name(raw), prefix)
-        if kind == "counter" and name.endswith("_total"):
-            name, raw_base = name[: -len("_total")], raw[: -len("_total")]
+        name = served_base(raw, kind, prefix)
+        if kind == "counter" and raw.endswith("_total"):
+            raw_base = raw[: -len("_total")]
+        elif kind == "info" and raw.endswith("_info"):
+            raw_base = raw[: -len("_info")]
         else:
             raw_base = raw
-        if kind == "info" and name.endswith("_info"):
-            name, raw_base = name[: -len("_info")], raw[: -len("_info")]
-
-        existing = out.get(name)
-        if existing is None:
-            names = exposition_names(name, kind)
-            if any(claimed.get(n, name) != name for n in names):
-                dropped["type_conflict"] += len(family.samples)
-                continue
-            claimed.update(dict.fromkeys(names, name))
-            existing = out[name] = (kind, family.help or f"{raw} (no HELP from upstream)", {})
-        elif existing[0] != kind:
-            dropped["type_conflict"] += len(family.samples)
+        series = assembler.family(name, kind, family.help or f"{raw} (no HELP from upstream)", len(family.samples))
+        if series is None:
             continue
-        series = existing[2]
 
         for sample in family.samples:
             suffix = sample.name[len(raw_base):] if sample.name.startswith(raw_base) else ""
@@ -239,14 +291,6 @@ def normalize(
                 suffix = "_info"
             sample_name = name + suffix
             key = (sample_name, frozenset(sample.labels.items()))
-            if key in series:
-                dropped["duplicate"] += 1
-            series[key] = PromSample(sample_name, labeller.labels(sample.labels), sample.value, None, None)
+            assembler.put(series, key, PromSample(sample_name, labeller.labels(sample.labels), sample.value, None, None))
 
-    return Normalized(
-        tuple(
-            SeriesFamily(name, kind, help_text, _grouped(list(series.values()), kind, name))
-            for name, (kind, help_text, series) in out.items()
-        ),
-        dict(dropped),
-    )
+    return assembler.result()

@@ -45,14 +45,20 @@ def is_openmetrics(content_type: str | None) -> bool:
     return media_type == "application/openmetrics-text"
 
 
-def parse(data: bytes | str, *, openmetrics: bool = False) -> ParseResult:
-    """Parse one body. Raises ParseError for a malformed line, except a cut-off last line, which is dropped."""
+def parse(
+    data: bytes | str, *, openmetrics: bool = False, keep: Callable[[str], bool] | None = None
+) -> ParseResult:
+    """Parse one body. Raises ParseError for a malformed line, except a cut-off last line, which is dropped.
+
+    `keep`, given a family name, says whether that family is wanted: the sample lines of unwanted families
+    are skipped before they are parsed (so a family nobody wants costs little, and its errors none).
+    """
     text, truncated = _decode(data)
     lines = text.split("\n")
     complete = lines[-1] == ""
     if complete:
         lines.pop()
-    builder = _FamilyBuilder(openmetrics)
+    builder = _FamilyBuilder(openmetrics, keep)
     try:
         _read_lines(lines, builder)
     except ParseError as error:
@@ -127,10 +133,20 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder) -> None:
     heads = _HEADS
     label_names: dict[str, str] = {}
     allowed, append = builder.allowed, builder.append
+    prefilter = builder.filtered
     line_no = 0
     try:
         for line_no, line in enumerate(lines, 1):
             if line and line[0] != "#":
+                if prefilter:  # find the sample's family by its name alone, and skip the line if unwanted
+                    named = _METRIC_NAME.match(line)
+                    if named is not None:
+                        if named.group() in allowed:
+                            if append is _discard:
+                                continue
+                        elif not builder.wants(named.group()):
+                            allowed, append = builder.enter_sample_family(named.group())  # as parsing would
+                            continue
                 head, _, value_text = line.rpartition(" ")
                 known = heads.get(head) or _read_head(head, label_names)
                 # float() also takes `1_000` and non-ASCII digits, which Go's ParseFloat refuses.
@@ -352,10 +368,14 @@ def _excerpt(text: str, limit: int = 60) -> str:
 class _FamilyBuilder:
     """Families by name as lines arrive, and the family samples currently join."""
 
-    __slots__ = ("_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "allowed", "append")
+    __slots__ = (
+        "_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "_keep", "_wanted", "allowed", "append"
+    )
 
-    def __init__(self, openmetrics: bool):
+    def __init__(self, openmetrics: bool, keep: Callable[[str], bool] | None = None):
         self._openmetrics = openmetrics
+        self._keep = keep
+        self._wanted: dict[str, bool] = {}
         self._default_type = "unknown" if openmetrics else "untyped"
         self._help_escapes = _LABEL_ESCAPES if openmetrics else _TEXT_HELP_ESCAPES
         self._families: dict[str, Family] = {}
@@ -363,8 +383,20 @@ class _FamilyBuilder:
         self.allowed: frozenset[str] = frozenset()
         self.append: Callable[[Sample], None] = _no_current_family
 
+    @property
+    def filtered(self) -> bool:
+        return self._keep is not None
+
     def families(self) -> list[Family]:
-        return list(self._families.values())
+        if self._keep is None:
+            return list(self._families.values())
+        return [family for name, family in self._families.items() if self.wants(name)]
+
+    def wants(self, name: str) -> bool:
+        wanted = self._wanted.get(name)
+        if wanted is None:
+            wanted = self._wanted[name] = self._keep is None or self._keep(name)
+        return wanted
 
     def enter_sample_family(self, name: str) -> tuple[frozenset[str], Callable[[Sample], None]]:
         """A sample that is not the current family's: it starts, or joins, the family with its own name."""
@@ -417,7 +449,7 @@ class _FamilyBuilder:
     def _enter(self, family: Family) -> Family:
         """Make `family` the one the next samples join when their names fit its type."""
         self.allowed = _member_names(family.name, family.type)
-        self.append = family.samples.append
+        self.append = family.samples.append if self.wants(family.name) else _discard
         return family
 
 
@@ -425,6 +457,10 @@ class _FamilyBuilder:
 def _member_names(name: str, type_: str) -> frozenset[str]:
     """The sample names a family of this name and type takes; cached as targets repeat them every scrape."""
     return frozenset(name + suffix for suffix in _MEMBER_SUFFIXES[type_])
+
+
+def _discard(sample: Sample) -> None:
+    """Stands in for `append` while the current family is one the caller does not want."""
 
 
 def _no_current_family(sample: Sample) -> None:

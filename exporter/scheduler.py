@@ -18,8 +18,10 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 from exporter.events import EVENTS
 from exporter.normalize import normalize
 from exporter.redact import scrub, secret_values
+from exporter.relabel import Relabeler
 from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
+from exporter.unify import Unifier
 
 log = structlog.get_logger("exporter.scheduler")
 
@@ -45,6 +47,8 @@ class TargetPoller:
         self.source: Source = create_source(target, shared)
         #: Values to scrub from error messages before they are logged or shown (a URL's password...).
         self._secrets = secret_values(target)
+        self.unifier = Unifier(target)
+        self.relabel = Relabeler(target.metric_relabel_configs)
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 
@@ -83,7 +87,10 @@ class TargetPoller:
         previous = self._snapshot
         try:
             payload = await retrying(attempt_once)
-            normalized = normalize(payload.families, target=target.name, labels=target.labels, prefix=target.prefix or "")
+            unified = self.unifier.apply(payload.families)
+            normalized = self.relabel(
+                normalize(unified.families, target=target.name, labels=target.labels, prefix=target.prefix or "")
+            )
         except SourceError as exc:
             return self._publish_failure(previous, exc, wall, started, attempts)
         except Exception as exc:  # a bug in a source must not end the target's task
@@ -111,6 +118,7 @@ class TargetPoller:
                 dropped=dropped,
                 raw=payload.raw,
                 raw_at=wall if payload.raw else None,
+                profile=unified.profile,
             )
         )
         return self._snapshot

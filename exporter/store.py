@@ -39,6 +39,8 @@ class Snapshot:
     #: The start of the last body a poll received (an error page too), and when it came.
     raw: bytes = b""
     raw_at: float | None = None
+    #: The backend profile the last successful poll used for the unified series, if any.
+    profile: str | None = None
 
     @property
     def sample_count(self) -> int:

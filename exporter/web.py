@@ -98,7 +98,7 @@ def state_of(snap: Snapshot) -> str:
 
 def profile_of(snap: Snapshot) -> str | None:
     """The backend profile: the one the last poll used if the snapshot says, else the configured one."""
-    return getattr(snap, "profile", None) or getattr(snap.target, "profile", None)
+    return snap.profile or snap.target.profile
 
 
 def target_state(snap: Snapshot) -> dict[str, Any]:

@@ -19,6 +19,9 @@ from exporter.config import parse_config
 from exporter.daemon import Daemon
 from exporter.logs import configure
 from leaks import LEAKS
+from exporter.scheduler import TargetPoller
+from exporter.sources import Shared
+from exporter.store import Snapshot, Store
 from support import fixture_files, free_port
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
@@ -205,3 +208,23 @@ async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def poll_target(target_yaml: str) -> Snapshot:
+    """Poll one target, given as the YAML of one `targets:` item, once through the daemon's own poll path."""
+    config = parse_config("defaults: {interval: 5s, timeout: 2s, retries: 0}\ntargets:\n  - " + target_yaml.strip() + "\n")
+    shared = Shared()
+    try:
+        poller = TargetPoller(config.targets[0], Store(), shared)
+        return await poller.poll()
+    finally:
+        await shared.close()
+
+
+def served_samples(snapshot: Snapshot) -> dict[tuple[str, frozenset], float]:
+    """(sample name, labels) -> value for every series the snapshot serves."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in snapshot.families
+        for sample in family.samples
+    }

@@ -648,3 +648,24 @@ def test_truncated_utf8_in_the_last_line_is_dropped():
 def test_only_the_last_line_may_be_truncated():
     error = parse_error('a 1\nb{x="\nc 3')
     assert error.line == 2
+
+
+# -- keep: families skipped before their samples are parsed ------------------------------------------------
+
+
+def test_unwanted_family_lines_are_not_parsed_so_their_errors_cost_nothing():
+    body = '# TYPE broken gauge\nbroken{a="1" 2\nbroken{a=} x\n# TYPE fine gauge\nfine 1\n'
+    with pytest.raises(ParseError):
+        parse(body)
+    result = parse(body, keep=lambda name: name != "broken")
+    assert [(f.name, [s.value for s in f.samples]) for f in result.families] == [("fine", [1.0])]
+
+
+@pytest.mark.parametrize("path", fixture_files(), ids=lambda p: p.name)
+def test_a_filtered_parse_is_the_unfiltered_one_without_the_unwanted_families(path: Path):
+    whole = parse(path.read_bytes())
+    unwanted = {f.name for f in whole.families[::2]}  # every other family, whatever it holds
+    filtered = parse(path.read_bytes(), keep=lambda name: name not in unwanted)
+    expected = [(f.name, f.type, f.samples) for f in whole.families if f.name not in unwanted]
+    assert [(f.name, f.type, f.samples) for f in filtered.families] == expected
+    assert filtered.truncated_lines == whole.truncated_lines

@@ -5,14 +5,18 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Annotated, Any, Callable, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from exporter import profiles
 from exporter.family import Family
 from exporter.fields import Duration
 from exporter.redact import redact_urls
+from exporter.relabel import RelabelConfig, check_regex
 
+#: A fully anchored regular expression, checked when the config is loaded.
+Regex = Annotated[str, AfterValidator(check_regex)]
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = frozenset({"target"})
 
@@ -67,6 +71,31 @@ class TargetConfig(BaseModel):
     backoff: Duration | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     prefix: str | None = None
+    #: The backend profile for the unified series: detected from each payload when unset; "none" for none.
+    profile: str | None = None
+    #: Serve the upstream's own series beside the unified ones; false serves only the unified vocabulary.
+    raw: bool = True
+    #: The `model` label of unified series where the backend names no model (TGI, llama.cpp).
+    model: str | None = None
+    #: Prometheus-style relabeling of every series this target serves.
+    metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    #: Fully anchored regexes over upstream family names: only families matching one are read (default: all) ...
+    allow_families: list[Regex] = Field(default_factory=list)
+    #: ... and families matching one of these are skipped, before their samples are parsed.
+    deny_families: list[Regex] = Field(default_factory=list)
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name: str | None) -> str | None:
+        if name is not None and name not in profiles.names():
+            raise ValueError(f"unknown profile {name!r}; expected one of: {', '.join(profiles.names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _serves_something(self) -> "TargetConfig":
+        if not self.raw and self.profile == profiles.NONE:
+            raise ValueError("raw: false with profile: none would serve nothing; keep one of them")
+        return self
 
     @field_validator("labels")
     @classmethod

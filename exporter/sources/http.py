@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from yarl import URL
 
 from exporter import __version__
+from exporter.family_filter import family_filter
 from exporter.fields import ByteSize, ReadableFile, read_secret
 from exporter.parse import ParseError, is_openmetrics, parse
 from exporter.redact import redact_url
@@ -140,6 +141,7 @@ class HTTPSource:
         self.target = target
         self._shared = shared
         self._tls: tuple[tuple[float, ...], ssl.SSLContext] | None = None
+        self._keep = family_filter(target.allow_families, target.deny_families)
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
 
     def _request_headers(self) -> dict[str, str]:
@@ -193,7 +195,7 @@ class HTTPSource:
             raise _client_error(url, exc) from None
 
         try:
-            result = parse(body, openmetrics=is_openmetrics(content_type))
+            result = parse(body, openmetrics=is_openmetrics(content_type), keep=self._keep)
         except ParseError as exc:
             raise SourceError("parse", f"{url}: {exc}", raw=bytes(body[:RAW_KEEP])) from None
         limit = self.target.sample_limit

@@ -1,0 +1,203 @@
+"""Per-target relabeling in the shape of Prometheus's `metric_relabel_configs`, on every series a target serves.
+
+Rules see each sample as it would be served: `__name__` is the served sample name (sanitized, prefixed,
+with its `_total` or `_bucket`), and the labels include `target` and the target's static labels. Regexes
+are fully anchored, as in Prometheus. Two guards keep one target's rules from breaking the exposition
+for all: the `target` label cannot be changed or dropped, and the metric name cannot be dropped.
+A family whose structure a rule breaks (a histogram missing its `+Inf` bucket) is served as untyped series.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from prometheus_client.samples import Sample as PromSample
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from exporter.family_filter import anchored
+from exporter.normalize import Assembler, Normalized, SeriesFamily, exposition_names, is_well_formed, sanitize_name
+
+#: Labels no rule may change or drop: every series must still say which target it came from.
+PROTECTED = frozenset({"target", "__name__"})
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+#: What Prometheus accepts as a replace target label: a label name, possibly with `$1` / `${name}` in it.
+_TARGET_TEMPLATE = re.compile(r"(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*")
+#: Go's regexp.Expand: `$$`, `${name}` or `$name` (the longest run of word characters).
+_REFERENCE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")
+
+
+def check_regex(pattern: str) -> str:
+    """The pattern if it compiles; ValueError saying why it does not."""
+    try:
+        anchored(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return pattern
+
+
+class RelabelConfig(BaseModel):
+    """One rule, with Prometheus's keys and defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_labels: list[str] = Field(default_factory=list)
+    separator: str = ";"
+    regex: str = "(.*)"
+    target_label: str | None = None
+    replacement: str = "$1"
+    action: Literal["replace", "keep", "drop", "labeldrop", "labelkeep", "labelmap"] = "replace"
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, pattern: str) -> str:
+        return check_regex(pattern)
+
+    @field_validator("source_labels")
+    @classmethod
+    def _source_label_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _LABEL_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a label name")
+        return names
+
+    @model_validator(mode="after")
+    def _fields_fit_action(self) -> "RelabelConfig":
+        action = self.action
+        if action == "replace":
+            if not self.target_label:
+                raise ValueError("action replace needs a target_label")
+            if not _TARGET_TEMPLATE.fullmatch(self.target_label):
+                raise ValueError(f"target_label {self.target_label!r} is not a label name (or a $1-style template)")
+            if self.target_label == "target":
+                raise ValueError("the target label says which target a series came from; relabeling cannot change it")
+        elif action in ("labeldrop", "labelkeep"):
+            if self.source_labels or self.target_label or self.separator != ";" or self.replacement != "$1":
+                raise ValueError(f"action {action} takes only regex")
+        elif action == "labelmap":
+            if not _TARGET_TEMPLATE.fullmatch(self.replacement):
+                raise ValueError(f"labelmap replacement {self.replacement!r} does not make a label name")
+        elif self.target_label:  # keep, drop
+            raise ValueError(f"action {action} does not take a target_label")
+        return self
+
+
+class _Rule:
+    __slots__ = ("config", "regex")
+
+    def __init__(self, config: RelabelConfig):
+        self.config = config
+        self.regex = anchored(config.regex)
+
+    def apply(self, labels: dict[str, str]) -> bool:
+        """Apply the rule to `labels` in place; False when the series is to be dropped."""
+        config, regex = self.config, self.regex
+        action = config.action
+        if action in ("labeldrop", "labelkeep"):
+            keep_matching = action == "labelkeep"
+            for name in [n for n in labels if n not in PROTECTED]:
+                if (regex.fullmatch(name) is not None) != keep_matching:
+                    del labels[name]
+            return True
+        if action == "labelmap":
+            for name, value in list(labels.items()):
+                match = regex.fullmatch(name)
+                if match is not None:
+                    mapped = expand(config.replacement, match)
+                    if _LABEL_NAME.fullmatch(mapped) and mapped not in PROTECTED:
+                        labels[mapped] = value
+            return True
+        value = config.separator.join(labels.get(name, "") for name in config.source_labels)
+        match = regex.fullmatch(value)
+        if action == "keep":
+            return match is not None
+        if action == "drop":
+            return match is None
+        if match is not None:  # replace
+            target = expand(config.target_label or "", match)
+            if _LABEL_NAME.fullmatch(target) and target != "target":
+                result = expand(config.replacement, match)
+                if result:
+                    labels[target] = result
+                elif target != "__name__":
+                    labels.pop(target, None)
+        return True
+
+
+def expand(template: str, match: re.Match[str]) -> str:
+    """`$1`, `${1}`, `$name`, `${name}` and `$$` as Go's regexp.Expand reads them (which Prometheus uses):
+    `$1x` is the group named `1x`, and a group that does not exist or did not match is empty."""
+
+    def reference(found: re.Match[str]) -> str:
+        dollar, braced, bare = found.groups()
+        if dollar:
+            return "$"
+        name = braced or bare
+        try:
+            return match.group(int(name) if name.isdigit() else name) or ""
+        except IndexError:  # no such group
+            return ""
+
+    return _REFERENCE.sub(reference, template)
+
+
+class Relabeler:
+    """A target's rules, applied to what `normalize` made; without rules it hands the series through."""
+
+    def __init__(self, configs: Iterable[RelabelConfig]):
+        self._rules = [_Rule(config) for config in configs]
+
+    def process(self, name: str, labels: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+        """One series through every rule: its new name and labels, or None when a rule drops it."""
+        working = {**labels, "__name__": name}
+        for rule in self._rules:
+            if not rule.apply(working):
+                return None
+        return sanitize_name(working.pop("__name__")), working
+
+    def __call__(self, normalized: Normalized) -> Normalized:
+        if not self._rules:
+            return normalized
+        assembler = Assembler()
+        for family in normalized.families:
+            kept: list[tuple[str, PromSample]] = []
+            for sample in family.samples:
+                result = self.process(sample.name, sample.labels)
+                if result is not None:
+                    kept.append((sample.name, PromSample(result[0], result[1], sample.value, None, None)))
+            for name, kind, samples in _regroup(family, kept):
+                series = assembler.family(name, kind, family.help, len(samples))
+                if series is not None:
+                    for sample in samples:
+                        assembler.put(series, (sample.name, frozenset(sample.labels.items())), sample)
+        return assembler.result(normalized.dropped)
+
+
+def _regroup(family: SeriesFamily, kept: list[tuple[str, PromSample]]) -> list[tuple[str, str, list[PromSample]]]:
+    """Where a family's relabeled samples belong: the family itself, the family under a new name when
+    every sample was renamed alike (`foo_bucket` -> `bar_bucket`, `foo_sum` -> `bar_sum`), or else one
+    untyped family per sample name. A histogram or summary that lost its shape is split the same way."""
+    if not kept:
+        return []
+    samples = [sample for _, sample in kept]
+    name = family.name
+    if any(sample.name not in exposition_names(name, family.type) for sample in samples):
+        bases = set()
+        for old, sample in kept:
+            suffix = old[len(name):]
+            bases.add(sample.name[: len(sample.name) - len(suffix)] if sample.name.endswith(suffix) else None)
+        base = bases.pop() if len(bases) == 1 else None
+        if base is None or not _LABEL_NAME.fullmatch(base):
+            return _untyped(family, samples)
+        name = base
+    if not is_well_formed(name, family.type, samples):
+        return _untyped(family, samples)
+    return [(name, family.type, samples)]
+
+
+def _untyped(family: SeriesFamily, samples: list[PromSample]) -> list[tuple[str, str, list[PromSample]]]:
+    by_name: dict[str, list[PromSample]] = {}
+    for sample in samples:
+        by_name.setdefault(sample.name, []).append(sample)
+    return [(name, "unknown", group) for name, group in by_name.items()]

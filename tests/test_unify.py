@@ -1,0 +1,592 @@
+"""The unified vocabulary on every captured payload: which profile is detected, and each unified series.
+
+Expected values are computed here from the raw payload with prometheus_client's own parser, following
+the per-backend expectations written out below (which upstream series feeds which concept, in which
+unit): not from exporter code. Each fixture is served by a real upstream and polled through the
+daemon's poll path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import TEXT_0_0_4, daemon_url, poll_target, served_samples, wait_until
+from exporter import profiles
+from support import FIXTURES, REPO, fixture_files
+
+#: The unified family names, as the issue fixes them (no prefix configured in these tests).
+UNIFIED = {
+    "requests_running", "requests_waiting", "kv_cache_usage_ratio", "prefix_cache_hit_tokens_total",
+    "prefix_cache_query_tokens_total", "time_to_first_token_seconds", "inter_token_latency_seconds",
+    "e2e_request_latency_seconds", "request_queue_time_seconds", "prompt_tokens_total", "generation_tokens_total",
+    "requests_finished_total",
+}
+SUCCESS = {"stop": "success", "length": "success"}
+
+# -- the oracle: upstream samples read with prometheus_client, mapped by the rules written below ----------------
+
+
+def raw_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample prometheus_client reads (a cut-off last line left out), with the names as written."""
+    if not text.endswith("\n"):
+        head, _, last = text.rpartition("\n")
+        try:
+            list(text_string_to_metric_families(last + "\n"))
+        except Exception:
+            text = head + "\n"
+    out = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name
+            # prometheus_client's text parser appends `_total` to a counter written without it (Triton, TGI)
+            if family.type == "counter" and name.endswith("_total") and not text_has_sample(text, name):
+                name = name[: -len("_total")]
+            out.append((name, dict(sample.labels), sample.value))
+    return out
+
+
+def text_has_sample(text: str, name: str) -> bool:
+    return f"\n{name}{{" in text or f"\n{name} " in text or text.startswith((name + "{", name + " "))
+
+
+@dataclass
+class Backend:
+    """How the test reads one backend: its profile name and the label (if any) naming the model."""
+
+    profile: str
+    model_label: str | None
+    model: str | None = None  # the target's `model:`, for backends that name none
+
+    def model_of(self, labels: dict[str, str]) -> str | None:
+        return (labels.get(self.model_label) if self.model_label else None) or self.model
+
+    def labels(self, labels: dict[str, str], **extra: str) -> dict[str, str]:
+        model = self.model_of(labels)
+        return {"backend": self.profile, **({"model": model} if model else {}), **extra}
+
+
+@dataclass
+class Gauge_:
+    metric: str
+    match: dict[str, str] = field(default_factory=dict)
+    minus: str | None = None
+
+    def expect(self, concept, backend, raw):
+        out = {}
+        for name, labels, value in raw:
+            if name == self.metric and self.match.items() <= labels.items():
+                key = frozenset(backend.labels(labels).items())
+                assert key not in out, "each fixture has one upstream series per model"
+                out[key] = value
+        if self.minus:
+            for name, labels, value in raw:
+                if name == self.minus:
+                    out[frozenset(backend.labels(labels).items())] -= value
+        return {(concept, key): value for key, value in out.items()}
+
+
+@dataclass
+class Counter_:
+    """A counter read from `metric` (as written: `_total` or not, or a histogram's `_sum`), with outcomes."""
+
+    metric: str
+    outcome: str | None = None
+    outcome_label: str | None = None
+    rename: dict[str, str] = field(default_factory=dict)
+
+    def expect(self, concept, backend, raw):
+        out: dict = defaultdict(float)
+        for name, labels, value in raw:
+            if name == self.metric:
+                extra = {}
+                if self.outcome:
+                    extra["outcome"] = self.outcome
+                elif self.outcome_label:
+                    extra["outcome"] = self.rename.get(labels[self.outcome_label], labels[self.outcome_label])
+                out[(concept, frozenset(backend.labels(labels, **extra).items()))] += value
+        return dict(out)
+
+
+@dataclass
+class Histogram_:
+    """A histogram (or a summary: its count becomes the only, +Inf, bucket), converted by `divisor`."""
+
+    metric: str
+    divisor: float = 1.0
+
+    def expect(self, concept, backend, raw):
+        out = {}
+        for name, labels, value in raw:
+            model_labels = backend.labels(labels)
+            if name == self.metric + "_bucket":
+                le = float(labels["le"])
+                out[(concept + "_bucket", frozenset({**model_labels, "le": le if math.isinf(le) else le / self.divisor}.items()))] = value
+            elif name == self.metric + "_count":
+                out[(concept + "_count", frozenset(model_labels.items()))] = value
+                if not any(n == self.metric + "_bucket" for n, _, _ in raw):
+                    out[(concept + "_bucket", frozenset({**model_labels, "le": math.inf}.items()))] = value
+            elif name == self.metric + "_sum":
+                out[(concept + "_sum", frozenset(model_labels.items()))] = value / self.divisor
+        return out
+
+
+def outcomes(*parts: Counter_) -> list[Counter_]:
+    return list(parts)
+
+
+VLLM_V1 = {
+    "requests_running": Gauge_("vllm:num_requests_running"),
+    "requests_waiting": Gauge_("vllm:num_requests_waiting"),
+    "kv_cache_usage_ratio": Gauge_("vllm:kv_cache_usage_perc"),
+    "prefix_cache_hit_tokens_total": Counter_("vllm:prefix_cache_hits_total"),
+    "prefix_cache_query_tokens_total": Counter_("vllm:prefix_cache_queries_total"),
+    "time_to_first_token_seconds": Histogram_("vllm:time_to_first_token_seconds"),
+    "inter_token_latency_seconds": Histogram_("vllm:inter_token_latency_seconds"),
+    "e2e_request_latency_seconds": Histogram_("vllm:e2e_request_latency_seconds"),
+    "request_queue_time_seconds": Histogram_("vllm:request_queue_time_seconds"),
+    "prompt_tokens_total": Counter_("vllm:prompt_tokens_total"),
+    "generation_tokens_total": Counter_("vllm:generation_tokens_total"),
+    "requests_finished_total": Counter_("vllm:request_success_total", outcome_label="finished_reason", rename=SUCCESS),
+}
+#: vLLM V0 payloads: the KV cache under its deprecated name, no histograms the profile maps (the aibrix
+#: fragment's only histogram is vllm:iteration_tokens_total, and it is cut off).
+VLLM_V0 = {
+    "requests_running": Gauge_("vllm:num_requests_running"),
+    "requests_waiting": Gauge_("vllm:num_requests_waiting"),
+    "kv_cache_usage_ratio": Gauge_("vllm:gpu_cache_usage_perc"),
+    "prompt_tokens_total": Counter_("vllm:prompt_tokens_total"),
+    "generation_tokens_total": Counter_("vllm:generation_tokens_total"),
+    "requests_finished_total": Counter_("vllm:request_success_total", outcome_label="finished_reason", rename=SUCCESS),
+}
+SGLANG = {
+    "requests_running": Gauge_("sglang:num_running_reqs"),
+    "requests_waiting": Gauge_("sglang:num_queue_reqs"),
+    "kv_cache_usage_ratio": Gauge_("sglang:token_usage"),
+    "prefix_cache_hit_tokens_total": Counter_("sglang:cached_tokens_total"),
+    "time_to_first_token_seconds": Histogram_("sglang:time_to_first_token_seconds"),
+    "inter_token_latency_seconds": Histogram_("sglang:inter_token_latency_seconds"),
+    "e2e_request_latency_seconds": Histogram_("sglang:e2e_request_latency_seconds"),
+    "request_queue_time_seconds": Histogram_("sglang:queue_time_seconds"),
+    "prompt_tokens_total": Counter_("sglang:prompt_tokens_total"),
+    "generation_tokens_total": Counter_("sglang:generation_tokens_total"),
+    "requests_finished_total": Counter_("sglang:num_requests_total", outcome="success"),
+}
+#: The older SGLang of the docs: inter-token latency under its old name, no cache or request counters.
+SGLANG_DOCS = {
+    "requests_running": Gauge_("sglang:num_running_reqs"),
+    "requests_waiting": Gauge_("sglang:num_queue_reqs"),
+    "kv_cache_usage_ratio": Gauge_("sglang:token_usage"),
+    "time_to_first_token_seconds": Histogram_("sglang:time_to_first_token_seconds"),
+    "inter_token_latency_seconds": Histogram_("sglang:time_per_output_token_seconds"),
+    "e2e_request_latency_seconds": Histogram_("sglang:e2e_request_latency_seconds"),
+    "prompt_tokens_total": Counter_("sglang:prompt_tokens_total"),
+    "generation_tokens_total": Counter_("sglang:generation_tokens_total"),
+}
+TGI_PREFIX = {
+    "requests_running": Gauge_("tgi_batch_current_size"),
+    "requests_waiting": Gauge_("tgi_queue_size"),
+    "prompt_tokens_total": Counter_("tgi_request_input_length_sum"),
+    "requests_finished_total": outcomes(
+        Counter_("tgi_request_success", outcome="success"), Counter_("tgi_request_failure", outcome="error")
+    ),
+}
+TGIS = {"requests_running": Gauge_("tgi_batch_current_size"), "requests_waiting": Gauge_("tgi_queue_size")}
+NIM = {
+    "requests_running": Gauge_("num_requests_running"),
+    "requests_waiting": Gauge_("num_requests_waiting"),
+    "kv_cache_usage_ratio": Gauge_("gpu_cache_usage_perc"),
+    "time_to_first_token_seconds": Histogram_("time_to_first_token_seconds"),
+    "inter_token_latency_seconds": Histogram_("time_per_output_token_seconds"),
+    "e2e_request_latency_seconds": Histogram_("e2e_request_latency_seconds"),
+    "prompt_tokens_total": Counter_("prompt_tokens_total"),
+    "generation_tokens_total": Counter_("generation_tokens_total"),
+    "requests_finished_total": outcomes(
+        Counter_("request_success_total", outcome="success"), Counter_("request_failure_total", outcome="error")
+    ),
+}
+DYNAMO_FRONTEND = {
+    "requests_running": Gauge_("dynamo_frontend_inflight_requests", minus="dynamo_frontend_queued_requests"),
+    "requests_waiting": Gauge_("dynamo_frontend_queued_requests"),
+    "time_to_first_token_seconds": Histogram_("dynamo_frontend_time_to_first_token_seconds"),
+    "inter_token_latency_seconds": Histogram_("dynamo_frontend_inter_token_latency_seconds"),
+    "e2e_request_latency_seconds": Histogram_("dynamo_frontend_request_duration_seconds"),
+    "prompt_tokens_total": Counter_("dynamo_frontend_input_sequence_tokens_sum"),
+    "generation_tokens_total": Counter_("dynamo_frontend_output_tokens_total"),
+    "requests_finished_total": Counter_("dynamo_frontend_requests_total", outcome_label="status"),
+}
+TRITON_TRTLLM = {
+    "requests_running": Gauge_("nv_trt_llm_request_metrics", {"request_type": "active"}),
+    "requests_waiting": Gauge_("nv_trt_llm_request_metrics", {"request_type": "waiting"}),
+    "kv_cache_usage_ratio": Gauge_("nv_trt_llm_kv_cache_block_metrics", {"kv_cache_block_type": "fraction"}),
+}
+TRITON_COUNTERS = {
+    "requests_waiting": Gauge_("nv_inference_pending_request_count"),
+    "requests_finished_total": outcomes(
+        Counter_("nv_inference_request_success", outcome="success"),
+        Counter_("nv_inference_request_failure", outcome="error"),
+    ),
+}
+#: Triton's docs sample is malformed (buckets without `_bucket`): only its `_count` and `_sum` are a histogram.
+TRITON_HISTOGRAM = {"time_to_first_token_seconds": Histogram_("nv_inference_first_response_histogram_ms", 1e3)}
+TRITON_SUMMARY = {"request_queue_time_seconds": Histogram_("nv_inference_queue_summary_us", 1e6)}
+
+EXPECTED: dict[str, tuple[Backend | None, dict]] = {
+    "dcgm-exporter-datadog-fixture-metrics.prom": (None, {}),
+    "dynamo-frontend-metrics_examples-fe.prom": (Backend("dynamo-frontend", "model"), DYNAMO_FRONTEND),
+    "nim-datadog-fixture-nim_metrics.prom": (Backend("nim", "model_name"), NIM),
+    "sglang-datadog-fixture-sglang_metrics.prom": (Backend("sglang", "model_name"), SGLANG),
+    "sglang-docs-production_metrics.prom": (Backend("sglang", "model_name"), SGLANG_DOCS),
+    "tgi-datadog-fixture-payload-PREFIX.prom": (Backend("tgi", None), TGI_PREFIX),
+    "tgis-ibm-vllm-pr18-excerpt-TRUNCATED.prom": (Backend("tgi", None), TGIS),
+    "triton-server-docs-histogram.prom": (Backend("triton", "model"), TRITON_HISTOGRAM),
+    "triton-server-docs-summary.prom": (Backend("triton", "model"), TRITON_SUMMARY),
+    "triton-trtllm-backend-readme-ifb.prom": (Backend("triton", "model"), TRITON_TRTLLM),
+    "triton-trtllm-backend-readme-nv_inference.prom": (Backend("triton", "model"), TRITON_COUNTERS),
+    "triton-trtllm-backend-readme-v1.prom": (Backend("triton", "model"), {}),
+    "vllm-v0-aibrix-docs-runtime.prom": (Backend("vllm", "model_name"), VLLM_V0),
+    "vllm-v0fork-batchinggap-cache_config_server_0.prom": (Backend("vllm", "model_name"), VLLM_V0),
+    "vllm-v1-dynamo-worker-metrics_examples-vllm.prom": (Backend("vllm", "model_name"), VLLM_V1),
+}
+
+
+def expected_series(backend: Backend | None, rules: dict, text: str, target: str) -> dict:
+    raw = raw_samples(text)
+    out = {}
+    for concept, rule in rules.items():
+        for part in rule if isinstance(rule, list) else [rule]:
+            for (name, labels), value in part.expect(concept, backend, raw).items():
+                out[(name, frozenset({**dict(labels), "target": target}.items()))] = value
+    return out
+
+
+def unified_served(snapshot) -> dict:
+    """The unified series served, `le` read as a number so that `0.1` and `0.10` compare equal."""
+    return {
+        (name, frozenset((k, float(v) if k == "le" else v) for k, v in labels)): value
+        for (name, labels), value in served_samples(snapshot).items()
+        if dict(labels).get("backend")
+    }
+
+
+def assert_same_series(served: dict, expected: dict) -> None:
+    assert served.keys() == expected.keys(), (
+        f"served but not expected: {sorted(served.keys() - expected.keys(), key=str)[:5]}; "
+        f"expected but not served: {sorted(expected.keys() - served.keys(), key=str)[:5]}"
+    )
+    for key, value in expected.items():
+        assert math.isclose(served[key], value, rel_tol=1e-12, abs_tol=1e-15), f"{key}: {served[key]} != {value}"
+
+
+def test_every_fixture_has_an_expectation():
+    assert {path.name for path in fixture_files()} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("fixture", sorted(EXPECTED))
+async def test_each_fixture_is_detected_and_yields_each_unified_series_from_its_raw_payload(upstream, fixture):
+    backend, rules = EXPECTED[fixture]
+    snapshot = await poll_target(f'{{name: t, type: http, url: "{upstream.url}/fixture/{fixture}"}}')
+    assert snapshot.up, snapshot.last_error
+    assert snapshot.profile == (backend.profile if backend else None)
+    expected = expected_series(backend, rules, (FIXTURES / fixture).read_text(), "t")
+    assert_same_series(unified_served(snapshot), expected)
+    assert {name for name, _ in expected} <= {n + s for n in UNIFIED for s in ("", "_bucket", "_count", "_sum")}
+
+
+# -- preference, overrides, and what the raw series become -------------------------------------------------
+
+
+@pytest.fixture
+async def bodies(aiohttp_server):
+    """An upstream serving bodies the test made (with prometheus_client, never by hand) at /{name}."""
+    served: dict[str, bytes] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=served[request.match_info["name"]], headers={"Content-Type": TEXT_0_0_4})
+
+    app = web.Application()
+    app.router.add_get("/{name}", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    base = str(server.make_url("")).rstrip("/")
+
+    def serve(name: str, registry: CollectorRegistry) -> str:
+        served[name] = generate_latest(registry)
+        return f"{base}/{name}"
+
+    return serve
+
+
+async def test_a_current_and_a_deprecated_name_yield_one_series_from_the_current_one(bodies):
+    registry = CollectorRegistry()
+    Gauge("vllm:kv_cache_usage_perc", "current", ["model_name"], registry=registry).labels("m").set(0.75)
+    Gauge("vllm:gpu_cache_usage_perc", "deprecated", ["model_name"], registry=registry).labels("m").set(0.25)
+    Histogram("vllm:inter_token_latency_seconds", "current", ["model_name"], buckets=[0.1], registry=registry).labels("m").observe(0.05)
+    old = Histogram("vllm:time_per_output_token_seconds", "deprecated", ["model_name"], buckets=[0.1], registry=registry)
+    for _ in range(3):
+        old.labels("m").observe(0.5)
+    snapshot = await poll_target(f'{{name: t, type: http, url: "{bodies("both", registry)}"}}')
+    served = served_samples(snapshot)
+    model = {"backend": "vllm", "model": "m", "target": "t"}
+    assert [v for (n, _), v in served.items() if n == "kv_cache_usage_ratio"] == [0.75]
+    assert [v for (n, _), v in served.items() if n == "inter_token_latency_seconds_count"] == [1.0]
+    assert served[("inter_token_latency_seconds_sum", frozenset(model.items()))] == 0.05
+
+
+async def test_a_deprecated_name_is_used_when_the_current_one_is_absent(upstream):
+    snapshot = await poll_target(f'{{name: t, type: http, url: "{upstream.url}/fixture/sglang-docs-production_metrics.prom"}}')
+    served = served_samples(snapshot)
+    assert [v for (n, _), v in served.items() if n == "inter_token_latency_seconds_count"] == [7.400757e06]
+
+
+async def test_profile_in_the_config_overrides_detection(upstream):
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom", '
+        "profile: dynamo-worker, model: from-config}"
+    )
+    assert snapshot.profile == "dynamo-worker"
+    raw = raw_samples((FIXTURES / "vllm-v1-dynamo-worker-metrics_examples-vllm.prom").read_text())
+    rules = {
+        "requests_running": Gauge_("dynamo_component_inflight_requests", {"dynamo_endpoint": "generate"}),
+        "kv_cache_usage_ratio": Gauge_("dynamo_component_kvstats_gpu_cache_usage_percent"),
+        "e2e_request_latency_seconds": Histogram_("dynamo_component_request_duration_seconds"),
+    }
+    backend = Backend("dynamo-worker", "model", model="from-config")  # kvstats carry no model label
+    expected = {}
+    for concept, rule in rules.items():
+        if isinstance(rule, Histogram_):
+            raw_for = [(n, l, v) for n, l, v in raw if l.get("dynamo_endpoint") == "generate"]
+        else:
+            raw_for = raw
+        for (name, labels), value in rule.expect(concept, backend, raw_for).items():
+            expected[(name, frozenset({**dict(labels), "target": "t"}.items()))] = value
+    assert_same_series(unified_served(snapshot), expected)
+
+
+async def test_profile_none_serves_no_unified_series(upstream):
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom", profile: none}}'
+    )
+    assert snapshot.profile is None and unified_served(snapshot) == {}
+    assert ("vllm_num_requests_running", frozenset({"engine": "0", "model_name": "Qwen/Qwen3-0.6B", "target": "t"}.items())) in served_samples(snapshot)
+
+
+async def test_raw_false_serves_only_the_unified_vocabulary(upstream):
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom", raw: false}}'
+    )
+    assert {family.name for family in snapshot.families} == {
+        "requests_running", "requests_waiting", "kv_cache_usage_ratio", "prefix_cache_hit_tokens", "prefix_cache_query_tokens",
+        "time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds",
+        "request_queue_time_seconds", "prompt_tokens", "generation_tokens", "requests_finished",
+    }
+
+
+async def test_a_raw_family_named_like_a_unified_one_is_served_once_as_the_unified_series(upstream):
+    snapshot = await poll_target(f'{{name: t, type: http, url: "{upstream.url}/fixture/nim-datadog-fixture-nim_metrics.prom"}}')
+    prompt = {labels: value for (name, labels), value in served_samples(snapshot).items() if name == "prompt_tokens_total"}
+    assert prompt == {frozenset({"backend": "nim", "model": "meta/llama-3.1-8b-instruct", "target": "t"}.items()): 109.0}
+    assert snapshot.dropped == {}
+
+
+async def test_a_raw_namesake_the_profile_does_not_read_is_served_as_it_is(bodies):
+    registry = CollectorRegistry()
+    Gauge("vllm:num_requests_running", "engine", ["model_name"], registry=registry).labels("m").set(3)
+    Gauge("requests_running", "an app's own gauge", ["app"], registry=registry).labels("proxy").set(9)
+    served = served_samples(await poll_target(f'{{name: t, type: http, url: "{bodies("mixed", registry)}"}}'))
+    running = {labels: value for (name, labels), value in served.items() if name == "requests_running"}
+    assert running == {
+        frozenset({"backend": "vllm", "model": "m", "target": "t"}.items()): 3.0,
+        frozenset({"app": "proxy", "target": "t"}.items()): 9.0,
+    }
+
+
+async def test_the_model_comes_from_the_config_where_the_backend_names_none(upstream):
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{upstream.url}/fixture/tgi-datadog-fixture-payload-PREFIX.prom", model: bigscience/bloom}}'
+    )
+    models = {dict(labels).get("model") for (_, labels) in unified_served(snapshot)}
+    assert models == {"bigscience/bloom"}
+
+
+async def test_prefix_applies_to_unified_families_too(upstream):
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{upstream.url}/fixture/sglang-datadog-fixture-sglang_metrics.prom", prefix: llm}}'
+    )
+    names = {name for name, _ in unified_served(snapshot)}
+    assert "llm_requests_running" in names and "llm_time_to_first_token_seconds_bucket" in names
+
+
+async def test_llamacpp_names_map_to_the_vocabulary(bodies):
+    registry = CollectorRegistry()  # llama-server's own names and types; no fixture captured one
+    Counter("llamacpp:prompt_tokens", "Number of prompt tokens processed.", registry=registry).inc(6886)
+    Counter("llamacpp:tokens_predicted", "Number of generation tokens processed.", registry=registry).inc(3469)
+    Gauge("llamacpp:requests_processing", "Number of requests processing.", registry=registry).set(2)
+    Gauge("llamacpp:requests_deferred", "Number of requests deferred.", registry=registry).set(1)
+    Gauge("llamacpp:kv_cache_usage_ratio", "KV-cache usage. 1 means 100 percent usage.", registry=registry).set(0.5)
+    snapshot = await poll_target(f'{{name: t, type: http, url: "{bodies("llama", registry)}", model: qwen2.5-7b}}')
+    labels = frozenset({"backend": "llamacpp", "model": "qwen2.5-7b", "target": "t"}.items())
+    assert snapshot.profile == "llamacpp"
+    assert unified_served(snapshot) == {
+        ("requests_running", labels): 2.0, ("requests_waiting", labels): 1.0, ("kv_cache_usage_ratio", labels): 0.5,
+        ("prompt_tokens_total", labels): 6886.0, ("generation_tokens_total", labels): 3469.0,
+    }
+
+
+async def test_engines_and_ranks_of_one_model_add_up_and_the_kv_cache_takes_the_fullest(bodies):
+    registry = CollectorRegistry()
+    running = Gauge("vllm:num_requests_running", "r", ["model_name", "engine"], registry=registry)
+    usage = Gauge("vllm:kv_cache_usage_perc", "u", ["model_name", "engine"], registry=registry)
+    ttft = Histogram("vllm:time_to_first_token_seconds", "t", ["model_name", "engine"], buckets=[0.1, 1], registry=registry)
+    for engine, (count, ratio, seconds) in enumerate([(3, 0.5, 0.05), (4, 0.9, 0.5)]):
+        running.labels("m", str(engine)).set(count)
+        usage.labels("m", str(engine)).set(ratio)
+        ttft.labels("m", str(engine)).observe(seconds)
+    served = unified_served(await poll_target(f'{{name: t, type: http, url: "{bodies("dp", registry)}"}}'))
+    model = {"backend": "vllm", "model": "m", "target": "t"}
+    assert served[("requests_running", frozenset(model.items()))] == 7.0
+    assert served[("kv_cache_usage_ratio", frozenset(model.items()))] == 0.9
+    buckets = {dict(labels)["le"]: value for (name, labels), value in served.items() if name.endswith("_bucket")}
+    assert buckets == {0.1: 1.0, 1.0: 2.0, math.inf: 2.0}
+
+
+async def test_families_denied_in_the_config_are_not_served_and_detection_sees_the_rest(upstream):
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom", '
+        'deny_families: ["lmcache:.*", "vllm_request_params_.*"]}'
+    )
+    names = {name for name, _ in served_samples(snapshot)}
+    assert not any(name.startswith(("lmcache_", "vllm_request_params_")) for name in names)
+    assert "vllm_request_prompt_tokens_bucket" in names and snapshot.profile == "vllm"
+
+
+async def test_an_allowlist_reads_only_the_families_it_names(upstream):
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom", '
+        'allow_families: ["vllm:num_requests_.*", "dynamo_component_uptime_seconds"], deny_families: [".*waiting"]}'
+    )
+    assert {name for name, _ in served_samples(snapshot)} == {
+        "vllm_num_requests_running", "dynamo_component_uptime_seconds", "requests_running",
+    }
+
+
+# -- where the profile shows ---------------------------------------------------------------------------------
+
+
+async def test_targets_api_shows_the_profile_each_target_uses(upstream, start_daemon):
+    daemon = await start_daemon(
+        f"""
+defaults: {{interval: 1s}}
+targets:
+  - {{name: vllm, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"}}
+  - {{name: gpu, type: http, url: "{upstream.url}/fixture/dcgm-exporter-datadog-fixture-metrics.prom"}}
+"""
+    )
+    await wait_until(lambda: all(snap.up for snap in daemon.store.snapshots()))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(daemon_url(daemon, "/api/targets")) as response:
+            states = {state["name"]: state["profile"] for state in await response.json()}
+    assert states == {"vllm": "vllm", "gpu": None}
+
+
+async def test_once_says_on_stderr_which_profile_each_target_uses(upstream, tmp_path):
+    config = tmp_path / "once.yaml"
+    config.write_text(
+        f"targets:\n  - {{name: nim, type: http, url: \"{upstream.url}/fixture/nim-datadog-fixture-nim_metrics.prom\"}}\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", "once", "--config", str(config), "--log-format", "json", cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    events = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert process.returncode == 0
+    assert {"event": "profile in use", "target": "nim", "profile": "nim"}.items() <= next(
+        e for e in events if e["event"] == "profile in use"
+    ).items()
+    assert 'requests_running{backend="nim",model="meta/llama-3.1-8b-instruct",target="nim"} 1.0' in out.decode()
+
+
+def test_every_profile_file_loads_and_names_a_distinct_backend():
+    loaded = profiles.profiles()
+    assert len({profile.name for profile in loaded}) == len(list(Path(profiles.DIRECTORY).glob("*.yaml"))) == 8
+
+
+def target_error(extra: str) -> str:
+    from exporter.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"targets:\n  - name: a\n    type: http\n    url: http://a/metrics\n{extra}", "c.yaml")
+    return str(caught.value)
+
+
+def test_an_unknown_profile_is_a_config_error_that_lists_the_known_ones():
+    assert target_error("    profile: vlm\n") == (
+        "c.yaml:5: targets[0].profile: unknown profile 'vlm'; expected one of: "
+        + ", ".join(p.name for p in profiles.profiles()) + ", none"
+    )
+
+
+def test_raw_false_with_profile_none_is_refused_as_it_would_serve_nothing():
+    assert "raw: false with profile: none would serve nothing" in target_error("    profile: none\n    raw: false\n")
+
+
+def test_an_invalid_family_pattern_is_a_config_error_with_its_line():
+    assert target_error("    deny_families:\n      - ok_.*\n      - 'bad(['\n").startswith(
+        "c.yaml:7: targets[0].deny_families[1]: invalid regular expression 'bad(['"
+    )
+
+
+# -- the README's vocabulary table is the profiles' ---------------------------------------------------------
+
+
+def vocabulary_table() -> str:
+    """The README's table, concept by backend, rendered from the profile files."""
+    loaded = sorted(profiles.profiles(), key=lambda p: p.priority)
+
+    def source(s: profiles.Source) -> str:
+        match = ",".join(f'{k}="{v}"' for k, v in s.match.items())
+        text = f"`{s.metric}{'_sum' if s.part else ''}{'{' + match + '}' if match else ''}`"
+        if s.minus:
+            text += f" − `{s.minus}`"
+        if s.unit:
+            text += {"milliseconds": " (ms)", "microseconds": " (µs)"}[s.unit]
+        if s.outcome:
+            text += f" → {s.outcome}"
+        if s.outcome_label:
+            renamed = ", ".join(f"{k} → {v}" for k, v in s.outcomes.items())
+            text += f" by `{s.outcome_label}`" + (f" ({renamed})" if renamed else "")
+        return text
+
+    def cell(profile: profiles.Profile, concept: str) -> str:
+        choices = profile.series.get(concept, [])
+        if not choices:
+            return "–"
+        return "<br>else ".join(" + ".join(source(s) for s in profiles.sources_of(c)) for c in choices)
+
+    lines = [
+        "| unified family | " + " | ".join(f"`{p.name}`" for p in loaded) + " |",
+        "|---|" + "---|" * len(loaded),
+    ]
+    for concept in profiles.CONCEPTS:
+        lines.append(f"| `{concept}` | " + " | ".join(cell(p, concept) for p in loaded) + " |")
+    lines.append(
+        "| *model label* | " + " | ".join(f"`{p.model_label}`" if p.model_label else "config `model:`" for p in loaded) + " |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def test_the_readme_vocabulary_table_is_the_one_the_profiles_make():
+    table = vocabulary_table()
+    assert table in (REPO / "README.md").read_text(), "README.md's vocabulary table is stale; it should read:\n" + table
