@@ -1,7 +1,9 @@
 """The one prometheus_client Collector: every target's families merged by name, plus our own health.
 
-`collect()` reads store snapshots only: it never awaits and never does I/O, so a scrape costs the
-same whether a backend is healthy, slow or gone.
+It reads store snapshots only: it never awaits and never does I/O, so a scrape costs the same
+whether a backend is healthy, slow or gone. `/metrics` goes through `render()`, which reuses each
+family's text from the poll that made it (exporter.exposition); `collect()` yields the same
+families as prometheus_client Metrics for anything that wants a registry.
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ import platform
 from typing import Iterable
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
-from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, CounterMetricFamily, Metric
 from prometheus_client.registry import Collector as _Collector, CollectorRegistry
 
 from exporter import __version__
-from exporter.normalize import SeriesFamily
+from exporter.exposition import merge, render_openmetrics, render_text
 from exporter.store import Snapshot, Store
 
 SELF = "inference_exporter_"
@@ -26,7 +27,20 @@ class Collector(_Collector):
         self.store = store
         self.process_metrics = process_metrics
 
+    def render(self, *, openmetrics: bool = False) -> bytes:
+        """The whole exposition: every target's families (rendered once per poll) and our own metrics."""
+        merged = merge((snapshot.families for snapshot in self.store.snapshots()), self.own_metrics())
+        return render_openmetrics(merged) if openmetrics else render_text(merged)
+
+    def own_metrics(self) -> list[Metric]:
+        """The exporter's health metrics, plus this process's when asked for."""
+        own = list(self._self_metrics())
+        if self.process_metrics:
+            own += [*PROCESS_COLLECTOR.collect(), *PLATFORM_COLLECTOR.collect()]
+        return own
+
     def collect(self) -> Iterable[Metric]:
+        """The same families as prometheus_client Metrics, for registries and their encoders."""
         merged: dict[str, Metric] = {}
         for snapshot in self.store.snapshots():
             for family in snapshot.families:
@@ -34,10 +48,7 @@ class Collector(_Collector):
                 if metric is None:
                     metric = merged[family.name] = Metric(family.name, family.help, family.type)
                 metric.samples.extend(family.samples)
-        own = list(self._self_metrics())
-        if self.process_metrics:
-            own += [*PROCESS_COLLECTOR.collect(), *PLATFORM_COLLECTOR.collect()]
-        for metric in own:
+        for metric in self.own_metrics():
             existing = merged.get(metric.name)
             if existing is None:
                 merged[metric.name] = metric
@@ -108,22 +119,9 @@ class Collector(_Collector):
         yield info
 
 
-class _Families(_Collector):
-    def __init__(self, families: Iterable[SeriesFamily]):
-        self.families = families
-
-    def collect(self) -> Iterable[Metric]:
-        for family in self.families:
-            metric = Metric(family.name, family.help, family.type)
-            metric.samples.extend(family.samples)
-            yield metric
-
-
 def target_exposition(snapshot: Snapshot) -> str:
     """The series one target contributes to /metrics, in the classic text format, for its debugging page."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(snapshot.families))
-    return generate_latest(registry).decode()
+    return render_text(merge([snapshot.families], ())).decode()
 
 
 def registry_for(collector: Collector) -> CollectorRegistry:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
-from prometheus_client.exposition import generate_latest
 
-from exporter.collector import Collector, registry_for
+from exporter.collector import Collector
 from exporter.config import Config, ConfigError, load_config, parse_listen
 from exporter.fields import format_duration
 from exporter.demo import DEMO_TARGET, DemoBackend
@@ -59,7 +58,7 @@ class Daemon:
         self.store = Store()
         self.shared = Shared()
         self.scheduler = Scheduler(self.store, self.shared)
-        self.registry = registry_for(Collector(self.store))
+        self.collector = Collector(self.store)
         self.demo = DemoBackend() if demo else None
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -86,7 +85,7 @@ class Daemon:
         if self.demo is not None:
             await self.demo.start()
         self._runner = web.AppRunner(
-            build_app(self.store, self.registry, is_ready=lambda: self._started, security=self.web_security),
+            build_app(self.store, self.collector, is_ready=lambda: self._started, security=self.web_security),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE,
         )
@@ -220,5 +219,5 @@ async def poll_once(config: Config, names: list[str] | None = None) -> tuple[byt
     finally:
         await shared.close()
     store.config_ok, store.config_loaded_at = True, time.time()
-    text = generate_latest(registry_for(Collector(store, process_metrics=False)))
+    text = Collector(store, process_metrics=False).render()
     return text, [snap for snap in snapshots if not snap.up]

@@ -45,6 +45,8 @@ class SeriesFamily:
     type: str
     help: str
     samples: tuple[PromSample, ...]
+    #: Its text as /metrics serves it, rendered when a scrape first needs it (see exporter.exposition).
+    rendered: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,17 +17,16 @@ from urllib.parse import quote
 import yaml
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder, gzip_accepted
-from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
-from exporter.collector import target_exposition
+from exporter.collector import Collector, target_exposition
 from exporter.events import EVENTS, Event, TargetEvents
 from exporter.store import Snapshot, Store
 from exporter.webauth import secure
 from exporter.webconfig import WebSecurity
 
 STORE_KEY = web.AppKey("store", Store)
-REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+COLLECTOR_KEY = web.AppKey("collector", Collector)
 READY_KEY = web.AppKey("ready", Callable[[], bool])
 EVENTS_KEY = web.AppKey("events", TargetEvents)
 
@@ -39,7 +38,7 @@ SERIES_SHOWN = 256 * 1024
 
 def build_app(
     store: Store,
-    registry: CollectorRegistry,
+    collector: Collector,
     *,
     is_ready: Callable[[], bool],
     security: WebSecurity | None = None,
@@ -47,7 +46,7 @@ def build_app(
 ) -> web.Application:
     app = web.Application()
     app[STORE_KEY] = store
-    app[REGISTRY_KEY] = registry
+    app[COLLECTOR_KEY] = collector
     app[READY_KEY] = is_ready
     app[EVENTS_KEY] = events
     if security is not None:
@@ -69,8 +68,10 @@ def build_app(
 
 async def metrics(request: web.Request) -> web.Response:
     """The exposition, negotiated (text 0.0.4 or OpenMetrics) and gzipped as prometheus_client does it."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    response = web.Response(body=encoder(request.app[REGISTRY_KEY]), headers={"Content-Type": content_type})
+    _, content_type = choose_encoder(request.headers.get("Accept", ""))
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    body = request.app[COLLECTOR_KEY].render(openmetrics=openmetrics)
+    response = web.Response(body=body, headers={"Content-Type": content_type})
     if gzip_accepted(request.headers.get("Accept-Encoding", "")):
         response.enable_compression(web.ContentCoding.gzip)
     return response

@@ -172,3 +172,18 @@ async def test_each_family_appears_once_with_one_help_and_type(fixtures_daemon):
     assert len(types) == len(set(types)) and len(helps) == len(set(helps))
     assert set(types) == set(helps)
 
+
+
+async def test_metrics_rendered_once_per_poll_are_what_prometheus_clients_encoders_write(fixtures_daemon):
+    """/metrics reuses each family's text from its poll; it must equal prometheus_client's own output."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    from exporter.collector import Collector, registry_for
+
+    await fixtures_daemon.scheduler.close()  # hold the store still while both render it
+    collector = Collector(fixtures_daemon.store, process_metrics=False)
+    registry = registry_for(collector)
+    assert collector.render() == generate_latest(registry)
+    assert collector.render(openmetrics=True) == generate_openmetrics(registry)
+    assert collector.render() == collector.render()  # and again, from the kept text

@@ -1,0 +1,125 @@
+"""Render /metrics from the store: each target's families are rendered once per poll, not once per scrape.
+
+prometheus_client's encoders format every sample on every call: about 5 µs each, over a second for
+200k series. A target's families only change when it is polled, so each family keeps the text it
+was rendered to (first time a scrape needs it), and a scrape concatenates those pieces under one
+HELP/TYPE per name. The output is what `generate_latest` and the OpenMetrics `generate_latest` write,
+line for line: the same name munging, label order and escaping, and `floatToGoString` for values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
+
+from exporter.normalize import SeriesFamily
+
+#: Suffixes the classic text format moves out of a family into gauge families of their own.
+_OUTSIDE_SUFFIXES = ("_created", "_gsum", "_gcount")
+#: Type names as the classic text format writes them (prometheus_client's munging).
+_TEXT_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
+
+
+def _escape_value(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def sample_line(name: str, labels: dict[str, str], value: float) -> str:
+    """`name{a="1",b="2"} value`: labels sorted by name and escaped, as prometheus_client writes them."""
+    if labels:
+        pairs = ",".join(f'{key}="{_escape_value(labels[key])}"' for key in sorted(labels))
+        return f"{name}{{{pairs}}} {floatToGoString(value)}\n"
+    return f"{name} {floatToGoString(value)}\n"
+
+
+class _Chunks:
+    """One family's rendered samples: classic text (inside the family / moved out by suffix) and OpenMetrics."""
+
+    __slots__ = ("inside", "outside", "openmetrics")
+
+    def __init__(self, family: SeriesFamily):
+        inside: list[str] = []
+        outside: dict[str, list[str]] = {}
+        everything: list[str] = []
+        name = family.name
+        for sample in family.samples:
+            line = sample_line(sample.name, sample.labels, sample.value)
+            everything.append(line)
+            suffix = sample.name[len(name):]
+            if suffix in _OUTSIDE_SUFFIXES:
+                outside.setdefault(suffix, []).append(line)
+            else:
+                inside.append(line)
+        self.inside = "".join(inside)
+        self.outside = {suffix: "".join(lines) for suffix, lines in outside.items()}
+        self.openmetrics = "".join(everything)
+
+
+def chunks(family: SeriesFamily) -> _Chunks:
+    """The family's rendered text, made on first use and kept with the (immutable) family."""
+    rendered = family.rendered.get("chunks")
+    if rendered is None:
+        rendered = family.rendered["chunks"] = _Chunks(family)
+    return rendered
+
+
+def _as_family(metric: Metric) -> SeriesFamily:
+    return SeriesFamily(metric.name, metric.type, metric.documentation, tuple(metric.samples))
+
+
+def merge(target_families: Iterable[Iterable[SeriesFamily]], own: Iterable[Metric]) -> dict[str, list[SeriesFamily]]:
+    """Families by name across targets, in order of first appearance, then our own metrics merged in
+    where the name is free or the type agrees (the store already keeps targets' types consistent)."""
+    merged: dict[str, list[SeriesFamily]] = {}
+    for families in target_families:
+        for family in families:
+            merged.setdefault(family.name, []).append(family)
+    for metric in own:
+        family = _as_family(metric)
+        present = merged.get(family.name)
+        if present is None:
+            merged[family.name] = [family]
+        elif present[0].type == family.type:
+            present.append(family)
+    return merged
+
+
+def _help_text(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def render_text(merged: dict[str, list[SeriesFamily]]) -> bytes:
+    """The classic text format 0.0.4, as prometheus_client.exposition.generate_latest writes it."""
+    out: list[str] = []
+    for name, families in merged.items():
+        first = families[0]
+        kind = first.type
+        served = name + "_total" if kind == "counter" else name + "_info" if kind == "info" else name
+        help_text = _help_text(first.help)
+        out.append(f"# HELP {served} {help_text}\n# TYPE {served} {_TEXT_TYPES.get(kind, kind)}\n")
+        moved: dict[str, list[str]] = {}
+        for family in families:
+            rendered = chunks(family)
+            out.append(rendered.inside)
+            for suffix, text in rendered.outside.items():
+                moved.setdefault(suffix, []).append(text)
+        for suffix in sorted(moved):
+            out.append(f"# HELP {name}{suffix} {help_text}\n# TYPE {name}{suffix} gauge\n")
+            out.extend(moved[suffix])
+    return "".join(out).encode()
+
+
+def render_openmetrics(merged: dict[str, list[SeriesFamily]]) -> bytes:
+    """OpenMetrics 1.0, as prometheus_client.openmetrics.exposition.generate_latest writes it."""
+    out: list[str] = []
+    for name, families in merged.items():
+        first = families[0]
+        help_text = _help_text(first.help).replace('"', r"\"")
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {first.type}\n")
+        out.extend(chunks(family).openmetrics for family in families)
+    out.append("# EOF\n")
+    return "".join(out).encode()
