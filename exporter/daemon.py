@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import signal
 import time
@@ -32,6 +33,19 @@ SHUTDOWN_GRACE = 2.0
 DEMO_INTERVAL = 2.0
 #: How often the config file is checked for a change (a stat, nothing more).
 WATCH_INTERVAL = 1.0
+
+
+#: Allocations between young-generation garbage collections (CPython's default is 700). A poll of a
+#: large target allocates hundreds of thousands of short-lived objects that reference counting frees
+#: at once; at the default, the collector also walks the long-lived per-series caches over and over,
+#: which was half the CPU of ingesting 100k samples (bench/ingest.py). Cycles are still collected.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_garbage_collection() -> None:
+    """Collect cycles less often: the daemon's garbage is almost all freed by reference counting."""
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), middle, old)
 
 
 class Daemon:
@@ -82,6 +96,7 @@ class Daemon:
         return targets
 
     async def start(self) -> None:
+        tune_garbage_collection()
         if self.demo is not None:
             await self.demo.start()
         self._runner = web.AppRunner(

@@ -28,12 +28,12 @@ def _escape_value(value: str) -> str:
     return value
 
 
-def sample_line(name: str, labels: dict[str, str], value: float) -> str:
-    """`name{a="1",b="2"} value`: labels sorted by name and escaped, as prometheus_client writes them."""
+def series_head(name: str, labels: dict[str, str]) -> str:
+    """`name{a="1",b="2"} `: everything of a sample line before its value."""
     if labels:
         pairs = ",".join(f'{key}="{_escape_value(labels[key])}"' for key in sorted(labels))
-        return f"{name}{{{pairs}}} {floatToGoString(value)}\n"
-    return f"{name} {floatToGoString(value)}\n"
+        return f"{name}{{{pairs}}} "
+    return name + " "
 
 
 class _Chunks:
@@ -46,8 +46,9 @@ class _Chunks:
         outside: dict[str, list[str]] = {}
         everything: list[str] = []
         name = family.name
-        for sample in family.samples:
-            line = sample_line(sample.name, sample.labels, sample.value)
+        heads = family.rendered.get("heads") or [series_head(s.name, s.labels) for s in family.samples]
+        for sample, head in zip(family.samples, heads):
+            line = f"{head}{floatToGoString(sample.value)}\n"
             everything.append(line)
             suffix = sample.name[len(name):]
             if suffix in _OUTSIDE_SUFFIXES:
@@ -65,6 +66,12 @@ def chunks(family: SeriesFamily) -> _Chunks:
     if rendered is None:
         rendered = family.rendered["chunks"] = _Chunks(family)
     return rendered
+
+
+def prerender(families: Iterable[SeriesFamily]) -> None:
+    """Render a poll's families right away, in the poller, so that scrapes only concatenate."""
+    for family in families:
+        chunks(family)
 
 
 def _as_family(metric: Metric) -> SeriesFamily:

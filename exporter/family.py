@@ -18,12 +18,16 @@ TYPES = frozenset(
 class Sample:
     """One sample line: the full sample name (with any `_bucket`, `_total` ... suffix), labels, value.
 
-    Timestamps and exemplars are dropped when parsed: an exporter must not pass them on.
+    Timestamps and exemplars are dropped when parsed: an exporter must not pass them on. `labels` may
+    be shared with the parser's cache and other polls' samples: read them, never change them in place.
     """
 
     name: str
     labels: dict[str, str]
     value: float
+    #: The series as the upstream wrote it (`name{labels}`), when the parser has it: a cheap identity
+    #: that lets later stages reuse their per-series work from one poll to the next.
+    key: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

@@ -121,20 +121,28 @@ _SUFFIX_RANK = {"_bucket": 0, "": 0, "_total": 0, "_count": 1, "_gcount": 1, "_s
 _GROUPED_TYPES = {"counter": "", "histogram": "le", "gaugehistogram": "le", "summary": "quantile"}
 
 
-def _grouped(samples: list[PromSample], kind: str, name: str) -> tuple[PromSample, ...]:
-    """Counter, histogram and summary samples one series group at a time, buckets and quantiles in
-    order, as OpenMetrics requires (upstreams send `_bucket`, `_sum`, `_count`, `_created` in any order)."""
+def _order(sample_name: str, labels: dict[str, str], kind: str, name: str) -> tuple | None:
+    """Where a sample goes in its family (see `_grouped`): its series group, suffix rank and bound."""
     bound = _GROUPED_TYPES.get(kind)
     if bound is None:
-        return tuple(samples)
+        return None
+    rank = _SUFFIX_RANK.get(sample_name[len(name):], 4)
+    return _group(labels, bound), rank, _as_float(labels.get(bound)) or 0.0
+
+
+def _grouped(entries: list[tuple[PromSample, str | None, tuple | None]], kind: str, name: str) -> list:
+    """Counter, histogram and summary samples one series group at a time, buckets and quantiles in
+    order, as OpenMetrics requires (upstreams send `_bucket`, `_sum`, `_count`, `_created` in any order).
+    Each entry is (sample, head, order); an order not known yet is computed here."""
+    if kind not in _GROUPED_TYPES:
+        return entries
     first_seen: dict[frozenset, int] = {}
 
-    def order(sample: PromSample):
-        group = first_seen.setdefault(_group(sample.labels, bound), len(first_seen))
-        rank = _SUFFIX_RANK.get(sample.name[len(name):], 4)
-        return group, rank, _as_float(sample.labels.get(bound)) or 0.0
+    def position(entry):
+        order = entry[2] or _order(entry[0].name, entry[0].labels, kind, name)
+        return first_seen.setdefault(order[0], len(first_seen)), order[1], order[2]
 
-    return tuple(sorted(samples, key=order))
+    return sorted(entries, key=position)
 
 
 def _fold_created(families: list[Family]) -> list[Family]:
@@ -161,13 +169,13 @@ def _fold_created(families: list[Family]) -> list[Family]:
     return [folded.get(id(family), family) for family in kept]
 
 
-def _servable(families: list[Family]):
+def _servable(families: list[Family], cache: SeriesCache):
     """Each non-empty family with its served type; broken histograms and summaries split apart."""
     for family in _fold_created(families):
         if not family.samples:
             continue
         kind = _family_type(family)
-        if _is_well_formed(family, kind):
+        if cache.well_formed(family, kind):
             yield family, kind
         else:
             for part in _split_untyped(family):
@@ -248,31 +256,87 @@ class Assembler:
             return None
         return existing[2]
 
-    def put(self, series: dict[tuple, PromSample], key: tuple, sample: PromSample) -> None:
+    def put(
+        self, series: dict[tuple, tuple], key: tuple, sample: PromSample, head: str | None = None, order: tuple | None = None
+    ) -> None:
+        """Add a sample under its series key; `head` (its rendered `name{labels} `) and `order` may come
+        from a cache, else they are worked out when needed."""
         if key in series:
             self.dropped["duplicate"] += 1
-        series[key] = sample
+        series[key] = (sample, head, order)
 
     def result(self, dropped: dict[str, int] | None = None) -> Normalized:
         counts = Counter(dropped or {})
         counts.update(self.dropped)
-        return Normalized(
-            tuple(
-                SeriesFamily(name, kind, help_text, _grouped(list(series.values()), kind, name))
-                for name, (kind, help_text, series) in self._out.items()
-            ),
-            {reason: count for reason, count in counts.items() if count},
-        )
+        families = []
+        for name, (kind, help_text, series) in self._out.items():
+            entries = _grouped(list(series.values()), kind, name)
+            family = SeriesFamily(name, kind, help_text, tuple(entry[0] for entry in entries))
+            heads = tuple(entry[1] for entry in entries)
+            if all(heads):
+                family.rendered["heads"] = heads
+            families.append(family)
+        return Normalized(tuple(families), {reason: count for reason, count in counts.items() if count})
+
+
+class SeriesCache:
+    """One target's per-series normalizing work, from poll to poll.
+
+    A target serves the same series every poll, so the served name, labels, series key, rendered
+    head and place in its family are worked out once per series and looked up after that, by the
+    text the upstream wrote it with. Series a poll no longer has are forgotten at the next one."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, tuple] = {}
+        self._used: dict[tuple, tuple] = {}
+        #: family name -> (its series keys, whether they made a well-formed family)
+        self._shapes: dict[str, tuple[tuple, bool]] = {}
+        self._used_shapes: dict[str, tuple[tuple, bool]] = {}
+
+    def get(self, key: tuple) -> tuple | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._used[key] = entry
+        return entry
+
+    def put(self, key: tuple, entry: tuple) -> None:
+        self._used[key] = entry
+
+    def well_formed(self, family: Family, kind: str) -> bool:
+        """`_is_well_formed`, remembered while the family keeps exactly the same series."""
+        if kind not in ("histogram", "gaugehistogram", "summary"):
+            return True
+        series = tuple(sample.key for sample in family.samples)
+        known = self._shapes.get(family.name)
+        if known is None or known[0] != series or None in series:
+            known = (series, _is_well_formed(family, kind))
+        self._used_shapes[family.name] = known
+        return known[1]
+
+    def rotate(self) -> None:
+        self._entries, self._used = self._used, {}
+        self._shapes, self._used_shapes = self._used_shapes, {}
 
 
 def normalize(
-    families: list[Family], *, target: str, labels: dict[str, str] | None = None, prefix: str = ""
+    families: list[Family],
+    *,
+    target: str,
+    labels: dict[str, str] | None = None,
+    prefix: str = "",
+    cache: SeriesCache | None = None,
 ) -> Normalized:
-    """Families as one target exposed them -> families as we serve them, with `target` on every sample."""
+    """Families as one target exposed them -> families as we serve them, with `target` on every sample.
+
+    Pass the target's SeriesCache to reuse per-series work from its earlier polls (same target, same
+    labels and prefix: a poller keeps one for its lifetime)."""
+    from exporter.exposition import series_head  # the served text of a series; exposition imports us
+
     labeller = _Labeller(target, labels or {})
     assembler = Assembler()
+    cache = cache if cache is not None else SeriesCache()
 
-    for family, kind in _servable(families):
+    for family, kind in _servable(families, cache):
         raw = family.name
         name = served_base(raw, kind, prefix)
         if kind == "counter" and raw.endswith("_total"):
@@ -286,13 +350,26 @@ def normalize(
             continue
 
         for sample in family.samples:
-            suffix = sample.name[len(raw_base):] if sample.name.startswith(raw_base) else ""
-            if kind == "counter" and suffix in ("", "_total"):
-                suffix = "_total"
-            elif kind == "info":
-                suffix = "_info"
-            sample_name = name + suffix
-            key = (sample_name, frozenset(sample.labels.items()))
-            assembler.put(series, key, PromSample(sample_name, labeller.labels(sample.labels), sample.value, None, None))
+            cache_key = (raw_base, kind, sample.key) if sample.key is not None else None
+            entry = cache.get(cache_key) if cache_key is not None else None
+            if entry is None:
+                suffix = sample.name[len(raw_base):] if sample.name.startswith(raw_base) else ""
+                if kind == "counter" and suffix in ("", "_total"):
+                    suffix = "_total"
+                elif kind == "info":
+                    suffix = "_info"
+                sample_name = name + suffix
+                served_labels = labeller.labels(sample.labels)
+                entry = (
+                    sample_name,
+                    served_labels,
+                    (sample_name, frozenset(sample.labels.items())),
+                    series_head(sample_name, served_labels),
+                    _order(sample_name, served_labels, kind, name),
+                )
+                if cache_key is not None:
+                    cache.put(cache_key, entry)
+            assembler.put(series, entry[2], PromSample(entry[0], entry[1], sample.value, None, None), entry[3], entry[4])
 
+    cache.rotate()
     return assembler.result()

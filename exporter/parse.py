@@ -46,12 +46,18 @@ def is_openmetrics(content_type: str | None) -> bool:
 
 
 def parse(
-    data: bytes | str, *, openmetrics: bool = False, keep: Callable[[str], bool] | None = None
+    data: bytes | str,
+    *,
+    openmetrics: bool = False,
+    keep: Callable[[str], bool] | None = None,
+    heads: dict[str, tuple[str, dict[str, str]]] | None = None,
 ) -> ParseResult:
     """Parse one body. Raises ParseError for a malformed line, except a cut-off last line, which is dropped.
 
     `keep`, given a family name, says whether that family is wanted: the sample lines of unwanted families
     are skipped before they are parsed (so a family nobody wants costs little, and its errors none).
+    `heads` is where parsed series heads are remembered: a source passes its own, sized by its
+    target's series (see `remember_heads`); without one a module-wide cache of bounded size is used.
     """
     text, truncated = _decode(data)
     lines = text.split("\n")
@@ -60,7 +66,7 @@ def parse(
         lines.pop()
     builder = _FamilyBuilder(openmetrics, keep)
     try:
-        _read_lines(lines, builder)
+        _read_lines(lines, builder, _HEADS if heads is None else heads)
     except ParseError as error:
         # Only a final line without its newline may be cut short; nothing was added for it.
         if complete or error.line != len(lines):
@@ -128,9 +134,15 @@ _HEADS: dict[str, tuple[str, dict[str, str]]] = {}
 _HEADS_LIMIT = 50_000
 
 
-def _read_lines(lines: list[str], builder: _FamilyBuilder) -> None:
+def remember_heads(heads: dict, samples: int) -> None:
+    """After a parse with a source's own `heads`: forget them when most belong to series gone by
+    (labels that churn, like request ids), so the cache stays the size of what the target serves."""
+    if len(heads) > 2 * samples + 1024:
+        heads.clear()
+
+
+def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict) -> None:
     """The hot loop: each sample joins the current family when its name fits, else the family named after it."""
-    heads = _HEADS
     label_names: dict[str, str] = {}
     allowed, append = builder.allowed, builder.append
     prefilter = builder.filtered
@@ -148,11 +160,11 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder) -> None:
                             allowed, append = builder.enter_sample_family(named.group())  # as parsing would
                             continue
                 head, _, value_text = line.rpartition(" ")
-                known = heads.get(head) or _read_head(head, label_names)
+                known = heads.get(head) or _read_head(head, label_names, heads)
                 # float() also takes `1_000` and non-ASCII digits, which Go's ParseFloat refuses.
                 if known is not None and "_" not in value_text and value_text.isascii():
                     try:
-                        sample = Sample(known[0], known[1].copy(), float(value_text))
+                        sample = Sample(known[0], known[1], float(value_text), head)
                     except ValueError:
                         sample = _read_sample_carefully(line)
                 else:
@@ -171,7 +183,7 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder) -> None:
         raise ParseError(line_no, str(exc)) from None
 
 
-def _read_head(head: str, label_names: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+def _read_head(head: str, label_names: dict[str, str], heads: dict) -> tuple[str, dict[str, str]] | None:
     """Name and labels when `head` is exactly `name` or `name{labels}`, and remember them; else None.
 
     None sends the whole line to the careful reader: timestamps, exemplars, blanks in odd places, errors.
@@ -193,9 +205,9 @@ def _read_head(head: str, label_names: dict[str, str]) -> tuple[str, dict[str, s
         if labels is None:
             return None
         known = (name, labels)
-    if len(_HEADS) >= _HEADS_LIMIT:
+    if heads is _HEADS and len(_HEADS) >= _HEADS_LIMIT:
         _HEADS.clear()
-    _HEADS[head] = known
+    heads[head] = known
     return known
 
 

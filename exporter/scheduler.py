@@ -16,7 +16,8 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
 from exporter.events import EVENTS
-from exporter.normalize import normalize
+from exporter.exposition import prerender
+from exporter.normalize import SeriesCache, normalize
 from exporter.redact import scrub, secret_values
 from exporter.relabel import Relabeler
 from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
@@ -48,6 +49,7 @@ class TargetPoller:
         #: Values to scrub from error messages before they are logged or shown (a URL's password...).
         self._secrets = secret_values(target)
         self.unifier = Unifier(target)
+        self._series = SeriesCache()
         self.relabel = Relabeler(target.metric_relabel_configs)
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
@@ -89,7 +91,9 @@ class TargetPoller:
             payload = await retrying(attempt_once)
             unified = self.unifier.apply(payload.families)
             normalized = self.relabel(
-                normalize(unified.families, target=target.name, labels=target.labels, prefix=target.prefix or "")
+                normalize(
+                    unified.families, target=target.name, labels=target.labels, prefix=target.prefix or "", cache=self._series
+                )
             )
         except SourceError as exc:
             return self._publish_failure(previous, exc, wall, started, attempts)
@@ -100,6 +104,7 @@ class TargetPoller:
         dropped = dict(previous.dropped)
         for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
             dropped[reason] = dropped.get(reason, 0) + count
+        prerender(normalized.families)
         if previous.up is False:
             log.info("target is up again", target=target.name, samples=normalized.sample_count)
         self._snapshot = self.store.publish(

