@@ -59,7 +59,7 @@ _DYNAMO_PATH = re.compile(r"^(?:dyn://)?[^\s.]+\.[^\s.]+\.[^\s.]+$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _DATA_KEY = re.compile(r"^[a-zA-Z0-9_]+$")
 
-Protocol = Literal["runtime_stats", "micro", "dynamo"]
+NATSProtocol = Literal["runtime_stats", "micro", "dynamo"]
 #: The keys that belong to one protocol only.
 _PROTOCOL_KEYS: dict[str, tuple[str, ...]] = {
     "runtime_stats": ("subject", "gather", "format"),
@@ -73,7 +73,7 @@ _CREDENTIALS = ("user", "token_file", "creds_file", "nkey_seed_file")
 class NATSTarget(TargetConfig):
     type: Literal["nats"]
     servers: list[str] = Field(min_length=1)
-    protocol: Protocol = "runtime_stats"
+    protocol: NATSProtocol = "runtime_stats"
     #: How long micro, dynamo and `gather: true` polls collect replies (at most 80% of the timeout).
     gather_window: Duration = 1.0
     # runtime_stats
@@ -239,9 +239,11 @@ class NATSSource:
         info = asyncio.create_task(self._micro_identities(client, control_subject(ServiceVerb.INFO, service), window))
         try:
             replies = [msg.data for msg in await _gather(client, stats_subject, window)]
-        except BaseException:
+        except BaseException as exc:
             info.cancel()
             await asyncio.gather(info, return_exceptions=True)
+            if isinstance(exc, SourceError) and exc.reason == "no_responders":
+                raise SourceError("no_responders", f"no instance of micro-service {service!r} is running ({stats_subject})") from None
             raise
         identities = await info
         if not replies:
@@ -290,10 +292,12 @@ class NATSSource:
                     "no_responders", f"no instance of Dynamo endpoint {path} is registered ({target.discovery} discovery)"
                 ) from None
         calls = {instance: asyncio.ensure_future(_dynamo_call(client, instance)) for instance in instances}
-        done, pending = await asyncio.wait(calls.values(), timeout=window)
-        for call in pending:
-            call.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            done, _ = await asyncio.wait(calls.values(), timeout=window)
+        finally:  # also when the poll itself is cancelled: no call outlives it
+            for call in calls.values():
+                call.cancel()
+            await asyncio.gather(*calls.values(), return_exceptions=True)
         dropped: Counter[str] = Counter()
         families: list[Family] = []
         unavailable: list[str] = []
@@ -387,8 +391,12 @@ async def _gather(client: Client, subject: str, window: float) -> list[Msg]:
 
 
 async def _dynamo_call(client: Any, instance: int) -> Any:
+    """The first item one instance streams back; JSON text is read as the object it holds."""
     stream = await client.direct(DYNAMO_REQUEST, instance, annotated=False)
     async for reply in stream:
+        if isinstance(reply, (str, bytes)):
+            with contextlib.suppress(ValueError):
+                return json.loads(reply)
         return reply
     raise ValueError("the endpoint answered with an empty stream")
 
@@ -563,7 +571,9 @@ class NATSConnection:
         client = self._client
         if client is not None and client.is_connected:
             return client
-        if client is None or (client.is_closed and self._connecting is not None and self._connecting.done()):
+        if client is None or self._given_up(client):
+            if client is not None and not client.is_closed:
+                await client.close()
             self._start()
         if not self._settled.is_set():
             with contextlib.suppress(TimeoutError):
@@ -573,6 +583,12 @@ class NATSConnection:
         if client is not None and client.is_connected:
             return client
         raise self.failure()
+
+    def _given_up(self, client: Client) -> bool:
+        """nats-py retries on its own unless the server closed the connection for good or connecting
+        failed before reaching a server (a bad seed or TLS file): then the next poll starts afresh."""
+        finished = self._connecting is None or self._connecting.done()
+        return finished and not (client.is_connected or client.is_reconnecting)
 
     def failure(self) -> SourceError:
         """Why the connection is down, as the reason a poll fails with."""
