@@ -507,6 +507,7 @@ async def test_token_server_rejects_a_wrong_token_with_a_logged_error_and_accept
 
     assert (refused.up, refused.last_reason) == (False, "auth")
     assert "rejected the credentials" in refused.last_error and "not-the-token" not in refused.last_error
+    assert self_metric(poller.store, "inference_exporter_target_up") == {("wrong", None): 0.0, ("right", None): 1.0}
     errors = [event for event in logs if event["log_level"] == "error"]
     assert errors and "Authorization Violation" in errors[0]["error"], logs
     assert accepted.up, accepted.last_error
