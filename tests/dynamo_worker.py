@@ -2,8 +2,9 @@
 
     NATS_SERVER=nats://127.0.0.1:PORT DYN_FILE_KV=DIR python dynamo_worker.py NAMESPACE.COMPONENT.ENDPOINT WORKER_ID
 
-It registers through Dynamo's file discovery backend and answers over the NATS request plane, as a
-NIM or Dynamo backend publishing its runtime statistics would. Each request counts one more request,
+It registers through Dynamo's file discovery backend and answers over the NATS request plane (or
+the one DYN_REQUEST_PLANE names, as for Dynamo's own workers), as a NIM or Dynamo backend publishing
+its runtime statistics would. Each request counts one more request,
 so a test sees the counter move between polls. It prints "serving" once the endpoint is registered.
 """
 
@@ -18,7 +19,7 @@ from dynamo.runtime import DistributedRuntime
 
 
 async def main(path: str, worker_id: str) -> None:
-    runtime = DistributedRuntime(asyncio.get_running_loop(), "file", "nats")
+    runtime = DistributedRuntime(asyncio.get_running_loop(), "file", os.environ.get("DYN_REQUEST_PLANE", "nats"))
     endpoint = runtime.endpoint(path)
     served = 0
 

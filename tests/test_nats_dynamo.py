@@ -49,8 +49,11 @@ async def workers(natsd, tmp_path):
     discovery.mkdir()
     started: list[asyncio.subprocess.Process] = []
 
-    async def start(worker_id: str) -> asyncio.subprocess.Process:
-        env = {**os.environ, "NATS_SERVER": natsd.url, "DYN_FILE_KV": str(discovery), "DYN_LOG": "error"}
+    async def start(worker_id: str, request_plane: str = "nats") -> asyncio.subprocess.Process:
+        env = {
+            **os.environ, "NATS_SERVER": natsd.url, "DYN_FILE_KV": str(discovery), "DYN_LOG": "error",
+            "DYN_REQUEST_PLANE": request_plane,
+        }
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(WORKER), ENDPOINT, worker_id, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
@@ -66,10 +69,12 @@ async def workers(natsd, tmp_path):
             await process.wait()
 
 
-def dynamo_target(natsd: NATSServer, discovery: Path, *, name: str = "dynamo", endpoint: str = ENDPOINT) -> str:
+def dynamo_target(
+    natsd: NATSServer, discovery: Path, *, name: str = "dynamo", endpoint: str = ENDPOINT, request_plane: str = "nats"
+) -> str:
     return (
         f'  - {{name: {name}, type: nats, servers: ["{natsd.url}"], protocol: dynamo, endpoint: {endpoint},\n'
-        f'     discovery: file, discovery_dir: "{discovery}", request_plane: nats, gather_window: 500ms}}\n'
+        f'     discovery: file, discovery_dir: "{discovery}", request_plane: {request_plane}, gather_window: 500ms}}\n'
     )
 
 
@@ -141,3 +146,16 @@ async def test_dynamo_target_survives_a_nats_restart_and_a_dead_instance_is_drop
     await natsd.start()
     await wait_until(lambda: daemon.store.get("dynamo").up, timeout=15)
     assert len(instances(daemon)) == 1
+
+
+async def test_a_worker_on_the_tcp_request_plane_is_polled_the_same_way(natsd, workers, start_daemon):
+    await workers("w-tcp", request_plane="tcp")
+    daemon = await start_daemon(
+        "defaults: {interval: 1s, timeout: 1s, retries: 0}\ntargets:\n"
+        + dynamo_target(natsd, workers.discovery, request_plane="tcp")
+    )
+
+    await wait_until(lambda: daemon.store.get("dynamo").up, timeout=15)
+
+    [values] = instances(daemon).values()
+    assert values["kv_cache_usage_perc"] == 0.25 and values["total_requests_total"] >= 101
