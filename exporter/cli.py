@@ -16,7 +16,8 @@ One Prometheus scrape target per GPU inference host. inference-exporter polls th
 /metrics endpoints of vLLM, SGLang, TGI, Triton, NIM, Dynamo and llama.cpp (and any
 other Prometheus endpoint) listed in a YAML file, each on its own interval with
 retries, and the host's NVIDIA GPUs through NVML (type: nvml), and serves them all,
-labelled by target, from one /metrics endpoint.
+labelled by target, from one /metrics endpoint. Backends that publish statistics over
+NATS (Dynamo, NIM, NATS micro-services) are asked by request and reply instead.
 """
 
 EPILOG = """\

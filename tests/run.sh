@@ -5,7 +5,7 @@
 #    (/bin/kill) and chromium (the targets page is checked in a headless browser), with apt-get,
 #    when missing;
 #  - python3-venv, when this Python cannot make a virtual environment;
-#  - the package with its test extras into .venv.
+#  - the package with its test and dynamo extras into .venv (Dynamo's runtime, for protocol: dynamo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +35,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; "$PYTHON" -m venv .venv; }
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dynamo]'
 
 # The tests that need prometheus, promtool, nats-server, systemd-analyze or chromium fail here rather than skip.
 export INFERENCE_EXPORTER_REQUIRE_TOOLS=1

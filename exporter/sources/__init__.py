@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from exporter.sources.base import Payload, Shared, Source, SourceError, TargetConfig
 from exporter.sources.http import HTTPTarget
+from exporter.sources.nats import NATSTarget
 from exporter.sources.nvml import NVMLTarget
 
 
@@ -24,6 +25,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "http": Kind(HTTPTarget, "exporter.sources.http:HTTPSource"),
     "nvml": Kind(NVMLTarget, "exporter.sources.nvml:NVMLSource"),
+    "nats": Kind(NATSTarget, "exporter.sources.nats:NATSSource"),
 }
 
 
