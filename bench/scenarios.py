@@ -1,0 +1,701 @@
+"""Scenarios 2-4 of the performance issue: a GPU host, an aggregator of 200 backends, a hanging target.
+
+    .venv/bin/python bench/scenarios.py [--seconds 60] [--only gpu-host,aggregator,isolation]
+                                        [--json FILE] [--scrape-headers prometheus|plain] [--profile DIR]
+
+The daemon runs in this process, exactly as `inference-exporter run` builds it (Daemon on a
+loopback port), so that its CPU time (getrusage, every thread) and its peak RSS (VmHWM, reset
+before each run) are its own. Everything else runs in a child process whose CPU is not counted:
+upstream HTTP servers serving the real fixtures (pre-rendered and pre-gzipped, answered gzipped
+when asked, as prometheus_client does), a nats-server with nats-py responders, and the scraper
+that GETs /metrics and times each response to its last byte. CPU is a share of one core: CPU
+seconds over wall seconds of the measured window, which starts once every target has been
+polled. Each scenario is measured beside a baseline run in the same invocation (the same daemon
+with no targets, or without the hanging target), and the difference is printed.
+
+- gpu-host: 8 vLLM V1 HTTP targets, 8 GPUs through the fake NVML host (tests/fake_nvml.py), and
+  2 NATS runtime_stats targets, all at 1 s; scraped every 5 s. Goals: <= 2% of one core, <= 80 MB.
+  Without `type: nats` in this checkout the NATS targets are left out, and the table says so.
+- aggregator: 200 HTTP targets of ~1,000 samples each at 5 s (the fixtures in turn, repeated with
+  new `replica` label values); scraped every second. Goals: <= 50% of one core, p99 < 100 ms.
+- isolation: 8 vLLM targets at 1 s with and without one upstream that never answers (5 s
+  interval, 4 s timeout); scraped every 0.2 s. Goal: the hanging target adds nothing measurable.
+
+The scrape sends Prometheus 3's default headers (OpenMetrics preferred, gzip); `--scrape-headers
+plain` asks for text 0.0.4 uncompressed, as curl would. Scenarios run in the order above; RSS of
+a later scenario includes what the interpreter kept from an earlier one (VmHWM is reset, the heap
+is not). No assertions: figures depend on the machine, and this one may be shared, so the load
+average is printed too. `--profile DIR` writes a cProfile of each measured run (main thread only;
+it slows the daemon, so its figures are not the ones to quote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gzip
+import json
+import math
+import multiprocessing
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from support import FIXTURES, free_port  # noqa: E402
+
+VLLM_V1 = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
+SCENARIOS = ("gpu-host", "aggregator", "isolation")
+#: What Prometheus 3 sends by default (scrape_protocols: OpenMetrics 1.0.0 and 0.0.1, then text 1.0.0 and 0.0.4).
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "Accept-Encoding": "gzip",
+    "User-Agent": "Prometheus/3.0.0",
+}
+PLAIN_HEADERS = {"Accept": "text/plain", "Accept-Encoding": "identity", "User-Agent": "bench"}
+#: The reply NIM backends send to Dynamo on runtime_stats (as in the nats branch's tests).
+NIM_REPLY = {
+    "schema_version": 1,
+    "worker_id": "w-1",
+    "backend": "vllm",
+    "ts": 1759967807,
+    "metrics": {"gauges": {"kv_cache_usage_perc": 0.3, "active_requests": 5}, "counters": {"total_requests": 120}},
+}
+
+
+# -- upstream bodies (child process) ------------------------------------------------------------
+
+
+def fixture_families(text: str) -> list[tuple[list[str], list[str]]]:
+    """Exposition text -> [(HELP/TYPE lines, sample lines)] per family, in order."""
+    families: list[tuple[list[str], list[str]]] = []
+    current = None
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("# EOF"):
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            name = parts[2] if len(parts) > 2 and parts[1] in ("HELP", "TYPE", "UNIT") else None
+            if current is None or (name is not None and name != current[0]) or current[2]:
+                current = (name, [], [])
+                families.append((current[1], current[2]))
+            current[1].append(line)
+        else:
+            if current is None:
+                current = (None, [], [])
+                families.append((current[1], current[2]))
+            current[2].append(line)
+    return families
+
+
+def with_label(line: str, label: str, value: str) -> str:
+    """A sample line with one more label, first in its label set."""
+    pair = f'{label}="{value}"'
+    brace, space = line.find("{"), line.find(" ")
+    if brace != -1 and (space == -1 or brace < space):
+        rest = line[brace + 1 :]
+        return f"{line[: brace + 1]}{pair}{'' if rest.startswith('}') else ','}{rest}"
+    return f"{line[:space]}{{{pair}}}{line[space:]}"
+
+
+def scaled_body(text: str, samples: int, tag: str) -> tuple[bytes, int]:
+    """The fixture repeated with a new `replica` label value per copy until about `samples` samples, families whole.
+
+    Full copies first; the last copy takes whole families while they fit. A last line cut off
+    before its value (one fixture is an excerpt that ends so) is left out. Returns (body, samples).
+    """
+    head, _, last = text.rpartition("\n")
+    if last and " " not in last.strip():  # cut off before its value: a copy of it would sit mid-body
+        text = head
+    families = fixture_families(text)
+    per_copy = sum(len(lines) for _, lines in families)
+    copies, left = divmod(samples, per_copy)
+    out: list[str] = []
+    total = 0
+    for header, lines in families:
+        extra = len(lines) <= left
+        if extra:
+            left -= len(lines)
+        n = copies + (1 if extra else 0)
+        if not n or not lines:
+            continue
+        out += header
+        for copy in range(n):
+            out += [with_label(line, "replica", f"{tag}-{copy}") for line in lines]
+        total += n * len(lines)
+    return ("\n".join(out) + "\n").encode(), total
+
+
+def upstream_bodies(spec: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, int]]:
+    """Path -> body for every HTTP upstream the scenario needs, and path -> samples."""
+    bodies: dict[str, bytes] = {}
+    counts: dict[str, int] = {}
+    vllm = (FIXTURES / VLLM_V1).read_bytes()
+    for index in range(spec.get("vllm", 0)):
+        bodies[f"/vllm/{index}/metrics"] = vllm
+        counts[f"/vllm/{index}/metrics"] = sum(len(lines) for _, lines in fixture_families(vllm.decode()))
+    fixtures = sorted(FIXTURES.glob("*.prom"))
+    for index in range(spec.get("backends", 0)):
+        fixture = fixtures[index % len(fixtures)]
+        path = f"/backend/{index}/metrics"
+        bodies[path], counts[path] = scaled_body(fixture.read_text(), spec["samples"], f"b{index}")
+    return bodies, counts
+
+
+# -- child process: upstreams, NATS responders, scraper -----------------------------------------
+
+
+def child_main(conn: Any, spec: dict[str, Any]) -> None:
+    """Entry point of the child process (multiprocessing, spawn)."""
+    asyncio.run(_child(conn, spec))
+
+
+async def _receive(conn: Any) -> Any:
+    """The next message on a multiprocessing pipe, waited for without a thread or a busy loop."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
+    return conn.recv()
+
+
+async def _child(conn: Any, spec: dict[str, Any]) -> None:
+    from aiohttp import web
+
+    bodies, counts = upstream_bodies(spec)
+    zipped = {path: gzip.compress(body, 6) for path, body in bodies.items()}
+    never = asyncio.Event()
+
+    async def serve(request: web.Request) -> web.Response:
+        path = request.path
+        if path == "/hang/metrics":
+            await never.wait()  # accepts the request and never answers
+        if path not in bodies:
+            raise web.HTTPNotFound()
+        headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return web.Response(body=zipped[path], headers={**headers, "Content-Encoding": "gzip"})
+        return web.Response(body=bodies[path], headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    nats = await NATSResponders.start(spec.get("nats", 0)) if spec.get("nats") else None
+    conn.send({"http": f"http://127.0.0.1:{port}", "nats": nats.url if nats else None, "samples": counts})
+    try:
+        while True:
+            message = await _receive(conn)
+            if message.get("stop"):
+                break
+            conn.send(await scrape_for(message["url"], message["seconds"], message["every"], message["headers"]))
+    finally:
+        never.set()
+        if nats is not None:
+            await nats.stop()
+        await runner.cleanup()
+
+
+class NATSResponders:
+    """A nats-server on a loopback port, and one nats-py client answering each runtime_stats subject."""
+
+    def __init__(self, process: asyncio.subprocess.Process, url: str, clients: list):
+        self.process, self.url, self.clients = process, url, clients
+
+    @classmethod
+    async def start(cls, count: int) -> "NATSResponders":
+        import shutil
+
+        import nats
+
+        binary = shutil.which("nats-server")
+        if binary is None:
+            raise SystemExit("nats-server is not installed (Debian: apt-get install nats-server)")
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            binary, "-a", "127.0.0.1", "-p", str(port), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        url = f"nats://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.returncode is not None:
+                    raise SystemExit(f"nats-server did not start on port {port}") from None
+                await asyncio.sleep(0.05)
+        clients = []
+        for index in range(count):
+            client = await nats.connect(url)
+            counter = {"requests": 0}
+
+            async def reply(msg, worker=f"w-{index}", counter=counter):
+                counter["requests"] += 1
+                body = {**NIM_REPLY, "worker_id": worker, "ts": int(time.time())}
+                body["metrics"] = {
+                    "gauges": {"kv_cache_usage_perc": 0.3, "active_requests": counter["requests"] % 7},
+                    "counters": {"total_requests": 120 + counter["requests"]},
+                }
+                await msg.respond(json.dumps(body).encode())
+
+            await client.subscribe(nats_subject(index), cb=reply)
+            await client.flush()
+            clients.append(client)
+        return cls(process, url, clients)
+
+    async def stop(self) -> None:
+        for client in self.clients:
+            await client.close()
+        self.process.kill()
+        await self.process.wait()
+
+
+def nats_subject(index: int) -> str:
+    return f"bench.nim.{index}.runtime_stats"
+
+
+async def scrape_for(url: str, seconds: float, every: float, headers: dict[str, str]) -> dict[str, Any]:
+    """GET url every `every` seconds for `seconds`; each response timed to its last byte, left compressed."""
+    import aiohttp
+
+    latencies: list[float] = []
+    sizes: list[int] = []
+    errors: list[str] = []
+    last, last_headers = b"", {}
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        started = next_at = loop.time()
+        while loop.time() - started < seconds:
+            began = time.perf_counter()
+            try:
+                async with session.get(url, headers=headers) as response:
+                    body = await response.read()
+                    took = time.perf_counter() - began
+                    if response.status == 200:
+                        latencies.append(took)
+                        sizes.append(len(body))
+                        last, last_headers = body, dict(response.headers)
+                    else:
+                        errors.append(f"HTTP {response.status}")
+            except aiohttp.ClientError as exc:
+                errors.append(repr(exc))
+            next_at += every
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = max(next_at, loop.time())  # after an overrun the next scrape starts at once
+    text = gzip.decompress(last) if last_headers.get("Content-Encoding") == "gzip" else last
+    series = sum(1 for line in text.split(b"\n") if line and not line.startswith(b"#"))
+    return {
+        "latencies": latencies, "sizes": sizes, "errors": errors[:5], "error_count": len(errors), "series": series,
+        "content_type": last_headers.get("Content-Type", ""), "content_encoding": last_headers.get("Content-Encoding", ""),
+        "uncompressed": len(text),
+    }
+
+
+class Upstreams:
+    """The child process, driven over a pipe."""
+
+    def __init__(self, spec: dict[str, Any]):
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=child_main, args=(child_conn, spec), name="bench upstreams", daemon=True)
+        self.info: dict[str, Any] = {}
+
+    async def start(self) -> "Upstreams":
+        self.process.start()
+        self.info = await self._answer()
+        return self
+
+    async def scrape(self, url: str, seconds: float, every: float, headers: dict[str, str]) -> dict[str, Any]:
+        self.conn.send({"url": url, "seconds": seconds, "every": every, "headers": headers})
+        return await self._answer()
+
+    async def _answer(self) -> Any:
+        try:
+            return await _receive(self.conn)
+        except EOFError:
+            self.process.join(5)
+            raise SystemExit(f"the upstreams process ended (exit code {self.process.exitcode}); its traceback is above") from None
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.conn.send({"stop": True})
+            self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+# -- the daemon (this process) ------------------------------------------------------------------
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
+    return usage.ru_utime + usage.ru_stime
+
+
+def memory() -> dict[str, int]:
+    """VmHWM (peak RSS since the last reset) and VmRSS, in bytes."""
+    found = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            found[key] = int(value.split()[0]) * 1024
+    return found
+
+
+def reset_peak_rss() -> bool:
+    """Start VmHWM again from the current RSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class RunResult:
+    label: str
+    targets: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss: int
+    rss_end: int
+    targets_up: int
+    store_samples: int
+    polls: int
+    failed_polls: int
+    scrapes: int
+    scrape_errors: int
+    series: int
+    p50: float | None
+    p99: float | None
+    max: float | None
+    bytes_per_scrape: float
+    uncompressed: int
+    content: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_share(self) -> float:
+        return self.cpu_seconds / self.seconds
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """Nearest rank."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+async def measure(
+    label: str, config_text: str, upstreams: Upstreams, *, seconds: float, every: float, headers: dict[str, str],
+    wait_for: set[str] | None = None, profile: Path | None = None,
+) -> RunResult:
+    """Start a daemon on `config_text`, wait until `wait_for` targets are up, measure `seconds` of it being scraped."""
+    from exporter.config import parse_config
+    from exporter.daemon import Daemon
+
+    config = parse_config(config_text, "<bench>")
+    notes = [] if reset_peak_rss() else ["peak RSS is since the process started (/proc/self/clear_refs not writable)"]
+    listen = f"127.0.0.1:{free_port()}"
+    daemon = Daemon(config, config_path=None, listen=listen)
+    await daemon.start()
+    try:
+        wanted = {t.name for t in config.targets} if wait_for is None else wait_for
+        longest = max((t.interval for t in config.targets), default=0.0)
+        deadline = time.monotonic() + longest + 15
+        while time.monotonic() < deadline:
+            if all((snap := daemon.store.get(name)) is not None and snap.up for name in wanted):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            down = sorted(name for name in wanted if not (daemon.store.get(name) and daemon.store.get(name).up))
+            notes.append(f"not up when measuring began: {', '.join(down[:5])}{' ...' if len(down) > 5 else ''}")
+        before = {snap.target.name: (snap.polls, sum(snap.errors.values())) for snap in daemon.store.snapshots()}
+        profiler = cProfile.Profile() if profile is not None else None
+        cpu0, wall0 = cpu_seconds(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        scraped = await upstreams.scrape(f"http://{listen}/metrics", seconds, every, headers)
+        if profiler:
+            profiler.disable()
+        cpu1, wall1 = cpu_seconds(), time.perf_counter()
+        mem = memory()
+        snapshots = daemon.store.snapshots()
+        polls = sum(snap.polls - before.get(snap.target.name, (0, 0))[0] for snap in snapshots)
+        failed = sum(sum(snap.errors.values()) - before.get(snap.target.name, (0, 0))[1] for snap in snapshots)
+        if profiler and profile is not None:
+            profile.parent.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(profile)
+            notes.append(f"profile: {profile}")
+    finally:
+        await daemon.close()
+    if scraped["error_count"]:
+        notes.append(f"{scraped['error_count']} scrapes failed: {'; '.join(scraped['errors'])}")
+    latencies = scraped["latencies"]
+    return RunResult(
+        label=label, targets=len(config.targets), seconds=wall1 - wall0, cpu_seconds=cpu1 - cpu0,
+        peak_rss=mem.get("VmHWM", 0), rss_end=mem.get("VmRSS", 0),
+        targets_up=sum(1 for snap in snapshots if snap.up), store_samples=sum(snap.sample_count for snap in snapshots),
+        polls=polls, failed_polls=failed, scrapes=len(latencies), scrape_errors=scraped["error_count"],
+        series=scraped["series"], p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99),
+        max=max(latencies, default=None), bytes_per_scrape=sum(scraped["sizes"]) / max(1, len(scraped["sizes"])),
+        uncompressed=scraped["uncompressed"],
+        content=f"{scraped['content_type'].split(';')[0]}{', ' + scraped['content_encoding'] if scraped['content_encoding'] else ''}",
+        notes=notes,
+    )
+
+
+def config_yaml(targets: list[dict[str, Any]], interval: str) -> str:
+    """A config file's text (JSON is YAML)."""
+    return json.dumps({"defaults": {"interval": interval}, "targets": targets}, indent=1)
+
+
+def http_targets(base: str, paths: list[str], name: str) -> list[dict[str, Any]]:
+    return [{"name": f"{name}-{i:03d}", "type": "http", "url": base + path} for i, path in enumerate(paths)]
+
+
+def nats_available() -> bool:
+    from exporter.sources import KINDS
+
+    return "nats" in KINDS
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    title: str
+    runs: list[RunResult]
+    goals: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
+    import exporter.sources.nvml
+    from fake_nvml import FakeNVML, eight_gpus
+
+    fake = FakeNVML(eight_gpus())
+    exporter.sources.nvml.load_binding = lambda: fake  # the daemon's NVML source reads the fake host
+    with_nats = nats_available()
+    notes = []
+    if not with_nats:
+        notes.append(
+            "NATS targets left out: this checkout has no `type: nats` (exporter/sources/nats.py, branch nats); "
+            "the responders are ready for when it is merged"
+        )
+    upstreams = await Upstreams({"vllm": 8, "nats": 2 if with_nats else 0}).start()
+    try:
+        info = upstreams.info
+        targets = http_targets(info["http"], [f"/vllm/{i}/metrics" for i in range(8)], "vllm")
+        targets.append({"name": "gpus", "type": "nvml"})
+        if with_nats:
+            targets += [
+                {"name": f"nim-{i}", "type": "nats", "servers": [info["nats"]], "protocol": "runtime_stats", "subject": nats_subject(i)}
+                for i in range(2)
+            ]
+        common = dict(seconds=args.seconds, every=5.0, headers=args.headers)
+        idle = await measure("idle daemon (no targets)", config_yaml([], "1s"), upstreams, **common)
+        loaded = await measure(
+            "8 vLLM + 8 GPUs" + (" + 2 NATS" if with_nats else ""), config_yaml(targets, "1s"), upstreams,
+            profile=args.profile / "gpu-host.prof" if args.profile else None, **common,
+        )
+    finally:
+        upstreams.stop()
+    samples = next(iter(info["samples"].values()))
+    title = (
+        f"GPU host: 8 vLLM V1 HTTP targets ({samples} samples each), 8 GPUs (fake NVML)"
+        f"{', 2 NATS runtime_stats targets' if with_nats else ''}, all at 1 s; /metrics every 5 s"
+    )
+    goals = [
+        goal("CPU", loaded.cpu_share * 100, 2.0, "%", "of one core"),
+        goal("peak RSS", loaded.peak_rss / 1e6, 80.0, " MB", ""),
+    ]
+    return ScenarioResult("gpu-host", title, [idle, loaded], goals, notes)
+
+
+async def aggregator(args: argparse.Namespace) -> ScenarioResult:
+    count, samples = 200, 1000
+    upstreams = await Upstreams({"backends": count, "samples": samples}).start()
+    try:
+        info = upstreams.info
+        paths = sorted(info["samples"], key=lambda p: int(p.split("/")[2]))
+        targets = http_targets(info["http"], paths, "backend")
+        common = dict(seconds=args.seconds, every=1.0, headers=args.headers)
+        idle = await measure("idle daemon (no targets)", config_yaml([], "5s"), upstreams, **common)
+        loaded = await measure(
+            f"{count} targets x ~{samples} samples", config_yaml(targets, "5s"), upstreams,
+            profile=args.profile / "aggregator.prof" if args.profile else None, **common,
+        )
+    finally:
+        upstreams.stop()
+    upstream_total = sum(info["samples"].values())
+    title = (
+        f"Aggregator: {count} HTTP targets at 5 s, {upstream_total:,} upstream samples in all (the {len(list(FIXTURES.glob('*.prom')))} "
+        f"fixtures in turn, each repeated with new replica labels to ~{samples}); /metrics every 1 s"
+    )
+    goals = [
+        goal("CPU", loaded.cpu_share * 100, 50.0, "%", "of one core"),
+        goal("/metrics p99", (loaded.p99 or math.nan) * 1000, 100.0, " ms", f"with {loaded.series:,} series served"),
+    ]
+    return ScenarioResult("aggregator", title, [idle, loaded], goals)
+
+
+async def isolation(args: argparse.Namespace) -> ScenarioResult:
+    upstreams = await Upstreams({"vllm": 8}).start()
+    try:
+        info = upstreams.info
+        targets = http_targets(info["http"], [f"/vllm/{i}/metrics" for i in range(8)], "vllm")
+        hanging = {"name": "hanging", "type": "http", "url": info["http"] + "/hang/metrics", "interval": "5s", "timeout": "4s"}
+        common = dict(seconds=args.seconds, every=0.2, headers=args.headers, wait_for={t["name"] for t in targets})
+        without = await measure("8 vLLM, none hanging", config_yaml(targets, "1s"), upstreams, **common)
+        with_hang = await measure(
+            "8 vLLM + 1 hanging (5 s, timeout 4 s)", config_yaml([*targets, hanging], "1s"), upstreams,
+            profile=args.profile / "isolation.prof" if args.profile else None, **common,
+        )
+    finally:
+        upstreams.stop()
+    title = "Isolation: 8 vLLM V1 targets at 1 s, with and without one upstream that never answers; /metrics every 0.2 s"
+    goals = []
+    for name in ("p50", "p99"):
+        a, b = getattr(without, name), getattr(with_hang, name)
+        if a and b:
+            goals.append(
+                f"/metrics {name} with the hanging target {b * 1000:.2f} ms vs {a * 1000:.2f} ms without: "
+                f"ratio {b / a:.2f} (goal: nothing measurable, about 1.00)"
+            )
+    return ScenarioResult("isolation", title, [without, with_hang], goals)
+
+
+def goal(what: str, value: float, limit: float, unit: str, context: str) -> str:
+    verdict = "met" if value <= limit else f"MISSED by {value / limit:.2f}x"
+    shown = f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+    return f"{what} {shown}{unit}{' ' + context if context else ''} (goal <= {limit:g}{unit}): {verdict}"
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.partition(":")[2].strip()
+            break
+    return {
+        "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "cpu": model,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(), "python": platform.python_version(),
+        "command": shlex.join(sys.orig_argv), "load_average": os.getloadavg(),
+    }
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
+
+
+def table(result: ScenarioResult) -> list[str]:
+    header = (
+        f"  {'run':<40} {'targets':>7} {'up':>4} {'polls':>6} {'failed':>6} {'CPU':>7} {'peak RSS':>9} {'RSS end':>8} "
+        f"{'series':>8} {'scrapes':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'KB/scrape':>9}"
+    )
+    lines = [result.title, header]
+    for run in result.runs:
+        lines.append(
+            f"  {run.label:<40} {run.targets:>7} {run.targets_up:>4} {run.polls:>6} {run.failed_polls:>6} "
+            f"{run.cpu_share:>7.2%} {run.peak_rss / 1e6:>6.1f} MB {run.rss_end / 1e6:>5.1f} MB {run.series:>8,} "
+            f"{run.scrapes:>7} {ms(run.p50):>7} {ms(run.p99):>7} {ms(run.max):>7} {run.bytes_per_scrape / 1024:>9.1f}"
+        )
+    base, run = result.runs
+    ratio = f"  ({run.cpu_share / base.cpu_share:.1f}x)" if base.cpu_share > 0 else ""
+    lines.append(
+        f"  {'difference (second run - first)':<40} {'':>7} {'':>4} {'':>6} {'':>6} "
+        f"{(run.cpu_share - base.cpu_share) * 100:>+6.2f}p {(run.peak_rss - base.peak_rss) / 1e6:>+6.1f} MB "
+        f"{(run.rss_end - base.rss_end) / 1e6:>+5.1f} MB {run.series - base.series:>+8,}{ratio}"
+    )
+    lines.append(f"  measured {run.seconds:.1f} s per run; /metrics answered as {run.content}, {run.uncompressed / 1e6:.2f} MB uncompressed")
+    lines += [f"  goal: {line}" for line in result.goals]
+    for run_ in result.runs:
+        lines += [f"  note ({run_.label}): {note}" for note in run_.notes]
+    lines += [f"  note: {note}" for note in result.notes]
+    return lines
+
+
+async def main(args: argparse.Namespace) -> int:
+    from exporter.logs import configure
+
+    configure("error", "console")
+    if not (FIXTURES / VLLM_V1).is_file():
+        raise SystemExit(f"the fixtures are not in {FIXTURES}; set INFERENCE_EXPORTER_FIXTURES to their folder")
+    info = machine()
+    print(f"machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, {info['memory_gb']} GiB; {info['platform']}")
+    print(f"python {info['python']}; load average at start {' '.join(f'{x:.2f}' for x in info['load_average'])}")
+    print(f"command: {info['command']}")
+    print(f"scrape headers: {json.dumps(args.headers)}")
+    print(
+        "CPU: the daemon process (every thread) over the measured window, as a share of one core; "
+        "upstreams and scraper run in a child process\n"
+    )
+    runners = {"gpu-host": gpu_host, "aggregator": aggregator, "isolation": isolation}
+    results = []
+    for name in SCENARIOS:
+        if name in args.only:
+            result = await runners[name](args)
+            results.append(result)
+            print("\n".join(table(result)) + "\n", flush=True)
+    print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json:
+        document = {
+            "machine": info, "seconds": args.seconds,
+            "scenarios": [
+                {**asdict(r), "runs": [{**asdict(run), "cpu_share": run.cpu_share} for run in r.runs]} for r in results
+            ],
+        }
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per run (two runs per scenario; default 60)")
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help=f"comma-separated scenarios to run (default: {','.join(SCENARIOS)})"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    parser.add_argument(
+        "--scrape-headers", choices=("prometheus", "plain"), default="prometheus",
+        help="prometheus: OpenMetrics preferred and gzip, as Prometheus 3 asks (default); plain: text 0.0.4, uncompressed",
+    )
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="write a cProfile of each measured run to DIR (slows the daemon)")
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in args.only if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    args.headers = PROMETHEUS_HEADERS if args.scrape_headers == "prometheus" else PLAIN_HEADERS
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))
