@@ -306,9 +306,9 @@ class SeriesCache:
         """`_is_well_formed`, remembered while the family keeps exactly the same series."""
         if kind not in ("histogram", "gaugehistogram", "summary"):
             return True
-        series = tuple(sample.key for sample in family.samples)
+        series = tuple(sample.key or (sample.name, *sample.labels.items()) for sample in family.samples)
         known = self._shapes.get(family.name)
-        if known is None or known[0] != series or None in series:
+        if known is None or known[0] != series:
             known = (series, _is_well_formed(family, kind))
         self._used_shapes[family.name] = known
         return known[1]
@@ -350,8 +350,9 @@ def normalize(
             continue
 
         for sample in family.samples:
-            cache_key = (raw_base, kind, sample.key) if sample.key is not None else None
-            entry = cache.get(cache_key) if cache_key is not None else None
+            series_id = sample.key if sample.key is not None else (sample.name, *sample.labels.items())
+            cache_key = (raw_base, kind, series_id)
+            entry = cache.get(cache_key)
             if entry is None:
                 suffix = sample.name[len(raw_base):] if sample.name.startswith(raw_base) else ""
                 if kind == "counter" and suffix in ("", "_total"):
@@ -367,8 +368,7 @@ def normalize(
                     series_head(sample_name, served_labels),
                     _order(sample_name, served_labels, kind, name),
                 )
-                if cache_key is not None:
-                    cache.put(cache_key, entry)
+                cache.put(cache_key, entry)
             assembler.put(series, entry[2], PromSample(entry[0], entry[1], sample.value, None, None), entry[3], entry[4])
 
     cache.rotate()

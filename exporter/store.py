@@ -65,6 +65,9 @@ class Store:
         """Replace a target's snapshot. Families whose type clashes with another target's are dropped."""
         name = snapshot.target.name
         old = self._snapshots.get(name)
+        if old is not None and old.families is snapshot.families:
+            self._snapshots[name] = snapshot  # the same families (a status change): nothing to claim again
+            return snapshot
         if old is not None:
             self._release(old.families)
         kept = self._claim(name, snapshot.families)
