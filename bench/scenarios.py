@@ -10,8 +10,9 @@ upstream HTTP servers serving the real fixtures (pre-rendered and pre-gzipped, a
 when asked, as prometheus_client does), a nats-server with nats-py responders, and the scraper
 that GETs /metrics and times each response to its last byte. CPU is a share of one core: CPU
 seconds over wall seconds of the measured window, which starts once every target has been
-polled. Each scenario is measured beside a baseline run in the same invocation (the same daemon
-with no targets, or without the hanging target), and the difference is printed.
+polled; a note says when the daemon fell behind its polls. Each scenario is measured beside a
+baseline run in the same invocation (the same daemon with no targets, or without the hanging
+target), and the difference is printed.
 
 - gpu-host: 8 vLLM V1 HTTP targets, 8 GPUs through the fake NVML host (tests/fake_nvml.py), and
   2 NATS runtime_stats targets, all at 1 s; scraped every 5 s. Goals: <= 2% of one core, <= 80 MB.
@@ -19,7 +20,9 @@ with no targets, or without the hanging target), and the difference is printed.
 - aggregator: 200 HTTP targets of ~1,000 samples each at 5 s (the fixtures in turn, repeated with
   new `replica` label values); scraped every second. Goals: <= 50% of one core, p99 < 100 ms.
 - isolation: 8 vLLM targets at 1 s with and without one upstream that never answers (5 s
-  interval, 4 s timeout); scraped every 0.2 s. Goal: the hanging target adds nothing measurable.
+  interval, 4 s timeout); scraped every 0.2 s, in four turns of half the time each (without,
+  with, with, without) so that a change in the machine's load weighs on both alike. Goal: the
+  hanging target adds nothing measurable to /metrics latency.
 
 The scrape sends Prometheus 3's default headers (OpenMetrics preferred, gzip); `--scrape-headers
 plain` asks for text 0.0.4 uncompressed, as curl would. Scenarios run in the order above; RSS of
@@ -380,13 +383,13 @@ class RunResult:
     targets_up: int
     store_samples: int
     polls: int
+    #: Polls the targets' intervals call for in the window; fewer ran when the daemon fell behind.
+    polls_due: float
     failed_polls: int
-    scrapes: int
     scrape_errors: int
     series: int
-    p50: float | None
-    p99: float | None
-    max: float | None
+    #: Seconds from sending each scrape to its last byte.
+    latencies: list[float]
     bytes_per_scrape: float
     uncompressed: int
     content: str
@@ -395,6 +398,45 @@ class RunResult:
     @property
     def cpu_share(self) -> float:
         return self.cpu_seconds / self.seconds
+
+    @property
+    def scrapes(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def p50(self) -> float | None:
+        return percentile(self.latencies, 0.5)
+
+    @property
+    def p99(self) -> float | None:
+        return percentile(self.latencies, 0.99)
+
+    @property
+    def max(self) -> float | None:
+        return max(self.latencies, default=None)
+
+    def figures(self) -> dict[str, Any]:
+        """Everything, for --json."""
+        derived = {name: getattr(self, name) for name in ("cpu_share", "scrapes", "p50", "p99", "max")}
+        return {**asdict(self), **derived}
+
+
+def pooled(label: str, runs: list[RunResult]) -> RunResult:
+    """Runs of one condition taken in turns with another's, as one: sums, the last state, every latency."""
+    seconds = sum(run.seconds for run in runs)
+    scrapes = sum(run.scrapes for run in runs)
+    notes = [note for run in runs for note in run.notes]
+    notes.append("p99 per turn: " + ", ".join(ms(run.p99) + " ms" for run in runs))
+    last = runs[-1]
+    return RunResult(
+        label=label, targets=last.targets, seconds=seconds, cpu_seconds=sum(run.cpu_seconds for run in runs),
+        peak_rss=max(run.peak_rss for run in runs), rss_end=last.rss_end, targets_up=last.targets_up,
+        store_samples=last.store_samples, polls=sum(run.polls for run in runs), polls_due=sum(run.polls_due for run in runs),
+        failed_polls=sum(run.failed_polls for run in runs), scrape_errors=sum(run.scrape_errors for run in runs),
+        series=last.series, latencies=[x for run in runs for x in run.latencies],
+        bytes_per_scrape=sum(run.bytes_per_scrape * run.scrapes for run in runs) / max(1, scrapes),
+        uncompressed=last.uncompressed, content=last.content, notes=notes,
+    )
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -440,6 +482,7 @@ async def measure(
         cpu1, wall1 = cpu_seconds(), time.perf_counter()
         mem = memory()
         snapshots = daemon.store.snapshots()
+        due = sum((wall1 - wall0) / snap.target.interval for snap in snapshots)
         polls = sum(snap.polls - before.get(snap.target.name, (0, 0))[0] for snap in snapshots)
         failed = sum(sum(snap.errors.values()) - before.get(snap.target.name, (0, 0))[1] for snap in snapshots)
         if profiler and profile is not None:
@@ -450,14 +493,18 @@ async def measure(
         await daemon.close()
     if scraped["error_count"]:
         notes.append(f"{scraped['error_count']} scrapes failed: {'; '.join(scraped['errors'])}")
-    latencies = scraped["latencies"]
+    if polls < 0.9 * due:
+        notes.append(
+            f"the daemon fell behind: {polls} polls ran of {due:.0f} due (its event loop was saturated, "
+            "so the CPU share is a floor on what this load needs)"
+        )
     return RunResult(
         label=label, targets=len(config.targets), seconds=wall1 - wall0, cpu_seconds=cpu1 - cpu0,
         peak_rss=mem.get("VmHWM", 0), rss_end=mem.get("VmRSS", 0),
         targets_up=sum(1 for snap in snapshots if snap.up), store_samples=sum(snap.sample_count for snap in snapshots),
-        polls=polls, failed_polls=failed, scrapes=len(latencies), scrape_errors=scraped["error_count"],
-        series=scraped["series"], p50=percentile(latencies, 0.5), p99=percentile(latencies, 0.99),
-        max=max(latencies, default=None), bytes_per_scrape=sum(scraped["sizes"]) / max(1, len(scraped["sizes"])),
+        polls=polls, polls_due=due, failed_polls=failed, scrape_errors=scraped["error_count"],
+        series=scraped["series"], latencies=scraped["latencies"],
+        bytes_per_scrape=sum(scraped["sizes"]) / max(1, len(scraped["sizes"])),
         uncompressed=scraped["uncompressed"],
         content=f"{scraped['content_type'].split(';')[0]}{', ' + scraped['content_encoding'] if scraped['content_encoding'] else ''}",
         notes=notes,
@@ -567,15 +614,20 @@ async def isolation(args: argparse.Namespace) -> ScenarioResult:
         info = upstreams.info
         targets = http_targets(info["http"], [f"/vllm/{i}/metrics" for i in range(8)], "vllm")
         hanging = {"name": "hanging", "type": "http", "url": info["http"] + "/hang/metrics", "interval": "5s", "timeout": "4s"}
-        common = dict(seconds=args.seconds, every=0.2, headers=args.headers, wait_for={t["name"] for t in targets})
-        without = await measure("8 vLLM, none hanging", config_yaml(targets, "1s"), upstreams, **common)
-        with_hang = await measure(
-            "8 vLLM + 1 hanging (5 s, timeout 4 s)", config_yaml([*targets, hanging], "1s"), upstreams,
-            profile=args.profile / "isolation.prof" if args.profile else None, **common,
-        )
+        common = dict(seconds=args.seconds / 2, every=0.2, headers=args.headers, wait_for={t["name"] for t in targets})
+        turns: dict[bool, list[RunResult]] = {False: [], True: []}
+        for hang in (False, True, True, False):  # ABBA: a drift in the machine's load weighs on both alike
+            config = config_yaml([*targets, hanging] if hang else targets, "1s")
+            profile = args.profile / f"isolation-{len(turns[hang])}.prof" if args.profile and hang else None
+            turns[hang].append(await measure("", config, upstreams, profile=profile, **common))
     finally:
         upstreams.stop()
-    title = "Isolation: 8 vLLM V1 targets at 1 s, with and without one upstream that never answers; /metrics every 0.2 s"
+    without = pooled("8 vLLM, none hanging", turns[False])
+    with_hang = pooled("8 vLLM + 1 hanging (5 s, timeout 4 s)", turns[True])
+    title = (
+        "Isolation: 8 vLLM V1 targets at 1 s, with and without one upstream that never answers; /metrics every 0.2 s; "
+        "each run is two turns of half the time, taken in the order without, with, with, without"
+    )
     goals = []
     for name in ("p50", "p99"):
         a, b = getattr(without, name), getattr(with_hang, name)
@@ -668,7 +720,7 @@ async def main(args: argparse.Namespace) -> int:
         document = {
             "machine": info, "seconds": args.seconds,
             "scenarios": [
-                {**asdict(r), "runs": [{**asdict(run), "cpu_share": run.cpu_share} for run in r.runs]} for r in results
+                {**asdict(r), "runs": [run.figures() for run in r.runs]} for r in results
             ],
         }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
