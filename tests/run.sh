@@ -39,4 +39,6 @@ fi
 
 # The tests that need prometheus, promtool, nats-server, systemd-analyze or chromium fail here rather than skip.
 export INFERENCE_EXPORTER_REQUIRE_TOOLS=1
+# Dynamo's runtime logs an INFO line at interpreter exit, after pytest's summary; keep the summary last.
+export DYN_LOG=${DYN_LOG:-warn}
 exec .venv/bin/python -m pytest "$@"
