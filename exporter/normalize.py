@@ -169,17 +169,23 @@ def _fold_created(families: list[Family]) -> list[Family]:
     return [folded.get(id(family), family) for family in kept]
 
 
+def _series_ids(family: Family) -> tuple:
+    """Each sample's series as the upstream wrote it (or its name and labels): the family's identity."""
+    return tuple(sample.key or (sample.name, *sample.labels.items()) for sample in family.samples)
+
+
 def _servable(families: list[Family], cache: SeriesCache):
-    """Each non-empty family with its served type; broken histograms and summaries split apart."""
+    """Each non-empty family with its served type and series ids; broken histograms and summaries split apart."""
     for family in _fold_created(families):
         if not family.samples:
             continue
         kind = _family_type(family)
-        if cache.well_formed(family, kind):
-            yield family, kind
+        series = _series_ids(family)
+        if cache.well_formed(family, kind, series):
+            yield family, kind, series
         else:
             for part in _split_untyped(family):
-                yield part, "unknown"
+                yield part, "unknown", _series_ids(part)
 
 
 def _split_untyped(family: Family) -> list[Family]:
@@ -239,8 +245,14 @@ class Assembler:
         self._out: dict[str, tuple[str, str, dict[tuple, PromSample]]] = {}
         self._claimed: dict[str, str] = {}  # exposition name -> the family that owns it
         self.dropped: Counter[str] = Counter()
+        #: served name -> (layout key, upstream sample count) when exactly one upstream family made it
+        self._origin: dict[str, tuple | None] = {}
+        #: served name -> (samples, heads, layout) of a family rebuilt whole from a remembered layout
+        self._prebuilt: dict[str, tuple] = {}
 
-    def family(self, name: str, kind: str, help_text: str, size: int) -> dict[tuple, PromSample] | None:
+    def family(
+        self, name: str, kind: str, help_text: str, size: int, layout_key: tuple | None = None
+    ) -> dict[tuple, PromSample] | None:
         """The series of family `name`, made on first use; None, with its `size` samples counted, if it
         clashes with a family of another type (or with another family's suffixed names)."""
         existing = self._out.get(name)
@@ -251,32 +263,85 @@ class Assembler:
                 return None
             self._claimed.update(dict.fromkeys(names, name))
             existing = self._out[name] = (kind, help_text, {})
+            self._origin[name] = (layout_key, size) if layout_key is not None else None
         elif existing[0] != kind:
             self.dropped["type_conflict"] += size
             return None
+        else:  # a second upstream family served under the same name: merge sample by sample
+            self._origin[name] = None
+            prebuilt = self._prebuilt.pop(name, None)
+            if prebuilt is not None:
+                samples, heads, layout = prebuilt
+                for sample, head, entry in zip(samples, heads, layout.entries):
+                    existing[2][entry[2]] = (sample, head, entry[4], None)
         return existing[2]
 
+    def is_new(self, name: str) -> bool:
+        return name not in self._out
+
+    def prebuilt(self, name: str, samples: tuple[PromSample, ...], layout: "Layout") -> None:
+        """Family `name` (just made by `family`) as a remembered layout rebuilt it, values filled in."""
+        self._prebuilt[name] = (samples, layout.heads, layout)
+        self.dropped["duplicate"] += layout.duplicates
+
     def put(
-        self, series: dict[tuple, tuple], key: tuple, sample: PromSample, head: str | None = None, order: tuple | None = None
+        self,
+        series: dict[tuple, tuple],
+        key: tuple,
+        sample: PromSample,
+        head: str | None = None,
+        order: tuple | None = None,
+        index: int | None = None,
     ) -> None:
         """Add a sample under its series key; `head` (its rendered `name{labels} `) and `order` may come
         from a cache, else they are worked out when needed."""
         if key in series:
             self.dropped["duplicate"] += 1
-        series[key] = (sample, head, order)
+        series[key] = (sample, head, order, index)
 
-    def result(self, dropped: dict[str, int] | None = None) -> Normalized:
+    def result(self, dropped: dict[str, int] | None = None, cache: SeriesCache | None = None) -> Normalized:
         counts = Counter(dropped or {})
         counts.update(self.dropped)
         families = []
         for name, (kind, help_text, series) in self._out.items():
-            entries = _grouped(list(series.values()), kind, name)
+            prebuilt = self._prebuilt.get(name)
+            if prebuilt is not None:
+                family = SeriesFamily(name, kind, help_text, prebuilt[0])
+                family.rendered["heads"] = prebuilt[1]
+                families.append(family)
+                continue
+            entries = _grouped([(*value, key) for key, value in series.items()], kind, name)
             family = SeriesFamily(name, kind, help_text, tuple(entry[0] for entry in entries))
             heads = tuple(entry[1] for entry in entries)
             if all(heads):
                 family.rendered["heads"] = heads
+                origin = self._origin.get(name)
+                if cache is not None and origin is not None and all(entry[3] is not None for entry in entries):
+                    cache.remember_layout(origin[0], Layout.of(entries, heads, origin[1] - len(entries)))
             families.append(family)
         return Normalized(tuple(families), {reason: count for reason, count in counts.items() if count})
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How one upstream family became its served family: which upstream sample goes where (after
+    duplicates and OpenMetrics grouping), with each one's served name, labels and head. While the
+    family keeps the same series, the next poll only fills in the values."""
+
+    positions: tuple[int, ...]
+    entries: tuple[tuple, ...]  # (served name, labels, series key, head, order) in served order
+    heads: tuple[str, ...]
+    duplicates: int
+
+    @classmethod
+    def of(cls, grouped: list[tuple], heads: tuple[str, ...], duplicates: int) -> "Layout":
+        """From result()'s grouped entries: (sample, head, order, upstream position, series key)."""
+        return cls(
+            tuple(entry[3] for entry in grouped),
+            tuple((e[0].name, e[0].labels, e[4], e[1], e[2]) for e in grouped),
+            heads,
+            duplicates,
+        )
 
 
 class SeriesCache:
@@ -292,6 +357,9 @@ class SeriesCache:
         #: family name -> (its series keys, whether they made a well-formed family)
         self._shapes: dict[str, tuple[tuple, bool]] = {}
         self._used_shapes: dict[str, tuple[tuple, bool]] = {}
+        #: (upstream family, type) -> (its series keys, the Layout they were served with)
+        self._layouts: dict[tuple, tuple[tuple, Layout]] = {}
+        self._used_layouts: dict[tuple, tuple[tuple, Layout]] = {}
 
     def get(self, key: tuple) -> tuple | None:
         entry = self._entries.get(key)
@@ -302,11 +370,21 @@ class SeriesCache:
     def put(self, key: tuple, entry: tuple) -> None:
         self._used[key] = entry
 
-    def well_formed(self, family: Family, kind: str) -> bool:
+    def layout(self, key: tuple) -> Layout | None:
+        """The layout remembered for this upstream family, if its series are exactly the same again."""
+        known = self._layouts.get(key[:2])
+        if known is None or known[0] != key[2]:
+            return None
+        self._used_layouts[key[:2]] = known
+        return known[1]
+
+    def remember_layout(self, key: tuple, layout: Layout) -> None:
+        self._used_layouts[key[:2]] = (key[2], layout)
+
+    def well_formed(self, family: Family, kind: str, series: tuple) -> bool:
         """`_is_well_formed`, remembered while the family keeps exactly the same series."""
         if kind not in ("histogram", "gaugehistogram", "summary"):
             return True
-        series = tuple(sample.key or (sample.name, *sample.labels.items()) for sample in family.samples)
         known = self._shapes.get(family.name)
         if known is None or known[0] != series:
             known = (series, _is_well_formed(family, kind))
@@ -316,6 +394,7 @@ class SeriesCache:
     def rotate(self) -> None:
         self._entries, self._used = self._used, {}
         self._shapes, self._used_shapes = self._used_shapes, {}
+        self._layouts, self._used_layouts = self._used_layouts, {}
 
 
 def normalize(
@@ -336,7 +415,7 @@ def normalize(
     assembler = Assembler()
     cache = cache if cache is not None else SeriesCache()
 
-    for family, kind in _servable(families, cache):
+    for family, kind, series_ids in _servable(families, cache):
         raw = family.name
         name = served_base(raw, kind, prefix)
         if kind == "counter" and raw.endswith("_total"):
@@ -345,12 +424,26 @@ def normalize(
             raw_base = raw[: -len("_info")]
         else:
             raw_base = raw
-        series = assembler.family(name, kind, family.help or f"{raw} (no HELP from upstream)", len(family.samples))
+        layout_key = (raw_base, kind, series_ids)
+        layout = cache.layout(layout_key) if assembler.is_new(name) else None
+        series = assembler.family(
+            name, kind, family.help or f"{raw} (no HELP from upstream)", len(family.samples), layout_key
+        )
         if series is None:
             continue
+        if layout is not None:  # the same series as last poll: only the values are new
+            samples = family.samples
+            assembler.prebuilt(
+                name,
+                tuple(
+                    PromSample(entry[0], entry[1], samples[position].value, None, None)
+                    for position, entry in zip(layout.positions, layout.entries)
+                ),
+                layout,
+            )
+            continue
 
-        for sample in family.samples:
-            series_id = sample.key if sample.key is not None else (sample.name, *sample.labels.items())
+        for index, (sample, series_id) in enumerate(zip(family.samples, series_ids)):
             cache_key = (raw_base, kind, series_id)
             entry = cache.get(cache_key)
             if entry is None:
@@ -369,7 +462,10 @@ def normalize(
                     _order(sample_name, served_labels, kind, name),
                 )
                 cache.put(cache_key, entry)
-            assembler.put(series, entry[2], PromSample(entry[0], entry[1], sample.value, None, None), entry[3], entry[4])
+            assembler.put(
+                series, entry[2], PromSample(entry[0], entry[1], sample.value, None, None), entry[3], entry[4], index
+            )
 
+    result = assembler.result(cache=cache)
     cache.rotate()
-    return assembler.result()
+    return result
