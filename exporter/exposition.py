@@ -55,9 +55,10 @@ class _Chunks:
                 outside.setdefault(suffix, []).append(line)
             else:
                 inside.append(line)
-        self.inside = "".join(inside)
-        self.outside = {suffix: "".join(lines) for suffix, lines in outside.items()}
-        self.openmetrics = "".join(everything)
+        # Kept as bytes, so that a scrape joins bytes and never encodes the same text again.
+        self.inside = "".join(inside).encode()
+        self.outside = {suffix: "".join(lines).encode() for suffix, lines in outside.items()}
+        self.openmetrics = "".join(everything).encode()
 
 
 def chunks(family: SeriesFamily) -> _Chunks:
@@ -101,32 +102,32 @@ def _help_text(text: str) -> str:
 
 def render_text(merged: dict[str, list[SeriesFamily]]) -> bytes:
     """The classic text format 0.0.4, as prometheus_client.exposition.generate_latest writes it."""
-    out: list[str] = []
+    out: list[bytes] = []
     for name, families in merged.items():
         first = families[0]
         kind = first.type
         served = name + "_total" if kind == "counter" else name + "_info" if kind == "info" else name
         help_text = _help_text(first.help)
-        out.append(f"# HELP {served} {help_text}\n# TYPE {served} {_TEXT_TYPES.get(kind, kind)}\n")
-        moved: dict[str, list[str]] = {}
+        out.append(f"# HELP {served} {help_text}\n# TYPE {served} {_TEXT_TYPES.get(kind, kind)}\n".encode())
+        moved: dict[str, list[bytes]] = {}
         for family in families:
             rendered = chunks(family)
             out.append(rendered.inside)
             for suffix, text in rendered.outside.items():
                 moved.setdefault(suffix, []).append(text)
         for suffix in sorted(moved):
-            out.append(f"# HELP {name}{suffix} {help_text}\n# TYPE {name}{suffix} gauge\n")
+            out.append(f"# HELP {name}{suffix} {help_text}\n# TYPE {name}{suffix} gauge\n".encode())
             out.extend(moved[suffix])
-    return "".join(out).encode()
+    return b"".join(out)
 
 
 def render_openmetrics(merged: dict[str, list[SeriesFamily]]) -> bytes:
     """OpenMetrics 1.0, as prometheus_client.openmetrics.exposition.generate_latest writes it."""
-    out: list[str] = []
+    out: list[bytes] = []
     for name, families in merged.items():
         first = families[0]
         help_text = _help_text(first.help).replace('"', r"\"")
-        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {first.type}\n")
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {first.type}\n".encode())
         out.extend(chunks(family).openmetrics for family in families)
-    out.append("# EOF\n")
-    return "".join(out).encode()
+    out.append(b"# EOF\n")
+    return b"".join(out)
