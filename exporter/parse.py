@@ -381,7 +381,8 @@ class _FamilyBuilder:
     """Families by name as lines arrive, and the family samples currently join."""
 
     __slots__ = (
-        "_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "_keep", "_wanted", "allowed", "append"
+        "_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "_keep", "_wanted", "_metadata",
+        "allowed", "append",
     )
 
     def __init__(self, openmetrics: bool, keep: Callable[[str], bool] | None = None):
@@ -390,6 +391,7 @@ class _FamilyBuilder:
         self._wanted: dict[str, bool] = {}
         self._default_type = "unknown" if openmetrics else "untyped"
         self._help_escapes = _LABEL_ESCAPES if openmetrics else _TEXT_HELP_ESCAPES
+        self._metadata = _METADATA[openmetrics]
         self._families: dict[str, Family] = {}
         self._typed: set[str] = set()  # names whose type came from a TYPE line, so the first one wins
         self.allowed: frozenset[str] = frozenset()
@@ -417,39 +419,55 @@ class _FamilyBuilder:
 
     def read_comment(self, line: str) -> bool:
         """Apply a HELP, TYPE or UNIT line; ignore other comments. False at OpenMetrics `# EOF`."""
+        known = self._metadata.get(line)
+        if known is None:
+            known = self._read_metadata(line)
+            if known is None:
+                return False
+            if len(self._metadata) >= _METADATA_LIMIT:
+                self._metadata.clear()
+            self._metadata[line] = known
+        if known is not _PLAIN_COMMENT:
+            self._apply_metadata(*known)
+        return True
+
+    def _read_metadata(self, line: str) -> tuple[str, str, str] | None:
+        """(keyword, name, value) of a HELP, TYPE or UNIT line, checked and unescaped; _PLAIN_COMMENT for
+        other comments; None at OpenMetrics `# EOF`."""
         parts = line.split(None, 3)
         if len(parts) < 3 or parts[0] != "#" or parts[1] not in _METADATA_KEYWORDS:
             if len(parts) == 2 and parts[0] == "#":
                 if parts[1] == "EOF" and self._openmetrics:
-                    return False
+                    return None
                 if parts[1] in _METADATA_KEYWORDS:
                     raise _Malformed(f"{parts[1]} line without a metric name")
-            return True  # `#`, `# some text`, `#HELP ...` and the like are plain comments
-        self._apply_metadata(parts[1], parts[2], parts[3].rstrip() if len(parts) == 4 else "")
-        return True
-
-    def _apply_metadata(self, keyword: str, name: str, text: str) -> None:
-        """Set HELP, TYPE or UNIT where not set yet (the first wins) and make the family current.
-
-        Everything is checked before anything changes, so a cut-off last line can be dropped cleanly.
-        """
+            return _PLAIN_COMMENT  # `#`, `# some text`, `#HELP ...` and the like are plain comments
+        keyword, name, text = parts[1], parts[2], parts[3].rstrip() if len(parts) == 4 else ""
         if keyword == "TYPE" and text.lower() not in TYPES:
             if not text:
                 raise _Malformed(f"TYPE line for {name!r} has no type")
             raise _Malformed(f"unknown metric type {_excerpt(text)} for {name!r}")
+        if not _METRIC_NAME.fullmatch(name):
+            raise _Malformed(f"invalid metric name {_excerpt(name)} in {keyword} line")
+        if keyword == "HELP":
+            text = _unescape(text, self._help_escapes)
+        elif keyword == "TYPE":
+            text = text.lower()
+        return keyword, name, text
+
+    def _apply_metadata(self, keyword: str, name: str, value: str) -> None:
+        """Set HELP, TYPE or UNIT where not set yet (the first wins) and make the family current."""
         family = self._families.get(name)
         if family is None:
-            if not _METRIC_NAME.fullmatch(name):
-                raise _Malformed(f"invalid metric name {_excerpt(name)} in {keyword} line")
             family = self._families[name] = Family(name, self._default_type)
         if keyword == "HELP":
-            family.help = family.help or _unescape(text, self._help_escapes)
+            family.help = family.help or value
         elif keyword == "TYPE":
             if name not in self._typed:
                 self._typed.add(name)
-                family.type = text.lower()
+                family.type = value
         else:
-            family.unit = family.unit or text
+            family.unit = family.unit or value
         self._enter(family)
 
     def _family(self, name: str) -> Family:
@@ -463,6 +481,13 @@ class _FamilyBuilder:
         self.allowed = _member_names(family.name, family.type)
         self.append = family.samples.append if self.wants(family.name) else _discard
         return family
+
+
+#: Checked HELP/TYPE/UNIT lines across bodies, one cache per format (HELP unescapes differently):
+#: servers repeat the same metadata every scrape, and it is about half the lines of a typical body.
+_METADATA: dict[bool, dict[str, tuple[str, str, str]]] = {False: {}, True: {}}
+_METADATA_LIMIT = 20_000
+_PLAIN_COMMENT = ("", "", "")
 
 
 @functools.lru_cache(maxsize=8192)
