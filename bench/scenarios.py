@@ -7,7 +7,8 @@ The daemon runs in this process, exactly as `inference-exporter run` builds it (
 loopback port), so that its CPU time (getrusage, every thread) and its peak RSS (VmHWM, reset
 before each run) are its own. Everything else runs in a child process whose CPU is not counted:
 upstream HTTP servers serving the real fixtures (pre-rendered and pre-gzipped, answered gzipped
-when asked, as prometheus_client does), a nats-server with nats-py responders, and the scraper
+when asked, as prometheus_client does; each answer's values differ from the last one's, as a live
+server's do, so nothing can be reused from a poll whose body is byte for byte the same), a nats-server with nats-py responders, and the scraper
 that GETs /metrics and times each response to its last byte. CPU is a share of one core: CPU
 seconds over wall seconds of the measured window, which starts once every target has been
 polled; a note says when the daemon fell behind its polls. Each scenario is measured beside a
@@ -175,11 +176,35 @@ async def _receive(conn: Any) -> Any:
     return conn.recv()
 
 
+#: Versions of each upstream body served in turn: the same series, other values.
+VARIANTS = 4
+
+
+def with_values_moved(body: bytes, step: int) -> bytes:
+    """The body with every finite sample value raised by `step`: what a live server's next answer looks
+    like (counters and bucket counts grow, gauges move) with the same series and metadata."""
+    if not step:
+        return body
+    lines = body.decode().split("\n")
+    for number, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            head, space, value = line.rpartition(" ")
+            try:
+                moved = float(value) + step
+            except ValueError:
+                continue
+            if space and math.isfinite(moved):
+                lines[number] = f"{head} {moved!r}"
+    return "\n".join(lines).encode()
+
+
 async def _child(conn: Any, spec: dict[str, Any]) -> None:
     from aiohttp import web
 
     bodies, counts = upstream_bodies(spec)
-    zipped = {path: gzip.compress(body, 6) for path, body in bodies.items()}
+    variants = {path: [with_values_moved(body, step) for step in range(VARIANTS)] for path, body in bodies.items()}
+    zipped = {path: [gzip.compress(body, 6) for body in versions] for path, versions in variants.items()}
+    answered: dict[str, int] = {}
     never = asyncio.Event()
 
     async def serve(request: web.Request) -> web.Response:
@@ -188,10 +213,11 @@ async def _child(conn: Any, spec: dict[str, Any]) -> None:
             await never.wait()  # accepts the request and never answers
         if path not in bodies:
             raise web.HTTPNotFound()
+        turn = answered[path] = (answered.get(path, -1) + 1) % VARIANTS
         headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            return web.Response(body=zipped[path], headers={**headers, "Content-Encoding": "gzip"})
-        return web.Response(body=bodies[path], headers=headers)
+            return web.Response(body=zipped[path][turn], headers={**headers, "Content-Encoding": "gzip"})
+        return web.Response(body=variants[path][turn], headers=headers)
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", serve)
