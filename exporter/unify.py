@@ -8,6 +8,7 @@ name upstream metrics as the backends spell them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -68,6 +69,7 @@ class Unifier:
         self.keep = family_filter(target.allow_families, target.deny_families)
         self.last_profile: str | None = _NOT_YET
         self._namesakes_said: set[str] = set()
+        self._names: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def apply(self, families: list[Family]) -> Unified:
         if self.keep is not None:  # http sources filtered while parsing; the other kinds are filtered here
@@ -93,22 +95,27 @@ class Unifier:
         """Raw families, less any that feeds a unified family of its own served name (NIM's unprefixed
         `prompt_tokens_total`): that series is served once, as the unified series, rather than twice under
         one name, which would double every sum over it. An unrelated namesake is served as it is."""
-        taken = {
-            name
-            for family in unified
-            for name in exposition_names(served_base(family.name, family.type, self.prefix), family.type)
-        }
+        taken = {name for family in unified for name in self._served_names(family.name, family.type)}
         read = _wanted_names(profile)
         kept = []
         for family in families:
-            kind = served_type(family)
-            clash = not taken.isdisjoint(exposition_names(served_base(family.name, kind, self.prefix), kind))
+            clash = not taken.isdisjoint(self._served_names(family.name, served_type(family)))
             if not clash or not any(sample.name in read for sample in family.samples):
                 kept.append(family)
             elif family.name not in self._namesakes_said:
                 self._namesakes_said.add(family.name)
                 log.info("raw family served once, as its unified namesake", target=self.target, family=family.name)
         return kept
+
+    def _served_names(self, name: str, kind: str) -> tuple[str, ...]:
+        """Every exposition name a family of this upstream name and type is served under (remembered:
+        a target's families are the same every poll)."""
+        names = self._names.get((name, kind))
+        if names is None:
+            if len(self._names) > 10_000:
+                self._names.clear()
+            names = self._names[(name, kind)] = exposition_names(served_base(name, kind, self.prefix), kind)
+        return names
 
 
 # -- reading the payload ------------------------------------------------------------------------
@@ -253,19 +260,34 @@ class _Histogram:
 
     def samples(self, name: str, labels: dict[str, str]) -> list[Sample]:
         bounds = sorted({bound for buckets, _, _ in self.parts for bound in buckets})
-        out = []
-        for bound in bounds:
-            # An upstream series with other bounds counts, at `bound`, what its largest bound below it holds.
-            cumulative = sum(
-                max((value for le, value in buckets.items() if le <= bound), default=0.0)
-                for buckets, _, _ in self.parts
-            )
-            out.append(Sample(name + "_bucket", {**labels, "le": floatToGoString(bound)}, cumulative))
+        # An upstream series with other bounds counts, at `bound`, the most any of its bounds up to
+        # `bound` holds: one sweep over its sorted buckets beside the sorted union of bounds.
+        totals = [0.0] * len(bounds)
+        for buckets, _, _ in self.parts:
+            own = sorted(buckets.items())
+            position, held = 0, None
+            for index, bound in enumerate(bounds):
+                while position < len(own) and own[position][0] <= bound:
+                    value = own[position][1]
+                    if held is None or value > held:
+                        held = value
+                    position += 1
+                if held is not None:
+                    totals[index] += held
+        bucket = name + "_bucket"
+        out = [
+            Sample(bucket, {**labels, "le": _bound_text(bound)}, cumulative) for bound, cumulative in zip(bounds, totals)
+        ]
         out.append(Sample(name + "_count", dict(labels), sum(count for _, count, _ in self.parts)))
         sums = [total for _, _, total in self.parts]
         if all(total is not None for total in sums):
             out.append(Sample(name + "_sum", dict(labels), sum(sums)))
         return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _bound_text(bound: float) -> str:
+    return floatToGoString(bound)
 
 
 def _histograms(

@@ -590,3 +590,25 @@ def vocabulary_table() -> str:
 def test_the_readme_vocabulary_table_is_the_one_the_profiles_make():
     table = vocabulary_table()
     assert table in (REPO / "README.md").read_text(), "README.md's vocabulary table is stale; it should read:\n" + table
+
+
+def test_merged_histograms_count_at_each_bound_the_most_each_series_holds_up_to_it():
+    """Series of one model with other bounds merge as the rule says, checked against the rule written
+    out plainly on random buckets (cumulative, and not: a broken upstream must not break the sum)."""
+    import random
+
+    from exporter.unify import _Histogram
+
+    rng = random.Random(8)
+    for _ in range(200):
+        parts = []
+        for _ in range(rng.randint(1, 4)):
+            bounds = rng.sample([0.1, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf], rng.randint(1, 7))
+            parts.append(({bound: float(rng.randint(-3, 50)) for bound in bounds}, 0.0, None))
+        union = sorted({bound for buckets, _, _ in parts for bound in buckets})
+        expected = [
+            sum(max((v for le, v in buckets.items() if le <= bound), default=0.0) for buckets, _, _ in parts)
+            for bound in union
+        ]
+        got = [s.value for s in _Histogram(parts).samples("x", {}) if s.name == "x_bucket"]
+        assert got == expected, parts
