@@ -70,6 +70,10 @@ class Unifier:
         self.last_profile: str | None = _NOT_YET
         self._namesakes_said: set[str] = set()
         self._names: dict[tuple[str, str], tuple[str, ...]] = {}
+        #: (family names with samples, the profile they were detected as), from the last poll
+        self._detected: tuple[tuple[str, ...], Profile | None] | None = None
+        #: (unified names, raw family names and types, which raw families clash), from the last poll
+        self._clashes: tuple[tuple, list[int]] | None = None
 
     def apply(self, families: list[Family]) -> Unified:
         if self.keep is not None:  # http sources filtered while parsing; the other kinds are filtered here
@@ -84,7 +88,13 @@ class Unifier:
     def _profile(self, families: list[Family]) -> Profile | None:
         if self.setting == profiles.NONE:
             return None
-        profile = profiles.by_name(self.setting) if self.setting else profiles.detect([f.name for f in families if f.samples])
+        if self.setting:
+            profile = profiles.by_name(self.setting)
+        else:
+            names = tuple([family.name for family in families if family.samples])
+            if self._detected is None or self._detected[0] != names:  # the same families as last poll, usually
+                self._detected = (names, profiles.detect(list(names)))
+            profile = self._detected[1]
         name = profile.name if profile else None
         if name != self.last_profile:
             log.info("profile in use", target=self.target, profile=name, detected=self.setting is None)
@@ -95,17 +105,29 @@ class Unifier:
         """Raw families, less any that feeds a unified family of its own served name (NIM's unprefixed
         `prompt_tokens_total`): that series is served once, as the unified series, rather than twice under
         one name, which would double every sum over it. An unrelated namesake is served as it is."""
-        taken = {name for family in unified for name in self._served_names(family.name, family.type)}
+        taken = frozenset(name for family in unified for name in self._served_names(family.name, family.type))
+        # Which families share a served name with a unified one depends on names and types alone:
+        # worked out again only when they change (a target's families are usually the same each poll).
+        key = (taken, tuple([family.name for family in families]), tuple([family.type for family in families]))
+        if self._clashes is None or self._clashes[0] != key:
+            clashes = [
+                index for index, family in enumerate(families)
+                if not taken.isdisjoint(self._served_names(family.name, served_type(family)))
+            ]
+            self._clashes = (key, clashes)
+        clashes = self._clashes[1]
+        if not clashes:
+            return list(families)
         read = _wanted_names(profile)
-        kept = []
-        for family in families:
-            clash = not taken.isdisjoint(self._served_names(family.name, served_type(family)))
-            if not clash or not any(sample.name in read for sample in family.samples):
-                kept.append(family)
-            elif family.name not in self._namesakes_said:
-                self._namesakes_said.add(family.name)
-                log.info("raw family served once, as its unified namesake", target=self.target, family=family.name)
-        return kept
+        dropped = set()
+        for index in clashes:
+            family = families[index]
+            if any(sample.name in read for sample in family.samples):
+                dropped.add(index)
+                if family.name not in self._namesakes_said:
+                    self._namesakes_said.add(family.name)
+                    log.info("raw family served once, as its unified namesake", target=self.target, family=family.name)
+        return [family for index, family in enumerate(families) if index not in dropped]
 
     def _served_names(self, name: str, kind: str) -> tuple[str, ...]:
         """Every exposition name a family of this upstream name and type is served under (remembered:
@@ -299,7 +321,7 @@ def _histograms(
     for source in sources:
         groups: dict[frozenset, dict] = defaultdict(lambda: {"buckets": {}, "count": None, "sum": None, "broken": False})
         for sample in index.samples(source.metric + "_bucket", source.match):
-            group = groups[_without(sample.labels, "le")]
+            group = groups[_series_group(sample)]
             try:
                 bound = float(sample.labels.get("le", ""))
             except ValueError:
@@ -307,9 +329,9 @@ def _histograms(
                 continue
             group["buckets"][bound if bound == INF else bound / source.divisor] = sample.value
         for sample in index.samples(source.metric + "_count", source.match):
-            groups[_without(sample.labels, "le")]["count"] = sample.value
+            groups[_series_group(sample)]["count"] = sample.value
         for sample in index.samples(source.metric + "_sum", source.match):
-            groups[_without(sample.labels, "le")]["sum"] = sample.value / source.divisor
+            groups[_series_group(sample)]["sum"] = sample.value / source.divisor
         for key, group in groups.items():
             buckets, count = group["buckets"], group["count"]
             if group["broken"] or (buckets and INF not in buckets):
@@ -324,3 +346,20 @@ def _histograms(
 
 def _without(labels: dict[str, str], name: str) -> frozenset:
     return frozenset(item for item in labels.items() if item[0] != name)
+
+
+def _series_group(sample: Sample) -> frozenset:
+    """The sample's labels less `le`: its histogram series. Remembered by the text the upstream wrote
+    the series with, when the parser kept it, as the same series come back every poll."""
+    key = sample.key
+    if key is None:
+        return _without(sample.labels, "le")
+    group = _GROUPS.get(key)
+    if group is None:
+        if len(_GROUPS) >= 50_000:
+            _GROUPS.clear()
+        group = _GROUPS[key] = _without(sample.labels, "le")
+    return group
+
+
+_GROUPS: dict[str, frozenset] = {}
