@@ -65,8 +65,10 @@ class Store:
         """Replace a target's snapshot. Families whose type clashes with another target's are dropped."""
         name = snapshot.target.name
         old = self._snapshots.get(name)
-        if old is not None and old.families is snapshot.families:
-            self._snapshots[name] = snapshot  # the same families (a status change): nothing to claim again
+        if old is not None and (old.families is snapshot.families or _same_names(old.families, snapshot.families)):
+            # The same families, or new ones of the same names and types, all of which were kept last
+            # time: this target already holds every name they need.
+            self._snapshots[name] = snapshot
             return snapshot
         if old is not None:
             self._release(old.families)
@@ -118,3 +120,8 @@ class Store:
                     del self._claims[name]
                 else:
                     self._claims[name] = (*owner, count - 1)
+
+
+def _same_names(old: tuple[SeriesFamily, ...], new: tuple[SeriesFamily, ...]) -> bool:
+    """Whether two polls' families have the same names and types, in order (a target's usual poll)."""
+    return len(old) == len(new) and all(a.name == b.name and a.type == b.type for a, b in zip(old, new))
