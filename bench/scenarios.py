@@ -55,7 +55,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from support import FIXTURES, free_port  # noqa: E402
+from support import FIXTURES, free_port, with_values_moved  # noqa: E402
 
 VLLM_V1 = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 SCENARIOS = ("gpu-host", "aggregator", "isolation")
@@ -178,24 +178,6 @@ async def _receive(conn: Any) -> Any:
 
 #: Versions of each upstream body served in turn: the same series, other values.
 VARIANTS = 4
-
-
-def with_values_moved(body: bytes, step: int) -> bytes:
-    """The body with every finite sample value raised by `step`: what a live server's next answer looks
-    like (counters and bucket counts grow, gauges move) with the same series and metadata."""
-    if not step:
-        return body
-    lines = body.decode().split("\n")
-    for number, line in enumerate(lines):
-        if line and not line.startswith("#"):
-            head, space, value = line.rpartition(" ")
-            try:
-                moved = float(value) + step
-            except ValueError:
-                continue
-            if space and math.isfinite(moved):
-                lines[number] = f"{head} {moved!r}"
-    return "\n".join(lines).encode()
 
 
 async def _child(conn: Any, spec: dict[str, Any]) -> None:

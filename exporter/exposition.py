@@ -36,29 +36,39 @@ def series_head(name: str, labels: dict[str, str]) -> str:
     return name + " "
 
 
+def go_floats(values: Iterable[float]) -> list[str]:
+    """`floatToGoString` of each value, quicker: for a finite float below a million, `repr` is Go's text."""
+    return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else floatToGoString(v) for v in values]
+
+
 class _Chunks:
     """One family's rendered samples: classic text (inside the family / moved out by suffix) and OpenMetrics."""
 
     __slots__ = ("inside", "outside", "openmetrics")
 
     def __init__(self, family: SeriesFamily):
-        inside: list[str] = []
-        outside: dict[str, list[str]] = {}
-        everything: list[str] = []
         name = family.name
         heads = family.rendered.get("heads") or [series_head(s.name, s.labels) for s in family.samples]
-        for sample, head in zip(family.samples, heads):
-            line = f"{head}{floatToGoString(sample.value)}\n"
-            everything.append(line)
-            suffix = sample.name[len(name):]
-            if suffix in _OUTSIDE_SUFFIXES:
-                outside.setdefault(suffix, []).append(line)
-            else:
-                inside.append(line)
+        lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats([s.value for s in family.samples]))]
         # Kept as bytes, so that a scrape joins bytes and never encodes the same text again.
-        self.inside = "".join(inside).encode()
-        self.outside = {suffix: "".join(lines).encode() for suffix, lines in outside.items()}
-        self.openmetrics = "".join(everything).encode()
+        self.openmetrics = "".join(lines).encode()
+        self.inside = self.openmetrics
+        self.outside: dict[str, bytes] = {}
+        moved = [(i, suffix) for i, s in enumerate(family.samples) if (suffix := s.name[len(name):]) in _OUTSIDE_SUFFIXES]
+        if moved:
+            outside: dict[str, list[str]] = {}
+            for index, suffix in moved:
+                outside.setdefault(suffix, []).append(lines[index])
+                lines[index] = ""
+            self.inside = "".join(lines).encode()
+            self.outside = {suffix: "".join(texts).encode() for suffix, texts in outside.items()}
+
+    @classmethod
+    def made(cls, inside: bytes, outside: dict[str, bytes], openmetrics: bytes) -> _Chunks:
+        """Chunks rendered elsewhere (exporter.template fills them in from a family's last ones)."""
+        made = cls.__new__(cls)
+        made.inside, made.outside, made.openmetrics = inside, outside, openmetrics
+        return made
 
 
 def chunks(family: SeriesFamily) -> _Chunks:

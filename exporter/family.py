@@ -39,3 +39,20 @@ class Family:
     help: str = ""
     unit: str = ""
     samples: list[Sample] = field(default_factory=list)
+    #: The family with its values left out (name, type, HELP, unit, each sample's series), when the
+    #: parser already had it from an earlier body: see `shape_of`.
+    shape: tuple | None = field(default=None, compare=False, repr=False)
+
+
+def shape_of(family: Family) -> tuple:
+    """Everything about a family but its sample values: two polls whose families have equal shapes
+    differ in values alone, so what was made from the first can be made again with the second's values."""
+    if family.shape is not None:
+        return family.shape
+    return (
+        family.name,
+        family.type,
+        family.help,
+        family.unit,
+        tuple(sample.key or (sample.name, *sample.labels.items()) for sample in family.samples),
+    )

@@ -11,9 +11,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.family import TYPES, Family, Sample
+from exporter.family import TYPES, Family, Sample, shape_of
 
-__all__ = ["ParseError", "ParseResult", "is_openmetrics", "parse"]
+__all__ = ["BodyReader", "ParseError", "ParseResult", "is_openmetrics", "parse"]
 
 
 class ParseError(ValueError):
@@ -51,6 +51,7 @@ def parse(
     openmetrics: bool = False,
     keep: Callable[[str], bool] | None = None,
     heads: dict[str, tuple[str, dict[str, str]]] | None = None,
+    order: list[Sample | None] | None = None,
 ) -> ParseResult:
     """Parse one body. Raises ParseError for a malformed line, except a cut-off last line, which is dropped.
 
@@ -58,6 +59,8 @@ def parse(
     are skipped before they are parsed (so a family nobody wants costs little, and its errors none).
     `heads` is where parsed series heads are remembered: a source passes its own, sized by its
     target's series (see `remember_heads`); without one a module-wide cache of bounded size is used.
+    `order`, when given, receives one entry per sample line in body order: its Sample, or None where
+    the line was skipped as unwanted.
     """
     text, truncated = _decode(data)
     lines = text.split("\n")
@@ -66,13 +69,108 @@ def parse(
         lines.pop()
     builder = _FamilyBuilder(openmetrics, keep)
     try:
-        _read_lines(lines, builder, _HEADS if heads is None else heads)
+        _read_lines(lines, builder, _HEADS if heads is None else heads, order)
     except ParseError as error:
         # Only a final line without its newline may be cut short; nothing was added for it.
         if complete or error.line != len(lines):
             raise
         truncated = 1
     return ParseResult(builder.families(), truncated)
+
+
+class BodyReader:
+    """One target's parser, which remembers the shape of the last body it read: every byte of it but
+    the sample values. A target's next body usually has the same shape (the same series, HELP and TYPE
+    lines, only new numbers), and then reading it costs one regular-expression split and a float per
+    sample, instead of a parse: the families are made again from the last ones with the new values.
+    A body of any other shape is parsed in full, and its shape remembered for the next one.
+    """
+
+    __slots__ = ("heads", "_shape")
+
+    def __init__(self) -> None:
+        #: Parsed series heads, for `parse` (see `remember_heads`).
+        self.heads: dict[str, tuple[str, dict[str, str]]] = {}
+        self._shape: _Shape | None = None
+
+    def parse(self, data: bytes, *, openmetrics: bool = False, keep: Callable[[str], bool] | None = None) -> ParseResult:
+        """As `parse` would; `keep` must be the same on every call (it is part of what is remembered)."""
+        # Exemplars put a second value on a line, which the split would read as the line's own.
+        parts = None if openmetrics and b"# {" in data else _PLAIN_SAMPLE.split(b"\n" + data)
+        shape = self._shape
+        if parts is not None and shape is not None and shape.openmetrics == openmetrics:
+            again = shape.again(parts)
+            if again is not None:
+                return again
+        order: list[Sample | None] = []
+        result = parse(data, openmetrics=openmetrics, keep=keep, heads=self.heads, order=order)
+        remember_heads(self.heads, len(order))
+        self._shape = _Shape.of(parts, order, result, openmetrics) if parts is not None else None
+        return result
+
+
+#: A sample line as nearly every server writes it: `name` or `name{labels}`, one blank, the value (ASCII
+#: without `_`, as Go's ParseFloat reads it), the end of the line (or body). A line with a timestamp, an exemplar or
+#: blanks elsewhere does not match, and that keeps its body off the fast path.
+_PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`-~]+)\r?(?=\n|\Z)")
+
+
+class _Shape:
+    """A body with its sample values taken out, and how to make its families again with new values."""
+
+    __slots__ = ("openmetrics", "between", "series", "families", "truncated")
+
+    def __init__(self, openmetrics: bool, between: list[bytes], series: list[bytes], families: list, truncated: int):
+        self.openmetrics = openmetrics
+        self.between = between  # the text between sample lines: comments, blanks, and the rest
+        self.series = series  # `name{labels}` of each sample line, as written
+        #: per family: (name, type, help, unit, shape, sample names, labels, keys, line numbers of its values)
+        self.families = families
+        self.truncated = truncated
+
+    @classmethod
+    def of(cls, parts: list[bytes], order: list[Sample | None], result: ParseResult, openmetrics: bool) -> _Shape | None:
+        """The shape of a body just parsed into `result`, or None if the split did not find exactly the
+        sample lines the parser read, each with the value the parser read (then there is no fast path)."""
+        values = parts[2::3]
+        if len(values) != len(order):
+            return None
+        line_of: dict[int, int] = {}
+        for number, (text, sample) in enumerate(zip(values, order)):
+            if sample is None:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+            if value != sample.value and not (value != value and sample.value != sample.value):
+                return None
+            line_of[id(sample)] = number
+        families = []
+        for family in result.families:
+            lines = [line_of.get(id(sample)) for sample in family.samples]
+            if None in lines:
+                return None
+            families.append((
+                family.name, family.type, family.help, family.unit, shape_of(family),
+                [sample.name for sample in family.samples], [sample.labels for sample in family.samples],
+                [sample.key for sample in family.samples], lines,
+            ))
+        return cls(openmetrics, parts[0::3], parts[1::3], families, result.truncated_lines)
+
+    def again(self, parts: list[bytes]) -> ParseResult | None:
+        """The families of a body split into `parts`, if it has this shape; else None."""
+        if parts[1::3] != self.series or parts[0::3] != self.between:
+            return None
+        try:
+            values = list(map(float, parts[2::3]))
+        except ValueError:
+            return None  # not a number: the parser says where
+        families = []
+        for name, kind, help_text, unit, shape, names, labels, keys, lines in self.families:
+            samples = list(map(Sample, names, labels, [values[line] for line in lines], keys))
+            families.append(Family(name, kind, help_text, unit, samples, shape))
+        return ParseResult(families, self.truncated)
 
 
 class _Malformed(Exception):
@@ -141,7 +239,7 @@ def remember_heads(heads: dict, samples: int) -> None:
         heads.clear()
 
 
-def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict) -> None:
+def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: list | None = None) -> None:
     """The hot loop: each sample joins the current family when its name fits, else the family named after it."""
     label_names: dict[str, str] = {}
     allowed, append = builder.allowed, builder.append
@@ -155,9 +253,13 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict) -> None:
                     if named is not None:
                         if named.group() in allowed:
                             if append is _discard:
+                                if order is not None:
+                                    order.append(None)
                                 continue
                         elif not builder.wants(named.group()):
                             allowed, append = builder.enter_sample_family(named.group())  # as parsing would
+                            if order is not None:
+                                order.append(None)
                             continue
                 head, _, value_text = line.rpartition(" ")
                 known = heads.get(head) or _read_head(head, label_names, heads)
@@ -173,6 +275,8 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict) -> None:
                     if sample.name not in allowed:
                         allowed, append = builder.enter_sample_family(sample.name)
                     append(sample)
+                    if order is not None:
+                        order.append(None if append is _discard else sample)
                     continue
                 line = line.strip()  # blank, or a comment indented with blanks
             if line.startswith("#"):

@@ -17,11 +17,13 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 
 from exporter.events import EVENTS
 from exporter.exposition import prerender
-from exporter.normalize import SeriesCache, normalize
+from exporter.family import Family
+from exporter.normalize import Normalized, SeriesCache, normalize
 from exporter.redact import scrub, secret_values
 from exporter.relabel import Relabeler
 from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
+from exporter.template import Template, shapes, values_of
 from exporter.unify import Unifier
 
 log = structlog.get_logger("exporter.scheduler")
@@ -51,6 +53,8 @@ class TargetPoller:
         self.unifier = Unifier(target)
         self._series = SeriesCache()
         self.relabel = Relabeler(target.metric_relabel_configs)
+        self._template: Template | None = None
+        self._template_failed = False
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 
@@ -90,11 +94,7 @@ class TargetPoller:
         try:
             payload = await retrying(attempt_once)
             unified = self.unifier.apply(payload.families)
-            normalized = self.relabel(
-                normalize(
-                    unified.families, target=target.name, labels=target.labels, prefix=target.prefix or "", cache=self._series
-                )
-            )
+            normalized = self._serve(unified.families)
         except SourceError as exc:
             return self._publish_failure(previous, exc, wall, started, attempts)
         except Exception as exc:  # a bug in a source must not end the target's task
@@ -127,6 +127,30 @@ class TargetPoller:
             )
         )
         return self._snapshot
+
+    def _serve(self, families: list[Family]) -> Normalized:
+        """A poll's families as we serve them: filled into the last poll's template when only their
+        values changed, else normalized, relabeled and rendered (and made the template for the next)."""
+        template = self._template
+        shapes_now = shapes(families)
+        if template is not None and template.shapes == shapes_now:
+            return template.fill(values_of(families))
+        normalized = self._stages(families)
+        prerender(normalized.families)
+        try:
+            self._template = Template.of(families, self._stages, normalized)
+        except Exception:  # a bug here must cost speed, never a poll
+            self._template = None
+            if not self._template_failed:
+                self._template_failed = True
+                log.exception("could not remember this poll's output; polls of this target take the long way", target=self.target.name)
+        return normalized
+
+    def _stages(self, families: list[Family]) -> Normalized:
+        target = self.target
+        return self.relabel(
+            normalize(families, target=target.name, labels=target.labels, prefix=target.prefix or "", cache=self._series)
+        )
 
     def _publish_failure(
         self, previous: Snapshot, error: SourceError, wall: float, started: float, attempts: int

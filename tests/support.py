@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from pathlib import Path
@@ -41,3 +42,21 @@ def require_tool(name: str) -> str:
     if os.environ.get("INFERENCE_EXPORTER_REQUIRE_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def with_values_moved(body: bytes, step: int) -> bytes:
+    """The body with every finite sample value raised by `step`: what a live server's next answer looks
+    like (counters and bucket counts grow, gauges move) with the same series and metadata."""
+    if not step:
+        return body
+    lines = body.decode().split("\n")
+    for number, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            head, space, value = line.rpartition(" ")
+            try:
+                moved = float(value) + step
+            except ValueError:
+                continue
+            if space and math.isfinite(moved):
+                lines[number] = f"{head} {moved!r}"
+    return "\n".join(lines).encode()

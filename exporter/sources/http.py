@@ -15,7 +15,7 @@ from yarl import URL
 from exporter import __version__
 from exporter.family_filter import family_filter
 from exporter.fields import ByteSize, ReadableFile, read_secret
-from exporter.parse import ParseError, is_openmetrics, parse, remember_heads
+from exporter.parse import BodyReader, ParseError, is_openmetrics
 from exporter.redact import redact_url
 from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 
@@ -142,8 +142,8 @@ class HTTPSource:
         self._shared = shared
         self._tls: tuple[tuple[float, ...], ssl.SSLContext] | None = None
         self._keep = family_filter(target.allow_families, target.deny_families)
-        #: This target's parsed series heads, from poll to poll (see exporter.parse.remember_heads).
-        self._heads: dict = {}
+        #: This target's parser: it remembers the last body's series, so the next costs little more than its values.
+        self._reader = BodyReader()
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
 
     def _request_headers(self) -> dict[str, str]:
@@ -197,8 +197,7 @@ class HTTPSource:
             raise _client_error(url, exc) from None
 
         try:
-            result = parse(body, openmetrics=is_openmetrics(content_type), keep=self._keep, heads=self._heads)
-            remember_heads(self._heads, sum(len(family.samples) for family in result.families))
+            result = self._reader.parse(body, openmetrics=is_openmetrics(content_type), keep=self._keep)
         except ParseError as exc:
             raise SourceError("parse", f"{url}: {exc}", raw=bytes(body[:RAW_KEEP])) from None
         limit = self.target.sample_limit

@@ -1,0 +1,178 @@
+"""A poll served by filling its values into the last poll's output, when nothing but the values changed.
+
+A target's families usually keep their shape from one poll to the next: the same names, types, HELP
+and series, new numbers. Normalizing, relabeling and rendering depend on the shape alone, and carry each
+value through unchanged, so their output for one poll says where every value of the next one goes.
+A Template is that output with the values left out. It is made by running the stages once more on the
+same families with each value replaced by its own position (0.0, 1.0, 2.0, ...), so that every value
+served tells which upstream value it was; then it is checked by filling in the real values, which must
+give back exactly what the stages made. A stage that ever computed a value would fail that check and
+simply go without a template.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Callable, Sequence
+
+from prometheus_client.samples import Sample as PromSample
+
+from exporter.exposition import _OUTSIDE_SUFFIXES, _Chunks, chunks, go_floats, series_head
+from exporter.family import Family, Sample, shape_of
+from exporter.normalize import Normalized, SeriesFamily
+
+__all__ = ["Template", "shapes", "values_of"]
+
+
+def shapes(families: Sequence[Family]) -> tuple:
+    """Everything about a poll's families but their values (see exporter.family.shape_of)."""
+    return tuple(shape_of(family) for family in families)
+
+
+def values_of(families: Sequence[Family]) -> list[float]:
+    """Every sample value of a poll's families, in order: what a template is filled with."""
+    return [sample.value for family in families for sample in family.samples]
+
+
+_NONE = itertools.repeat(None)
+
+
+def _picker(positions: list[int]) -> Callable[[Sequence], tuple]:
+    """A C-speed `lambda seq: tuple(seq[i] for i in positions)`."""
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda seq: (seq[only],)
+    if not positions:
+        return lambda seq: ()
+    return operator.itemgetter(*positions)
+
+
+class _Text:
+    """Sample lines less their values, and where each family's piece of them starts and ends: filled
+    in by one join for the whole poll, encoded once, and cut into pieces per family."""
+
+    def __init__(self, pieces: list[list[str]], order: list[int]):
+        heads = [head for piece in pieces for head in piece]
+        #: what comes before each value (the line's head, after the last line's newline), and the end
+        self._fixed = [heads[0], *("\n" + head for head in heads[1:]), "\n"] if heads else [""]
+        self._count = len(order)
+        self._order = _picker(order) if order != list(range(len(order))) else None
+        #: per piece: (its lines' bytes less their values, index of its first value, index after its last)
+        self._bounds = []
+        first = 0
+        for piece in pieces:
+            fixed = sum(len(head.encode()) + 1 for head in piece)
+            self._bounds.append((fixed, first, first + len(piece)))
+            first += len(piece)
+
+    def cut(self, texts: Sequence[str]) -> list[bytes]:
+        """Each piece's bytes with these value texts (given in the order of the values, not the lines)."""
+        if self._order is not None:
+            texts = self._order(texts)
+        elif len(texts) != self._count:
+            texts = texts[: self._count]  # the first values only
+        parts = [""] * (2 * len(texts) + 1)
+        parts[0::2], parts[1::2] = self._fixed, texts
+        whole = "".join(parts).encode()
+        ends = list(itertools.accumulate(map(len, texts), initial=0))
+        out, at = [], 0
+        for fixed, first, last in self._bounds:
+            size = fixed + ends[last] - ends[first]
+            out.append(whole[at : at + size])
+            at += size
+        return out
+
+
+class _FamilyTemplate:
+    """One served family without its values: its name, type and HELP, and its samples' place in the poll."""
+
+    __slots__ = ("name", "type", "help", "first", "last", "moved")
+
+    def __init__(self, family: SeriesFamily, first: int, last: int, moved: list[str]):
+        self.name, self.type, self.help = family.name, family.type, family.help
+        self.first, self.last = first, last  # its samples among all the poll's served samples
+        #: the suffixes the classic text format moves out of the family, in the order it writes them
+        self.moved = moved
+
+
+class Template:
+    """What one poll's families became, without the values: `fill` serves a poll of the same shapes."""
+
+    __slots__ = ("shapes", "_families", "_dropped", "_pick", "_names", "_labels", "_openmetrics", "_text")
+
+    def __init__(self, shapes_: tuple, served: list[tuple[SeriesFamily, list[int]]], dropped: dict[str, int]):
+        self.shapes = shapes_
+        self._dropped = dropped
+        self._families: list[_FamilyTemplate] = []
+        takes: list[int] = []
+        self._names: list[str] = []
+        self._labels: list[dict[str, str]] = []
+        openmetrics: list[list[str]] = []
+        text: list[list[str]] = []
+        text_order: list[int] = []
+        for family, family_takes in served:
+            first = len(takes)
+            takes += family_takes
+            self._names += [sample.name for sample in family.samples]
+            self._labels += [sample.labels for sample in family.samples]
+            heads = family.rendered.get("heads") or [series_head(s.name, s.labels) for s in family.samples]
+            openmetrics.append(heads)
+            # The classic text format: samples with these suffixes go after the family, one piece per suffix.
+            inside, outside = [], {}
+            for index, sample in enumerate(family.samples):
+                suffix = sample.name[len(family.name):]
+                (outside.setdefault(suffix, []) if suffix in _OUTSIDE_SUFFIXES else inside).append(index)
+            if outside:
+                for positions in (inside, *outside.values()):
+                    text.append([heads[i] for i in positions])
+                    text_order += [first + i for i in positions]
+            self._families.append(_FamilyTemplate(family, first, len(takes), list(outside)))
+        self._pick = _picker(takes)
+        self._openmetrics = _Text(openmetrics, list(range(len(takes))))
+        self._text = _Text(text, text_order) if text else None
+
+
+    @classmethod
+    def of(
+        cls, families: Sequence[Family], stages: Callable[[list[Family]], Normalized], made: Normalized
+    ) -> Template | None:
+        """The template of `made`, which `stages` made from `families`; None where the stages did more
+        than carry values through (then each poll of this shape goes through the stages)."""
+        tagged, position = [], 0
+        for family in families:
+            samples = [Sample(s.name, s.labels, float(position + i), s.key) for i, s in enumerate(family.samples)]
+            position += len(samples)
+            tagged.append(Family(family.name, family.type, family.help, family.unit, samples))
+        served = []
+        for family in stages(tagged).families:
+            takes = [int(sample.value) for sample in family.samples]
+            if any(take != sample.value or not 0 <= take < position for take, sample in zip(takes, family.samples)):
+                return None
+            served.append((family, takes))
+        template = cls(shapes(families), served, dict(made.dropped))
+        again = template.fill(values_of(families))
+        if again.families != made.families or any(
+            a.rendered["chunks"].openmetrics != chunks(b).openmetrics for a, b in zip(again.families, made.families)
+        ):
+            return None
+        return template
+
+    def fill(self, values: list[float]) -> Normalized:
+        """The output of a poll whose families have this template's shapes, from their values."""
+        served = self._pick(values)
+        samples = tuple(map(tuple.__new__, itertools.repeat(PromSample), zip(self._names, self._labels, served, _NONE, _NONE, _NONE)))
+        texts = go_floats(served)
+        openmetrics = self._openmetrics.cut(texts)
+        text = iter(self._text.cut(texts)) if self._text is not None else None
+        families = []
+        for template, chunk in zip(self._families, openmetrics):
+            family = SeriesFamily(template.name, template.type, template.help, samples[template.first : template.last])
+            if template.moved:
+                inside, outside = next(text), {suffix: next(text) for suffix in template.moved}
+            else:
+                inside, outside = chunk, {}
+            family.rendered["chunks"] = _Chunks.made(inside, outside, chunk)
+            families.append(family)
+        return Normalized(tuple(families), dict(self._dropped))
+
