@@ -83,29 +83,38 @@ class BodyReader:
     the sample values. A target's next body usually has the same shape (the same series, HELP and TYPE
     lines, only new numbers), and then reading it costs one regular-expression split and a float per
     sample, instead of a parse: the families are made again from the last ones with the new values.
-    A body of any other shape is parsed in full, and its shape remembered for the next one.
+    A body of any other shape is parsed in full. What makes a shape reusable is worked out when a
+    second body of it comes, so a target whose series change every poll pays nothing for it.
     """
 
-    __slots__ = ("heads", "_shape")
+    __slots__ = ("heads", "_shape", "_last")
 
     def __init__(self) -> None:
         #: Parsed series heads, for `parse` (see `remember_heads`).
         self.heads: dict[str, tuple[str, dict[str, str]]] = {}
         self._shape: _Shape | None = None
+        #: The last body parsed in full: (openmetrics, its split, its sample lines' Samples, its result)
+        self._last: tuple | None = None
 
     def parse(self, data: bytes, *, openmetrics: bool = False, keep: Callable[[str], bool] | None = None) -> ParseResult:
         """As `parse` would; `keep` must be the same on every call (it is part of what is remembered)."""
         # Exemplars put a second value on a line, which the split would read as the line's own.
         parts = None if openmetrics and b"# {" in data else _PLAIN_SAMPLE.split(b"\n" + data)
-        shape = self._shape
-        if parts is not None and shape is not None and shape.openmetrics == openmetrics:
-            again = shape.again(parts)
-            if again is not None:
-                return again
+        if parts is not None:
+            shape = self._shape
+            last = self._last
+            if (shape is None or shape.openmetrics != openmetrics) and last is not None and last[0] == openmetrics:
+                shape = self._shape = _Shape.of(*last[1:], openmetrics) if _Shape.fits(last[1], parts) else None
+                self._last = None
+            if shape is not None and shape.openmetrics == openmetrics:
+                again = shape.again(parts)
+                if again is not None:
+                    return again
         order: list[Sample | None] = []
         result = parse(data, openmetrics=openmetrics, keep=keep, heads=self.heads, order=order)
         remember_heads(self.heads, len(order))
-        self._shape = _Shape.of(parts, order, result, openmetrics) if parts is not None else None
+        self._shape = None
+        self._last = (openmetrics, parts, order, result) if parts is not None else None
         return result
 
 
@@ -157,6 +166,11 @@ class _Shape:
                 [sample.key for sample in family.samples], lines,
             ))
         return cls(openmetrics, parts[0::3], parts[1::3], families, result.truncated_lines)
+
+    @staticmethod
+    def fits(last: list[bytes], parts: list[bytes]) -> bool:
+        """Whether two bodies split into `last` and `parts` have the same shape."""
+        return len(last) == len(parts) and last[1::3] == parts[1::3] and last[0::3] == parts[0::3]
 
     def again(self, parts: list[bytes]) -> ParseResult | None:
         """The families of a body split into `parts`, if it has this shape; else None."""

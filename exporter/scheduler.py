@@ -16,14 +16,13 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
 from exporter.events import EVENTS
-from exporter.exposition import prerender
 from exporter.family import Family
 from exporter.normalize import Normalized, SeriesCache, normalize
 from exporter.redact import scrub, secret_values
 from exporter.relabel import Relabeler
 from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
-from exporter.template import Template, shapes, values_of
+from exporter.template import Serving
 from exporter.unify import Unifier
 
 log = structlog.get_logger("exporter.scheduler")
@@ -53,8 +52,8 @@ class TargetPoller:
         self.unifier = Unifier(target)
         self._series = SeriesCache()
         self.relabel = Relabeler(target.metric_relabel_configs)
-        self._template: Template | None = None
-        self._template_failed = False
+        #: This target's families -> what we serve, through the last poll's template when only values changed.
+        self._serve = Serving(self._stages, target.name)
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 
@@ -104,7 +103,6 @@ class TargetPoller:
         dropped = dict(previous.dropped)
         for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
             dropped[reason] = dropped.get(reason, 0) + count
-        prerender(normalized.families)
         if previous.up is False:
             log.info("target is up again", target=target.name, samples=normalized.sample_count)
         self._snapshot = self.store.publish(
@@ -127,24 +125,6 @@ class TargetPoller:
             )
         )
         return self._snapshot
-
-    def _serve(self, families: list[Family]) -> Normalized:
-        """A poll's families as we serve them: filled into the last poll's template when only their
-        values changed, else normalized, relabeled and rendered (and made the template for the next)."""
-        template = self._template
-        shapes_now = shapes(families)
-        if template is not None and template.shapes == shapes_now:
-            return template.fill(values_of(families))
-        normalized = self._stages(families)
-        prerender(normalized.families)
-        try:
-            self._template = Template.of(families, self._stages, normalized)
-        except Exception:  # a bug here must cost speed, never a poll
-            self._template = None
-            if not self._template_failed:
-                self._template_failed = True
-                log.exception("could not remember this poll's output; polls of this target take the long way", target=self.target.name)
-        return normalized
 
     def _stages(self, families: list[Family]) -> Normalized:
         target = self.target

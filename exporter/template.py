@@ -16,13 +16,16 @@ import itertools
 import operator
 from collections.abc import Callable, Sequence
 
+import structlog
 from prometheus_client.samples import Sample as PromSample
 
-from exporter.exposition import _OUTSIDE_SUFFIXES, _Chunks, chunks, go_floats, series_head
+from exporter.exposition import _OUTSIDE_SUFFIXES, _Chunks, chunks, go_floats, prerender, series_head
 from exporter.family import Family, Sample, shape_of
 from exporter.normalize import Normalized, SeriesFamily
 
-__all__ = ["Template", "shapes", "values_of"]
+log = structlog.get_logger("exporter.template")
+
+__all__ = ["Serving", "Template", "shapes", "values_of"]
 
 
 def shapes(families: Sequence[Family]) -> tuple:
@@ -176,3 +179,36 @@ class Template:
             families.append(family)
         return Normalized(tuple(families), dict(self._dropped))
 
+
+class Serving:
+    """One target's families -> what we serve: filled into the last poll's template when only the
+    values changed, else through `stages` and rendered (and that poll becomes the template)."""
+
+    def __init__(self, stages: Callable[[list[Family]], Normalized], target: str = ""):
+        self._stages = stages
+        self._target = target
+        self.template: Template | None = None
+        #: The shapes of the last poll that went the long way: a template is made when the next has
+        #: them too, so that a target whose series change every poll never pays for making one.
+        self._last_shapes: tuple | None = None
+        self._failed = False
+
+    def __call__(self, families: list[Family]) -> Normalized:
+        template = self.template
+        now = shapes(families)
+        if template is not None and template.shapes == now:
+            return template.fill(values_of(families))
+        normalized = self._stages(families)
+        prerender(normalized.families)
+        self.template = None
+        if now != self._last_shapes:
+            self._last_shapes = now
+            return normalized
+        try:
+            self.template = Template.of(families, self._stages, normalized)
+        except Exception:  # a bug here must cost speed, never a poll
+            self.template = None
+            if not self._failed:
+                self._failed = True
+                log.exception("could not remember this poll's output; polls of this target take the long way", target=self._target)
+        return normalized

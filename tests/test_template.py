@@ -21,7 +21,7 @@ from exporter.parse import BodyReader, ParseError, parse
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
-from exporter.template import Template, values_of
+from exporter.template import Serving, Template, values_of
 from support import fixture_files, with_values_moved
 
 FIXTURES = fixture_files()
@@ -91,7 +91,7 @@ async def test_a_poll_with_new_values_is_served_as_a_first_poll_of_that_body_wou
         assert reused.up, reused.last_error
         # Every fixture takes the shortcuts: the reader kept its shape, and the poller a template.
         assert steady.source._reader._shape is not None
-        assert steady._template is not None
+        assert steady._serve.template is not None
         fresh, fresh_shared = poller_for(body.url, CONFIGS[config])
         try:
             first = await fresh.poll()
@@ -228,3 +228,34 @@ async def test_series_that_appear_and_go_between_polls_are_served_as_they_come(b
     assert "queue_length" in [f.name for f in grown.families]
     assert [s.labels["code"] for f in shrunk.families if f.name == "requests" for s in f.samples] == ["200"]
     assert [s.value for f in shrunk.families if f.name == "temp_celsius" for s in f.samples] == [21.5]
+
+
+def test_a_template_is_made_once_a_second_poll_has_the_same_shapes_and_never_for_churning_series():
+    calls = []
+
+    def stages(families):
+        calls.append(len(families))
+        return normalize(families, target="t")
+
+    def poll(serving, value, series="a"):
+        return serving([Family("x", "gauge", "X.", samples=[Sample("x", {"id": series}, value)])])
+
+    steady = Serving(stages)
+    outputs = [poll(steady, float(value)) for value in range(4)]
+    # first poll: the stages once; second: again, and once more to make the template; then none
+    assert len(calls) == 3 and steady.template is not None
+    assert [family.samples[0].value for out in outputs for family in out.families] == [0.0, 1.0, 2.0, 3.0]
+
+    calls.clear()
+    churning = Serving(stages)
+    for number in range(4):
+        poll(churning, 1.0, series=f"request-{number}")  # a new series every poll
+    assert len(calls) == 4 and churning.template is None
+
+
+def test_bodies_that_alternate_between_two_shapes_read_right_every_time():
+    reader = BodyReader()
+    other = BASE + b'requests_total{code="404"} 3\n'
+    for step in range(6):
+        body = with_values_moved(BASE if step % 2 else other, step)
+        assert plain(reader.parse(body)) == plain(parse(body))
