@@ -391,6 +391,10 @@ class SeriesCache:
         self._used_shapes[family.name] = known
         return known[1]
 
+    def clear(self) -> None:
+        """Forget everything: when polls are served from a template, this is memory nobody reads."""
+        self.__init__()
+
     def rotate(self) -> None:
         self._entries, self._used = self._used, {}
         self._shapes, self._used_shapes = self._used_shapes, {}

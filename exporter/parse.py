@@ -106,6 +106,8 @@ class BodyReader:
             if (shape is None or shape.openmetrics != openmetrics) and last is not None and last[0] == openmetrics:
                 shape = self._shape = _Shape.of(*last[1:], openmetrics) if _Shape.fits(last[1], parts) else None
                 self._last = None
+                if shape is not None:
+                    self.heads.clear()  # only a full parse reads them, and the shape has what they had
             if shape is not None and shape.openmetrics == openmetrics:
                 again = shape.again(parts)
                 if again is not None:

@@ -53,7 +53,7 @@ class TargetPoller:
         self._series = SeriesCache()
         self.relabel = Relabeler(target.metric_relabel_configs)
         #: This target's families -> what we serve, through the last poll's template when only values changed.
-        self._serve = Serving(self._stages, target.name)
+        self._serve = Serving(self._stages, target.name, forget=self._series.clear)
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 

@@ -184,9 +184,13 @@ class Serving:
     """One target's families -> what we serve: filled into the last poll's template when only the
     values changed, else through `stages` and rendered (and that poll becomes the template)."""
 
-    def __init__(self, stages: Callable[[list[Family]], Normalized], target: str = ""):
+    def __init__(
+        self, stages: Callable[[list[Family]], Normalized], target: str = "", forget: Callable[[], None] | None = None
+    ):
         self._stages = stages
         self._target = target
+        #: Called once a template is made: lets the stages drop per-series caches only the long way reads.
+        self._forget = forget
         self.template: Template | None = None
         #: The shapes of the last poll that went the long way: a template is made when the next has
         #: them too, so that a target whose series change every poll never pays for making one.
@@ -206,6 +210,10 @@ class Serving:
             return normalized
         try:
             self.template = Template.of(families, self._stages, normalized)
+            if self.template is not None:
+                self._last_shapes = None  # the template has them
+                if self._forget is not None:
+                    self._forget()
         except Exception:  # a bug here must cost speed, never a poll
             self.template = None
             if not self._failed:
