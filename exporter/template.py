@@ -87,14 +87,53 @@ class _Text:
         return out
 
 
+class _Samples(Sequence):
+    """A filled family's samples, made when someone reads them: a scrape reads the rendered text, and
+    only the prometheus_client collector path (`once`, registries) reads samples."""
+
+    __slots__ = ("_names", "_labels", "_values", "_made")
+
+    def __init__(self, names: list[str], labels: list[dict[str, str]], values: Sequence[float]):
+        self._names, self._labels, self._values = names, labels, values
+        self._made: tuple[PromSample, ...] | None = None
+
+    def _all(self) -> tuple[PromSample, ...]:
+        made = self._made
+        if made is None:
+            made = self._made = tuple(
+                map(tuple.__new__, itertools.repeat(PromSample), zip(self._names, self._labels, self._values, _NONE, _NONE, _NONE))
+            )
+        return made
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, index):
+        return self._all()[index]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        return self._all() == (other._all() if isinstance(other, _Samples) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 class _FamilyTemplate:
     """One served family without its values: its name, type and HELP, and its samples' place in the poll."""
 
-    __slots__ = ("name", "type", "help", "first", "last", "moved")
+    __slots__ = ("name", "type", "help", "first", "last", "moved", "names", "labels")
 
     def __init__(self, family: SeriesFamily, first: int, last: int, moved: list[str]):
         self.name, self.type, self.help = family.name, family.type, family.help
         self.first, self.last = first, last  # its samples among all the poll's served samples
+        self.names = [sample.name for sample in family.samples]
+        self.labels = [sample.labels for sample in family.samples]
         #: the suffixes the classic text format moves out of the family, in the order it writes them
         self.moved = moved
 
@@ -102,23 +141,19 @@ class _FamilyTemplate:
 class Template:
     """What one poll's families became, without the values: `fill` serves a poll of the same shapes."""
 
-    __slots__ = ("shapes", "_families", "_dropped", "_pick", "_names", "_labels", "_openmetrics", "_text")
+    __slots__ = ("shapes", "_families", "_dropped", "_pick", "_openmetrics", "_text")
 
     def __init__(self, shapes_: tuple, served: list[tuple[SeriesFamily, list[int]]], dropped: dict[str, int]):
         self.shapes = shapes_
         self._dropped = dropped
         self._families: list[_FamilyTemplate] = []
         takes: list[int] = []
-        self._names: list[str] = []
-        self._labels: list[dict[str, str]] = []
         openmetrics: list[list[str]] = []
         text: list[list[str]] = []
         text_order: list[int] = []
         for family, family_takes in served:
             first = len(takes)
             takes += family_takes
-            self._names += [sample.name for sample in family.samples]
-            self._labels += [sample.labels for sample in family.samples]
             heads = family.rendered.get("heads") or [series_head(s.name, s.labels) for s in family.samples]
             openmetrics.append(heads)
             # The classic text format: samples with these suffixes go after the family, one piece per suffix.
@@ -164,13 +199,15 @@ class Template:
     def fill(self, values: list[float]) -> Normalized:
         """The output of a poll whose families have this template's shapes, from their values."""
         served = self._pick(values)
-        samples = tuple(map(tuple.__new__, itertools.repeat(PromSample), zip(self._names, self._labels, served, _NONE, _NONE, _NONE)))
         texts = go_floats(served)
         openmetrics = self._openmetrics.cut(texts)
         text = iter(self._text.cut(texts)) if self._text is not None else None
         families = []
         for template, chunk in zip(self._families, openmetrics):
-            family = SeriesFamily(template.name, template.type, template.help, samples[template.first : template.last])
+            family = SeriesFamily(
+                template.name, template.type, template.help,
+                _Samples(template.names, template.labels, served[template.first : template.last]),
+            )
             if template.moved:
                 inside, outside = next(text), {suffix: next(text) for suffix in template.moved}
             else:
