@@ -56,9 +56,8 @@ class _Text:
     in by one join for the whole poll, encoded once, and cut into pieces per family."""
 
     def __init__(self, pieces: list[list[str]], order: list[int]):
-        heads = [head for piece in pieces for head in piece]
-        #: what comes before each value (the line's head, after the last line's newline), and the end
-        self._fixed = [heads[0], *("\n" + head for head in heads[1:]), "\n"] if heads else [""]
+        #: each line's head (the same strings the other _Text of a template holds: no copies)
+        self._heads = [head for piece in pieces for head in piece]
         self._count = len(order)
         self._order = _picker(order) if order != list(range(len(order))) else None
         #: per piece: (its lines' bytes less their values, index of its first value, index after its last)
@@ -75,8 +74,8 @@ class _Text:
             texts = self._order(texts)
         elif len(texts) != self._count:
             texts = texts[: self._count]  # the first values only
-        parts = [""] * (2 * len(texts) + 1)
-        parts[0::2], parts[1::2] = self._fixed, texts
+        parts = ["\n"] * (3 * len(texts))  # head, value, newline for each line
+        parts[0::3], parts[1::3] = self._heads, texts
         whole = "".join(parts).encode()
         ends = list(itertools.accumulate(map(len, texts), initial=0))
         out, at = [], 0
