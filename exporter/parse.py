@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -315,7 +316,7 @@ def _read_head(head: str, label_names: dict[str, str], heads: dict) -> tuple[str
             return None
         known: tuple[str, dict[str, str]] = (head, {})
     else:
-        name = head[:brace]
+        name = sys.intern(head[:brace])  # one string per metric name, not one per series
         if not head.endswith("}") or not _METRIC_NAME.fullmatch(name):
             return None
         if "\\" in head:
@@ -340,7 +341,7 @@ def _read_plain_labels(body: str, label_names: dict[str, str]) -> dict[str, str]
     pieces = body.split('"')
     if not len(pieces) & 1:
         return None  # an odd number of quotes: a value is not closed
-    values = pieces[1::2]
+    values = list(map(sys.intern, pieces[1::2]))  # values repeat across series (`le`, model names)
     if not values:
         return {} if not body or body.isspace() else None
     separators = pieces[0::2]

@@ -22,6 +22,7 @@ from prometheus_client.samples import Sample as PromSample
 from exporter.exposition import _OUTSIDE_SUFFIXES, _Chunks, chunks, go_floats, prerender, series_head
 from exporter.family import Family, Sample, shape_of
 from exporter.normalize import Normalized, SeriesFamily
+from exporter.parse import parse
 
 log = structlog.get_logger("exporter.template")
 
@@ -36,9 +37,6 @@ def shapes(families: Sequence[Family]) -> tuple:
 def values_of(families: Sequence[Family]) -> list[float]:
     """Every sample value of a poll's families, in order: what a template is filled with."""
     return [sample.value for family in families for sample in family.samples]
-
-
-_NONE = itertools.repeat(None)
 
 
 def _picker(positions: list[int]) -> Callable[[Sequence], tuple]:
@@ -87,20 +85,23 @@ class _Text:
 
 
 class _Samples(Sequence):
-    """A filled family's samples, made when someone reads them: a scrape reads the rendered text, and
-    only the prometheus_client collector path (`once`, registries) reads samples."""
+    """A filled family's samples as prometheus_client Samples, made when someone reads them: scrapes
+    read the rendered text, and only the collector path (`once`, registries) reads samples. They are
+    read back from that text, so a template keeps no labels for them."""
 
-    __slots__ = ("_names", "_labels", "_values", "_made")
+    __slots__ = ("_chunks", "_values", "_made")
 
-    def __init__(self, names: list[str], labels: list[dict[str, str]], values: Sequence[float]):
-        self._names, self._labels, self._values = names, labels, values
+    def __init__(self, chunks: _Chunks, values: Sequence[float]):
+        self._chunks, self._values = chunks, values
         self._made: tuple[PromSample, ...] | None = None
 
     def _all(self) -> tuple[PromSample, ...]:
         made = self._made
         if made is None:
+            lines: list = []
+            parse(self._chunks.openmetrics, order=lines)
             made = self._made = tuple(
-                map(tuple.__new__, itertools.repeat(PromSample), zip(self._names, self._labels, self._values, _NONE, _NONE, _NONE))
+                PromSample(line.name, line.labels, value, None, None) for line, value in zip(lines, self._values)
             )
         return made
 
@@ -126,13 +127,11 @@ class _Samples(Sequence):
 class _FamilyTemplate:
     """One served family without its values: its name, type and HELP, and its samples' place in the poll."""
 
-    __slots__ = ("name", "type", "help", "first", "last", "moved", "names", "labels")
+    __slots__ = ("name", "type", "help", "first", "last", "moved")
 
     def __init__(self, family: SeriesFamily, first: int, last: int, moved: list[str]):
         self.name, self.type, self.help = family.name, family.type, family.help
         self.first, self.last = first, last  # its samples among all the poll's served samples
-        self.names = [sample.name for sample in family.samples]
-        self.labels = [sample.labels for sample in family.samples]
         #: the suffixes the classic text format moves out of the family, in the order it writes them
         self.moved = moved
 
@@ -203,15 +202,15 @@ class Template:
         text = iter(self._text.cut(texts)) if self._text is not None else None
         families = []
         for template, chunk in zip(self._families, openmetrics):
-            family = SeriesFamily(
-                template.name, template.type, template.help,
-                _Samples(template.names, template.labels, served[template.first : template.last]),
-            )
             if template.moved:
                 inside, outside = next(text), {suffix: next(text) for suffix in template.moved}
             else:
                 inside, outside = chunk, {}
-            family.rendered["chunks"] = _Chunks.made(inside, outside, chunk)
+            rendered = _Chunks.made(inside, outside, chunk)
+            family = SeriesFamily(
+                template.name, template.type, template.help, _Samples(rendered, served[template.first : template.last])
+            )
+            family.rendered["chunks"] = rendered
             families.append(family)
         return Normalized(tuple(families), dict(self._dropped))
 

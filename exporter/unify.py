@@ -321,7 +321,7 @@ def _histograms(
     for source in sources:
         groups: dict[frozenset, dict] = defaultdict(lambda: {"buckets": {}, "count": None, "sum": None, "broken": False})
         for sample in index.samples(source.metric + "_bucket", source.match):
-            group = groups[_series_group(sample)]
+            group = groups[_without(sample.labels, "le")]
             try:
                 bound = float(sample.labels.get("le", ""))
             except ValueError:
@@ -329,9 +329,9 @@ def _histograms(
                 continue
             group["buckets"][bound if bound == INF else bound / source.divisor] = sample.value
         for sample in index.samples(source.metric + "_count", source.match):
-            groups[_series_group(sample)]["count"] = sample.value
+            groups[_without(sample.labels, "le")]["count"] = sample.value
         for sample in index.samples(source.metric + "_sum", source.match):
-            groups[_series_group(sample)]["sum"] = sample.value / source.divisor
+            groups[_without(sample.labels, "le")]["sum"] = sample.value / source.divisor
         for key, group in groups.items():
             buckets, count = group["buckets"], group["count"]
             if group["broken"] or (buckets and INF not in buckets):
@@ -347,19 +347,3 @@ def _histograms(
 def _without(labels: dict[str, str], name: str) -> frozenset:
     return frozenset(item for item in labels.items() if item[0] != name)
 
-
-def _series_group(sample: Sample) -> frozenset:
-    """The sample's labels less `le`: its histogram series. Remembered by the text the upstream wrote
-    the series with, when the parser kept it, as the same series come back every poll."""
-    key = sample.key
-    if key is None:
-        return _without(sample.labels, "le")
-    group = _GROUPS.get(key)
-    if group is None:
-        if len(_GROUPS) >= 50_000:
-            _GROUPS.clear()
-        group = _GROUPS[key] = _without(sample.labels, "le")
-    return group
-
-
-_GROUPS: dict[str, frozenset] = {}
