@@ -9,7 +9,7 @@ line for line: the same name munging, label order and escaping, and `floatToGoSt
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
@@ -100,34 +100,47 @@ def _help_text(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n")
 
 
-def render_text(merged: dict[str, list[SeriesFamily]]) -> bytes:
-    """The classic text format 0.0.4, as prometheus_client.exposition.generate_latest writes it."""
-    out: list[bytes] = []
+#: One piece of an exposition, in order: the bytes, and where a deflated twin of them may be kept
+#: (the family and the chunk's key), or None for text made by the scrape itself (HELP/TYPE lines).
+Part = tuple[bytes, SeriesFamily | None, str]
+
+
+def text_parts(merged: dict[str, list[SeriesFamily]]) -> Iterator[Part]:
+    """The classic text format 0.0.4, as prometheus_client.exposition.generate_latest writes it, in pieces."""
     for name, families in merged.items():
         first = families[0]
         kind = first.type
         served = name + "_total" if kind == "counter" else name + "_info" if kind == "info" else name
         help_text = _help_text(first.help)
-        out.append(f"# HELP {served} {help_text}\n# TYPE {served} {_TEXT_TYPES.get(kind, kind)}\n".encode())
-        moved: dict[str, list[bytes]] = {}
+        yield f"# HELP {served} {help_text}\n# TYPE {served} {_TEXT_TYPES.get(kind, kind)}\n".encode(), None, ""
+        moved: dict[str, list[tuple[bytes, SeriesFamily]]] = {}
         for family in families:
             rendered = chunks(family)
-            out.append(rendered.inside)
+            yield rendered.inside, family, "inside"
             for suffix, text in rendered.outside.items():
-                moved.setdefault(suffix, []).append(text)
+                moved.setdefault(suffix, []).append((text, family))
         for suffix in sorted(moved):
-            out.append(f"# HELP {name}{suffix} {help_text}\n# TYPE {name}{suffix} gauge\n".encode())
-            out.extend(moved[suffix])
-    return b"".join(out)
+            yield f"# HELP {name}{suffix} {help_text}\n# TYPE {name}{suffix} gauge\n".encode(), None, ""
+            for text, family in moved[suffix]:
+                yield text, family, suffix
+
+
+def openmetrics_parts(merged: dict[str, list[SeriesFamily]]) -> Iterator[Part]:
+    """OpenMetrics 1.0, as prometheus_client.openmetrics.exposition.generate_latest writes it, in pieces."""
+    for name, families in merged.items():
+        first = families[0]
+        help_text = _help_text(first.help).replace('"', r"\"")
+        yield f"# HELP {name} {help_text}\n# TYPE {name} {first.type}\n".encode(), None, ""
+        for family in families:
+            yield chunks(family).openmetrics, family, "openmetrics"
+    yield b"# EOF\n", None, ""
+
+
+def render_text(merged: dict[str, list[SeriesFamily]]) -> bytes:
+    """The classic text format 0.0.4, as prometheus_client.exposition.generate_latest writes it."""
+    return b"".join([part[0] for part in text_parts(merged)])
 
 
 def render_openmetrics(merged: dict[str, list[SeriesFamily]]) -> bytes:
     """OpenMetrics 1.0, as prometheus_client.openmetrics.exposition.generate_latest writes it."""
-    out: list[bytes] = []
-    for name, families in merged.items():
-        first = families[0]
-        help_text = _help_text(first.help).replace('"', r"\"")
-        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {first.type}\n".encode())
-        out.extend(chunks(family).openmetrics for family in families)
-    out.append(b"# EOF\n")
-    return b"".join(out)
+    return b"".join([part[0] for part in openmetrics_parts(merged)])
