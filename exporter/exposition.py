@@ -6,8 +6,8 @@ was rendered to (first time a scrape needs it), and a scrape concatenates those 
 HELP/TYPE per name. The output is what `generate_latest` and the OpenMetrics `generate_latest` write,
 line for line: the same name munging, label order and escaping, and `floatToGoString` for values.
 
-gzip works the same way. A family's large chunks are deflated once, by the first gzip scrape
-that needs them, into pieces that refer to nothing before them; a scrape writes those
+gzip works the same way. A family's large chunks are deflated once, by the poller or by the first
+gzip scrape that needs them, into pieces that refer to nothing before them; a scrape writes those
 pieces one after another in one gzip member, and deflates only the HELP/TYPE lines and small chunks
 itself (see Body).
 """
@@ -170,6 +170,8 @@ _LAST_BLOCK = zlib.compressobj(1, zlib.DEFLATED, -15).flush()
 #: handovers of the GIL (zlib.crc32 releases it for anything over 5 kB), and buffers that malloc
 #: reuses, where joining the whole 27 MB page-faulted fresh memory for 15-100 ms of a scrape.
 _CRC_RUN = 1 << 20
+#: The formats whose chunks may have deflated twins, by the key of each chunk.
+FORMATS = ("openmetrics", "text")
 
 
 def deflate(data: bytes) -> bytes:
@@ -190,6 +192,15 @@ def deflated(family: SeriesFamily, key: str, data: bytes) -> bytes:
         # Two scrapes at once may both make it (in worker threads): the same bytes either way.
         piece = twins[key] = deflate(data)
     return piece
+
+
+def _format_of(key: str) -> str:
+    return "openmetrics" if key == "openmetrics" else "text"
+
+
+def gzip_served(families: Iterable[SeriesFamily]) -> set[str]:
+    """The formats in which a gzip scrape served these families' deflated twins (a target's previous poll)."""
+    return {fmt for fmt in FORMATS if any(family.rendered.get("gzip " + fmt) for family in families)}
 
 
 def predeflate(families: Iterable[SeriesFamily], formats: Collection[str]) -> None:
@@ -216,8 +227,8 @@ class Body:
     which may run in a worker thread, does the rest in a few large calls that release the GIL, so that
     it runs beside the event loop rather than taking turns with it (each handover of the GIL to a busy
     loop can cost the thread 5 ms): joining the text; or for gzip, the CRC-32 of the text for the
-    trailer and the twins still to make (of families polled since the last gzip scrape). `size` is
-    the length of the text, uncompressed.
+    trailer and the twins still to make (of polls the poller did not deflate). `size` is the length
+    of the text, uncompressed.
 
     The gzip member is its header, then raw deflate pieces each made by a fresh compressor and ended
     by a sync flush (byte-aligned, not final, no reference to anything before it), so that pieces made
@@ -247,6 +258,7 @@ class Body:
             if family is None or len(data) < DEFLATE_ALONE or "own" in family.rendered:
                 fresh.append(data)
                 continue
+            family.rendered["gzip " + _format_of(key)] = True  # the poller's hint (see gzip_served)
             if fresh:
                 out.append(deflate(b"".join(fresh)))
                 fresh = []

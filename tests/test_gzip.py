@@ -109,12 +109,43 @@ async def test_a_new_poll_is_never_served_from_the_previous_polls_deflated_text(
         collector = Collector(store, process_metrics=False)
         for value in (0, 1000, 2000):
             await poller.poll()
+            store.scrapes += 1
             for fmt in FORMATS:
                 body, plain = gzip_of(collector, fmt)
                 assert one_member(body) == plain
                 assert f'requests_total{{path="/p007",target="changing"}} {value + 7}.0\n'.encode() in plain
             (family,) = [f for f in store.get("changing").families]
             assert set(family.rendered["deflated"]) >= {"openmetrics", "inside"}
+    finally:
+        await shared.close()
+
+
+async def test_pollers_deflate_for_gzip_scrapes_only_while_scrapes_take_their_polls(upstream):
+    """Until a first scrape, and while gzip scrapes take every poll, the poller deflates; not otherwise."""
+    from exporter.config import parse_config
+
+    vllm = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
+    config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/fixture/{vllm}'}}]\n")
+    store, shared = Store(), Shared()
+
+    def deflated_in_poller() -> set[str]:
+        return {key for family in store.get("vllm").families for key in family.rendered.get("deflated", {})}
+
+    try:
+        poller = TargetPoller(config.targets[0], store, shared)
+        await poller.poll()
+        assert deflated_in_poller() == {"openmetrics"}  # no scrape yet: ready for Prometheus's first
+        collector = Collector(store, process_metrics=False)
+        store.scrapes += 1
+        gzip_of(collector, "text")  # a gzip scrape in the text format took this poll
+        await poller.poll()
+        assert deflated_in_poller() == {"inside"}
+        await poller.poll()  # the previous poll was never scraped: left for a scrape to deflate
+        assert deflated_in_poller() == set()
+        store.scrapes += 1
+        render_openmetrics(collector.merged())  # an uncompressed scrape wants no deflated twins
+        await poller.poll()
+        assert deflated_in_poller() == set()
     finally:
         await shared.close()
 
