@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector as _Collector, CollectorRegistr
 
 from exporter import __version__
 from exporter.exposition import merge, render_openmetrics, render_text
+from exporter.normalize import SeriesFamily
 from exporter.store import Snapshot, Store
 
 SELF = "inference_exporter_"
@@ -29,8 +30,15 @@ class Collector(_Collector):
 
     def render(self, *, openmetrics: bool = False) -> bytes:
         """The whole exposition: every target's families (rendered once per poll) and our own metrics."""
-        merged = merge((snapshot.families for snapshot in self.store.snapshots()), self.own_metrics())
+        merged = self.merged()
         return render_openmetrics(merged) if openmetrics else render_text(merged)
+
+    def merged(self) -> dict[str, list[SeriesFamily]]:
+        """Every target's families and our own metrics by name, as the store holds them now.
+
+        Read it on the event loop; rendering it (exporter.exposition) may then happen in any thread,
+        since families are immutable and a poll replaces them rather than changing them."""
+        return merge((snapshot.families for snapshot in self.store.snapshots()), self.own_metrics())
 
     def own_metrics(self) -> list[Metric]:
         """The exporter's health metrics, plus this process's when asked for."""

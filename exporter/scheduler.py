@@ -16,6 +16,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
 from exporter.events import EVENTS
+from exporter.exposition import gzip_served, predeflate
 from exporter.family import Family
 from exporter.normalize import Normalized, SeriesCache, normalize
 from exporter.redact import scrub, secret_values
@@ -103,6 +104,7 @@ class TargetPoller:
         dropped = dict(previous.dropped)
         for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
             dropped[reason] = dropped.get(reason, 0) + count
+        predeflate(normalized.families, self._gzip_formats(previous))
         if previous.up is False:
             log.info("target is up again", target=target.name, samples=normalized.sample_count)
         self._snapshot = self.store.publish(
@@ -131,6 +133,19 @@ class TargetPoller:
         return self.relabel(
             normalize(families, target=target.name, labels=target.labels, prefix=target.prefix or "", cache=self._series)
         )
+
+    def _gzip_formats(self, previous: Snapshot) -> set[str]:
+        """The formats in which gzip scrapes will want this poll's families deflated, deflated here, once
+        per poll (on the event loop: ~0.3 ms per 1,000 samples), so that scrapes find them ready.
+
+        Those in which gzip scrapes took the previous poll's families: where scrapes outnumber polls,
+        as for an aggregator, every poll is scraped. Until the first scrape, OpenMetrics, which
+        Prometheus asks for. Where polls outnumber scrapes (a GPU host polled every second, scraped
+        every 15), only the poll after a scraped one is deflated here in vain; the others are left to
+        the scrape that serves them, if any."""
+        if not self.store.scrapes:
+            return {"openmetrics"}
+        return gzip_served(previous.families)
 
     def _publish_failure(
         self, previous: Snapshot, error: SourceError, wall: float, started: float, attempts: int

@@ -60,6 +60,8 @@ class Store:
         #: Whether the last config (re)load succeeded, and when one last did.
         self.config_ok = True
         self.config_loaded_at: float | None = None
+        #: /metrics scrapes served so far: until the first, pollers deflate for gzip scrapes unasked.
+        self.scrapes = 0
 
     def publish(self, snapshot: Snapshot) -> Snapshot:
         """Replace a target's snapshot. Families whose type clashes with another target's are dropped."""

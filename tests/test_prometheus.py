@@ -59,7 +59,17 @@ async def query(session, base, promql: str) -> dict[str, float]:
     return {result["metric"].get("target", ""): float(result["value"][1]) for result in data["result"]}
 
 
-async def test_prometheus_scrapes_the_daemon_and_reads_fixture_values(upstream, start_daemon, tmp_path):
+async def test_prometheus_scrapes_the_daemon_and_reads_fixture_values(upstream, start_daemon, tmp_path, monkeypatch):
+    import exporter.web
+
+    bodies: list[exporter.web.Body] = []
+
+    class Seen(exporter.web.Body):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bodies.append(self)
+
+    monkeypatch.setattr(exporter.web, "Body", Seen)
     daemon = await start_daemon(
         f"""
 defaults: {{interval: 1s, timeout: 800ms}}
@@ -87,3 +97,6 @@ targets:
         # Triton's counter has no _total upstream; Prometheus stores it under the conventional name.
         assert await query(session, base, 'nv_inference_request_success_total{model="tensorrt_llm"}') == {"triton": 0.0}
         assert await query(session, base, "inference_exporter_target_up") == {"vllm": 1.0, "triton": 1.0, "broken": 0.0}
+    # Prometheus asked for gzip, and Go's gzip reader took our member of pieces deflated apart.
+    assert bodies and all(body.gzip for body in bodies)
+    assert any(len(body.out) > 10 for body in bodies)

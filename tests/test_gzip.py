@@ -1,0 +1,186 @@
+"""/metrics gzipped from pieces deflated once per poll: always exactly the uncompressed body, to every reader."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+import exporter.exposition as exposition
+from conftest import poll_target
+from exporter.collector import Collector
+from exporter.exposition import Body, openmetrics_parts, predeflate, render_openmetrics, render_text, text_parts
+from exporter.scheduler import TargetPoller
+from exporter.sources import Shared
+from exporter.store import Store
+from exporter.web import build_app
+from support import fixture_files, require_tool
+
+FIXTURES = fixture_files()
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+FORMATS = {"openmetrics": (openmetrics_parts, render_openmetrics), "text": (text_parts, render_text)}
+
+
+def one_member(body: bytes) -> bytes:
+    """The text of a body that must be exactly one gzip member, read as Go's and Python's readers do."""
+    assert body[:3] == b"\x1f\x8b\x08"
+    reader = zlib.decompressobj(wbits=31)
+    text = reader.decompress(body) + reader.flush()
+    assert reader.eof and reader.unused_data == b""
+    assert gzip.decompress(body) == text
+    return text
+
+
+def gzip_of(collector: Collector, fmt: str) -> tuple[bytes, bytes]:
+    """(gzip body, uncompressed body) from the same merged families, as one scrape takes them."""
+    parts, render = FORMATS[fmt]
+    merged = collector.merged()
+    return Body(parts(merged), gzip=True).finish(), render(merged)
+
+
+async def fixture_store(upstream, paths) -> Store:
+    """A store of one target per fixture, polled once, without the deflated twins its poller made."""
+    store = Store()
+    for path in paths:
+        snapshot = await poll_target(f"{{name: {path.stem[:60]}, type: http, url: '{upstream.url}/fixture/{path.name}'}}")
+        for family in snapshot.families:
+            family.rendered.pop("deflated", None)
+        store.publish(snapshot)
+    return store
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("path", FIXTURES, ids=[path.stem for path in FIXTURES])
+async def test_gzip_body_is_exactly_the_uncompressed_body_for_every_fixture(upstream, path, fmt):
+    collector = Collector(await fixture_store(upstream, [path]), process_metrics=False)
+    cold, plain = gzip_of(collector, fmt)  # every deflated twin made by this scrape
+    assert one_member(cold) == plain
+    warm, _ = gzip_of(collector, fmt)  # every twin kept from the first
+    assert warm == cold
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_gzip_body_of_many_targets_mixing_kept_and_new_pieces(upstream, fmt):
+    store = await fixture_store(upstream, FIXTURES)
+    families = [family for snap in store.snapshots() for family in snap.families]
+    large = [family for family in families if len(exposition.chunks(family).openmetrics) >= exposition.DEFLATE_ALONE]
+    assert len(large) > 20  # the fixtures have chunks deflated alone, and smaller ones deflated in runs
+    predeflate(families[::2], {"openmetrics", "text"})  # half as a poller left them, half for the scrape
+    collector = Collector(store)  # with process metrics: our own families, deflated by each scrape
+    body, plain = gzip_of(collector, fmt)
+    text = one_member(body)
+    # process_cpu_seconds_total and the like may move between the two renders; everything else may not.
+    moving = (b"process_", b"python_gc")
+    assert [line for line in text.splitlines() if not line.startswith(moving)] == [
+        line for line in plain.splitlines() if not line.startswith(moving)
+    ]
+    assert len(body) < len(plain) / 5
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_gzip_body_of_an_empty_store(fmt):
+    body, plain = gzip_of(Collector(Store(), process_metrics=False), fmt)
+    assert one_member(body) == plain and b"inference_exporter_build_info" in plain
+    assert one_member(Body(iter(()), gzip=True).finish()) == b""
+
+
+async def test_a_new_poll_is_never_served_from_the_previous_polls_deflated_text(aiohttp_server):
+    """Twins live with the (immutable) families of one poll: the next poll's new values are what gzip serves."""
+    value = 0
+
+    async def metrics(request):
+        # Large enough that each family's chunk is deflated alone and kept.
+        lines = "".join(f'requests_total{{path="/p{i:03d}"}} {value + i}\n' for i in range(200))
+        return web.Response(text=f"# TYPE requests_total counter\n{lines}", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    from exporter.config import parse_config
+
+    config = parse_config(f"targets: [{{name: changing, type: http, url: '{server.make_url('/metrics')}'}}]\n")
+    store, shared = Store(), Shared()
+    try:
+        poller = TargetPoller(config.targets[0], store, shared)
+        collector = Collector(store, process_metrics=False)
+        for value in (0, 1000, 2000):
+            await poller.poll()
+            store.scrapes += 1
+            for fmt in FORMATS:
+                body, plain = gzip_of(collector, fmt)
+                assert one_member(body) == plain
+                assert f'requests_total{{path="/p007",target="changing"}} {value + 7}.0\n'.encode() in plain
+            (family,) = [f for f in store.get("changing").families]
+            assert set(family.rendered["deflated"]) >= {"openmetrics", "inside"}
+    finally:
+        await shared.close()
+
+
+async def test_pollers_deflate_for_gzip_scrapes_only_while_scrapes_take_their_polls(upstream):
+    """Until a first scrape, and while gzip scrapes take every poll, the poller deflates; not otherwise."""
+    from exporter.config import parse_config
+
+    vllm = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
+    config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/fixture/{vllm}'}}]\n")
+    store, shared = Store(), Shared()
+
+    def deflated_in_poller() -> set[str]:
+        return {key for family in store.get("vllm").families for key in family.rendered.get("deflated", {})}
+
+    try:
+        poller = TargetPoller(config.targets[0], store, shared)
+        await poller.poll()
+        assert deflated_in_poller() == {"openmetrics"}  # no scrape yet: ready for Prometheus's first
+        collector = Collector(store, process_metrics=False)
+        store.scrapes += 1
+        gzip_of(collector, "text")  # a gzip scrape in the text format took this poll
+        await poller.poll()
+        assert deflated_in_poller() == {"inside"}
+        await poller.poll()  # the previous poll was never scraped: left for a scrape to deflate
+        assert deflated_in_poller() == set()
+        store.scrapes += 1
+        render_openmetrics(collector.merged())  # an uncompressed scrape wants no deflated twins
+        await poller.poll()
+        assert deflated_in_poller() == set()
+    finally:
+        await shared.close()
+
+
+@pytest.fixture
+async def still_server(upstream, aiohttp_server):
+    """/metrics over a store that holds still: every fixture as a target, no process metrics."""
+    store = await fixture_store(upstream, FIXTURES)
+    app = build_app(store, Collector(store, process_metrics=False), is_ready=lambda: True)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return str(server.make_url("/metrics"))
+
+
+@pytest.mark.parametrize("accept", [OPENMETRICS, "text/plain"])
+async def test_curl_and_aiohttp_read_the_gzipped_metrics(still_server, accept):
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(still_server, headers={"Accept": accept, "Accept-Encoding": "identity"}) as response:
+            assert "Content-Encoding" not in response.headers
+            plain = await response.read()
+        async with session.get(still_server, headers={"Accept": accept, "Accept-Encoding": "gzip"}) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert response.headers["Vary"] == "Accept-Encoding"
+            compressed = await response.read()
+    assert len(compressed) < len(plain) / 5
+    assert one_member(compressed) == plain
+    async with aiohttp.ClientSession() as session:  # decompressing as it reads
+        async with session.get(still_server, headers={"Accept": accept, "Accept-Encoding": "gzip"}) as response:
+            assert await response.read() == plain
+    curl = require_tool("curl")
+    process = await asyncio.create_subprocess_exec(
+        curl, "--silent", "--show-error", "--fail", "--compressed", "--header", f"Accept: {accept}",
+        "--write-out", "%{size_download}", "--output", "-", still_server,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    size = out[len(plain):]
+    assert out[: len(plain)] == plain and int(size) == len(compressed)  # curl downloaded it compressed
