@@ -11,7 +11,8 @@ when asked, as prometheus_client does; each answer's values differ from the last
 server's do, so nothing can be reused from a poll whose body is byte for byte the same), a nats-server with nats-py responders, and the scraper
 that GETs /metrics and times each response to its last byte. CPU is a share of one core: CPU
 seconds over wall seconds of the measured window, which starts once every target has been
-polled; a note says when the daemon fell behind its polls. Each scenario is measured beside a
+polled and one interval of scraping has warmed the daemon up (a note gives the slowest warm-up
+scrape); a note says when the daemon fell behind its polls. Each scenario is measured beside a
 baseline run in the same invocation (the same daemon with no targets, or without the hanging
 target), and the difference is printed.
 
@@ -479,6 +480,14 @@ async def measure(
         else:
             down = sorted(name for name in wanted if not (daemon.store.get(name) and daemon.store.get(name).up))
             notes.append(f"not up when measuring began: {', '.join(down[:5])}{' ...' if len(down) > 5 else ''}")
+        if config.targets:
+            # Warm-up, not measured: scraping for one interval, as Prometheus has been doing before any
+            # window one would look at. The first gzip scrapes deflate every target's text themselves,
+            # until each target's poller sees it scraped and deflates its next poll (exporter.exposition).
+            warm = await upstreams.scrape(f"http://{listen}/metrics", longest, every, headers)
+            if warm["latencies"]:
+                notes.append(f"warm-up (one interval of scrapes, not measured): {len(warm['latencies'])} scrapes, "
+                             f"slowest {ms(max(warm['latencies']))} ms")
         before = {snap.target.name: (snap.polls, sum(snap.errors.values())) for snap in daemon.store.snapshots()}
         profiler = cProfile.Profile() if profile is not None else None
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
