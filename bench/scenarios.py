@@ -30,8 +30,9 @@ The scrape sends Prometheus 3's default headers (OpenMetrics preferred, gzip); `
 plain` asks for text 0.0.4 uncompressed, as curl would. Scenarios run in the order above; RSS of
 a later scenario includes what the interpreter kept from an earlier one (VmHWM is reset, the heap
 is not). No assertions: figures depend on the machine, and this one may be shared, so the load
-average is printed too. `--profile DIR` writes a cProfile of each measured run (main thread only;
-it slows the daemon, so its figures are not the ones to quote).
+average is printed too. `--profile DIR` writes a profile of each measured run (main thread only):
+pyinstrument's sampling profile where it is installed (`pip install '.[bench]'`), else cProfile's,
+which slows the daemon so that its figures are not the ones to quote.
 """
 
 from __future__ import annotations
@@ -456,6 +457,40 @@ def percentile(values: list[float], share: float) -> float | None:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
+class Profiler:
+    """The daemon's main thread over a measured window: pyinstrument's sampling profile where it is
+    installed (`pip install '.[bench]'`: little overhead, asyncio-aware), else cProfile's (every
+    call, so it slows the daemon: its figures are not the ones to quote)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            import pyinstrument
+        except ImportError:
+            self._sampling, self._profile = None, cProfile.Profile()
+        else:
+            self._sampling, self._profile = pyinstrument.Profiler(interval=0.001, async_mode="disabled"), None
+
+    def start(self) -> None:
+        (self._sampling.start if self._sampling else self._profile.enable)()
+
+    def stop(self) -> None:
+        (self._sampling.stop if self._sampling else self._profile.disable)()
+
+    def write(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._sampling is None:
+            path = self.path.with_suffix(".prof")
+            self._profile.dump_stats(path)
+            return path
+        path = self.path.with_suffix(".txt")
+        path.write_text(self._sampling.output_text(unicode=False, color=False, show_all=False))
+        flat = self.path.with_name(self.path.stem + "-flat.txt")  # where the time is spent, function by function
+        flat.write_text(self._sampling.output_text(unicode=False, color=False, flat=True))
+        self.path.with_suffix(".html").write_text(self._sampling.output_html())
+        return path
+
+
 async def measure(
     label: str, config_text: str, upstreams: Upstreams, *, seconds: float, every: float, headers: dict[str, str],
     wait_for: set[str] | None = None, profile: Path | None = None,
@@ -489,23 +524,21 @@ async def measure(
                 notes.append(f"warm-up (one interval of scrapes, not measured): {len(warm['latencies'])} scrapes, "
                              f"slowest {ms(max(warm['latencies']))} ms")
         before = {snap.target.name: (snap.polls, sum(snap.errors.values())) for snap in daemon.store.snapshots()}
-        profiler = cProfile.Profile() if profile is not None else None
+        profiler = Profiler(profile) if profile is not None else None
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
         if profiler:
-            profiler.enable()
+            profiler.start()
         scraped = await upstreams.scrape(f"http://{listen}/metrics", seconds, every, headers)
         if profiler:
-            profiler.disable()
+            profiler.stop()
         cpu1, wall1 = cpu_seconds(), time.perf_counter()
         mem = memory()
         snapshots = daemon.store.snapshots()
         due = sum((wall1 - wall0) / snap.target.interval for snap in snapshots)
         polls = sum(snap.polls - before.get(snap.target.name, (0, 0))[0] for snap in snapshots)
         failed = sum(sum(snap.errors.values()) - before.get(snap.target.name, (0, 0))[1] for snap in snapshots)
-        if profiler and profile is not None:
-            profile.parent.mkdir(parents=True, exist_ok=True)
-            profiler.dump_stats(profile)
-            notes.append(f"profile: {profile}")
+        if profiler:
+            notes.append(f"profile: {profiler.write()}")
     finally:
         await daemon.close()
     if scraped["error_count"]:
@@ -756,7 +789,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scrape-headers", choices=("prometheus", "plain"), default="prometheus",
         help="prometheus: OpenMetrics preferred and gzip, as Prometheus 3 asks (default); plain: text 0.0.4, uncompressed",
     )
-    parser.add_argument("--profile", type=Path, metavar="DIR", help="write a cProfile of each measured run to DIR (slows the daemon)")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="write a profile of each measured run to DIR: pyinstrument's where installed, else cProfile's")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in SCENARIOS]
