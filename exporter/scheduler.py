@@ -55,6 +55,9 @@ class TargetPoller:
         self.relabel = Relabeler(target.metric_relabel_configs)
         #: This target's families -> what we serve, through the last poll's template when only values changed.
         self._serve = Serving(self._stages, target.name, forget=self._series.clear)
+        #: (budget, the retry policy for it), reused from poll to poll; whether a poll is under way
+        self._policy: tuple[float, AsyncRetrying] | None = None
+        self._polling = False
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 
@@ -76,23 +79,10 @@ class TargetPoller:
             except TimeoutError:
                 raise SourceError("timeout", f"no answer within {allowed:.3g}s") from None
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(target.retries + 1)
-            | stop_before_delay(max(0.0, budget - _MIN_ATTEMPT_SHARE * target.timeout)),
-            wait=wait_exponential_jitter(multiplier=target.backoff, max=budget / 2, jitter=target.backoff),
-            retry=retry_if_exception(_retryable),
-            before_sleep=lambda state: log.debug(
-                "poll attempt failed, retrying",
-                target=target.name,
-                attempt=state.attempt_number,
-                error=scrub(str(state.outcome.exception()), self._secrets),
-                wait=round(state.upcoming_sleep, 3),
-            ),
-            reraise=True,
-        )
         previous = self._snapshot
+        overlapping, self._polling = self._polling, True
         try:
-            payload = await retrying(attempt_once)
+            payload = await self._retrying(budget, fresh=overlapping)(attempt_once)
             unified = self.unifier.apply(payload.families)
             normalized = self._serve(unified.families)
         except SourceError as exc:
@@ -100,6 +90,8 @@ class TargetPoller:
         except Exception as exc:  # a bug in a source must not end the target's task
             log.exception("poll raised unexpectedly", target=target.name)
             return self._publish_failure(previous, SourceError("error", repr(exc)), wall, started, attempts)
+        finally:
+            self._polling = overlapping
 
         dropped = dict(previous.dropped)
         for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
@@ -127,6 +119,35 @@ class TargetPoller:
             )
         )
         return self._snapshot
+
+    def _retrying(self, budget: float, *, fresh: bool = False) -> AsyncRetrying:
+        """The retry policy for polls of this budget: attempts, backoff, and no retry that would start
+        too late. Made once and reused: tenacity's retrying objects hold reference cycles, and one per
+        poll left garbage for the cycle collector every poll. A poll overlapping another (tenacity keeps
+        a call's state in the object) gets one of its own."""
+        if not fresh and self._policy is not None and self._policy[0] == budget:
+            return self._policy[1]
+        target = self.target
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(target.retries + 1)
+            | stop_before_delay(max(0.0, budget - _MIN_ATTEMPT_SHARE * target.timeout)),
+            wait=wait_exponential_jitter(multiplier=target.backoff, max=budget / 2, jitter=target.backoff),
+            retry=retry_if_exception(_retryable),
+            before_sleep=self._say_retrying,
+            reraise=True,
+        )
+        if not fresh:
+            self._policy = (budget, retrying)
+        return retrying
+
+    def _say_retrying(self, state) -> None:
+        log.debug(
+            "poll attempt failed, retrying",
+            target=self.target.name,
+            attempt=state.attempt_number,
+            error=scrub(str(state.outcome.exception()), self._secrets),
+            wait=round(state.upcoming_sleep, 3),
+        )
 
     def _stages(self, families: list[Family]) -> Normalized:
         target = self.target

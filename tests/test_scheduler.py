@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+from collections import Counter
+
 from exporter.config import parse_config
 from exporter.scheduler import TargetPoller, first_poll_offset
 from exporter.sources import Shared
@@ -65,3 +69,47 @@ def test_first_polls_are_spread_over_the_interval():
     # every tenth of the interval gets some targets: no thundering herd at start-up
     assert {int(offset) for offset in offsets} == set(range(10))
     assert first_poll_offset("vllm", 15.0) == first_poll_offset("vllm", 15.0)
+
+
+async def test_each_poll_gets_its_full_retries_from_the_policy_it_reuses(upstream):
+    upstream.broken.add("r")
+    target = one_target(f'{{name: broken, type: http, url: "{upstream.url}/switch/r"}}')
+    store, shared = Store(), Shared()
+    try:
+        poller = TargetPoller(target, store, shared)
+        first = await poller.poll()
+        second = await poller.poll()
+        upstream.broken.discard("r")
+        both = await asyncio.gather(poller.poll(), poller.poll())  # overlapping polls keep their own counts
+    finally:
+        await shared.close()
+    assert first.up is False and second.up is False
+    assert second.retries == 4  # two retries in each of the two polls
+    assert upstream.hits["/switch/r"] == 2 * 3 + 2
+    assert all(snap.up for snap in both)
+
+
+async def test_a_poll_leaves_no_garbage_for_the_cycle_collector(upstream):
+    """Objects in reference cycles outlive their poll until a collection walks everything younger:
+    with hundreds of targets, each poll's few dozen made those collections long scrape-time pauses."""
+    target = one_target(f'{{name: vllm, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"}}')
+    store, shared = Store(), Shared()
+    try:
+        poller = TargetPoller(target, store, shared)
+        for _ in range(3):  # past the first polls, which make the shape and the template
+            await poller.poll()
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(10):
+                await poller.poll()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            garbage = Counter(type(item).__qualname__ for item in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    finally:
+        await shared.close()
+    assert not garbage, garbage
