@@ -225,14 +225,7 @@ def parse_model(
     """
     reader = _Reader(filename, root=model, expand_env=False)
     raw = _compose(text, filename, reader, keys_hint)
-    try:
-        result = model.model_validate(raw, context=context)
-    except ValidationError as exc:
-        reader.add_validation_errors(exc)
-        raise ConfigError(reader.issues) from None
-    if reader.issues:
-        raise ConfigError(reader.issues)
-    return result
+    return reader.validate(model, raw, context)
 
 
 def _compose(text: str, filename: str, reader: "_Reader", keys_hint: str) -> dict[str, Any]:
@@ -268,14 +261,7 @@ def parse_config(text: str, filename: str = "<string>") -> Config:
     if "source" in raw:  # a field for the loader to fill, not for the file
         reader.issue(("source",), _unknown_key_message("source", _keys_of(Config)))
         del raw["source"]
-    try:
-        config = Config.model_validate({**raw, "source": filename})
-    except ValidationError as exc:
-        reader.add_validation_errors(exc)
-        raise ConfigError(reader.issues) from None
-    if reader.issues:
-        raise ConfigError(reader.issues)
-    return config
+    return reader.validate(Config, {**raw, "source": filename})
 
 
 class _Reader:
@@ -512,6 +498,17 @@ class _Reader:
                     break
 
     # -- pydantic errors ----------------------------------------------------------------------
+
+    def validate(self, model: type[M], data: dict[str, Any], context: dict[str, Any] | None = None) -> M:
+        """`data` as `model`; ConfigError with every issue found, the reader's own ones included."""
+        try:
+            result = model.model_validate(data, context=context)
+        except ValidationError as exc:
+            self.add_validation_errors(exc)
+            raise ConfigError(self.issues) from None
+        if self.issues:
+            raise ConfigError(self.issues)
+        return result
 
     def add_validation_errors(self, exc: ValidationError) -> None:
         checked_already = bool(self.issues)
