@@ -57,7 +57,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from support import FIXTURES, free_port, with_values_moved  # noqa: E402
+from support import FIXTURES, NIM_REPLY, free_port, with_values_moved  # noqa: E402
 
 VLLM_V1 = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 SCENARIOS = ("gpu-host", "aggregator", "isolation")
@@ -69,14 +69,6 @@ PROMETHEUS_HEADERS = {
     "User-Agent": "Prometheus/3.0.0",
 }
 PLAIN_HEADERS = {"Accept": "text/plain", "Accept-Encoding": "identity", "User-Agent": "bench"}
-#: The reply NIM backends send to Dynamo on runtime_stats (as in the nats branch's tests).
-NIM_REPLY = {
-    "schema_version": 1,
-    "worker_id": "w-1",
-    "backend": "vllm",
-    "ts": 1759967807,
-    "metrics": {"gauges": {"kv_cache_usage_perc": 0.3, "active_requests": 5}, "counters": {"total_requests": 120}},
-}
 
 
 # -- upstream bodies (child process) ------------------------------------------------------------

@@ -191,6 +191,16 @@ async def start_daemon(tmp_path):
         await daemon.close()
 
 
+@pytest.fixture
+async def natsd(tmp_path):
+    """One real nats-server on loopback ports, killed at the end."""
+    from nats_server import NATSServer
+
+    server = await NATSServer(tmp_path).start()
+    yield server
+    await server.stop()
+
+
 def daemon_url(daemon: Daemon, path: str = "/metrics") -> str:
     host, port = daemon.bound[0][:2]
     return f"http://{host}:{port}{path}"

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import daemon_url, wait_until
 from exporter.normalize import sanitize_name
-from support import fixture_files, require_tool
+from support import fixture_files, require_tool, without_cut_off_line
 
 FIXTURES = fixture_files()
 
@@ -37,12 +37,7 @@ def fixtures_config(upstream_url: str) -> str:
 def oracle_samples(path) -> dict[tuple, float]:
     """What prometheus_client's own parser reads from a fixture; a truncated last line is left out."""
     text = path.read_text()
-    if not text.endswith("\n"):
-        head, _, last = text.rpartition("\n")
-        try:
-            list(text_string_to_metric_families(last + "\n"))
-        except Exception:
-            text = head + "\n"
+    text = without_cut_off_line(text)
     samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

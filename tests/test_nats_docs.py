@@ -47,13 +47,6 @@ def readme_program(marker: str) -> str:
 
 
 @pytest.fixture
-async def natsd(tmp_path):
-    server = await NATSServer(tmp_path).start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def run_program(tmp_path):
     """Run a README Python snippet against the test server; waits until it subscribes to `subject`."""
     started: list[asyncio.subprocess.Process] = []

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import wait_until
 from nats_server import NATSServer
+from support import missing
 
 
 
@@ -26,20 +27,10 @@ def _dynamo_runtime():
     try:
         import dynamo.runtime  # noqa: F401
     except ImportError:
-        message = "ai-dynamo-runtime is not installed (pip install -e '.[dynamo]'; tests/run.sh does)"
-        if os.environ.get("INFERENCE_EXPORTER_REQUIRE_TOOLS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("ai-dynamo-runtime is not installed (pip install -e '.[dynamo]'; tests/run.sh does)")
 
 WORKER = Path(__file__).with_name("dynamo_worker.py")
 ENDPOINT = "demo.backend.runtime_stats"
-
-
-@pytest.fixture
-async def natsd(tmp_path):
-    server = await NATSServer(tmp_path).start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -31,17 +31,9 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
 from nats_server import NATSServer, jwt_auth
-from support import FIXTURES, free_port
+from support import FIXTURES, NIM_REPLY, free_port
 
 VLLM_V1 = FIXTURES / "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
-#: The reply from the issue: the shape NIM backends send to Dynamo.
-NIM_REPLY = {
-    "schema_version": 1,
-    "worker_id": "w-1",
-    "backend": "vllm",
-    "ts": 1759967807,
-    "metrics": {"gauges": {"kv_cache_usage_perc": 0.3, "active_requests": 5}, "counters": {"total_requests": 120}},
-}
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -66,7 +58,7 @@ def nats_target(servers: str | list[str], extra: str = "", *, name: str = "stats
 
 
 @pytest.fixture
-async def natsd(tmp_path):
+async def nats_servers(tmp_path):
     """Start real nats-servers, each with an optional config snippet (auth, TLS); killed at the end."""
     servers: list[NATSServer] = []
 
@@ -153,8 +145,8 @@ def self_metric(store: Store, name: str) -> dict[tuple, float]:
 # -- runtime_stats ------------------------------------------------------------------------------
 
 
-async def test_runtime_stats_gauges_and_counters_are_served_with_worker_and_backend_labels(natsd, clients, poller):
-    server = await natsd()
+async def test_runtime_stats_gauges_and_counters_are_served_with_worker_and_backend_labels(nats_servers, clients, poller):
+    server = await nats_servers()
     backend = await clients(server.url)
     reply = {**NIM_REPLY, "uptime": "3d", "metrics": {**NIM_REPLY["metrics"], "histograms": {"x": [1, 2]}}}
     await respond_with(backend, "nim.backend.runtime_stats", reply)
@@ -171,8 +163,8 @@ async def test_runtime_stats_gauges_and_counters_are_served_with_worker_and_back
     assert types(snapshot) == {"kv_cache_usage_perc": "gauge", "active_requests": "gauge", "total_requests": "counter"}
 
 
-async def test_runtime_stats_values_follow_the_responder_between_polls(natsd, clients, poller):
-    server = await natsd()
+async def test_runtime_stats_values_follow_the_responder_between_polls(nats_servers, clients, poller):
+    server = await nats_servers()
     backend = await clients(server.url)
     state = {"active": 1, "total": 10}
     await respond_with(
@@ -190,8 +182,8 @@ async def test_runtime_stats_values_follow_the_responder_between_polls(natsd, cl
     assert (second[("active_requests", who)], second[("total_requests_total", who)]) == (7.0, 25.0)
 
 
-async def test_gather_keeps_every_instances_reply_and_the_default_only_the_first(natsd, clients, poller):
-    server = await natsd()
+async def test_gather_keeps_every_instances_reply_and_the_default_only_the_first(nats_servers, clients, poller):
+    server = await nats_servers()
     for worker in ("w-1", "w-2", "w-3"):
         instance = await clients(server.url)
         await respond_with(instance, "nim.backend.runtime_stats", {**NIM_REPLY, "worker_id": worker})
@@ -209,8 +201,8 @@ async def test_gather_keeps_every_instances_reply_and_the_default_only_the_first
     assert len([key for key in served(first) if key[0] == "total_requests_total"]) == 1
 
 
-async def test_prometheus_text_reply_is_parsed_as_an_http_body_would_be(natsd, clients, poller):
-    server = await natsd()
+async def test_prometheus_text_reply_is_parsed_as_an_http_body_would_be(nats_servers, clients, poller):
+    server = await nats_servers()
     body = VLLM_V1.read_bytes()
     await respond_with(await clients(server.url), "vllm.metrics", body)
 
@@ -230,8 +222,8 @@ async def test_prometheus_text_reply_is_parsed_as_an_http_body_would_be(natsd, c
 # -- faults ------------------------------------------------------------------------------------
 
 
-async def test_subject_nobody_serves_fails_with_no_responders(natsd, poller):
-    server = await natsd()
+async def test_subject_nobody_serves_fails_with_no_responders(nats_servers, poller):
+    server = await nats_servers()
 
     first = await poller(nats_target(server.url, "subject: nobody.listens", name="first")).poll()
     gathered = await poller(nats_target(server.url, "subject: nobody.listens\ngather: true", name="all")).poll()
@@ -241,8 +233,8 @@ async def test_subject_nobody_serves_fails_with_no_responders(natsd, poller):
         assert "nobody.listens" in snapshot.last_error
 
 
-async def test_responder_slower_than_the_timeout_fails_with_timeout(natsd, clients, poller):
-    server = await natsd()
+async def test_responder_slower_than_the_timeout_fails_with_timeout(nats_servers, clients, poller):
+    server = await nats_servers()
     backend = await clients(server.url)
 
     async def slow(msg) -> None:
@@ -258,8 +250,8 @@ async def test_responder_slower_than_the_timeout_fails_with_timeout(natsd, clien
     assert snapshot.families == ()
 
 
-async def test_reply_that_is_not_json_fails_with_parse(natsd, clients, poller):
-    server = await natsd()
+async def test_reply_that_is_not_json_fails_with_parse(nats_servers, clients, poller):
+    server = await nats_servers()
     await respond_with(await clients(server.url), "nim.backend.runtime_stats", b'{"metrics": {"gauges": {"a": 1}')
 
     snapshot = await poller(nats_target(server.url, "subject: nim.backend.runtime_stats")).poll()
@@ -268,8 +260,8 @@ async def test_reply_that_is_not_json_fails_with_parse(natsd, clients, poller):
     assert "not JSON" in snapshot.last_error and "nim.backend.runtime_stats" in snapshot.last_error
 
 
-async def test_bad_metrics_are_dropped_and_counted_and_the_good_ones_kept(natsd, clients, poller):
-    server = await natsd()
+async def test_bad_metrics_are_dropped_and_counted_and_the_good_ones_kept(nats_servers, clients, poller):
+    server = await nats_servers()
     reply = {
         "worker_id": "w-1",
         "metrics": {
@@ -291,8 +283,8 @@ async def test_bad_metrics_are_dropped_and_counted_and_the_good_ones_kept(natsd,
     assert dropped == {("stats", "invalid_metric"): 5.0}
 
 
-async def test_an_unreadable_reply_among_gathered_ones_is_dropped_and_counted(natsd, clients, poller):
-    server = await natsd()
+async def test_an_unreadable_reply_among_gathered_ones_is_dropped_and_counted(nats_servers, clients, poller):
+    server = await nats_servers()
     for worker in ("w-1", "w-2"):
         await respond_with(await clients(server.url), "nim.backend.runtime_stats", {**NIM_REPLY, "worker_id": worker})
     await respond_with(await clients(server.url), "nim.backend.runtime_stats", b"<html>502</html>")
@@ -337,8 +329,8 @@ async def send_requests(client, count: int) -> None:
         await client.request("generate", b"prompt", timeout=2)
 
 
-async def test_micro_stats_of_every_instance_are_served_per_endpoint(natsd, clients, poller):
-    server = await natsd()
+async def test_micro_stats_of_every_instance_are_served_per_endpoint(nats_servers, clients, poller):
+    server = await nats_servers()
     services = await start_micro_instances(clients, server.url, 3, failing=2)
     await send_requests(await clients(server.url), 4)
     polling = poller(nats_target(server.url, "protocol: micro\nservice: inference\ngather_window: 300ms"))
@@ -362,8 +354,8 @@ async def test_micro_stats_of_every_instance_are_served_per_endpoint(natsd, clie
     assert self_metric(polling.store, "inference_exporter_target_dropped_samples_total") == {("stats", "invalid_metric"): 3.0}
 
 
-async def test_micro_counters_only_go_up_between_polls(natsd, clients, poller):
-    server = await natsd()
+async def test_micro_counters_only_go_up_between_polls(nats_servers, clients, poller):
+    server = await nats_servers()
     await start_micro_instances(clients, server.url, 2, failing=1)
     requester = await clients(server.url)
     polling = poller(nats_target(server.url, "protocol: micro\nservice: inference\ngather_window: 300ms"))
@@ -384,8 +376,8 @@ async def test_micro_counters_only_go_up_between_polls(natsd, clients, poller):
         assert sum(after[k] for k in after if k[0] == counters[0]) == sum(before[k] for k in before if k[0] == counters[0]) + 4
 
 
-async def test_micro_service_without_instances_fails_with_no_responders(natsd, poller):
-    server = await natsd()
+async def test_micro_service_without_instances_fails_with_no_responders(nats_servers, poller):
+    server = await nats_servers()
 
     snapshot = await poller(nats_target(server.url, "protocol: micro\nservice: inference")).poll()
 
@@ -396,8 +388,8 @@ async def test_micro_service_without_instances_fails_with_no_responders(natsd, p
 # -- the shared connection ----------------------------------------------------------------------
 
 
-async def test_targets_with_the_same_servers_and_credentials_share_one_connection(natsd, clients, tmp_path, start_daemon):
-    server = await natsd("authorization { users = [ {user: a, password: pa}, {user: b, password: pb} ] }")
+async def test_targets_with_the_same_servers_and_credentials_share_one_connection(nats_servers, clients, tmp_path, start_daemon):
+    server = await nats_servers("authorization { users = [ {user: a, password: pa}, {user: b, password: pb} ] }")
     (tmp_path / "pa").write_text("pa\n")
     (tmp_path / "pb").write_text("pb\n")
     backend = await clients(server.url, user="a", password="pa")
@@ -421,8 +413,8 @@ targets:
     assert await server.exporter_connections() == 2
 
 
-async def test_removing_the_last_target_of_a_connection_closes_it(natsd, clients, start_daemon):
-    server = await natsd()
+async def test_removing_the_last_target_of_a_connection_closes_it(nats_servers, clients, start_daemon):
+    server = await nats_servers()
     await respond_with(await clients(server.url), "nim.backend.runtime_stats", NIM_REPLY)
     target = f'{{name: stats, type: nats, servers: ["{server.url}"], subject: nim.backend.runtime_stats}}'
     daemon = await start_daemon(f"defaults: {{interval: 1s, timeout: 500ms}}\ntargets:\n  - {target}\n")
@@ -439,9 +431,9 @@ async def test_removing_the_last_target_of_a_connection_closes_it(natsd, clients
 
 
 async def test_killed_server_takes_its_targets_down_and_they_recover_after_a_restart_without_leaks(
-    natsd, clients, start_daemon
+    nats_servers, clients, start_daemon
 ):
-    server = await natsd()
+    server = await nats_servers()
     backend = await clients(server.url)
     await respond_with(backend, "nim.backend.runtime_stats", NIM_REPLY)
     await start_micro_instances(clients, server.url, 1)
@@ -497,8 +489,8 @@ def secret_file(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-async def test_token_server_rejects_a_wrong_token_with_a_logged_error_and_accepts_the_right_one(natsd, clients, poller, tmp_path):
-    server = await natsd('authorization { token: "s3cret-token" }')
+async def test_token_server_rejects_a_wrong_token_with_a_logged_error_and_accepts_the_right_one(nats_servers, clients, poller, tmp_path):
+    server = await nats_servers('authorization { token: "s3cret-token" }')
     await respond_with(await clients(server.url, token="s3cret-token"), "nim.backend.runtime_stats", NIM_REPLY)
     wrong = secret_file(tmp_path, "wrong", "not-the-token")
     right = secret_file(tmp_path, "right", "s3cret-token")
@@ -515,8 +507,8 @@ async def test_token_server_rejects_a_wrong_token_with_a_logged_error_and_accept
     assert accepted.up, accepted.last_error
 
 
-async def test_user_password_server_rejects_a_wrong_password_and_accepts_the_right_one(natsd, clients, poller, tmp_path):
-    server = await natsd("authorization { user: scraper, password: pa55word }")
+async def test_user_password_server_rejects_a_wrong_password_and_accepts_the_right_one(nats_servers, clients, poller, tmp_path):
+    server = await nats_servers("authorization { user: scraper, password: pa55word }")
     await respond_with(await clients(server.url, user="scraper", password="pa55word"), "nim.backend.runtime_stats", NIM_REPLY)
     wrong = secret_file(tmp_path, "wrong", "guess")
     right = secret_file(tmp_path, "right", "pa55word")
@@ -529,11 +521,11 @@ async def test_user_password_server_rejects_a_wrong_password_and_accepts_the_rig
     assert served(accepted)[("total_requests_total", labels(worker_id="w-1", backend="vllm", target="right"))] == 120
 
 
-async def test_nkey_server_accepts_the_seed_from_a_file_and_rejects_another_seed(natsd, clients, poller, tmp_path):
+async def test_nkey_server_accepts_the_seed_from_a_file_and_rejects_another_seed(nats_servers, clients, poller, tmp_path):
     seed = nkeys.encode_seed(b"\x01" * 32, nkeys.PREFIX_BYTE_USER)
     other = nkeys.encode_seed(b"\x02" * 32, nkeys.PREFIX_BYTE_USER)
     public = nkeys.from_seed(bytearray(seed)).public_key.decode()
-    server = await natsd(f'authorization {{ users = [ {{nkey: "{public}"}} ] }}')
+    server = await nats_servers(f'authorization {{ users = [ {{nkey: "{public}"}} ] }}')
     await respond_with(await clients(server.url, nkeys_seed_str=seed.decode()), "nim.backend.runtime_stats", NIM_REPLY)
     good = secret_file(tmp_path, "user.nk", seed.decode())
     bad = secret_file(tmp_path, "other.nk", other.decode())
@@ -546,7 +538,7 @@ async def test_nkey_server_accepts_the_seed_from_a_file_and_rejects_another_seed
 
 
 @pytest.fixture
-async def tls_server(natsd, clients, tmp_path):
+async def tls_server(nats_servers, clients, tmp_path):
     """A nats-server that requires TLS and a client certificate from its CA, with a responder on it."""
     ca = trustme.CA()
     server_cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -560,7 +552,7 @@ async def tls_server(natsd, clients, tmp_path):
         files[name] = q(tmp_path / name)
     trustme.CA().cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
     files["other-ca.pem"] = q(tmp_path / "other-ca.pem")
-    server = await natsd(
+    server = await nats_servers(
         f"tls {{ cert_file: {files['server.pem']}, key_file: {files['server-key.pem']}, ca_file: {files['ca.pem']}, verify: true }}"
     )
     context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
@@ -626,9 +618,9 @@ def test_credentials_in_a_server_url_are_refused_without_echoing_them():
     assert "hunter2" not in str(caught.value)
 
 
-async def test_jwt_server_accepts_a_creds_file_and_rejects_one_from_an_unknown_account(natsd, clients, poller, tmp_path):
+async def test_jwt_server_accepts_a_creds_file_and_rejects_one_from_an_unknown_account(nats_servers, clients, poller, tmp_path):
     config, creds, stranger = jwt_auth(tmp_path)
-    server = await natsd(config)
+    server = await nats_servers(config)
     await respond_with(await clients(server.url, user_credentials=str(creds)), "nim.backend.runtime_stats", NIM_REPLY)
 
     accepted = await poller(nats_target(server.url, f"subject: nim.backend.runtime_stats\ncreds_file: {q(creds)}", name="good")).poll()

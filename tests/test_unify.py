@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TEXT_0_0_4, daemon_url, poll_target, served_samples, wait_until
 from exporter import profiles
-from support import FIXTURES, REPO, fixture_files
+from support import FIXTURES, REPO, fixture_files, without_cut_off_line
 
 #: The unified family names, as the issue fixes them (no prefix configured in these tests).
 UNIFIED = {
@@ -41,12 +41,7 @@ SUCCESS = {"stop": "success", "length": "success"}
 
 def raw_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     """Every sample prometheus_client reads (a cut-off last line left out), with the names as written."""
-    if not text.endswith("\n"):
-        head, _, last = text.rpartition("\n")
-        try:
-            list(text_string_to_metric_families(last + "\n"))
-        except Exception:
-            text = head + "\n"
+    text = without_cut_off_line(text)
     out = []
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
