@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter.fields import Duration, format_duration, parse_duration
+from exporter.overview.settings import OverviewSettings
 from exporter.sources import KINDS, TargetConfig
 
 _PREFIX = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -123,6 +124,8 @@ class Config(BaseModel):
     prefix: Annotated[str, AfterValidator(_check_prefix)] = ""
     defaults: Defaults = Defaults()
     targets: list[_AnyTarget] = []  # type: ignore[valid-type]
+    #: /overview: its default window, how much history it keeps, its health thresholds.
+    overview: OverviewSettings = OverviewSettings()
     #: The file this config was loaded from.
     source: str = "<string>"
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from exporter.collector import Collector
 from exporter.config import Config, ConfigError, load_config, parse_listen
 from exporter.fields import format_duration
+from exporter.overview.live import Overview
 from exporter.demo import DEMO_TARGET, DemoBackend
 from exporter.scheduler import Scheduler, TargetPoller
 from exporter.sources import Shared, TargetConfig
@@ -73,6 +74,7 @@ class Daemon:
         self.shared = Shared()
         self.scheduler = Scheduler(self.store, self.shared)
         self.collector = Collector(self.store)
+        self.overview = Overview(self.store, config.overview)
         self.demo = DemoBackend() if demo else None
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -100,7 +102,10 @@ class Daemon:
         if self.demo is not None:
             await self.demo.start()
         self._runner = web.AppRunner(
-            build_app(self.store, self.collector, is_ready=lambda: self._started, security=self.web_security),
+            build_app(
+                self.store, self.collector, is_ready=lambda: self._started, security=self.web_security,
+                overview=self.overview,
+            ),
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE,
         )
@@ -152,6 +157,7 @@ class Daemon:
             return False
         listened = await self._apply_listen(config.listen)
         self.config = config
+        self.overview.configure(config.overview)
         await self.scheduler.apply(self.targets(config))
         self.store.config_ok = listened
         if listened:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Mapping
+from typing import Callable, Mapping
 
 import structlog
 
@@ -62,6 +62,8 @@ class Store:
         self.config_loaded_at: float | None = None
         #: /metrics scrapes served so far: until the first, pollers deflate for gzip scrapes unasked.
         self.scrapes = 0
+        #: Called with every snapshot published, on the event loop (the overview's windows); must not raise.
+        self.observers: list[Callable[[Snapshot], None]] = []
 
     def publish(self, snapshot: Snapshot) -> Snapshot:
         """Replace a target's snapshot. Families whose type clashes with another target's are dropped."""
@@ -71,6 +73,7 @@ class Store:
             # The same families, or new ones of the same names and types, all of which were kept last
             # time: this target already holds every name they need.
             self._snapshots[name] = snapshot
+            self._tell(snapshot)
             return snapshot
         if old is not None:
             self._release(old.families)
@@ -78,7 +81,15 @@ class Store:
         if len(kept) != len(snapshot.families):
             snapshot = replace(snapshot, families=kept)
         self._snapshots[name] = snapshot
+        self._tell(snapshot)
         return snapshot
+
+    def _tell(self, snapshot: Snapshot) -> None:
+        for observe in self.observers:
+            try:
+                observe(snapshot)
+            except Exception:  # an observer's bug must not fail a poll
+                log.exception("snapshot observer failed", target=snapshot.target.name)
 
     def remove(self, name: str) -> None:
         old = self._snapshots.pop(name, None)

@@ -23,6 +23,8 @@ from exporter import __version__
 from exporter.collector import Collector, target_exposition
 from exporter.events import EVENTS, Event, TargetEvents
 from exporter.exposition import Body, openmetrics_parts, text_parts
+from exporter.overview.live import Overview
+from exporter.overview.routes import add_routes as add_overview_routes
 from exporter.store import Snapshot, Store
 from exporter.webauth import secure
 from exporter.webconfig import WebSecurity
@@ -45,6 +47,7 @@ def build_app(
     is_ready: Callable[[], bool],
     security: WebSecurity | None = None,
     events: TargetEvents = EVENTS,
+    overview: Overview | None = None,
 ) -> web.Application:
     app = web.Application()
     app[STORE_KEY] = store
@@ -65,6 +68,7 @@ def build_app(
             web.get("/api/targets/{name}", target_json),
         ]
     )
+    add_overview_routes(app, overview if overview is not None else Overview(store))
     return app
 
 
@@ -199,7 +203,7 @@ def _page(title: str, body: str) -> web.Response:
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>{html.escape(title)} - inference-exporter</title><style>{_STYLE}</style></head>
 <body><header><strong><a href="/">inference-exporter</a></strong>
-<a href="/targets">Targets</a><a href="/metrics">Metrics</a><a href="/api/targets">JSON</a></header>
+<a href="/overview">Overview</a><a href="/targets">Targets</a><a href="/metrics">Metrics</a><a href="/api/targets">JSON</a></header>
 <main>{body}</main></body></html>
 """
     return web.Response(text=text, content_type="text/html")
@@ -315,6 +319,8 @@ async def landing(request: web.Request) -> web.Response:
         "inference-exporter",
         f"""<h1>inference-exporter {__version__}</h1><ul>
 <li><a href="/metrics">/metrics</a>: every target's series and the exporter's own</li>
+<li><a href="/overview">/overview</a>: every backend live: load, rates, latency percentiles, health, GPUs
+(<a href="/api/overview">JSON</a>, <a href="/api/overview.csv">CSV</a>)</li>
 <li><a href="/targets">/targets</a>: each target's state and last error (<a href="/api/targets">JSON</a>)</li>
 <li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a></li></ul>""",
     )

@@ -1,0 +1,280 @@
+"""Each backend's recent polls, kept in bounded memory from what the daemon publishes anyway.
+
+The store calls `Windows.observe` with every snapshot it publishes; a snapshot from a new poll adds one
+point per (target, model) row: the unified gauges, counters and histogram buckets of that poll, or a
+"down" mark when the poll failed. Nothing is polled for the overview, nothing is written to disk, and
+nothing older than `keep` is held. Reports (exporter.overview.report) read these rings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from exporter.normalize import apply_prefix
+from exporter.overview.settings import OverviewSettings
+from exporter.profiles import FINISHED
+from exporter.store import Snapshot
+
+#: Points a row keeps at most; polls closer together than keep / MAX_POINTS are thinned (the newest kept).
+MAX_POINTS = 300
+#: Rows (target and model, or target and GPU) kept at most; a row past this is not tracked (and counted).
+MAX_ROWS = 256
+#: Models one target may contribute rows for; the rest are not tracked (and counted).
+MAX_MODELS_PER_TARGET = 32
+#: Buckets a histogram may have to be kept; a larger one gives no quantiles.
+MAX_BUCKETS = 64
+#: Characters kept of a model name or GPU label (they come from upstreams).
+MAX_LABEL = 256
+
+GAUGES = ("requests_running", "requests_waiting", "kv_cache_usage_ratio")
+COUNTERS = ("prompt_tokens_total", "generation_tokens_total")
+#: requests_finished_total's outcomes that the overview counts apart; any other counts in the total only.
+OUTCOMES = ("success", "abort", "error")
+HISTOGRAMS = ("time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds")
+#: From nvml targets, by GPU.
+GPU_GAUGES = ("gpu_utilization_ratio", "gpu_memory_used_bytes", "gpu_memory_total_bytes", "gpu_power_usage_watts")
+
+#: Counters as a point holds them: the two token counters, then finished requests by outcome, then all finished.
+COUNTER_SLOTS = (*COUNTERS, *(f"finished_{outcome}" for outcome in OUTCOMES), "finished")
+
+Histogram = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One poll of one row. `up` False marks a failed poll: no values, a gap, never zeros."""
+
+    time: float
+    up: bool
+    gauges: tuple[float | None, ...] = ()
+    counters: tuple[float | None, ...] = ()
+    histograms: tuple[Histogram | None, ...] = ()
+
+
+@dataclass(slots=True)
+class Row:
+    """One (target, model) or (target, GPU) row and its ring of points, oldest first."""
+
+    target: str
+    kind: str  # "backend" or "gpu"
+    key: str  # the model ("" when the backend names none) or the GPU index
+    backend: str | None = None
+    uuid: str = ""
+    points: deque[Point] | None = None
+
+    def __post_init__(self) -> None:
+        self.points = deque(maxlen=MAX_POINTS + 2)
+
+
+class Windows:
+    """Rows by (target, kind, key), fed by the store, read by reports. Lives on the event loop."""
+
+    def __init__(self, settings: OverviewSettings | None = None, *, spacing: float | None = None):
+        self.settings = settings or OverviewSettings()
+        #: Polls closer than this to the point before the newest replace the newest (None: keep / MAX_POINTS).
+        self._spacing = spacing
+        self.rows: dict[tuple[str, str, str], Row] = {}
+        #: Snapshots of each target, by name: which targets exist, their state and type.
+        self.targets: dict[str, Snapshot] = {}
+        #: Rows not tracked because a cap was reached, by target.
+        self.untracked: dict[str, int] = {}
+        self._last_poll: dict[str, float | None] = {}
+        self._bounds: dict[tuple[float, ...], tuple[float, ...]] = {}
+
+    @property
+    def spacing(self) -> float:
+        return self._spacing if self._spacing is not None else self.settings.keep / MAX_POINTS
+
+    def configure(self, settings: OverviewSettings) -> None:
+        self.settings = settings
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def observe(self, snapshot: Snapshot) -> None:
+        """A snapshot the store published: a new point for each of its rows if it comes from a new poll."""
+        name = snapshot.target.name
+        self.targets[name] = snapshot
+        if snapshot.last_poll is None or self._last_poll.get(name) == snapshot.last_poll:
+            return  # not a poll (the next poll's time was noted, or the target was restarted)
+        self._last_poll[name] = snapshot.last_poll
+        if not snapshot.up:
+            for row in self._rows_of(name):
+                self._add(row, Point(snapshot.last_poll, False))
+            return
+        if snapshot.target.type == "nvml":
+            self._observe_gpus(snapshot)
+        else:
+            self._observe_backend(snapshot)
+
+    def forget(self, names: set[str]) -> None:
+        """Drop the rows of targets no longer configured."""
+        for name in list(self.targets):
+            if name not in names:
+                del self.targets[name]
+                self._last_poll.pop(name, None)
+                self.untracked.pop(name, None)
+        for key in [key for key in self.rows if key[0] not in names]:
+            del self.rows[key]
+
+    def _rows_of(self, target: str) -> list[Row]:
+        return [row for key, row in self.rows.items() if key[0] == target]
+
+    def _row(self, target: str, kind: str, key: str) -> Row | None:
+        row = self.rows.get((target, kind, key))
+        if row is None:
+            if len(self.rows) >= MAX_ROWS or (
+                kind == "backend" and sum(1 for k in self.rows if k[0] == target) >= MAX_MODELS_PER_TARGET
+            ):
+                self.untracked[target] = self.untracked.get(target, 0) + 1
+                return None
+            row = self.rows[(target, kind, key)] = Row(target, kind, key)
+        return row
+
+    def _add(self, row: Row, point: Point) -> None:
+        points = row.points
+        if len(points) >= 2 and point.time - points[-2].time < self.spacing and points[-1].up == point.up:
+            points[-1] = point  # thinning: the newest stands for the polls since the one before it
+        else:
+            points.append(point)
+        horizon = point.time - self.settings.keep
+        while len(points) > 1 and points[1].time <= horizon:
+            points.popleft()  # one point at or before the horizon stays, to measure a full window from
+
+    def _observe_backend(self, snapshot: Snapshot) -> None:
+        prefix = snapshot.target.prefix or ""
+        wanted = _wanted_names(prefix)
+        values: dict[str, dict] = {}
+        for family in snapshot.families:
+            if family.name not in wanted.families:
+                continue
+            for sample in family.samples:
+                slot = wanted.samples.get(sample.name)
+                labels = sample.labels
+                if slot is None or not ("backend" in labels or "exported_backend" in labels):
+                    continue
+                model = _model_of(labels)
+                row_values = values.get(model)
+                if row_values is None:
+                    row_values = values[model] = {"gauges": {}, "counters": {}, "buckets": {}}
+                kind, concept = slot
+                if kind == "gauge":
+                    row_values["gauges"][concept] = sample.value
+                elif kind == "counter":
+                    counters = row_values["counters"]
+                    if concept == FINISHED:
+                        outcome = labels.get("outcome", "")
+                        counters["finished"] = counters.get("finished", 0.0) + sample.value
+                        if outcome in OUTCOMES:
+                            key = f"finished_{outcome}"
+                            counters[key] = counters.get(key, 0.0) + sample.value
+                    else:
+                        counters[concept] = counters.get(concept, 0.0) + sample.value
+                else:
+                    bound = _bound(labels.get("le"))
+                    if bound is not None:
+                        row_values["buckets"].setdefault(concept, {})[bound] = sample.value
+        time = snapshot.last_poll
+        seen = set()
+        for model, row_values in values.items():
+            row = self._row(snapshot.target.name, "backend", model)
+            if row is None:
+                continue
+            seen.add(model)
+            row.backend = snapshot.profile
+            counters = row_values["counters"]
+            if "finished" in counters:
+                for outcome in OUTCOMES:  # an outcome not served yet has counted nothing
+                    counters.setdefault(f"finished_{outcome}", 0.0)
+            self._add(
+                row,
+                Point(
+                    time,
+                    True,
+                    tuple(row_values["gauges"].get(name) for name in GAUGES),
+                    tuple(row_values["counters"].get(name) for name in COUNTER_SLOTS),
+                    tuple(self._histogram(row_values["buckets"].get(name)) for name in HISTOGRAMS),
+                ),
+            )
+        for row in self._rows_of(snapshot.target.name):
+            if row.kind == "backend" and row.key not in seen:
+                self._add(row, Point(time, True))  # up, but this model served nothing this poll
+
+    def _histogram(self, buckets: dict[float, float] | None) -> Histogram | None:
+        if not buckets or math.inf not in buckets or len(buckets) > MAX_BUCKETS:
+            return None
+        ordered = sorted(buckets.items())
+        bounds = tuple(bound for bound, _ in ordered)
+        bounds = self._bounds.setdefault(bounds, bounds)  # one tuple per set of bounds, shared by every point
+        if len(self._bounds) > MAX_ROWS * len(HISTOGRAMS):
+            self._bounds.clear()
+        return bounds, tuple(count for _, count in ordered)
+
+    def _observe_gpus(self, snapshot: Snapshot) -> None:
+        prefix = snapshot.target.prefix or ""
+        names = {apply_prefix(name, prefix): index for index, name in enumerate(GPU_GAUGES)}
+        values: dict[str, list[float | None]] = {}
+        uuids: dict[str, str] = {}
+        for family in snapshot.families:
+            index = names.get(family.name)
+            if index is None:
+                continue
+            for sample in family.samples:
+                if sample.name != family.name or "gpu" not in sample.labels:
+                    continue
+                gpu = sample.labels["gpu"][:MAX_LABEL]
+                values.setdefault(gpu, [None] * len(GPU_GAUGES))[index] = sample.value
+                uuids[gpu] = sample.labels.get("uuid", "")[:MAX_LABEL]
+        for gpu, gauges in values.items():
+            row = self._row(snapshot.target.name, "gpu", gpu)
+            if row is not None:
+                row.uuid = uuids[gpu]
+                self._add(row, Point(snapshot.last_poll, True, tuple(gauges)))
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    families: frozenset[str]
+    #: served sample name -> (kind, unified concept)
+    samples: dict[str, tuple[str, str]]
+
+
+_WANTED: dict[str, _Wanted] = {}
+
+
+def _wanted_names(prefix: str) -> _Wanted:
+    wanted = _WANTED.get(prefix)
+    if wanted is None:
+        samples: dict[str, tuple[str, str]] = {}
+        families: set[str] = set()
+        for name in GAUGES:
+            served = apply_prefix(name, prefix)
+            families.add(served)
+            samples[served] = ("gauge", name)
+        for name in (*COUNTERS, FINISHED):
+            served = apply_prefix(name, prefix)
+            families.update({served, served.removesuffix("_total")})
+            samples[served] = ("counter", name)
+        for name in HISTOGRAMS:
+            served = apply_prefix(name, prefix)
+            families.add(served)
+            samples[served + "_bucket"] = ("histogram", name)
+        if len(_WANTED) > 64:
+            _WANTED.clear()
+        wanted = _WANTED[prefix] = _Wanted(frozenset(families), samples)
+    return wanted
+
+
+def _model_of(labels: dict[str, str]) -> str:
+    """The backend's model: `exported_model` where the target's own labels took `model`."""
+    model = labels.get("exported_model", labels.get("model", ""))
+    return model[:MAX_LABEL]
+
+
+def _bound(text: str | None) -> float | None:
+    try:
+        bound = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return None if bound is None or math.isnan(bound) else bound
