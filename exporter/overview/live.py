@@ -21,8 +21,8 @@ class Overview:
         for snapshot in store.snapshots():
             self.windows.observe(snapshot)
         store.observers.append(self.windows.observe)
-        #: (window, wall-clock second) -> the report as JSON bytes; streams in the same second share one.
-        self._encoded: dict[tuple[float, int], bytes] = {}
+        #: (window, wall-clock second, polls seen) -> the report as JSON; streams in the same second share one.
+        self._encoded: dict[tuple[float, int, int], bytes] = {}
         #: Stream clients connected now.
         self.streams = 0
 
@@ -40,9 +40,10 @@ class Overview:
         return report(self.windows, self.settings.window if window is None else window, now)
 
     def encoded(self, window: float) -> bytes:
-        """The report as compact JSON (one line, as a server-sent event needs), made at most once a second per window."""
+        """The report as compact JSON (one line, as a server-sent event needs), made at most once a second per
+        window unless a poll came in meanwhile."""
         second = int(time.time())
-        key = (window, second)
+        key = (window, second, self.windows.version)
         data = self._encoded.get(key)
         if data is None:
             self._encoded = {k: v for k, v in self._encoded.items() if k[1] == second}

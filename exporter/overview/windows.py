@@ -82,6 +82,8 @@ class Windows:
         self.untracked: dict[str, int] = {}
         self._last_poll: dict[str, float | None] = {}
         self._bounds: dict[tuple[float, ...], tuple[float, ...]] = {}
+        #: Counts the polls observed: a report made since then is out of date.
+        self.version = 0
 
     @property
     def spacing(self) -> float:
@@ -99,6 +101,7 @@ class Windows:
         if snapshot.last_poll is None or self._last_poll.get(name) == snapshot.last_poll:
             return  # not a poll (the next poll's time was noted, or the target was restarted)
         self._last_poll[name] = snapshot.last_poll
+        self.version += 1
         if not snapshot.up:
             for row in self._rows_of(name):
                 self._add(row, Point(snapshot.last_poll, False))

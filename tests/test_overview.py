@@ -1,0 +1,297 @@
+"""/overview and its API: rates and percentiles checked against sums made here from the raw values a
+simulated backend served, across a counter reset and an outage; the stream, the CSV, auth, escaping."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import math
+import re
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from conftest import daemon_url, wait_until
+from exporter.collector import Collector
+from exporter.config import ConfigError, parse_config
+from exporter.overview.live import Overview
+from exporter.overview.routes import CSV_COLUMNS
+from exporter.overview.settings import OverviewSettings
+from exporter.overview.windows import MAX_POINTS, Point, Windows
+from exporter.scheduler import TargetPoller
+from exporter.sources import Shared
+from exporter.store import Store
+from exporter.web import build_app
+from simulated_vllm import HISTOGRAMS, Served, SimulatedVLLM
+
+INF = math.inf
+OUTCOME_OF = {"stop": "success", "length": "success", "abort": "abort", "error": "error"}
+LATENCY_OF = {
+    "ttft_seconds": "vllm:time_to_first_token_seconds",
+    "inter_token_latency_seconds": "vllm:inter_token_latency_seconds",
+    "e2e_latency_seconds": "vllm:e2e_request_latency_seconds",
+}
+
+
+# -- what the test computes itself from the served values ------------------------------------------
+
+
+def counter_increase(values: list[float]) -> float:
+    """Sum of rises; after a drop (a restart) the new value is all that was counted since."""
+    total = 0.0
+    for before, after in zip(values, values[1:]):
+        total += after if after < before else after - before
+    return total
+
+
+def finished(served: Served, outcome: str | None = None) -> float:
+    return sum(
+        value for key, value in served.counters.items()
+        if key.startswith("vllm:request_success_total/") and (outcome is None or OUTCOME_OF[key.rsplit("/", 1)[1]] == outcome)
+    )
+
+
+def expected_quantile(q: float, polls: list[Served], histogram: str) -> float | None:
+    """Each bucket's rise over the polls (a drop is a restart), then the rank's bucket, interpolated linearly."""
+    bounds = sorted(polls[-1].buckets[histogram])
+    rises = {bound: counter_increase([poll.buckets[histogram][bound] for poll in polls]) for bound in bounds}
+    total = rises[INF]
+    if total == 0:
+        return None
+    rank = q * total
+    lower_bound = lower_count = 0.0
+    for bound in bounds:
+        if rises[bound] >= rank:
+            if bound == INF:
+                return bounds[-2]
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (rises[bound] - lower_count)
+        lower_bound, lower_count = bound, rises[bound]
+    raise AssertionError("unreachable: +Inf holds every observation")
+
+
+# -- the scenario ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def simulated(aiohttp_server):
+    sim = SimulatedVLLM()
+    server = await aiohttp_server(sim.app(), host="127.0.0.1")
+    sim.url = str(server.make_url("/metrics"))
+    return sim
+
+
+async def overview_server(aiohttp_server, store: Store, overview: Overview):
+    app = build_app(store, Collector(store, process_metrics=False), is_ready=lambda: True, overview=overview)
+    return await aiohttp_server(app, host="127.0.0.1")
+
+
+async def get_json(server, path: str) -> dict:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url(path)) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+
+async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_across_a_reset_and_an_outage(
+    simulated, aiohttp_server
+):
+    config = parse_config(
+        "overview: {window: 15m}\n"
+        f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', retries: 0, interval: 5s, timeout: 2s}}\n"
+    )
+    store, shared = Store(), Shared()
+    # every poll kept (spacing 0): the test's polls come milliseconds apart
+    overview = Overview(store, config.overview, spacing=0)
+    server = await overview_server(aiohttp_server, store, overview)
+    poller = TargetPoller(config.targets[0], store, shared)
+    polls: list[tuple[float, Served]] = []
+
+    async def poll_up(requests: int, **kwargs) -> None:
+        simulated.step(requests, **kwargs)
+        snapshot = await poller.poll()
+        assert snapshot.up, snapshot.last_error
+        polls.append((snapshot.last_poll, simulated.served()))
+
+    try:
+        for requests, errors, aborts in ((12, 0, 1), (30, 1, 0), (25, 0, 2), (40, 2, 1)):
+            await poll_up(requests, errors=errors, aborts=aborts)
+        simulated.restart()  # counters and buckets back to zero: a reset, never a negative rate
+        await poll_up(5, errors=1)
+        await poll_up(18)
+
+        simulated.down = True
+        failed_at = len(polls)  # its place in the history
+        assert not (await poller.poll()).up
+        during = await get_json(server, "/api/overview")
+        row = during["backends"][0]
+        assert row["state"] == "down" and row["health"] == "unhealthy"
+        for name in ("requests_running", "kv_cache_usage_ratio", "request_rate", "error_rate", "generation_tokens_per_second"):
+            assert row[name] is None, name
+        assert row["ttft_seconds"] == {"p50": None, "p90": None, "p99": None}
+        assert row["history"]["request_rate"][-1] is None, "a down poll is a gap in the sparkline, not a zero"
+
+        simulated.restart()  # it came back restarted
+        simulated.down = False
+        await poll_up(22, aborts=3)
+        await poll_up(35, errors=1)
+        report = await get_json(server, "/api/overview")
+    finally:
+        await poller.close()
+        await shared.close()
+
+    row = report["backends"][0]
+    times = [t for t, _ in polls]
+    span = times[-1] - times[0]
+    served = [s for _, s in polls]
+    assert row["state"] == "up" and row["model"] == "sim/model-a" and row["backend"] == "vllm"
+    assert row["window"]["samples"] == len(polls)
+
+    def rate(values: list[float]) -> float:
+        return counter_increase(values) / span
+
+    approx = lambda value: pytest.approx(value, rel=1e-5, abs=1e-9)  # noqa: E731 - the report keeps 6 digits
+    assert row["request_rate"] == approx(rate([finished(s) for s in served]))
+    assert row["success_rate"] == approx(rate([finished(s, "success") for s in served]))
+    assert row["error_rate"] == approx(rate([finished(s, "error") for s in served]))
+    assert row["abort_rate"] == approx(rate([finished(s, "abort") for s in served]))
+    assert row["error_ratio"] == approx(
+        counter_increase([finished(s, "error") for s in served]) / counter_increase([finished(s) for s in served])
+    )
+    assert row["prompt_tokens_per_second"] == approx(rate([s.counters["vllm:prompt_tokens_total"] for s in served]))
+    assert row["generation_tokens_per_second"] == approx(rate([s.counters["vllm:generation_tokens_total"] for s in served]))
+    for name, histogram in LATENCY_OF.items():
+        for q in (0.5, 0.9, 0.99):
+            assert row[name][f"p{q * 100:g}"] == approx(expected_quantile(q, served, histogram)), (name, q)
+    last = served[-1].gauges
+    assert row["requests_running"] == last["vllm:num_requests_running"]
+    assert row["requests_waiting"] == last["vllm:num_requests_waiting"]
+    assert row["kv_cache_usage_ratio"] == last["vllm:kv_cache_usage_perc"]
+
+    history = row["history"]
+    assert len(history["times"]) == len(polls) + 1, "every poll, the failed one included"
+    assert all(value is None or value >= 0 for name in ("request_rate", "generation_tokens_per_second") for value in history[name])
+    assert history["request_rate"][failed_at] is None and history["requests_running"][failed_at] is None, "the failed poll"
+
+    ratio = row["error_ratio"]
+    assert row["health"] == ("unhealthy" if ratio >= 0.05 else "degraded" if ratio >= 0.01 else "healthy")
+    assert any("error ratio" in reason for reason in row["reasons"])
+
+
+async def test_the_csv_has_one_row_per_target_and_model_with_the_json_values(simulated, aiohttp_server):
+    config = parse_config(f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', retries: 0}}\n")
+    store, shared = Store(), Shared()
+    overview = Overview(store, config.overview, spacing=0)
+    server = await overview_server(aiohttp_server, store, overview)
+    poller = TargetPoller(config.targets[0], store, shared)
+    try:
+        for _ in range(3):
+            simulated.step(20, errors=1)
+            await poller.poll()
+    finally:
+        await shared.close()
+    report = await get_json(server, "/api/overview")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/api/overview.csv")) as response:
+            assert response.content_type == "text/csv"
+            rows = list(csv.DictReader(io.StringIO(await response.text())))
+    assert list(rows[0]) == list(CSV_COLUMNS)
+    assert len(rows) == len(report["backends"]) == 1
+    row, entry = rows[0], report["backends"][0]
+    assert (row["target"], row["model"], row["health"]) == ("sim", "sim/model-a", entry["health"])
+    assert float(row["request_rate"]) == pytest.approx(entry["request_rate"], rel=1e-5)
+    assert float(row["ttft_p99_seconds"]) == pytest.approx(entry["ttft_seconds"]["p99"], rel=1e-5)
+
+
+async def test_label_values_from_an_upstream_are_escaped_on_the_page_and_defused_in_the_csv(aiohttp_server):
+    hostile = SimulatedVLLM(model='=HYPERLINK("x")<img src=x onerror=alert(1)>"</script>')
+    server = await aiohttp_server(hostile.app(), host="127.0.0.1")
+    config = parse_config(f"targets:\n  - {{name: sim, type: http, url: '{server.make_url('/metrics')}', retries: 0}}\n")
+    store, shared = Store(), Shared()
+    overview = Overview(store, config.overview, spacing=0)
+    ours = await overview_server(aiohttp_server, store, overview)
+    poller = TargetPoller(config.targets[0], store, shared)
+    try:
+        hostile.step(3)
+        await poller.poll()
+    finally:
+        await shared.close()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(ours.make_url("/overview")) as response:
+            page = await response.text()
+            csp = response.headers["Content-Security-Policy"]
+        async with session.get(ours.make_url("/api/overview.csv")) as response:
+            table = await response.text()
+    assert "<img" not in page and page.count("</script>") == 1
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    model = next(csv.DictReader(io.StringIO(table)))["model"]
+    assert model.startswith("'=HYPERLINK"), "a spreadsheet must not run it as a formula"
+
+
+async def test_a_bad_window_is_refused_and_one_beyond_keep_too(simulated, aiohttp_server):
+    store = Store()
+    server = await overview_server(aiohttp_server, store, Overview(store, OverviewSettings(keep="5m")))
+    async with aiohttp.ClientSession() as session:
+        for window, status in (("5m", 200), ("1m", 200), ("15m", 400), ("soon", 400), ("<b>", 400)):
+            async with session.get(server.make_url("/api/overview"), params={"window": window}) as response:
+                assert response.status == status, window
+                if status == 400:
+                    assert "<b>" not in await response.text()
+
+
+async def test_the_page_works_without_a_script_by_refreshing(simulated, aiohttp_server):
+    store = Store()
+    server = await overview_server(aiohttp_server, store, Overview(store))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/overview")) as response:
+            page = await response.text()
+    assert re.search(r'<noscript><meta http-equiv="refresh" content="\d+"></noscript>', page)
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<link" not in page and "@import" not in page
+
+
+# -- the windows' bounds -----------------------------------------------------------------------------
+
+
+def test_a_row_keeps_at_most_max_points_however_often_it_is_polled():
+    windows = Windows(OverviewSettings(keep="10m"))
+    from exporter.overview.windows import Row
+
+    row = Row("t", "backend", "m")
+    for second in range(5000):
+        windows._add(row, Point(1000.0 + second * 0.5, True))
+    assert len(row.points) <= MAX_POINTS + 2
+    assert row.points[-1].time == 1000.0 + 4999 * 0.5, "the newest poll is always kept"
+    assert row.points[0].time >= row.points[-1].time - 600 - windows.spacing
+
+
+def test_the_config_section_is_validated_with_its_line(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        parse_config("listen: 127.0.0.1:9898\noverview:\n  window: 20m\n  keep: 10m\n", "c.yaml")
+    assert "c.yaml:2: overview: window 1200s is longer than keep 600s" in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        parse_config("overview:\n  error_ratio_degraded: 2\n", "c.yaml")
+    assert "c.yaml:2: overview.error_ratio_degraded" in str(error.value)
+
+
+# -- the stream, through a running daemon ------------------------------------------------------------
+
+
+async def test_the_stream_delivers_at_least_three_messages_in_three_and_a_half_seconds(simulated, start_daemon):
+    daemon = await start_daemon(f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', interval: 1s}}\n")
+    messages: list[dict] = []
+    async with aiohttp.ClientSession() as session:
+        async with session.get(daemon_url(daemon, "/api/overview/stream")) as response:
+            assert response.status == 200 and response.content_type == "text/event-stream"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 3.5
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    async for line in response.content:
+                        if line.startswith(b"data: "):
+                            messages.append(json.loads(line[6:]))
+    assert len(messages) >= 3
+    assert all(message["schema_version"] == 1 for message in messages)
+    assert [m["generated_unix"] for m in messages] == sorted({m["generated_unix"] for m in messages})
