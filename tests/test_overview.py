@@ -295,3 +295,37 @@ async def test_the_stream_delivers_at_least_three_messages_in_three_and_a_half_s
     assert len(messages) >= 3
     assert all(message["schema_version"] == 1 for message in messages)
     assert [m["generated_unix"] for m in messages] == sorted({m["generated_unix"] for m in messages})
+
+
+# -- GPUs beside the backends ------------------------------------------------------------------------
+
+
+async def test_gpus_of_nvml_targets_show_utilisation_memory_and_power(monkeypatch, aiohttp_server):
+    from exporter.sources import nvml as nvml_source
+    from fake_nvml import FakeNVML, eight_gpus
+
+    fake = FakeNVML(eight_gpus())
+    monkeypatch.setattr(nvml_source, "load_binding", lambda: fake)
+    config = parse_config("targets:\n  - {name: gpus, type: nvml, interval: 5s, timeout: 2s, retries: 0}\n")
+    store, shared = Store(), Shared()
+    overview = Overview(store, config.overview, spacing=0)
+    server = await overview_server(aiohttp_server, store, overview)
+    poller = TargetPoller(config.targets[0], store, shared)
+    try:
+        for _ in range(2):
+            assert (await poller.poll()).up
+    finally:
+        await poller.close()
+        await shared.close()
+    report = await get_json(server, "/api/overview")
+    gpus = {gpu["gpu"]: gpu for gpu in report["gpus"]}
+    assert set(gpus) == {str(gpu.index) for gpu in fake.gpus}
+    assert report["backends"] == [], "an nvml target is a host's GPUs, not a backend"
+    for gpu in fake.gpus:
+        row = gpus[str(gpu.index)]
+        if "nvmlDeviceGetPowerUsage" not in gpu.unsupported:
+            assert row["power_watts"] == pytest.approx(gpu.power_mw / 1000)
+        if "nvmlDeviceGetUtilizationRates" not in gpu.unsupported and not gpu.mig:
+            assert row["utilization_ratio"] == pytest.approx(gpu.utilization[0] / 100)
+        assert row["memory_total_bytes"] == gpu.memory_total
+        assert row["memory_used_ratio"] == pytest.approx(gpu.memory_used / gpu.memory_total, rel=1e-5)

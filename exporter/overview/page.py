@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -77,13 +78,15 @@ judged(tr,b.abort_ratio,t.abort_ratio_degraded,t.abort_ratio_unhealthy,pct);
 cell(tr,qs(b.ttft_seconds),'num');cell(tr,qs(b.inter_token_latency_seconds),'num');cell(tr,qs(b.e2e_latency_seconds),'num');
 cell(tr,rate(b.prompt_tokens_per_second),'num');cell(tr,rate(b.generation_tokens_per_second),'num',h.generation_tokens_per_second);
 cell(tr,b.reasons.join('; '),'small');rows.appendChild(tr);});
-var tb=document.getElementById('backend-rows');tb.textContent='';tb.appendChild(rows);
 var g=document.createDocumentFragment();
 r.gpus.forEach(function(x){var tr=el('tr');tr.setAttribute('data-target',x.target);tr.setAttribute('data-gpu',x.gpu==null?'':x.gpu);
 cell(tr,x.target);cell(tr,x.gpu==null?'–':x.gpu);cell(tr,x.uuid,'small');var s=cell(tr,'');s.appendChild(el('span','s-'+x.state,x.state));
 cell(tr,pct(x.utilization_ratio),'num',x.history.utilization_ratio);
 cell(tr,bytes(x.memory_used_bytes)+' / '+bytes(x.memory_total_bytes)+' ('+pct(x.memory_used_ratio)+')','num');
 cell(tr,x.power_watts==null?'–':num(x.power_watts)+' W','num',x.history.power_watts);g.appendChild(tr);});
+if(!r.gpus.length){var e=el('tr'),c=el('td','muted',EMPTY_GPUS);c.setAttribute('colspan','7');e.appendChild(c);g.appendChild(e);}
+if(!r.backends.length){var e2=el('tr'),c2=el('td','muted',EMPTY_BACKENDS);c2.setAttribute('colspan','15');e2.appendChild(c2);rows.appendChild(e2);}
+var tb=document.getElementById('backend-rows');tb.textContent='';tb.appendChild(rows);
 var gb=document.getElementById('gpu-rows');gb.textContent='';gb.appendChild(g);
 var s=r.summary;document.getElementById('summary').textContent=s.backends+' backends: '+s.healthy+' healthy, '+s.degraded+' degraded, '+s.unhealthy+' unhealthy, '+s.unknown+' unknown · '+s.gpus+' GPUs';
 var u=document.getElementById('updated');u.textContent=r.generated;u.setAttribute('data-generated',r.generated_unix);
@@ -91,6 +94,9 @@ body.setAttribute('data-updates',String(Number(body.getAttribute('data-updates')
 })();
 """
 
+EMPTY_GPUS = "no GPUs: add a target of type nvml to see this host's GPUs here"
+EMPTY_BACKENDS = "no backends configured"
+SCRIPT = SCRIPT.replace("EMPTY_GPUS", json.dumps(EMPTY_GPUS)).replace("EMPTY_BACKENDS", json.dumps(EMPTY_BACKENDS))
 SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
 #: Only this page's own script and styles; data only from this server; no frames, no forms, no plugins.
 CSP = (
@@ -121,8 +127,8 @@ def render(report: dict[str, Any]) -> str:
         + (f"; degraded from {t['waiting_degraded']} requests waiting" if t["waiting_degraded"] else "")
         + "; a target down is unhealthy"
     )
-    backends = "".join(_backend_row(row, t) for row in report["backends"])
-    gpus = "".join(_gpu_row(row) for row in report["gpus"])
+    backends = "".join(_backend_row(row, t) for row in report["backends"]) or _empty(EMPTY_BACKENDS, 15)
+    gpus = "".join(_gpu_row(row) for row in report["gpus"]) or _empty(EMPTY_GPUS, 7)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <noscript><meta http-equiv="refresh" content="{NOSCRIPT_REFRESH}"></noscript>
@@ -144,6 +150,10 @@ KV cache and GPUs as of the last poll. Thresholds: {_e(legend)}.</p>
 <tbody id="gpu-rows">{gpus}</tbody></table>
 </main><script>{SCRIPT}</script></body></html>
 """
+
+
+def _empty(text: str, columns: int) -> str:
+    return f'<tr><td class="muted" colspan="{columns}">{_e(text)}</td></tr>'
 
 
 def _summary(summary: dict[str, int]) -> str:

@@ -37,6 +37,7 @@ def report(windows: Windows, window: float, now: float | None = None) -> dict[st
         rows = [row for key, row in windows.rows.items() if key[0] == name]
         state = "pending" if snapshot.up is None else ("up" if snapshot.up else "down")
         if snapshot.target.type == "nvml":
+            rows.sort(key=lambda row: (len(row.key), row.key))  # GPU indexes in numeric order
             gpus.extend(_gpu(row, state, window, now) for row in rows if row.kind == "gpu")
             if not rows:
                 gpus.append(_empty_gpu(name, state, snapshot.last_error and snapshot.last_reason))
@@ -229,7 +230,7 @@ def _quantiles(points: list[Point], index: int) -> dict[str, float | None]:
     if increases is None:
         return {_q(q): None for q in QUANTILES}
     bounds, counts = increases
-    return {_q(q): _num(histogram_quantile(q, bounds, counts)) for q in QUANTILES}
+    return {_q(q): _rounded(_num(histogram_quantile(q, bounds, counts))) for q in QUANTILES}
 
 
 def _history(points: list[Point]) -> dict[str, list]:
@@ -275,13 +276,18 @@ def _q(q: float) -> str:
 
 
 def _num(value: float | None) -> float | None:
-    """A value JSON can carry: NaN and infinities are null."""
+    """A value JSON can carry, as read: NaN and infinities are null."""
     if value is None or math.isnan(value) or math.isinf(value):
         return None
-    return _round(value)
+    return value
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else _round(value)
 
 
 def _round(value: float) -> float:
+    """A computed value to six significant digits: more would be noise from the arithmetic."""
     return float(f"{value:.6g}")
 
 
