@@ -329,3 +329,82 @@ async def test_gpus_of_nvml_targets_show_utilisation_memory_and_power(monkeypatc
             assert row["utilization_ratio"] == pytest.approx(gpu.utilization[0] / 100)
         assert row["memory_total_bytes"] == gpu.memory_total
         assert row["memory_used_ratio"] == pytest.approx(gpu.memory_used / gpu.memory_total, rel=1e-5)
+
+
+# -- the same auth and TLS as every endpoint -------------------------------------------------------
+
+
+OVERVIEW_PATHS = ("/overview", "/api/overview", "/api/overview.csv", "/api/overview/stream")
+
+
+async def test_basic_auth_and_tls_apply_to_all_four_overview_endpoints(simulated, start_daemon, tmp_path):
+    from exporter.webconfig import WebSecurity
+    from test_web_security import PASSWORD, Certs, basic, hashed
+
+    certs = Certs(tmp_path)
+    web_config = tmp_path / "web.yml"
+    web_config.write_text(
+        f"tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\nbasic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n"
+    )
+    daemon = await start_daemon(
+        f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', interval: 1s}}\n", web_security=WebSecurity(web_config)
+    )
+    connector = aiohttp.TCPConnector(ssl=certs.client_context())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for path in OVERVIEW_PATHS:
+            url = daemon_url(daemon, path).replace("http://", "https://")
+            async with session.get(url) as response:
+                assert response.status == 401, path
+            async with session.get(url, headers=basic("prometheus", "wrong-s3cr3t-pw")) as response:
+                assert response.status == 401, path
+            async with session.get(url, headers=basic("prometheus", PASSWORD)) as response:
+                assert response.status == 200, path
+                first = await response.content.readline()
+                assert first, path
+        with pytest.raises(aiohttp.ClientError):
+            async with aiohttp.ClientSession() as plain:
+                await plain.get(daemon_url(daemon, "/api/overview"))
+
+
+# -- PromQL's arithmetic -----------------------------------------------------------------------------
+
+
+def test_histogram_quantile_follows_prometheus_at_the_edges():
+    from exporter.overview.promql import histogram_quantile
+
+    bounds = (0.1, 0.5, 1.0, INF)
+    assert histogram_quantile(0.5, bounds, (0, 0, 0, 0)) != histogram_quantile(0.5, bounds, (0, 0, 0, 0)), "NaN"
+    assert histogram_quantile(0.99, bounds, (0, 0, 0, 10)) == 1.0, "in +Inf: the highest finite bound"
+    assert histogram_quantile(0.5, bounds, (10, 10, 10, 10)) == pytest.approx(0.05), "from 0 in the first bucket"
+    assert histogram_quantile(0.75, bounds, (0, 4, 8, 8)) == pytest.approx(0.75)
+    assert math.isnan(histogram_quantile(0.5, (INF,), (5,))), "a summary's count alone gives no quantile"
+    assert math.isnan(histogram_quantile(0.5, (0.1, 1.0), (1, 2))), "no +Inf bucket"
+    assert histogram_quantile(0.5, (-1.0, 0.0, INF), (5, 10, 10)) == -1.0, "a first bound not above 0 is returned as it is"
+    assert histogram_quantile(0.75, bounds, (2, 1, 4, 4)) == pytest.approx(0.75), "counts forced monotonic: (2, 2, 4, 4)"
+
+
+def test_increase_counts_a_reset_as_what_was_counted_since():
+    from exporter.overview.promql import increase
+
+    assert increase([10, 15, 3, 8]) == 5 + 3 + 5
+    assert increase([5]) == 0 and increase([]) == 0
+    assert increase([4, 4, 4]) == 0
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=8),
+    st.lists(st.integers(min_value=1, max_value=9), min_size=8, max_size=8),
+    st.sampled_from((0.01, 0.25, 0.5, 0.9, 0.99, 1.0)),
+)
+def test_histogram_quantile_equals_the_interpolation_computed_here(counts, widths, q):
+    from exporter.overview.promql import histogram_quantile
+
+    bounds = [float(sum(widths[: i + 1])) for i in range(len(counts))] + [INF]
+    cumulative = [float(sum(counts[: i + 1])) for i in range(len(counts))]
+    cumulative.append(cumulative[-1] + 3)
+    polls = [Served(buckets={"h": dict.fromkeys(bounds, 0.0)}), Served(buckets={"h": dict(zip(bounds, cumulative))})]
+    assert histogram_quantile(q, bounds, cumulative) == pytest.approx(expected_quantile(q, polls, "h"))
