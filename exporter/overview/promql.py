@@ -15,33 +15,20 @@ from collections.abc import Iterable, Sequence
 SMALL_DELTA_TOLERANCE = 1e-12
 
 
+def rise(before: float, after: float) -> float:
+    """What a counter counted between two readings: a decrease is a reset, after which the new value is
+    all it has counted (Prometheus's counter-reset rule)."""
+    return after - before if after >= before else after
+
+
 def increase(values: Iterable[float]) -> float:
-    """How much a counter grew over consecutive readings; a decrease is a reset, after which the new
-    value is all it has counted (Prometheus's counter-reset rule, without extrapolation)."""
+    """How much a counter grew over consecutive readings, resets included (no extrapolation)."""
     total, previous = 0.0, None
     for value in values:
         if previous is not None:
-            total += value - previous if value >= previous else value
+            total += rise(previous, value)
         previous = value
     return total
-
-
-def bucket_increases(readings: Sequence[tuple[tuple[float, ...], Sequence[float]]]) -> tuple[tuple[float, ...], list[float]] | None:
-    """Each bucket's increase over consecutive (bounds, cumulative counts) readings, every bucket a counter
-    of its own as in `rate(x_bucket[w])`. A pair of readings whose bounds differ (the backend changed its
-    buckets, or restarted with others) adds nothing. None without two readings of the latest bounds."""
-    if len(readings) < 2:
-        return None
-    bounds = readings[-1][0]
-    totals = [0.0] * len(bounds)
-    paired = False
-    for (before_bounds, before), (after_bounds, after) in zip(readings, readings[1:]):
-        if before_bounds != after_bounds or after_bounds != bounds:
-            continue
-        paired = True
-        for index, (old, new) in enumerate(zip(before, after)):
-            totals[index] += new - old if new >= old else new
-    return (bounds, totals) if paired else None
 
 
 def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[float]) -> float:

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from exporter.overview.promql import bucket_increases, histogram_quantile, increase
+from exporter.overview.promql import histogram_quantile
 from exporter.overview.settings import OverviewSettings
 from exporter.overview.windows import COUNTER_SLOTS, GAUGES, GPU_GAUGES, HISTOGRAMS, Point, Row, Windows
 
@@ -81,7 +81,21 @@ def in_window(row: Row, window: float, now: float) -> list[Point]:
 
 
 def _backend(row: Row, state: str, window: float, now: float, settings: OverviewSettings) -> dict[str, Any]:
+    """A row's entry, made again only when the points in its window, its state or the settings changed
+    (a target polled every 15 s changes one report in 15)."""
     points = in_window(row, window, now)
+    first, last = (points[0], points[-1]) if points else (None, None)
+    cached = row.reports.get(window)
+    if cached is not None:
+        (was_first, was_last, was_state, was_settings), entry = cached
+        if was_first is first and was_last is last and was_state == state and was_settings is settings:
+            return entry
+    entry = _backend_entry(row, points, state, settings)
+    row.reports[window] = ((first, last, state, settings), entry)
+    return entry
+
+
+def _backend_entry(row: Row, points: list[Point], state: str, settings: OverviewSettings) -> dict[str, Any]:
     up = [point for point in points if point.up and point.counters]
     latest = points[-1] if points else None
     current = latest is not None and latest.up and bool(latest.gauges)
@@ -208,60 +222,66 @@ def _empty_gpu(target: str, state: str, reason: str) -> dict[str, Any]:
 # -- arithmetic over points ------------------------------------------------------------------------
 
 
-def _series(points: list[Point], slot: int) -> list[tuple[float, float]]:
-    return [(point.time, value) for point in points if (value := point.counters[slot]) is not None]
+def _ends(points: list[Point], slot: int) -> tuple[Point, Point] | None:
+    """The first and last points that read this counter (its values are reset-corrected totals)."""
+    first = next((point for point in points if point.counters[slot] is not None), None)
+    last = next((point for point in reversed(points) if point.counters[slot] is not None), None)
+    return None if first is None or last is None or first is last else (first, last)
 
 
 def _increase(points: list[Point], slot: int) -> float | None:
-    series = _series(points, slot)
-    return _round(increase(value for _, value in series)) if len(series) >= 2 else None
+    ends = _ends(points, slot)
+    return None if ends is None else _round(ends[1].counters[slot] - ends[0].counters[slot])
 
 
 def _rate(points: list[Point], slot: int) -> float | None:
-    series = _series(points, slot)
-    if len(series) < 2 or series[-1][0] <= series[0][0]:
+    ends = _ends(points, slot)
+    if ends is None or ends[1].time <= ends[0].time:
         return None
-    return _round(increase(value for _, value in series) / (series[-1][0] - series[0][0]))
+    first, last = ends
+    return _round((last.counters[slot] - first.counters[slot]) / (last.time - first.time))
 
 
 def _quantiles(points: list[Point], index: int) -> dict[str, float | None]:
-    readings = [histogram for point in points if (histogram := point.histograms[index]) is not None]
-    increases = bucket_increases(readings)
-    if increases is None:
+    """histogram_quantile over each bucket's increase in the window: the last reading less the first of
+    the same run (the same bounds)."""
+    last = next((h for point in reversed(points) if (h := point.histograms[index]) is not None), None)
+    first = next((h for point in points if (h := point.histograms[index]) is not None and h[2] == last[2]), None) if last else None
+    if last is None or first is None or first is last:
         return {_q(q): None for q in QUANTILES}
-    bounds, counts = increases
+    bounds = last[0]
+    counts = [after - before for before, after in zip(first[1], last[1])]
     return {_q(q): _rounded(_num(histogram_quantile(q, bounds, counts))) for q in QUANTILES}
 
 
 def _history(points: list[Point]) -> dict[str, list]:
     """Per-point values for the sparklines: gauges as read, rates between consecutive polls; gaps for down polls."""
-    shown = _thin(points)
     running, kv, requests, tokens, times = [], [], [], [], []
+    finished, generated = _SLOT["finished"], _SLOT["generation_tokens_total"]
+    r, k = _GAUGE["requests_running"], _GAUGE["kv_cache_usage_ratio"]
     previous: Point | None = None
-    for point in shown:
+    for point in _thin(points):
         times.append(round(point.time, 3))
         if not point.up or not point.gauges:
             running.append(None), kv.append(None), requests.append(None), tokens.append(None)
             previous = point if point.up else previous
             continue
-        running.append(_num(point.gauges[_GAUGE["requests_running"]]))
-        kv.append(_num(point.gauges[_GAUGE["kv_cache_usage_ratio"]]))
-        requests.append(_step_rate(previous, point, _SLOT["finished"]))
-        tokens.append(_step_rate(previous, point, _SLOT["generation_tokens_total"]))
+        gauges, counters = point.gauges, point.counters
+        running.append(_num(gauges[r]))
+        kv.append(_num(gauges[k]))
+        if previous is None or not previous.counters or point.time <= previous.time:
+            requests.append(None), tokens.append(None)
+        else:
+            span, before = point.time - previous.time, previous.counters
+            requests.append(None if counters[finished] is None or before[finished] is None
+                            else round((counters[finished] - before[finished]) / span, 4))
+            tokens.append(None if counters[generated] is None or before[generated] is None
+                          else round((counters[generated] - before[generated]) / span, 4))
         previous = point
     return {
         "times": times, "requests_running": running, "kv_cache_usage_ratio": kv,
         "request_rate": requests, "generation_tokens_per_second": tokens,
     }
-
-
-def _step_rate(before: Point | None, after: Point, slot: int) -> float | None:
-    if before is None or not before.counters or after.time <= before.time:
-        return None
-    old, new = before.counters[slot], after.counters[slot]
-    if old is None or new is None:
-        return None
-    return _round(increase((old, new)) / (after.time - before.time))
 
 
 def _thin(points: list[Point]) -> list[Point]:

@@ -4,6 +4,11 @@ The store calls `Windows.observe` with every snapshot it publishes; a snapshot f
 point per (target, model) row: the unified gauges, counters and histogram buckets of that poll, or a
 "down" mark when the poll failed. Nothing is polled for the overview, nothing is written to disk, and
 nothing older than `keep` is held. Reports (exporter.overview.report) read these rings.
+
+Counters and buckets are kept as they would read had they never been reset: each reading adds what
+it counted since the one before (`rise`, Prometheus's reset rule), so that an increase over any
+window is its last value less its first, a report costs the same whatever the window, and a reset
+between two points kept is never lost when points are thinned.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from exporter.normalize import apply_prefix
+from exporter.overview.promql import rise
 from exporter.overview.settings import OverviewSettings
 from exporter.profiles import FINISHED
 from exporter.store import Snapshot
@@ -39,12 +45,15 @@ GPU_GAUGES = ("gpu_utilization_ratio", "gpu_memory_used_bytes", "gpu_memory_tota
 #: Counters as a point holds them: the two token counters, then finished requests by outcome, then all finished.
 COUNTER_SLOTS = (*COUNTERS, *(f"finished_{outcome}" for outcome in OUTCOMES), "finished")
 
-Histogram = tuple[tuple[float, ...], tuple[float, ...]]
+#: (bounds, reset-corrected cumulative counts, run): `run` changes when the bounds do, and counts are
+#: comparable only within one run.
+Histogram = tuple[tuple[float, ...], tuple[float, ...], int]
 
 
 @dataclass(frozen=True, slots=True)
 class Point:
-    """One poll of one row. `up` False marks a failed poll: no values, a gap, never zeros."""
+    """One poll of one row. `up` False marks a failed poll: no values, a gap, never zeros. Counters and
+    histogram counts are reset-corrected (see the module's docstring); None where the poll had none."""
 
     time: float
     up: bool
@@ -63,9 +72,51 @@ class Row:
     backend: str | None = None
     uuid: str = ""
     points: deque[Point] | None = None
+    #: The last raw reading of each counter, and its reset-corrected total.
+    raw: list[float | None] | None = None
+    corrected: list[float] | None = None
+    #: The last raw (bounds, counts) of each histogram, its corrected counts and its run.
+    raw_histograms: list[tuple[tuple[float, ...], tuple[float, ...]] | None] | None = None
+    histograms: list[Histogram | None] | None = None
+    #: window -> (what it was made from, the report's entry for this row): see report._backend.
+    reports: dict | None = None
 
     def __post_init__(self) -> None:
+        self.reports = {}
         self.points = deque(maxlen=MAX_POINTS + 2)
+        self.raw = [None] * len(COUNTER_SLOTS)
+        self.corrected = [0.0] * len(COUNTER_SLOTS)
+        self.raw_histograms = [None] * len(HISTOGRAMS)
+        self.histograms = [None] * len(HISTOGRAMS)
+
+    def counters_read(self, values: list[float | None]) -> tuple[float | None, ...]:
+        """Raw counter readings -> reset-corrected totals (a counter's first reading counts as 0)."""
+        out: list[float | None] = []
+        for slot, value in enumerate(values):
+            if value is None:
+                out.append(None)
+                continue
+            before = self.raw[slot]
+            if before is not None:
+                self.corrected[slot] += rise(before, value)
+            self.raw[slot] = value
+            out.append(self.corrected[slot])
+        return tuple(out)
+
+    def histogram_read(self, index: int, reading: tuple[tuple[float, ...], tuple[float, ...]] | None) -> Histogram | None:
+        """Raw (bounds, cumulative counts) -> reset-corrected counts, each bucket a counter of its own as in
+        `rate(x_bucket[w])`. New bounds start a new run, from which alone later increases are taken."""
+        if reading is None:
+            return None
+        bounds, counts = reading
+        before, kept = self.raw_histograms[index], self.histograms[index]
+        if before is None or kept is None or before[0] != bounds:
+            corrected = (bounds, tuple(0.0 for _ in counts), (kept[2] + 1) if kept is not None else 0)
+        else:
+            corrected = (bounds, tuple(total + rise(old, new) for total, old, new in zip(kept[1], before[1], counts)), kept[2])
+        self.raw_histograms[index] = reading
+        self.histograms[index] = corrected
+        return corrected
 
 
 class Windows:
@@ -196,15 +247,18 @@ class Windows:
                     time,
                     True,
                     tuple(row_values["gauges"].get(name) for name in GAUGES),
-                    tuple(row_values["counters"].get(name) for name in COUNTER_SLOTS),
-                    tuple(self._histogram(row_values["buckets"].get(name)) for name in HISTOGRAMS),
+                    row.counters_read([counters.get(name) for name in COUNTER_SLOTS]),
+                    tuple(
+                        row.histogram_read(index, self._histogram(row_values["buckets"].get(name)))
+                        for index, name in enumerate(HISTOGRAMS)
+                    ),
                 ),
             )
         for row in self._rows_of(snapshot.target.name):
             if row.kind == "backend" and row.key not in seen:
                 self._add(row, Point(time, True))  # up, but this model served nothing this poll
 
-    def _histogram(self, buckets: dict[float, float] | None) -> Histogram | None:
+    def _histogram(self, buckets: dict[float, float] | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         if not buckets or math.inf not in buckets or len(buckets) > MAX_BUCKETS:
             return None
         ordered = sorted(buckets.items())
