@@ -14,6 +14,7 @@ between two points kept is never lost when points are thinned.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from exporter.store import Snapshot
 #: Points a row keeps at most; polls closer together than keep / MAX_POINTS are thinned (the newest kept).
 MAX_POINTS = 300
 #: Rows (target and model, or target and GPU) kept at most; a row past this is not tracked (and counted).
-MAX_ROWS = 256
+MAX_ROWS = 64
 #: Models one target may contribute rows for; the rest are not tracked (and counted).
 MAX_MODELS_PER_TARGET = 32
 #: Buckets a histogram may have to be kept; a larger one gives no quantiles.
@@ -46,8 +47,8 @@ GPU_GAUGES = ("gpu_utilization_ratio", "gpu_memory_used_bytes", "gpu_memory_tota
 COUNTER_SLOTS = (*COUNTERS, *(f"finished_{outcome}" for outcome in OUTCOMES), "finished")
 
 #: (bounds, reset-corrected cumulative counts, run): `run` changes when the bounds do, and counts are
-#: comparable only within one run.
-Histogram = tuple[tuple[float, ...], tuple[float, ...], int]
+#: comparable only within one run. Counts are packed doubles: a third of the memory of a tuple of floats.
+Histogram = tuple[tuple[float, ...], array, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +112,9 @@ class Row:
         bounds, counts = reading
         before, kept = self.raw_histograms[index], self.histograms[index]
         if before is None or kept is None or before[0] != bounds:
-            corrected = (bounds, tuple(0.0 for _ in counts), (kept[2] + 1) if kept is not None else 0)
+            corrected = (bounds, array("d", bytes(8 * len(counts))), (kept[2] + 1) if kept is not None else 0)
         else:
-            corrected = (bounds, tuple(total + rise(old, new) for total, old, new in zip(kept[1], before[1], counts)), kept[2])
+            corrected = (bounds, array("d", [total + rise(old, new) for total, old, new in zip(kept[1], before[1], counts)]), kept[2])
         self.raw_histograms[index] = reading
         self.histograms[index] = corrected
         return corrected
