@@ -143,6 +143,9 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
         await shared.close()
 
     row = report["backends"][0]
+    from exporter.overview.report import _no_series
+
+    assert set(row) == set(_no_series("t", "up", None, "")) | {"untracked_rows"}, "one shape for every row"
     times = [t for t, _ in polls]
     span = times[-1] - times[0]
     served = [s for _, s in polls]
@@ -408,3 +411,27 @@ def test_histogram_quantile_equals_the_interpolation_computed_here(counts, width
     cumulative.append(cumulative[-1] + 3)
     polls = [Served(buckets={"h": dict.fromkeys(bounds, 0.0)}), Served(buckets={"h": dict(zip(bounds, cumulative))})]
     assert histogram_quantile(q, bounds, cumulative) == pytest.approx(expected_quantile(q, polls, "h"))
+
+
+# -- the README and the example config say what the code does --------------------------------------
+
+
+def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_config_the_defaults(simulated):
+    from exporter.config import load_config
+    from exporter.overview.report import report
+    from support import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Live overview"):readme.index("## Configuration")]
+    documented = set(re.findall(r"`([a-z_0-9]+)(?:\[\])?`", section))
+    store = Store()
+    windows = Overview(store).windows
+    top = report(windows, 60.0)
+    assert set(top) <= documented, set(top) - documented
+    from exporter.overview.report import _no_series, _empty_gpu
+
+    for entry in (_no_series("t", "up", None, ""), _empty_gpu("g", "up", "")):
+        assert set(entry) - {"reason"} <= documented, set(entry) - documented
+    csv_text = re.sub(r"\s+", " ", section[section.index("### `/api/overview.csv`"):])
+    assert ", ".join(CSV_COLUMNS) in csv_text
+    assert load_config(REPO / "config.example.yaml").overview == OverviewSettings()

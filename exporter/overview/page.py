@@ -15,7 +15,6 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from exporter.fields import format_duration
 
 #: Seconds between reloads when the script cannot run (inside <noscript>).
 NOSCRIPT_REFRESH = 5
@@ -117,7 +116,7 @@ def render(report: dict[str, Any]) -> str:
     window = report["window_seconds"]
     t = report["thresholds"]
     choices = " ".join(
-        f'<a href="?window={quote(format_duration(w))}"{" class=on" if w == window else ""}>{_e(_span(w))}</a>'
+        f'<a href="?window={quote(_span(w))}"{" class=on" if w == window else ""}>{_e(_span(w))}</a>'
         for w in report["windows_seconds"]
     )
     legend = (
@@ -133,7 +132,7 @@ def render(report: dict[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <noscript><meta http-equiv="refresh" content="{NOSCRIPT_REFRESH}"></noscript>
 <title>Overview - inference-exporter</title><style>{STYLE}</style></head>
-<body data-window="{_e(format_duration(window))}" data-updates="0"><header><strong><a href="/">inference-exporter</a></strong>
+<body data-window="{_e(_span(window))}" data-updates="0"><header><strong><a href="/">inference-exporter</a></strong>
 <a href="/overview">Overview</a><a href="/targets">Targets</a><a href="/metrics">Metrics</a><a href="/api/overview">JSON</a><a href="/api/overview.csv">CSV</a></header>
 <main><h1>Overview <span class="muted small">over the last {_e(_span(window))}</span></h1>
 <nav class="windows">Window: {choices}</nav>
