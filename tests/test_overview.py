@@ -435,3 +435,25 @@ def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_co
     csv_text = re.sub(r"\s+", " ", section[section.index("### `/api/overview.csv`"):])
     assert ", ".join(CSV_COLUMNS) in csv_text
     assert load_config(REPO / "config.example.yaml").overview == OverviewSettings()
+
+
+def test_models_beyond_the_cap_are_left_out_and_counted(monkeypatch):
+    from dataclasses import replace
+
+    from exporter.normalize import normalize
+    from exporter.overview import windows as windows_module
+    from exporter.overview.report import report
+    from exporter.parse import parse
+    from exporter.store import Snapshot
+    from exporter.unify import Unifier
+
+    monkeypatch.setattr(windows_module, "MAX_MODELS_PER_TARGET", 2)
+    text = "".join(f'vllm:num_requests_running{{model_name="m{i}"}} {i}\n' for i in range(5))
+    target = parse_config("targets:\n  - {name: many, type: http, url: 'http://127.0.0.1:1/metrics'}\n").targets[0]
+    unified = Unifier(target).apply(parse(text.encode()).families).families
+    served = normalize(unified, target=target.name, labels={}, prefix="").families
+    windows = Windows(spacing=0)
+    for poll in range(3):
+        windows.observe(Snapshot(target, families=served, up=True, last_poll=1000.0 + poll))
+    rows = report(windows, 60.0, now=1003.0)["backends"]
+    assert len(rows) == 2 and all(row["untracked_rows"] == 3 for row in rows), "3 left out, counted once"

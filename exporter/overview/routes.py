@@ -52,7 +52,7 @@ def add_routes(app: web.Application, overview: Overview) -> None:
             web.get("/overview", overview_page),
             web.get("/api/overview", overview_json),
             web.get("/api/overview.csv", overview_csv),
-            web.get("/api/overview/stream", overview_stream),
+            web.get("/api/overview/stream", overview_stream, allow_head=False),
         ]
     )
 

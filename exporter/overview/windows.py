@@ -130,7 +130,7 @@ class Windows:
         self.rows: dict[tuple[str, str, str], Row] = {}
         #: Snapshots of each target, by name: which targets exist, their state and type.
         self.targets: dict[str, Snapshot] = {}
-        #: Rows not tracked because a cap was reached, by target.
+        #: Rows a target's last poll had that are not tracked because a cap was reached, by target.
         self.untracked: dict[str, int] = {}
         self._last_poll: dict[str, float | None] = {}
         self._bounds: dict[tuple[float, ...], tuple[float, ...]] = {}
@@ -158,6 +158,7 @@ class Windows:
             for row in self._rows_of(name):
                 self._add(row, Point(snapshot.last_poll, False))
             return
+        self.untracked.pop(name, None)  # counted again for this poll
         if snapshot.target.type == "nvml":
             self._observe_gpus(snapshot)
         else:
@@ -177,6 +178,7 @@ class Windows:
         return [row for key, row in self.rows.items() if key[0] == target]
 
     def _row(self, target: str, kind: str, key: str) -> Row | None:
+        """The row, made if the caps allow; None (and counted in this poll's `untracked`) if not."""
         row = self.rows.get((target, kind, key))
         if row is None:
             if len(self.rows) >= MAX_ROWS or (
