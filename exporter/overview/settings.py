@@ -12,8 +12,6 @@ MAX_KEEP = 3600.0
 #: The windows the page offers, in seconds; those above `keep` are left out.
 WINDOW_CHOICES = (60.0, 300.0, 900.0)
 
-Ratio = float
-
 
 class OverviewSettings(BaseModel):
     """How /overview judges a backend. Ratios are shares of the requests finished in the window."""
@@ -24,11 +22,11 @@ class OverviewSettings(BaseModel):
     window: Duration = 60.0
     #: How far back polls are kept, and so the longest window a request may ask for.
     keep: Duration = 900.0
-    error_ratio_degraded: Ratio = Field(default=0.01, ge=0, le=1)
-    error_ratio_unhealthy: Ratio = Field(default=0.05, ge=0, le=1)
-    abort_ratio_degraded: Ratio = Field(default=0.05, ge=0, le=1)
-    abort_ratio_unhealthy: Ratio = Field(default=0.25, ge=0, le=1)
-    kv_cache_degraded: Ratio = Field(default=0.95, ge=0, le=1)
+    error_ratio_degraded: float = Field(default=0.01, ge=0, le=1)
+    error_ratio_unhealthy: float = Field(default=0.05, ge=0, le=1)
+    abort_ratio_degraded: float = Field(default=0.05, ge=0, le=1)
+    abort_ratio_unhealthy: float = Field(default=0.25, ge=0, le=1)
+    kv_cache_degraded: float = Field(default=0.95, ge=0, le=1)
     #: Requests waiting in a backend's queue from which it is degraded (0 turns the check off).
     waiting_degraded: int = Field(default=0, ge=0)
 
