@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run", parents=[logging], help="run the daemon",
-        description="Poll every target on its interval and serve /metrics, /healthz, /readyz and /targets. "
+        description="Poll every target on its interval and serve /metrics, /healthz, /readyz, /targets and /overview. "
         "The config is loaded again when the file changes (checked every second; a Kubernetes ConfigMap update "
         "included) and on SIGHUP; a bad file keeps the running one. SIGTERM or SIGINT stops within seconds.",
     )

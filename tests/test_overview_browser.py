@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 
 import aiohttp
@@ -141,6 +142,21 @@ async def test_the_overview_shows_every_demo_backend_and_updates_live_without_a_
             " gpus: document.querySelectorAll('#gpu-rows tr[data-gpu]').length})"
         )
         shot = await page.call("Page.captureScreenshot", format="png")
+
+        # the same page with scripts off: read through the DOM domain, which needs no script
+        await page.call("Emulation.setScriptExecutionDisabled", value=True)
+        await page.call("Page.navigate", url=daemon_url(daemon, "/overview?window=5m"))
+
+        async def served():
+            try:
+                root = (await page.call("DOM.getDocument", depth=0))["root"]["nodeId"]
+                text = (await page.call("DOM.getOuterHTML", nodeId=root))["outerHTML"]
+            except AssertionError:  # the document was replaced in between: the navigation is under way
+                return None
+            return text if 'data-window="5m"' in text and "</html>" in text else None
+
+        text = await wait_until(served, timeout=30, interval=0.2)
+        served_without_script = {"html": text, "rows": set(re.findall(r'<tr data-target="([^"]+)" data-model', text))}
     screenshot.write_bytes(base64.b64decode(shot["data"]))
 
     assert before["live"] == "live"
@@ -150,3 +166,7 @@ async def test_the_overview_shows_every_demo_backend_and_updates_live_without_a_
     assert after["gpus"] == len(eight_gpus())
     assert all(text in ("HEALTHY", "DEGRADED", "UNHEALTHY", "UNKNOWN") for text in after["health"])
     assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size > 10_000
+
+    assert served_without_script["rows"] == backends, "with scripts off, the page as served has every row"
+    assert 'http-equiv="refresh"' in served_without_script["html"], "... and refreshes itself"
+    assert 'data-updates="0"' in served_without_script["html"], "no script ran"
