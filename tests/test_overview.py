@@ -457,3 +457,21 @@ def test_models_beyond_the_cap_are_left_out_and_counted(monkeypatch):
         windows.observe(Snapshot(target, families=served, up=True, last_poll=1000.0 + poll))
     rows = report(windows, 60.0, now=1003.0)["backends"]
     assert len(rows) == 2 and all(row["untracked_rows"] == 3 for row in rows), "3 left out, counted once"
+
+
+def test_thinned_polls_lose_no_reset():
+    from exporter.overview.report import report
+    from exporter.overview.windows import COUNTER_SLOTS, Row
+    from exporter.store import Snapshot
+
+    windows = Windows(spacing=10.0)  # polls every second, kept every 10 s or so
+    row = windows.rows[("t", "backend", "m")] = Row("t", "backend", "m")
+    windows.targets["t"] = Snapshot(parse_config("targets: [{name: t, type: http, url: 'http://h/'}]").targets[0], up=True)
+    raw = [100.0, 110.0, 120.0, 5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0, 105.0]  # a restart at 3
+    for second, value in enumerate(raw):
+        counters = [None] * len(COUNTER_SLOTS)
+        counters[COUNTER_SLOTS.index("finished")] = value
+        windows._add(row, Point(1000.0 + second, True, (1.0, 0.0, 0.5), row.counters_read(counters), (None,) * 3))
+    assert len(row.points) < len(raw)
+    entry = report(windows, 60.0, now=1000.0 + len(raw))["backends"][0]
+    assert entry["requests_finished"] == counter_increase(raw) == 20 + 5 + 100
