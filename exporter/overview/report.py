@@ -19,6 +19,8 @@ from exporter.overview.windows import COUNTER_SLOTS, GAUGES, GPU_GAUGES, HISTOGR
 #: Bumped when a field changes meaning or goes away (new fields may appear without a bump).
 SCHEMA_VERSION = 1
 QUANTILES = (0.5, 0.9, 0.99)
+#: Windows whose last report each row keeps for reuse.
+REPORTS_KEPT = 8
 #: Points in a sparkline at most (the window's points, thinned evenly).
 SPARK_POINTS = 60
 HEALTH = ("healthy", "degraded", "unhealthy", "unknown")
@@ -75,7 +77,7 @@ def _thresholds(settings: OverviewSettings) -> dict[str, float]:
 
 
 def in_window(row: Row, window: float, now: float) -> list[Point]:
-    """The row's points in (now - window, now], plus none older."""
+    """The row's points in (now - window, now]."""
     start = now - window
     return [point for point in row.points if point.time > start]
 
@@ -91,6 +93,8 @@ def _backend(row: Row, state: str, window: float, now: float, settings: Overview
         if was_first is first and was_last is last and was_state == state and was_settings is settings:
             return entry
     entry = _backend_entry(row, points, state, settings)
+    if len(row.reports) >= REPORTS_KEPT:  # windows are a client's choice: keep a few
+        row.reports.clear()
     row.reports[window] = ((first, last, state, settings), entry)
     return entry
 
