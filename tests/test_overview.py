@@ -475,3 +475,16 @@ def test_thinned_polls_lose_no_reset():
     assert len(row.points) < len(raw)
     entry = report(windows, 60.0, now=1000.0 + len(raw))["backends"][0]
     assert entry["requests_finished"] == counter_increase(raw) == 20 + 5 + 100
+
+
+async def test_streams_beyond_the_cap_are_told_to_retry_later(monkeypatch, aiohttp_server):
+    from exporter.overview import routes
+
+    monkeypatch.setattr(routes, "MAX_STREAMS", 1)
+    store = Store()
+    server = await overview_server(aiohttp_server, store, Overview(store))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/api/overview/stream")) as first:
+            assert first.status == 200 and (await first.content.readline()).startswith(b"retry:")
+            async with session.get(server.make_url("/api/overview/stream")) as second:
+                assert second.status == 503 and second.headers["Retry-After"] == "10"
