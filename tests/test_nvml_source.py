@@ -473,3 +473,15 @@ def test_nvml_config_mistakes_are_named_with_their_line(fields, message):
     with pytest.raises(ConfigError) as caught:
         parse_config(f"targets:\n  - name: gpus\n    type: nvml\n    {fields}\n", "gpus.yaml")
     assert str(caught.value).startswith(f"gpus.yaml:4: {message}"), str(caught.value)
+
+
+async def test_pcie_throughput_can_be_turned_off_and_is_then_never_asked(host):
+    poller = Poller(nvml_target(", pcie_throughput: false"))
+    try:
+        await poller.poll()
+        text = poller.metrics()
+        assert "gpu_pcie_receive_bytes_per_second" not in text and "gpu_pcie_transmit_bytes_per_second" not in text
+        assert "gpu_pcie_replays_total" in text, "only the 20 ms throughput sample is skipped"
+        assert not any(name == "nvmlDeviceGetPcieThroughput" for _, name in host.calls)
+    finally:
+        await poller.close()
