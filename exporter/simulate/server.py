@@ -42,13 +42,7 @@ class SimulatedServer:
 
     async def _serve(self, request: web.Request) -> web.Response:
         self.requests += 1
-        if self._asgi is not None:
-            return await _call_asgi(self._asgi, request)
-        body, content_type = self.simulator.render(request.headers.get("Accept", ""))
-        headers = {"Content-Type": content_type}
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
-        return web.Response(body=body, headers=headers)
+        return await answer(self.simulator, request, self._asgi)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._runner = web.AppRunner(self.app(), access_log=None)
@@ -74,6 +68,18 @@ class SimulatedServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def answer(simulator: Simulator, request: web.Request, asgi=None) -> web.Response:
+    """The response the real server gives `request`: prometheus_client's ASGI app for a Python
+    backend (`asgi`, made once per registry, or a new one), the backend's text otherwise."""
+    if isinstance(simulator, PythonSimulator):
+        return await _call_asgi(asgi or make_asgi_app(simulator.registry), request)
+    body, content_type = simulator.render(request.headers.get("Accept", ""))
+    headers = {"Content-Type": content_type}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 async def _call_asgi(app, request: web.Request) -> web.Response:

@@ -180,6 +180,8 @@ def write_text(metrics: list[TextMetric], style: TextStyle) -> str:
     number = style.number
     out: list[str] = []
     for metric in families:
+        if not metric.series:
+            continue  # a family with no series yet is not written (no library here writes it)
         if metric.help is not None:
             out.append(f"# HELP {metric.name} {_escape_help(metric.help)}\n")
         out.append(f"# TYPE {metric.name} {metric.type}\n")
