@@ -10,8 +10,6 @@ import aiohttp
 from conftest import wait_until
 from support import free_port, require_tool
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
-TRITON = "triton-trtllm-backend-readme-nv_inference.prom"
 
 
 @contextlib.asynccontextmanager
@@ -74,8 +72,8 @@ async def test_prometheus_scrapes_the_daemon_and_reads_fixture_values(upstream, 
         f"""
 defaults: {{interval: 1s, timeout: 800ms}}
 targets:
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", labels: {{pool: chat}}}}
-  - {{name: triton, type: http, url: "{upstream.url}/fixture/{TRITON}"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", labels: {{pool: chat}}}}
+  - {{name: triton, type: http, url: "{upstream.url}/simulated/triton"}}
   - {{name: broken, type: http, url: "{upstream.url}/status/500"}}
 """
     )

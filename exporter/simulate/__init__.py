@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from exporter.simulate.base import (
     OPENMETRICS_ACCEPT,
+    OPENMETRICS_UTF8_ACCEPT,
     SIMULATORS,
     TEXT_ACCEPT,
     PythonSimulator,
@@ -31,6 +32,6 @@ from exporter.simulate.base import (
 from exporter.simulate.server import SimulatedServer
 
 __all__ = [
-    "OPENMETRICS_ACCEPT", "SIMULATORS", "TEXT_ACCEPT", "PythonSimulator", "SimulatedServer", "Simulator",
+    "OPENMETRICS_ACCEPT", "OPENMETRICS_UTF8_ACCEPT", "SIMULATORS", "TEXT_ACCEPT", "PythonSimulator", "SimulatedServer", "Simulator",
     "TextSimulator", "register", "render", "simulator",
 ]

@@ -30,6 +30,9 @@ from exporter.simulate.textformat import TextMetric, TextStyle, write_text
 
 #: What Prometheus 2.x sends: an OpenMetrics body where the server can write one.
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+#: What Prometheus 3 sends first: OpenMetrics with names left as they are (prometheus_client then
+#: writes `vllm:num_requests_running` as is, a valid classic name).
+OPENMETRICS_UTF8_ACCEPT = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8"
 #: The classic text format, version 0.0.4, and nothing else.
 TEXT_ACCEPT = "text/plain;version=0.0.4"
 
