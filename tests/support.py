@@ -75,6 +75,20 @@ def simulated(profile: str, *, openmetrics: bool = False, ticks: int = SIMULATED
     return render(profile, ticks=ticks, seed=seed, openmetrics=openmetrics)[0]
 
 
+def simulated_value(profile: str, sample: str, **labels: str) -> float:
+    """The value of the one sample named `sample` (with at least `labels`) in `simulated(profile)`."""
+    from exporter.parse import parse
+
+    found = [
+        s.value
+        for family in parse(simulated(profile)).families
+        for s in family.samples
+        if s.name == sample and labels.items() <= s.labels.items()
+    ]
+    assert len(found) == 1, f"{len(found)} samples {sample}{labels} in the simulated {profile}"
+    return found[0]
+
+
 def simulated_profiles() -> list[str]:
     from exporter.simulate.base import load_backends
 
