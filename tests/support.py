@@ -107,6 +107,12 @@ class Body:
     def stem(self) -> str:
         return self.name.rsplit(".", 1)[0]
 
+    @property
+    def content_type(self) -> str:
+        if self.openmetrics:
+            return "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        return "text/plain; version=0.0.4; charset=utf-8"
+
 
 def simulated_bodies() -> list[Body]:
     """Every simulator's body, as the classic text format and as it answers an OpenMetrics Accept
@@ -132,6 +138,11 @@ def corpora() -> list:
 
     own = [pytest.param(body, id=body.name) for body in simulated_bodies()]
     return own + captures()
+
+
+def every_body() -> list[Body]:
+    """Both corpora at once: the simulated bodies and the real captures there are."""
+    return simulated_bodies() + [Body(path.name, path.read_bytes()) for path in fixture_files()]
 
 
 def body_of(param: Body | Path | None) -> Body:
