@@ -89,6 +89,12 @@ def simulated_value(profile: str, sample: str, **labels: str) -> float:
     return found[0]
 
 
+def simulated_dynamo_vllm_worker() -> bytes:
+    """A Dynamo vLLM worker's system port: the runtime's dynamo_component_* families, then vLLM's own
+    passed through, in one body (as Dynamo's capture of one shows)."""
+    return simulated("dynamo-worker") + simulated("vllm")
+
+
 def simulated_profiles() -> list[str]:
     from exporter.simulate.base import load_backends
 
