@@ -95,6 +95,26 @@ def simulated_dynamo_vllm_worker() -> bytes:
     return simulated("dynamo-worker") + simulated("vllm")
 
 
+def bench_bodies(folder: Path | None = None) -> list[tuple[str, bytes]]:
+    """(name, body) for the benchmarks: the real captures in `folder` (default FIXTURES) where there
+    are any, else every simulated backend's text body, so that bench/ runs from a clean clone too."""
+    files = sorted((folder or FIXTURES).glob("*.prom")) if (folder or FIXTURES).is_dir() else []
+    if files:
+        return [(path.name, path.read_bytes()) for path in files]
+    return [(body.name, body.data) for body in simulated_bodies() if not body.openmetrics]
+
+
+VLLM_CAPTURE = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
+
+
+def bench_vllm_body() -> tuple[str, bytes]:
+    """A Dynamo vLLM worker's body for the benchmarks: the real capture where it is, else simulated."""
+    path = FIXTURES / VLLM_CAPTURE
+    if path.is_file():
+        return path.name, path.read_bytes()
+    return "simulated-dynamo-vllm-worker", simulated_dynamo_vllm_worker()
+
+
 def simulated_profiles() -> list[str]:
     from exporter.simulate.base import load_backends
 
