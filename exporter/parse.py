@@ -568,7 +568,7 @@ class _FamilyBuilder:
 
     __slots__ = (
         "_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "_keep", "_wanted", "_metadata",
-        "allowed", "append", "_escaping", "_declared", "_renamed", "_written", "escaped_samples",
+        "allowed", "append", "_escaping", "_declared", "_renamed", "_written", "_as_written", "escaped_samples",
     )
 
     def __init__(self, openmetrics: bool, keep: Callable[[str], bool] | None = None, escaping: str | None = None):
@@ -580,6 +580,8 @@ class _FamilyBuilder:
         #: sample name as written -> the name it was read back to; family -> names written for it
         self._renamed: dict[str, str] = {}
         self._written: dict[str, frozenset[str]] = {}
+        #: True while every name is read as written (the usual body): `_enter` then does no more.
+        self._as_written = escaping not in _UNESCAPED
         self.escaped_samples = 0
         self._keep = keep
         self._wanted: dict[str, bool] = {}
@@ -618,9 +620,14 @@ class _FamilyBuilder:
         family = self._families.get(name)
         if family is None:
             sample_name, family_name = self._read_back(name)
+            if sample_name != name and len(self._written.get(family_name, ())) >= _WRITTEN_LIMIT:
+                # A server writes each of a family's few sample names one way: this many ways is a
+                # crafted body, and reading each back would cost a pass over all of them.
+                sample_name = family_name = name
             if sample_name != name:
                 self._renamed[name] = sample_name
                 self._written[family_name] = self._written.get(family_name, frozenset()) | {name}
+                self._as_written = False
             family = self._family(family_name)
         self._enter(family)
         return self.allowed, self.append
@@ -648,7 +655,9 @@ class _FamilyBuilder:
             problems["escaped_names"] = self.escaped_samples
         if self._escaping is not None and self._escaping not in SCHEMES:
             problems["unknown_escaping"] = 1
-        families = [family for family in self._families.values() if self.wants(family.name)]
+        families = self._families.values()
+        if self._keep is not None:
+            families = [family for family in families if self.wants(family.name)]
         if any(not family.samples and self._is_declared(family) for family in families):
             unmatched = sum(len(family.samples) for family in families if not self._is_declared(family))
             if unmatched:
@@ -724,6 +733,9 @@ class _FamilyBuilder:
     def _enter(self, family: Family) -> Family:
         """Make `family` the one the next samples join when their names fit its type."""
         self.allowed = _member_names(family.name, family.type)
+        if self._as_written:
+            self.append = family.samples.append if self.wants(family.name) else _discard
+            return family
         written = self._written.get(family.name)
         if written:
             self.allowed = self.allowed | written
@@ -760,6 +772,8 @@ class _FamilyBuilder:
 _METADATA: dict[bool, dict[str, tuple[str, str, str]]] = {False: {}, True: {}}
 _METADATA_LIMIT = 20_000
 _PLAIN_COMMENT = ("", "", "")
+#: The most names as written that are read back to one family's sample names (it has at most five).
+_WRITTEN_LIMIT = 8
 #: Escaping schemes whose names can be read back exactly, family and label names included.
 _UNESCAPED = frozenset({DOTS, VALUES})
 

@@ -8,6 +8,7 @@ the Accept header choosing each scheme; the daemon's own poll path reads them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import threading
 
@@ -358,3 +359,13 @@ async def test_escaped_names_are_counted_shown_and_logged_once(registry, start_d
     assert [e.fields["reason"] for e in said] == ["escaped_names"]
     assert "vllm_time_to_first_token_seconds_bucket{" in metrics  # and the family served, typed
     assert "# TYPE vllm_time_to_first_token_seconds histogram" in metrics
+
+
+def test_a_body_that_spells_one_name_many_ways_gets_only_a_few_read_back():
+    # Every spelling folds to the declared name; reading each back would cost a pass over all of them.
+    spellings = ["a" + "".join(bits) + "b" for bits in itertools.product("_:", repeat=6)]
+    body = "# TYPE a______b gauge\n" + "".join(f"{name} 1\n" for name in spellings if name != "a______b")
+    result = parse(body)
+    declared = next(f for f in result.families if f.name == "a______b")
+    assert len(declared.samples) == result.problems["escaped_names"] == 8
+    assert len(result.families) == len(spellings) - 8
