@@ -1,7 +1,7 @@
 """Content negotiation for `/metrics` bodies: what we ask a server for, what its `Content-Type` says
 it sent, and how escaped metric and label names are read back to the names their families declare.
 
-Prometheus 3 and prometheus_client 0.22+ negotiate how names outside the legacy character set are
+Prometheus 3 and prometheus_client 0.23+ negotiate how names outside the legacy character set are
 written (the `escaping` parameter): `allow-utf-8` writes them as they are (quoted in braces where
 needed), `underscores` replaces each character outside `[a-zA-Z0-9_:]` with `_`, `dots` writes `_` as
 `__` and `.` as `_dot_`, `values` writes `U__` then each character outside the set as `_<hex>_`

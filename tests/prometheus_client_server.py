@@ -28,7 +28,7 @@ TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 
 def build_registry(utf8: bool = False):
     """The registry: vLLM's families with a loaded server's values; `utf8` adds names outside the
-    legacy character set (a dotted family and label), which releases before 0.22 refuse."""
+    legacy character set (a dotted family and label), which older releases refuse."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     registry = CollectorRegistry()
