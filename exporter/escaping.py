@@ -5,7 +5,7 @@ Prometheus 3 and prometheus_client 0.23+ negotiate how names outside the legacy 
 written (the `escaping` parameter): `allow-utf-8` writes them as they are (quoted in braces where
 needed), `underscores` replaces each character outside `[a-zA-Z0-9_:]` with `_`, `dots` writes `_` as
 `__` and `.` as `_dot_`, `values` writes `U__` then each character outside the set as `_<hex>_`
-(prometheus/common model/metric.go EscapeName and UnescapeName, v0.67). prometheus_client 0.23-0.26
+(prometheus/common model/metric.go: EscapeName, UnescapeName). prometheus_client 0.23-0.26
 (openmetrics/exposition.py) escapes OpenMetrics sample names with the label-name character set, so
 that `# TYPE vllm:num_requests_running gauge` is followed by `vllm_num_requests_running 3`: samples
 are matched to their declared family after folding both names to that set (see `fold`).

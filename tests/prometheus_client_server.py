@@ -9,7 +9,8 @@ serves the registry with prometheus_client's WSGI app under wsgiref on a free lo
 `<port> <prometheus_client version>` on one line, and serves until its standard input closes. It
 imports nothing but prometheus_client and the standard library, so that any release can run it.
 
-Names, types, labels and buckets follow vLLM's V1 metrics (vllm/v1/metrics/loggers.py, v0.11):
+Names, types, labels and buckets follow vLLM's V1 metrics (vllm/v1/metrics/loggers.py; the names
+exporter/profiles/vllm.yaml maps, bucket lists cut short):
 `vllm:` names are valid legacy metric names, which prometheus_client 0.23+ still escapes in
 OpenMetrics sample lines unless asked for `escaping=allow-utf-8`. Values are fixed, so two servers
 of the same registry serve the same values (only `_created` timestamps differ).
@@ -21,7 +22,7 @@ import sys
 import threading
 
 MODEL = {"model_name": "facebook/opt-125m", "engine": "0"}
-#: vLLM's request latency buckets (vllm/v1/metrics/loggers.py: request_latency_buckets), cut short.
+#: vLLM's request latency and TTFT buckets (vllm/v1/metrics/loggers.py), cut short.
 LATENCY_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0]
 TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0]
 
