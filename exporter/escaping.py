@@ -47,10 +47,6 @@ class BodyFormat:
     openmetrics: bool = False
     escaping: str | None = None
 
-    @property
-    def known_escaping(self) -> bool:
-        return self.escaping is None or self.escaping in SCHEMES
-
 
 def body_format(content_type: str | None) -> BodyFormat:
     """The format a `Content-Type` header names; anything but OpenMetrics is read as the text format."""
