@@ -575,7 +575,7 @@ class _FamilyBuilder:
         self._openmetrics = openmetrics
         self._escaping = escaping
         #: The declared families' sample names by how an escaping server writes them; made when a
-        #: sample first names no family (see `_declared_names`).
+        #: sample first names no family (see `_read_back`).
         self._declared: DeclaredNames | None = None
         #: sample name as written -> the name it was read back to; family -> names written for it
         self._renamed: dict[str, str] = {}
