@@ -12,7 +12,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import daemon_url, wait_until
-from exporter.normalize import sanitize_name
+from exporter.normalize import go_float_label, sanitize_name
 from support import fixture_files, require_tool, without_cut_off_line
 
 FIXTURES = fixture_files()
@@ -44,7 +44,11 @@ def oracle_samples(path) -> dict[tuple, float]:
             name = sample.name
             if family.type == "counter" and not name.endswith(("_total", "_created")):
                 name += "_total"  # counters are served with _total, as the conventions want
-            samples[(sanitize_name(name), frozenset(sample.labels.items()))] = sample.value
+            labels = dict(sample.labels)
+            bound = {"histogram": "le", "gaugehistogram": "le", "summary": "quantile"}.get(family.type)
+            if bound in labels:  # bounds are served as Prometheus writes them: `le="0"` as `le="0.0"`
+                labels[bound] = go_float_label(float(labels[bound]))
+            samples[(sanitize_name(name), frozenset(labels.items()))] = sample.value
     return samples
 
 
