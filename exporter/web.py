@@ -379,7 +379,8 @@ def _problems(snap: Snapshot) -> str:
         return "none"
     counts = f'<span class="error">{_e(_counts(snap.problems))}</span>'
     last = "".join(
-        f"<li>last poll: {_e(reason)} ({count}): {_e(PAYLOAD_PROBLEMS.get(reason, ''))}</li>"
+        f"<li>last poll: {_e(reason)} ({'the whole body' if reason == 'unknown_escaping' else f'{count} sample lines'}):"
+        f" {_e(PAYLOAD_PROBLEMS.get(reason, ''))}</li>"
         for reason, count in sorted(snap.last_problems.items())
     )
     return counts + (f'<ul id="payload-problems">{last}</ul>' if last else "")
