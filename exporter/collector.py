@@ -86,6 +86,12 @@ class Collector(_Collector):
             "Samples or lines dropped from otherwise good polls, by reason.",
             labels=["target", "reason"],
         )
+        problems = CounterMetricFamily(
+            SELF + "target_payload_problems",
+            "Successful polls whose payload's sample lines did not match its declared families, by reason"
+            " (escaped_names, unmatched_samples, unknown_escaping).",
+            labels=["target", "reason"],
+        )
         conflicts = CounterMetricFamily(
             SELF + "family_type_conflicts",
             "Families dropped because another target serves the same name with another type.",
@@ -99,6 +105,8 @@ class Collector(_Collector):
                 errors.add_metric([name, reason], count)
             for reason, count in sorted(snap.dropped.items()):
                 dropped.add_metric([name, reason], count)
+            for reason, count in sorted(snap.problems.items()):
+                problems.add_metric([name, reason], count)
             conflicts.add_metric([name], self.store.type_conflicts.get(name, 0))
             if snap.up is None:
                 continue
@@ -107,7 +115,7 @@ class Collector(_Collector):
             samples.add_metric([name], snap.sample_count)
             if snap.last_success is not None:
                 last_success.add_metric([name], snap.last_success)
-        yield from (up, duration, samples, last_success, polls, retries, errors, dropped, conflicts)
+        yield from (up, duration, samples, last_success, polls, retries, errors, dropped, problems, conflicts)
 
         yield GaugeMetricFamily(
             SELF + "config_last_reload_successful",

@@ -41,6 +41,11 @@ class Snapshot:
     raw_at: float | None = None
     #: The backend profile the last successful poll used for the unified series, if any.
     profile: str | None = None
+    #: Polls whose payload's sample lines did not match its declared families, by reason; and the
+    #: last successful poll's problems (reason -> sample lines concerned) and Content-Type.
+    problems: Mapping[str, int] = field(default_factory=dict)
+    last_problems: Mapping[str, int] = field(default_factory=dict)
+    content_type: str = ""
 
     @property
     def sample_count(self) -> int:

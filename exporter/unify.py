@@ -97,7 +97,14 @@ class Unifier:
             profile = self._detected[1]
         name = profile.name if profile else None
         if name != self.last_profile:
-            log.info("profile in use", target=self.target, profile=name, detected=self.setting is None)
+            if name is not None:
+                # `detected` says where the profile came from: the payload's names, or the config.
+                log.info("profile in use", target=self.target, profile=name, detected=self.setting is None)
+            else:
+                log.info(
+                    "no profile detected: serving the raw families only",
+                    target=self.target, hint="set `profile:` on the target if it is a known backend",
+                )
             self.last_profile = name
         return profile
 

@@ -21,6 +21,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
 from exporter.collector import Collector, target_exposition
+from exporter.escaping import PAYLOAD_PROBLEMS
 from exporter.events import EVENTS, Event, TargetEvents
 from exporter.exposition import Body, openmetrics_parts, text_parts
 from exporter.store import Snapshot, Store
@@ -139,6 +140,12 @@ def target_state(snap: Snapshot) -> dict[str, Any]:
         "retries": snap.retries,
         "errors": dict(snap.errors),
         "dropped": dict(snap.dropped),
+        "payload_problems": dict(snap.problems),
+        "last_payload_problems": {
+            reason: {"count": count, "detail": PAYLOAD_PROBLEMS.get(reason, "")}
+            for reason, count in sorted(snap.last_problems.items())
+        },
+        "content_type": snap.content_type,
         "config": snap.target.redacted(),
     }
 
@@ -277,6 +284,8 @@ async def target_page(request: web.Request) -> web.Response:
         ("polls / retries", f"{snap.polls} / {snap.retries}"),
         ("failed polls by reason", _e(_counts(snap.errors))),
         ("dropped samples by reason", _e(_counts(snap.dropped))),
+        ("content type", _e(snap.content_type)),
+        ("payload problems by reason <span class=muted>(polls)</span>", _problems(snap)),
         ("last error", f'<span class="error">{_e(f"{snap.last_reason}: {snap.last_error}" if snap.last_error else "")}</span>'),
     ]
     status = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts)
@@ -362,6 +371,19 @@ def _labels(labels: dict[str, str]) -> str:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items())) or "none"
+
+
+def _problems(snap: Snapshot) -> str:
+    """Polls with payload problems by reason, and what the last poll's were, in words."""
+    if not snap.problems:
+        return "none"
+    counts = f'<span class="error">{_e(_counts(snap.problems))}</span>'
+    last = "".join(
+        f"<li>last poll: {_e(reason)} ({'the whole body' if reason == 'unknown_escaping' else f'{count} sample lines'}):"
+        f" {_e(PAYLOAD_PROBLEMS.get(reason, ''))}</li>"
+        for reason, count in sorted(snap.last_problems.items())
+    )
+    return counts + (f'<ul id="payload-problems">{last}</ul>' if last else "")
 
 
 def _plain(fields: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import daemon_url, wait_until
-from exporter.normalize import sanitize_name
+from exporter.normalize import go_float_label, sanitize_name
 from support import Body, corpus_missing, fixture_files, require_tool, simulated_bodies, without_cut_off_line
 
 
@@ -43,7 +43,11 @@ def oracle_samples(body: Body) -> dict[tuple, float]:
             name = sample.name
             if family.type == "counter" and not name.endswith(("_total", "_created")):
                 name += "_total"  # counters are served with _total, as the conventions want
-            samples[(sanitize_name(name), frozenset(sample.labels.items()))] = sample.value
+            labels = dict(sample.labels)
+            bound = {"histogram": "le", "gaugehistogram": "le", "summary": "quantile"}.get(family.type)
+            if bound in labels:  # bounds are served as Prometheus writes them: `le="0"` as `le="0.0"`
+                labels[bound] = go_float_label(float(labels[bound]))
+            samples[(sanitize_name(name), frozenset(labels.items()))] = sample.value
     return samples
 
 

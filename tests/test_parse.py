@@ -612,7 +612,10 @@ def test_duplicate_label_names_are_an_error():
 def test_bad_metric_name_is_an_error():
     assert "invalid metric name" in parse_error("a-b 1\n").message
     assert "invalid metric name" in parse_error("# TYPE a-b gauge\n").message
-    assert "quoted names are not supported" in parse_error('{"a.b"} 1\n').message
+    assert "without a metric name" in parse_error('{x="a.b"} 1\n').message
+    assert "without a metric name" in parse_error('{"a.b"="x"} 1\n').message
+    assert parse_error('{"a.b" 1\n').message == "expected ',' or '}' after metric name 'a.b'"
+    assert "no closing quote" in parse_error('# TYPE "a.b gauge\n').message
 
 
 def test_unknown_or_missing_type_is_an_error():

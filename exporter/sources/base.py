@@ -48,6 +48,11 @@ class Payload:
     dropped: dict[str, int] = field(default_factory=dict)
     #: The raw body as received, for debugging views; sources may leave it empty.
     raw: bytes = b""
+    #: Where the body's sample lines did not match its declared families, by reason (see
+    #: exporter.parse.ParseResult.problems): counted, logged once and shown, never silent.
+    problems: dict[str, int] = field(default_factory=dict)
+    #: The body's Content-Type as the server sent it (bounded, printable), where there is one.
+    content_type: str = ""
 
 
 class Source(Protocol):
