@@ -71,6 +71,8 @@ class Claims:
         self._users: dict[str, set[Key]] = {}
         #: declaration not served -> (reason, the declaration served in its place)
         self._lost: dict[Key, tuple[str, Key]] = {}
+        #: every prefix some declaring target has (usually one): whose vocabularies a name is looked up in
+        self._prefixes_used: set[str] = set()
         #: target -> family name -> Withheld; each target's map is replaced, never changed in place
         self.withheld: dict[str, dict[str, Withheld]] = {}
 
@@ -108,6 +110,7 @@ class Claims:
         else:
             self._keys.pop(target, None)
             self._prefixes.pop(target, None)
+        self._prefixes_used = set(self._prefixes.values())
         affected = {target} | self._settle(dirty)
         changed = set()
         for name in affected:
@@ -193,7 +196,8 @@ class Claims:
     def _rank(self, key: Key) -> tuple:
         name, kind = key
         declarers = self._declarers[key]
-        unified = any(vocabulary(self._prefixes.get(target, "")).get(name) == kind for target in declarers)
+        prefixes = [prefix for prefix in self._prefixes_used if vocabulary(prefix).get(name) == kind]
+        unified = bool(prefixes) and any(self._prefixes.get(target, "") in prefixes for target in declarers)
         return (not unified, kind == "unknown", -len(declarers), _TYPE_RANK.get(kind, len(TYPE_ORDER)), name, kind)
 
     @staticmethod
