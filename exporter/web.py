@@ -404,7 +404,7 @@ def _withheld_table(withheld: list[dict[str, Any]]) -> str:
     shown = withheld[:WITHHELD_SHOWN]
     rows = "".join(
         f"<tr><td>{_e(f['family'])}</td><td>{_e(f['type'])}</td><td>{_e(f['reason'])}: {_e(_WITHHELD_BECAUSE.get(f['reason'], ''))}</td>"
-        f"<td>{_e(f['served_family'])} ({_e(f['served_type'])})</td><td>{_e(', '.join(f['served_by']))}</td></tr>\n"
+        f"<td>{_e(f['served_family'])} ({_e(f['served_type'])})</td><td>{_e(_some(f['served_by']))}</td></tr>\n"
         for f in shown
     )
     if len(withheld) > len(shown):
@@ -413,6 +413,11 @@ def _withheld_table(withheld: list[dict[str, Any]]) -> str:
         '<table id="withheld"><thead><tr><th>family</th><th>type</th><th>reason</th><th>served instead</th>'
         f"<th>served by</th></tr></thead><tbody>{rows}</tbody></table>"
     )
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _counts(counts: dict[str, int]) -> str:
