@@ -28,11 +28,11 @@ from exporter.webauth import secure
 from exporter.webconfig import WebSecurity
 
 STORE_KEY = web.AppKey("store", Store)
-#: Withheld families listed on a target's page (the JSON lists them all).
-WITHHELD_SHOWN = 200
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 READY_KEY = web.AppKey("ready", Callable[[], bool])
 EVENTS_KEY = web.AppKey("events", TargetEvents)
+#: Withheld families listed on a target's page (the JSON lists them all).
+WITHHELD_SHOWN = 200
 
 #: How much of the last payload the debugging page shows.
 RAW_SHOWN = 8 * 1024
