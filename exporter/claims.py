@@ -7,8 +7,9 @@ counter `x`, or a histogram `x` and a gauge `x_bucket`. Families of one target n
 keeps one type per name within a poll). Across targets, each declaration, a (name, type) and the
 targets that serve it, is ranked:
 
-1. the unified vocabulary's own names with the vocabulary's type (`requests_running` as a gauge);
-2. a typed family before an untyped one: untyped never wins over a typed declaration;
+1. a typed family before an untyped one: untyped never wins over a typed declaration;
+2. the vocabulary's type for a name it knows: a unified family's own (`requests_running`, a gauge),
+   and a backend family a profile reads, as the profile reads it (`vllm:num_requests_running`, a gauge);
 3. the declaration more targets make;
 4. a fixed type order: histogram, summary, gaugehistogram, counter, gauge, info, stateset;
 5. the name, alphabetically.
@@ -22,12 +23,13 @@ same served output whatever order they were published in, and `once` and `run` a
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from exporter.normalize import exposition_names, served_base
-from exporter.profiles import CONCEPTS
+from exporter.profiles import CONCEPTS, profiles, sources_of
 
 #: A declaration: a served family name and its served type (`unknown` for untyped).
 Key = tuple[str, str]
@@ -37,7 +39,7 @@ TYPE_ORDER = ("histogram", "summary", "gaugehistogram", "counter", "gauge", "inf
 _TYPE_RANK = {kind: rank for rank, kind in enumerate(TYPE_ORDER)}
 
 #: Why a target's family is withheld, by the first rank step that put the served one ahead of it.
-REASONS = ("unified", "untyped", "outnumbered", "tie_break")
+REASONS = ("untyped", "vocabulary", "outnumbered", "tie_break")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +53,23 @@ class Withheld:
 
 
 @lru_cache(maxsize=64)
-def vocabulary(prefix: str) -> dict[str, str]:
-    """The unified families' served names under this prefix -> their type."""
-    return {served_base(name, concept.type, prefix): concept.type for name, concept in CONCEPTS.items()}
+def vocabulary(prefix: str) -> dict[str, frozenset[str]]:
+    """Served names under this prefix -> the types the vocabulary gives them: each unified family its
+    own, and each backend family a profile reads the type the profile reads it as (a histogram concept,
+    or a counter made of a `_sum`, reads a histogram or a summary)."""
+    types: dict[str, set[str]] = defaultdict(set)
+    for name, concept in CONCEPTS.items():
+        types[served_base(name, concept.type, prefix)].add(concept.type)
+    for profile in profiles():
+        for concept_name, choices in profile.series.items():
+            concept = CONCEPTS[concept_name]
+            for source in (source for choice in choices for source in sources_of(choice)):
+                summed = concept.type == "histogram" or source.part == "sum"
+                for kind in ("histogram", "summary") if summed else (concept.type,):
+                    types[served_base(source.metric, kind, prefix)].add(kind)
+                if source.minus:
+                    types[served_base(source.minus, "gauge", prefix)].add("gauge")
+    return {name: frozenset(kinds) for name, kinds in types.items()}
 
 
 class Claims:
@@ -196,9 +212,9 @@ class Claims:
     def _rank(self, key: Key) -> tuple:
         name, kind = key
         declarers = self._declarers[key]
-        prefixes = [prefix for prefix in self._prefixes_used if vocabulary(prefix).get(name) == kind]
+        prefixes = [prefix for prefix in self._prefixes_used if kind in vocabulary(prefix).get(name, ())]
         unified = bool(prefixes) and any(self._prefixes.get(target, "") in prefixes for target in declarers)
-        return (not unified, kind == "unknown", -len(declarers), _TYPE_RANK.get(kind, len(TYPE_ORDER)), name, kind)
+        return (kind == "unknown", not unified, -len(declarers), _TYPE_RANK.get(kind, len(TYPE_ORDER)), name, kind)
 
     @staticmethod
     def _reason(lost: tuple, won: tuple) -> str:

@@ -391,7 +391,7 @@ def _by_reason(withheld: list[dict[str, Any]]) -> dict[str, int]:
 
 #: What each reason a family is withheld for means (the rule is exporter.claims'; README: When targets disagree).
 _WITHHELD_BECAUSE = {
-    "unified": "the name is the unified vocabulary's, with the other type",
+    "vocabulary": "the vocabulary gives the name the other type (a unified family, or a family a profile reads)",
     "untyped": "this target's family is untyped; the other is typed",
     "outnumbered": "more targets serve the other type",
     "tie_break": "as many targets serve each; the fixed type order, then the name, decided",

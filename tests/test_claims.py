@@ -103,7 +103,18 @@ def test_a_unified_name_keeps_the_vocabularys_type():
         store.publish(snapshot(name, {"requests_running": "counter"}))
     store.publish(snapshot("unified", {"requests_running": "gauge"}))
     assert served(store) == {"requests_running": "gauge"}
-    assert all(reasons(store, name) == {"requests_running": "unified"} for name in ("raw-1", "raw-2", "raw-3"))
+    assert all(reasons(store, name) == {"requests_running": "vocabulary"} for name in ("raw-1", "raw-2", "raw-3"))
+
+
+def test_a_backend_family_a_profile_reads_keeps_the_type_the_profile_reads_it_as():
+    store = Store()
+    for name in ("odd-1", "odd-2"):
+        store.publish(snapshot(name, {"vllm:num_requests_running": "counter", "vllm:time_to_first_token_seconds": "gauge"}))
+    store.publish(snapshot("vllm", {"vllm:num_requests_running": "gauge", "vllm:time_to_first_token_seconds": "histogram"}))
+    assert served(store) == {"vllm_num_requests_running": "gauge", "vllm_time_to_first_token_seconds": "histogram"}
+    assert reasons(store, "odd-1") == {
+        "vllm_num_requests_running": "vocabulary", "vllm_time_to_first_token_seconds": "vocabulary"
+    }
 
 
 def test_the_vocabulary_follows_the_targets_prefix():
@@ -201,4 +212,4 @@ def test_three_targets_in_every_order_serve_the_same_series():
     store = fresh(final, TARGETS)
     assert served(store) == {"a": "histogram", "b": "gauge", "requests_running": "gauge"}
     assert reasons(store, "t2") == {"a_bucket": "untyped", "a_count": "tie_break", "b": "outnumbered"}
-    assert reasons(store, "t3") == {"a": "tie_break", "requests_running": "unified"}
+    assert reasons(store, "t3") == {"a": "tie_break", "requests_running": "vocabulary"}
