@@ -7,8 +7,6 @@ import re
 from exporter.family import Family, Sample
 from support import simulated
 from exporter.normalize import apply_prefix, normalize, sanitize_name
-from exporter.store import Snapshot, Store
-from exporter.sources.http import HTTPTarget
 
 
 def fam(name, kind, *samples, help=""):
@@ -96,22 +94,6 @@ def test_two_upstream_names_that_sanitize_alike_with_different_types_keep_the_fi
     out = normalize([fam("a:b", "gauge", ("a:b", {}, 1.0)), fam("a_b", "counter", ("a_b_total", {}, 1.0))], target="t")
     assert by_name(out)["a_b"].type == "gauge"
     assert out.dropped == {"type_conflict": 1}
-
-
-def _snapshot(name, families):
-    target = HTTPTarget(name=name, type="http", url="http://127.0.0.1:1/metrics")
-    return Snapshot(target, normalize(families, target=name).families, up=True)
-
-
-def test_targets_that_disagree_on_a_family_type_keep_the_first_and_count_the_conflict():
-    store = Store()
-    store.publish(_snapshot("a", [fam("shared", "gauge", ("shared", {}, 1.0))]))
-    kept = store.publish(_snapshot("b", [fam("shared", "counter", ("shared_total", {}, 1.0)), fam("own", "gauge", ("own", {}, 1.0))]))
-    assert [f.name for f in kept.families] == ["own"]
-    assert store.type_conflicts == {"b": 1}
-    store.remove("a")
-    kept = store.publish(_snapshot("b", [fam("shared", "counter", ("shared_total", {}, 1.0))]))
-    assert [f.name for f in kept.families] == ["shared"]
 
 
 def test_created_gauges_of_the_classic_text_format_are_folded_into_their_counter():
