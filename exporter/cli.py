@@ -22,7 +22,7 @@ NATS (Dynamo, NIM, NATS micro-services) are asked by request and reply instead.
 
 EPILOG = """\
 examples:
-  inference-exporter run --demo                    bundled example config plus a simulated vLLM backend
+  inference-exporter run --demo                    bundled example config plus one simulated backend per profile
   inference-exporter run --config /etc/inference-exporter/config.yaml
   inference-exporter run --config config.yaml --web.config.file web.yml   TLS and basic auth on the endpoint
   inference-exporter check-config config.yaml      validate; every error with file:line
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
     run.add_argument(
         "--demo", action="store_true",
-        help='also start a simulated vLLM backend on loopback and poll it as target "demo-vllm" (its series carry demo="true")',
+        help='also start one simulated backend per profile (vLLM, SGLang, TGI, Triton, NIM, Dynamo, llama.cpp...) '
+        'on loopback and poll each as target "demo-<profile>" (their series carry demo="true")',
     )
 
     check = commands.add_parser(

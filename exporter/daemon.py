@@ -15,7 +15,7 @@ from aiohttp import web
 from exporter.collector import Collector
 from exporter.config import Config, ConfigError, load_config, parse_listen
 from exporter.fields import format_duration
-from exporter.demo import DEMO_TARGET, DemoBackend
+from exporter.demo import Demo
 from exporter.scheduler import Scheduler, TargetPoller
 from exporter.sources import Shared, TargetConfig
 from exporter.sources.http import HTTPTarget
@@ -29,7 +29,7 @@ log = structlog.get_logger("exporter.daemon")
 
 #: How long in-flight requests get to finish when the daemon stops.
 SHUTDOWN_GRACE = 2.0
-#: The demo backend is polled at least this often, so that a newcomer sees the numbers move.
+#: The demo backends are polled at least this often, so that a newcomer sees the numbers move.
 DEMO_INTERVAL = 2.0
 #: How often the config file is checked for a change (a stat, nothing more).
 WATCH_INTERVAL = 1.0
@@ -73,7 +73,7 @@ class Daemon:
         self.shared = Shared()
         self.scheduler = Scheduler(self.store, self.shared)
         self.collector = Collector(self.store)
-        self.demo = DemoBackend() if demo else None
+        self.demo = Demo() if demo else None
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._started = False
@@ -81,18 +81,19 @@ class Daemon:
         self.notifier = Notifier.from_environment()
 
     def targets(self, config: Config) -> list[TargetConfig]:
-        """The config's targets, plus the simulated backend when running as a demo."""
+        """The config's targets, plus one per simulated backend when running as a demo."""
         targets = list(config.targets)
-        if self.demo is not None and self.demo.url:
+        if self.demo is not None:
             defaults = config.defaults
             interval = min(defaults.interval, DEMO_INTERVAL)
-            targets.append(
-                HTTPTarget(
-                    name=DEMO_TARGET, type="http", url=self.demo.url, labels={"demo": "true"},
-                    interval=format_duration(interval), timeout=format_duration(min(defaults.timeout, interval)),
-                    retries=defaults.retries, backoff=format_duration(defaults.backoff), prefix=config.prefix,
+            for name, url in self.demo.urls.items():
+                targets.append(
+                    HTTPTarget(
+                        name=name, type="http", url=url, labels={"demo": "true"}, model=self.demo.model_of(name),
+                        interval=format_duration(interval), timeout=format_duration(min(defaults.timeout, interval)),
+                        retries=defaults.retries, backoff=format_duration(defaults.backoff), prefix=config.prefix,
+                    )
                 )
-            )
         return targets
 
     async def start(self) -> None:

@@ -407,7 +407,7 @@ defaults: {{interval: 1s, timeout: 1s, retries: 0}}
 targets:
   - {{name: gpu-stuck, type: nvml, devices: [3], timeout: 400ms}}
   - {{name: gpus-fine, type: nvml, devices: [0, 1]}}
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}
 """
     )
     await wait_until(lambda: daemon.store.get("gpu-stuck").errors.get("timeout", 0) >= 2 and daemon.store.get("gpus-fine").up)
@@ -435,7 +435,7 @@ async def test_a_missing_library_marks_the_target_down_says_so_once_and_keeps_re
 defaults: {{interval: 1s, timeout: 1s, retries: 0}}
 targets:
   - {{name: gpus, type: nvml, interval: 200ms}}
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}
 """
         )
         await wait_until(lambda: daemon.store.get("gpus").polls >= 6 and daemon.store.get("vllm").up is not None)
