@@ -91,9 +91,7 @@ def concepts(profile: Profile, families: list[Family], model: str | None) -> lis
                 continue
             family = _compute(name, concept, sources, index, profile, model or _single_model(index, profile))
             series = len({tuple(sorted((k, v) for k, v in s.labels.items() if k != "le")) for s in family.samples})
-            read = ", ".join(
-                sorted({n for s in present for n in _sample_names(s, concept) if index.samples(n, s.match)})
-            )
+            read = ", ".join(sorted({name for s in present for name in _names_found(s, concept, index)}))
             where = f"choice {number} of {len(choices)}" + (f"; not in the payload: {'; '.join(skipped)}" if skipped else "")
             if family.samples:
                 reports.append(ConceptReport(name, "served", f"{series} series from {read} ({where})", series))
@@ -110,6 +108,14 @@ def concepts(profile: Profile, families: list[Family], model: str | None) -> lis
             )
             reports.append(ConceptReport(name, "absent", f"not in the payload: {wanted}"))
     return reports
+
+
+def _names_found(source, concept, index: _SampleIndex) -> list[str]:
+    """The upstream names a source was read from, as written: a histogram by its name, a counter by the
+    spelling found (with or without `_total`), and what a gauge is multiplied by or less."""
+    if concept.type == "histogram" and not source.count:
+        return [source.metric]
+    return [name for name in _sample_names(source, concept) if index.samples(name, source.match)] or [source.metric]
 
 
 def _single_model(index: _SampleIndex, profile: Profile) -> str:
