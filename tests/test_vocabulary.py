@@ -489,6 +489,17 @@ async def test_a_reload_picks_up_an_edit_to_an_operators_profile(bodies, tmp_pat
     assert series(daemon.store.get("t"), "requests_running_limit") == {of(**model): 3.0}
 
 
+async def test_an_edit_to_a_profile_file_alone_is_noticed_like_an_edit_to_the_config(bodies, tmp_path, start_daemon):
+    config = write_config(tmp_path, bodies("acme", acme_registry()))
+    daemon = await start_daemon(
+        config.read_text().replace("profiles/*.yaml", str(tmp_path / "profiles" / "*.yaml")), watch_interval=0.1
+    )
+    await wait_until(lambda: daemon.store.get("t").up and daemon.store.get("t").profile == "acme")
+    (tmp_path / "profiles" / "acme.yaml").write_text(ACME.replace("acme_busy_slots", "acme_free_slots"))
+    model = {"backend": "acme", "model": "acme-7b"}
+    await wait_until(lambda: series(daemon.store.get("t"), "requests_running") == {of(**model): 5.0})
+
+
 # -- explain ------------------------------------------------------------------------------------------------
 
 
