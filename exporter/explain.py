@@ -13,7 +13,7 @@ from exporter.family import Family
 from exporter.family_filter import family_filter
 from exporter.profiles import CONCEPTS, Profile, sources_of
 from exporter.sources import Shared, SourceError, TargetConfig, create_source
-from exporter.unify import _compute, _primary_names, _SampleIndex, _sample_names, _wanted_names
+from exporter.unify import _compute, _DefaultModel, _primary_names, _SampleIndex, _sample_names, _wanted_names
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def concepts(profile: Profile, families: list[Family], model: str | None) -> lis
             if not present:
                 skipped.append(" + ".join(s.metric for s in sources))
                 continue
-            family = _compute(name, concept, sources, index, profile, model or _single_model(index, profile))
+            family = _compute(name, concept, sources, index, profile, _DefaultModel(index, profile, model))
             series = len({tuple(sorted((k, v) for k, v in s.labels.items() if k != "le")) for s in family.samples})
             read = ", ".join(sorted({name for s in present for name in _names_found(s, concept, index)}))
             where = f"choice {number} of {len(choices)}" + (f"; not in the payload: {'; '.join(skipped)}" if skipped else "")
@@ -116,11 +116,6 @@ def _names_found(source, concept, index: _SampleIndex) -> list[str]:
     if concept.type == "histogram" and not source.count:
         return [source.metric]
     return [name for name in _sample_names(source, concept) if index.samples(name, source.match)] or [source.metric]
-
-
-def _single_model(index: _SampleIndex, profile: Profile) -> str:
-    named = index.models(profile.model_label) if profile.model_label else set()
-    return next(iter(named)) if len(named) == 1 else ""
 
 
 async def poll_and_explain(target: TargetConfig) -> Explanation:

@@ -46,9 +46,7 @@ def unify(profile: Profile, families: Iterable[Family], *, model: str | None = N
     A series without the profile's model label (a Dynamo worker's request gauges, vLLM's cache_config_info)
     takes the target's `model:`, or else the one model the rest of the payload names, if it names one."""
     index = _SampleIndex(families, _wanted_names(profile))
-    if not model and profile.model_label:
-        named = index.models(profile.model_label)
-        model = next(iter(named)) if len(named) == 1 else None
+    default = _DefaultModel(index, profile, model)
     out = []
     for concept_name, choices in profile.series.items():
         concept = CONCEPTS[concept_name]
@@ -56,7 +54,7 @@ def unify(profile: Profile, families: Iterable[Family], *, model: str | None = N
             sources = sources_of(choice)
             if not any(index.has(source, concept) for source in sources):
                 continue  # not in this payload: try the next (deprecated) choice
-            family = _compute(concept_name, concept, sources, index, profile, model or "")
+            family = _compute(concept_name, concept, sources, index, profile, default)
             if family.samples:
                 out.append(family)
             break  # the first choice present is used alone, even if it yields nothing usable
@@ -238,11 +236,28 @@ class _SampleIndex:
 # -- computing the unified families ------------------------------------------------------------------
 
 
+class _DefaultModel:
+    """The model of a series that names none: the target's `model:`, else the one model the payload's
+    other series name (worked out once, and only if a series needs it)."""
+
+    def __init__(self, index: _SampleIndex, profile: Profile, configured: str | None):
+        self._index, self._label = index, profile.model_label
+        self._model: str | None = configured or ("" if not profile.model_label else None)
+
+    def __call__(self) -> str:
+        if self._model is None:
+            named = self._index.models(self._label or "")
+            self._model = next(iter(named)) if len(named) == 1 else ""
+        return self._model
+
+
 def _compute(
-    name: str, concept: Concept, sources: list[Source], index: _SampleIndex, profile: Profile, model: str
+    name: str, concept: Concept, sources: list[Source], index: _SampleIndex, profile: Profile, default: Callable[[], str]
 ) -> Family:
+    label = profile.model_label
+
     def model_of(labels: dict[str, str]) -> str:
-        return (labels.get(profile.model_label, "") if profile.model_label else "") or model
+        return (labels.get(label, "") if label else "") or default()
 
     family = Family(name, concept.type, concept.help)
     own = {"backend": profile.name}
