@@ -104,6 +104,7 @@ class Upstream:
         self.app = web.Application()
         self.app.router.add_get("/fixture/{name}", self.fixture)
         self.app.router.add_get("/simulated/{profile}", self.simulated)
+        self.app.router.add_get("/body/{name}", self.body)
         self.app.router.add_get("/status/{code}", self.status)
         self.app.router.add_get("/garbage", self.garbage)
         self.app.router.add_get("/hang", self.hang)
@@ -114,6 +115,8 @@ class Upstream:
         self.broken: set[str] = set()
         #: profile -> its live simulator, for /simulated/{profile}?live=1
         self.simulators: dict = {}
+        #: name -> (body, Content-Type) served at /body/{name}: see `serve`
+        self.bodies: dict[str, tuple[bytes, str]] = {}
         self.url = ""
 
     async def fixture(self, request: web.Request) -> web.Response:
@@ -123,6 +126,16 @@ class Upstream:
         if not path.is_file():
             return web.Response(status=404, text=f"no capture {path.name} in {FIXTURES}\n")
         return web.Response(body=path.read_bytes(), headers={"Content-Type": TEXT_0_0_4})
+
+    def serve(self, body) -> str:
+        """Serve a support.Body at /body/{its name}; returns its URL."""
+        self.bodies[body.name] = (body.data, body.content_type)
+        return f"{self.url}/body/{body.name}"
+
+    async def body(self, request: web.Request) -> web.Response:
+        self.hits[request.path] += 1
+        data, content_type = self.bodies[request.match_info["name"]]
+        return web.Response(body=data, headers={"Content-Type": content_type})
 
     async def simulated(self, request: web.Request) -> web.Response:
         """`profile`'s simulated backend. By default the same text/plain 0.0.4 body on every request

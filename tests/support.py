@@ -89,6 +89,32 @@ def simulated_value(profile: str, sample: str, **labels: str) -> float:
     return found[0]
 
 
+def simulated_dynamo_vllm_worker() -> bytes:
+    """A Dynamo vLLM worker's system port: the runtime's dynamo_component_* families, then vLLM's own
+    passed through, in one body (as Dynamo's capture of one shows)."""
+    return simulated("dynamo-worker") + simulated("vllm")
+
+
+def bench_bodies(folder: Path | None = None) -> list[tuple[str, bytes]]:
+    """(name, body) for the benchmarks: the real captures in `folder` (default FIXTURES) where there
+    are any, else every simulated backend's text body, so that bench/ runs from a clean clone too."""
+    files = sorted((folder or FIXTURES).glob("*.prom")) if (folder or FIXTURES).is_dir() else []
+    if files:
+        return [(path.name, path.read_bytes()) for path in files]
+    return [(body.name, body.data) for body in simulated_bodies() if not body.openmetrics]
+
+
+VLLM_CAPTURE = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
+
+
+def bench_vllm_body() -> tuple[str, bytes]:
+    """A Dynamo vLLM worker's body for the benchmarks: the real capture where it is, else simulated."""
+    path = FIXTURES / VLLM_CAPTURE
+    if path.is_file():
+        return path.name, path.read_bytes()
+    return "simulated-dynamo-vllm-worker", simulated_dynamo_vllm_worker()
+
+
 def simulated_profiles() -> list[str]:
     from exporter.simulate.base import load_backends
 
@@ -106,6 +132,12 @@ class Body:
     @property
     def stem(self) -> str:
         return self.name.rsplit(".", 1)[0]
+
+    @property
+    def content_type(self) -> str:
+        if self.openmetrics:
+            return "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        return "text/plain; version=0.0.4; charset=utf-8"
 
 
 def simulated_bodies() -> list[Body]:
@@ -132,6 +164,11 @@ def corpora() -> list:
 
     own = [pytest.param(body, id=body.name) for body in simulated_bodies()]
     return own + captures()
+
+
+def every_body() -> list[Body]:
+    """Both corpora at once: the simulated bodies and the real captures there are."""
+    return simulated_bodies() + [Body(path.name, path.read_bytes()) for path in fixture_files()]
 
 
 def body_of(param: Body | Path | None) -> Body:

@@ -7,16 +7,13 @@ import json
 import re
 import subprocess
 
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import exporter.sources.nvml as nvml_source
 from conftest import wait_until
-from exporter.simulate import TEXT_ACCEPT, SimulatedServer, simulator
-from exporter.simulate.base import load_backends
 from fake_nvml import FakeNVML, eight_gpus
-from support import REPO, require_tool
+from support import REPO, every_body, require_tool
 from test_end_to_end import fixtures_config, scrape
 
 DASHBOARDS = REPO / "dashboards"
@@ -119,29 +116,15 @@ def test_the_dashboard_selects_by_backend_and_model_in_every_inference_panel():
                 assert 'backend=~"$backend"' in expr and 'model=~"$model"' in expr, f"{panel['title']}: {expr}"
 
 
-@pytest.fixture
-async def simulated_targets():
-    """Every simulated backend on loopback (each profile's), as `targets:` items asking for the text format."""
-    servers = [SimulatedServer(simulator(profile, ticks=10), ticking=False) for profile in sorted(load_backends())]
-    items = []
-    for server in servers:
-        url = await server.start()
-        model = "" if server.simulator.model else ", model: demo/model"
-        items.append(f'  - {{name: sim-{server.simulator.profile}, type: http, url: "{url}"{model}, headers: {{Accept: "{TEXT_ACCEPT}"}}}}\n')
-    yield "".join(items)
-    for server in servers:
-        await server.stop()
-
-
-async def test_every_metric_name_in_the_dashboard_and_rules_is_served_on_the_fixtures(upstream, start_daemon, monkeypatch, simulated_targets):
-    # Every captured payload and every simulated backend (speculative decoding is in no capture), plus
-    # the GPUs of a fake NVML host (8 GPUs, one MIG-partitioned) where one XID error has happened, so
-    # that its counter exists.
+async def test_every_metric_name_in_the_dashboard_and_rules_is_served_on_the_fixtures(upstream, start_daemon, monkeypatch):
+    # Every simulated backend and every captured payload there is (speculative decoding is in no
+    # capture), plus the GPUs of a fake NVML host (8 GPUs, one MIG-partitioned) where one XID error
+    # has happened, so that its counter exists.
     gpus = FakeNVML(eight_gpus())
     gpus.xid_events.append((3, 79))
     monkeypatch.setattr(nvml_source, "load_binding", lambda: gpus)
     daemon = await start_daemon(
-        fixtures_config(upstream.url) + simulated_targets + "  - {name: gpus, type: nvml, interval: 500ms}\n"
+        fixtures_config(upstream, every_body()) + "  - {name: gpus, type: nvml, interval: 500ms}\n"
     )
     await wait_until(lambda: all(snap.up is not None for snap in daemon.store.snapshots()))
     await wait_until(lambda: daemon.store.get("gpus").polls >= 2)  # events are read from the second poll on

@@ -31,9 +31,8 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
 from nats_server import NATSServer, jwt_auth
-from support import FIXTURES, NIM_REPLY, free_port
+from support import NIM_REPLY, free_port, simulated_dynamo_vllm_worker
 
-VLLM_V1 = FIXTURES / "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -210,7 +209,7 @@ async def test_gather_keeps_every_instances_reply_and_the_default_only_the_first
 
 async def test_prometheus_text_reply_is_parsed_as_an_http_body_would_be(nats_servers, clients, poller):
     server = await nats_servers()
-    body = VLLM_V1.read_bytes()
+    body = simulated_dynamo_vllm_worker()
     await respond_with(await clients(server.url), "vllm.metrics", body)
 
     snapshot = await poller(nats_target(server.url, "subject: vllm.metrics\nformat: prometheus")).poll()

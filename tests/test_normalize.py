@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from exporter.family import Family, Sample
-from support import FIXTURES
+from support import simulated
 from exporter.normalize import apply_prefix, normalize, sanitize_name
 from exporter.store import Snapshot, Store
 from exporter.sources.http import HTTPTarget
@@ -138,7 +140,7 @@ def test_a_target_polled_again_with_the_same_series_is_served_exactly_as_if_new(
     from exporter.normalize import SeriesCache
     from exporter.parse import parse
 
-    body = (FIXTURES / "vllm-v1-dynamo-worker-metrics_examples-vllm.prom").read_bytes()
+    body = simulated("vllm")
     cache = SeriesCache()
     first = _poll(parse(body, heads={}).families, cache)
     again = _poll(parse(body, heads={}).families, cache)  # from the remembered layouts
@@ -146,11 +148,10 @@ def test_a_target_polled_again_with_the_same_series_is_served_exactly_as_if_new(
     assert _served(again) == _served(first) == _served(fresh)
     assert again.dropped == first.dropped == fresh.dropped
 
-    moved = body.replace(b'vllm:num_requests_running{engine="0",model_name="Qwen/Qwen3-0.6B"} 0.0',
-                         b'vllm:num_requests_running{engine="0",model_name="Qwen/Qwen3-0.6B"} 7.0')
+    moved = re.sub(rb'(\nvllm:num_requests_running\{engine="0",model_name="Qwen/Qwen3-0.6B"\}) [^\n]+', rb"\1 7777.0", body)
     assert moved != body
     running = {f.name: f for f in _poll(parse(moved, heads={}).families, cache).families}["vllm_num_requests_running"]
-    assert [s.value for s in running.samples] == [7.0]
+    assert [s.value for s in running.samples] == [7777.0]
 
 
 def test_remembered_layouts_still_merge_two_upstream_families_served_under_one_name():

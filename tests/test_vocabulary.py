@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,131 +22,10 @@ from exporter.config import ConfigError, parse_config
 from exporter.simulate import TEXT_ACCEPT, SimulatedServer, simulator
 from exporter.simulate.base import load_backends
 from support import NIM_REPLY, REPO
-from test_unify import (
-    Backend, Counter_, Histogram_, Product_, assert_same_series, expected_series, raw_samples, unified_served,
-)
+from test_unify import NEW_PROFILES as RULES
+from test_unify import assert_same_series, expected_series, raw_samples, unified_served
 
 OUTCOMES = {"success", "abort", "error"}
-
-
-@dataclass
-class Gauges_:
-    """A gauge whose series of one model add up (`sum`) or of which the fullest counts (`max`)."""
-
-    metric: str
-    combine: str = "sum"
-
-    def expect(self, concept, backend, raw):
-        out: dict = {}
-        for name, labels, value in raw:
-            if name == self.metric:
-                key = (concept, frozenset(backend.labels(labels).items()))
-                out[key] = (max(out[key], value) if self.combine == "max" else out[key] + value) if key in out else value
-        return out
-
-
-G, C, H = Gauges_, Counter_, Histogram_
-VLLM_REASONS = {"stop": "success", "length": "success", "repetition": "success", "abort": "abort", "error": "error"}
-#: lmdeploy/messages.py's ResponseType, as str() writes it, and what each means for a finished request.
-LMDEPLOY_REASONS = {
-    f"ResponseType.{kind}": outcome
-    for kind, outcome in {
-        "SUCCESS": "success", "FINISH": "success", "CANCEL": "abort", "ENGINE_STOP_ERROR": "error", "SESSION_REPEAT": "error",
-        "SESSION_NOT_EXIST": "error", "HANDLER_NOT_EXIST": "error", "INPUT_LENGTH_ERROR": "error",
-        "INTERNAL_ENGINE_ERROR": "error", "PREFIX_CACHE_CONFLICT": "error", "NO_QUEUE": "error", "NOT_SUPPORTED": "error",
-        "OUT_OF_MEMORY": "error",
-    }.items()
-}
-
-#: For each new profile: how its backend names the model, and where each concept comes from.
-RULES: dict[str, tuple[Backend, dict]] = {
-    "trtllm": (Backend("trtllm", "model_name"), {
-        "requests_running": G("trtllm_num_requests_running"),
-        "requests_waiting": G("trtllm_num_requests_waiting"),
-        "kv_cache_usage_ratio": G("trtllm_kv_cache_utilization", "max"),
-        "prefix_cache_hit_tokens_total": C("trtllm_prompt_cached_tokens_total"),
-        "time_to_first_token_seconds": H("trtllm_time_to_first_token_seconds"),
-        "e2e_request_latency_seconds": H("trtllm_e2e_request_latency_seconds"),
-        "request_queue_time_seconds": H("trtllm_request_queue_time_seconds"),
-        "prompt_tokens_total": C("trtllm_prompt_tokens_total"),
-        "generation_tokens_total": C("trtllm_generation_tokens_total"),
-        "requests_finished_total": [
-            C("trtllm_request_success_total", outcome_label="finished_reason",
-              rename={"stop": "success", "length": "success", "cancelled": "abort", "timeout": "error"}),
-            C("trtllm_request_error_total", outcome="error"),
-        ],
-        "kv_cache_capacity_tokens": Product_("trtllm_kv_cache_max_blocks", times="trtllm_kv_cache_tokens_per_block"),
-        "requests_running_limit": G("trtllm_max_num_active_requests"),
-        "speculative_draft_tokens_total": C("trtllm_spec_decode_num_draft_tokens_total"),
-        "speculative_accepted_tokens_total": C("trtllm_spec_decode_num_accepted_tokens_total"),
-        "request_prefill_time_seconds": H("trtllm_request_prefill_time_seconds"),
-        "request_decode_time_seconds": H("trtllm_request_decode_time_seconds"),
-        "request_time_per_output_token_seconds": H("trtllm_time_per_output_token_seconds"),
-    }),
-    "lmdeploy": (Backend("lmdeploy", "model_name"), {
-        "requests_running": G("lmdeploy:num_requests_running"),
-        "requests_waiting": G("lmdeploy:num_requests_waiting"),
-        "kv_cache_usage_ratio": G("lmdeploy:gpu_cache_usage_perc", "max"),
-        "prefix_cache_hit_tokens_total": C("lmdeploy:cached_tokens_total"),
-        "time_to_first_token_seconds": H("lmdeploy:time_to_first_token_seconds"),
-        "inter_token_latency_seconds": H("lmdeploy:time_per_output_token_seconds"),
-        "e2e_request_latency_seconds": H("lmdeploy:e2e_request_latency_seconds"),
-        "request_queue_time_seconds": H("lmdeploy:request_queue_time_seconds"),
-        "prompt_tokens_total": C("lmdeploy:prompt_tokens_total"),
-        "generation_tokens_total": C("lmdeploy:generation_tokens_total"),
-        "requests_finished_total": C("lmdeploy:request_success_total", outcome_label="finished_reason", rename=LMDEPLOY_REASONS),
-        "speculative_draft_tokens_total": C("lmdeploy:spec_decode_num_draft_tokens_total"),
-        "speculative_accepted_tokens_total": C("lmdeploy:spec_decode_num_accepted_tokens_total"),
-        "request_prefill_time_seconds": H("lmdeploy:request_prefill_time_seconds"),
-        "request_decode_time_seconds": H("lmdeploy:request_decode_time_seconds"),
-    }),
-    "ray-serve-llm": (Backend("ray-serve-llm", "model_name"), {
-        "requests_running": G("ray_vllm_num_requests_running"),
-        "requests_waiting": G("ray_vllm_num_requests_waiting"),
-        "kv_cache_usage_ratio": G("ray_vllm_kv_cache_usage_perc", "max"),
-        "prefix_cache_hit_tokens_total": C("ray_vllm_prefix_cache_hits_total"),
-        "prefix_cache_query_tokens_total": C("ray_vllm_prefix_cache_queries_total"),
-        "time_to_first_token_seconds": H("ray_vllm_time_to_first_token_seconds"),
-        "inter_token_latency_seconds": H("ray_vllm_inter_token_latency_seconds"),
-        "e2e_request_latency_seconds": H("ray_vllm_e2e_request_latency_seconds"),
-        "request_queue_time_seconds": H("ray_vllm_request_queue_time_seconds"),
-        "prompt_tokens_total": C("ray_vllm_prompt_tokens_total"),
-        "generation_tokens_total": C("ray_vllm_generation_tokens_total"),
-        "requests_finished_total": C("ray_vllm_request_success_total", outcome_label="finished_reason", rename=VLLM_REASONS),
-        "requests_preempted_total": C("ray_vllm_num_preemptions_total"),
-        "request_prefill_time_seconds": H("ray_vllm_request_prefill_time_seconds"),
-        "request_decode_time_seconds": H("ray_vllm_request_decode_time_seconds"),
-        "request_time_per_output_token_seconds": H("ray_vllm_request_time_per_output_token_seconds"),
-    }),
-    # The router's gauges name no model (only `server`): they take the one model its counters name.
-    "vllm-router": (Backend("vllm-router", "model"), {
-        "requests_running": G("vllm:num_requests_running"),
-        "e2e_request_latency_seconds": H("vllm:request_latency_seconds"),
-        "prompt_tokens_total": C("vllm:input_tokens_total"),
-        "generation_tokens_total": C("vllm:output_tokens_total"),
-        "requests_finished_total": C("vllm:request_latency_seconds_count", outcome_label="status", rename={"success": "success", "error": "error"}),
-    }),
-    "gie-epp": (Backend("gie-epp", "model_name"), {
-        "requests_running": G("inference_objective_running_requests"),
-        "kv_cache_usage_ratio": G("inference_pool_average_kv_cache_utilization", "max"),
-        "time_to_first_token_seconds": H("inference_objective_request_ttft_seconds"),
-        "e2e_request_latency_seconds": H("inference_objective_request_duration_seconds"),
-        "prompt_tokens_total": C("inference_objective_input_tokens_sum"),
-        "generation_tokens_total": C("inference_objective_output_tokens_sum"),
-        "requests_finished_total": [
-            C("inference_objective_request_duration_seconds_count", outcome="success"),
-            C("inference_objective_request_error_total", outcome="error"),
-        ],
-        "request_time_per_output_token_seconds": H("inference_objective_normalized_time_per_output_token_seconds"),
-    }),
-    "tei": (Backend("tei", None, model="BAAI/bge-large-en-v1.5"), {
-        "requests_waiting": G("te_queue_size"),
-        "e2e_request_latency_seconds": H("te_request_duration"),
-        "request_queue_time_seconds": H("te_request_queue_duration"),
-        "prompt_tokens_total": C("te_request_input_length_sum"),
-        "requests_finished_total": [C("te_request_success", outcome="success"), C("te_request_failure", outcome="error")],
-    }),
-}
 
 
 async def poll_simulated(profile: str, *, ticks: int = 12, model: str | None = None, extra: str = "") -> tuple:
@@ -167,17 +45,6 @@ async def poll_simulated(profile: str, *, ticks: int = 12, model: str | None = N
 
 def test_every_new_profile_has_rules_and_a_simulator():
     assert set(RULES) <= set(load_backends())
-
-
-@pytest.mark.parametrize("profile", sorted(RULES))
-async def test_each_new_profile_yields_its_simulators_series_as_computed_from_the_raw_payload(profile):
-    backend, rules = RULES[profile]
-    snapshot, text = await poll_simulated(profile, model=backend.model)
-    assert snapshot.up, snapshot.last_error
-    assert snapshot.profile == profile
-    expected = expected_series(backend, rules, text, "t")
-    assert {name.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") for name, _ in expected} >= set(rules)
-    assert_same_series(unified_served(snapshot), expected)
 
 
 @pytest.mark.parametrize("profile", sorted(load_backends()))

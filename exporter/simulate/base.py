@@ -114,18 +114,39 @@ class Simulator(ABC):
 
 
 class PythonSimulator(Simulator):
-    """A backend whose server serves a prometheus_client registry (`self.registry`)."""
+    """A backend whose server serves a prometheus_client registry: metrics are defined in
+    `self.registry`, and `self.exposed` is what its handler serves."""
 
     library = "prometheus_client"
+    #: Whether the server serves prometheus_client's `_created` series (a server started with
+    #: PROMETHEUS_DISABLE_CREATED_SERIES=True, as NIM's captures show, does not).
+    created_series: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__(seed)
         self.registry = CollectorRegistry(auto_describe=True)
+        self.exposed: CollectorRegistry = self.registry
+        if not self.created_series:
+            self.exposed = CollectorRegistry(auto_describe=False)
+            self.exposed.register(_WithoutCreated(self.registry))
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         # The function prometheus_client's handlers (make_asgi_app, make_wsgi_app, MetricsHandler) call.
         encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
+        return encoder(self.exposed), content_type
+
+
+class _WithoutCreated:
+    """A registry's families less their `_created` samples: what prometheus_client serves when
+    PROMETHEUS_DISABLE_CREATED_SERIES is set, without setting it for this whole process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self):
+        for family in self.registry.collect():
+            family.samples = [sample for sample in family.samples if not sample.name.endswith("_created")]
+            yield family
 
 
 class TextSimulator(Simulator):

@@ -31,7 +31,7 @@ class SimulatedServer:
         self.requests = 0
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task | None = None
-        self._asgi = make_asgi_app(simulator.registry) if isinstance(simulator, PythonSimulator) else None
+        self._asgi = make_asgi_app(simulator.exposed) if isinstance(simulator, PythonSimulator) else None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -74,7 +74,7 @@ async def answer(simulator: Simulator, request: web.Request, asgi=None) -> web.R
     """The response the real server gives `request`: prometheus_client's ASGI app for a Python
     backend (`asgi`, made once per registry, or a new one), the backend's text otherwise."""
     if isinstance(simulator, PythonSimulator):
-        return await _call_asgi(asgi or make_asgi_app(simulator.registry), request)
+        return await _call_asgi(asgi or make_asgi_app(simulator.exposed), request)
     body, content_type = simulator.render(request.headers.get("Accept", ""))
     headers = {"Content-Type": content_type}
     if "gzip" in request.headers.get("Accept-Encoding", ""):

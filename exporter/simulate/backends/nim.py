@@ -34,6 +34,7 @@ class NIMSimulator(PythonSimulator):
     profile = "nim"
     backend = "NVIDIA NIM for LLMs 1.x"
     model = MODEL
+    created_series = False  # NIM's captured /metrics has no `_created` series
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__(seed)
