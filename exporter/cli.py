@@ -15,9 +15,9 @@ DESCRIPTION = """\
 One Prometheus scrape target per GPU inference host. inference-exporter polls the
 /metrics endpoints of vLLM, SGLang, TGI, Triton, TensorRT-LLM, NIM, Dynamo, llama.cpp,
 LMDeploy, Ray Serve LLM, TEI, the vLLM production-stack router and the Gateway API
-Inference Extension (and any other Prometheus endpoint) listed in a YAML file, each on its own interval with
-retries, and the host's NVIDIA GPUs through NVML (type: nvml), and serves them all,
-labelled by target, from one /metrics endpoint. Backends that publish statistics over
+Inference Extension (and any other Prometheus endpoint) listed in a YAML file, each
+on its own interval with retries, and the host's NVIDIA GPUs through NVML (type: nvml),
+and serves them all, labelled by target, from one /metrics endpoint. Backends that publish statistics over
 NATS (Dynamo, NIM, NATS micro-services) are asked by request and reply instead.
 """
 
