@@ -270,15 +270,16 @@ def parse_config(text: str, filename: str = "<string>") -> Config:
             reader.issue((own,), _unknown_key_message(own, _keys_of(Config)))
             del raw[own]
     loaded: tuple[Profile, ...] = ()
+    issues: list[ConfigIssue] = []
     files = raw.get("profile_files")
     if isinstance(files, list) and all(isinstance(item, str) for item in files):
         from exporter import profile_files  # it reads YAML with this module's reader
 
         loaded, issues = profile_files.load(files, filename, reader.line)
         reader.issues.extend(issues)
-    return reader.validate(
-        Config, {**raw, "source": filename, "loaded_profiles": loaded}, context={"profiles": loaded}
-    )
+    # A target may name a profile whose file has a mistake: that mistake is the one to report.
+    context = {"profiles": loaded, "profiles_incomplete": bool(issues)}
+    return reader.validate(Config, {**raw, "source": filename, "loaded_profiles": loaded}, context=context)
 
 
 class _Reader:

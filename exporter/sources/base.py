@@ -103,8 +103,9 @@ class TargetConfig(BaseModel):
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, name: str | None, info: ValidationInfo) -> str | None:
-        extra = (info.context or {}).get("profiles", ())
-        if name is not None and name not in profiles.names(extra):
+        context = info.context or {}
+        extra = context.get("profiles", ())
+        if name is not None and name not in profiles.names(extra) and not context.get("profiles_incomplete"):
             raise ValueError(f"unknown profile {name!r}; expected one of: {', '.join(profiles.names(extra))}")
         return name
 
