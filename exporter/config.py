@@ -199,7 +199,11 @@ class ConfigError(Exception):
     """A config that cannot be used; `issues` holds every problem found, sorted by line."""
 
     def __init__(self, issues: list[ConfigIssue]):
-        self.issues = sorted(issues, key=lambda issue: issue.line or 0)
+        # By line within each file, the files in the order their first issue was found (the config, then
+        # the profile files it names).
+        files = {issue.file: None for issue in issues}
+        order = {name: index for index, name in enumerate(files)}
+        self.issues = sorted(issues, key=lambda issue: (order[issue.file], issue.line or 0))
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
