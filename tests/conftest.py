@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from pathlib import Path
 
 import logging
 import sys

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter as Multiset
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, Summary
