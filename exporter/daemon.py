@@ -65,7 +65,10 @@ class Daemon:
         #: A --listen flag outranks the config's listen, on reloads too.
         self._listen_fixed = listen is not None
         self.web_security = web_security
-        self._watch = FileWatch(config_path, watch_interval) if config_path is not None and watch_interval else None
+        self._watch = (
+            FileWatch(config_path, watch_interval, also=self._profile_paths)
+            if config_path is not None and watch_interval else None
+        )
         self._watcher: asyncio.Task | None = None
         self._reloading = asyncio.Lock()
         self._site: web.TCPSite | None = None
@@ -79,6 +82,14 @@ class Daemon:
         self._started = False
         self.bound: list[tuple] = []
         self.notifier = Notifier.from_environment()
+
+    def _profile_paths(self) -> list[str]:
+        """The profile files the running config names: a change to one reloads the config, as its own does."""
+        from exporter.profile_files import expand
+
+        if not self.config.profile_files or self.config_path is None:
+            return []
+        return [path for _, _, paths in expand(self.config.profile_files, str(self.config_path)) for path in paths]
 
     def targets(self, config: Config) -> list[TargetConfig]:
         """The config's targets, plus one per simulated backend when running as a demo."""

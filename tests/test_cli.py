@@ -161,7 +161,11 @@ async def test_run_demo_serves_a_simulated_backend_labelled_as_a_demo(tmp_path):
                         text = await response.text()
             except aiohttp.ClientConnectionError:
                 return None
-            return [line for line in text.splitlines() if line.startswith("vllm_num_requests_running{")] or None
+            # the engine's series (the production-stack router's simulator serves the same name, by server)
+            return [
+                line for line in text.splitlines()
+                if line.startswith("vllm_num_requests_running{") and 'target="demo-vllm"' in line
+            ] or None
 
         lines = await wait_until(demo_series, timeout=30, interval=0.3)
         assert 'demo="true"' in lines[0] and 'target="demo-vllm"' in lines[0]
