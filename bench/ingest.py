@@ -1,4 +1,4 @@
-"""Ingest benchmark: parse + normalize throughput on the real fixtures and a 100k-sample payload.
+"""Ingest benchmark: parse + normalize throughput on the real captures (else the simulated backends) and a 100k-sample payload.
 
 Prints samples per second per core for our pipeline, prometheus_client's parser on the same bytes,
 and promtool's Go parser on the same file, with ratios measured in this run. No assertions:
@@ -25,19 +25,18 @@ from exporter.daemon import tune_garbage_collection  # noqa: E402
 from exporter.normalize import SeriesCache, normalize  # noqa: E402
 from exporter.parse import BodyReader, parse  # noqa: E402
 from exporter.template import Serving  # noqa: E402
-from support import with_values_moved  # noqa: E402
+from support import bench_bodies, bench_vllm_body, with_values_moved  # noqa: E402
 
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 #: Versions of each payload polled in turn: the same series, each version's values raised by one.
 VERSIONS = 4
-SCALE_SOURCE = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 #: Below this, promtool's run is mostly its process start, and subtracting that leaves noise.
 PROMTOOL_MIN_SAMPLES = 10_000
 
 
 def scaled_payload(samples_wanted: int) -> bytes:
-    """The vLLM V1 fixture repeated with a new `replica` label value per copy, families kept whole."""
-    families = parse((FIXTURES / SCALE_SOURCE).read_bytes()).families
+    """A Dynamo vLLM worker's body (the capture, else simulated) repeated with a new `replica` label
+    value per copy, families kept whole."""
+    families = parse(bench_vllm_body()[1]).families
     per_copy = sum(len(f.samples) for f in families)
     copies = -(-samples_wanted // per_copy)
     lines = []
@@ -121,12 +120,11 @@ def main() -> None:
     promtool = shutil.which("promtool")
 
     cases: list[tuple[str, bytes]] = []
-    for path in sorted(FIXTURES.glob("*.prom")):
-        data = path.read_bytes()
+    for name, data in bench_bodies():  # the real captures where they are, else the simulated backends
         if not data.endswith(b"\n"):
             data = data[: data.rfind(b"\n") + 1]  # promtool refuses a body without its final newline
-        cases.append((path.name, data))
-    cases.append(("all fixtures, one after another", b"".join(data for _, data in cases)))
+        cases.append((name, data))
+    cases.append(("all payloads, one after another", b"".join(data for _, data in cases)))
     cases.append(("scaled vLLM V1, 100k samples", scaled_payload(100_000)))
 
     header = f"{'payload':<52} {'samples':>8} {'ours warm/s':>12} {'ours cold/s':>12} {'client/s':>10} {'x client':>9} {'promtool/s':>11} {'x promtool':>10}"

@@ -6,7 +6,7 @@
 The daemon runs in this process, exactly as `inference-exporter run` builds it (Daemon on a
 loopback port), so that its CPU time (getrusage, every thread) and its peak RSS (VmHWM, reset
 before each run) are its own. Everything else runs in a child process whose CPU is not counted:
-upstream HTTP servers serving the real fixtures (pre-rendered and pre-gzipped, answered gzipped
+upstream HTTP servers serving the real captures, or the simulated backends where those are absent (pre-rendered and pre-gzipped, answered gzipped
 when asked, as prometheus_client does; each answer's values differ from the last one's, as a live
 server's do, so nothing can be reused from a poll whose body is byte for byte the same), a nats-server with nats-py responders, and the scraper
 that GETs /metrics and times each response to its last byte. CPU is a share of one core: CPU
@@ -19,7 +19,7 @@ target), and the difference is printed.
 - gpu-host: 8 vLLM V1 HTTP targets, 8 GPUs through the fake NVML host (tests/fake_nvml.py), and
   2 NATS runtime_stats targets, all at 1 s; scraped every 5 s. Goals: <= 2% of one core, <= 80 MB.
   Without `type: nats` in this checkout the NATS targets are left out, and the table says so.
-- aggregator: 200 HTTP targets of ~1,000 samples each at 5 s (the fixtures in turn, repeated with
+- aggregator: 200 HTTP targets of ~1,000 samples each at 5 s (the captures or simulated bodies in turn, repeated with
   new `replica` label values); scraped every second. Goals: <= 50% of one core, p99 < 100 ms.
 - isolation: 8 vLLM targets at 1 s with and without one upstream that never answers (5 s
   interval, 4 s timeout); scraped every 0.2 s, in four turns of half the time each (without,
@@ -57,9 +57,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from support import FIXTURES, NIM_REPLY, free_port, with_values_moved  # noqa: E402
+from support import NIM_REPLY, bench_bodies, bench_vllm_body, free_port, with_values_moved  # noqa: E402
 
-VLLM_V1 = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 SCENARIOS = ("gpu-host", "aggregator", "isolation")
 #: What Prometheus 3 sends by default (scrape_protocols: OpenMetrics 1.0.0 and 0.0.1, then text 1.0.0 and 0.0.4).
 PROMETHEUS_HEADERS = {
@@ -138,15 +137,15 @@ def upstream_bodies(spec: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, i
     """Path -> body for every HTTP upstream the scenario needs, and path -> samples."""
     bodies: dict[str, bytes] = {}
     counts: dict[str, int] = {}
-    vllm = (FIXTURES / VLLM_V1).read_bytes()
+    _, vllm = bench_vllm_body()
     for index in range(spec.get("vllm", 0)):
         bodies[f"/vllm/{index}/metrics"] = vllm
         counts[f"/vllm/{index}/metrics"] = sum(len(lines) for _, lines in fixture_families(vllm.decode()))
-    fixtures = sorted(FIXTURES.glob("*.prom"))
+    payloads = bench_bodies()
     for index in range(spec.get("backends", 0)):
-        fixture = fixtures[index % len(fixtures)]
+        _, payload = payloads[index % len(payloads)]
         path = f"/backend/{index}/metrics"
-        bodies[path], counts[path] = scaled_body(fixture.read_text(), spec["samples"], f"b{index}")
+        bodies[path], counts[path] = scaled_body(payload.decode(), spec["samples"], f"b{index}")
     return bodies, counts
 
 
@@ -640,8 +639,8 @@ async def aggregator(args: argparse.Namespace) -> ScenarioResult:
         upstreams.stop()
     upstream_total = sum(info["samples"].values())
     title = (
-        f"Aggregator: {count} HTTP targets at 5 s, {upstream_total:,} upstream samples in all (the {len(list(FIXTURES.glob('*.prom')))} "
-        f"fixtures in turn, each repeated with new replica labels to ~{samples}); /metrics every 1 s"
+        f"Aggregator: {count} HTTP targets at 5 s, {upstream_total:,} upstream samples in all (the {len(bench_bodies())} "
+        f"payloads in turn, each repeated with new replica labels to ~{samples}); /metrics every 1 s"
     )
     goals = [
         goal("CPU", loaded.cpu_share * 100, 50.0, "%", "of one core"),
@@ -739,8 +738,8 @@ async def main(args: argparse.Namespace) -> int:
     from exporter.logs import configure
 
     configure("error", "console")
-    if not (FIXTURES / VLLM_V1).is_file():
-        raise SystemExit(f"the fixtures are not in {FIXTURES}; set INFERENCE_EXPORTER_FIXTURES to their folder")
+    source, _ = bench_vllm_body()
+    print(f"payloads: {source} and {len(bench_bodies())} others (the real captures where they are, else the simulated backends)")
     info = machine()
     print(f"machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, {info['memory_gb']} GiB; {info['platform']}")
     print(f"python {info['python']}; load average at start {' '.join(f'{x:.2f}' for x in info['load_average'])}")

@@ -1,8 +1,9 @@
-"""What the unified vocabulary, relabeling and a denylist cost per poll, on the captured payloads.
+"""What the unified vocabulary, relabeling and a denylist cost per poll, on the captured payloads
+(or, where there are none, on the simulated backends' bodies).
 
     .venv/bin/python bench/vocabulary.py [FIXTURE_DIR]
 
-Prints, per fixture, the median milliseconds of: parsing; detection plus the unified families (the
+Prints, per payload, the median milliseconds of: parsing; detection plus the unified families (the
 Unifier); normalizing; three relabel rules; and a whole poll's work (parse, unify, normalize) without
 and with a denylist that skips every other family. Figures only: nothing here asserts a time.
 """
@@ -21,7 +22,10 @@ from exporter.parse import parse
 from exporter.relabel import Relabeler, RelabelConfig
 from exporter.unify import Unifier
 
-FIXTURES = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support import FIXTURES, bench_bodies  # noqa: E402
+
+FOLDER = Path(sys.argv[1]) if len(sys.argv) > 1 else FIXTURES
 RULES = [
     RelabelConfig(action="drop", source_labels=["__name__"], regex="python_gc_.*"),
     RelabelConfig(source_labels=["model_name"], regex="[^/]+/(.*)", target_label="model_name"),
@@ -47,11 +51,10 @@ def main() -> None:
     target = parse_config("targets:\n  - {name: t, type: http, url: http://127.0.0.1/metrics}\n").targets[0]
     relabel = Relabeler(RULES)
     print(
-        f"{'fixture':52} {'lines':>5} {'parse':>6} {'unify':>6} {'normalize':>9} {'relabel':>7}"
+        f"{'payload':52} {'lines':>5} {'parse':>6} {'unify':>6} {'normalize':>9} {'relabel':>7}"
         f" {'poll':>6} {'poll ½ denied':>13}  profile"
     )
-    for path in sorted(FIXTURES.glob("*.prom")):
-        body = path.read_bytes()
+    for name, body in bench_bodies(FOLDER):
         families = parse(body).families
         every_other = {family.name for family in families[::2]}
         unifier = Unifier(target)
@@ -59,7 +62,7 @@ def main() -> None:
         normalized = normalize(unified.families, target="t")
         lines = body.count(b"\n")
         print(
-            f"{path.name[:52]:52} {lines:5d}"
+            f"{name[:52]:52} {lines:5d}"
             f" {median_ms(lambda: parse(body)):6.3f}"
             f" {median_ms(lambda: unifier.apply(families)):6.3f}"
             f" {median_ms(lambda: normalize(unified.families, target='t')):9.3f}"

@@ -1,4 +1,4 @@
-"""The `inference-exporter` command: run, check-config, once."""
+"""The `inference-exporter` command: run, check-config, once, explain."""
 
 from __future__ import annotations
 
@@ -13,20 +13,22 @@ from exporter.logs import FORMATS, LEVELS, configure
 
 DESCRIPTION = """\
 One Prometheus scrape target per GPU inference host. inference-exporter polls the
-/metrics endpoints of vLLM, SGLang, TGI, Triton, NIM, Dynamo and llama.cpp (and any
-other Prometheus endpoint) listed in a YAML file, each on its own interval with
-retries, and the host's NVIDIA GPUs through NVML (type: nvml), and serves them all,
-labelled by target, from one /metrics endpoint. Backends that publish statistics over
+/metrics endpoints of vLLM, SGLang, TGI, Triton, TensorRT-LLM, NIM, Dynamo, llama.cpp,
+LMDeploy, Ray Serve LLM, TEI, the vLLM production-stack router and the Gateway API
+Inference Extension (and any other Prometheus endpoint) listed in a YAML file, each
+on its own interval with retries, and the host's NVIDIA GPUs through NVML (type: nvml),
+and serves them all, labelled by target, from one /metrics endpoint. Backends that publish statistics over
 NATS (Dynamo, NIM, NATS micro-services) are asked by request and reply instead.
 """
 
 EPILOG = """\
 examples:
-  inference-exporter run --demo                    bundled example config plus a simulated vLLM backend
+  inference-exporter run --demo                    bundled example config plus one simulated backend per profile
   inference-exporter run --config /etc/inference-exporter/config.yaml
   inference-exporter run --config config.yaml --web.config.file web.yml   TLS and basic auth on the endpoint
   inference-exporter check-config config.yaml      validate; every error with file:line
   inference-exporter once --config config.yaml --target vllm
+  inference-exporter explain --config config.yaml --target vllm   which profile, and where each unified series comes from
 """
 
 
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
     run.add_argument(
         "--demo", action="store_true",
-        help='also start a simulated vLLM backend on loopback and poll it as target "demo-vllm" (its series carry demo="true")',
+        help='also start one simulated backend per profile (vLLM, SGLang, TGI, Triton, NIM, Dynamo, llama.cpp...) '
+        'on loopback and poll each as target "demo-<profile>" (their series carry demo="true")',
     )
 
     check = commands.add_parser(
@@ -93,13 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     once.add_argument("--config", type=Path, metavar="FILE", required=True, help="the YAML config")
     once.add_argument("--target", action="append", metavar="NAME", help="poll only this target (repeatable)")
+
+    explain = commands.add_parser(
+        "explain", parents=[logging], help="say which profile a target uses and where each unified series comes from",
+        description="Poll one target once and print which backend profile it uses and why (set in the config, or "
+        "the family that matched), then, for each concept of the unified vocabulary, the upstream series it comes "
+        "from or why it is missing. Exit 1 if the poll fails.",
+    )
+    explain.add_argument("--config", type=Path, metavar="FILE", required=True, help="the YAML config")
+    explain.add_argument("--target", metavar="NAME", required=True, help="the target to explain")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure(args.log_level, args.log_format)
-    return {"run": _run, "check-config": _check_config, "once": _once}[args.command](args)
+    return {"run": _run, "check-config": _check_config, "once": _once, "explain": _explain}[args.command](args)
 
 
 def _load(path: Path):
@@ -153,6 +165,9 @@ def _check_config(args: argparse.Namespace) -> int:
     if config is None or web_security is False:
         return 1
     print(f"{args.file}: valid, {len(config.targets)} target(s)")
+    for profile in config.loaded_profiles:
+        print(f"  profile {profile.name} (priority {profile.priority}, detects {', '.join(profile.detect)}): "
+              f"{len(profile.series)} concept(s)")
     if web_security is not None:
         web = web_security.config
         print(
@@ -178,3 +193,25 @@ def _once(args: argparse.Namespace) -> int:
     for snap in failed:
         print(f"target {snap.target.name} failed: {snap.last_reason}: {snap.last_error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from exporter.explain import poll_and_explain
+    from exporter.redact import scrub, secret_values
+    from exporter.sources import SourceError
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    target = next((t for t in config.targets if t.name == args.target), None)
+    if target is None:
+        known = ", ".join(sorted(t.name for t in config.targets))
+        print(f"{args.config}: no target named {args.target}; known: {known}", file=sys.stderr)
+        return 1
+    try:
+        explanation = asyncio.run(poll_and_explain(target))
+    except SourceError as exc:
+        print(f"target {target.name} failed: {exc.reason}: {scrub(exc.message, secret_values(target))}", file=sys.stderr)
+        return 1
+    sys.stdout.write(explanation.text())
+    return 0

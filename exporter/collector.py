@@ -9,6 +9,7 @@ families as prometheus_client Metrics for anything that wants a registry.
 from __future__ import annotations
 
 import platform
+from collections import Counter
 from typing import Iterable
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
@@ -18,7 +19,7 @@ from prometheus_client.registry import Collector as _Collector, CollectorRegistr
 from exporter import __version__
 from exporter.exposition import merge, render_openmetrics, render_text
 from exporter.normalize import SeriesFamily
-from exporter.store import Snapshot, Store
+from exporter.store import Store
 
 SELF = "inference_exporter_"
 
@@ -38,7 +39,7 @@ class Collector(_Collector):
 
         Read it on the event loop; rendering it (exporter.exposition) may then happen in any thread,
         since families are immutable and a poll replaces them rather than changing them."""
-        return merge((snapshot.families for snapshot in self.store.snapshots()), self.own_metrics())
+        return merge(self.store.served_families(), self.own_metrics())
 
     def own_metrics(self) -> list[Metric]:
         """The exporter's health metrics, plus this process's when asked for."""
@@ -50,8 +51,8 @@ class Collector(_Collector):
     def collect(self) -> Iterable[Metric]:
         """The same families as prometheus_client Metrics, for registries and their encoders."""
         merged: dict[str, Metric] = {}
-        for snapshot in self.store.snapshots():
-            for family in snapshot.families:
+        for families in self.store.served_families():
+            for family in families:
                 metric = merged.get(family.name)
                 if metric is None:
                     metric = merged[family.name] = Metric(family.name, family.help, family.type)
@@ -86,10 +87,16 @@ class Collector(_Collector):
             "Samples or lines dropped from otherwise good polls, by reason.",
             labels=["target", "reason"],
         )
-        conflicts = CounterMetricFamily(
-            SELF + "family_type_conflicts",
-            "Families dropped because another target serves the same name with another type.",
-            labels=["target"],
+        problems = CounterMetricFamily(
+            SELF + "target_payload_problems",
+            "Successful polls whose payload's sample lines did not match its declared families, by reason"
+            " (escaped_names, unmatched_samples, unknown_escaping).",
+            labels=["target", "reason"],
+        )
+        withheld = GaugeMetricFamily(
+            SELF + "target_withheld_families",
+            "The target's families not served now, because another target serves a clashing family of that name, by reason.",
+            labels=["target", "reason"],
         )
         for snap in snapshots:
             name = snap.target.name
@@ -99,7 +106,10 @@ class Collector(_Collector):
                 errors.add_metric([name, reason], count)
             for reason, count in sorted(snap.dropped.items()):
                 dropped.add_metric([name, reason], count)
-            conflicts.add_metric([name], self.store.type_conflicts.get(name, 0))
+            for reason, count in sorted(snap.problems.items()):
+                problems.add_metric([name, reason], count)
+            for reason, count in sorted(Counter(family.reason for family in self.store.withheld(name).values()).items()):
+                withheld.add_metric([name, reason], count)
             if snap.up is None:
                 continue
             up.add_metric([name], 1.0 if snap.up else 0.0)
@@ -107,7 +117,7 @@ class Collector(_Collector):
             samples.add_metric([name], snap.sample_count)
             if snap.last_success is not None:
                 last_success.add_metric([name], snap.last_success)
-        yield from (up, duration, samples, last_success, polls, retries, errors, dropped, conflicts)
+        yield from (up, duration, samples, last_success, polls, retries, errors, dropped, problems, withheld)
 
         yield GaugeMetricFamily(
             SELF + "config_last_reload_successful",
@@ -127,9 +137,9 @@ class Collector(_Collector):
         yield info
 
 
-def target_exposition(snapshot: Snapshot) -> str:
-    """The series one target contributes to /metrics, in the classic text format, for its debugging page."""
-    return render_text(merge([snapshot.families], ())).decode()
+def target_exposition(families: Iterable[SeriesFamily]) -> str:
+    """The series one target contributes to /metrics (Store.served), in the classic text format, for its debugging page."""
+    return render_text(merge([families], ())).decode()
 
 
 def registry_for(collector: Collector) -> CollectorRegistry:

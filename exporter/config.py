@@ -26,6 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter.fields import Duration, format_duration, parse_duration
 from exporter.overview.settings import OverviewSettings
+from exporter.profiles import Profile
 from exporter.sources import KINDS, TargetConfig
 
 _PREFIX = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -124,14 +125,20 @@ class Config(BaseModel):
     prefix: Annotated[str, AfterValidator(_check_prefix)] = ""
     defaults: Defaults = Defaults()
     targets: list[_AnyTarget] = []  # type: ignore[valid-type]
+    #: Operator-written profile files (paths or globs, relative to this file's folder), beside the shipped ones.
+    profile_files: list[str] = []
     #: /overview: its default window, how much history it keeps, its health thresholds.
     overview: OverviewSettings = OverviewSettings()
     #: The file this config was loaded from.
     source: str = "<string>"
+    #: The profiles `profile_files:` named, as loaded (filled by the loader, like `source`).
+    loaded_profiles: tuple[Profile, ...] = ()
 
     @model_validator(mode="after")
     def _resolve_targets(self) -> "Config":
-        resolved = [_resolve(target, self.defaults, self.prefix) for target in self.targets]
+        resolved = [
+            _resolve(target, self.defaults, self.prefix).with_profiles(self.loaded_profiles) for target in self.targets
+        ]
         object.__setattr__(self, "targets", resolved)
         # parse_config reports these with their lines before we get here; this guards Config(...) built in code.
         problems = [
@@ -195,7 +202,11 @@ class ConfigError(Exception):
     """A config that cannot be used; `issues` holds every problem found, sorted by line."""
 
     def __init__(self, issues: list[ConfigIssue]):
-        self.issues = sorted(issues, key=lambda issue: issue.line or 0)
+        # By line within each file, the files in the order their first issue was found (the config, then
+        # the profile files it names).
+        files = {issue.file: None for issue in issues}
+        order = {name: index for index, name in enumerate(files)}
+        self.issues = sorted(issues, key=lambda issue: (order[issue.file], issue.line or 0))
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
@@ -261,10 +272,21 @@ def parse_config(text: str, filename: str = "<string>") -> Config:
         if key in raw and raw[key] is None:
             raw[key] = empty
     reader.check(raw)
-    if "source" in raw:  # a field for the loader to fill, not for the file
-        reader.issue(("source",), _unknown_key_message("source", _keys_of(Config)))
-        del raw["source"]
-    return reader.validate(Config, {**raw, "source": filename})
+    for own in ("source", "loaded_profiles"):  # fields for the loader to fill, not for the file
+        if own in raw:
+            reader.issue((own,), _unknown_key_message(own, _keys_of(Config)))
+            del raw[own]
+    loaded: tuple[Profile, ...] = ()
+    issues: list[ConfigIssue] = []
+    files = raw.get("profile_files")
+    if isinstance(files, list) and all(isinstance(item, str) for item in files):
+        from exporter import profile_files  # it reads YAML with this module's reader
+
+        loaded, issues = profile_files.load(files, filename, reader.line)
+        reader.issues.extend(issues)
+    # A target may name a profile whose file has a mistake: that mistake is the one to report.
+    context = {"profiles": loaded, "profiles_incomplete": bool(issues)}
+    return reader.validate(Config, {**raw, "source": filename, "loaded_profiles": loaded}, context=context)
 
 
 class _Reader:
@@ -634,7 +656,7 @@ def _child_type(tp: Any, part: Any) -> Any:
 
 
 def _keys_of(model: type[BaseModel]) -> list[str]:
-    return sorted(name for name in model.model_fields if not (model is Config and name == "source"))
+    return sorted(name for name in model.model_fields if not (model is Config and name in ("source", "loaded_profiles")))
 
 
 def _unknown_key_message(key: str, valid: list[str]) -> str:

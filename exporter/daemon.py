@@ -15,8 +15,8 @@ from aiohttp import web
 from exporter.collector import Collector
 from exporter.config import Config, ConfigError, load_config, parse_listen
 from exporter.fields import format_duration
+from exporter.demo import Demo
 from exporter.overview.live import Overview
-from exporter.demo import DEMO_TARGET, DemoBackend
 from exporter.scheduler import Scheduler, TargetPoller
 from exporter.sources import Shared, TargetConfig
 from exporter.sources.http import HTTPTarget
@@ -30,7 +30,7 @@ log = structlog.get_logger("exporter.daemon")
 
 #: How long in-flight requests get to finish when the daemon stops.
 SHUTDOWN_GRACE = 2.0
-#: The demo backend is polled at least this often, so that a newcomer sees the numbers move.
+#: The demo backends are polled at least this often, so that a newcomer sees the numbers move.
 DEMO_INTERVAL = 2.0
 #: How often the config file is checked for a change (a stat, nothing more).
 WATCH_INTERVAL = 1.0
@@ -66,7 +66,10 @@ class Daemon:
         #: A --listen flag outranks the config's listen, on reloads too.
         self._listen_fixed = listen is not None
         self.web_security = web_security
-        self._watch = FileWatch(config_path, watch_interval) if config_path is not None and watch_interval else None
+        self._watch = (
+            FileWatch(config_path, watch_interval, also=self._profile_paths)
+            if config_path is not None and watch_interval else None
+        )
         self._watcher: asyncio.Task | None = None
         self._reloading = asyncio.Lock()
         self._site: web.TCPSite | None = None
@@ -75,26 +78,35 @@ class Daemon:
         self.scheduler = Scheduler(self.store, self.shared)
         self.collector = Collector(self.store)
         self.overview = Overview(self.store, config.overview)
-        self.demo = DemoBackend() if demo else None
+        self.demo = Demo() if demo else None
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._started = False
         self.bound: list[tuple] = []
         self.notifier = Notifier.from_environment()
 
+    def _profile_paths(self) -> list[str]:
+        """The profile files the running config names: a change to one reloads the config, as its own does."""
+        from exporter.profile_files import expand
+
+        if not self.config.profile_files or self.config_path is None:
+            return []
+        return [path for _, _, paths in expand(self.config.profile_files, str(self.config_path)) for path in paths]
+
     def targets(self, config: Config) -> list[TargetConfig]:
-        """The config's targets, plus the simulated backend when running as a demo."""
+        """The config's targets, plus one per simulated backend when running as a demo."""
         targets = list(config.targets)
-        if self.demo is not None and self.demo.url:
+        if self.demo is not None:
             defaults = config.defaults
             interval = min(defaults.interval, DEMO_INTERVAL)
-            targets.append(
-                HTTPTarget(
-                    name=DEMO_TARGET, type="http", url=self.demo.url, labels={"demo": "true"},
-                    interval=format_duration(interval), timeout=format_duration(min(defaults.timeout, interval)),
-                    retries=defaults.retries, backoff=format_duration(defaults.backoff), prefix=config.prefix,
+            for name, url in self.demo.urls.items():
+                targets.append(
+                    HTTPTarget(
+                        name=name, type="http", url=url, labels={"demo": "true"}, model=self.demo.model_of(name),
+                        interval=format_duration(interval), timeout=format_duration(min(defaults.timeout, interval)),
+                        retries=defaults.retries, backoff=format_duration(defaults.backoff), prefix=config.prefix,
+                    )
                 )
-            )
         return targets
 
     async def start(self) -> None:

@@ -87,6 +87,54 @@ def _as_float(text: str | None) -> float | None:
         return None
 
 
+def go_float_label(value: float) -> str:
+    """A float as Prometheus writes `le` and `quantile` values (model/labels FormatOpenMetricsFloat):
+    Go's shortest `%g` (exponent from 1e+06 and below 1e-04), `.0` on whole numbers, `+Inf`, `-Inf`, `NaN`."""
+    if value != value:
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0.0"
+    mantissa, _, exp_text = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    exponent = int(exp_text or 0)
+    if whole.strip("0"):
+        digits, point = (whole + fraction).lstrip("0"), len(whole.lstrip("0")) + exponent
+    else:
+        digits = fraction.lstrip("0")
+        point = exponent - (len(fraction) - len(digits))
+    digits = digits.rstrip("0") or "0"
+    sign = "-" if value < 0 else ""
+    power = point - 1
+    if power < -4 or power >= 6:
+        rest = "." + digits[1:] if len(digits) > 1 else ""
+        return f"{sign}{digits[0]}{rest}e{'-' if power < 0 else '+'}{abs(power):02d}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}.0"
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+#: The label whose value is a float bound, by family type: served in Prometheus's canonical form,
+#: as Prometheus 3 stores it (`le="Inf"` from the Gateway API Inference Extension becomes `+Inf`,
+#: which OpenMetrics parsers require), so `1` and `1.0` are one series.
+_FLOAT_BOUNDS = {"histogram": "le", "gaugehistogram": "le", "summary": "quantile"}
+
+
+def _canonical_bound(labels: dict[str, str], kind: str) -> dict[str, str]:
+    bound = _FLOAT_BOUNDS.get(kind)
+    text = labels.get(bound) if bound is not None else None
+    if text is None:
+        return labels
+    value = _as_float(text)
+    if value is None:
+        return labels
+    canonical = go_float_label(value)
+    return labels if canonical == text else {**labels, bound: canonical}
+
+
 def _group(labels: dict[str, str], bound: str) -> frozenset:
     return frozenset(item for item in labels.items() if item[0] != bound)
 
@@ -457,11 +505,12 @@ def normalize(
                 elif kind == "info":
                     suffix = "_info"
                 sample_name = name + suffix
-                served_labels = labeller.labels(sample.labels)
+                upstream = _canonical_bound(sample.labels, kind)
+                served_labels = labeller.labels(upstream)
                 entry = (
                     sample_name,
                     served_labels,
-                    (sample_name, frozenset(sample.labels.items())),
+                    (sample_name, frozenset(upstream.items())),
                     series_head(sample_name, served_labels),
                     _order(sample_name, served_labels, kind, name),
                 )

@@ -10,8 +10,9 @@ import functools
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from exporter.escaping import DOTS, SCHEMES, VALUES, DeclaredNames, unescape
 from exporter.family import TYPES, Family, Sample, shape_of
 
 __all__ = ["BodyReader", "ParseError", "ParseResult", "is_openmetrics", "parse"]
@@ -36,6 +37,10 @@ class ParseResult:
     families: list[Family]
     #: 1 when the body ended mid-line (no final newline) and that partial line was dropped.
     truncated_lines: int = 0
+    #: Where sample lines do not match the families the body declares, by reason: how many sample
+    #: lines (`escaped_names`: read back to their declared family; `unmatched_samples`: served as
+    #: families of their own while declared families went empty), or 1 (`unknown_escaping`).
+    problems: dict[str, int] = field(default_factory=dict)
 
 
 def is_openmetrics(content_type: str | None) -> bool:
@@ -50,6 +55,7 @@ def parse(
     data: bytes | str,
     *,
     openmetrics: bool = False,
+    escaping: str | None = None,
     keep: Callable[[str], bool] | None = None,
     heads: dict[str, tuple[str, dict[str, str]]] | None = None,
     order: list[Sample | None] | None = None,
@@ -62,13 +68,15 @@ def parse(
     target's series (see `remember_heads`); without one a module-wide cache of bounded size is used.
     `order`, when given, receives one entry per sample line in body order: its Sample, or None where
     the line was skipped as unwanted.
+    `escaping` is the `escaping` parameter of the body's Content-Type (exporter.escaping): escaped
+    sample, family and label names are read back to the names the body's families declare.
     """
     text, truncated = _decode(data)
     lines = text.split("\n")
     complete = lines[-1] == ""
     if complete:
         lines.pop()
-    builder = _FamilyBuilder(openmetrics, keep)
+    builder = _FamilyBuilder(openmetrics, keep, escaping)
     try:
         _read_lines(lines, builder, _HEADS if heads is None else heads, order)
     except ParseError as error:
@@ -76,7 +84,7 @@ def parse(
         if complete or error.line != len(lines):
             raise
         truncated = 1
-    return ParseResult(builder.families(), truncated)
+    return ParseResult(builder.families(), truncated, builder.problems())
 
 
 class BodyReader:
@@ -88,7 +96,7 @@ class BodyReader:
     second body of it comes, so a target whose series change every poll pays nothing for it.
     """
 
-    __slots__ = ("heads", "_shape", "_last")
+    __slots__ = ("heads", "_shape", "_last", "_escaping")
 
     def __init__(self) -> None:
         #: Parsed series heads, for `parse` (see `remember_heads`).
@@ -96,9 +104,19 @@ class BodyReader:
         self._shape: _Shape | None = None
         #: The last body parsed in full: (openmetrics, its split, its sample lines' Samples, its result)
         self._last: tuple | None = None
+        self._escaping: str | None = None
 
-    def parse(self, data: bytes, *, openmetrics: bool = False, keep: Callable[[str], bool] | None = None) -> ParseResult:
+    def parse(
+        self,
+        data: bytes,
+        *,
+        openmetrics: bool = False,
+        keep: Callable[[str], bool] | None = None,
+        escaping: str | None = None,
+    ) -> ParseResult:
         """As `parse` would; `keep` must be the same on every call (it is part of what is remembered)."""
+        if escaping != self._escaping:  # the same bytes mean other names: nothing remembered holds
+            self._escaping, self._shape, self._last = escaping, None, None
         # Exemplars put a second value on a line, which the split would read as the line's own.
         parts = None if openmetrics and b"# {" in data else _PLAIN_SAMPLE.split(b"\n" + data)
         if parts is not None:
@@ -114,7 +132,7 @@ class BodyReader:
                 if again is not None:
                     return again
         order: list[Sample | None] = []
-        result = parse(data, openmetrics=openmetrics, keep=keep, heads=self.heads, order=order)
+        result = parse(data, openmetrics=openmetrics, escaping=escaping, keep=keep, heads=self.heads, order=order)
         remember_heads(self.heads, len(order))
         self._shape = None
         self._last = (openmetrics, parts, order, result) if parts is not None else None
@@ -130,15 +148,19 @@ _PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`
 class _Shape:
     """A body with its sample values taken out, and how to make its families again with new values."""
 
-    __slots__ = ("openmetrics", "between", "series", "families", "truncated")
+    __slots__ = ("openmetrics", "between", "series", "families", "truncated", "problems")
 
-    def __init__(self, openmetrics: bool, between: list[bytes], series: list[bytes], families: list, truncated: int):
+    def __init__(
+        self, openmetrics: bool, between: list[bytes], series: list[bytes], families: list, truncated: int,
+        problems: dict[str, int] | None = None,
+    ):
         self.openmetrics = openmetrics
         self.between = between  # the text between sample lines: comments, blanks, and the rest
         self.series = series  # `name{labels}` of each sample line, as written
         #: per family: (name, type, help, unit, shape, sample names, labels, keys, line numbers of its values)
         self.families = families
         self.truncated = truncated
+        self.problems = problems or {}
 
     @classmethod
     def of(cls, parts: list[bytes], order: list[Sample | None], result: ParseResult, openmetrics: bool) -> _Shape | None:
@@ -168,7 +190,7 @@ class _Shape:
                 [sample.name for sample in family.samples], [sample.labels for sample in family.samples],
                 [sample.key for sample in family.samples], lines,
             ))
-        return cls(openmetrics, parts[0::3], parts[1::3], families, result.truncated_lines)
+        return cls(openmetrics, parts[0::3], parts[1::3], families, result.truncated_lines, result.problems)
 
     @staticmethod
     def fits(last: list[bytes], parts: list[bytes]) -> bool:
@@ -187,14 +209,15 @@ class _Shape:
         for name, kind, help_text, unit, shape, names, labels, keys, lines in self.families:
             samples = list(map(Sample, names, labels, [values[line] for line in lines], keys))
             families.append(Family(name, kind, help_text, unit, samples, shape))
-        return ParseResult(families, self.truncated)
+        return ParseResult(families, self.truncated, dict(self.problems))
 
 
 class _Malformed(Exception):
     """Raised by the line readers; `_read_lines` adds the line number and turns it into ParseError."""
 
 
-# Names as the text format allows them unquoted. Quoted UTF-8 names (Prometheus 3) are not accepted.
+# Names as the text format allows them unquoted. UTF-8 names (Prometheus 3, `escaping=allow-utf-8`) are
+# quoted: `{"vllm.cache",le="1"} 3`, `{"a.b"="x"}`, `# TYPE "vllm.cache" histogram` (see _read_braced_sample).
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # What a label name was meant to be, up to where it must end: for error messages only.
@@ -273,7 +296,7 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: l
                                 if order is not None:
                                     order.append(None)
                                 continue
-                        elif not builder.wants(named.group()):
+                        elif not builder.wants_sample(named.group()):
                             allowed, append = builder.enter_sample_family(named.group())  # as parsing would
                             if order is not None:
                                 order.append(None)
@@ -394,7 +417,7 @@ def _read_sample_carefully(line: str) -> Sample | None:
     match = _METRIC_NAME.match(text)
     if match is None:
         if text[0] == "{":
-            raise _Malformed("a sample without a metric name before its labels (quoted names are not supported)")
+            return _read_braced_sample(text)
         raise _Malformed(f"not a sample or comment line: {_excerpt(text)}")
     name, position = match.group(), match.end()
     rest = text[position:].lstrip(" \t")
@@ -406,6 +429,27 @@ def _read_sample_carefully(line: str) -> Sample | None:
     else:
         labels, after = {}, rest
     return Sample(name, labels, _read_value_carefully(after))
+
+
+def _read_braced_sample(text: str) -> Sample:
+    """`{"name", labels} value ...`: a sample whose (UTF-8) metric name is quoted inside its braces."""
+    position = _skip_blanks(text, 1)
+    quoted = _QUOTED.match(text, position)
+    if quoted is None:
+        raise _Malformed("a sample without a metric name before its labels")
+    after = _skip_blanks(text, quoted.end())
+    if text.startswith("=", after):
+        raise _Malformed("a sample without a metric name: its braces start with a label")
+    name = _unescape(quoted.group(1), _LABEL_ESCAPES)
+    if not name:
+        raise _Malformed("empty metric name")
+    if text.startswith(",", after):
+        labels, end = _read_labels_carefully(text, after + 1)
+    elif text.startswith("}", after):
+        labels, end = {}, after + 1
+    else:
+        raise _Malformed(f"expected ',' or '}}' after metric name {_excerpt(name)}")
+    return Sample(name, labels, _read_value_carefully(text[end:]))
 
 
 def _read_labels_carefully(text: str, position: int) -> tuple[dict[str, str], int]:
@@ -420,10 +464,19 @@ def _read_labels_carefully(text: str, position: int) -> tuple[dict[str, str], in
             return labels, position + 1
         if not expect_name:
             raise _Malformed(f"expected ',' or '}}' after label {_excerpt(list(labels)[-1])}")
-        name = _LABEL_TOKEN.match(text, position).group()
-        if not _LABEL_NAME.fullmatch(name):
-            raise _Malformed(f"invalid label name {_excerpt(name or text[position:])}")
-        position = _skip_blanks(text, position + len(name))
+        if text[position] == '"':  # a quoted UTF-8 label name
+            quoted = _QUOTED.match(text, position)
+            if quoted is None:
+                raise _Malformed("quoted label name has no closing quote")
+            name = _unescape(quoted.group(1), _LABEL_ESCAPES)
+            if not name:
+                raise _Malformed("empty label name")
+            position = _skip_blanks(text, quoted.end())
+        else:
+            name = _LABEL_TOKEN.match(text, position).group()
+            if not _LABEL_NAME.fullmatch(name):
+                raise _Malformed(f"invalid label name {_excerpt(name or text[position:])}")
+            position = _skip_blanks(text, position + len(name))
         if not text.startswith("=", position):
             raise _Malformed(f"expected '=' after label name {name!r}")
         position = _skip_blanks(text, position + 1)
@@ -498,16 +551,38 @@ def _excerpt(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+def _quoted_metadata_name(line: str, keyword: str) -> tuple[str, str]:
+    """(name, rest) of `# HELP "a.b" text` or `# TYPE "a.b" gauge`: a quoted UTF-8 family name."""
+    quoted = _QUOTED.match(line, line.index('"'))
+    if quoted is None:
+        raise _Malformed(f"quoted metric name in {keyword} line has no closing quote")
+    name = _unescape(quoted.group(1), _LABEL_ESCAPES)
+    rest = line[quoted.end():]
+    if not name or (rest and not rest[0].isspace()):
+        raise _Malformed(f"invalid metric name {_excerpt(line[quoted.start():quoted.end() + 1])} in {keyword} line")
+    return name, rest.strip()
+
+
 class _FamilyBuilder:
     """Families by name as lines arrive, and the family samples currently join."""
 
     __slots__ = (
         "_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "_keep", "_wanted", "_metadata",
-        "allowed", "append",
+        "allowed", "append", "_escaping", "_declared", "_renamed", "_written", "_as_written", "escaped_samples",
     )
 
-    def __init__(self, openmetrics: bool, keep: Callable[[str], bool] | None = None):
+    def __init__(self, openmetrics: bool, keep: Callable[[str], bool] | None = None, escaping: str | None = None):
         self._openmetrics = openmetrics
+        self._escaping = escaping
+        #: The declared families' sample names by how an escaping server writes them; made when a
+        #: sample first names no family (see `_read_back`).
+        self._declared: DeclaredNames | None = None
+        #: sample name as written -> the name it was read back to; family -> names written for it
+        self._renamed: dict[str, str] = {}
+        self._written: dict[str, frozenset[str]] = {}
+        #: True while every name is read as written (the usual body): `_enter` then does no more.
+        self._as_written = escaping not in _UNESCAPED
+        self.escaped_samples = 0
         self._keep = keep
         self._wanted: dict[str, bool] = {}
         self._default_type = "unknown" if openmetrics else "untyped"
@@ -533,10 +608,61 @@ class _FamilyBuilder:
             wanted = self._wanted[name] = self._keep is None or self._keep(name)
         return wanted
 
+    def wants_sample(self, name: str) -> bool:
+        """Whether the family a sample of this name (as written) joins is wanted."""
+        if name in self._families:
+            return self.wants(name)
+        return self.wants(self._read_back(name)[1])
+
     def enter_sample_family(self, name: str) -> tuple[frozenset[str], Callable[[Sample], None]]:
-        """A sample that is not the current family's: it starts, or joins, the family with its own name."""
-        self._enter(self._family(name))
+        """A sample that is not the current family's: it joins the family it was declared in (after
+        reading back an escaped name), else the family with its own name."""
+        family = self._families.get(name)
+        if family is None:
+            sample_name, family_name = self._read_back(name)
+            if sample_name != name and len(self._written.get(family_name, ())) >= _WRITTEN_LIMIT:
+                # A server writes each of a family's few sample names one way: this many ways is a
+                # crafted body, and reading each back would cost a pass over all of them.
+                sample_name = family_name = name
+            if sample_name != name:
+                self._renamed[name] = sample_name
+                self._written[family_name] = self._written.get(family_name, frozenset()) | {name}
+                self._as_written = False
+            family = self._family(family_name)
+        self._enter(family)
         return self.allowed, self.append
+
+    def _read_back(self, name: str) -> tuple[str, str]:
+        """(sample name, family name) for a sample name as written that names no family."""
+        if self._declared is None:
+            self._declared = DeclaredNames(self._escaping)
+            for family in self._families.values():
+                if self._is_declared(family):
+                    self._declared.declare(family.name, _member_names(family.name, family.type))
+        found = self._declared.find(name)
+        if found is not None:
+            return found
+        unescaped = unescape(name, self._escaping)  # a family nothing declared, escaped all the same
+        return unescaped, unescaped
+
+    def _is_declared(self, family: Family) -> bool:
+        return family.name in self._typed or bool(family.help) or bool(family.unit)
+
+    def problems(self) -> dict[str, int]:
+        """See ParseResult.problems."""
+        problems: dict[str, int] = {}
+        if self.escaped_samples:
+            problems["escaped_names"] = self.escaped_samples
+        if self._escaping is not None and self._escaping not in SCHEMES:
+            problems["unknown_escaping"] = 1
+        families = self._families.values()
+        if self._keep is not None:
+            families = [family for family in families if self.wants(family.name)]
+        if any(not family.samples and self._is_declared(family) for family in families):
+            unmatched = sum(len(family.samples) for family in families if not self._is_declared(family))
+            if unmatched:
+                problems["unmatched_samples"] = unmatched
+        return problems
 
     def read_comment(self, line: str) -> bool:
         """Apply a HELP, TYPE or UNIT line; ignore other comments. False at OpenMetrics `# EOF`."""
@@ -564,11 +690,14 @@ class _FamilyBuilder:
                     raise _Malformed(f"{parts[1]} line without a metric name")
             return _PLAIN_COMMENT  # `#`, `# some text`, `#HELP ...` and the like are plain comments
         keyword, name, text = parts[1], parts[2], parts[3].rstrip() if len(parts) == 4 else ""
+        quoted = name.startswith('"')
+        if quoted:
+            name, text = _quoted_metadata_name(line, keyword)
         if keyword == "TYPE" and text.lower() not in TYPES:
             if not text:
                 raise _Malformed(f"TYPE line for {name!r} has no type")
             raise _Malformed(f"unknown metric type {_excerpt(text)} for {name!r}")
-        if not _METRIC_NAME.fullmatch(name):
+        if not quoted and not _METRIC_NAME.fullmatch(name):
             raise _Malformed(f"invalid metric name {_excerpt(name)} in {keyword} line")
         if keyword == "HELP":
             text = _unescape(text, self._help_escapes)
@@ -578,6 +707,8 @@ class _FamilyBuilder:
 
     def _apply_metadata(self, keyword: str, name: str, value: str) -> None:
         """Set HELP, TYPE or UNIT where not set yet (the first wins) and make the family current."""
+        if self._escaping in _UNESCAPED:
+            name = unescape(name, self._escaping)
         family = self._families.get(name)
         if family is None:
             family = self._families[name] = Family(name, self._default_type)
@@ -589,6 +720,8 @@ class _FamilyBuilder:
                 family.type = value
         else:
             family.unit = family.unit or value
+        if self._declared is not None:
+            self._declared.declare(name, _member_names(name, family.type))
         self._enter(family)
 
     def _family(self, name: str) -> Family:
@@ -600,8 +733,38 @@ class _FamilyBuilder:
     def _enter(self, family: Family) -> Family:
         """Make `family` the one the next samples join when their names fit its type."""
         self.allowed = _member_names(family.name, family.type)
-        self.append = family.samples.append if self.wants(family.name) else _discard
+        if self._as_written:
+            self.append = family.samples.append if self.wants(family.name) else _discard
+            return family
+        written = self._written.get(family.name)
+        if written:
+            self.allowed = self.allowed | written
+        if not self.wants(family.name):
+            self.append = _discard
+        elif written or self._escaping in _UNESCAPED:
+            self.append = self._reading_back(family)
+        else:
+            self.append = family.samples.append
         return family
+
+    def _reading_back(self, family: Family) -> Callable[[Sample], None]:
+        """`append` for a family some of whose samples are written with escaped names (or label names)."""
+        add, renamed, escaping = family.samples.append, self._renamed, self._escaping
+        relabel = escaping in _UNESCAPED
+
+        def append(sample: Sample) -> None:
+            name = renamed.get(sample.name)
+            if name is not None:
+                sample.name = name
+                self.escaped_samples += 1
+            if relabel and sample.labels:
+                labels = {unescape(key, escaping): value for key, value in sample.labels.items()}
+                if labels != sample.labels:
+                    # A new dict (the parsed one may be shared); the text written no longer names the series.
+                    sample.labels, sample.key = labels, None
+            add(sample)
+
+        return append
 
 
 #: Checked HELP/TYPE/UNIT lines across bodies, one cache per format (HELP unescapes differently):
@@ -609,6 +772,10 @@ class _FamilyBuilder:
 _METADATA: dict[bool, dict[str, tuple[str, str, str]]] = {False: {}, True: {}}
 _METADATA_LIMIT = 20_000
 _PLAIN_COMMENT = ("", "", "")
+#: The most names as written that are read back to one family's sample names (it has at most five).
+_WRITTEN_LIMIT = 8
+#: Escaping schemes whose names can be read back exactly, family and label names included.
+_UNESCAPED = frozenset({DOTS, VALUES})
 
 
 @functools.lru_cache(maxsize=8192)

@@ -15,6 +15,7 @@ from dataclasses import replace
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
+from exporter.escaping import PAYLOAD_PROBLEMS
 from exporter.events import EVENTS
 from exporter.exposition import gzip_served, predeflate
 from exporter.family import Family
@@ -58,6 +59,8 @@ class TargetPoller:
         #: (budget, the retry policy for it), reused from poll to poll; whether a poll is under way
         self._policy: tuple[float, AsyncRetrying] | None = None
         self._polling = False
+        #: Payload problems already logged for this target: each is said once, then only counted.
+        self._problems_said: set[str] = set()
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 
@@ -96,6 +99,10 @@ class TargetPoller:
         dropped = dict(previous.dropped)
         for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
             dropped[reason] = dropped.get(reason, 0) + count
+        problems = dict(previous.problems)
+        for reason in payload.problems:
+            problems[reason] = problems.get(reason, 0) + 1
+        self._say_problems(payload)
         predeflate(normalized.families, self._gzip_formats(previous))
         if previous.up is False:
             log.info("target is up again", target=target.name, samples=normalized.sample_count)
@@ -116,9 +123,27 @@ class TargetPoller:
                 raw=payload.raw,
                 raw_at=wall if payload.raw else None,
                 profile=unified.profile,
+                problems=problems,
+                last_problems=dict(payload.problems),
+                content_type=payload.content_type,
             )
         )
         return self._snapshot
+
+    def _say_problems(self, payload) -> None:
+        """Log each kind of payload problem the first time this target shows it (it is counted every time)."""
+        for reason, count in sorted(payload.problems.items()):
+            if reason in self._problems_said:
+                continue
+            self._problems_said.add(reason)
+            (log.info if reason == "escaped_names" else log.warning)(
+                "payload does not match its declared families",
+                target=self.target.name,
+                reason=reason,
+                count=count,
+                content_type=payload.content_type,
+                detail=PAYLOAD_PROBLEMS.get(reason, reason),
+            )
 
     def _retrying(self, budget: float, *, fresh: bool = False) -> AsyncRetrying:
         """The retry policy for polls of this budget: attempts, backoff, and no retry that would start

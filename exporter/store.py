@@ -1,22 +1,21 @@
 """The latest immutable snapshot of every target, swapped whole on each poll.
 
 Polls write here and scrapes read here; a scrape never waits on a target. The store also keeps
-one type per family name across targets, so that the merged exposition stays valid.
+one type per family name across targets (exporter.claims), so that the merged exposition stays valid.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import structlog
 
-from exporter.normalize import SeriesFamily, exposition_names
+from exporter.claims import Claims, Withheld
+from exporter.normalize import SeriesFamily
 from exporter.sources.base import TargetConfig
 
 log = structlog.get_logger("exporter.store")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +40,11 @@ class Snapshot:
     raw_at: float | None = None
     #: The backend profile the last successful poll used for the unified series, if any.
     profile: str | None = None
+    #: Polls whose payload's sample lines did not match its declared families, by reason; and the
+    #: last successful poll's problems (reason -> sample lines concerned) and Content-Type.
+    problems: Mapping[str, int] = field(default_factory=dict)
+    last_problems: Mapping[str, int] = field(default_factory=dict)
+    content_type: str = ""
 
     @property
     def sample_count(self) -> int:
@@ -48,15 +52,17 @@ class Snapshot:
 
 
 class Store:
-    """Target name -> latest Snapshot. Insertion order is the order targets were added."""
+    """Target name -> latest Snapshot. Insertion order is the order targets were added.
+
+    A snapshot holds the families its poll made. Where targets disagree about a family, what each
+    serves is decided by exporter.claims: `served` gives a target's families less any withheld."""
 
     def __init__(self) -> None:
         self._snapshots: dict[str, Snapshot] = {}
-        #: exposition name -> (owning family name, its type, how many targets serve that family)
-        self._claims: dict[str, tuple[str, str, int]] = {}
-        #: target -> families dropped for a type conflict, summed over polls
-        self.type_conflicts: Counter[str] = Counter()
-        self._reported: set[tuple[str, str]] = set()
+        self.claims = Claims()
+        #: target -> (its snapshot's families, its withheld map, the families served) from the last `served`
+        self._served: dict[str, tuple[tuple[SeriesFamily, ...], dict, tuple[SeriesFamily, ...]]] = {}
+        self._reported: set[tuple[str, str, str]] = set()
         #: Whether the last config (re)load succeeded, and when one last did.
         self.config_ok = True
         self.config_loaded_at: float | None = None
@@ -66,22 +72,20 @@ class Store:
         self.observers: list[Callable[[Snapshot], None]] = []
 
     def publish(self, snapshot: Snapshot) -> Snapshot:
-        """Replace a target's snapshot. Families whose type clashes with another target's are dropped."""
+        """Replace a target's snapshot, and settle again which families it and the others serve."""
         name = snapshot.target.name
         old = self._snapshots.get(name)
-        if old is not None and (old.families is snapshot.families or _same_names(old.families, snapshot.families)):
-            # The same families, or new ones of the same names and types, all of which were kept last
-            # time: this target already holds every name they need.
-            self._snapshots[name] = snapshot
-            self._tell(snapshot)
-            return snapshot
-        if old is not None:
-            self._release(old.families)
-        kept = self._claim(name, snapshot.families)
-        if len(kept) != len(snapshot.families):
-            snapshot = replace(snapshot, families=kept)
         self._snapshots[name] = snapshot
         self._tell(snapshot)
+        prefix = getattr(snapshot.target, "prefix", None) or ""
+        if (
+            old is not None
+            and (old.families is snapshot.families or _same_names(old.families, snapshot.families))
+            and prefix == (getattr(old.target, "prefix", None) or "")
+        ):
+            return snapshot  # the same names and types as last poll: nothing to settle (a target's usual poll)
+        changed = self.claims.declare(name, [(family.name, family.type) for family in snapshot.families], prefix)
+        self._say(changed)
         return snapshot
 
     def _tell(self, snapshot: Snapshot) -> None:
@@ -92,11 +96,10 @@ class Store:
                 log.exception("snapshot observer failed", target=snapshot.target.name)
 
     def remove(self, name: str) -> None:
-        old = self._snapshots.pop(name, None)
-        self.type_conflicts.pop(name, None)
-        self._reported = {pair for pair in self._reported if pair[0] != name}
-        if old is not None:
-            self._release(old.families)
+        self._snapshots.pop(name, None)
+        self._served.pop(name, None)
+        self._say(self.claims.declare(name, ()))
+        self._reported = {said for said in self._reported if said[0] != name}
 
     def get(self, name: str) -> Snapshot | None:
         return self._snapshots.get(name)
@@ -104,35 +107,43 @@ class Store:
     def snapshots(self) -> list[Snapshot]:
         return list(self._snapshots.values())
 
-    def _claim(self, target: str, families: tuple[SeriesFamily, ...]) -> tuple[SeriesFamily, ...]:
-        kept = []
-        for family in families:
-            owner = (family.name, family.type)
-            names = exposition_names(*owner)
-            clash = next((claim for name in names if (claim := self._claims.get(name)) and claim[:2] != owner), None)
-            if clash is not None:
-                self.type_conflicts[target] += 1
-                if (target, family.name) not in self._reported:
-                    self._reported.add((target, family.name))
-                    log.warning(
-                        "family conflicts with another target's family of another type; dropping it here",
-                        target=target, family=family.name, type=family.type, kept_family=clash[0], kept_type=clash[1],
-                    )
-                continue
-            for name in names:
-                count = self._claims.get(name, (*owner, 0))[2]
-                self._claims[name] = (*owner, count + 1)
-            kept.append(family)
-        return tuple(kept)
+    def withheld(self, name: str) -> dict[str, Withheld]:
+        """The target's families not served now, by name (see exporter.claims)."""
+        return self.claims.withheld.get(name, {})
 
-    def _release(self, families: tuple[SeriesFamily, ...]) -> None:
-        for family in families:
-            for name in exposition_names(family.name, family.type):
-                *owner, count = self._claims[name]
-                if count <= 1:
-                    del self._claims[name]
-                else:
-                    self._claims[name] = (*owner, count - 1)
+    def served(self, name: str) -> tuple[SeriesFamily, ...]:
+        """The families this target serves: its snapshot's, less any withheld."""
+        snapshot = self._snapshots.get(name)
+        if snapshot is None:
+            return ()
+        withheld = self.claims.withheld.get(name)
+        if not withheld:
+            return snapshot.families
+        cached = self._served.get(name)
+        if cached is None or cached[0] is not snapshot.families or cached[1] is not withheld:
+            kept = tuple(family for family in snapshot.families if family.name not in withheld)
+            cached = self._served[name] = (snapshot.families, withheld, kept)
+        return cached[2]
+
+    def served_families(self) -> list[tuple[SeriesFamily, ...]]:
+        """Every target's served families, in the order targets were added."""
+        return [self.served(name) for name in self._snapshots]
+
+    def _say(self, targets: set[str]) -> None:
+        """Log each family a target has withheld for the first time."""
+        for target in sorted(targets):
+            for family in self.withheld(target).values():
+                said = (target, family.family, family.type)
+                if said in self._reported:
+                    continue
+                self._reported.add(said)
+                served_by = self.claims.declarers(family.served)
+                log.warning(
+                    "family withheld: another target serves a clashing family of that name",
+                    target=target, family=family.family, type=family.type, reason=family.reason,
+                    served_family=family.served[0], served_type=family.served[1],
+                    served_by=served_by[:5], served_by_count=len(served_by),
+                )
 
 
 def _same_names(old: tuple[SeriesFamily, ...], new: tuple[SeriesFamily, ...]) -> bool:

@@ -41,8 +41,12 @@ class Unified:
 
 
 def unify(profile: Profile, families: Iterable[Family], *, model: str | None = None) -> list[Family]:
-    """The unified families `profile` finds in `families`; `model` names the model where the backend does not."""
+    """The unified families `profile` finds in `families`; `model` names the model where the backend does not.
+
+    A series without the profile's model label (a Dynamo worker's request gauges, vLLM's cache_config_info)
+    takes the target's `model:`, or else the one model the rest of the payload names, if it names one."""
     index = _SampleIndex(families, _wanted_names(profile))
+    default = _DefaultModel(index, profile, model)
     out = []
     for concept_name, choices in profile.series.items():
         concept = CONCEPTS[concept_name]
@@ -50,7 +54,7 @@ def unify(profile: Profile, families: Iterable[Family], *, model: str | None = N
             sources = sources_of(choice)
             if not any(index.has(source, concept) for source in sources):
                 continue  # not in this payload: try the next (deprecated) choice
-            family = _compute(concept_name, concept, sources, index, profile, model or "")
+            family = _compute(concept_name, concept, sources, index, profile, default)
             if family.samples:
                 out.append(family)
             break  # the first choice present is used alone, even if it yields nothing usable
@@ -65,6 +69,8 @@ class Unifier:
         self.setting = target.profile
         self.raw = target.raw
         self.model = target.model
+        #: The profiles this target may use: the shipped ones and the config's `profile_files:`.
+        self.extra = target.operator_profiles
         self.prefix = target.prefix or ""
         self.keep = family_filter(target.allow_families, target.deny_families)
         self.last_profile: str | None = _NOT_YET
@@ -89,15 +95,22 @@ class Unifier:
         if self.setting == profiles.NONE:
             return None
         if self.setting:
-            profile = profiles.by_name(self.setting)
+            profile = profiles.by_name(self.setting, self.extra)
         else:
             names = tuple([family.name for family in families if family.samples])
             if self._detected is None or self._detected[0] != names:  # the same families as last poll, usually
-                self._detected = (names, profiles.detect(list(names)))
+                self._detected = (names, profiles.detect(list(names), self.extra))
             profile = self._detected[1]
         name = profile.name if profile else None
         if name != self.last_profile:
-            log.info("profile in use", target=self.target, profile=name, detected=self.setting is None)
+            if name is not None:
+                # `detected` says where the profile came from: the payload's names, or the config.
+                log.info("profile in use", target=self.target, profile=name, detected=self.setting is None)
+            else:
+                log.info(
+                    "no profile detected: serving the raw families only",
+                    target=self.target, hint="set `profile:` on the target if it is a known backend",
+                )
             self.last_profile = name
         return profile
 
@@ -147,12 +160,28 @@ def _sample_names(source: Source, concept: Concept) -> tuple[str, ...]:
     """The upstream sample names a source reads, in order of preference where there are two spellings."""
     metric = source.metric
     if concept.type == "histogram":
+        if source.count:
+            return _counter_names(metric) + _counter_names(source.count)
         return (metric + "_bucket", metric + "_count", metric + "_sum")
-    if source.part == "sum":
-        return (metric + "_sum",)
+    if source.part is not None:
+        return (f"{metric}_{source.part}",)
     if concept.type == "counter":
-        return (metric + "_total", metric)  # prometheus_client writes `_total`; Triton and TGI do not
-    return (metric,) + ((source.minus,) if source.minus else ())
+        return _counter_names(metric)
+    return (metric,) + ((source.minus,) if source.minus else ()) + ((source.times.metric,) if source.times else ())
+
+
+def _counter_names(metric: str) -> tuple[str, str]:
+    return (metric + "_total", metric)  # prometheus_client writes `_total`; Triton and TGI do not
+
+
+def _primary_names(source: Source, concept: Concept) -> tuple[str, ...]:
+    """The sample names whose presence says the source is in a payload (not the gauge it subtracts or
+    multiplies by, nor the counter of observations)."""
+    if concept.type == "gauge":
+        return (source.metric,)
+    if concept.type == "histogram" and source.count:
+        return _counter_names(source.metric)
+    return _sample_names(source, concept)
 
 
 def _wanted_names(profile: Profile) -> frozenset[str]:
@@ -193,27 +222,49 @@ class _SampleIndex:
         return [s for s in found if all(s.labels.get(key) == value for key, value in match.items())]
 
     def has(self, source: Source, concept: Concept) -> bool:
-        names = _sample_names(source, concept)
-        if source.minus:
-            names = names[:1]
-        return any(self.samples(name, source.match) for name in names)
+        return any(self.samples(name, source.match) for name in _primary_names(source, concept))
 
     def counter(self, source: Source, concept: Concept) -> list[Sample]:
-        for name in _sample_names(source, concept):
-            found = self.samples(name, source.match)
+        return self.first_of(_sample_names(source, concept), source.match)
+
+    def first_of(self, names: Iterable[str], match: dict[str, str]) -> list[Sample]:
+        """The samples of the first of `names` present (a counter's two spellings)."""
+        for name in names:
+            found = self.samples(name, match)
             if found:
                 return found
         return []
+
+    def models(self, label: str) -> set[str]:
+        """Every value of `label` among the samples read."""
+        return {value for samples in self._by_name.values() for s in samples if (value := s.labels.get(label))}
 
 
 # -- computing the unified families ------------------------------------------------------------------
 
 
+class _DefaultModel:
+    """The model of a series that names none: the target's `model:`, else the one model the payload's
+    other series name (worked out once, and only if a series needs it)."""
+
+    def __init__(self, index: _SampleIndex, profile: Profile, configured: str | None):
+        self._index, self._label = index, profile.model_label
+        self._model: str | None = configured or ("" if not profile.model_label else None)
+
+    def __call__(self) -> str:
+        if self._model is None:
+            named = self._index.models(self._label or "")
+            self._model = next(iter(named)) if len(named) == 1 else ""
+        return self._model
+
+
 def _compute(
-    name: str, concept: Concept, sources: list[Source], index: _SampleIndex, profile: Profile, model: str
+    name: str, concept: Concept, sources: list[Source], index: _SampleIndex, profile: Profile, default: Callable[[], str]
 ) -> Family:
+    label = profile.model_label
+
     def model_of(labels: dict[str, str]) -> str:
-        return (labels.get(profile.model_label, "") if profile.model_label else "") or model
+        return (labels.get(label, "") if label else "") or default()
 
     family = Family(name, concept.type, concept.help)
     own = {"backend": profile.name}
@@ -231,7 +282,7 @@ def _compute(
     elif concept.type == "counter":
         totals: dict[tuple[str, str], float] = defaultdict(float)
         for source in sources:
-            outcome_of = _outcome_reader(source) if name == FINISHED else (lambda labels: "")
+            outcome_of = _outcome_reader(source) if name == FINISHED else _no_outcome
             for sample in index.counter(source, concept):
                 totals[(model_of(sample.labels), outcome_of(sample.labels))] += sample.value
         family.samples = [
@@ -244,14 +295,18 @@ def _compute(
     return family
 
 
+def _no_outcome(labels: dict[str, str]) -> str:
+    return ""
+
+
 def _gauges(
     sources: list[Source], index: _SampleIndex, model_of: Callable[[dict[str, str]], str], concept: Concept
 ) -> dict[str, float]:
     combine = max if concept.combine == "max" else (lambda a, b: a + b)
     values: dict[str, float] = {}
     for source in sources:
-        for sample in index.samples(source.metric, source.match):
-            key, value = model_of(sample.labels), sample.value / source.divisor
+        for sample, value in _gauge_values(source, index):
+            key, value = model_of(sample.labels), value / source.divisor
             values[key] = combine(values[key], value) if key in values else value
         if source.minus:
             for sample in index.samples(source.minus, source.match):
@@ -261,15 +316,52 @@ def _gauges(
     return values
 
 
+def _gauge_values(source: Source, index: _SampleIndex) -> Iterable[tuple[Sample, float]]:
+    """Each upstream sample of a gauge source with its value: as it is, multiplied by the `times` gauge of the
+    same labels (less the factor's own match labels), or the product of its `value_labels`."""
+    samples = index.samples(source.metric, source.match)
+    if source.times is not None:
+        factor_keys = set(source.times.match)
+        own_keys = set(source.match)
+        factors = {
+            _without_keys(s.labels, factor_keys): s.value for s in index.samples(source.times.metric, source.times.match)
+        }
+        for sample in samples:
+            factor = factors.get(_without_keys(sample.labels, own_keys))
+            if factor is not None:
+                yield sample, sample.value * factor
+        return
+    if source.value_labels:
+        for sample in samples:
+            product = 1.0
+            try:
+                for label in source.value_labels:
+                    product *= float(sample.labels.get(label, ""))
+            except ValueError:
+                continue
+            if math.isfinite(product):
+                yield sample, product
+        return
+    for sample in samples:
+        yield sample, sample.value
+
+
+def _without_keys(labels: dict[str, str], keys: set[str]) -> frozenset:
+    return frozenset(item for item in labels.items() if item[0] not in keys)
+
+
 def _outcome_reader(source: Source) -> Callable[[dict[str, str]], str]:
-    if source.outcome is not None:
-        fixed = source.outcome
+    labels_read = source.outcome_labels
+    if not labels_read:
+        fixed = source.outcome or ""
         return lambda labels: fixed
-    label, renames = source.outcome_label or "", source.outcomes
+    renames, others, default = source.outcomes, source.others, source.outcome
 
     def read(labels: dict[str, str]) -> str:
-        value = labels.get(label) or "unknown"
-        return renames.get(value, value)
+        value = next((v for label in labels_read if (v := labels.get(label))), None)
+        if value is None:
+            return default or others or "unknown"
+        return renames.get(value) or others or value
 
     return read
 
@@ -319,6 +411,9 @@ def _histograms(
     bucket; an upstream series whose buckets lack `+Inf` (a cut-off payload) is left out."""
     merged: dict[str, _Histogram] = defaultdict(_Histogram)
     for source in sources:
+        if source.count:
+            _from_counters(source, index, model_of, merged)
+            continue
         groups: dict[frozenset, dict] = defaultdict(lambda: {"buckets": {}, "count": None, "sum": None, "broken": False})
         for sample in index.samples(source.metric + "_bucket", source.match):
             group = groups[_without(sample.labels, "le")]
@@ -342,6 +437,17 @@ def _histograms(
                 buckets = {INF: count}
             merged[model_of(dict(key))].parts.append((buckets, buckets[INF] if count is None else count, group["sum"]))
     return merged
+
+
+def _from_counters(
+    source: Source, index: _SampleIndex, model_of: Callable[[dict[str, str]], str], merged: dict[str, _Histogram]
+) -> None:
+    """A running total and a count of observations, of the same labels, as a histogram with only `+Inf`."""
+    counts = {frozenset(s.labels.items()): s.value for s in index.first_of(_counter_names(source.count or ""), source.match)}
+    for sample in index.first_of(_counter_names(source.metric), source.match):
+        count = counts.get(frozenset(sample.labels.items()))
+        if count is not None:
+            merged[model_of(sample.labels)].parts.append(({INF: count}, count, sample.value / source.divisor))
 
 
 def _without(labels: dict[str, str], name: str) -> frozenset:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Awaitable, Callable, NamedTuple
+from typing import Any, Awaitable, Callable, NamedTuple
 
 import structlog
 
@@ -45,22 +45,35 @@ class FileWatch:
     once it is whole, rather than failing a reload in between.
     """
 
-    def __init__(self, path: Path, interval: float = 1.0):
+    def __init__(self, path: Path, interval: float = 1.0, also: Callable[[], list[str]] | None = None):
         self.path = path
         self.interval = interval
+        #: Other files read with this one (the config's profile files), asked again at every tick, so
+        #: that a file a glob newly matches counts as a change too.
+        self.also = also
         #: The file as it was when last read; `mark()` it right before reading.
-        self.read_as: Stamp | None = file_stamp(path)
+        self.read_as: Any = self.stamp()
+
+    def stamp(self) -> Any:
+        own = file_stamp(self.path)
+        if self.also is None:
+            return own
+        try:
+            others = tuple((path, file_stamp(path)) for path in self.also())
+        except Exception:  # a bad glob in a config being edited: the next tick asks again
+            others = ()
+        return (own, others)
 
     def mark(self) -> None:
         """Remember the file as it is now: the caller is about to read it."""
-        self.read_as = file_stamp(self.path)
+        self.read_as = self.stamp()
 
     async def run(self, on_change: Callable[[], Awaitable[object]]) -> None:
         """Poll forever; `on_change` is expected to `mark()` and read the file."""
         seen = self.read_as
         while True:
             await asyncio.sleep(self.interval)
-            now = file_stamp(self.path)
+            now = self.stamp()
             if now != self.read_as and now == seen:
                 try:
                     await on_change()

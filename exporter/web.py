@@ -21,6 +21,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
 from exporter.collector import Collector, target_exposition
+from exporter.escaping import PAYLOAD_PROBLEMS
 from exporter.events import EVENTS, Event, TargetEvents
 from exporter.exposition import Body, openmetrics_parts, text_parts
 from exporter.overview.live import Overview
@@ -33,6 +34,8 @@ STORE_KEY = web.AppKey("store", Store)
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 READY_KEY = web.AppKey("ready", Callable[[], bool])
 EVENTS_KEY = web.AppKey("events", TargetEvents)
+#: Withheld families listed on a target's page (the JSON lists them all).
+WITHHELD_SHOWN = 200
 
 #: How much of the last payload the debugging page shows.
 RAW_SHOWN = 8 * 1024
@@ -143,12 +146,22 @@ def target_state(snap: Snapshot) -> dict[str, Any]:
         "retries": snap.retries,
         "errors": dict(snap.errors),
         "dropped": dict(snap.dropped),
+        "payload_problems": dict(snap.problems),
+        "last_payload_problems": {
+            reason: {"count": count, "detail": PAYLOAD_PROBLEMS.get(reason, "")}
+            for reason, count in sorted(snap.last_problems.items())
+        },
+        "content_type": snap.content_type,
         "config": snap.target.redacted(),
     }
 
 
-def target_detail(snap: Snapshot, events: list[Event]) -> dict[str, Any]:
-    """target_state plus what the debugging page shows: recent events, the last payload, the series served."""
+def target_detail(snap: Snapshot, events: list[Event], store: Store | None = None) -> dict[str, Any]:
+    """target_state plus what the debugging page shows: recent events, the last payload, the series served,
+    and the families withheld because another target serves a clashing family of that name."""
+    name = snap.target.name
+    served = store.served(name) if store is not None else snap.families
+    withheld = store.withheld(name) if store is not None else {}
     return {
         **target_state(snap),
         "events": [
@@ -156,7 +169,18 @@ def target_detail(snap: Snapshot, events: list[Event]) -> dict[str, Any]:
             for event in events
         ],
         "raw": {"received": _iso(snap.raw_at), "kept_bytes": len(snap.raw), "text": _text(snap.raw[:RAW_SHOWN])},
-        "series": _capped(target_exposition(snap), SERIES_SHOWN),
+        "series": _capped(target_exposition(served), SERIES_SHOWN),
+        "withheld": [
+            {
+                "family": family.family,
+                "type": family.type,
+                "reason": family.reason,
+                "served_family": family.served[0],
+                "served_type": family.served[1],
+                "served_by": store.claims.declarers(family.served) if store is not None else [],
+            }
+            for _, family in sorted(withheld.items())
+        ],
     }
 
 
@@ -166,7 +190,9 @@ async def targets_json(request: web.Request) -> web.Response:
 
 async def target_json(request: web.Request) -> web.Response:
     snap = _snapshot_or_404(request)
-    return web.json_response(target_detail(snap, request.app[EVENTS_KEY].recent(snap.target.name)))
+    return web.json_response(
+        target_detail(snap, request.app[EVENTS_KEY].recent(snap.target.name), request.app[STORE_KEY])
+    )
 
 
 def _snapshot_or_404(request: web.Request) -> Snapshot:
@@ -264,7 +290,7 @@ def _target_row(snap: Snapshot, now: float) -> str:
 async def target_page(request: web.Request) -> web.Response:
     """One target's debugging view, as blackbox_exporter's debug output: status, config, log, payload, series."""
     snap = _snapshot_or_404(request)
-    detail = target_detail(snap, request.app[EVENTS_KEY].recent(snap.target.name))
+    detail = target_detail(snap, request.app[EVENTS_KEY].recent(snap.target.name), request.app[STORE_KEY])
     now = time.time()
     state = detail["state"]
     facts = [
@@ -281,6 +307,9 @@ async def target_page(request: web.Request) -> web.Response:
         ("polls / retries", f"{snap.polls} / {snap.retries}"),
         ("failed polls by reason", _e(_counts(snap.errors))),
         ("dropped samples by reason", _e(_counts(snap.dropped))),
+        ("content type", _e(snap.content_type)),
+        ("payload problems by reason <span class=muted>(polls)</span>", _problems(snap)),
+        ("families withheld by reason", _e(_counts(_by_reason(detail["withheld"])))),
         ("last error", f'<span class="error">{_e(f"{snap.last_reason}: {snap.last_error}" if snap.last_error else "")}</span>'),
     ]
     status = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts)
@@ -302,6 +331,7 @@ async def target_page(request: web.Request) -> web.Response:
     series_block = (
         f'<pre id="series">{_e(series)}</pre>' if snap.families else '<p class="muted">no series: the target is not up</p>'
     )
+    withheld_block = _withheld_table(detail["withheld"])
     name = _e(snap.target.name)
     body = f"""<p><a href="/targets">← all targets</a> · <a href="/api/targets/{quote(snap.target.name, safe="")}">JSON</a></p>
 <h1>{name}</h1>
@@ -310,7 +340,8 @@ async def target_page(request: web.Request) -> web.Response:
 <h2>Recent log events <span class="muted">(newest first, debug included)</span></h2>
 <table id="events"><thead><tr><th>time</th><th>level</th><th>event</th><th>details</th></tr></thead><tbody>{events}</tbody></table>
 <h2>Last payload received</h2>{raw_block}
-<h2>Series served from this target</h2>{series_block}"""
+<h2>Series served from this target</h2>{series_block}
+<h2>Families withheld <span class="muted">(another target serves a clashing family of that name)</span></h2>{withheld_block}"""
     return _page(snap.target.name, body)
 
 
@@ -366,8 +397,59 @@ def _labels(labels: dict[str, str]) -> str:
     return "".join(f'<span class="label">{_e(key)}="{_e(value)}"</span>' for key, value in sorted(labels.items()))
 
 
+def _by_reason(withheld: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for family in withheld:
+        counts[family["reason"]] = counts.get(family["reason"], 0) + 1
+    return counts
+
+
+#: What each reason a family is withheld for means (the rule is exporter.claims'; README: When targets disagree).
+_WITHHELD_BECAUSE = {
+    "vocabulary": "the vocabulary gives the name the other type (a unified family, or a family a profile reads)",
+    "untyped": "this target's family is untyped; the other is typed",
+    "outnumbered": "more targets serve the other type",
+    "tie_break": "as many targets serve each; the fixed type order, then the name, decided",
+}
+
+
+def _withheld_table(withheld: list[dict[str, Any]]) -> str:
+    if not withheld:
+        return '<p class="muted">none: every family of this target is served</p>'
+    shown = withheld[:WITHHELD_SHOWN]
+    rows = "".join(
+        f"<tr><td>{_e(f['family'])}</td><td>{_e(f['type'])}</td><td>{_e(f['reason'])}: {_e(_WITHHELD_BECAUSE.get(f['reason'], ''))}</td>"
+        f"<td>{_e(f['served_family'])} ({_e(f['served_type'])})</td><td>{_e(_some(f['served_by']))}</td></tr>\n"
+        for f in shown
+    )
+    if len(withheld) > len(shown):
+        rows += f'<tr><td colspan="5" class="muted">and {len(withheld) - len(shown)} more (see the JSON)</td></tr>\n'
+    return (
+        '<table id="withheld"><thead><tr><th>family</th><th>type</th><th>reason</th><th>served instead</th>'
+        f"<th>served by</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items())) or "none"
+
+
+def _problems(snap: Snapshot) -> str:
+    """Polls with payload problems by reason, and what the last poll's were, in words."""
+    if not snap.problems:
+        return "none"
+    counts = f'<span class="error">{_e(_counts(snap.problems))}</span>'
+    last = "".join(
+        f"<li>last poll: {_e(reason)} ({'the whole body' if reason == 'unknown_escaping' else f'{count} sample lines'}):"
+        f" {_e(PAYLOAD_PROBLEMS.get(reason, ''))}</li>"
+        for reason, count in sorted(snap.last_problems.items())
+    )
+    return counts + (f'<ul id="payload-problems">{last}</ul>' if last else "")
 
 
 def _plain(fields: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""Real servers for the tests: upstreams serving the captured fixtures, misbehaving upstreams, the daemon."""
+"""Real servers for the tests: upstreams serving the simulated backends (and the real captures, where
+they are), misbehaving upstreams, the daemon."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections import defaultdict
-from pathlib import Path
 
 import logging
 import sys
@@ -22,7 +22,7 @@ from leaks import LEAKS
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
-from support import fixture_files, free_port
+from support import FIXTURES, SIMULATED_TICKS, free_port, simulated
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -102,6 +102,8 @@ class Upstream:
         self.release = asyncio.Event()
         self.app = web.Application()
         self.app.router.add_get("/fixture/{name}", self.fixture)
+        self.app.router.add_get("/simulated/{profile}", self.simulated)
+        self.app.router.add_get("/body/{name}", self.body)
         self.app.router.add_get("/status/{code}", self.status)
         self.app.router.add_get("/garbage", self.garbage)
         self.app.router.add_get("/hang", self.hang)
@@ -110,12 +112,49 @@ class Upstream:
         self.app.router.add_get("/switch/{key}", self.switch)
         #: keys of /switch/{key} routes that answer 503 until removed again
         self.broken: set[str] = set()
+        #: profile -> its live simulator, for /simulated/{profile}?live=1
+        self.simulators: dict = {}
+        #: name -> (body, Content-Type) served at /body/{name}: see `serve`
+        self.bodies: dict[str, tuple[bytes, str]] = {}
         self.url = ""
 
     async def fixture(self, request: web.Request) -> web.Response:
+        """A real capture, as text/plain 0.0.4 (tests that use one call support.capture() first)."""
         self.hits[request.path] += 1
-        body = (_fixture_dir() / request.match_info["name"]).read_bytes()
-        return web.Response(body=body, headers={"Content-Type": TEXT_0_0_4})
+        path = FIXTURES / request.match_info["name"]
+        if not path.is_file():
+            return web.Response(status=404, text=f"no capture {path.name} in {FIXTURES}\n")
+        return web.Response(body=path.read_bytes(), headers={"Content-Type": TEXT_0_0_4})
+
+    def serve(self, body) -> str:
+        """Serve a support.Body at /body/{its name}; returns its URL."""
+        self.bodies[body.name] = (body.data, body.content_type)
+        return f"{self.url}/body/{body.name}"
+
+    async def body(self, request: web.Request) -> web.Response:
+        self.hits[request.path] += 1
+        data, content_type = self.bodies[request.match_info["name"]]
+        return web.Response(body=data, headers={"Content-Type": content_type})
+
+    async def simulated(self, request: web.Request) -> web.Response:
+        """`profile`'s simulated backend. By default the same text/plain 0.0.4 body on every request
+        (after SIMULATED_TICKS seconds, seed 0); with `?live=1` a simulator that ticks once per
+        request and answers as the real server does, `Accept` negotiation included."""
+        from exporter.simulate import simulator
+        from exporter.simulate.server import answer
+
+        self.hits[request.path] += 1
+        profile = request.match_info["profile"]
+        try:
+            if request.query.get("live"):
+                sim = self.simulators.get(profile)
+                if sim is None:
+                    sim = self.simulators[profile] = simulator(profile, ticks=SIMULATED_TICKS)
+                sim.advance()
+                return await answer(sim, request)
+            return web.Response(body=simulated(profile), headers={"Content-Type": TEXT_0_0_4})
+        except KeyError as exc:
+            return web.Response(status=404, text=f"{exc}\n")
 
     async def status(self, request: web.Request) -> web.Response:
         self.hits[request.path] += 1
@@ -141,26 +180,21 @@ class Upstream:
         return response
 
     async def flaky(self, request: web.Request) -> web.Response:
-        """Fails with 503 the first `failures` times it is asked, then serves the vLLM V1 fixture."""
+        """Fails with 503 the first `failures` times it is asked, then serves the simulated vLLM."""
         self.hits[request.path] += 1
         if self.hits[request.path] <= int(request.match_info["failures"]):
             return web.Response(status=503, text="warming up\n")
-        return await self.fixture_named(request, "vllm-v1-dynamo-worker-metrics_examples-vllm.prom")
+        return self.simulated_vllm()
 
     async def switch(self, request: web.Request) -> web.Response:
-        """Serves the vLLM V1 fixture while its key is not in `broken`, then 503s."""
+        """Serves the simulated vLLM while its key is not in `broken`, then 503s."""
         self.hits[request.path] += 1
         if request.match_info["key"] in self.broken:
             return web.Response(status=503, text="broken on purpose\n")
-        return await self.fixture_named(request, "vllm-v1-dynamo-worker-metrics_examples-vllm.prom")
+        return self.simulated_vllm()
 
-    async def fixture_named(self, request: web.Request, name: str) -> web.Response:
-        body = (_fixture_dir() / name).read_bytes()
-        return web.Response(body=body, headers={"Content-Type": TEXT_0_0_4})
-
-
-def _fixture_dir() -> Path:
-    return fixture_files()[0].parent
+    def simulated_vllm(self) -> web.Response:
+        return web.Response(body=simulated("vllm"), headers={"Content-Type": TEXT_0_0_4})
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@
 #    (/bin/kill) and chromium (the targets page is checked in a headless browser), with apt-get,
 #    when missing;
 #  - python3-venv, when this Python cannot make a virtual environment;
-#  - the package with its test and dynamo extras into .venv (Dynamo's runtime, for protocol: dynamo).
+#  - the package with its test and dynamo extras into .venv (Dynamo's runtime, for protocol: dynamo);
+#  - the oldest prometheus_client a backend pins into .venv-prometheus-client-oldest (the version matrix).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,16 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; "$PYTHON" -m venv .venv; }
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dynamo]'
+
+# The oldest prometheus_client a backend pins (vLLM: >= 0.18.0), in a venv of its own, for
+# tests/test_prometheus_client_versions.py (which checks this is the release it expects).
+OLDEST_PROMETHEUS_CLIENT=0.18.0
+OLDEST_VENV=.venv-prometheus-client-oldest
+if ! "$OLDEST_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prometheus_client') != '$OLDEST_PROMETHEUS_CLIENT')" 2>/dev/null; then
+  rm -rf "$OLDEST_VENV"
+  "$PYTHON" -m venv "$OLDEST_VENV"
+  "$OLDEST_VENV/bin/python" -m pip install -q --disable-pip-version-check "prometheus_client==$OLDEST_PROMETHEUS_CLIENT"
+fi
 
 # The tests that need prometheus, promtool, nats-server, systemd-analyze or chromium fail here rather than skip.
 export INFERENCE_EXPORTER_REQUIRE_TOOLS=1

@@ -1,15 +1,21 @@
-"""Helpers shared by the tests: where the real captured payloads live, free ports."""
+"""Helpers shared by the tests: their payloads (the simulated backends', and the real captures as a
+second corpus), free ports, tools they need."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: Real /metrics payloads captured from real servers; `../shared/fixtures` beside the checkout.
+#: Real /metrics payloads captured from real servers; `../shared/fixtures` beside the checkout. A
+#: second corpus: absent on a clean clone (its tests skip), required where CI=true (they fail).
 FIXTURES = Path(os.environ.get("INFERENCE_EXPORTER_FIXTURES", REPO.parent / "shared" / "fixtures"))
+#: Where CI runs the suite (GitHub Actions, GitLab CI and most others set CI=true).
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 #: The runtime_stats reply NIM backends send to Dynamo, as the NATS issue shows it.
 NIM_REPLY = {
@@ -22,9 +28,155 @@ NIM_REPLY = {
 
 
 def fixture_files() -> list[Path]:
-    files = sorted(FIXTURES.glob("*.prom"))
-    assert files, f"no fixtures found in {FIXTURES}"
-    return files
+    """The real captures there are: none on a clean clone. To parametrize a test over them, use
+    `captures()`, which says so (skip, or fail under CI) rather than leaving the test out unseen."""
+    return sorted(FIXTURES.glob("*.prom")) if FIXTURES.is_dir() else []
+
+
+def corpus_missing() -> None:
+    """The real captures are not there: skip, except under CI=true, where their absence fails."""
+    import pytest
+
+    message = (
+        f"the real captures are not in {FIXTURES} (a second corpus beside the checkout, "
+        "or set INFERENCE_EXPORTER_FIXTURES to their folder)"
+    )
+    if IN_CI:
+        pytest.fail(message + "; CI=true requires them")
+    pytest.skip(message)
+
+
+def captures() -> list:
+    """pytest params, one per real capture (id: its file name); without the folder, one param, None,
+    for which `capture()` skips (fails under CI)."""
+    import pytest
+
+    files = fixture_files()
+    return [pytest.param(path, id=path.name) for path in files] or [pytest.param(None, id="no-captures")]
+
+
+def capture(name: str | Path | None) -> Path:
+    """The path of one real capture; skips the test (fails it under CI) when the corpus is absent."""
+    if name is None or not (FIXTURES / Path(name).name).is_file():
+        corpus_missing()
+    return FIXTURES / Path(name).name
+
+
+#: Simulated payloads are rendered after this many simulated seconds, with this seed.
+SIMULATED_TICKS = 10
+
+
+@functools.lru_cache(maxsize=64)
+def simulated(profile: str, *, openmetrics: bool = False, ticks: int = SIMULATED_TICKS, seed: int = 0) -> bytes:
+    """The body `profile`'s simulated backend answers (exporter/simulate): its backend's names, types,
+    HELP and labels, as the classic text format or as OpenMetrics where the server can write it."""
+    from exporter.simulate import render
+
+    return render(profile, ticks=ticks, seed=seed, openmetrics=openmetrics)[0]
+
+
+def simulated_value(profile: str, sample: str, **labels: str) -> float:
+    """The value of the one sample named `sample` (with at least `labels`) in `simulated(profile)`."""
+    from exporter.parse import parse
+
+    found = [
+        s.value
+        for family in parse(simulated(profile)).families
+        for s in family.samples
+        if s.name == sample and labels.items() <= s.labels.items()
+    ]
+    assert len(found) == 1, f"{len(found)} samples {sample}{labels} in the simulated {profile}"
+    return found[0]
+
+
+def simulated_dynamo_vllm_worker() -> bytes:
+    """A Dynamo vLLM worker's system port: the runtime's dynamo_component_* families, then vLLM's own
+    passed through, in one body (as Dynamo's capture of one shows)."""
+    return simulated("dynamo-worker") + simulated("vllm")
+
+
+def bench_bodies(folder: Path | None = None) -> list[tuple[str, bytes]]:
+    """(name, body) for the benchmarks: the real captures in `folder` (default FIXTURES) where there
+    are any, else every simulated backend's text body, so that bench/ runs from a clean clone too."""
+    files = sorted((folder or FIXTURES).glob("*.prom")) if (folder or FIXTURES).is_dir() else []
+    if files:
+        return [(path.name, path.read_bytes()) for path in files]
+    return [(body.name, body.data) for body in simulated_bodies() if not body.openmetrics]
+
+
+VLLM_CAPTURE = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
+
+
+def bench_vllm_body() -> tuple[str, bytes]:
+    """A Dynamo vLLM worker's body for the benchmarks: the real capture where it is, else simulated."""
+    path = FIXTURES / VLLM_CAPTURE
+    if path.is_file():
+        return path.name, path.read_bytes()
+    return "simulated-dynamo-vllm-worker", simulated_dynamo_vllm_worker()
+
+
+def simulated_profiles() -> list[str]:
+    from exporter.simulate.base import load_backends
+
+    return sorted(load_backends())
+
+
+@dataclass(frozen=True)
+class Body:
+    """One payload of a corpus: where it comes from, its bytes and whether it is OpenMetrics."""
+
+    name: str
+    data: bytes
+    openmetrics: bool = False
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+    @property
+    def content_type(self) -> str:
+        if self.openmetrics:
+            return "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        return "text/plain; version=0.0.4; charset=utf-8"
+
+
+def simulated_bodies() -> list[Body]:
+    """Every simulator's body, as the classic text format and as it answers an OpenMetrics Accept
+    that keeps names as they are (escaped names have tests of their own)."""
+    from exporter.parse import is_openmetrics
+    from exporter.simulate import OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT, simulator
+
+    bodies = []
+    for profile in simulated_profiles():
+        sim = simulator(profile, ticks=SIMULATED_TICKS)
+        for accept, suffix in ((TEXT_ACCEPT, "txt"), (OPENMETRICS_UTF8_ACCEPT, "om")):
+            data, content_type = sim.render(accept)
+            if suffix == "om" and not is_openmetrics(content_type):
+                continue  # a server that writes the text format whatever is asked: one body is enough
+            bodies.append(Body(f"simulated-{profile}.{suffix}", data, is_openmetrics(content_type)))
+    return bodies
+
+
+def corpora() -> list:
+    """pytest params over both corpora: every simulated body, then every real capture (a None param
+    without the folder, for which `body_of` skips, or fails under CI)."""
+    import pytest
+
+    own = [pytest.param(body, id=body.name) for body in simulated_bodies()]
+    return own + captures()
+
+
+def every_body() -> list[Body]:
+    """Both corpora at once: the simulated bodies and the real captures there are."""
+    return simulated_bodies() + [Body(path.name, path.read_bytes()) for path in fixture_files()]
+
+
+def body_of(param: Body | Path | None) -> Body:
+    """A param of `corpora()` as a Body; skips (fails under CI) for the missing-captures placeholder."""
+    if isinstance(param, Body):
+        return param
+    path = capture(param)
+    return Body(path.name, path.read_bytes())
 
 
 def free_port() -> int:

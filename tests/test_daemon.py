@@ -6,8 +6,6 @@ import aiohttp
 
 from conftest import daemon_url, wait_until
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
-SGLANG = "sglang-datadog-fixture-sglang_metrics.prom"
 
 
 async def get(url: str) -> tuple[int, str]:
@@ -18,7 +16,7 @@ async def get(url: str) -> tuple[int, str]:
 
 async def test_readyz_waits_for_every_first_poll_and_healthz_does_not(upstream, start_daemon):
     daemon = await start_daemon(
-        f'defaults: {{interval: 1s}}\ntargets:\n  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}"}}\n'
+        f'defaults: {{interval: 1s}}\ntargets:\n  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}\n'
     )
     assert (await get(daemon_url(daemon, "/healthz")))[0] == 200
     await wait_until(lambda: daemon.store.get("vllm").up)
@@ -32,7 +30,7 @@ async def test_targets_api_and_page_show_each_target_state_and_error_without_sec
         f"""
 defaults: {{interval: 1s, retries: 0}}
 targets:
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", bearer_token_file: "{token}"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", bearer_token_file: "{token}"}}
   - {{name: broken, type: http, url: "{upstream.url}/status/502", bearer_token: "inline-s3cr3t"}}
 """
     )
@@ -53,8 +51,8 @@ async def test_reload_applies_a_new_config_per_target_and_a_bad_one_keeps_the_ru
     first = f"""
 defaults: {{interval: 1s}}
 targets:
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}"}}
-  - {{name: gone, type: http, url: "{upstream.url}/fixture/{VLLM}"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}
+  - {{name: gone, type: http, url: "{upstream.url}/simulated/vllm"}}
 """
     daemon = await start_daemon(first)
     await wait_until(lambda: all(snap.up for snap in daemon.store.snapshots()))
@@ -64,8 +62,8 @@ targets:
         f"""
 defaults: {{interval: 1s}}
 targets:
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}"}}
-  - {{name: sglang, type: http, url: "{upstream.url}/fixture/{SGLANG}"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}
+  - {{name: sglang, type: http, url: "{upstream.url}/simulated/sglang"}}
 """
     )
     assert await daemon.reload() is True

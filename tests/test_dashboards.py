@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import exporter.sources.nvml as nvml_source
 from conftest import wait_until
 from fake_nvml import FakeNVML, eight_gpus
-from support import REPO, require_tool
+from support import REPO, require_tool, simulated_bodies
 from test_end_to_end import fixtures_config, scrape
 
 DASHBOARDS = REPO / "dashboards"
@@ -116,13 +116,13 @@ def test_the_dashboard_selects_by_backend_and_model_in_every_inference_panel():
                 assert 'backend=~"$backend"' in expr and 'model=~"$model"' in expr, f"{panel['title']}: {expr}"
 
 
-async def test_every_metric_name_in_the_dashboard_and_rules_is_served_on_the_fixtures(upstream, start_daemon, monkeypatch):
-    # Every captured payload, plus the GPUs of a fake NVML host (8 GPUs, one MIG-partitioned) where
+async def test_every_metric_name_in_the_dashboard_and_rules_is_served_on_the_simulated_backends(upstream, start_daemon, monkeypatch):
+    # Every simulated backend's payload, plus the GPUs of a fake NVML host (8 GPUs, one MIG-partitioned) where
     # one XID error has happened, so that its counter exists.
     gpus = FakeNVML(eight_gpus())
     gpus.xid_events.append((3, 79))
     monkeypatch.setattr(nvml_source, "load_binding", lambda: gpus)
-    daemon = await start_daemon(fixtures_config(upstream.url) + "  - {name: gpus, type: nvml, interval: 500ms}\n")
+    daemon = await start_daemon(fixtures_config(upstream, simulated_bodies()) + "  - {name: gpus, type: nvml, interval: 500ms}\n")
     await wait_until(lambda: all(snap.up is not None for snap in daemon.store.snapshots()))
     await wait_until(lambda: daemon.store.get("gpus").polls >= 2)  # events are read from the second poll on
     assert daemon.store.get("gpus").up

@@ -1,4 +1,5 @@
-"""The daemon in front of upstreams serving every captured fixture: what it serves is complete and valid."""
+"""The daemon in front of upstreams serving every payload of a corpus (the simulated backends, then the
+real captures where they are): what it serves is complete and valid."""
 
 from __future__ import annotations
 
@@ -12,39 +13,41 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import daemon_url, wait_until
-from exporter.normalize import sanitize_name
-from support import fixture_files, require_tool, without_cut_off_line
-
-FIXTURES = fixture_files()
+from exporter.normalize import go_float_label, sanitize_name
+from support import Body, corpus_missing, fixture_files, require_tool, simulated_bodies, without_cut_off_line
 
 
-def target_name(fixture) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", fixture.stem)[:100]
+def target_name(body: Body) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", body.name)[:100]
 
 
-def fixtures_config(upstream_url: str) -> str:
+def fixtures_config(upstream, bodies: list[Body]) -> str:
     targets = "".join(
         f"""
-  - name: {target_name(path)}
+  - name: {target_name(body)}
     type: http
-    url: {upstream_url}/fixture/{path.name}
-    labels: {{site: lab, fixture: "{path.name}"}}"""
-        for path in FIXTURES
+    url: {upstream.serve(body)}
+    labels: {{site: lab, fixture: "{body.name}"}}"""
+        for body in bodies
     )
     return f"defaults: {{interval: 2s, timeout: 1s, retries: 0}}\ntargets:{targets}\n"
 
 
-def oracle_samples(path) -> dict[tuple, float]:
-    """What prometheus_client's own parser reads from a fixture; a truncated last line is left out."""
-    text = path.read_text()
-    text = without_cut_off_line(text)
+def oracle_samples(body: Body) -> dict[tuple, float]:
+    """What prometheus_client's own parsers read from a payload; a truncated last line is left out."""
+    text = body.data.decode()
+    parsed = openmetrics_families(text) if body.openmetrics else text_string_to_metric_families(without_cut_off_line(text))
     samples = {}
-    for family in text_string_to_metric_families(text):
+    for family in parsed:
         for sample in family.samples:
             name = sample.name
             if family.type == "counter" and not name.endswith(("_total", "_created")):
                 name += "_total"  # counters are served with _total, as the conventions want
-            samples[(sanitize_name(name), frozenset(sample.labels.items()))] = sample.value
+            labels = dict(sample.labels)
+            bound = {"histogram": "le", "gaugehistogram": "le", "summary": "quantile"}.get(family.type)
+            if bound in labels:  # bounds are served as Prometheus writes them: `le="0"` as `le="0.0"`
+                labels[bound] = go_float_label(float(labels[bound]))
+            samples[(sanitize_name(name), frozenset(labels.items()))] = sample.value
     return samples
 
 
@@ -67,24 +70,35 @@ async def scrape(daemon, headers=None) -> str:
             return await response.text()
 
 
+@pytest.fixture(params=["simulated", "captures"])
+def corpus(request) -> list[Body]:
+    """Every payload of one corpus: the simulated backends' bodies, or the real captures."""
+    if request.param == "simulated":
+        return simulated_bodies()
+    files = fixture_files()
+    if not files:
+        corpus_missing()
+    return [Body(path.name, path.read_bytes()) for path in files]
+
+
 @pytest.fixture
-async def fixtures_daemon(upstream, start_daemon):
-    daemon = await start_daemon(fixtures_config(upstream.url))
+async def fixtures_daemon(upstream, start_daemon, corpus):
+    daemon = await start_daemon(fixtures_config(upstream, corpus))
     await wait_until(lambda: all(snap.up is not None for snap in daemon.store.snapshots()))
     return daemon
 
 
 #: The aibrix doc fragment's histogram is cut off (no +Inf bucket), so it is served as untyped
 #: `..._bucket` / `..._sum` families, which clash with vLLM V1's complete histogram of that name.
-#: Whichever target is polled first keeps the name; the other's samples are dropped and counted.
+#: The typed histogram is served whatever the poll order; the aibrix target's untyped families are
+#: withheld from it alone, with reason `untyped` (README: When targets disagree about a family).
 KNOWN_CLASHES = ("vllm_iteration_tokens_total",)
 
 #: NIM's unprefixed names that are also unified names: those series are served once, as the unified
 #: series of that name, where the model label is `model` and `backend="nim"` is added.
+_NIM_NAMESAKES = ("prompt_tokens_total", "generation_tokens_total", "time_to_first_token_seconds", "e2e_request_latency_seconds")
 UNIFIED_NAMESAKES = {
-    "nim-datadog-fixture-nim_metrics.prom": (
-        "prompt_tokens_total", "generation_tokens_total", "time_to_first_token_seconds", "e2e_request_latency_seconds",
-    ),
+    "nim-datadog-fixture-nim_metrics.prom": _NIM_NAMESAKES, "simulated-nim.txt": _NIM_NAMESAKES, "simulated-nim.om": _NIM_NAMESAKES,
 }
 
 
@@ -93,10 +107,11 @@ def as_unified(labels: frozenset, backend: str) -> frozenset:
     return frozenset({**renamed, "backend": backend}.items())
 
 
-async def test_every_fixture_sample_is_served_with_its_value_target_and_static_labels(fixtures_daemon):
+async def test_every_payload_sample_is_served_with_its_value_target_and_static_labels(fixtures_daemon, corpus):
     served = served_samples(await scrape(fixtures_daemon))
-    conflicts = fixtures_daemon.store.type_conflicts
-    for path in FIXTURES:
+    store = fixtures_daemon.store
+    withheld = {snap.target.name: store.withheld(snap.target.name) for snap in store.snapshots()}
+    for path in corpus:
         expected = oracle_samples(path)
         assert expected, path.name
         own = {"target": target_name(path), "site": "lab", "fixture": path.name}
@@ -104,20 +119,23 @@ async def test_every_fixture_sample_is_served_with_its_value_target_and_static_l
             if name.startswith(UNIFIED_NAMESAKES.get(path.name, ())):
                 labels = as_unified(labels, "nim")
             key = (name, frozenset({**dict(labels), **own}.items()))
-            if key not in served and name.startswith(KNOWN_CLASHES) and conflicts.get(own["target"]):
+            if key not in served and name.startswith(KNOWN_CLASHES) and name in withheld[own["target"]]:
+                assert withheld[own["target"]][name].reason == "untyped"
                 continue
             assert key in served, f"{path.name}: {name}{dict(labels)} is missing"
             assert same_value(served[key], value), f"{path.name}: {name}{dict(labels)} = {served[key]}, want {value}"
-    assert len([target for target, count in conflicts.items() if count]) <= len(KNOWN_CLASHES)
+    assert all(name.startswith(KNOWN_CLASHES) for families in withheld.values() for name in families)
+    assert len([target for target, families in withheld.items() if families]) <= len(KNOWN_CLASHES)
 
 
-async def test_every_fixture_target_is_up(fixtures_daemon):
+async def test_every_payload_target_is_up(fixtures_daemon):
     down = {snap.target.name: snap.last_error for snap in fixtures_daemon.store.snapshots() if not snap.up}
     assert down == {}
 
 
-async def test_truncated_fixture_counts_its_dropped_line(fixtures_daemon):
-    truncated = next(path for path in FIXTURES if "TRUNCATED" in path.name)
+@pytest.mark.parametrize("corpus", ["captures"], indirect=True)
+async def test_truncated_fixture_counts_its_dropped_line(fixtures_daemon, corpus):
+    truncated = next(path for path in corpus if "TRUNCATED" in path.name)
     snap = fixtures_daemon.store.get(target_name(truncated))
     assert snap.up and snap.dropped.get("truncated_line") == 1
 

@@ -10,8 +10,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import daemon_url, wait_until
 from support import free_port
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
-SGLANG = "sglang-datadog-fixture-sglang_metrics.prom"
 
 
 def series(text: str, name: str) -> dict[str, float]:
@@ -40,14 +38,14 @@ async def test_broken_targets_are_down_with_their_own_reason_and_healthy_ones_un
         f"""
 defaults: {{interval: 3s, timeout: 1s, retries: 0}}
 targets:
-  - {{name: healthy-vllm, type: http, url: "{upstream.url}/fixture/{VLLM}"}}
-  - {{name: healthy-sglang, type: http, url: "{upstream.url}/fixture/{SGLANG}"}}
+  - {{name: healthy-vllm, type: http, url: "{upstream.url}/simulated/vllm"}}
+  - {{name: healthy-sglang, type: http, url: "{upstream.url}/simulated/sglang"}}
   - {{name: http-500, type: http, url: "{upstream.url}/status/500"}}
   - {{name: garbage, type: http, url: "{upstream.url}/garbage"}}
   - {{name: hangs, type: http, url: "{upstream.url}/hang", timeout: 500ms}}
   - {{name: refused, type: http, url: "http://127.0.0.1:{refused}/metrics"}}
   - {{name: too-big, type: http, url: "{upstream.url}/big", body_size_limit: 100KiB}}
-  - {{name: too-many, type: http, url: "{upstream.url}/fixture/{VLLM}", sample_limit: 10}}
+  - {{name: too-many, type: http, url: "{upstream.url}/simulated/vllm", sample_limit: 10}}
 """
     )
     await wait_until(lambda: all(snap.up is not None for snap in daemon.store.snapshots()))
@@ -85,7 +83,7 @@ async def test_scrape_does_not_wait_for_a_hanging_target(upstream, start_daemon)
         f"""
 defaults: {{interval: 10s, timeout: 8s, retries: 0}}
 targets:
-  - {{name: healthy, type: http, url: "{upstream.url}/fixture/{VLLM}", interval: 1s}}
+  - {{name: healthy, type: http, url: "{upstream.url}/simulated/vllm", interval: 1s}}
   - {{name: hangs, type: http, url: "{upstream.url}/hang"}}
 """
     )

@@ -18,9 +18,7 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
 from exporter.web import build_app
-from support import fixture_files, require_tool
-
-FIXTURES = fixture_files()
+from support import body_of, corpora, every_body, require_tool, simulated_bodies
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 FORMATS = {"openmetrics": (openmetrics_parts, render_openmetrics), "text": (text_parts, render_text)}
 
@@ -42,11 +40,11 @@ def gzip_of(collector: Collector, fmt: str) -> tuple[bytes, bytes]:
     return Body(parts(merged), gzip=True).finish(), render(merged)
 
 
-async def fixture_store(upstream, paths) -> Store:
-    """A store of one target per fixture, polled once, without the deflated twins its poller made."""
+async def fixture_store(upstream, bodies) -> Store:
+    """A store of one target per body, polled once, without the deflated twins its poller made."""
     store = Store()
-    for path in paths:
-        snapshot = await poll_target(f"{{name: {path.stem[:60]}, type: http, url: '{upstream.url}/fixture/{path.name}'}}")
+    for body in bodies:
+        snapshot = await poll_target(f"{{name: {body.stem[:60]}, type: http, url: '{upstream.serve(body)}'}}")
         for family in snapshot.families:
             family.rendered.pop("deflated", None)
         store.publish(snapshot)
@@ -54,9 +52,9 @@ async def fixture_store(upstream, paths) -> Store:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("path", FIXTURES, ids=[path.stem for path in FIXTURES])
-async def test_gzip_body_is_exactly_the_uncompressed_body_for_every_fixture(upstream, path, fmt):
-    collector = Collector(await fixture_store(upstream, [path]), process_metrics=False)
+@pytest.mark.parametrize("payload", corpora())
+async def test_gzip_body_is_exactly_the_uncompressed_body_for_every_payload(upstream, payload, fmt):
+    collector = Collector(await fixture_store(upstream, [body_of(payload)]), process_metrics=False)
     cold, plain = gzip_of(collector, fmt)  # every deflated twin made by this scrape
     assert one_member(cold) == plain
     warm, _ = gzip_of(collector, fmt)  # every twin kept from the first
@@ -65,10 +63,10 @@ async def test_gzip_body_is_exactly_the_uncompressed_body_for_every_fixture(upst
 
 @pytest.mark.parametrize("fmt", FORMATS)
 async def test_gzip_body_of_many_targets_mixing_kept_and_new_pieces(upstream, fmt):
-    store = await fixture_store(upstream, FIXTURES)
+    store = await fixture_store(upstream, simulated_bodies())
     families = [family for snap in store.snapshots() for family in snap.families]
     large = [family for family in families if len(exposition.chunks(family).openmetrics) >= exposition.DEFLATE_ALONE]
-    assert len(large) > 20  # the fixtures have chunks deflated alone, and smaller ones deflated in runs
+    assert len(large) > 20  # chunks deflated alone, and smaller ones deflated in runs
     predeflate(families[::2], {"openmetrics", "text"})  # half as a poller left them, half for the scrape
     collector = Collector(store)  # with process metrics: our own families, deflated by each scrape
     body, plain = gzip_of(collector, fmt)
@@ -124,8 +122,7 @@ async def test_pollers_deflate_for_gzip_scrapes_only_while_scrapes_take_their_po
     """Until a first scrape, and while gzip scrapes take every poll, the poller deflates; not otherwise."""
     from exporter.config import parse_config
 
-    vllm = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
-    config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/fixture/{vllm}'}}]\n")
+    config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/simulated/vllm'}}]\n")
     store, shared = Store(), Shared()
 
     def deflated_in_poller() -> set[str]:
@@ -152,8 +149,8 @@ async def test_pollers_deflate_for_gzip_scrapes_only_while_scrapes_take_their_po
 
 @pytest.fixture
 async def still_server(upstream, aiohttp_server):
-    """/metrics over a store that holds still: every fixture as a target, no process metrics."""
-    store = await fixture_store(upstream, FIXTURES)
+    """/metrics over a store that holds still: every payload of both corpora as a target, no process metrics."""
+    store = await fixture_store(upstream, every_body())
     app = build_app(store, Collector(store, process_metrics=False), is_ready=lambda: True)
     server = await aiohttp_server(app, host="127.0.0.1")
     return str(server.make_url("/metrics"))

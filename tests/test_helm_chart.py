@@ -30,7 +30,6 @@ CHART = REPO / "helm" / "inference-exporter"
 KUBE_VERSIONS = ("1.25", kubernetes_validate.latest_version())
 #: Prometheus operator kinds: kubernetes-validate has no schemas for custom resources.
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 
 CASES = {
     "defaults": {},

@@ -24,12 +24,10 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.sources.http import RAW_KEEP, HTTPSource
 from exporter.store import Store
-from support import FIXTURES
+from support import simulated, simulated_bodies, simulated_dynamo_vllm_worker, simulated_value
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_1_0_0 = "application/openmetrics-text; version=1.0.0"
-VLLM_V1 = FIXTURES / "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
-TRITON_SUMMARY = FIXTURES / "triton-server-docs-summary.prom"
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -160,7 +158,7 @@ async def test_request_carries_the_targets_custom_headers(aiohttp_server, shared
 
 
 async def test_gzip_compressed_body_is_decoded_and_parsed(aiohttp_server, shared):
-    body = VLLM_V1.read_bytes()
+    body = simulated_dynamo_vllm_worker()
     compressed = gzip.compress(body)
 
     async def handler(request: web.Request) -> web.Response:
@@ -222,7 +220,7 @@ async def test_openmetrics_response_is_parsed_with_openmetrics_semantics(aiohttp
 
 @pytest.mark.parametrize("redirect", [web.HTTPMovedPermanently, web.HTTPFound], ids=["301", "302"])
 async def test_redirect_to_the_real_metrics_path_is_followed(aiohttp_server, shared, redirect):
-    body = TRITON_SUMMARY.read_bytes()
+    body = simulated("triton")
     app = web.Application()
 
     async def old_path(request: web.Request) -> web.Response:
@@ -239,11 +237,13 @@ async def test_redirect_to_the_real_metrics_path_is_followed(aiohttp_server, sha
 
     summary = family(payload, "nv_inference_queue_summary_us")
     assert summary.type == "summary"
-    assert values(summary)[("nv_inference_queue_summary_us_count", (("model", "my_model"), ("version", "1")))] == 161.0
+    assert values(summary)[("nv_inference_queue_summary_us_count", (("model", "tensorrt_llm"), ("version", "1")))] == simulated_value(
+        "triton", "nv_inference_queue_summary_us_count"
+    )
 
 
 async def test_raw_body_is_kept_for_debugging(aiohttp_server, shared):
-    body = TRITON_SUMMARY.read_bytes()
+    body = simulated("triton")
 
     async def handler(request: web.Request) -> web.Response:
         return text_response(gzip.compress(body), **{"Content-Encoding": "gzip"})
@@ -255,7 +255,7 @@ async def test_raw_body_is_kept_for_debugging(aiohttp_server, shared):
 
 
 async def test_raw_body_keeps_only_the_first_bytes_of_a_large_body(aiohttp_server, shared):
-    body = VLLM_V1.read_bytes()
+    body = b"".join(payload.data for payload in simulated_bodies() if not payload.openmetrics)
     assert len(body) > RAW_KEEP
 
     async def handler(request: web.Request) -> web.Response:

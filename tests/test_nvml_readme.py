@@ -17,9 +17,9 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
 from fake_nvml import FakeNVML, eight_gpus
-from support import FIXTURES, REPO, require_tool
+from support import REPO, capture, require_tool
 
-DCGM_FIXTURE = FIXTURES / "dcgm-exporter-datadog-fixture-metrics.prom"
+DCGM_FIXTURE = "dcgm-exporter-datadog-fixture-metrics.prom"
 
 
 def readme_table(heading: str) -> list[list[str]]:
@@ -71,7 +71,7 @@ def test_every_dcgm_exporter_metric_in_a_real_payload_is_mapped_in_the_readme():
     mapped = set()
     for row in readme_table("### dcgm-exporter's counters, and ours"):
         mapped |= names(row[0], r"DCGM_[A-Z0-9_]+")
-    shipped = {family.name for family in text_string_to_metric_families(DCGM_FIXTURE.read_text())}
+    shipped = {family.name for family in text_string_to_metric_families(capture(DCGM_FIXTURE).read_text())}
     assert shipped, DCGM_FIXTURE
     assert shipped - mapped == set()
 

@@ -407,7 +407,7 @@ defaults: {{interval: 1s, timeout: 1s, retries: 0}}
 targets:
   - {{name: gpu-stuck, type: nvml, devices: [3], timeout: 400ms}}
   - {{name: gpus-fine, type: nvml, devices: [0, 1]}}
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}
 """
     )
     await wait_until(lambda: daemon.store.get("gpu-stuck").errors.get("timeout", 0) >= 2 and daemon.store.get("gpus-fine").up)
@@ -435,7 +435,7 @@ async def test_a_missing_library_marks_the_target_down_says_so_once_and_keeps_re
 defaults: {{interval: 1s, timeout: 1s, retries: 0}}
 targets:
   - {{name: gpus, type: nvml, interval: 200ms}}
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}
 """
         )
         await wait_until(lambda: daemon.store.get("gpus").polls >= 6 and daemon.store.get("vllm").up is not None)
@@ -473,3 +473,15 @@ def test_nvml_config_mistakes_are_named_with_their_line(fields, message):
     with pytest.raises(ConfigError) as caught:
         parse_config(f"targets:\n  - name: gpus\n    type: nvml\n    {fields}\n", "gpus.yaml")
     assert str(caught.value).startswith(f"gpus.yaml:4: {message}"), str(caught.value)
+
+
+async def test_pcie_throughput_can_be_turned_off_and_is_then_never_asked(host):
+    poller = Poller(nvml_target(", pcie_throughput: false"))
+    try:
+        await poller.poll()
+        text = poller.metrics()
+        assert "gpu_pcie_receive_bytes_per_second" not in text and "gpu_pcie_transmit_bytes_per_second" not in text
+        assert "gpu_pcie_replays_total" in text, "only the 20 ms throughput sample is skipped"
+        assert not any(name == "nvmlDeviceGetPcieThroughput" for _, name in host.calls)
+    finally:
+        await poller.close()

@@ -60,7 +60,7 @@ async def chromium(url: str, profile: Path):
         "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
         "--no-proxy-server", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
-        "--window-size=1700,900",
+        "--window-size=1920,1600",
     ]
     if os.geteuid() == 0:
         flags.append("--no-sandbox")

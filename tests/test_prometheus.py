@@ -1,4 +1,4 @@
-"""A real Prometheus server scrapes the daemon: the target is up and fixture values come back from queries."""
+"""A real Prometheus server scrapes the daemon: the target is up and the simulated values come back from queries."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import contextlib
 import aiohttp
 
 from conftest import wait_until
-from support import free_port, require_tool
+from support import free_port, require_tool, simulated_value
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
-TRITON = "triton-trtllm-backend-readme-nv_inference.prom"
 
 
 @contextlib.asynccontextmanager
@@ -59,7 +57,7 @@ async def query(session, base, promql: str) -> dict[str, float]:
     return {result["metric"].get("target", ""): float(result["value"][1]) for result in data["result"]}
 
 
-async def test_prometheus_scrapes_the_daemon_and_reads_fixture_values(upstream, start_daemon, tmp_path, monkeypatch):
+async def test_prometheus_scrapes_the_daemon_and_reads_upstream_values(upstream, start_daemon, tmp_path, monkeypatch):
     import exporter.web
 
     bodies: list[exporter.web.Body] = []
@@ -74,8 +72,8 @@ async def test_prometheus_scrapes_the_daemon_and_reads_fixture_values(upstream, 
         f"""
 defaults: {{interval: 1s, timeout: 800ms}}
 targets:
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", labels: {{pool: chat}}}}
-  - {{name: triton, type: http, url: "{upstream.url}/fixture/{TRITON}"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", labels: {{pool: chat}}}}
+  - {{name: triton, type: http, url: "{upstream.url}/simulated/triton"}}
   - {{name: broken, type: http, url: "{upstream.url}/status/500"}}
 """
     )
@@ -92,10 +90,12 @@ targets:
             lambda: query(session, base, 'vllm_num_requests_running{model_name="Qwen/Qwen3-0.6B",pool="chat"}'),
             timeout=30, interval=0.5,
         )
-        assert running == {"vllm": 0.0}
-        assert await query(session, base, "vllm_prompt_tokens_total") == {"vllm": 66.0}
+        assert running == {"vllm": simulated_value("vllm", "vllm:num_requests_running")}
+        assert await query(session, base, "vllm_prompt_tokens_total") == {"vllm": simulated_value("vllm", "vllm:prompt_tokens_total")}
         # Triton's counter has no _total upstream; Prometheus stores it under the conventional name.
-        assert await query(session, base, 'nv_inference_request_success_total{model="tensorrt_llm"}') == {"triton": 0.0}
+        assert await query(session, base, 'nv_inference_request_success_total{model="tensorrt_llm"}') == {
+            "triton": simulated_value("triton", "nv_inference_request_success")
+        }
         assert await query(session, base, "inference_exporter_target_up") == {"vllm": 1.0, "triton": 1.0, "broken": 0.0}
     # Prometheus asked for gzip, and Go's gzip reader took our member of pieces deflated apart.
     assert bodies and all(body.gzip for body in bodies)

@@ -12,7 +12,6 @@ from conftest import poll_target, served_samples
 from exporter.config import ConfigError, parse_config
 from exporter.relabel import RelabelConfig, Relabeler
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 SERIES = {"target": "vllm", "model_name": "Qwen/Qwen3-0.6B", "engine": "0", "pool": "chat"}
 
 
@@ -140,7 +139,7 @@ def test_labeldrop_takes_only_a_regex_and_unknown_actions_are_named():
 
 async def test_a_target_serves_only_the_series_its_rules_keep(upstream):
     snapshot = await poll_target(
-        f"""{{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", profile: none,
+        f"""{{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", profile: none,
         metric_relabel_configs: [{{action: keep, source_labels: [__name__], regex: "vllm_num_requests_.*"}}]}}"""
     )
     assert {name for name, _ in served_samples(snapshot)} == {"vllm_num_requests_running", "vllm_num_requests_waiting"}
@@ -148,7 +147,7 @@ async def test_a_target_serves_only_the_series_its_rules_keep(upstream):
 
 async def test_rules_apply_to_the_unified_series_too(upstream):
     snapshot = await poll_target(
-        f"""{{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", raw: false,
+        f"""{{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", raw: false,
         metric_relabel_configs: [{{action: drop, source_labels: [__name__], regex: "requests_.*"}}]}}"""
     )
     names = {name for name, _ in served_samples(snapshot)}
@@ -157,7 +156,7 @@ async def test_rules_apply_to_the_unified_series_too(upstream):
 
 async def test_a_histogram_renamed_whole_stays_a_histogram(upstream):
     snapshot = await poll_target(
-        f"""{{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", profile: none,
+        f"""{{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", profile: none,
         metric_relabel_configs: [{{source_labels: [__name__], regex: "vllm_time_to_first_token_seconds(_.*)",
                                    target_label: __name__, replacement: "ttft_seconds$1"}}]}}"""
     )
@@ -169,7 +168,7 @@ async def test_a_histogram_renamed_whole_stays_a_histogram(upstream):
 
 async def test_a_histogram_a_rule_breaks_is_served_as_untyped_series(upstream):
     snapshot = await poll_target(
-        f"""{{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", profile: none,
+        f"""{{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", profile: none,
         metric_relabel_configs: [{{action: drop, source_labels: [__name__, le],
                                    regex: "vllm_time_to_first_token_seconds_bucket;\\\\+Inf"}}]}}"""
     )
@@ -185,7 +184,7 @@ async def test_a_histogram_a_rule_breaks_is_served_as_untyped_series(upstream):
 
 async def test_series_a_rule_makes_identical_are_served_once_and_counted(upstream):
     snapshot = await poll_target(
-        f"""{{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", profile: none,
+        f"""{{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", profile: none,
         metric_relabel_configs: [{{action: labeldrop, regex: finished_reason}}]}}"""
     )
     finished = [key for key in served_samples(snapshot) if key[0] == "vllm_request_success_total"]

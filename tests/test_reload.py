@@ -23,9 +23,6 @@ from exporter.daemon import Daemon
 from exporter.events import EVENTS
 from support import free_port
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
-SGLANG = "sglang-datadog-fixture-sglang_metrics.prom"
-TGI = "tgi-datadog-fixture-payload-PREFIX.prom"
 #: How often the tests' daemons look at their config file (the default is 1s).
 WATCH = 0.1
 
@@ -84,7 +81,7 @@ async def watched_daemon():
 
 
 def targets_yaml(upstream, *extra: str) -> str:
-    lines = [f'  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", interval: 500ms}}', *extra]
+    lines = [f'  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", interval: 500ms}}', *extra]
     return "defaults: {interval: 500ms, retries: 0}\ntargets:\n" + "\n".join(lines) + "\n"
 
 
@@ -133,8 +130,8 @@ async def scrape(daemon, path: str = "/metrics") -> str:
 
 
 async def test_edits_and_configmap_swaps_never_cost_a_healthy_target_a_series(upstream, watched_daemon, tmp_path):
-    sglang = f'  - {{name: sglang, type: http, url: "{upstream.url}/fixture/{SGLANG}"}}'
-    tgi = f'  - {{name: tgi, type: http, url: "{upstream.url}/fixture/{TGI}", labels: {{pool: a}}}}'
+    sglang = f'  - {{name: sglang, type: http, url: "{upstream.url}/simulated/sglang"}}'
+    tgi = f'  - {{name: tgi, type: http, url: "{upstream.url}/simulated/tgi", labels: {{pool: a}}}}'
     tgi_changed = tgi.replace("pool: a", "pool: b")
     configmap = ConfigMap(tmp_path / "configmap", targets_yaml(upstream, tgi))
     since = time.time()
@@ -190,7 +187,7 @@ async def test_sighup_reloads_the_config(upstream, tmp_path):
     running = asyncio.create_task(daemon.run())
     try:
         await wait_until(lambda: daemon.store.get("vllm") is not None and daemon.store.get("vllm").up)
-        path.write_text(targets_yaml(upstream, f'  - {{name: tgi, type: http, url: "{upstream.url}/fixture/{TGI}"}}'))
+        path.write_text(targets_yaml(upstream, f'  - {{name: tgi, type: http, url: "{upstream.url}/simulated/tgi"}}'))
         await asyncio.sleep(2 * WATCH)
         assert daemon.store.get("tgi") is None, "this daemon does not watch the file: only the signal reloads"
 

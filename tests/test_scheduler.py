@@ -92,7 +92,7 @@ async def test_each_poll_gets_its_full_retries_from_the_policy_it_reuses(upstrea
 async def test_a_poll_leaves_no_garbage_for_the_cycle_collector(upstream):
     """Objects in reference cycles outlive their poll until a collection walks everything younger:
     with hundreds of targets, each poll's few dozen made those collections long scrape-time pauses."""
-    target = one_target(f'{{name: vllm, type: http, url: "{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"}}')
+    target = one_target(f'{{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}')
     store, shared = Store(), Shared()
     try:
         poller = TargetPoller(target, store, shared)

@@ -17,7 +17,6 @@ from support import free_port
 from test_cli import command
 from test_web_security import basic, fetch, hashed
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 WEB_PASSWORD = f"web-{MARK}-9"
 
 
@@ -26,7 +25,7 @@ def secret_config(upstream, tmp_path) -> str:
     password_file.write_text(f"file-{MARK}-6\n")
     token_file = tmp_path / "token"
     token_file.write_text(f"tokenfile-{MARK}-7\n")
-    fixture = f"127.0.0.1:{upstream.url.rsplit(':', 1)[1]}/fixture/{VLLM}"
+    fixture = f"127.0.0.1:{upstream.url.rsplit(':', 1)[1]}/simulated/vllm"
     return f"""
 defaults: {{interval: 1s, retries: 1, backoff: 10ms}}
 targets:
@@ -42,9 +41,9 @@ targets:
     headers: {{Authorization: "Bearer authz-{MARK}-5", X-Api-Key: "apikey-{MARK}-4"}}
   - name: files
     type: http
-    url: "{upstream.url}/fixture/{VLLM}"
+    url: "{upstream.url}/simulated/vllm"
     basic_auth: {{username: scraper, password_file: "{password_file}"}}
-  - {{name: token-file, type: http, url: "{upstream.url}/fixture/{VLLM}", bearer_token_file: "{token_file}"}}
+  - {{name: token-file, type: http, url: "{upstream.url}/simulated/vllm", bearer_token_file: "{token_file}"}}
   - {{name: url-up, type: http, url: "http://scraper:url-up-{MARK}-8@{fixture}"}}
 """
 

@@ -18,7 +18,6 @@ from structlog.testing import capture_logs
 from exporter.systemd import Notifier
 from support import REPO, free_port
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 
 
 class NotifySocket:
@@ -68,7 +67,7 @@ def abstract_notify_socket():
 async def test_daemon_notifies_ready_once_listening_then_pings_the_watchdog(upstream, notify_socket, tmp_path):
     port = free_port()
     config = tmp_path / "config.yaml"
-    config.write_text(f'targets:\n  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", interval: 1s}}\n')
+    config.write_text(f'targets:\n  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", interval: 1s}}\n')
     env = dict(os.environ, NOTIFY_SOCKET=notify_socket.address, WATCHDOG_USEC="400000")  # pings every 200 ms
     env.pop("WATCHDOG_PID", None)
     process = await asyncio.create_subprocess_exec(
@@ -99,7 +98,7 @@ async def test_daemon_notifies_ready_once_listening_then_pings_the_watchdog(upst
 async def test_sighup_reload_is_announced_as_reloading_then_ready(upstream, notify_socket, tmp_path):
     port = free_port()
     config = tmp_path / "config.yaml"
-    config.write_text(f'targets:\n  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}"}}\n')
+    config.write_text(f'targets:\n  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}\n')
     env = dict(os.environ, NOTIFY_SOCKET=notify_socket.address)
     env.pop("WATCHDOG_USEC", None)
     process = await asyncio.create_subprocess_exec(

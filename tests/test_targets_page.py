@@ -14,9 +14,8 @@ import aiohttp
 from conftest import daemon_url, wait_until
 from exporter.scheduler import first_poll_offset
 from leaks import LEAKS
-from support import REPO, fixture_files, require_tool
+from support import REPO, require_tool, simulated
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 #: Screenshots land here (gitignored), for a person or CI to look at.
 ARTIFACTS = REPO / "tests" / "artifacts"
 PENDING_INTERVAL = 600.0
@@ -45,9 +44,9 @@ async def three_states(upstream, start_daemon):
         f"""
 defaults: {{interval: 1s, retries: 0}}
 targets:
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", labels: {{pool: chat}}}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", labels: {{pool: chat}}}}
   - {{name: broken, type: http, url: "{upstream.url}/garbage"}}
-  - {{name: {pending_name()}, type: http, url: "{upstream.url}/fixture/{VLLM}", interval: {PENDING_INTERVAL:g}s}}
+  - {{name: {pending_name()}, type: http, url: "{upstream.url}/simulated/vllm", interval: {PENDING_INTERVAL:g}s}}
 """
     )
     await wait_until(lambda: daemon.store.get("vllm").up and daemon.store.get("broken").up is False)
@@ -127,7 +126,7 @@ async def test_a_targets_debugging_page_shows_its_config_events_last_payload_and
         f"""
 defaults: {{interval: 1s, retries: 1, backoff: 10ms}}
 targets:
-  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", labels: {{pool: chat}}, bearer_token_file: "{token}"}}
+  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", labels: {{pool: chat}}, bearer_token_file: "{token}"}}
   - {{name: broken, type: http, url: "{upstream.url}/garbage", bearer_token: "inline-page-s3cr3t"}}
 """
     )
@@ -137,7 +136,7 @@ targets:
     assert status == 200
     assert "bearer_token_file: " + str(token) in page, "the config, secret files by path"
     assert "target started" in page, "recent log events"
-    first_line = (fixture_files()[0].parent / VLLM).read_text().splitlines()[0]
+    first_line = simulated("vllm").decode().splitlines()[0]
     assert html.escape(first_line) in page, "the raw payload as received"
     assert "vllm_num_requests_running{" in page and "pool=&quot;chat&quot;" in page, "the normalized series"
 

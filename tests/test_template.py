@@ -2,7 +2,7 @@
 
 The body reader (exporter.parse.BodyReader) and the template (exporter.template) are shortcuts: every
 test here holds them to what the long way (a full parse, normalize, relabel, render) gives for the
-same body, on every fixture, and shows that any other change of a body takes the long way.
+same body, on every payload of both corpora (the simulated backends, the real captures), and shows that any other change of a body takes the long way.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
 from exporter.template import Serving, Template, values_of
-from support import fixture_files, with_values_moved
-
-FIXTURES = fixture_files()
+from support import body_of, corpora, with_values_moved
 CONFIGS = {
     "defaults": "",
     "prefix, labels, relabeling": (
@@ -80,16 +78,17 @@ def served(snapshot) -> list:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=list(CONFIGS))
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])
-async def test_a_poll_with_new_values_is_served_as_a_first_poll_of_that_body_would_be(body, fixture, config):
-    original = fixture.read_bytes()
+@pytest.mark.parametrize("payload", corpora())
+async def test_a_poll_with_new_values_is_served_as_a_first_poll_of_that_body_would_be(body, payload, config):
+    payload = body_of(payload)
+    original, body.content_type = payload.data, payload.content_type
     steady, shared = poller_for(body.url, CONFIGS[config])
     try:
         for step in range(3):
             body.body = with_values_moved(original, step)
             reused = await steady.poll()
         assert reused.up, reused.last_error
-        # Every fixture takes the shortcuts: the reader kept its shape, and the poller a template.
+        # Every payload takes the shortcuts: the reader kept its shape, and the poller a template.
         assert steady.source._reader._shape is not None
         assert steady._serve.template is not None
         fresh, fresh_shared = poller_for(body.url, CONFIGS[config])
@@ -105,13 +104,14 @@ async def test_a_poll_with_new_values_is_served_as_a_first_poll_of_that_body_wou
     }
 
 
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])
-def test_the_reader_reads_a_body_of_the_last_shape_as_the_parser_does(fixture):
+@pytest.mark.parametrize("payload", corpora())
+def test_the_reader_reads_a_body_of_the_last_shape_as_the_parser_does(payload):
+    payload = body_of(payload)
     reader = BodyReader()
     for step in range(3):
-        moved = with_values_moved(fixture.read_bytes(), step)
-        again = reader.parse(moved)
-        expected = parse(moved)
+        moved = with_values_moved(payload.data, step)
+        again = reader.parse(moved, openmetrics=payload.openmetrics)
+        expected = parse(moved, openmetrics=payload.openmetrics)
         assert [(f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in again.families] == [
             (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in expected.families
         ]

@@ -17,7 +17,6 @@ from leaks import LEAKS
 from support import REPO
 from test_cli import command
 
-VLLM = "vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
 PASSWORD = "scrape-s3cr3t-pw"
 WRONG = "wrong-s3cr3t-pw"
 
@@ -64,7 +63,7 @@ def secured_daemon(upstream, start_daemon, tmp_path):
         web = tmp_path / "web.yml"
         web.write_text(web_yaml)
         return await start_daemon(
-            f'targets:\n  - {{name: vllm, type: http, url: "{upstream.url}/fixture/{VLLM}", interval: 1s}}\n',
+            f'targets:\n  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", interval: 1s}}\n',
             web_security=WebSecurity(web),
         )
 

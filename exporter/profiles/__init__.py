@@ -11,10 +11,10 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from exporter.family_filter import anchored
 
@@ -51,8 +51,24 @@ CONCEPTS: dict[str, Concept] = {
     "requests_finished_total": Concept(
         "counter", "Requests finished, by outcome: success, abort (cancelled) or error."
     ),
+    "requests_preempted_total": Concept(
+        "counter", "Requests evicted from the running batch (preempted, retracted) to be recomputed or resumed later."
+    ),
+    "kv_cache_capacity_tokens": Concept("gauge", "Tokens the KV cache holds when full (summed over engines and ranks)."),
+    "requests_running_limit": Concept(
+        "gauge", "Most requests the backend runs at once (its max_num_seqs, maximum batch size or slots)."
+    ),
+    "speculative_draft_tokens_total": Concept("counter", "Tokens proposed by speculative decoding's draft."),
+    "speculative_accepted_tokens_total": Concept("counter", "Draft tokens of speculative decoding the target model accepted."),
+    "request_prefill_time_seconds": Concept("histogram", "Time a request spent in prefill, from being scheduled to its first token."),
+    "request_decode_time_seconds": Concept("histogram", "Time a request spent decoding, from its first token to its last."),
+    "request_time_per_output_token_seconds": Concept(
+        "histogram", "A request's mean time per output token after its first: one observation per request."
+    ),
 }
 FINISHED = "requests_finished_total"
+#: The outcomes `requests_finished_total` promises.
+OUTCOMES = ("success", "abort", "error")
 #: Upstream units a profile may convert from, with what to divide by to reach the base unit.
 UNITS = {"milliseconds": 1e3, "microseconds": 1e6}
 
@@ -72,19 +88,49 @@ class Source(BaseModel):
     match: dict[str, str] = Field(default_factory=dict)
     #: The upstream unit when it is not the base unit; values (and histogram bounds) are converted.
     unit: Literal["milliseconds", "microseconds"] | None = None
-    #: `sum`: a histogram's `_sum`, read as a counter (a token total where the backend keeps no counter).
-    part: Literal["sum"] | None = None
+    #: `sum` / `count`: a histogram's `_sum` or `_count`, read as a counter (a token total where the backend
+    #: keeps no counter; finished requests from a latency histogram's count).
+    part: Literal["sum", "count"] | None = None
+    #: Histograms only: `metric` is a counter of the total of the values observed and `count` the counter of
+    #: observations (Triton's default `nv_inference_request_duration_us` / `nv_inference_request_success`):
+    #: a histogram with its `+Inf` bucket only, whose mean is all it says.
+    count: str | None = None
+    #: Gauges only: multiply by this upstream gauge, matched by its own labels (blocks times tokens per block).
+    times: "Factor | None" = None
+    #: Gauges only: the value is the product of these labels' values (an `_info` gauge's `num_gpu_blocks`
+    #: and `block_size`); a sample whose labels are not numbers is left out.
+    value_labels: list[str] = Field(default_factory=list)
     #: Gauges only: subtract this upstream gauge (a backend that counts its queue inside its in-flight total).
     minus: str | None = None
-    #: requests_finished_total only: the outcome of every sample, or the upstream label that says it ...
+    #: requests_finished_total only: the outcome of every sample, or the upstream label that says it (a list:
+    #: the first of them with a non-empty value; `outcome` then names the outcome where none has one) ...
     outcome: str | None = None
-    outcome_label: str | None = None
-    #: ... with the label's values renamed into the vocabulary (`stop: success`); others pass as they are.
+    outcome_label: str | list[str] | None = None
+    #: ... with the label's values renamed into the vocabulary (`stop: success`) ...
     outcomes: dict[str, str] = Field(default_factory=dict)
+    #: ... and the outcome of every other value (without it, other values pass as they are).
+    others: str | None = None
+
+    @property
+    def outcome_labels(self) -> tuple[str, ...]:
+        label = self.outcome_label
+        return () if label is None else (label,) if isinstance(label, str) else tuple(label)
 
     @property
     def divisor(self) -> float:
         return UNITS[self.unit] if self.unit else 1.0
+
+
+class Factor(BaseModel):
+    """An upstream gauge another gauge is multiplied by."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str
+    match: dict[str, str] = Field(default_factory=dict)
+
+
+Source.model_rebuild()
 
 
 class AllOf(BaseModel):
@@ -95,7 +141,18 @@ class AllOf(BaseModel):
     all: list[Source] = Field(min_length=1)
 
 
-Choice = Union[Source, AllOf]  # noqa: UP007 - a pydantic union
+def _choice_tag(value: object) -> str:
+    return "all" if isinstance(value, AllOf) or (isinstance(value, dict) and "all" in value) else "source"
+
+
+#: One choice: a source, or `all:` sources together. Told apart by the `all` key, so that a mistake in
+#: one is reported once, against what was meant.
+Choice = Annotated[
+    Union[Annotated[Source, Tag("source")], Annotated[AllOf, Tag("all")]],  # noqa: UP007 - a pydantic union
+    Discriminator(_choice_tag),
+]
+#: Discriminator tags pydantic puts in an error's location; they are not keys of the file.
+CHOICE_TAGS = ("source", "all")
 
 
 class Profile(BaseModel):
@@ -147,12 +204,21 @@ def _check_source(concept_name: str, concept: Concept, source: Source) -> None:
     finished = concept_name == FINISHED
     if finished != (source.outcome is not None or source.outcome_label is not None):
         raise ValueError(f"{where}: outcome or outcome_label is for {FINISHED}, and it needs one")
-    if source.outcome is not None and source.outcome_label is not None:
-        raise ValueError(f"{where}: set outcome or outcome_label, not both")
+    if isinstance(source.outcome_label, list) and not source.outcome_label:
+        raise ValueError(f"{where}: outcome_label needs at least one label")
+    for outcome in [source.outcome, source.others, *source.outcomes.values()]:
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ValueError(f"{where}: outcome {outcome!r} is not one of: {', '.join(OUTCOMES)}")
+    if (source.outcomes or source.others) and source.outcome_label is None:
+        raise ValueError(f"{where}: outcomes and others rename the values of outcome_label, which is not set")
     if source.part is not None and concept.type != "counter":
-        raise ValueError(f"{where}: part: sum makes a counter, but this concept is a {concept.type}")
+        raise ValueError(f"{where}: part: {source.part} makes a counter, but this concept is a {concept.type}")
     if source.minus is not None and concept.type != "gauge":
         raise ValueError(f"{where}: minus is for gauges")
+    if (source.times is not None or source.value_labels) and concept.type != "gauge":
+        raise ValueError(f"{where}: times and value_labels are for gauges")
+    if source.count is not None and concept.type != "histogram":
+        raise ValueError(f"{where}: count makes a histogram from two counters, but this concept is a {concept.type}")
     if source.unit is not None and concept.type == "counter":
         raise ValueError(f"{where}: unit conversion is for gauges and histograms")
 
@@ -190,18 +256,37 @@ def load_profile(path: Path) -> Profile:
         raise ProfileError(f"{path}: {problems}") from None
 
 
-def names() -> list[str]:
+def catalog(extra: tuple[Profile, ...] = ()) -> tuple[Profile, ...]:
+    """The shipped profiles with an operator's own (`profile_files:`), in detection order. An operator's
+    profile of a shipped one's name replaces it (a mapping fixed without waiting for a release)."""
+    if not extra:
+        return profiles()
+    own = {profile.name for profile in extra}
+    merged = [profile for profile in profiles() if profile.name not in own] + list(extra)
+    return tuple(sorted(merged, key=lambda p: (p.priority, p.name)))
+
+
+def names(extra: tuple[Profile, ...] = ()) -> list[str]:
     """The values `profile:` accepts."""
-    return [profile.name for profile in profiles()] + [NONE]
+    return [profile.name for profile in catalog(extra)] + [NONE]
 
 
-def by_name(name: str) -> Profile:
-    return next(profile for profile in profiles() if profile.name == name)
+def by_name(name: str, extra: tuple[Profile, ...] = ()) -> Profile:
+    return next(profile for profile in catalog(extra) if profile.name == name)
 
 
-def detect(family_names: list[str]) -> Profile | None:
+def detect(family_names: list[str], extra: tuple[Profile, ...] = ()) -> Profile | None:
     """The first profile, in priority order, that recognises any of these family names."""
-    for profile in profiles():
+    for profile in catalog(extra):
         if any(profile.detects(name) for name in family_names):
             return profile
     return None
+
+
+def detection(family_names: list[str], extra: tuple[Profile, ...] = ()) -> tuple[Profile | None, str | None]:
+    """The profile detected, and the first family name (in the payload's order) it recognised."""
+    for profile in catalog(extra):
+        for name in family_names:
+            if profile.detects(name):
+                return profile, name
+    return None, None

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from exporter import profiles
 from exporter.family import Family
@@ -48,6 +48,11 @@ class Payload:
     dropped: dict[str, int] = field(default_factory=dict)
     #: The raw body as received, for debugging views; sources may leave it empty.
     raw: bytes = b""
+    #: Where the body's sample lines did not match its declared families, by reason (see
+    #: exporter.parse.ParseResult.problems): counted, logged once and shown, never silent.
+    problems: dict[str, int] = field(default_factory=dict)
+    #: The body's Content-Type as the server sent it (bounded, printable), where there is one.
+    content_type: str = ""
 
 
 class Source(Protocol):
@@ -84,11 +89,29 @@ class TargetConfig(BaseModel):
     #: ... and families matching one of these are skipped, before their samples are parsed.
     deny_families: list[Regex] = Field(default_factory=list)
 
+    #: The config's `profile_files:` profiles (set by the config as it resolves its targets): part of the
+    #: target's identity, so that a reload that changes one restarts the targets that may use it.
+    _operator_profiles: tuple[profiles.Profile, ...] = PrivateAttr(default=())
+
+    @property
+    def operator_profiles(self) -> tuple[profiles.Profile, ...]:
+        return self._operator_profiles
+
+    def with_profiles(self, extra: tuple[profiles.Profile, ...]) -> "TargetConfig":
+        """This target, able to use these operator profiles beside the shipped ones."""
+        if extra == self._operator_profiles:
+            return self
+        copy = self.model_copy()
+        copy._operator_profiles = extra
+        return copy
+
     @field_validator("profile")
     @classmethod
-    def _known_profile(cls, name: str | None) -> str | None:
-        if name is not None and name not in profiles.names():
-            raise ValueError(f"unknown profile {name!r}; expected one of: {', '.join(profiles.names())}")
+    def _known_profile(cls, name: str | None, info: ValidationInfo) -> str | None:
+        context = info.context or {}
+        extra = context.get("profiles", ())
+        if name is not None and name not in profiles.names(extra) and not context.get("profiles_incomplete"):
+            raise ValueError(f"unknown profile {name!r}; expected one of: {', '.join(profiles.names(extra))}")
         return name
 
     @model_validator(mode="after")

@@ -13,17 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from yarl import URL
 
 from exporter import __version__
+from exporter.escaping import ACCEPT, body_format, shown_content_type
 from exporter.family_filter import family_filter
 from exporter.fields import ByteSize, ReadableFile, read_secret
-from exporter.parse import BodyReader, ParseError, is_openmetrics
+from exporter.parse import BodyReader, ParseError
 from exporter.redact import redact_url
 from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 
-#: What Prometheus 2.x sends: OpenMetrics preferred, the classic text format accepted.
-ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
 USER_AGENT = f"inference-exporter/{__version__}"
 #: How much of the raw body a snapshot keeps for debugging views.
 RAW_KEEP = 64 * 1024
@@ -196,8 +192,9 @@ class HTTPSource:
         except aiohttp.ClientError as exc:
             raise _client_error(url, exc) from None
 
+        form = body_format(content_type)
         try:
-            result = self._reader.parse(body, openmetrics=is_openmetrics(content_type), keep=self._keep)
+            result = self._reader.parse(body, openmetrics=form.openmetrics, keep=self._keep, escaping=form.escaping)
         except ParseError as exc:
             raise SourceError("parse", f"{url}: {exc}", raw=bytes(body[:RAW_KEEP])) from None
         limit = self.target.sample_limit
@@ -208,7 +205,9 @@ class HTTPSource:
                     "sample_limit", f"{url} returned {count} samples, over the sample_limit of {limit}", retryable=False
                 )
         dropped = {"truncated_line": result.truncated_lines} if result.truncated_lines else {}
-        return Payload(result.families, dropped, bytes(body[:RAW_KEEP]))
+        return Payload(
+            result.families, dropped, bytes(body[:RAW_KEEP]), result.problems, shown_content_type(content_type)
+        )
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.target.body_size_limit

@@ -41,6 +41,10 @@ class NVMLTarget(TargetConfig):
     type: Literal["nvml"]
     #: Serve GPU memory per process (one series per process and GPU: opt in, mind the cardinality).
     processes: bool = False
+    #: Serve PCIe throughput. NVML samples each direction for 20 ms of wall time per GPU and poll
+    #: (measured on an H200, driver 580.159: 42 of a poll's 48 ms), so a host with many GPUs and a
+    #: short interval or timeout may turn it off. The call costs waiting, not CPU.
+    pcie_throughput: bool = True
     #: GPU indices to read, as nvidia-smi numbers them; unset reads every GPU on the host.
     devices: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
 
@@ -485,10 +489,10 @@ class Sampler:
             ("remapped_rows", self._remapped_rows),
             ("xid_errors", self._xid_errors),
             ("mig", self._mig),
+            ("processes", self._processes),
         ]
-        if self.target.processes:
-            fields.append(("processes", self._processes))
-        return fields
+        opted_out = {"pcie_throughput": not self.target.pcie_throughput, "processes": not self.target.processes}
+        return [(name, read) for name, read in fields if not opted_out.get(name)]
 
     def _utilization(self, gpu: _GPU) -> list[Reading]:
         rates = self.call("nvmlDeviceGetUtilizationRates", gpu.handle)

@@ -1,0 +1,1 @@
+"""One module per simulated backend; each registers its simulators with `@register`."""
