@@ -68,6 +68,24 @@ def sanitize_name(name: str) -> str:
     return cleaned if cleaned and not cleaned[0].isdigit() else "_" + cleaned
 
 
+#: Names the daemon owns: its self-metrics (exporter.collector.SELF). Nothing from an upstream serves under them.
+RESERVED_PREFIX = "inference_exporter_"
+#: What an upstream name or label name in reserved space is served under instead (Prometheus's word for
+#: a label it had to rename): `__name__` -> `exported___name__`, `inference_exporter_target_up` ->
+#: `exported_inference_exporter_target_up`.
+EXPORTED = "exported_"
+
+
+def is_reserved_name(name: str) -> bool:
+    """Whether a served metric name belongs to the daemon or to Prometheus (`__`-prefixed)."""
+    return name.startswith("__") or name.startswith(RESERVED_PREFIX)
+
+
+def unreserved(name: str) -> str:
+    """A served metric name outside reserved space: reserved ones get `exported_` in front."""
+    return EXPORTED + name if is_reserved_name(name) else name
+
+
 def apply_prefix(name: str, prefix: str) -> str:
     """Prefix a name once: a name that already carries the prefix keeps it as is."""
     if not prefix:
@@ -207,6 +225,8 @@ class _Labeller:
         renamed = self._renames.get(name)
         if renamed is None:
             renamed = sanitize_name(name)
+            if renamed.startswith("__"):  # reserved for Prometheus: `__name__` twice fails the whole scrape
+                renamed = EXPORTED + renamed
             while renamed in self.own:
                 renamed = "exported_" + renamed
             self._renames[name] = renamed
@@ -222,7 +242,7 @@ class _Labeller:
 
 def served_base(name: str, kind: str, prefix: str = "") -> str:
     """The family name we serve for an upstream family of this name and served type (before suffixes)."""
-    served = apply_prefix(sanitize_name(name), prefix)
+    served = unreserved(apply_prefix(sanitize_name(name), prefix))
     if kind == "counter" and served.endswith("_total"):
         return served[: -len("_total")]
     if kind == "info" and served.endswith("_info"):
@@ -422,6 +442,8 @@ def normalize(
     for family, kind, series_ids in _servable(families, cache):
         raw = family.name
         name = served_base(raw, kind, prefix)
+        if name.startswith(EXPORTED) and is_reserved_name(name[len(EXPORTED):]):
+            assembler.dropped["renamed_reserved"] += len(family.samples)  # served, under `exported_<name>`
         if kind == "counter" and raw.endswith("_total"):
             raw_base = raw[: -len("_total")]
         elif kind == "info" and raw.endswith("_info"):

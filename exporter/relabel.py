@@ -17,7 +17,7 @@ from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from exporter.family_filter import anchored
-from exporter.normalize import Assembler, Normalized, SeriesFamily, exposition_names, is_well_formed, sanitize_name
+from exporter.normalize import Assembler, Normalized, SeriesFamily, exposition_names, is_well_formed, sanitize_name, unreserved
 
 #: Labels no rule may change or drop: every series must still say which target it came from.
 PROTECTED = frozenset({"target", "__name__"})
@@ -154,7 +154,10 @@ class Relabeler:
         for rule in self._rules:
             if not rule.apply(working):
                 return None
-        return sanitize_name(working.pop("__name__")), working
+        name = unreserved(sanitize_name(working.pop("__name__")))
+        if any(label.startswith("__") for label in working):  # scratch labels, dropped as Prometheus does
+            working = {label: value for label, value in working.items() if not label.startswith("__")}
+        return name, working
 
     def __call__(self, normalized: Normalized) -> Normalized:
         if not self._rules:

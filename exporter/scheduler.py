@@ -15,6 +15,7 @@ from dataclasses import replace
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
+from exporter.conform import Conformer
 from exporter.events import EVENTS
 from exporter.exposition import gzip_served, predeflate
 from exporter.family import Family
@@ -51,6 +52,8 @@ class TargetPoller:
         #: Values to scrub from error messages before they are logged or shown (a URL's password...).
         self._secrets = secret_values(target)
         self.unifier = Unifier(target)
+        #: Families strict OpenMetrics readers would reject -> untyped ones (exporter.conform).
+        self.conform = Conformer()
         self._series = SeriesCache()
         self.relabel = Relabeler(target.metric_relabel_configs)
         #: This target's families -> what we serve, through the last poll's template when only values changed.
@@ -84,7 +87,8 @@ class TargetPoller:
         try:
             payload = await self._retrying(budget, fresh=overlapping)(attempt_once)
             unified = self.unifier.apply(payload.families)
-            normalized = self._serve(unified.families)
+            families, untyped = self.conform(unified.families)
+            normalized = self._serve(families)
         except SourceError as exc:
             return self._publish_failure(previous, exc, wall, started, attempts)
         except Exception as exc:  # a bug in a source must not end the target's task
@@ -94,6 +98,8 @@ class TargetPoller:
             self._polling = overlapping
 
         dropped = dict(previous.dropped)
+        if untyped:
+            payload.dropped["served_untyped"] = payload.dropped.get("served_untyped", 0) + untyped
         for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
             dropped[reason] = dropped.get(reason, 0) + count
         predeflate(normalized.families, self._gzip_formats(previous))
