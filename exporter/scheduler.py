@@ -20,7 +20,7 @@ from exporter.events import EVENTS
 from exporter.exposition import gzip_served, predeflate
 from exporter.family import Family
 from exporter.normalize import Normalized, SeriesCache, normalize
-from exporter.redact import scrub, secret_values
+from exporter.redact import REGISTRY, Secrets
 from exporter.relabel import Relabeler
 from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
@@ -49,8 +49,9 @@ class TargetPoller:
         self.target = target
         self.store = store
         self.source: Source = create_source(target, shared)
-        #: Values to scrub from error messages before they are logged or shown (a URL's password...).
-        self._secrets = secret_values(target)
+        #: This target's secrets in every form, scrubbed from its errors and raw bodies before they are
+        #: stored, and (through the registry) from every log line and page.
+        self._secrets = REGISTRY.add(Secrets(target))
         self.unifier = Unifier(target)
         #: Families strict OpenMetrics readers would reject -> untyped ones (exporter.conform).
         self.conform = Conformer()
@@ -119,7 +120,7 @@ class TargetPoller:
                 polls=previous.polls + 1,
                 retries=previous.retries + attempts - 1,
                 dropped=dropped,
-                raw=payload.raw,
+                raw=self._secrets.scrub_bytes(payload.raw) if payload.raw else b"",
                 raw_at=wall if payload.raw else None,
                 profile=unified.profile,
             )
@@ -151,7 +152,7 @@ class TargetPoller:
             "poll attempt failed, retrying",
             target=self.target.name,
             attempt=state.attempt_number,
-            error=scrub(str(state.outcome.exception()), self._secrets),
+            error=self._secrets.scrub(str(state.outcome.exception())),
             wait=round(state.upcoming_sleep, 3),
         )
 
@@ -177,7 +178,7 @@ class TargetPoller:
     def _publish_failure(
         self, previous: Snapshot, error: SourceError, wall: float, started: float, attempts: int
     ) -> Snapshot:
-        message = scrub(error.message, self._secrets)
+        message = self._secrets.scrub(error.message)
         # Say it at warning level when something changes; repeating the same failure every interval is noise.
         changed = previous.up is not False or previous.last_reason != error.reason
         (log.warning if changed else log.debug)(
@@ -199,7 +200,7 @@ class TargetPoller:
                 retries=previous.retries + max(0, attempts - 1),
                 errors=errors,
                 # A failure that received nothing (a timeout) leaves the last body on show: it may say why.
-                raw=error.raw or previous.raw,
+                raw=self._secrets.scrub_bytes(error.raw) if error.raw else previous.raw,
                 raw_at=wall if error.raw else previous.raw_at,
             )
         )
@@ -223,6 +224,7 @@ class TargetPoller:
         self._snapshot = self.store.publish(replace(self._snapshot, next_poll=time.time() + delay))
 
     async def close(self) -> None:
+        REGISTRY.discard(self._secrets)
         await self.source.close()
 
 
