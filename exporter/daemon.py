@@ -145,7 +145,8 @@ class Daemon:
         if self._watch is not None:
             self._watch.mark()
         try:
-            config = load_config(self.config_path)
+            # Off the event loop: a large or crafted file must not stop /metrics while it is read.
+            config = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
             self.store.config_ok = False
             log.error("config reload failed, keeping the running config", errors=[str(issue) for issue in exc.issues])

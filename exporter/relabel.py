@@ -28,12 +28,20 @@ _TARGET_TEMPLATE = re.compile(r"(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*")
 _REFERENCE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")
 
 
+#: The longest regular expression a config may hold.
+MAX_REGEX = 4096
+
+
 def check_regex(pattern: str) -> str:
     """The pattern if it compiles; ValueError saying why it does not."""
+    if len(pattern) > MAX_REGEX:
+        raise ValueError(f"regular expression of {len(pattern)} characters; at most {MAX_REGEX} are read")
     try:
         anchored(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    except (RecursionError, OverflowError):  # groups nested thousands deep: Python's parser gives up
+        raise ValueError(f"regular expression nested too deeply: {pattern[:40]!r}...") from None
     return pattern
 
 

@@ -77,6 +77,8 @@ class TargetPoller:
             nonlocal attempts
             attempts += 1
             allowed = min(target.timeout, deadline - time.monotonic())
+            if allowed <= 0:  # the interval is spent (a stalled loop): no attempt, and no negative timeout
+                raise SourceError("timeout", f"no time left in the {target.interval:g}s interval for an attempt")
             try:
                 async with asyncio.timeout(allowed):
                     return await self.source.poll()

@@ -90,9 +90,9 @@ class HTTPTarget(TargetConfig):
     bearer_token: str | None = Field(default=None, repr=False)
     bearer_token_file: ReadableFile | None = None
     tls: TLSConfig | None = None
-    body_size_limit: ByteSize = Field(default=16 * 1024 * 1024, gt=0)
+    body_size_limit: ByteSize = Field(default=16 * 1024 * 1024, gt=0, le=2**63 - 1)
     #: Most samples one poll may return; 0 means no limit (as in Prometheus).
-    sample_limit: int = Field(default=0, ge=0)
+    sample_limit: int = Field(default=0, ge=0, le=2**63 - 1)
 
     @field_validator("url")
     @classmethod
