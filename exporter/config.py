@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from exporter.listener import ServerLimits
 from exporter.fields import Duration, Interval, Timeout, format_duration, parse_duration
 from exporter.sources import KINDS, TargetConfig
 
@@ -128,6 +129,8 @@ class Config(BaseModel):
     listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:9898"
     prefix: Annotated[str, AfterValidator(_check_prefix)] = ""
     defaults: Defaults = Defaults()
+    #: The listening side's limits: header_timeout, max_connections (exporter.listener).
+    server: ServerLimits = ServerLimits()
     targets: list[_AnyTarget] = []  # type: ignore[valid-type]
     #: The file this config was loaded from.
     source: str = "<string>"

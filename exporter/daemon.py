@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from exporter.collector import Collector
+from exporter.listener import Guard, GuardedRunner
 from exporter.config import Config, ConfigError, load_config, parse_listen
 from exporter.fields import format_duration
 from exporter.demo import DEMO_TARGET, DemoBackend
@@ -72,7 +73,9 @@ class Daemon:
         self.store = Store()
         self.shared = Shared()
         self.scheduler = Scheduler(self.store, self.shared)
-        self.collector = Collector(self.store)
+        #: The listening side's connection cap and header deadline; a reload changes its limits in place.
+        self.guard = Guard(config.server)
+        self.collector = Collector(self.store, listener=self.guard)
         self.demo = DemoBackend() if demo else None
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -99,8 +102,9 @@ class Daemon:
         tune_garbage_collection()
         if self.demo is not None:
             await self.demo.start()
-        self._runner = web.AppRunner(
+        self._runner = GuardedRunner(
             build_app(self.store, self.collector, is_ready=lambda: self._started, security=self.web_security),
+            guard=self.guard,
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE,
         )
@@ -152,6 +156,7 @@ class Daemon:
             log.error("config reload failed, keeping the running config", errors=[str(issue) for issue in exc.issues])
             return False
         listened = await self._apply_listen(config.listen)
+        self.guard.limits = config.server
         self.config = config
         await self.scheduler.apply(self.targets(config))
         self.store.config_ok = listened

@@ -348,7 +348,7 @@ def test_unknown_key_in_nested_section_lists_that_sections_keys(tmp_path):
 def test_unknown_top_level_key(tmp_path):
     path = write(tmp_path, "listen: ':9898'\nsource: elsewhere.yaml\ntarget: []\n")
     found = errors(path)
-    assert found[0].startswith(f"{path}:2: source: unknown key; expected one of: defaults, listen, prefix, targets")
+    assert found[0].startswith(f"{path}:2: source: unknown key; expected one of: defaults, listen, prefix, server, targets")
     assert found[1].startswith(f"{path}:3: target: unknown key (did you mean 'targets'?)")
 
 
