@@ -132,6 +132,13 @@ def _is_well_formed(family: Family, kind: str) -> bool:
         return groups == complete
     if kind == "summary":
         return all(_as_float(s.labels.get("quantile")) is not None for s in family.samples if s.name == family.name)
+    if kind in ("counter", "info"):
+        # `# TYPE b_total counter` takes `b_total_total` and `b_total_created` too, which would be served
+        # outside the family `b` (a clash strict readers reject): such a family is served untyped.
+        own = "_total" if kind == "counter" else "_info"
+        base = family.name[: -len(own)] if family.name.endswith(own) else family.name
+        allowed = (base, base + own, base + "_created") if kind == "counter" else (base, base + own)
+        return all(sample.name in allowed for sample in family.samples)
     return True
 
 
@@ -403,7 +410,7 @@ class SeriesCache:
 
     def well_formed(self, family: Family, kind: str, series: tuple) -> bool:
         """`_is_well_formed`, remembered while the family keeps exactly the same series."""
-        if kind not in ("histogram", "gaugehistogram", "summary"):
+        if kind not in ("histogram", "gaugehistogram", "summary", "counter", "info"):
             return True
         known = self._shapes.get(family.name)
         if known is None or known[0] != series:

@@ -159,10 +159,12 @@ class Secrets:
             contents = []
             for path in self._files:
                 try:
-                    text = path.read_text(errors="replace")
+                    data = path.read_bytes()
                 except OSError:
                     continue
-                contents += [text, *text.splitlines()]
+                raw = data.decode("utf-8", "replace")  # as written, and as a text read of it gives it
+                text = raw.replace("\r\n", "\n").replace("\r", "\n")
+                contents += [raw, text, text.rstrip("\n"), *raw.splitlines()]
             self._forms = forms_of((*self._values, *contents), self._users)
             self._stamps = stamps
         return self._forms

@@ -86,3 +86,46 @@ def test_forms_cover_basic_auth_headers_percent_encoding_and_escapes():
     forms = set(forms_of(["pa ss/wörd"], ["bob"]))
     assert {"pa ss/wörd", "pa%20ss%2Fw%C3%B6rd", "pa+ss%2Fw%C3%B6rd", base64.b64encode("bob:pa ss/wörd".encode()).decode()} <= forms
     assert "pa ss/w\\u00f6rd" in forms and "p" not in forms
+
+
+# -- the property: any secret, in any form an echo may take, is scrubbed from any text around it ------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SECRET_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=4, max_size=24)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    secret=SECRET_TEXT,
+    user=st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=8),
+    around=st.lists(st.text(max_size=20), min_size=2, max_size=2),
+    encode=st.sampled_from(["raw", "quote", "quote_safe", "basic", "json", "json_ascii", "html", "file_line"]),
+)
+def test_any_secret_in_any_echoed_form_is_scrubbed_from_any_text(secret, user, around, encode, tmp_path_factory):
+    from pydantic import ValidationError
+
+    from exporter.redact import Secrets
+    from exporter.sources.http import HTTPTarget
+
+    folder = tmp_path_factory.mktemp("secret")
+    (folder / "password").write_text(secret + "\n")
+    try:
+        targets = [
+            HTTPTarget(name="a", type="http", url="http://h/m", basic_auth={"username": user, "password": secret}),
+            HTTPTarget(name="b", type="http", url="http://h/m", basic_auth={"username": user, "password_file": str(folder / "password")}),
+            HTTPTarget(name="c", type="http", url="http://h/m", headers={"X-Api-Key": secret}),
+        ]
+    except ValidationError:
+        return
+    form = {
+        "raw": secret, "quote": quote(secret), "quote_safe": quote(secret, safe=""), "file_line": secret.strip(),
+        "basic": base64.b64encode(f"{user}:{secret}".encode()).decode(),
+        "json": json.dumps(secret, ensure_ascii=False)[1:-1], "json_ascii": json.dumps(secret)[1:-1], "html": html.escape(secret),
+    }[encode]
+    if len(form.strip()) < 4:
+        return  # too short to scrub (a one-letter secret would garble every line)
+    text = around[0] + form + around[1]
+    for target in targets if encode != "basic" else targets[:2]:  # basic auth needs the user configured
+        assert form not in Secrets(target).scrub(text).replace("<secret>", "\0")
