@@ -98,3 +98,27 @@ async def test_a_vllm_histogram_count_alone_makes_no_unified_histogram():
     text = exposition(store)
     strictly_parsed(text)
     assert "time_to_first_token_seconds_bucket" not in text
+
+
+@pytest.mark.parametrize(
+    "limit, body",
+    [
+        ("label_limit: 2", b'x{a="1",b="2",c="3"} 1\n'),
+        ("label_name_length_limit: 5", b'x{abcdef="1"} 1\n'),
+        ("label_value_length_limit: 10", b'x{a="' + b"v" * 11 + b'"} 1\n'),
+    ],
+)
+async def test_label_limits_fail_the_poll_with_their_reason(aiohttp_server, limit, body):
+    from aiohttp import web
+
+    from conftest import poll_target
+
+    async def metrics(request):
+        return web.Response(body=body + b"ok 1\n")
+
+    app = web.Application()
+    app.router.add_get("/m", metrics)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    snapshot = await poll_target(f"{{name: t, type: http, url: '{server.make_url('/m')}', {limit}}}")
+    assert not snapshot.up and snapshot.last_reason == "label_limit"
+    assert limit.split(":")[0] in snapshot.last_error
