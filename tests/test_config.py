@@ -334,7 +334,7 @@ def test_unknown_key_suggests_the_closest_and_lists_the_valid_ones(tmp_path):
     assert one_error(path) == (
         f"{path}:5: targets[0].intervl: unknown key (did you mean 'interval'?); expected one of: allow_families, "
         "backoff, basic_auth, bearer_token, bearer_token_file, body_size_limit, deny_families, headers, interval, "
-        "labels, metric_relabel_configs, model, name, prefix, profile, raw, retries, sample_limit, timeout, tls, type, url"
+        "label_limit, label_name_length_limit, label_value_length_limit, labels, metric_relabel_configs, model, name, prefix, profile, raw, retries, sample_limit, timeout, tls, type, url"
     )
 
 
