@@ -14,7 +14,9 @@ every poll, from positions remembered with the shape.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 
 from prometheus_client.utils import floatToGoString
 
@@ -29,7 +31,7 @@ _BROKEN = "broken"
 class _Plan:
     """Positions of a family's samples (in its sample order) and what each poll's values must satisfy."""
 
-    __slots__ = ("nonneg", "not_negative", "integer", "not_nan", "ones", "bools", "ordered", "equal")
+    __slots__ = ("nonneg", "not_negative", "integer", "not_nan", "ones", "bools", "ordered", "equal", "_checks")
 
     def __init__(self) -> None:
         self.nonneg: list[int] = []  # >= 0, NaN excluded
@@ -40,21 +42,57 @@ class _Plan:
         self.bools: list[int] = []  # 0 or 1
         self.ordered: list[tuple[int, int]] = []  # value at the first <= value at the second
         self.equal: list[tuple[int, int]] = []
+        self._checks: list | None = None
 
     def holds(self, values: list[float]) -> bool:
-        return (
-            all(values[i] >= 0 for i in self.nonneg)
-            and not any(values[i] < 0 for i in self.not_negative)
-            and all(math.isfinite(values[i]) and values[i].is_integer() for i in self.integer)
-            and all(values[i] == values[i] for i in self.not_nan)
-            and all(values[i] == 1 for i in self.ones)
-            and all(values[i] in (0.0, 1.0) for i in self.bools)
-            and all(values[a] <= values[b] for a, b in self.ordered)
-            and all(values[a] == values[b] for a, b in self.equal)
-        )
+        """Whether this poll's values keep every rule: each check picks its values with an itemgetter and
+        tests them with a C-level predicate, so a poll costs no Python bytecode per sample."""
+        checks = self._checks
+        if checks is None:
+            checks = self._checks = self._compile()
+        return all(check(values) for check in checks)
+
+    def _compile(self) -> list:
+        checks = []
+
+        def picked(positions: list[int]):
+            getter = operator.itemgetter(*positions)
+            return (lambda values: (getter(values),)) if len(positions) == 1 else getter
+
+        if self.nonneg:
+            get = picked(self.nonneg)
+            checks.append(lambda values: all(map(_ZERO.__le__, get(values))))
+        if self.not_negative:
+            get_nn = picked(self.not_negative)
+            checks.append(lambda values: not any(map(_ZERO.__gt__, get_nn(values))))
+        if self.integer:  # v % 1 is 0.0 for whole numbers, NaN for NaN and the infinities
+            get_int = picked(self.integer)
+            checks.append(lambda values: all(map(_ZERO.__eq__, map(operator.mod, get_int(values), _ONES))))
+        if self.not_nan:
+            get_nan = picked(self.not_nan)
+            checks.append(lambda values: all(map(operator.eq, get_nan(values), get_nan(values))))
+        if self.ones:
+            get_one = picked(self.ones)
+            checks.append(lambda values: all(map(_ONE.__eq__, get_one(values))))
+        if self.bools:
+            get_bool = picked(self.bools)
+            checks.append(lambda values: all(map(_BOOLS.__contains__, get_bool(values))))
+        if self.ordered:
+            low, high = picked([a for a, _ in self.ordered]), picked([b for _, b in self.ordered])
+            checks.append(lambda values: all(map(operator.le, low(values), high(values))))
+        if self.equal:
+            left, right = picked([a for a, _ in self.equal]), picked([b for _, b in self.equal])
+            checks.append(lambda values: all(map(operator.eq, left(values), right(values))))
+        return checks
 
     def empty(self) -> bool:
         return not (self.nonneg or self.not_negative or self.integer or self.not_nan or self.ones or self.bools or self.ordered or self.equal)
+
+
+_ZERO, _ONE = 0.0, 1.0
+_BOOLS = frozenset({0.0, 1.0})
+_ONES = itertools.repeat(1.0)
+_VALUE = operator.attrgetter("value")
 
 
 def _bound(text: str | None) -> float | None:
@@ -144,8 +182,13 @@ class Conformer:
     """One target's check of its families against OpenMetrics, poll after poll."""
 
     def __init__(self) -> None:
-        self._plans: dict[tuple, _Plan | str | None] = {}
-        self._used: dict[tuple, _Plan | str | None] = {}
+        #: id(shape) -> (shape, plan): the parser's fast path hands out the same shape object poll after
+        #: poll, and a shape tuple holds every series, so looking it up by identity saves hashing it.
+        self._plans: dict[int, tuple[tuple, _Plan | str | None]] = {}
+        self._used: dict[int, tuple[tuple, _Plan | str | None]] = {}
+        #: shape -> plan, for shapes made anew each poll (a full parse, the unified families)
+        self._by_shape: dict[tuple, _Plan | str | None] = {}
+        self._by_shape_used: dict[tuple, _Plan | str | None] = {}
 
     def __call__(self, families: list[Family]) -> tuple[list[Family], int]:
         """The families, those that break a rule split into untyped ones; and how many samples were split."""
@@ -156,12 +199,8 @@ class Conformer:
                 if out is not None:
                     out.append(family)
                 continue
-            key = shape_of(family)
-            plan = self._plans.get(key, self)
-            if plan is self:
-                plan = _plan(family)
-            self._used[key] = plan
-            if plan is None or (plan is not _BROKEN and plan.holds([s.value for s in family.samples])):
+            plan = self._plan_of(family)
+            if plan is None or (plan is not _BROKEN and plan.holds(list(map(_VALUE, family.samples)))):
                 if out is not None:
                     out.append(family)
                 continue
@@ -170,7 +209,22 @@ class Conformer:
             out += _untyped(family)
             split += len(family.samples)
         self._plans, self._used = self._used, {}
+        self._by_shape, self._by_shape_used = self._by_shape_used, {}
         return (families if out is None else out), split
+
+    def _plan_of(self, family: Family) -> _Plan | str | None:
+        key = shape_of(family)
+        known = self._plans.get(id(key))
+        if known is not None and known[0] is key:
+            self._used[id(key)] = known
+            return known[1]
+        plan = self._by_shape.get(key, self)
+        if plan is self:
+            plan = _plan(family)
+        self._by_shape_used[key] = plan
+        if family.shape is not None:
+            self._used[id(key)] = (key, plan)
+        return plan
 
 
 def _untyped(family: Family) -> list[Family]:
