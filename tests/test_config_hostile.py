@@ -69,3 +69,19 @@ async def test_metrics_keep_answering_while_a_reload_reads_a_slow_config(start_d
         answered += 1
     assert await reload is False
     assert answered >= 2, "/metrics answered while the reload ran"
+
+
+async def test_a_poll_with_no_time_left_fails_as_a_timeout_without_a_negative_one():
+    from exporter.config import parse_config
+    from exporter.scheduler import TargetPoller
+    from exporter.sources import Shared
+    from exporter.store import Store
+
+    config = parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/m', retries: 0}\n")
+    shared = Shared()
+    try:
+        snapshot = await TargetPoller(config.targets[0], Store(), shared).poll(budget=0.0)
+    finally:
+        await shared.close()
+    assert snapshot.last_reason == "timeout"
+    assert "no time left" in snapshot.last_error and "-" not in snapshot.last_error.split("within")[-1]
