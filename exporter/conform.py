@@ -129,6 +129,8 @@ def _plan(family: Family) -> _Plan | str | None:
                     return _BROKEN
                 plan.not_negative.append(i)  # a quantile's value may be NaN
             elif suffix in ("_sum", "_count"):
+                if "quantile" in sample.labels:
+                    return _BROKEN  # Go's text parser reads `quantile` on every sample of a summary
                 plan.nonneg.append(i)
                 if suffix == "_count":
                     plan.integer.append(i)
@@ -151,6 +153,8 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
             key = frozenset(item for item in sample.labels.items() if item[0] != "le")
             groups.setdefault(key, {"buckets": [], "count": None, "sum": None})["buckets"].append((bound, i))
         elif suffix in (count_suffix, sum_suffix):
+            if "le" in sample.labels:
+                return False  # Go's text parser reads `le` on every sample of a histogram
             group = groups.setdefault(frozenset(sample.labels.items()), {"buckets": [], "count": None, "sum": None})
             group["count" if suffix == count_suffix else "sum"] = i
     for group in groups.values():

@@ -71,6 +71,8 @@ BROKEN_FAMILIES = {
     "quantile 2": '# TYPE q summary\nq{quantile="2"} 1\nq_count 1\nq_sum 1\n',
     "negative quantile value": '# TYPE q summary\nq{quantile="0.5"} -1\nq_count 1\nq_sum 1\n',
     "negative summary count": "# TYPE q summary\nq_count -1\nq_sum 1\n",
+    "quantile label on _count": '# TYPE q summary\nq_count{quantile="x"} 1\nq_sum 1\n',
+    "le label on _count": '# TYPE h histogram\nh_bucket{le="+Inf"} 1\nh_count{le="x"} 1\nh_sum 1\n',
     "gaugehistogram negative gsum": '# TYPE g gaugehistogram\ng_bucket{le="+Inf"} 2\ng_gcount 2\ng_gsum -4\n',
 }
 

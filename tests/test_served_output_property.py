@@ -15,7 +15,9 @@ from support import require_tool
 #: Examples per run: HOSTILE_EXAMPLES=2000 for a longer hunt (about a minute per thousand).
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "60"))
 NAMES = st.sampled_from(
-    ["a", "b_total", "h", "h_bucket", "s", "i", "__d", "inference_exporter_target_up", "vllm:x", "x_created", "st"]
+    ["a", "b_total", "h", "h_bucket", "s", "i", "__d", "inference_exporter_target_up", "vllm:x", "x_created", "st",
+     # names a backend profile reads, so that the unified families are made from hostile input too
+     "vllm:time_to_first_token_seconds", "vllm:num_requests_running", "vllm:prompt_tokens", "vllm:kv_cache_usage_perc"]
 )
 TYPES = st.sampled_from(["counter", "gauge", "histogram", "summary", "untyped", "info", "stateset", "gaugehistogram", None])
 SUFFIXES = st.sampled_from(["", "", "_total", "_bucket", "_count", "_sum", "_created", "_info", "_gcount", "_gsum"])
