@@ -22,8 +22,8 @@ NAMES = st.sampled_from(
 TYPES = st.sampled_from(["counter", "gauge", "histogram", "summary", "untyped", "info", "stateset", "gaugehistogram", None])
 SUFFIXES = st.sampled_from(["", "", "_total", "_bucket", "_count", "_sum", "_created", "_info", "_gcount", "_gsum"])
 LABEL_NAMES = st.sampled_from(["l", "le", "le", "quantile", "__name__", "target", "__x", "st", "exported_target"])
-LABEL_VALUES = st.sampled_from(["1", "+Inf", "NaN", "0.5", "x", "inf", "-1", "2"])
-HELPS = st.sampled_from(["help", "with \\\\ backslash", "\u00a0lead", ""])
+LABEL_VALUES = st.sampled_from(["1", "+Inf", "NaN", "0.5", "x", "inf", "-1", "2", "x\ry", "\u2028\u0085", "a\\\\", "\x00"])
+HELPS = st.sampled_from(["help", "with \\\\ backslash", "\u00a0lead", "", "x\ry", "\x00\u2028", "trailing\u2003 "])
 VALUES = st.sampled_from(["0", "1", "2", "-1", "2.5", "NaN", "+Inf", "-Inf", "1e3", "1"])
 
 
