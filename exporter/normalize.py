@@ -119,8 +119,12 @@ def _is_well_formed(family: Family, kind: str) -> bool:
     a numeric `quantile` on every quantile sample. Otherwise encoders and parsers reject the family."""
     if kind in ("histogram", "gaugehistogram"):
         bucket = family.name + "_bucket"
+        # Only its suffixed names: the parser may have put a sample named like the family itself here.
+        members = {family.name + suffix for suffix in _OWNED_SUFFIXES[kind]}
         groups, complete = set(), set()
         for sample in family.samples:
+            if sample.name not in members:
+                return False
             group = _group(sample.labels, "le")
             groups.add(group)
             if sample.name == bucket:
@@ -199,8 +203,9 @@ def _series_ids(family: Family) -> tuple:
     return tuple(sample.key or (sample.name, *sample.labels.items()) for sample in family.samples)
 
 
-def _servable(families: list[Family], cache: SeriesCache):
-    """Each non-empty family with its served type and series ids; broken histograms and summaries split apart."""
+def _servable(families: list[Family], cache: SeriesCache, dropped: Counter | None = None):
+    """Each non-empty family with its served type and series ids; broken histograms and summaries split
+    apart (their samples counted in `dropped["served_untyped"]`)."""
     for family in _fold_created(families):
         if not family.samples:
             continue
@@ -209,6 +214,8 @@ def _servable(families: list[Family], cache: SeriesCache):
         if cache.well_formed(family, kind, series):
             yield family, kind, series
         else:
+            if dropped is not None:
+                dropped["served_untyped"] += len(family.samples)
             for part in _split_untyped(family):
                 yield part, "unknown", _series_ids(part)
 
@@ -446,7 +453,7 @@ def normalize(
     assembler = Assembler()
     cache = cache if cache is not None else SeriesCache()
 
-    for family, kind, series_ids in _servable(families, cache):
+    for family, kind, series_ids in _servable(families, cache, assembler.dropped):
         raw = family.name
         name = served_base(raw, kind, prefix)
         if name.startswith(EXPORTED) and is_reserved_name(name[len(EXPORTED):]):
