@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from exporter.collector import Collector
-from exporter.listener import Guard, GuardedRunner
+from exporter.listener import Guard, GuardedRunner, GuardedSite
 from exporter.config import Config, ConfigError, load_config, parse_listen
 from exporter.fields import format_duration
 from exporter.demo import DEMO_TARGET, DemoBackend
@@ -126,7 +126,7 @@ class Daemon:
     async def _serve(self, listen: str) -> web.TCPSite:
         host, port = parse_listen(listen)
         ssl_context = self.web_security.server_ssl() if self.web_security is not None else None
-        site = web.TCPSite(self._runner, host or None, port, ssl_context=ssl_context)
+        site = GuardedSite(self._runner, host or None, port, ssl_context=ssl_context)
         await site.start()
         self.bound = list(self._runner.addresses)
         return site

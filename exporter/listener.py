@@ -4,7 +4,8 @@ aiohttp waits as long as a client likes for a request's headers, and accepts con
 process runs out of file handles; then `/metrics` stops answering for everyone. Every connection the
 server accepts goes through a `GuardedProtocol` here first: past `max_connections` a new one gets a
 `503` and is closed at once, and a connection that starts a request but has not finished its headers
-within `header_timeout` is closed. Both are counted in our own metrics (no log line per client, so a
+within `header_timeout` is closed; so is a TLS handshake (asyncio's own default is 60 s), though a
+handshake under way is not yet counted against the cap. Both are counted in our own metrics (no log line per client, so a
 flood of them cannot fill the log either).
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.web_runner import BaseSite
 from pydantic import BaseModel, ConfigDict, Field
 
 from exporter.fields import Duration
@@ -158,3 +160,20 @@ class GuardedRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         return _GuardedServer(await super()._make_server(), self.guard)  # type: ignore[return-value]
+
+
+class GuardedSite(web.TCPSite):
+    """A TCPSite whose TLS handshakes must end within header_timeout (as bound; a reload does not change it)."""
+
+    async def start(self) -> None:
+        runner = self._runner
+        if self._ssl_context is None or not isinstance(runner, GuardedRunner):
+            return await super().start()
+        await BaseSite.start(self)  # registers the site, as TCPSite.start does before binding
+        self._server = await asyncio.get_running_loop().create_server(
+            runner.server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=runner.guard.limits.header_timeout,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

@@ -65,3 +65,19 @@ async def test_a_reload_changes_the_limits(start_daemon):
     daemon.config_path.write_text("server: {header_timeout: 5s, max_connections: 3}\ntargets: []\n")
     assert await daemon.reload()
     assert daemon.guard.limits.max_connections == 3
+
+
+async def test_a_tls_client_that_never_finishes_its_handshake_is_closed(start_daemon, tmp_path):
+    from exporter.webconfig import WebSecurity
+    from test_web_security import Certs
+
+    Certs(tmp_path)
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
+    daemon = await start_daemon(CONFIG, web_security=WebSecurity(web))
+    host, port = daemon.bound[0][:2]
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"\x16\x03\x01")  # the first bytes of a ClientHello, and no more
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
