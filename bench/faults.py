@@ -20,6 +20,7 @@ import contextlib
 import os
 import re
 import resource
+import shutil
 import signal
 import statistics
 import sys
@@ -280,6 +281,7 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
         process.kill()
         await process.wait()
     logger.cancel()
+    shutil.rmtree(folder, ignore_errors=True)
     healthy, ups, own_up = 0, [], 0
     for line in text.splitlines():
         if line.startswith("inference_exporter_target_up{"):
