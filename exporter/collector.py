@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector as _Collector, CollectorRegistr
 
 from exporter import __version__
 from exporter.exposition import merge, render_openmetrics, render_text
+from exporter.listener import Guard
 from exporter.normalize import SeriesFamily
 from exporter.store import Store
 
@@ -25,9 +26,11 @@ SELF = "inference_exporter_"
 
 
 class Collector(_Collector):
-    def __init__(self, store: Store, *, process_metrics: bool = True):
+    def __init__(self, store: Store, *, process_metrics: bool = True, listener: Guard | None = None):
         self.store = store
         self.process_metrics = process_metrics
+        #: The listening side's counts, when there is one (exporter.listener).
+        self.listener = listener
 
     def render(self, *, openmetrics: bool = False) -> bytes:
         """The whole exposition: every target's families (rendered once per poll) and our own metrics."""
@@ -129,6 +132,19 @@ class Collector(_Collector):
                 SELF + "config_last_reload_success_timestamp_seconds",
                 "Unix time of the last successful configuration load.",
                 value=self.store.config_loaded_at,
+            )
+        if self.listener is not None:
+            guard = self.listener
+            yield GaugeMetricFamily(SELF + "http_connections", "Client connections open now.", value=guard.open)
+            yield CounterMetricFamily(
+                SELF + "http_connections_refused",
+                "Client connections answered 503 and closed because max_connections were open.",
+                value=guard.refused,
+            )
+            yield CounterMetricFamily(
+                SELF + "http_header_timeouts",
+                "Client connections closed for not sending a request's headers within header_timeout.",
+                value=guard.timed_out,
             )
         info = GaugeMetricFamily(
             SELF + "build_info", "Always 1; the labels say which build is running.", labels=["version", "python_version"]

@@ -24,7 +24,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from exporter.fields import Duration, format_duration, parse_duration
+from exporter.fields import Duration, Interval, Timeout, format_duration, parse_duration
+from exporter.listener import ServerLimits
 from exporter.overview.settings import OverviewSettings
 from exporter.profiles import Profile
 from exporter.sources import KINDS, TargetConfig
@@ -41,7 +42,13 @@ _INHERITED = ("interval", "timeout", "retries", "backoff")
 #: Snippet keys at the top level (anchors for merge keys), ignored by the schema.
 _SNIPPET_PREFIX = "x-"
 #: A config has hundreds of nodes; this bounds what aliases may expand to ("billion laughs").
-_MAX_NODES = 200_000
+#: The most values (scalars, lists, mappings) a config may hold, counted as it is parsed and again with
+#: aliases and merge keys expanded: 1,000 targets take ~20,000.
+_MAX_NODES = 50_000
+#: The largest config file read (checked before it is parsed): a config of 1,000 targets is ~200 kB.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: The deepest nesting of lists and mappings a config may have (the schema needs 6).
+MAX_DEPTH = 64
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -88,8 +95,8 @@ class Defaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    interval: Duration = 15.0
-    timeout: Duration = 10.0
+    interval: Interval = 15.0
+    timeout: Timeout = 10.0
     retries: int = Field(default=2, ge=0, le=10)
     #: Wait before the first retry; each further retry doubles it, with jitter.
     backoff: Duration = 0.25
@@ -124,6 +131,8 @@ class Config(BaseModel):
     listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:9898"
     prefix: Annotated[str, AfterValidator(_check_prefix)] = ""
     defaults: Defaults = Defaults()
+    #: The listening side's limits: header_timeout, max_connections (exporter.listener).
+    server: ServerLimits = ServerLimits()
     targets: list[_AnyTarget] = []  # type: ignore[valid-type]
     #: Operator-written profile files (paths or globs, relative to this file's folder), beside the shipped ones.
     profile_files: list[str] = []
@@ -220,9 +229,12 @@ def read_text(filename: str, what: str) -> str:
     """A YAML file's text; ConfigError if it cannot be read or is not UTF-8."""
     try:
         with open(filename, "rb") as file:
-            data = file.read()
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError([ConfigIssue(filename, None, "", f"cannot read the {what}: {exc.strerror}")]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        message = f"the {what} is larger than {MAX_CONFIG_BYTES // 1024} KiB; nothing was read from it"
+        raise ConfigError([ConfigIssue(filename, None, "", message)])
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -244,8 +256,11 @@ def parse_model(
 
 def _compose(text: str, filename: str, reader: "_Reader", keys_hint: str) -> dict[str, Any]:
     """YAML text -> a dict with every value's line remembered by `reader`."""
+    if len(text) > MAX_CONFIG_BYTES:
+        message = f"the text is larger than {MAX_CONFIG_BYTES // 1024} KiB; nothing was read from it"
+        raise ConfigError([ConfigIssue(filename, None, "", message)])
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_BoundedLoader)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([reader.yaml_issue(exc)]) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
@@ -287,6 +302,28 @@ def parse_config(text: str, filename: str = "<string>") -> Config:
     # A target may name a profile whose file has a mistake: that mistake is the one to report.
     context = {"profiles": loaded, "profiles_incomplete": bool(issues)}
     return reader.validate(Config, {**raw, "source": filename, "loaded_profiles": loaded}, context=context)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than MAX_DEPTH (its composer recurses per level) and
+    more than _MAX_NODES values, as it reads them: a flat list of a million items costs little."""
+
+    _depth = 0
+    _count = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self._depth += 1
+        self._count += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"lists and mappings nested deeper than {MAX_DEPTH} levels", mark)
+            if self._count > _MAX_NODES:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"more than {_MAX_NODES} values in one file", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 class _Reader:
@@ -421,9 +458,14 @@ class _Reader:
                     continue
                 self._building.append(source)
                 try:
-                    merged.extend((k, v, True) for k, v, _ in self._pairs(source, path))
+                    pairs = self._pairs(source, path)
                 finally:
                     self._building.pop()
+                # Merges inside merges multiply: count what they bring in, before it is built.
+                self._nodes += len(pairs)
+                if self._nodes > _MAX_NODES:
+                    raise _TooLarge
+                merged.extend((k, v, True) for k, v, _ in pairs)
         return own + merged
 
     def _scalar(self, node: ScalarNode, path: tuple[str | int, ...]) -> Any:

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from exporter.collector import Collector
+from exporter.listener import Guard, GuardedRunner, GuardedSite
 from exporter.config import Config, ConfigError, load_config, parse_listen
 from exporter.fields import format_duration
 from exporter.demo import Demo
@@ -76,7 +77,9 @@ class Daemon:
         self.store = Store()
         self.shared = Shared()
         self.scheduler = Scheduler(self.store, self.shared)
-        self.collector = Collector(self.store)
+        #: The listening side's connection cap and header deadline; a reload changes its limits in place.
+        self.guard = Guard(config.server)
+        self.collector = Collector(self.store, listener=self.guard)
         self.overview = Overview(self.store, config.overview)
         self.demo = Demo() if demo else None
         self._stopping = asyncio.Event()
@@ -113,11 +116,12 @@ class Daemon:
         tune_garbage_collection()
         if self.demo is not None:
             await self.demo.start()
-        self._runner = web.AppRunner(
+        self._runner = GuardedRunner(
             build_app(
                 self.store, self.collector, is_ready=lambda: self._started, security=self.web_security,
                 overview=self.overview,
             ),
+            guard=self.guard,
             access_log=None,
             shutdown_timeout=SHUTDOWN_GRACE,
         )
@@ -139,7 +143,7 @@ class Daemon:
     async def _serve(self, listen: str) -> web.TCPSite:
         host, port = parse_listen(listen)
         ssl_context = self.web_security.server_ssl() if self.web_security is not None else None
-        site = web.TCPSite(self._runner, host or None, port, ssl_context=ssl_context)
+        site = GuardedSite(self._runner, host or None, port, ssl_context=ssl_context)
         await site.start()
         self.bound = list(self._runner.addresses)
         return site
@@ -162,12 +166,14 @@ class Daemon:
         if self._watch is not None:
             self._watch.mark()
         try:
-            config = load_config(self.config_path)
+            # Off the event loop: a large or crafted file must not stop /metrics while it is read.
+            config = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
             self.store.config_ok = False
             log.error("config reload failed, keeping the running config", errors=[str(issue) for issue in exc.issues])
             return False
         listened = await self._apply_listen(config.listen)
+        self.guard.limits = config.server
         self.config = config
         self.overview.configure(config.overview)
         await self.scheduler.apply(self.targets(config))

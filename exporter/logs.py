@@ -8,6 +8,7 @@ import sys
 import structlog
 
 from exporter.events import EVENTS
+from exporter.redact import REGISTRY
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("auto", "json", "console")
@@ -29,10 +30,12 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            REGISTRY,  # every configured secret, in every form, scrubbed before anything keeps or writes the event
             EVENTS,
             _at_least(logging.getLevelName(level.upper())),
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if as_json else structlog.processors.StackInfoRenderer(),
+            REGISTRY,  # again: a traceback is only text from here on
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),

@@ -68,6 +68,24 @@ def sanitize_name(name: str) -> str:
     return cleaned if cleaned and not cleaned[0].isdigit() else "_" + cleaned
 
 
+#: Names the daemon owns: its self-metrics (exporter.collector.SELF). Nothing from an upstream serves under them.
+RESERVED_PREFIX = "inference_exporter_"
+#: What an upstream name or label name in reserved space is served under instead (Prometheus's word for
+#: a label it had to rename): `__name__` -> `exported___name__`, `inference_exporter_target_up` ->
+#: `exported_inference_exporter_target_up`.
+EXPORTED = "exported_"
+
+
+def is_reserved_name(name: str) -> bool:
+    """Whether a served metric name belongs to the daemon or to Prometheus (`__`-prefixed)."""
+    return name.startswith("__") or name.startswith(RESERVED_PREFIX)
+
+
+def unreserved(name: str) -> str:
+    """A served metric name outside reserved space: reserved ones get `exported_` in front."""
+    return EXPORTED + name if is_reserved_name(name) else name
+
+
 def apply_prefix(name: str, prefix: str) -> str:
     """Prefix a name once: a name that already carries the prefix keeps it as is."""
     if not prefix:
@@ -149,8 +167,12 @@ def _is_well_formed(family: Family, kind: str) -> bool:
     a numeric `quantile` on every quantile sample. Otherwise encoders and parsers reject the family."""
     if kind in ("histogram", "gaugehistogram"):
         bucket = family.name + "_bucket"
+        # Only its suffixed names: the parser may have put a sample named like the family itself here.
+        members = {family.name + suffix for suffix in _OWNED_SUFFIXES[kind]}
         groups, complete = set(), set()
         for sample in family.samples:
+            if sample.name not in members:
+                return False
             group = _group(sample.labels, "le")
             groups.add(group)
             if sample.name == bucket:
@@ -162,6 +184,13 @@ def _is_well_formed(family: Family, kind: str) -> bool:
         return groups == complete
     if kind == "summary":
         return all(_as_float(s.labels.get("quantile")) is not None for s in family.samples if s.name == family.name)
+    if kind in ("counter", "info"):
+        # `# TYPE b_total counter` takes `b_total_total` and `b_total_created` too, which would be served
+        # outside the family `b` (a clash strict readers reject): such a family is served untyped.
+        own = "_total" if kind == "counter" else "_info"
+        base = family.name[: -len(own)] if family.name.endswith(own) else family.name
+        allowed = (base, base + own, base + "_created") if kind == "counter" else (base, base + own)
+        return all(sample.name in allowed for sample in family.samples)
     return True
 
 
@@ -222,8 +251,9 @@ def _series_ids(family: Family) -> tuple:
     return tuple(sample.key or (sample.name, *sample.labels.items()) for sample in family.samples)
 
 
-def _servable(families: list[Family], cache: SeriesCache):
-    """Each non-empty family with its served type and series ids; broken histograms and summaries split apart."""
+def _servable(families: list[Family], cache: SeriesCache, dropped: Counter | None = None):
+    """Each non-empty family with its served type and series ids; broken histograms and summaries split
+    apart (their samples counted in `dropped["served_untyped"]`)."""
     for family in _fold_created(families):
         if not family.samples:
             continue
@@ -232,6 +262,8 @@ def _servable(families: list[Family], cache: SeriesCache):
         if cache.well_formed(family, kind, series):
             yield family, kind, series
         else:
+            if dropped is not None:
+                dropped["served_untyped"] += len(family.samples)
             for part in _split_untyped(family):
                 yield part, "unknown", _series_ids(part)
 
@@ -255,6 +287,8 @@ class _Labeller:
         renamed = self._renames.get(name)
         if renamed is None:
             renamed = sanitize_name(name)
+            if renamed.startswith("__"):  # reserved for Prometheus: `__name__` twice fails the whole scrape
+                renamed = EXPORTED + renamed
             while renamed in self.own:
                 renamed = "exported_" + renamed
             self._renames[name] = renamed
@@ -270,7 +304,7 @@ class _Labeller:
 
 def served_base(name: str, kind: str, prefix: str = "") -> str:
     """The family name we serve for an upstream family of this name and served type (before suffixes)."""
-    served = apply_prefix(sanitize_name(name), prefix)
+    served = unreserved(apply_prefix(sanitize_name(name), prefix))
     if kind == "counter" and served.endswith("_total"):
         return served[: -len("_total")]
     if kind == "info" and served.endswith("_info"):
@@ -431,7 +465,7 @@ class SeriesCache:
 
     def well_formed(self, family: Family, kind: str, series: tuple) -> bool:
         """`_is_well_formed`, remembered while the family keeps exactly the same series."""
-        if kind not in ("histogram", "gaugehistogram", "summary"):
+        if kind not in ("histogram", "gaugehistogram", "summary", "counter", "info"):
             return True
         known = self._shapes.get(family.name)
         if known is None or known[0] != series:
@@ -467,9 +501,11 @@ def normalize(
     assembler = Assembler()
     cache = cache if cache is not None else SeriesCache()
 
-    for family, kind, series_ids in _servable(families, cache):
+    for family, kind, series_ids in _servable(families, cache, assembler.dropped):
         raw = family.name
         name = served_base(raw, kind, prefix)
+        if name.startswith(EXPORTED) and is_reserved_name(name[len(EXPORTED):]):
+            assembler.dropped["renamed_reserved"] += len(family.samples)  # served, under `exported_<name>`
         if kind == "counter" and raw.endswith("_total"):
             raw_base = raw[: -len("_total")]
         elif kind == "info" and raw.endswith("_info"):

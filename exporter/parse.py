@@ -41,6 +41,8 @@ class ParseResult:
     #: lines (`escaped_names`: read back to their declared family; `unmatched_samples`: served as
     #: families of their own while declared families went empty), or 1 (`unknown_escaping`).
     problems: dict[str, int] = field(default_factory=dict)
+    #: HELP, TYPE and UNIT lines read (what bounds a reader's cache of them).
+    metadata_lines: int = 0
 
 
 def is_openmetrics(content_type: str | None) -> bool:
@@ -59,13 +61,15 @@ def parse(
     keep: Callable[[str], bool] | None = None,
     heads: dict[str, tuple[str, dict[str, str]]] | None = None,
     order: list[Sample | None] | None = None,
+    metadata: dict[str, tuple[str, str, str]] | None = None,
 ) -> ParseResult:
     """Parse one body. Raises ParseError for a malformed line, except a cut-off last line, which is dropped.
 
     `keep`, given a family name, says whether that family is wanted: the sample lines of unwanted families
     are skipped before they are parsed (so a family nobody wants costs little, and its errors none).
-    `heads` is where parsed series heads are remembered: a source passes its own, sized by its
-    target's series (see `remember_heads`); without one a module-wide cache of bounded size is used.
+    `heads` and `metadata` are where parsed series heads and HELP/TYPE/UNIT lines are remembered from
+    one body to the next: a source passes its own (BodyReader does), bounded by what its target serves;
+    without them nothing outlives the call. There is no cache shared across targets.
     `order`, when given, receives one entry per sample line in body order: its Sample, or None where
     the line was skipped as unwanted.
     `escaping` is the `escaping` parameter of the body's Content-Type (exporter.escaping): escaped
@@ -76,15 +80,15 @@ def parse(
     complete = lines[-1] == ""
     if complete:
         lines.pop()
-    builder = _FamilyBuilder(openmetrics, keep, escaping)
+    builder = _FamilyBuilder(openmetrics, keep, escaping, {} if metadata is None else metadata)
     try:
-        _read_lines(lines, builder, _HEADS if heads is None else heads, order)
+        _read_lines(lines, builder, {} if heads is None else heads, order)
     except ParseError as error:
         # Only a final line without its newline may be cut short; nothing was added for it.
         if complete or error.line != len(lines):
             raise
         truncated = 1
-    return ParseResult(builder.families(), truncated, builder.problems())
+    return ParseResult(builder.families(), truncated, builder.problems(), builder.metadata_lines)
 
 
 class BodyReader:
@@ -96,11 +100,13 @@ class BodyReader:
     second body of it comes, so a target whose series change every poll pays nothing for it.
     """
 
-    __slots__ = ("heads", "_shape", "_last", "_escaping")
+    __slots__ = ("heads", "metadata", "_shape", "_last", "_escaping")
 
     def __init__(self) -> None:
         #: Parsed series heads, for `parse` (see `remember_heads`).
         self.heads: dict[str, tuple[str, dict[str, str]]] = {}
+        #: Checked HELP/TYPE/UNIT lines, one dict per format (HELP unescapes differently); bounded the same way.
+        self.metadata: dict[bool, dict[str, tuple[str, str, str]]] = {False: {}, True: {}}
         self._shape: _Shape | None = None
         #: The last body parsed in full: (openmetrics, its split, its sample lines' Samples, its result)
         self._last: tuple | None = None
@@ -117,8 +123,11 @@ class BodyReader:
         """As `parse` would; `keep` must be the same on every call (it is part of what is remembered)."""
         if escaping != self._escaping:  # the same bytes mean other names: nothing remembered holds
             self._escaping, self._shape, self._last = escaping, None, None
-        # Exemplars put a second value on a line, which the split would read as the line's own.
-        parts = None if openmetrics and b"# {" in data else _PLAIN_SAMPLE.split(b"\n" + data)
+            self.heads.clear()
+            self.metadata = {False: {}, True: {}}
+        # Exemplars put a second value on a line, which the split would read as the line's own (and
+        # `_Shape.of` checks every line's series text against what the parser read, for what this misses).
+        parts = None if b"# {" in data else _PLAIN_SAMPLE.split(b"\n" + data)
         if parts is not None:
             shape = self._shape
             last = self._last
@@ -132,8 +141,12 @@ class BodyReader:
                 if again is not None:
                     return again
         order: list[Sample | None] = []
-        result = parse(data, openmetrics=openmetrics, escaping=escaping, keep=keep, heads=self.heads, order=order)
+        metadata = self.metadata[openmetrics]
+        result = parse(
+            data, openmetrics=openmetrics, escaping=escaping, keep=keep, heads=self.heads, order=order, metadata=metadata
+        )
         remember_heads(self.heads, len(order))
+        remember_heads(metadata, result.metadata_lines)
         self._shape = None
         self._last = (openmetrics, parts, order, result) if parts is not None else None
         return result
@@ -166,13 +179,18 @@ class _Shape:
     def of(cls, parts: list[bytes], order: list[Sample | None], result: ParseResult, openmetrics: bool) -> _Shape | None:
         """The shape of a body just parsed into `result`, or None if the split did not find exactly the
         sample lines the parser read, each with the value the parser read (then there is no fast path)."""
-        values = parts[2::3]
+        values, series = parts[2::3], parts[1::3]
         if len(values) != len(order):
             return None
         line_of: dict[int, int] = {}
         for number, (text, sample) in enumerate(zip(values, order)):
             if sample is None:
                 continue
+            # The split and the parser must have read the same line: a line the split skipped (a
+            # timestamp) and one it found that the parser did not (after `# EOF`, or an exemplar's
+            # value) would otherwise pair one line's series with another's value.
+            if sample.key is None or sample.key.encode() != series[number]:
+                return None
             try:
                 value = float(text)
             except ValueError:
@@ -266,16 +284,10 @@ def _decode(data: bytes | str) -> tuple[str, int]:
     return text, truncated
 
 
-#: Parsed sample heads (`name{labels}`, everything before the value) across bodies: a target exposes
-#: the same series every scrape, so after the first one most lines cost a dict lookup. Cleared when full.
-_HEADS: dict[str, tuple[str, dict[str, str]]] = {}
-_HEADS_LIMIT = 50_000
-
-
-def remember_heads(heads: dict, samples: int) -> None:
-    """After a parse with a source's own `heads`: forget them when most belong to series gone by
-    (labels that churn, like request ids), so the cache stays the size of what the target serves."""
-    if len(heads) > 2 * samples + 1024:
+def remember_heads(heads: dict, lines: int) -> None:
+    """After a parse with a source's own `heads` (or metadata): forget them when most belong to lines
+    gone by (labels that churn, like request ids), so the cache stays the size of what the target serves."""
+    if len(heads) > 2 * lines + 1024:
         heads.clear()
 
 
@@ -349,8 +361,6 @@ def _read_head(head: str, label_names: dict[str, str], heads: dict) -> tuple[str
         if labels is None:
             return None
         known = (name, labels)
-    if heads is _HEADS and len(_HEADS) >= _HEADS_LIMIT:
-        _HEADS.clear()
     heads[head] = known
     return known
 
@@ -568,10 +578,17 @@ class _FamilyBuilder:
 
     __slots__ = (
         "_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "_keep", "_wanted", "_metadata",
-        "allowed", "append", "_escaping", "_declared", "_renamed", "_written", "_as_written", "escaped_samples",
+        "allowed", "append", "metadata_lines", "_escaping", "_declared", "_renamed", "_written", "_as_written",
+        "escaped_samples",
     )
 
-    def __init__(self, openmetrics: bool, keep: Callable[[str], bool] | None = None, escaping: str | None = None):
+    def __init__(
+        self,
+        openmetrics: bool,
+        keep: Callable[[str], bool] | None = None,
+        escaping: str | None = None,
+        metadata: dict | None = None,
+    ):
         self._openmetrics = openmetrics
         self._escaping = escaping
         #: The declared families' sample names by how an escaping server writes them; made when a
@@ -587,7 +604,8 @@ class _FamilyBuilder:
         self._wanted: dict[str, bool] = {}
         self._default_type = "unknown" if openmetrics else "untyped"
         self._help_escapes = _LABEL_ESCAPES if openmetrics else _TEXT_HELP_ESCAPES
-        self._metadata = _METADATA[openmetrics]
+        self._metadata = {} if metadata is None else metadata
+        self.metadata_lines = 0
         self._families: dict[str, Family] = {}
         self._typed: set[str] = set()  # names whose type came from a TYPE line, so the first one wins
         self.allowed: frozenset[str] = frozenset()
@@ -671,17 +689,19 @@ class _FamilyBuilder:
             known = self._read_metadata(line)
             if known is None:
                 return False
-            if len(self._metadata) >= _METADATA_LIMIT:
-                self._metadata.clear()
+            if known is _PLAIN_COMMENT:
+                return True  # not remembered: any text at all may follow a `#`
             self._metadata[line] = known
-        if known is not _PLAIN_COMMENT:
-            self._apply_metadata(*known)
+        self.metadata_lines += 1
+        self._apply_metadata(*known)
         return True
 
     def _read_metadata(self, line: str) -> tuple[str, str, str] | None:
         """(keyword, name, value) of a HELP, TYPE or UNIT line, checked and unescaped; _PLAIN_COMMENT for
         other comments; None at OpenMetrics `# EOF`."""
-        parts = line.split(None, 3)
+        # Blanks are ASCII spaces and tabs: HELP keeps leading Unicode whitespace (NBSP, em space), as
+        # prometheus_client does; the classic format strips trailing whitespace, OpenMetrics only `\r`.
+        parts = _BLANKS.split(line.strip(" \t\r"), 3)
         if len(parts) < 3 or parts[0] != "#" or parts[1] not in _METADATA_KEYWORDS:
             if len(parts) == 2 and parts[0] == "#":
                 if parts[1] == "EOF" and self._openmetrics:
@@ -689,10 +709,14 @@ class _FamilyBuilder:
                 if parts[1] in _METADATA_KEYWORDS:
                     raise _Malformed(f"{parts[1]} line without a metric name")
             return _PLAIN_COMMENT  # `#`, `# some text`, `#HELP ...` and the like are plain comments
-        keyword, name, text = parts[1], parts[2], parts[3].rstrip() if len(parts) == 4 else ""
+        keyword, name, text = parts[1], parts[2], parts[3] if len(parts) == 4 else ""
         quoted = name.startswith('"')
         if quoted:
             name, text = _quoted_metadata_name(line, keyword)
+        elif keyword != "HELP":
+            text = text.strip()
+        elif not self._openmetrics:
+            text = text.rstrip()
         if keyword == "TYPE" and text.lower() not in TYPES:
             if not text:
                 raise _Malformed(f"TYPE line for {name!r} has no type")
@@ -767,15 +791,12 @@ class _FamilyBuilder:
         return append
 
 
-#: Checked HELP/TYPE/UNIT lines across bodies, one cache per format (HELP unescapes differently):
-#: servers repeat the same metadata every scrape, and it is about half the lines of a typical body.
-_METADATA: dict[bool, dict[str, tuple[str, str, str]]] = {False: {}, True: {}}
-_METADATA_LIMIT = 20_000
 _PLAIN_COMMENT = ("", "", "")
 #: The most names as written that are read back to one family's sample names (it has at most five).
 _WRITTEN_LIMIT = 8
 #: Escaping schemes whose names can be read back exactly, family and label names included.
 _UNESCAPED = frozenset({DOTS, VALUES})
+_BLANKS = re.compile(r"[ \t]+")
 
 
 @functools.lru_cache(maxsize=8192)

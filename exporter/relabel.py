@@ -17,7 +17,7 @@ from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from exporter.family_filter import anchored
-from exporter.normalize import Assembler, Normalized, SeriesFamily, exposition_names, is_well_formed, sanitize_name
+from exporter.normalize import Assembler, Normalized, SeriesFamily, exposition_names, is_well_formed, sanitize_name, unreserved
 
 #: Labels no rule may change or drop: every series must still say which target it came from.
 PROTECTED = frozenset({"target", "__name__"})
@@ -28,12 +28,20 @@ _TARGET_TEMPLATE = re.compile(r"(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*")
 _REFERENCE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")
 
 
+#: The longest regular expression a config may hold.
+MAX_REGEX = 4096
+
+
 def check_regex(pattern: str) -> str:
     """The pattern if it compiles; ValueError saying why it does not."""
+    if len(pattern) > MAX_REGEX:
+        raise ValueError(f"regular expression of {len(pattern)} characters; at most {MAX_REGEX} are read")
     try:
         anchored(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    except (RecursionError, OverflowError):  # groups nested thousands deep: Python's parser gives up
+        raise ValueError(f"regular expression nested too deeply: {pattern[:40]!r}...") from None
     return pattern
 
 
@@ -154,7 +162,10 @@ class Relabeler:
         for rule in self._rules:
             if not rule.apply(working):
                 return None
-        return sanitize_name(working.pop("__name__")), working
+        name = unreserved(sanitize_name(working.pop("__name__")))
+        if any(label.startswith("__") for label in working):  # scratch labels, dropped as Prometheus does
+            working = {label: value for label, value in working.items() if not label.startswith("__")}
+        return name, working
 
     def __call__(self, normalized: Normalized) -> Normalized:
         if not self._rules:

@@ -15,12 +15,13 @@ from dataclasses import replace
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
+from exporter.conform import Conformer
 from exporter.escaping import PAYLOAD_PROBLEMS
 from exporter.events import EVENTS
 from exporter.exposition import gzip_served, predeflate
 from exporter.family import Family
 from exporter.normalize import Normalized, SeriesCache, normalize
-from exporter.redact import scrub, secret_values
+from exporter.redact import REGISTRY, Secrets
 from exporter.relabel import Relabeler
 from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
@@ -49,9 +50,12 @@ class TargetPoller:
         self.target = target
         self.store = store
         self.source: Source = create_source(target, shared)
-        #: Values to scrub from error messages before they are logged or shown (a URL's password...).
-        self._secrets = secret_values(target)
+        #: This target's secrets in every form, scrubbed from its errors and raw bodies before they are
+        #: stored, and (through the registry) from every log line and page.
+        self._secrets = REGISTRY.add(Secrets(target))
         self.unifier = Unifier(target)
+        #: Families strict OpenMetrics readers would reject -> untyped ones (exporter.conform).
+        self.conform = Conformer()
         self._series = SeriesCache()
         self.relabel = Relabeler(target.metric_relabel_configs)
         #: This target's families -> what we serve, through the last poll's template when only values changed.
@@ -76,6 +80,8 @@ class TargetPoller:
             nonlocal attempts
             attempts += 1
             allowed = min(target.timeout, deadline - time.monotonic())
+            if allowed <= 0:  # the interval is spent (a stalled loop): no attempt, and no negative timeout
+                raise SourceError("timeout", f"no time left in the {target.interval:g}s interval for an attempt")
             try:
                 async with asyncio.timeout(allowed):
                     return await self.source.poll()
@@ -87,7 +93,8 @@ class TargetPoller:
         try:
             payload = await self._retrying(budget, fresh=overlapping)(attempt_once)
             unified = self.unifier.apply(payload.families)
-            normalized = self._serve(unified.families)
+            families, untyped = self.conform(unified.families)
+            normalized = self._serve(families)
         except SourceError as exc:
             return self._publish_failure(previous, exc, wall, started, attempts)
         except Exception as exc:  # a bug in a source must not end the target's task
@@ -97,6 +104,8 @@ class TargetPoller:
             self._polling = overlapping
 
         dropped = dict(previous.dropped)
+        if untyped:
+            payload.dropped["served_untyped"] = payload.dropped.get("served_untyped", 0) + untyped
         for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
             dropped[reason] = dropped.get(reason, 0) + count
         problems = dict(previous.problems)
@@ -120,7 +129,7 @@ class TargetPoller:
                 polls=previous.polls + 1,
                 retries=previous.retries + attempts - 1,
                 dropped=dropped,
-                raw=payload.raw,
+                raw=self._secrets.scrub_bytes(payload.raw) if payload.raw else b"",
                 raw_at=wall if payload.raw else None,
                 profile=unified.profile,
                 problems=problems,
@@ -170,7 +179,7 @@ class TargetPoller:
             "poll attempt failed, retrying",
             target=self.target.name,
             attempt=state.attempt_number,
-            error=scrub(str(state.outcome.exception()), self._secrets),
+            error=self._secrets.scrub(str(state.outcome.exception())),
             wait=round(state.upcoming_sleep, 3),
         )
 
@@ -196,7 +205,7 @@ class TargetPoller:
     def _publish_failure(
         self, previous: Snapshot, error: SourceError, wall: float, started: float, attempts: int
     ) -> Snapshot:
-        message = scrub(error.message, self._secrets)
+        message = self._secrets.scrub(error.message)
         # Say it at warning level when something changes; repeating the same failure every interval is noise.
         changed = previous.up is not False or previous.last_reason != error.reason
         (log.warning if changed else log.debug)(
@@ -218,7 +227,7 @@ class TargetPoller:
                 retries=previous.retries + max(0, attempts - 1),
                 errors=errors,
                 # A failure that received nothing (a timeout) leaves the last body on show: it may say why.
-                raw=error.raw or previous.raw,
+                raw=self._secrets.scrub_bytes(error.raw) if error.raw else previous.raw,
                 raw_at=wall if error.raw else previous.raw_at,
             )
         )
@@ -242,6 +251,7 @@ class TargetPoller:
         self._snapshot = self.store.publish(replace(self._snapshot, next_poll=time.time() + delay))
 
     async def close(self) -> None:
+        REGISTRY.discard(self._secrets)
         await self.source.close()
 
 

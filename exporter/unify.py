@@ -392,9 +392,9 @@ class _Histogram:
         out = [
             Sample(bucket, {**labels, "le": _bound_text(bound)}, cumulative) for bound, cumulative in zip(bounds, totals)
         ]
-        out.append(Sample(name + "_count", dict(labels), sum(count for _, count, _ in self.parts)))
         sums = [total for _, _, total in self.parts]
-        if all(total is not None for total in sums):
+        if all(total is not None for total in sums):  # OpenMetrics: `_count` and `_sum` go together
+            out.append(Sample(name + "_count", dict(labels), sum(count for _, count, _ in self.parts)))
             out.append(Sample(name + "_sum", dict(labels), sum(sums)))
         return out
 
@@ -432,9 +432,11 @@ def _histograms(
             if group["broken"] or (buckets and INF not in buckets):
                 continue
             if not buckets:
-                if count is None:
-                    continue
+                if count is None or group["sum"] is None:
+                    continue  # a count alone is no histogram
                 buckets = {INF: count}
+            if not all(_is_count(value) for value in (*buckets.values(), *(() if count is None else (count,)))):
+                continue  # bucket counts are whole, non-negative numbers: this series is not a histogram
             merged[model_of(dict(key))].parts.append((buckets, buckets[INF] if count is None else count, group["sum"]))
     return merged
 
@@ -448,6 +450,10 @@ def _from_counters(
         count = counts.get(frozenset(sample.labels.items()))
         if count is not None:
             merged[model_of(sample.labels)].parts.append(({INF: count}, count, sample.value / source.divisor))
+
+
+def _is_count(value: float) -> bool:
+    return value >= 0 and math.isfinite(value) and value.is_integer()
 
 
 def _without(labels: dict[str, str], name: str) -> frozenset:

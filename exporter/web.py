@@ -26,6 +26,7 @@ from exporter.events import EVENTS, Event, TargetEvents
 from exporter.exposition import Body, openmetrics_parts, text_parts
 from exporter.overview.live import Overview
 from exporter.overview.routes import add_routes as add_overview_routes
+from exporter.redact import REGISTRY
 from exporter.store import Snapshot, Store
 from exporter.webauth import secure
 from exporter.webconfig import WebSecurity
@@ -52,7 +53,7 @@ def build_app(
     events: TargetEvents = EVENTS,
     overview: Overview | None = None,
 ) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[scrub_secrets])
     app[STORE_KEY] = store
     app[COLLECTOR_KEY] = collector
     app[READY_KEY] = is_ready
@@ -73,6 +74,25 @@ def build_app(
     )
     add_overview_routes(app, overview if overview is not None else Overview(store))
     return app
+
+
+@web.middleware
+async def scrub_secrets(request: web.Request, handler) -> web.StreamResponse:
+    """Every page and JSON answer (everything but /metrics) with every live target's secrets scrubbed, in
+    whatever form an upstream echoed them (see exporter.redact): the one net under everything shown."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.text:
+            exc.text = REGISTRY.scrub(exc.text)
+        raise
+    if request.path != "/metrics" and isinstance(response, web.Response) and response.body is not None:
+        if isinstance(response.body, bytes) and response.content_type in ("text/html", "application/json", "text/plain"):
+            text = response.body.decode(response.charset or "utf-8", "replace")
+            scrubbed = REGISTRY.scrub(text)
+            if scrubbed != text:
+                response.body = scrubbed.encode(response.charset or "utf-8")
+    return response
 
 
 #: Bodies of this much text are finished (joined, or gzipped) in a worker thread, so that the event

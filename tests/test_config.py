@@ -334,7 +334,7 @@ def test_unknown_key_suggests_the_closest_and_lists_the_valid_ones(tmp_path):
     assert one_error(path) == (
         f"{path}:5: targets[0].intervl: unknown key (did you mean 'interval'?); expected one of: allow_families, "
         "backoff, basic_auth, bearer_token, bearer_token_file, body_size_limit, deny_families, headers, interval, "
-        "labels, metric_relabel_configs, model, name, prefix, profile, raw, retries, sample_limit, timeout, tls, type, url"
+        "label_limit, label_name_length_limit, label_value_length_limit, labels, metric_relabel_configs, model, name, prefix, profile, raw, retries, sample_limit, timeout, tls, type, url"
     )
 
 
@@ -348,7 +348,7 @@ def test_unknown_key_in_nested_section_lists_that_sections_keys(tmp_path):
 def test_unknown_top_level_key(tmp_path):
     path = write(tmp_path, "listen: ':9898'\nsource: elsewhere.yaml\ntarget: []\n")
     found = errors(path)
-    assert found[0].startswith(f"{path}:2: source: unknown key; expected one of: defaults, listen, overview, prefix, profile_files, targets")
+    assert found[0].startswith(f"{path}:2: source: unknown key; expected one of: defaults, listen, overview, prefix, profile_files, server, targets")
     assert found[1].startswith(f"{path}:3: target: unknown key (did you mean 'targets'?)")
 
 

@@ -22,12 +22,6 @@ from support import body_of, capture, corpora, every_body, simulated
 SampleKey = tuple[str, tuple[tuple[str, str], ...], object]
 
 
-@pytest.fixture(autouse=True)
-def _cold_head_cache():
-    """Each test starts with nothing remembered from earlier bodies, so the uncached path is what runs first."""
-    exporter.parse._HEADS.clear()
-
-
 def sample_key(name: str, labels: dict[str, str], value: float) -> SampleKey:
     """Comparable form of a sample; NaN compares equal to NaN."""
     return name, tuple(sorted(labels.items())), "NaN" if math.isnan(value) else float(value)

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from exporter import profiles
 from exporter.family import Family
-from exporter.fields import Duration
+from exporter.fields import Duration, Interval, Timeout
 from exporter.redact import redact_urls
 from exporter.relabel import RelabelConfig, check_regex
 
@@ -70,8 +70,8 @@ class TargetConfig(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)
     type: str
-    interval: Duration | None = None
-    timeout: Duration | None = None
+    interval: Interval | None = None
+    timeout: Timeout | None = None
     retries: int | None = Field(default=None, ge=0, le=10)
     backoff: Duration | None = None
     labels: dict[str, str] = Field(default_factory=dict)

@@ -86,9 +86,13 @@ class HTTPTarget(TargetConfig):
     bearer_token: str | None = Field(default=None, repr=False)
     bearer_token_file: ReadableFile | None = None
     tls: TLSConfig | None = None
-    body_size_limit: ByteSize = Field(default=16 * 1024 * 1024, gt=0)
+    body_size_limit: ByteSize = Field(default=16 * 1024 * 1024, gt=0, le=2**63 - 1)
     #: Most samples one poll may return; 0 means no limit (as in Prometheus).
-    sample_limit: int = Field(default=0, ge=0)
+    sample_limit: int = Field(default=0, ge=0, le=2**63 - 1)
+    #: Most labels on one series, longest label name, longest label value; 0 means no limit (as in Prometheus).
+    label_limit: int = Field(default=0, ge=0, le=2**31)
+    label_name_length_limit: int = Field(default=0, ge=0, le=2**31)
+    label_value_length_limit: int = Field(default=0, ge=0, le=2**31)
 
     @field_validator("url")
     @classmethod
@@ -140,6 +144,8 @@ class HTTPSource:
         self._keep = family_filter(target.allow_families, target.deny_families)
         #: This target's parser: it remembers the last body's series, so the next costs little more than its values.
         self._reader = BodyReader()
+        limits = (target.label_limit, target.label_name_length_limit, target.label_value_length_limit)
+        self._label_limits = limits if any(limits) else None
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
 
     def _request_headers(self) -> dict[str, str]:
@@ -204,6 +210,10 @@ class HTTPSource:
                 raise SourceError(
                     "sample_limit", f"{url} returned {count} samples, over the sample_limit of {limit}", retryable=False
                 )
+        if self._label_limits:
+            problem = _label_problem(result.families, *self._label_limits)
+            if problem is not None:
+                raise SourceError("label_limit", f"{url}: {problem}", retryable=False)
         dropped = {"truncated_line": result.truncated_lines} if result.truncated_lines else {}
         return Payload(
             result.families, dropped, bytes(body[:RAW_KEEP]), result.problems, shown_content_type(content_type)
@@ -227,6 +237,21 @@ class HTTPSource:
 
     async def close(self) -> None:
         """The session is shared and closed with the daemon; nothing of this target's to release."""
+
+
+def _label_problem(families, count: int, name_length: int, value_length: int) -> str | None:
+    """What breaks the first label limit, as Prometheus's label_limit and *_length_limit say it; else None."""
+    for family in families:
+        for sample in family.samples:
+            labels = sample.labels
+            if count and len(labels) > count:
+                return f"series {sample.name} has {len(labels)} labels, over the label_limit of {count}"
+            for label, value in labels.items():
+                if name_length and len(label) > name_length:
+                    return f"series {sample.name} has a label name of {len(label)} characters, over the label_name_length_limit of {name_length}"
+                if value_length and len(value) > value_length:
+                    return f"series {sample.name} label {label[:60]} has a value of {len(value)} characters, over the label_value_length_limit of {value_length}"
+    return None
 
 
 async def _error_body(response: aiohttp.ClientResponse) -> bytes:
