@@ -195,6 +195,20 @@ class MeanFromCounters_:
         return out
 
 
+@dataclass
+class Sum_:
+    """Several rules' series added up, series of the same labels together (a profile's `all:`)."""
+
+    parts: tuple
+
+    def expect(self, concept, backend, raw):
+        out: dict = defaultdict(float)
+        for part in self.parts:
+            for key, value in part.expect(concept, backend, raw).items():
+                out[key] += value
+        return dict(out)
+
+
 def outcomes(*parts: Counter_) -> list[Counter_]:
     return list(parts)
 
@@ -342,16 +356,29 @@ SIMULATED_TRITON = {
                  rename={"CANCELED": "abort", "REJECTED": "error", "BACKEND": "error", "OTHER": "error"}),
     ),
 }
+#: Dynamo 1.6's worker: the KV gauge without its `kvstats_` prefix, labelled with the model.
 DYNAMO_WORKER = {
     "requests_running": Gauge_("dynamo_component_inflight_requests", {"dynamo_endpoint": "generate"}),
-    "kv_cache_usage_ratio": Gauge_("dynamo_component_kvstats_gpu_cache_usage_percent"),
+    "kv_cache_usage_ratio": Gauge_("dynamo_component_gpu_cache_usage_percent"),
     "e2e_request_latency_seconds": Histogram_("dynamo_component_request_duration_seconds", match={"dynamo_endpoint": "generate"}),
 }
+#: A Dynamo 0.x worker: the deprecated `kvstats_` gauge, which names no model.
+DYNAMO_WORKER_DEPRECATED = {**DYNAMO_WORKER, "kv_cache_usage_ratio": Gauge_("dynamo_component_kvstats_gpu_cache_usage_percent")}
+#: llama.cpp today: `prompt_tokens_total` excludes the cached tokens, which `prompt_tokens_cached_total` counts.
 LLAMACPP = {
     "requests_running": Gauge_("llamacpp:requests_processing"),
     "requests_waiting": Gauge_("llamacpp:requests_deferred"),
+    "prompt_tokens_total": Sum_((Counter_("llamacpp:prompt_tokens_total"), Counter_("llamacpp:prompt_tokens_cached_total"))),
+    "prefix_cache_query_tokens_total": Sum_((Counter_("llamacpp:prompt_tokens_total"), Counter_("llamacpp:prompt_tokens_cached_total"))),
+    "prefix_cache_hit_tokens_total": Counter_("llamacpp:prompt_tokens_cached_total"),
+    "generation_tokens_total": Counter_("llamacpp:tokens_predicted_total"),
+}
+#: A build without the cached counter: every prompt token in `prompt_tokens_total`, no hits known.
+LLAMACPP_BEFORE_CACHED = {
+    "requests_running": Gauge_("llamacpp:requests_processing"),
+    "requests_waiting": Gauge_("llamacpp:requests_deferred"),
     "prompt_tokens_total": Counter_("llamacpp:prompt_tokens_total"),
-    "prefix_cache_query_tokens_total": Counter_("llamacpp:prompt_tokens_total"),  # a build without the cached counter
+    "prefix_cache_query_tokens_total": Counter_("llamacpp:prompt_tokens_total"),
     "generation_tokens_total": Counter_("llamacpp:tokens_predicted_total"),
 }
 @dataclass
@@ -657,7 +684,7 @@ async def test_profile_in_the_config_overrides_detection(upstream):
     assert (await poll_target(f'{{name: t, type: http, url: "{url}"}}')).profile == "vllm"  # detected: the engine
     snapshot = await poll_target(f'{{name: t, type: http, url: "{url}", profile: dynamo-worker, model: from-config}}')
     assert snapshot.profile == "dynamo-worker"
-    backend = Backend("dynamo-worker", "model", model="from-config")  # kvstats carry no model label
+    backend = Backend("dynamo-worker", "model", model="from-config")  # a series naming no model takes the config's
     assert_same_series(unified_served(snapshot), expected_series(backend, DYNAMO_WORKER, text, "t"))
 
 
