@@ -20,7 +20,7 @@ from prometheus_client.utils import floatToGoString
 from exporter import profiles
 from exporter.family import Family, Sample
 from exporter.family_filter import family_filter
-from exporter.normalize import exposition_names, served_base, served_type
+from exporter.normalize import exposition_names, fold_created, served_base, served_type
 from exporter.profiles import CONCEPTS, FINISHED, Concept, Profile, Source, sources_of
 from exporter.sources.base import TargetConfig
 
@@ -84,6 +84,10 @@ class Unifier:
     def apply(self, families: list[Family]) -> Unified:
         if self.keep is not None:  # http sources filtered while parsing; the other kinds are filtered here
             families = [family for family in families if self.keep(family.name)]
+        # One family per metric, whatever the format: the text format's `X_created` gauges go back into
+        # X, so that a raw X dropped for its unified namesake (NIM's histograms) takes them along,
+        # rather than leaving them to be folded into the unified X, whose series they do not match.
+        families = fold_created(families)
         profile = self._profile(families)
         if profile is None:
             return Unified(families if self.raw else [], None)

@@ -75,6 +75,21 @@ def simulated(profile: str, *, openmetrics: bool = False, ticks: int = SIMULATED
     return render(profile, ticks=ticks, seed=seed, openmetrics=openmetrics)[0]
 
 
+def created_series_simulator(profile: str, *, ticks: int = SIMULATED_TICKS, seed: int = 0):
+    """`profile`'s simulator as a server that serves prometheus_client's default `_created` series
+    (PROMETHEUS_DISABLE_CREATED_SERIES unset), whatever its simulator does by default."""
+    from exporter.simulate import PythonSimulator, simulator
+    from exporter.simulate.base import load_backends
+
+    cls = load_backends()[profile]
+    if not issubclass(cls, PythonSimulator):
+        raise KeyError(f"{profile!r} is not a prometheus_client server: it has no `_created` series")
+    if not cls.created_series:
+        cls = type(f"{cls.__name__}WithCreated", (cls,), {"created_series": True})
+        return cls(seed=seed).advance(ticks)
+    return simulator(profile, seed=seed, ticks=ticks)
+
+
 def simulated_value(profile: str, sample: str, **labels: str) -> float:
     """The value of the one sample named `sample` (with at least `labels`) in `simulated(profile)`."""
     from exporter.parse import parse

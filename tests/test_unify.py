@@ -26,7 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TEXT_0_0_4, daemon_url, poll_target, served_samples, wait_until
 from exporter import profiles
-from support import REPO, Body, capture, fixture_files, simulated, simulated_profiles, simulated_value, without_cut_off_line
+from exporter.simulate import OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT
+from support import (
+    REPO, Body, capture, created_series_simulator, fixture_files, simulated, simulated_profiles, simulated_value,
+    without_cut_off_line,
+)
 
 #: The unified family names, as the issue fixes them (no prefix configured in these tests).
 UNIFIED = {
@@ -712,6 +716,25 @@ async def test_a_raw_family_named_like_a_unified_one_is_served_once_as_the_unifi
         frozenset({"backend": "nim", "model": "meta/llama-3.1-8b-instruct", "target": "t"}.items()): simulated_value("nim", "prompt_tokens_total")
     }
     assert snapshot.dropped == {}
+
+
+@pytest.mark.parametrize("accept", [TEXT_ACCEPT, OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT])
+async def test_a_namesake_histograms_created_series_leaves_its_unified_family_whole(upstream, accept):
+    """NIM's histograms are namesakes of unified ones; a NIM that serves prometheus_client's `_created`
+    series (the text format writes them as separate `X_created` gauges) still gets its unified
+    histograms, and no raw family is served split apart."""
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{upstream.url}/simulated/nim?created=1", headers: {{Accept: "{accept}"}}}}'
+    )
+    assert snapshot.up and snapshot.profile == "nim"
+    text = created_series_simulator("nim").render(TEXT_ACCEPT)[0].decode()
+    assert "time_to_first_token_seconds_created{" in text
+    backend, rules = SIMULATED["nim"]
+    assert_same_series(unified_served(snapshot), expected_series(backend, rules, text, "t"))
+    assert [(f.name, f.type) for f in snapshot.families if f.type in ("unknown", "untyped")] == []
+    for name in ("time_to_first_token_seconds", "e2e_request_latency_seconds"):
+        (family,) = [f for f in snapshot.families if f.name == name]
+        assert family.type == "histogram" and all(dict(s.labels)["backend"] == "nim" for s in family.samples)
 
 
 async def test_a_raw_namesake_the_profile_does_not_read_is_served_as_it_is(bodies):
