@@ -7,7 +7,7 @@ import functools
 import math
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +143,11 @@ class Body:
     name: str
     data: bytes
     openmetrics: bool = False
+    #: The `escaping` of its Content-Type, where its names are escaped (OpenMetrics `underscores`).
+    escaping: str | None = None
+    #: For an escaped body: the same families with their names as they are (the UTF-8 body of the
+    #: same server at the same moment), which is what an oracle reads in its place.
+    unescaped: bytes | None = field(default=None, repr=False)
 
     @property
     def stem(self) -> str:
@@ -151,24 +156,40 @@ class Body:
     @property
     def content_type(self) -> str:
         if self.openmetrics:
-            return "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            escaping = f"; escaping={self.escaping}" if self.escaping else ""
+            return f"application/openmetrics-text; version=1.0.0; charset=utf-8{escaping}"
         return "text/plain; version=0.0.4; charset=utf-8"
+
+    @property
+    def oracle_text(self) -> str:
+        """The text prometheus_client's parsers read for this body (they do not read escaped names back)."""
+        return (self.unescaped or self.data).decode()
 
 
 def simulated_bodies() -> list[Body]:
-    """Every simulator's body, as the classic text format and as it answers an OpenMetrics Accept
-    that keeps names as they are (escaped names have tests of their own)."""
+    """Every simulator's body, as the classic text format, as it answers an OpenMetrics Accept that
+    keeps names as they are (`escaping=allow-utf-8`), and as it answers one without `escaping`
+    (prometheus_client then escapes names: `escaping=underscores`)."""
+    from exporter.escaping import body_format
     from exporter.parse import is_openmetrics
-    from exporter.simulate import OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT, simulator
+    from exporter.simulate import OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT, simulator
 
     bodies = []
     for profile in simulated_profiles():
         sim = simulator(profile, ticks=SIMULATED_TICKS)
-        for accept, suffix in ((TEXT_ACCEPT, "txt"), (OPENMETRICS_UTF8_ACCEPT, "om")):
+        utf8 = None
+        for accept, suffix in ((TEXT_ACCEPT, "txt"), (OPENMETRICS_UTF8_ACCEPT, "om"), (OPENMETRICS_ACCEPT, "escaped.om")):
             data, content_type = sim.render(accept)
-            if suffix == "om" and not is_openmetrics(content_type):
+            if suffix != "txt" and not is_openmetrics(content_type):
                 continue  # a server that writes the text format whatever is asked: one body is enough
-            bodies.append(Body(f"simulated-{profile}.{suffix}", data, is_openmetrics(content_type)))
+            name = f"simulated-{profile}.{suffix}"
+            if suffix == "txt":
+                bodies.append(Body(name, data))
+            elif suffix == "om":
+                utf8 = data
+                bodies.append(Body(name, data, openmetrics=True))
+            elif body_format(content_type).escaping not in (None, "allow-utf-8"):
+                bodies.append(Body(name, data, openmetrics=True, escaping=body_format(content_type).escaping, unescaped=utf8))
     return bodies
 
 
