@@ -123,6 +123,7 @@ class TargetPoller:
                 raw=payload.raw,
                 raw_at=wall if payload.raw else None,
                 profile=unified.profile,
+                reading=unified.reading,
                 problems=problems,
                 last_problems=dict(payload.problems),
                 content_type=payload.content_type,
