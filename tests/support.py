@@ -176,10 +176,10 @@ def simulated_bodies() -> list[Body]:
 
     bodies = []
     for profile in simulated_profiles():
-        sim = simulator(profile, ticks=SIMULATED_TICKS)
+        render = _at_one_moment(simulator(profile, ticks=SIMULATED_TICKS))
         utf8 = None
         for accept, suffix in ((TEXT_ACCEPT, "txt"), (OPENMETRICS_UTF8_ACCEPT, "om"), (OPENMETRICS_ACCEPT, "escaped.om")):
-            data, content_type = sim.render(accept)
+            data, content_type = render(accept)
             if suffix != "txt" and not is_openmetrics(content_type):
                 continue  # a server that writes the text format whatever is asked: one body is enough
             name = f"simulated-{profile}.{suffix}"
@@ -191,6 +191,28 @@ def simulated_bodies() -> list[Body]:
             elif body_format(content_type).escaping not in (None, "allow-utf-8"):
                 bodies.append(Body(name, data, openmetrics=True, escaping=body_format(content_type).escaping, unescaped=utf8))
     return bodies
+
+
+def _at_one_moment(sim):
+    """`sim.render`, with a prometheus_client server's families collected once: its bodies for every
+    `Accept` then hold the same values (its process collector's CPU seconds included), so that an
+    escaped body and its unescaped twin differ in their names alone."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+
+    from exporter.simulate import PythonSimulator
+
+    if not isinstance(sim, PythonSimulator):
+        return sim.render
+    families = list(sim.exposed.collect())
+    frozen = CollectorRegistry(auto_describe=False)
+    frozen.register(type("Collected", (), {"collect": lambda self: iter(families)})())
+
+    def render(accept: str) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept)  # as PythonSimulator.render, on the families collected
+        return encoder(frozen), content_type
+
+    return render
 
 
 def corpora() -> list:
