@@ -6,14 +6,15 @@ when a dashboard panel is empty (`inference-exporter explain --config FILE --tar
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 from exporter import profiles
 from exporter.family import Family
 from exporter.family_filter import family_filter
 from exporter.profiles import CONCEPTS, Profile, sources_of
 from exporter.sources import Shared, SourceError, TargetConfig, create_source
-from exporter.unify import _compute, _DefaultModel, _primary_names, _SampleIndex, _sample_names, _wanted_names
+from exporter.unify import Reading, _compute, _DefaultModel, _primary_names, _SampleIndex, _sample_names, _wanted_names
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class Explanation:
     why: str
     concepts: list[ConceptReport] = field(default_factory=list)
 
+    def as_dict(self) -> dict:
+        """For JSON: the target, the profile and why, and per concept its state, detail and series."""
+        return asdict(self)
+
     def text(self) -> str:
         lines = [f"target {self.target}: profile {self.profile or '(none)'}", f"  {self.why}"]
         if self.concepts:
@@ -50,14 +55,24 @@ def explain(target: TargetConfig, families: list[Family]) -> Explanation:
     keep = family_filter(target.allow_families, target.deny_families)
     if keep is not None:
         families = [family for family in families if keep(family.name)]
+    names = tuple(family.name for family in families if family.samples)
+    return explain_reading(target, Reading(names), lambda profile: _SampleIndex(families, _wanted_names(profile)))
+
+
+def explain_reading(
+    target: TargetConfig, reading: Reading, index_for: Callable[[Profile], _SampleIndex] | None = None
+) -> Explanation:
+    """The explanation for a poll as the poller kept it (exporter.unify.Reading: the names of its
+    families with samples, after the family filter, and the samples its profile read). `index_for`
+    makes the samples a profile reads where the reading has none for it."""
     extra = target.operator_profiles
     if target.profile == profiles.NONE:
         return Explanation(target.name, None, "profile: none in the config: no unified series for this target")
+    names = list(reading.names)
     if target.profile:
         profile = profiles.by_name(target.profile, extra)
         why = f"profile: {target.profile} is set in the config (detection is not tried)"
     else:
-        names = [family.name for family in families if family.samples]
         profile, matched = profiles.detection(names, extra)
         if profile is None:
             tried = ", ".join(p.name for p in profiles.catalog(extra))
@@ -71,11 +86,24 @@ def explain(target: TargetConfig, families: list[Family]) -> Explanation:
         why = f"detected: family {matched!r} matches {pattern!r} of profile {profile.name} (priority {profile.priority})"
         if earlier:
             why += f"; no family matched the profiles tried before it ({', '.join(earlier)})"
-    return Explanation(target.name, profile.name, why, concepts(profile, families, target.model))
+    if reading.index is not None and reading.profile == profile.name:
+        index = reading.index
+    elif index_for is not None:
+        index = index_for(profile)
+    else:
+        index = _SampleIndex((), frozenset())  # the poll read nothing for this profile
+    return Explanation(target.name, profile.name, why, concepts(profile, index, target.model))
 
 
-def concepts(profile: Profile, families: list[Family], model: str | None) -> list[ConceptReport]:
-    index = _SampleIndex(families, _wanted_names(profile))
+def explain_snapshot(snap) -> Explanation | None:
+    """The explanation of a target's last successful poll (an exporter.store.Snapshot), None before one."""
+    if snap.reading is None:
+        return None
+    return explain_reading(snap.target, snap.reading)
+
+
+def concepts(profile: Profile, index: _SampleIndex, model: str | None) -> list[ConceptReport]:
+    """Each concept of the vocabulary: where it comes from in these samples, or why it is missing."""
     reports = []
     for name, concept in CONCEPTS.items():
         choices = profile.series.get(name, [])

@@ -222,11 +222,13 @@ def _grouped(entries: list[tuple[PromSample, str | None, tuple | None]], kind: s
     return sorted(entries, key=position)
 
 
-def _fold_created(families: list[Family]) -> list[Family]:
+def fold_created(families: list[Family]) -> list[Family]:
     """Put `X_created` gauges back into their counter, histogram or summary X.
 
     prometheus_client's classic text format writes creation times as separate gauge families;
-    served that way in OpenMetrics they would clash with X's own `_created` samples."""
+    served that way in OpenMetrics they would clash with X's own `_created` samples. The unifier
+    folds them before anything else (a raw X dropped for its unified namesake takes its creation
+    times with it); here they are folded again for callers that did not."""
     owners = {}
     for family in families:
         if family.type in ("counter", "histogram", "summary"):
@@ -254,7 +256,7 @@ def _series_ids(family: Family) -> tuple:
 def _servable(families: list[Family], cache: SeriesCache, dropped: Counter | None = None):
     """Each non-empty family with its served type and series ids; broken histograms and summaries split
     apart (their samples counted in `dropped["served_untyped"]`)."""
-    for family in _fold_created(families):
+    for family in fold_created(families):
         if not family.samples:
             continue
         kind = _family_type(family)

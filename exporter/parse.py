@@ -616,9 +616,13 @@ class _FamilyBuilder:
         return self._keep is not None
 
     def families(self) -> list[Family]:
-        if self._keep is None:
-            return list(self._families.values())
-        return [family for name, family in self._families.items() if self.wants(name)]
+        families = self._families.values()
+        if self._keep is not None:
+            families = [family for name, family in self._families.items() if self.wants(name)]
+        doubled = [family for family in families if family.type == "counter" and family.name.endswith("_total") and _is_doubled(family)]
+        if doubled:
+            return [*families, *_read_doubled_totals(doubled, families)]
+        return list(families)
 
     def wants(self, name: str) -> bool:
         wanted = self._wanted.get(name)
@@ -803,6 +807,38 @@ _BLANKS = re.compile(r"[ \t]+")
 def _member_names(name: str, type_: str) -> frozenset[str]:
     """The sample names a family of this name and type takes; cached as targets repeat them every scrape."""
     return frozenset(name + suffix for suffix in _MEMBER_SUFFIXES[type_])
+
+
+def _is_doubled(family: Family) -> bool:
+    """A counter declared `a_total` whose samples are `a_total_total` (and `a_total_created`)."""
+    doubled = family.name + "_total"
+    if not family.samples or family.samples[0].name != doubled:
+        return False  # Go's style (declared `a_total`, sample `a_total`) fails here at once
+    created = family.name + "_created"
+    return all(sample.name == doubled or sample.name == created for sample in family.samples)
+
+
+def _read_doubled_totals(doubled: list[Family], families) -> list[Family]:
+    """Counters declared `a_total` whose samples are `a_total_total`: the counter OpenMetrics names
+    `a_total`, as Prometheus reads it too (a series' metadata is its name's, less one suffix). Renamed
+    `a_total_total`, as the classic text format declares such a counter, so that it is served as the
+    counter `a_total` and not merged into a counter `a` (sample `a_total`). Where the body has that
+    counter `a` as well, the two cannot both be counters in one exposition (OpenMetrics readers reject
+    family `a_total` beside a sample `a_total`): the doubled one is then read as prometheus_client's
+    text parser reads it, an untyped `a_total_total` (its `a_total_created`, if any, another), and
+    every sample is still served. Returns the families this adds."""
+    counters = {family.name for family in families if family.type == "counter"}
+    added = []
+    for family in doubled:
+        base = family.name[: -len("_total")]
+        created = family.name + "_created"
+        family.name += "_total"
+        if base in counters:
+            family.type = "untyped"
+            if any(sample.name == created for sample in family.samples):
+                added.append(Family(created, "untyped", family.help, family.unit, [s for s in family.samples if s.name == created]))
+                family.samples = [sample for sample in family.samples if sample.name != created]
+    return added
 
 
 def _discard(sample: Sample) -> None:

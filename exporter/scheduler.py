@@ -132,6 +132,7 @@ class TargetPoller:
                 raw=self._secrets.scrub_bytes(payload.raw) if payload.raw else b"",
                 raw_at=wall if payload.raw else None,
                 profile=unified.profile,
+                reading=unified.reading,
                 problems=problems,
                 last_problems=dict(payload.problems),
                 content_type=payload.content_type,

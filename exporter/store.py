@@ -7,7 +7,7 @@ one type per family name across targets (exporter.claims), so that the merged ex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import structlog
 
@@ -45,6 +45,9 @@ class Snapshot:
     problems: Mapping[str, int] = field(default_factory=dict)
     last_problems: Mapping[str, int] = field(default_factory=dict)
     content_type: str = ""
+    #: What the last successful poll's families held for `explain` (an exporter.unify.Reading): the
+    #: target's page explains that poll from it, when asked.
+    reading: Any = None
 
     @property
     def sample_count(self) -> int:

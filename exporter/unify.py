@@ -20,7 +20,7 @@ from prometheus_client.utils import floatToGoString
 from exporter import profiles
 from exporter.family import Family, Sample
 from exporter.family_filter import family_filter
-from exporter.normalize import exposition_names, served_base, served_type
+from exporter.normalize import exposition_names, fold_created, served_base, served_type
 from exporter.profiles import CONCEPTS, FINISHED, Concept, Profile, Source, sources_of
 from exporter.sources.base import TargetConfig
 
@@ -32,20 +32,39 @@ _NOT_YET = "<not yet>"
 
 
 @dataclass(frozen=True, slots=True)
+class Reading:
+    """What `explain` needs of one poll's families, kept with its snapshot so that a target's page can
+    explain its last poll when asked: the names of the families with samples (after the family
+    filter), and the samples the profile used reads (none without a profile). Far less than the
+    families themselves, and nothing is worked out until someone asks."""
+
+    names: tuple[str, ...]
+    #: The profile the poll used, and its samples by name (see `_SampleIndex`).
+    profile: str | None = None
+    index: _SampleIndex | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Unified:
     """What one poll serves before normalizing: raw families (unless `raw: false`) and unified ones."""
 
     families: list[Family]
     #: The profile used, or None (none detected, or `profile: none`).
     profile: str | None
+    #: For `explain` (exporter.explain.explain_reading).
+    reading: Reading | None = None
 
 
-def unify(profile: Profile, families: Iterable[Family], *, model: str | None = None) -> list[Family]:
+def unify(
+    profile: Profile, families: Iterable[Family], *, model: str | None = None, index: _SampleIndex | None = None
+) -> list[Family]:
     """The unified families `profile` finds in `families`; `model` names the model where the backend does not.
 
     A series without the profile's model label (a Dynamo worker's request gauges, vLLM's cache_config_info)
-    takes the target's `model:`, or else the one model the rest of the payload names, if it names one."""
-    index = _SampleIndex(families, _wanted_names(profile))
+    takes the target's `model:`, or else the one model the rest of the payload names, if it names one.
+    `index`, if the caller has made it, is `families`' samples that `profile` reads."""
+    if index is None:
+        index = _SampleIndex(families, _wanted_names(profile))
     default = _DefaultModel(index, profile, model)
     out = []
     for concept_name, choices in profile.series.items():
@@ -84,20 +103,26 @@ class Unifier:
     def apply(self, families: list[Family]) -> Unified:
         if self.keep is not None:  # http sources filtered while parsing; the other kinds are filtered here
             families = [family for family in families if self.keep(family.name)]
-        profile = self._profile(families)
+        # One family per metric, whatever the format: the text format's `X_created` gauges go back into
+        # X, so that a raw X dropped for its unified namesake (NIM's histograms) takes them along,
+        # rather than leaving them to be folded into the unified X, whose series they do not match.
+        families = fold_created(families)
+        names = tuple([family.name for family in families if family.samples])
+        profile = self._profile(names)
         if profile is None:
-            return Unified(families if self.raw else [], None)
-        unified = unify(profile, families, model=self.model)
+            return Unified(families if self.raw else [], None, Reading(names))
+        index = _SampleIndex(families, _wanted_names(profile))
+        unified = unify(profile, families, model=self.model, index=index)
         raw = self._beside(profile, unified, families) if self.raw else []
-        return Unified(raw + unified, profile.name)
+        return Unified(raw + unified, profile.name, Reading(names, profile.name, index))
 
-    def _profile(self, families: list[Family]) -> Profile | None:
+    def _profile(self, names: tuple[str, ...]) -> Profile | None:
+        """The profile for a poll whose families with samples have these names."""
         if self.setting == profiles.NONE:
             return None
         if self.setting:
             profile = profiles.by_name(self.setting, self.extra)
         else:
-            names = tuple([family.name for family in families if family.samples])
             if self._detected is None or self._detected[0] != names:  # the same families as last poll, usually
                 self._detected = (names, profiles.detect(list(names), self.extra))
             profile = self._detected[1]

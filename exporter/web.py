@@ -23,6 +23,7 @@ from exporter import __version__
 from exporter.collector import Collector, target_exposition
 from exporter.escaping import PAYLOAD_PROBLEMS
 from exporter.events import EVENTS, Event, TargetEvents
+from exporter.explain import explain_snapshot
 from exporter.exposition import Body, openmetrics_parts, text_parts
 from exporter.overview.live import Overview
 from exporter.overview.routes import add_routes as add_overview_routes
@@ -182,8 +183,10 @@ def target_detail(snap: Snapshot, events: list[Event], store: Store | None = Non
     name = snap.target.name
     served = store.served(name) if store is not None else snap.families
     withheld = store.withheld(name) if store is not None else {}
+    explanation = explain_snapshot(snap)  # worked out now, for this request only
     return {
         **target_state(snap),
+        "explain": explanation.as_dict() if explanation is not None else None,
         "events": [
             {"time": _iso(event.time), "level": event.level, "event": event.message, "fields": _plain(event.fields)}
             for event in events
@@ -352,6 +355,7 @@ async def target_page(request: web.Request) -> web.Response:
         f'<pre id="series">{_e(series)}</pre>' if snap.families else '<p class="muted">no series: the target is not up</p>'
     )
     withheld_block = _withheld_table(detail["withheld"])
+    explain_block = _explain_block(detail["explain"])
     name = _e(snap.target.name)
     body = f"""<p><a href="/targets">← all targets</a> · <a href="/api/targets/{quote(snap.target.name, safe="")}">JSON</a></p>
 <h1>{name}</h1>
@@ -360,6 +364,7 @@ async def target_page(request: web.Request) -> web.Response:
 <h2>Recent log events <span class="muted">(newest first, debug included)</span></h2>
 <table id="events"><thead><tr><th>time</th><th>level</th><th>event</th><th>details</th></tr></thead><tbody>{events}</tbody></table>
 <h2>Last payload received</h2>{raw_block}
+<h2>Unified series: profile and sources <span class="muted">(as of the last successful poll)</span></h2>{explain_block}
 <h2>Series served from this target</h2>{series_block}
 <h2>Families withheld <span class="muted">(another target serves a clashing family of that name)</span></h2>{withheld_block}"""
     return _page(snap.target.name, body)
@@ -431,6 +436,23 @@ _WITHHELD_BECAUSE = {
     "outnumbered": "more targets serve the other type",
     "tie_break": "as many targets serve each; the fixed type order, then the name, decided",
 }
+
+
+def _explain_block(explanation: dict[str, Any] | None) -> str:
+    """Which profile the last poll used and why, and per concept where it came from or why it is missing."""
+    if explanation is None:
+        return '<p class="muted" id="explain">no successful poll yet</p>'
+    rows = "".join(
+        f'<tr data-concept="{_e(report["concept"])}" data-state="{_e(report["state"])}"><td>{_e(report["concept"])}</td>'
+        f'<td>{_e(report["state"])}</td><td>{_e(report["detail"])}</td></tr>\n'
+        for report in explanation["concepts"]
+    )
+    table = (
+        f'<table id="concepts"><thead><tr><th>concept</th><th>state</th><th>where from, or why missing</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+        if rows else ""
+    )
+    return f'<div id="explain"><p>profile <strong>{_e(explanation["profile"] or "(none)")}</strong>: {_e(explanation["why"])}</p>{table}</div>'
 
 
 def _withheld_table(withheld: list[dict[str, Any]]) -> str:

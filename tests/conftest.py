@@ -22,7 +22,7 @@ from leaks import LEAKS
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
-from support import FIXTURES, SIMULATED_TICKS, free_port, simulated
+from support import FIXTURES, SIMULATED_TICKS, created_series_simulator, free_port, simulated
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -139,13 +139,16 @@ class Upstream:
     async def simulated(self, request: web.Request) -> web.Response:
         """`profile`'s simulated backend. By default the same text/plain 0.0.4 body on every request
         (after SIMULATED_TICKS seconds, seed 0); with `?live=1` a simulator that ticks once per
-        request and answers as the real server does, `Accept` negotiation included."""
+        request and answers as the real server does, `Accept` negotiation included; with `?created=1`
+        a prometheus_client server that serves its `_created` series, answering as the real one does."""
         from exporter.simulate import simulator
         from exporter.simulate.server import answer
 
         self.hits[request.path] += 1
         profile = request.match_info["profile"]
         try:
+            if request.query.get("created"):
+                return await answer(created_series_simulator(profile), request)
             if request.query.get("live"):
                 sim = self.simulators.get(profile)
                 if sim is None:

@@ -7,7 +7,7 @@ import functools
 import math
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +75,21 @@ def simulated(profile: str, *, openmetrics: bool = False, ticks: int = SIMULATED
     return render(profile, ticks=ticks, seed=seed, openmetrics=openmetrics)[0]
 
 
+def created_series_simulator(profile: str, *, ticks: int = SIMULATED_TICKS, seed: int = 0):
+    """`profile`'s simulator as a server that serves prometheus_client's default `_created` series
+    (PROMETHEUS_DISABLE_CREATED_SERIES unset), whatever its simulator does by default."""
+    from exporter.simulate import PythonSimulator, simulator
+    from exporter.simulate.base import load_backends
+
+    cls = load_backends()[profile]
+    if not issubclass(cls, PythonSimulator):
+        raise KeyError(f"{profile!r} is not a prometheus_client server: it has no `_created` series")
+    if not cls.created_series:
+        cls = type(f"{cls.__name__}WithCreated", (cls,), {"created_series": True})
+        return cls(seed=seed).advance(ticks)
+    return simulator(profile, seed=seed, ticks=ticks)
+
+
 def simulated_value(profile: str, sample: str, **labels: str) -> float:
     """The value of the one sample named `sample` (with at least `labels`) in `simulated(profile)`."""
     from exporter.parse import parse
@@ -128,6 +143,11 @@ class Body:
     name: str
     data: bytes
     openmetrics: bool = False
+    #: The `escaping` of its Content-Type, where its names are escaped (OpenMetrics `underscores`).
+    escaping: str | None = None
+    #: For an escaped body: the same families with their names as they are (the UTF-8 body of the
+    #: same server at the same moment), which is what an oracle reads in its place.
+    unescaped: bytes | None = field(default=None, repr=False)
 
     @property
     def stem(self) -> str:
@@ -136,25 +156,63 @@ class Body:
     @property
     def content_type(self) -> str:
         if self.openmetrics:
-            return "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            escaping = f"; escaping={self.escaping}" if self.escaping else ""
+            return f"application/openmetrics-text; version=1.0.0; charset=utf-8{escaping}"
         return "text/plain; version=0.0.4; charset=utf-8"
+
+    @property
+    def oracle_text(self) -> str:
+        """The text prometheus_client's parsers read for this body (they do not read escaped names back)."""
+        return (self.unescaped or self.data).decode()
 
 
 def simulated_bodies() -> list[Body]:
-    """Every simulator's body, as the classic text format and as it answers an OpenMetrics Accept
-    that keeps names as they are (escaped names have tests of their own)."""
+    """Every simulator's body, as the classic text format, as it answers an OpenMetrics Accept that
+    keeps names as they are (`escaping=allow-utf-8`), and as it answers one without `escaping`
+    (prometheus_client then escapes names: `escaping=underscores`)."""
+    from exporter.escaping import body_format
     from exporter.parse import is_openmetrics
-    from exporter.simulate import OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT, simulator
+    from exporter.simulate import OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT, simulator
 
     bodies = []
     for profile in simulated_profiles():
-        sim = simulator(profile, ticks=SIMULATED_TICKS)
-        for accept, suffix in ((TEXT_ACCEPT, "txt"), (OPENMETRICS_UTF8_ACCEPT, "om")):
-            data, content_type = sim.render(accept)
-            if suffix == "om" and not is_openmetrics(content_type):
+        render = _at_one_moment(simulator(profile, ticks=SIMULATED_TICKS))
+        utf8 = None
+        for accept, suffix in ((TEXT_ACCEPT, "txt"), (OPENMETRICS_UTF8_ACCEPT, "om"), (OPENMETRICS_ACCEPT, "escaped.om")):
+            data, content_type = render(accept)
+            if suffix != "txt" and not is_openmetrics(content_type):
                 continue  # a server that writes the text format whatever is asked: one body is enough
-            bodies.append(Body(f"simulated-{profile}.{suffix}", data, is_openmetrics(content_type)))
+            name = f"simulated-{profile}.{suffix}"
+            if suffix == "txt":
+                bodies.append(Body(name, data))
+            elif suffix == "om":
+                utf8 = data
+                bodies.append(Body(name, data, openmetrics=True))
+            elif body_format(content_type).escaping not in (None, "allow-utf-8"):
+                bodies.append(Body(name, data, openmetrics=True, escaping=body_format(content_type).escaping, unescaped=utf8))
     return bodies
+
+
+def _at_one_moment(sim):
+    """`sim.render`, with a prometheus_client server's families collected once: its bodies for every
+    `Accept` then hold the same values (its process collector's CPU seconds included), so that an
+    escaped body and its unescaped twin differ in their names alone."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+
+    from exporter.simulate import PythonSimulator
+
+    if not isinstance(sim, PythonSimulator):
+        return sim.render
+    families = list(sim.exposed.collect())
+    frozen = CollectorRegistry(auto_describe=False)
+    frozen.register(type("Collected", (), {"collect": lambda self: iter(families)})())
+
+    def render(accept: str) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept)  # as PythonSimulator.render, on the families collected
+        return encoder(frozen), content_type
+
+    return render
 
 
 def corpora() -> list:

@@ -169,10 +169,10 @@ async def test_gzip_compressed_body_is_decoded_and_parsed(aiohttp_server, shared
 
     assert len(compressed) < len(body) // 4  # the wire really carried gzip
     assert sum(len(f.samples) for f in payload.families) == sample_lines(body)
-    blocks = family(payload, "dynamo_component_kvstats_total_blocks")
+    blocks = family(payload, "dynamo_component_total_blocks")
     assert blocks.type == "gauge"
     assert values(blocks) == {
-        ("dynamo_component_kvstats_total_blocks", (("dynamo_component", "backend"), ("dynamo_namespace", "dynamo"))): 5943.0
+        ("dynamo_component_total_blocks", (("dp_rank", "0"), ("dynamo_component", "backend"), ("model", "Qwen/Qwen3-0.6B"))): 5943.0
     }
     assert family(payload, "vllm:num_requests_running").type == "gauge"
 

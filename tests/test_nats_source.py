@@ -221,7 +221,7 @@ async def test_prometheus_text_reply_is_parsed_as_an_http_body_would_be(nats_ser
     assert snapshot.profile == "vllm"
     assert types(snapshot)["vllm_num_requests_running"] == "gauge"
     assert served(snapshot)[
-        ("dynamo_component_kvstats_total_blocks", labels(dynamo_component="backend", dynamo_namespace="dynamo", target="stats"))
+        ("dynamo_component_total_blocks", labels(dp_rank="0", dynamo_component="backend", model="Qwen/Qwen3-0.6B", target="stats"))
     ] == 5943.0
 
 

@@ -79,13 +79,13 @@ def fixture(name: str) -> bytes:
 def test_every_payload_reads_the_same_samples_as_prometheus_client(payload):
     body = body_of(payload)
     data = body.data
-    text = data.decode()
+    text = body.oracle_text  # an escaped body's oracle reads its unescaped twin
     if "TRUNCATED" in body.name:
         text = text[: text.rfind("\n") + 1]  # the oracle gets the body without its cut-off last line
     expected = oracle_samples(openmetrics_oracle(text) if body.openmetrics else text_oracle(text))
 
-    cold = parse(data, openmetrics=body.openmetrics)
-    warm = parse(data, openmetrics=body.openmetrics)  # second time round the sample heads come from the cache
+    cold = parse(data, openmetrics=body.openmetrics, escaping=body.escaping)
+    warm = parse(data, openmetrics=body.openmetrics, escaping=body.escaping)  # second time round the sample heads come from the cache
 
     assert expected, "the oracle read nothing: the comparison would prove nothing"
     assert our_samples(cold, as_text_oracle_names=not body.openmetrics) == expected
@@ -94,7 +94,8 @@ def test_every_payload_reads_the_same_samples_as_prometheus_client(payload):
 
 def test_payloads_parse_as_str_the_same_as_bytes():
     for body in every_body():
-        assert parse(body.data.decode(), openmetrics=body.openmetrics) == parse(body.data, openmetrics=body.openmetrics), body.name
+        form = {"openmetrics": body.openmetrics, "escaping": body.escaping}
+        assert parse(body.data.decode(), **form) == parse(body.data, **form), body.name
 
 
 # --- differential: prometheus_client's own encoders ------------------------------------------------
@@ -668,9 +669,9 @@ def test_unwanted_family_lines_are_not_parsed_so_their_errors_cost_nothing():
 @pytest.mark.parametrize("payload", corpora())
 def test_a_filtered_parse_is_the_unfiltered_one_without_the_unwanted_families(payload):
     body = body_of(payload)
-    whole = parse(body.data, openmetrics=body.openmetrics)
+    whole = parse(body.data, openmetrics=body.openmetrics, escaping=body.escaping)
     unwanted = {f.name for f in whole.families[::2]}  # every other family, whatever it holds
-    filtered = parse(body.data, openmetrics=body.openmetrics, keep=lambda name: name not in unwanted)
+    filtered = parse(body.data, openmetrics=body.openmetrics, escaping=body.escaping, keep=lambda name: name not in unwanted)
     expected = [(f.name, f.type, f.samples) for f in whole.families if f.name not in unwanted]
     assert [(f.name, f.type, f.samples) for f in filtered.families] == expected
     assert filtered.truncated_lines == whole.truncated_lines

@@ -110,8 +110,8 @@ def test_the_reader_reads_a_body_of_the_last_shape_as_the_parser_does(payload):
     reader = BodyReader()
     for step in range(3):
         moved = with_values_moved(payload.data, step)
-        again = reader.parse(moved, openmetrics=payload.openmetrics)
-        expected = parse(moved, openmetrics=payload.openmetrics)
+        again = reader.parse(moved, openmetrics=payload.openmetrics, escaping=payload.escaping)
+        expected = parse(moved, openmetrics=payload.openmetrics, escaping=payload.escaping)
         assert [(f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in again.families] == [
             (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in expected.families
         ]

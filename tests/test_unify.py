@@ -26,7 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TEXT_0_0_4, daemon_url, poll_target, served_samples, wait_until
 from exporter import profiles
-from support import REPO, Body, capture, fixture_files, simulated, simulated_profiles, simulated_value, without_cut_off_line
+from exporter.simulate import OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT
+from support import (
+    REPO, Body, capture, created_series_simulator, fixture_files, simulated, simulated_profiles, simulated_value,
+    without_cut_off_line,
+)
 
 #: The unified family names, as the issue fixes them (no prefix configured in these tests).
 UNIFIED = {
@@ -195,6 +199,20 @@ class MeanFromCounters_:
         return out
 
 
+@dataclass
+class Sum_:
+    """Several rules' series added up, series of the same labels together (a profile's `all:`)."""
+
+    parts: tuple
+
+    def expect(self, concept, backend, raw):
+        out: dict = defaultdict(float)
+        for part in self.parts:
+            for key, value in part.expect(concept, backend, raw).items():
+                out[key] += value
+        return dict(out)
+
+
 def outcomes(*parts: Counter_) -> list[Counter_]:
     return list(parts)
 
@@ -342,16 +360,29 @@ SIMULATED_TRITON = {
                  rename={"CANCELED": "abort", "REJECTED": "error", "BACKEND": "error", "OTHER": "error"}),
     ),
 }
+#: Dynamo 1.6's worker: the KV gauge without its `kvstats_` prefix, labelled with the model.
 DYNAMO_WORKER = {
     "requests_running": Gauge_("dynamo_component_inflight_requests", {"dynamo_endpoint": "generate"}),
-    "kv_cache_usage_ratio": Gauge_("dynamo_component_kvstats_gpu_cache_usage_percent"),
+    "kv_cache_usage_ratio": Gauge_("dynamo_component_gpu_cache_usage_percent"),
     "e2e_request_latency_seconds": Histogram_("dynamo_component_request_duration_seconds", match={"dynamo_endpoint": "generate"}),
 }
+#: A Dynamo 0.x worker: the deprecated `kvstats_` gauge, which names no model.
+DYNAMO_WORKER_DEPRECATED = {**DYNAMO_WORKER, "kv_cache_usage_ratio": Gauge_("dynamo_component_kvstats_gpu_cache_usage_percent")}
+#: llama.cpp today: `prompt_tokens_total` excludes the cached tokens, which `prompt_tokens_cached_total` counts.
 LLAMACPP = {
     "requests_running": Gauge_("llamacpp:requests_processing"),
     "requests_waiting": Gauge_("llamacpp:requests_deferred"),
+    "prompt_tokens_total": Sum_((Counter_("llamacpp:prompt_tokens_total"), Counter_("llamacpp:prompt_tokens_cached_total"))),
+    "prefix_cache_query_tokens_total": Sum_((Counter_("llamacpp:prompt_tokens_total"), Counter_("llamacpp:prompt_tokens_cached_total"))),
+    "prefix_cache_hit_tokens_total": Counter_("llamacpp:prompt_tokens_cached_total"),
+    "generation_tokens_total": Counter_("llamacpp:tokens_predicted_total"),
+}
+#: A build without the cached counter: every prompt token in `prompt_tokens_total`, no hits known.
+LLAMACPP_BEFORE_CACHED = {
+    "requests_running": Gauge_("llamacpp:requests_processing"),
+    "requests_waiting": Gauge_("llamacpp:requests_deferred"),
     "prompt_tokens_total": Counter_("llamacpp:prompt_tokens_total"),
-    "prefix_cache_query_tokens_total": Counter_("llamacpp:prompt_tokens_total"),  # a build without the cached counter
+    "prefix_cache_query_tokens_total": Counter_("llamacpp:prompt_tokens_total"),
     "generation_tokens_total": Counter_("llamacpp:tokens_predicted_total"),
 }
 @dataclass
@@ -657,7 +688,7 @@ async def test_profile_in_the_config_overrides_detection(upstream):
     assert (await poll_target(f'{{name: t, type: http, url: "{url}"}}')).profile == "vllm"  # detected: the engine
     snapshot = await poll_target(f'{{name: t, type: http, url: "{url}", profile: dynamo-worker, model: from-config}}')
     assert snapshot.profile == "dynamo-worker"
-    backend = Backend("dynamo-worker", "model", model="from-config")  # kvstats carry no model label
+    backend = Backend("dynamo-worker", "model", model="from-config")  # a series naming no model takes the config's
     assert_same_series(unified_served(snapshot), expected_series(backend, DYNAMO_WORKER, text, "t"))
 
 
@@ -685,6 +716,25 @@ async def test_a_raw_family_named_like_a_unified_one_is_served_once_as_the_unifi
         frozenset({"backend": "nim", "model": "meta/llama-3.1-8b-instruct", "target": "t"}.items()): simulated_value("nim", "prompt_tokens_total")
     }
     assert snapshot.dropped == {}
+
+
+@pytest.mark.parametrize("accept", [TEXT_ACCEPT, OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT])
+async def test_a_namesake_histograms_created_series_leaves_its_unified_family_whole(upstream, accept):
+    """NIM's histograms are namesakes of unified ones; a NIM that serves prometheus_client's `_created`
+    series (the text format writes them as separate `X_created` gauges) still gets its unified
+    histograms, and no raw family is served split apart."""
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{upstream.url}/simulated/nim?created=1", headers: {{Accept: "{accept}"}}}}'
+    )
+    assert snapshot.up and snapshot.profile == "nim"
+    text = created_series_simulator("nim").render(TEXT_ACCEPT)[0].decode()
+    assert "time_to_first_token_seconds_created{" in text
+    backend, rules = SIMULATED["nim"]
+    assert_same_series(unified_served(snapshot), expected_series(backend, rules, text, "t"))
+    assert [(f.name, f.type) for f in snapshot.families if f.type in ("unknown", "untyped")] == []
+    for name in ("time_to_first_token_seconds", "e2e_request_latency_seconds"):
+        (family,) = [f for f in snapshot.families if f.name == name]
+        assert family.type == "histogram" and all(dict(s.labels)["backend"] == "nim" for s in family.samples)
 
 
 async def test_a_raw_namesake_the_profile_does_not_read_is_served_as_it_is(bodies):

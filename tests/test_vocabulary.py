@@ -156,6 +156,33 @@ async def test_llamacpp_prompt_tokens_are_the_uncached_plus_the_cached_and_the_c
     assert series(snapshot, "speculative_accepted_tokens_total") == {of(**model): 150.0}
 
 
+@pytest.mark.parametrize("old", ["dynamo-worker", "llamacpp"])
+async def test_the_profiles_fallbacks_read_a_simulated_older_build(old):
+    """The simulators serve today's names; their older builds serve the deprecated ones the profiles
+    still read after them (Dynamo 0.x's `kvstats_*` gauges, llama.cpp without the cached counter)."""
+    from exporter.simulate.backends.dynamo import DeprecatedDynamoWorkerSimulator
+    from exporter.simulate.backends.llamacpp import LlamaCppBeforeCachedSimulator
+    from test_unify import DYNAMO_WORKER_DEPRECATED, LLAMACPP_BEFORE_CACHED, Backend
+
+    sim, backend, rules, model = {
+        "dynamo-worker": (DeprecatedDynamoWorkerSimulator(), Backend("dynamo-worker", "model"), DYNAMO_WORKER_DEPRECATED, None),
+        "llamacpp": (LlamaCppBeforeCachedSimulator(), Backend("llamacpp", None, model="qwen"), LLAMACPP_BEFORE_CACHED, "qwen"),
+    }[old]
+    sim.advance(12)
+    text = sim.render(TEXT_ACCEPT)[0].decode()
+    assert ("kvstats_gpu_cache_usage_percent" in text) if old == "dynamo-worker" else ("prompt_tokens_cached" not in text)
+    server = SimulatedServer(sim, ticking=False)
+    url = await server.start()
+    try:
+        model_field = f", model: {model}" if model else ""
+        snapshot = await poll_target(f'{{name: t, type: http, url: "{url}"{model_field}, profile: {old}}}')
+    finally:
+        await server.stop()
+    expected = expected_series(backend, rules, text, "t")
+    assert any(name == "kv_cache_usage_ratio" for name, _ in expected) or old == "llamacpp"
+    assert_same_series(unified_served(snapshot), expected)
+
+
 async def test_a_default_triton_gives_mean_latencies_from_its_counters_and_failures_by_reason(bodies):
     registry = CollectorRegistry()  # what a Triton without --metrics-config sends (docs/user_guide/metrics.md)
     labels = ["model", "version"]

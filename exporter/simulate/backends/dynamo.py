@@ -4,15 +4,20 @@
 Frontend (`python -m dynamo.frontend`, a Rust HTTP service): names, labels, HELP and buckets follow
 lib/llm/src/http/service/metrics.rs of Dynamo 0.6 (`dynamo_frontend_*`; model names lower-cased in
 request series, as given in the per-model config gauges). Worker (DYN_SYSTEM_PORT): the runtime's
-`dynamo_component_*` families, lib/runtime/src/metrics.rs and the KV-stats publisher
-lib/llm/src/kv_router/publisher.rs of the same release, labelled dynamo_namespace,
-dynamo_component, dynamo_endpoint and model. This worker passes no engine metrics through (a vLLM
-or SGLang worker that does is read by that engine's profile).
+`dynamo_component_*` work-handler families (lib/runtime/src/metrics.rs), labelled dynamo_namespace,
+dynamo_component, dynamo_endpoint and model, and the KV gauges as Dynamo 1.6 names them:
+lib/runtime/src/metrics/prometheus_names.rs (ai-dynamo/dynamo at 04070c75, `mod kvstats`:
+TOTAL_BLOCKS "total_blocks", GPU_CACHE_USAGE_PERCENT "gpu_cache_usage_percent"; `mod labels`: MODEL,
+DP_RANK), labelled model, dynamo_component and dp_rank. `kvstats_active_blocks` and
+`kvstats_gpu_prefix_cache_hit_rate` are gone from that module; `DeprecatedDynamoWorkerSimulator`
+serves the 0.x `kvstats_*` names instead, so the profile's fallbacks stay tested. This worker passes
+no engine metrics through (a vLLM or SGLang worker that does is read by that engine's profile).
 """
 
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 from exporter.simulate.base import TextSimulator, register
 from exporter.simulate.load import Load
@@ -89,23 +94,33 @@ class DynamoFrontendSimulator(TextSimulator):
 @register
 class DynamoWorkerSimulator(TextSimulator):
     profile = "dynamo-worker"
-    backend = "NVIDIA Dynamo 0.6 worker (system port)"
+    backend = "NVIDIA Dynamo 1.6 worker (system port)"
     library = "prometheus (Rust crate)"
     model = MODEL
     style = RUST_PROMETHEUS
     ENDPOINTS = ("clear_kv_blocks", "generate", "load_lora")
+    #: Serve the KV gauges under Dynamo 0.x's `kvstats_*` names (no model, no dp_rank) instead.
+    deprecated_names: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__(seed)
         m = self.metric
         self.load = Load(capacity=64, kv_blocks=5943)
-        where = ("dynamo_component", "dynamo_namespace")
         endpoint = ("dynamo_component", "dynamo_endpoint", "dynamo_namespace", "model")
         self.inflight = m("dynamo_component_inflight_requests", "gauge", "Number of requests currently being processed by work handler", endpoint)
-        self.active_blocks = m("dynamo_component_kvstats_active_blocks", "gauge", "Number of active KV cache blocks currently in use", where)
-        self.usage = m("dynamo_component_kvstats_gpu_cache_usage_percent", "gauge", "GPU cache usage as a percentage (0.0-1.0)", where)
-        self.hit_rate = m("dynamo_component_kvstats_gpu_prefix_cache_hit_rate", "gauge", "GPU prefix cache hit rate as a percentage (0.0-1.0)", where)
-        self.total_blocks = m("dynamo_component_kvstats_total_blocks", "gauge", "Total number of KV cache blocks available", where)
+        if self.deprecated_names:
+            # lib/runtime/src/metrics/prometheus_names.rs, Dynamo 0.6: `kvstats_` names, no model label.
+            kv = ("dynamo_component", "dynamo_namespace")
+            self.kv_labels: tuple[str, ...] = ("backend", "dynamo")
+            self.active_blocks = m("dynamo_component_kvstats_active_blocks", "gauge", "Number of active KV cache blocks currently in use", kv)
+            self.usage = m("dynamo_component_kvstats_gpu_cache_usage_percent", "gauge", "GPU cache usage as a percentage (0.0-1.0)", kv)
+            self.hit_rate = m("dynamo_component_kvstats_gpu_prefix_cache_hit_rate", "gauge", "GPU prefix cache hit rate as a percentage (0.0-1.0)", kv)
+            self.total_blocks = m("dynamo_component_kvstats_total_blocks", "gauge", "Total number of KV cache blocks available", kv)
+        else:
+            kv = ("dp_rank", "dynamo_component", "model")
+            self.kv_labels = ("0", "backend", MODEL)
+            self.usage = m("dynamo_component_gpu_cache_usage_percent", "gauge", "GPU cache usage as a percentage (0.0-1.0)", kv)
+            self.total_blocks = m("dynamo_component_total_blocks", "gauge", "Total number of KV cache blocks available on the worker", kv)
         self.request_bytes = m("dynamo_component_request_bytes_total", "counter", "Total number of bytes received in requests by work handler", endpoint)
         self.duration = m(
             "dynamo_component_request_duration_seconds", "histogram", "Time spent processing requests by work handler", endpoint, buckets=DEFAULT_BUCKETS,
@@ -113,7 +128,7 @@ class DynamoWorkerSimulator(TextSimulator):
         self.requests = m("dynamo_component_requests_total", "counter", "Total number of requests processed by work handler", endpoint)
         self.response_bytes = m("dynamo_component_response_bytes_total", "counter", "Total number of bytes sent in responses by work handler", endpoint)
         self.uptime = m("dynamo_component_uptime_seconds", "gauge", "Total uptime of the DistributedRuntime in seconds")
-        self.total_blocks.labels("backend", "dynamo").set(self.load.kv_blocks)
+        self.total_blocks.labels(*self.kv_labels).set(self.load.kv_blocks)
         for name in self.ENDPOINTS:
             for metric in (self.inflight, self.request_bytes, self.requests, self.response_bytes, self.duration):
                 metric.labels("backend", name, "dynamo", MODEL)
@@ -124,12 +139,21 @@ class DynamoWorkerSimulator(TextSimulator):
         generate = ("backend", "generate", "dynamo", MODEL)
         self.uptime.set(self.ticks + 1 + rng.random())
         self.inflight.labels(*generate).set(load.running)
-        self.active_blocks.labels("backend", "dynamo").set(int(load.kv_usage * load.kv_blocks))
-        self.usage.labels("backend", "dynamo").set(load.kv_usage)
-        prompt = sum(request.prompt_tokens for request in finished)
-        self.hit_rate.labels("backend", "dynamo").set(sum(request.cached_tokens for request in finished) / prompt if prompt else 0.0)
+        self.usage.labels(*self.kv_labels).set(load.kv_usage)
+        if self.deprecated_names:
+            self.active_blocks.labels(*self.kv_labels).set(int(load.kv_usage * load.kv_blocks))
+            prompt = sum(request.prompt_tokens for request in finished)
+            self.hit_rate.labels(*self.kv_labels).set(sum(request.cached_tokens for request in finished) / prompt if prompt else 0.0)
         for request in finished:
             self.requests.labels(*generate).inc()
             self.request_bytes.labels(*generate).inc(request.prompt_tokens * 4 + 600)
             self.response_bytes.labels(*generate).inc(request.generation_tokens * 120)
             self.duration.labels(*generate).observe(request.e2e_seconds)
+
+
+class DeprecatedDynamoWorkerSimulator(DynamoWorkerSimulator):
+    """A Dynamo 0.x worker: the KV gauges as `kvstats_*`, labelled without model or dp_rank. Not
+    registered (the profile's simulator is today's worker); tests use it for the profile's fallbacks."""
+
+    backend = "NVIDIA Dynamo 0.6 worker (system port)"
+    deprecated_names = True

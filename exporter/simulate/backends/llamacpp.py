@@ -5,11 +5,19 @@ gauges (name, help, value) and writes each as `# HELP llamacpp:<name> <help>`, `
 `llamacpp:<name> <value>` with a std::stringstream: values are doubles at the stream's default
 precision, so a counter past 999999 reads `1.23457e+06`. No labels, no histograms, no model name
 (its target needs `model:`); the KV-cache gauges are gone from builds since the unified KV cache.
+
+Prompt tokens as llama.cpp master counts them today: tools/server/server-context.cpp (ggml-org/llama.cpp,
+struct server_metrics: `n_prompt_tokens_processed_total` adds a slot's `n_prompt_tokens_processed`,
+the tokens it evaluated, and `n_prompt_tokens_cached_total` its `n_prompt_tokens_cache`, the tokens
+reused from the cache), served as `llamacpp:prompt_tokens_total` (cached tokens excluded) and
+`llamacpp:prompt_tokens_cached_total`. `LlamaCppBeforeCachedSimulator` is an older build: no cached
+counter, every prompt token in `prompt_tokens_total`.
 """
 
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 from exporter.simulate.base import TextSimulator, register
 from exporter.simulate.load import Load
@@ -22,12 +30,15 @@ class LlamaCppSimulator(TextSimulator):
     backend = "llama.cpp llama-server b6xxx (--metrics)"
     library = "hand-written (server.cpp)"
     style = LLAMACPP
+    #: Whether the build counts cached prompt tokens apart (`llamacpp:prompt_tokens_cached_total`).
+    cached_counter: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__(seed)
         m = self.metric
         self.load = Load(capacity=4)
         self.prompt_tokens = m("llamacpp:prompt_tokens_total", "counter", "Number of prompt tokens processed.")
+        self.prompt_cached = m("llamacpp:prompt_tokens_cached_total", "counter", "Number of prompt tokens reused from the cache.") if self.cached_counter else None
         self.prompt_seconds = m("llamacpp:prompt_seconds_total", "counter", "Prompt process time")
         self.predicted = m("llamacpp:tokens_predicted_total", "counter", "Number of generation tokens processed.")
         self.predicted_seconds = m("llamacpp:tokens_predicted_seconds_total", "counter", "Predict process time")
@@ -51,7 +62,11 @@ class LlamaCppSimulator(TextSimulator):
         for request in finished:
             prompt_ms = request.prompt_tokens * rng.uniform(0.2, 0.6)
             predict_ms = request.generation_tokens * request.itl_seconds * 1000
-            self.prompt_tokens.inc(request.prompt_tokens)
+            if self.prompt_cached is not None:
+                self.prompt_tokens.inc(request.prompt_tokens - request.cached_tokens)
+                self.prompt_cached.inc(request.cached_tokens)
+            else:
+                self.prompt_tokens.inc(request.prompt_tokens)
             self.prompt_seconds.inc(prompt_ms / 1e3)
             self.predicted.inc(request.generation_tokens)
             self.predicted_seconds.inc(predict_ms / 1e3)
@@ -59,3 +74,11 @@ class LlamaCppSimulator(TextSimulator):
             self.prompt_rate.set(self.prompt_tokens.labels().value / self.prompt_seconds.labels().value)
         if self.predicted_seconds.labels().value:
             self.predicted_rate.set(self.predicted.labels().value / self.predicted_seconds.labels().value)
+
+
+class LlamaCppBeforeCachedSimulator(LlamaCppSimulator):
+    """A llama-server build from before the cached-token counter. Not registered (the profile's
+    simulator is today's build); tests use it for the profile's fallback."""
+
+    backend = "llama.cpp llama-server before the cached-token counter (--metrics)"
+    cached_counter = False
