@@ -32,13 +32,12 @@ SEPARATOR = b"\n#--next poll--\n"
 
 
 def parser_seeds() -> list[bytes]:
-    from prometheus_client.exposition import generate_latest
-    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+    from exporter.simulate.base import load_backends, render
 
-    from exporter.demo import DemoBackend
-
-    demo = DemoBackend(seed=1)
-    seeds = [generate_latest(demo.registry), b"\x01" + generate_openmetrics(demo.registry)]
+    # Every simulated backend's body, as text and (the first byte says so) as OpenMetrics.
+    seeds = []
+    for profile in sorted(load_backends()):
+        seeds += [render(profile, seed=1)[0], b"\x01" + render(profile, seed=1, openmetrics=True)[0]]
     try:
         from test_hostile_upstreams import BROKEN_FAMILIES
 

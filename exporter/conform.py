@@ -18,7 +18,6 @@ import itertools
 import math
 import operator
 
-from prometheus_client.utils import floatToGoString
 
 from exporter.family import Family, shape_of
 
@@ -96,16 +95,15 @@ _VALUE = operator.attrgetter("value")
 
 
 def _bound(text: str | None) -> float | None:
-    """An `le` or `quantile` label as OpenMetrics accepts it: a number, not NaN, `+Inf` spelled so."""
+    """An `le` or `quantile` label that can be served: a number, not NaN. Any spelling of one will do
+    (`Inf`, `1`): normalize serves every bound in Prometheus's canonical form (`+Inf`, `1.0`)."""
     if text is None:
         return None
     try:
         value = float(text)
     except ValueError:
         return None
-    if value != value or (value == math.inf and text != floatToGoString(value)):
-        return None
-    return value
+    return None if value != value else value
 
 
 def _plan(family: Family) -> _Plan | str | None:
@@ -158,10 +156,12 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
             group = groups.setdefault(frozenset(sample.labels.items()), {"buckets": [], "count": None, "sum": None})
             group["count" if suffix == count_suffix else "sum"] = i
     for group in groups.values():
-        buckets = sorted(group["buckets"])
+        # One bound spelled two ways (`1` and `1.0`) is one series once served canonically, and the
+        # last sample of a series is the one served (exporter.normalize): only that one is checked.
+        buckets = sorted({bound: i for bound, i in group["buckets"]}.items())
         bounds = [bound for bound, _ in buckets]
-        if not buckets or bounds[-1] != math.inf or len(set(bounds)) != len(bounds):
-            return False  # no +Inf bucket, or two buckets of one bound
+        if not buckets or bounds[-1] != math.inf:
+            return False  # no +Inf bucket
         count, total = group["count"], group["sum"]
         if (count is None) != (total is None):
             return False  # OpenMetrics wants both or neither
