@@ -18,8 +18,6 @@ import itertools
 import math
 import operator
 
-from prometheus_client.utils import floatToGoString
-
 from exporter.family import Family, shape_of
 
 __all__ = ["Conformer"]
@@ -96,16 +94,16 @@ _VALUE = operator.attrgetter("value")
 
 
 def _bound(text: str | None) -> float | None:
-    """An `le` or `quantile` label as OpenMetrics accepts it: a number, not NaN, `+Inf` spelled so."""
+    """An `le` or `quantile` label that normalize serves as OpenMetrics accepts it: a number, not NaN."""
     if text is None:
         return None
     try:
         value = float(text)
     except ValueError:
         return None
-    if value != value or (value == math.inf and text != floatToGoString(value)):
+    if value != value:
         return None
-    return value
+    return value  # `Inf`, `1`: normalize serves it as Prometheus writes it (`+Inf`, `1.0`)
 
 
 def _plan(family: Family) -> _Plan | str | None:
@@ -158,10 +156,11 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
             group = groups.setdefault(frozenset(sample.labels.items()), {"buckets": [], "count": None, "sum": None})
             group["count" if suffix == count_suffix else "sum"] = i
     for group in groups.values():
-        buckets = sorted(group["buckets"])
+        # One bucket per bound, the last written, as normalize serves them (`1` and `1.0` are one series).
+        buckets = sorted({bound: i for bound, i in group["buckets"]}.items())
         bounds = [bound for bound, _ in buckets]
-        if not buckets or bounds[-1] != math.inf or len(set(bounds)) != len(bounds):
-            return False  # no +Inf bucket, or two buckets of one bound
+        if not buckets or bounds[-1] != math.inf:
+            return False  # no +Inf bucket
         count, total = group["count"], group["sum"]
         if (count is None) != (total is None):
             return False  # OpenMetrics wants both or neither

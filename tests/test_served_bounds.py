@@ -126,3 +126,20 @@ async def test_no_profile_detected_is_said_as_such(aiohttp_server):
     said = [event.message for event in EVENTS.recent("plain")]
     assert "no profile detected: serving the raw families only" in said
     assert "profile in use" not in said
+
+
+async def test_a_bound_spelled_otherwise_keeps_its_histogram_typed(aiohttp_server):
+    """`le="inf"` and `le="1"` are read as the numbers they are and served `+Inf` and `1.0`: the check
+    for what strict readers reject (exporter.conform) must not split a histogram normalize makes valid."""
+    body = b'# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="inf"} 1\nh_count 1\nh_sum 1\n'
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    snapshot = await poll_target(f"{{name: h, type: http, url: '{server.make_url('/metrics')}', profile: none}}")
+    assert [(f.name, f.type) for f in snapshot.families] == [("h", "histogram")]
+    assert [s.labels["le"] for f in snapshot.families for s in f.samples if s.name == "h_bucket"] == ["1.0", "+Inf"]
+    assert "served_untyped" not in snapshot.dropped
