@@ -45,11 +45,9 @@ BEFORE_LIMITS = False
 def healthy_body() -> bytes:
     if FIXTURE.is_file():
         return FIXTURE.read_bytes()
-    from prometheus_client.exposition import generate_latest
+    from exporter.simulate import render
 
-    from exporter.demo import DemoBackend
-
-    return generate_latest(DemoBackend(seed=1).registry)
+    return render("vllm", seed=1)[0]  # a simulated vLLM, as the demo serves
 
 
 class Upstreams:

@@ -32,13 +32,10 @@ SEPARATOR = b"\n#--next poll--\n"
 
 
 def parser_seeds() -> list[bytes]:
-    from prometheus_client.exposition import generate_latest
-    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+    from exporter.simulate import render
 
-    from exporter.demo import DemoBackend
-
-    demo = DemoBackend(seed=1)
-    seeds = [generate_latest(demo.registry), b"\x01" + generate_openmetrics(demo.registry)]
+    # A simulated vLLM (a prometheus_client registry, as the demo serves), in both formats.
+    seeds = [render("vllm", seed=1)[0], b"\x01" + render("vllm", seed=1, openmetrics=True)[0]]
     try:
         from test_hostile_upstreams import BROKEN_FAMILIES
 
