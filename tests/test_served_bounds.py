@@ -16,7 +16,7 @@ from prometheus_client.utils import floatToGoString
 from conftest import daemon_url, poll_target
 from exporter.events import EVENTS
 from exporter.normalize import go_float_label
-from support import FIXTURES
+from support import capture, captures
 
 #: As the Gateway API Inference Extension's endpoint picker writes its histograms (le="Inf"),
 #: with other spellings Go's ParseFloat reads beside it.
@@ -99,15 +99,16 @@ async def test_one_bound_spelled_two_ways_is_one_series(aiohttp_server):
     assert snapshot.dropped == {"duplicate": 2}
 
 
-GIE_EPP = sorted(FIXTURES.glob("gie-epp-*.prom")) if FIXTURES.is_dir() else []
+GIE_EPP = [param for param in captures() if param.values[0] is None or param.values[0].name.startswith("gie-epp-")]
 
 
-@pytest.mark.parametrize("fixture", GIE_EPP, ids=lambda path: path.name)
+@pytest.mark.parametrize("fixture", GIE_EPP)
 def test_the_gateway_api_inference_extension_captures_serve_as_strict_openmetrics(fixture):
     from exporter.exposition import merge, render_openmetrics
     from exporter.normalize import normalize
     from exporter.parse import parse
 
+    fixture = capture(fixture)  # without the corpus: skipped, and failed under CI=true (tests/support.py)
     families = normalize(parse(fixture.read_bytes()).families, target="epp").families
     text = render_openmetrics(merge([families], ())).decode()
     assert list(openmetrics_families(text))
