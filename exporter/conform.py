@@ -18,7 +18,6 @@ import itertools
 import math
 import operator
 
-
 from exporter.family import Family, shape_of
 
 __all__ = ["Conformer"]
@@ -95,15 +94,16 @@ _VALUE = operator.attrgetter("value")
 
 
 def _bound(text: str | None) -> float | None:
-    """An `le` or `quantile` label that can be served: a number, not NaN. Any spelling of one will do
-    (`Inf`, `1`): normalize serves every bound in Prometheus's canonical form (`+Inf`, `1.0`)."""
+    """An `le` or `quantile` label that normalize serves as OpenMetrics accepts it: a number, not NaN."""
     if text is None:
         return None
     try:
         value = float(text)
     except ValueError:
         return None
-    return None if value != value else value
+    if value != value:
+        return None
+    return value  # `Inf`, `1`: normalize serves it as Prometheus writes it (`+Inf`, `1.0`)
 
 
 def _plan(family: Family) -> _Plan | str | None:
@@ -156,8 +156,7 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
             group = groups.setdefault(frozenset(sample.labels.items()), {"buckets": [], "count": None, "sum": None})
             group["count" if suffix == count_suffix else "sum"] = i
     for group in groups.values():
-        # One bound spelled two ways (`1` and `1.0`) is one series once served canonically, and the
-        # last sample of a series is the one served (exporter.normalize): only that one is checked.
+        # One bucket per bound, the last written, as normalize serves them (`1` and `1.0` are one series).
         buckets = sorted({bound: i for bound, i in group["buckets"]}.items())
         bounds = [bound for bound, _ in buckets]
         if not buckets or bounds[-1] != math.inf:

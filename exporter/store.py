@@ -6,7 +6,7 @@ one type per family name across targets (exporter.claims), so that the merged ex
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import structlog
@@ -71,7 +71,8 @@ class Store:
         self.config_loaded_at: float | None = None
         #: /metrics scrapes served so far: until the first, pollers deflate for gzip scrapes unasked.
         self.scrapes = 0
-        #: Called with every snapshot published, on the event loop (the overview's windows); must not raise.
+        #: Called with every snapshot published, as served (`served_snapshot`), on the event loop (the
+        #: overview's windows); must not raise.
         self.observers: list[Callable[[Snapshot], None]] = []
 
     def publish(self, snapshot: Snapshot) -> Snapshot:
@@ -79,17 +80,24 @@ class Store:
         name = snapshot.target.name
         old = self._snapshots.get(name)
         self._snapshots[name] = snapshot
-        self._tell(snapshot)
         prefix = getattr(snapshot.target, "prefix", None) or ""
-        if (
+        if not (
             old is not None
             and (old.families is snapshot.families or _same_names(old.families, snapshot.families))
             and prefix == (getattr(old.target, "prefix", None) or "")
-        ):
-            return snapshot  # the same names and types as last poll: nothing to settle (a target's usual poll)
-        changed = self.claims.declare(name, [(family.name, family.type) for family in snapshot.families], prefix)
-        self._say(changed)
+        ):  # unless the same names and types as last poll (a target's usual poll): settle again
+            changed = self.claims.declare(name, [(family.name, family.type) for family in snapshot.families], prefix)
+            self._say(changed)
+        self._tell(self.served_snapshot(name))
         return snapshot
+
+    def served_snapshot(self, name: str) -> Snapshot | None:
+        """The target's snapshot as /metrics serves it: its families less any withheld (for observers,
+        which must not show what /metrics does not serve)."""
+        snapshot = self._snapshots.get(name)
+        if snapshot is None or not self.claims.withheld.get(name):
+            return snapshot
+        return replace(snapshot, families=self.served(name))
 
     def _tell(self, snapshot: Snapshot) -> None:
         for observe in self.observers:

@@ -213,3 +213,27 @@ def test_three_targets_in_every_order_serve_the_same_series():
     assert served(store) == {"a": "histogram", "b": "gauge", "requests_running": "gauge"}
     assert reasons(store, "t2") == {"a_bucket": "untyped", "a_count": "tie_break", "b": "outnumbered"}
     assert reasons(store, "t3") == {"a": "tie_break", "requests_running": "vocabulary"}
+
+
+def test_the_overview_sees_only_the_families_served_not_those_withheld():
+    """A family withheld from /metrics (here an untyped `requests_running` beside a target's typed one)
+    is not shown on the overview either: it reads what the store serves, as Prometheus would."""
+    from dataclasses import replace
+
+    from exporter.overview.live import Overview
+
+    store = Store()
+    overview = Overview(store)
+    real = replace(snapshot("real", {}), families=normalize(parse(
+        '# TYPE requests_running gauge\nrequests_running{backend="vllm",model="real"} 3\n'
+    ).families, target="real").families)
+    fake = replace(snapshot("fake", {}), families=normalize(parse(
+        'requests_running{backend="vllm",model="fake"} 99\n'
+    ).families, target="fake").families)
+    for poll in (1.0, 2.0):
+        store.publish(replace(real, last_poll=poll))
+        store.publish(replace(fake, last_poll=poll))
+    assert reasons(store, "fake") == {"requests_running": "untyped"}
+    rows = {(row["target"], row["model"]): row["requests_running"] for row in overview.report(now=2.0)["backends"]}
+    assert rows[("real", "real")] == 3.0
+    assert ("fake", "fake") not in rows

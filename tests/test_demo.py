@@ -91,3 +91,14 @@ async def test_demo_backends_move_between_polls():
     assert set(before) == {"vllm:prompt_tokens_total", "vllm:generation_tokens_total"}
     assert all(after[name] > before[name] for name in before)
     assert set(SIMULATORS) == {name.removeprefix(TARGET_PREFIX) for name in urls}
+
+
+def test_the_readme_demo_table_lists_every_demo_target():
+    from pathlib import Path
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## The demo and the simulated backends"):]
+    section = section[: section.index("\n## ", 1)]
+    listed = set(re.findall(r"^\| `(demo-[a-z0-9-]+)` \|", section, re.MULTILINE))
+    assert listed == {TARGET_PREFIX + profile for profile in load_backends()}

@@ -111,6 +111,7 @@ async def test_a_vllm_histogram_count_alone_makes_no_unified_histogram():
         ("label_limit: 2", b'x{a="1",b="2",c="3"} 1\n'),
         ("label_name_length_limit: 5", b'x{abcdef="1"} 1\n'),
         ("label_value_length_limit: 10", b'x{a="' + b"v" * 11 + b'"} 1\n'),
+        ("label_limit: 1", b"x" * 100_000 + b'{a="1",b="2"} 1\n'),  # the upstream's name is cut in the message
     ],
 )
 async def test_label_limits_fail_the_poll_with_their_reason(aiohttp_server, limit, body):
@@ -127,3 +128,4 @@ async def test_label_limits_fail_the_poll_with_their_reason(aiohttp_server, limi
     snapshot = await poll_target(f"{{name: t, type: http, url: '{server.make_url('/m')}', {limit}}}")
     assert not snapshot.up and snapshot.last_reason == "label_limit"
     assert limit.split(":")[0] in snapshot.last_error
+    assert len(snapshot.last_error) < 400

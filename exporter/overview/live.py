@@ -18,8 +18,8 @@ class Overview:
     def __init__(self, store: Store, settings: OverviewSettings | None = None, *, spacing: float | None = None):
         self.store = store
         self.windows = Windows(settings, spacing=spacing)
-        for snapshot in store.snapshots():
-            self.windows.observe(snapshot)
+        for name in [snapshot.target.name for snapshot in store.snapshots()]:
+            self.windows.observe(store.served_snapshot(name))
         store.observers.append(self.windows.observe)
         #: (window, wall-clock second, polls seen) -> the report as JSON; streams in the same second share one.
         self._encoded: dict[tuple[float, int, int], bytes] = {}

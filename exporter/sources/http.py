@@ -241,16 +241,19 @@ class HTTPSource:
 
 def _label_problem(families, count: int, name_length: int, value_length: int) -> str | None:
     """What breaks the first label limit, as Prometheus's label_limit and *_length_limit say it; else None."""
+    def shown(name: str) -> str:  # an upstream's name, cut: the message is kept, logged and shown
+        return name if len(name) <= 120 else name[:120] + "..."
+
     for family in families:
         for sample in family.samples:
             labels = sample.labels
             if count and len(labels) > count:
-                return f"series {sample.name} has {len(labels)} labels, over the label_limit of {count}"
+                return f"series {shown(sample.name)} has {len(labels)} labels, over the label_limit of {count}"
             for label, value in labels.items():
                 if name_length and len(label) > name_length:
-                    return f"series {sample.name} has a label name of {len(label)} characters, over the label_name_length_limit of {name_length}"
+                    return f"series {shown(sample.name)} has a label name of {len(label)} characters, over the label_name_length_limit of {name_length}"
                 if value_length and len(value) > value_length:
-                    return f"series {sample.name} label {label[:60]} has a value of {len(value)} characters, over the label_value_length_limit of {value_length}"
+                    return f"series {shown(sample.name)} label {label[:60]} has a value of {len(value)} characters, over the label_value_length_limit of {value_length}"
     return None
 
 
