@@ -21,6 +21,7 @@ from exporter.family import Family
 from exporter.normalize import Normalized, SeriesCache, normalize
 from exporter.redact import scrub, secret_values
 from exporter.relabel import Relabeler
+from exporter.release import drop_frames
 from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
 from exporter.template import Serving
@@ -39,6 +40,18 @@ def first_poll_offset(name: str, interval: float) -> float:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, SourceError) and exc.retryable
+
+
+def internal_error(exc: BaseException) -> str:
+    """What a bug that escaped a poll says: its type, its message and where it was raised."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f" at {tb.tb_frame.f_code.co_filename.rpartition('/')[2]}:{tb.tb_lineno}"
+    text = str(exc)[:200]
+    return f"{type(exc).__name__}{': ' + text if text else ''}{where} (a bug in inference-exporter; the log has its traceback)"
 
 
 class TargetPoller:
@@ -76,8 +89,12 @@ class TargetPoller:
             try:
                 async with asyncio.timeout(allowed):
                     return await self.source.poll()
-            except TimeoutError:
+            except TimeoutError as exc:
+                drop_frames(exc)  # the cancelled read's frames hold what it had received
                 raise SourceError("timeout", f"no answer within {allowed:.3g}s") from None
+            except SourceError as exc:
+                drop_frames(exc)  # held by tenacity while it waits to retry: not the attempt's body
+                raise
 
         previous = self._snapshot
         overlapping, self._polling = self._polling, True
@@ -86,10 +103,13 @@ class TargetPoller:
             unified = self.unifier.apply(payload.families)
             normalized = self._serve(unified.families)
         except SourceError as exc:
+            drop_frames(exc)  # nothing the poll made outlives it; only the reason and message are kept
             return self._publish_failure(previous, exc, wall, started, attempts)
         except Exception as exc:  # a bug in a source must not end the target's task
             log.exception("poll raised unexpectedly", target=target.name)
-            return self._publish_failure(previous, SourceError("error", repr(exc)), wall, started, attempts)
+            error = SourceError("internal_error", internal_error(exc))
+            drop_frames(exc)
+            return self._publish_failure(previous, error, wall, started, attempts)
         finally:
             self._polling = overlapping
 
