@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import subprocess
 import sys
 import tracemalloc
@@ -151,3 +152,128 @@ async def test_a_redirect_loop_and_a_short_content_length_say_so(hostile):
         await shared.close()
     assert "redirect loop" in loop.last_error and "/redirect" in loop.last_error
     assert "more body than its Content-Length" in short.last_error
+
+
+# -- nats ----------------------------------------------------------------------------------------
+
+#: A runtime_stats reply nobody can read in full: 100,000 arrays deep.
+DEEP = b"[" * 100_000 + b"]" * 100_000
+#: subject -> (reply, extra target config, the reason the poll must fail with)
+NATS_FAILURES = {
+    "not-json": (b'{"metrics": {"gauges": ', "", "parse"),
+    "not-an-object": (b"[1, 2, 3]", "", "parse"),
+    "deep": (DEEP, "", "parse"),
+    "too-large": (json.dumps({"metrics": {"gauges": {f"g{i}": i for i in range(20_000)}}}).encode(), "reply_size_limit: 64KiB", "reply_too_large"),
+    "many": (json.dumps({"metrics": {"gauges": {f"g{i}": i for i in range(1000)}}}).encode(), "sample_limit: 100", "sample_limit"),
+    "long-label": (json.dumps({"worker_id": "w" * 5000, "metrics": {"gauges": {"a": 1}}}).encode(), "", "parse"),
+    "silent": (None, "timeout: 200ms", "timeout"),
+    "nobody": (None, "", "no_responders"),
+}
+
+
+async def responder(url: str, subject: str, reply: bytes | None):
+    """A nats-py client answering `subject` with `reply`; None subscribes and never answers."""
+    import nats
+
+    async def quiet(exc: Exception) -> None:
+        pass
+
+    client = await nats.connect(url, error_cb=quiet)
+
+    async def answer(msg) -> None:
+        if reply is not None:
+            await msg.respond(reply)
+
+    await client.subscribe(subject, cb=answer)
+    await client.flush()
+    return client
+
+
+@pytest.mark.parametrize("subject", NATS_FAILURES)
+@pytest.mark.parametrize("gather", [False, True], ids=["request", "gather"])
+async def test_a_failed_nats_poll_leaves_nothing_behind(natsd, subject, gather):
+    reply, extra, reason = NATS_FAILURES[subject]
+    client = None if subject == "nobody" else await responder(natsd.url, subject, reply)
+    fields = ", ".join(f for f in (extra, "gather: true, gather_window: 150ms" if gather else "") if f)
+    target = _target(f"{{name: stats, type: nats, servers: ['{natsd.url}'], subject: {subject}{', ' + fields if fields else ''}}}")
+    shared = Shared()
+    poller = TargetPoller(target, Store(), shared)
+    try:
+        snapshot = await failed_polls_leave_nothing(poller)
+    finally:
+        await poller.close()
+        await shared.close()
+        if client is not None:
+            await client.close()
+    expected = "timeout" if gather and reason == "timeout" else reason
+    assert (snapshot.up, snapshot.last_reason) == (False, expected), snapshot.last_error
+    assert says_what_happened(snapshot.last_error), snapshot.last_error
+
+
+async def test_one_unreadable_reply_among_gathered_ones_is_counted_not_fatal(natsd):
+    """A reply 100,000 arrays deep, or one with a 400-digit integer for a value, costs only itself."""
+    good = json.dumps({"worker_id": "w-1", "metrics": {"gauges": {"busy": 0.5}}}).encode()
+    huge = b'{"worker_id": "w-2", "metrics": {"gauges": {"busy": ' + b"9" * 400 + b', "idle": 1}}}'
+    clients = [await responder(natsd.url, "stats", body) for body in (good, DEEP, huge)]
+    target = _target(f"{{name: stats, type: nats, servers: ['{natsd.url}'], subject: stats, gather: true, gather_window: 300ms}}")
+    shared = Shared()
+    poller = TargetPoller(target, Store(), shared)
+    try:
+        snapshot = await poller.poll()
+    finally:
+        await poller.close()
+        await shared.close()
+        for client in clients:
+            await client.close()
+    assert snapshot.up, snapshot.last_error
+    assert snapshot.dropped == {"invalid_reply": 1, "invalid_metric": 1}
+    served = {(s.labels.get("worker_id"), s.name) for f in snapshot.families for s in f.samples}
+    assert served == {("w-1", "busy"), ("w-2", "idle")}
+
+
+async def test_the_shared_connection_registry_forgets_a_connection_with_its_last_target():
+    """300 reloads that each changed a NATS target's servers once left 302 entries behind."""
+    from exporter.scheduler import Scheduler
+
+    store, shared = Store(), Shared()
+    scheduler = Scheduler(store, shared)
+    try:
+        for port in range(40000, 40030):
+            targets = [_target(f"{{name: stats, type: nats, servers: ['nats://127.0.0.1:{port}'], subject: s}}")]
+            await scheduler.apply(targets)
+            assert len(shared) == 1
+        await scheduler.apply([])
+        assert len(shared) == 0
+    finally:
+        await scheduler.close()
+        await shared.close()
+
+
+# -- nvml ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["library_missing", "driver_gone", "stuck"])
+async def test_a_failed_nvml_poll_leaves_nothing_behind(monkeypatch, failure):
+    import threading
+
+    import exporter.sources.nvml as nvml_source
+    from fake_nvml import FakeNVML, eight_gpus
+
+    host = FakeNVML(eight_gpus(), library_missing=failure == "library_missing")
+    monkeypatch.setattr(nvml_source, "load_binding", lambda: host)
+    stuck = threading.Event()
+    if failure == "stuck":
+        host.gpus[3].blocks["nvmlDeviceGetPowerUsage"] = stuck
+    target = _target("{name: gpus, type: nvml}", "{interval: 5s, timeout: 200ms, retries: 0}")
+    poller = TargetPoller(target, Store(), Shared())
+    try:
+        if failure == "driver_gone":
+            assert (await poller.poll()).up
+            monkeypatch.setattr(host, "nvmlInit", lambda: None)  # it stays gone: every call fails, and init does nothing
+            host.initialized = 0
+        snapshot = await failed_polls_leave_nothing(poller)
+    finally:
+        stuck.set()
+        await poller.close()
+    assert snapshot.up is False and snapshot.last_reason == {"stuck": "timeout"}.get(failure, "nvml_unavailable")
+    assert says_what_happened(snapshot.last_error), snapshot.last_error
