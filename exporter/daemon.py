@@ -48,6 +48,10 @@ def tune_garbage_collection() -> None:
     gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), middle, old)
 
 
+class ListenError(Exception):
+    """The daemon cannot serve where it was told to: said in one line, with the address."""
+
+
 class Daemon:
     def __init__(
         self,
@@ -105,7 +109,12 @@ class Daemon:
             shutdown_timeout=SHUTDOWN_GRACE,
         )
         await self._runner.setup()
-        self._site = await self._serve(self.listen)
+        try:
+            self._site = await self._serve(self.listen)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            log.error("cannot listen", listen=self.listen, error=reason)
+            raise ListenError(f"cannot listen on {self.listen}: {reason}") from None
         self.store.config_ok, self.store.config_loaded_at = True, time.time()
         await self.scheduler.apply(self.targets(self.config))
         self._started = True
@@ -219,6 +228,11 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if reloads:  # a reload under way when told to stop (SIGTERM right after SIGHUP) finishes first
+                _, late = await asyncio.wait(set(reloads), timeout=SHUTDOWN_GRACE)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*reloads, return_exceptions=True)
             await self.close()
 
 

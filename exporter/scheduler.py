@@ -247,16 +247,22 @@ class Scheduler:
         self.store = store
         self.shared = shared
         self._pollers: dict[str, tuple[TargetPoller, asyncio.Task]] = {}
+        #: apply and close one at a time: a SIGTERM during a reload's apply found targets it was stopping
+        self._changing = asyncio.Lock()
+        self._closed = False
 
     async def apply(self, targets: list[TargetConfig]) -> None:
         """Start new targets, stop removed ones, restart changed ones; unchanged ones keep running untouched."""
-        wanted = {target.name: target for target in targets}
-        for name, (poller, _) in list(self._pollers.items()):
-            if wanted.get(name) != poller.target:
-                await self._stop(name, forget=name not in wanted)
-        for name, target in wanted.items():
-            if name not in self._pollers:
-                self._start(target)
+        async with self._changing:
+            if self._closed:  # a reload that lost the race with stopping: nothing to start
+                return
+            wanted = {target.name: target for target in targets}
+            for name, (poller, _) in list(self._pollers.items()):
+                if wanted.get(name) != poller.target:
+                    await self._stop(name, forget=name not in wanted)
+            for name, target in wanted.items():
+                if name not in self._pollers:
+                    self._start(target)
 
     def _start(self, target: TargetConfig) -> None:
         poller = TargetPoller(target, self.store, self.shared)
@@ -275,8 +281,10 @@ class Scheduler:
             EVENTS.forget(name)
 
     async def close(self) -> None:
-        for name in list(self._pollers):
-            await self._stop(name, forget=False)
+        async with self._changing:
+            self._closed = True
+            for name in list(self._pollers):
+                await self._stop(name, forget=False)
 
     @property
     def targets(self) -> list[str]:
