@@ -16,6 +16,7 @@ from exporter.collector import Collector
 from exporter.config import Config, ConfigError, load_config, parse_listen
 from exporter.fields import format_duration
 from exporter.demo import DEMO_TARGET, DemoBackend
+from exporter.release import HeapTrim, limit_arenas
 from exporter.scheduler import Scheduler, TargetPoller
 from exporter.sources import Shared, TargetConfig
 from exporter.sources.http import HTTPTarget
@@ -71,6 +72,9 @@ class Daemon:
         self.web_security = web_security
         self._watch = FileWatch(config_path, watch_interval) if config_path is not None and watch_interval else None
         self._watcher: asyncio.Task | None = None
+        #: Gives the C heap's free pages back after load (see exporter.release).
+        self.heap = HeapTrim()
+        self._trimmer: asyncio.Task | None = None
         self._reloading = asyncio.Lock()
         self._site: web.TCPSite | None = None
         self.store = Store()
@@ -101,6 +105,7 @@ class Daemon:
 
     async def start(self) -> None:
         tune_garbage_collection()
+        limit_arenas()
         if self.demo is not None:
             await self.demo.start()
         self._runner = web.AppRunner(
@@ -120,6 +125,8 @@ class Daemon:
         self._started = True
         if self._watch is not None:
             self._watcher = asyncio.create_task(self._watch.run(self.reload), name="watch config")
+        if self.heap.available:
+            self._trimmer = asyncio.create_task(self.heap.run(), name="give memory back")
         log.info(
             "inference-exporter started",
             listen=self.listen, tls=self.web_security is not None and self.web_security.tls,
@@ -196,10 +203,11 @@ class Daemon:
 
     async def close(self) -> None:
         await self.notifier.stopping()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._trimmer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.scheduler.close()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -46,16 +46,40 @@ TRIM_GROWTH = 32 * 1024 * 1024
 TRIM_EVERY = 10.0
 
 
-def _glibc_malloc_trim():
-    """glibc's malloc_trim, or None where the C library is not glibc (musl, macOS)."""
+#: glibc's mallopt parameter for the most malloc arenas (malloc.h: M_ARENA_MAX = -8).
+_M_ARENA_MAX = -8
+#: Arenas allowed: the event loop's and one for every worker thread that finishes a large body.
+ARENA_MAX = 2
+
+
+def _glibc(name: str):
+    """A glibc function, or None where the C library is not glibc (musl, macOS)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
+
+
+def _glibc_malloc_trim():
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
     return trim
+
+
+def limit_arenas(count: int = ARENA_MAX) -> bool:
+    """Cap glibc's malloc arenas (8 per core by default), before worker threads are made; each
+    thread that finished a large body otherwise kept its own arena of freed pages. An operator's
+    MALLOC_ARENA_MAX in the environment is left to rule. False where this is not glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, count))
 
 
 def rss_bytes() -> int:
@@ -95,6 +119,14 @@ class HeapTrim:
         if rss - self._floor < self.growth:
             return 0
         return self.now(rss)
+
+    async def run(self) -> None:
+        """Check every `every` seconds, for as long as the daemon runs."""
+        import asyncio
+
+        while True:
+            await asyncio.sleep(self.every)
+            self.maybe()
 
     def now(self, rss: int | None = None) -> int:
         """Trim at once; the bytes of RSS given back."""
