@@ -19,13 +19,14 @@ from exporter.events import EVENTS
 from exporter.exposition import gzip_served, predeflate
 from exporter.family import Family
 from exporter.normalize import Normalized, SeriesCache, normalize
+from exporter.offload import OFF_LOOP_SAMPLES, Lane
 from exporter.redact import scrub, secret_values
 from exporter.relabel import Relabeler
 from exporter.release import drop_frames
-from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
+from exporter.sources import Payload, Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
 from exporter.template import Serving
-from exporter.unify import Unifier
+from exporter.unify import Unified, Unifier
 
 log = structlog.get_logger("exporter.scheduler")
 
@@ -71,6 +72,8 @@ class TargetPoller:
         #: (budget, the retry policy for it), reused from poll to poll; whether a poll is under way
         self._policy: tuple[float, AsyncRetrying] | None = None
         self._polling = False
+        #: Where its payloads are normalized: large ones in the ingest thread, one at a time.
+        self._lane = Lane()
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 
@@ -100,8 +103,9 @@ class TargetPoller:
         overlapping, self._polling = self._polling, True
         try:
             payload = await self._retrying(budget, fresh=overlapping)(attempt_once)
-            unified = self.unifier.apply(payload.families)
-            normalized = self._serve(unified.families)
+            samples = sum(len(family.samples) for family in payload.families)
+            formats = self._gzip_formats(previous)
+            unified, normalized = await self._lane.run(samples >= OFF_LOOP_SAMPLES, self._ingest, payload, formats)
         except SourceError as exc:
             drop_frames(exc)  # nothing the poll made outlives it; only the reason and message are kept
             return self._publish_failure(previous, exc, wall, started, attempts)
@@ -116,7 +120,6 @@ class TargetPoller:
         dropped = dict(previous.dropped)
         for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
             dropped[reason] = dropped.get(reason, 0) + count
-        predeflate(normalized.families, self._gzip_formats(previous))
         if previous.up is False:
             log.info("target is up again", target=target.name, samples=normalized.sample_count)
         self._snapshot = self.store.publish(
@@ -139,6 +142,14 @@ class TargetPoller:
             )
         )
         return self._snapshot
+
+    def _ingest(self, payload: Payload, formats: set[str]) -> tuple[Unified, Normalized]:
+        """What a poll's families become: unified, normalized, relabelled, templated and deflated;
+        in the ingest thread for a large payload (exporter.offload)."""
+        unified = self.unifier.apply(payload.families)
+        normalized = self._serve(unified.families)
+        predeflate(normalized.families, formats)
+        return unified, normalized
 
     def _retrying(self, budget: float, *, fresh: bool = False) -> AsyncRetrying:
         """The retry policy for polls of this budget: attempts, backoff, and no retry that would start

@@ -49,7 +49,9 @@ def hostile():
         process.wait(10)
 
 
-def _target(yaml_target: str, defaults: str = "{interval: 5s, timeout: 500ms, retries: 1, backoff: 10ms}"):
+def _target(yaml_target: str, defaults: str = "{interval: 10s, timeout: 5s, retries: 1, backoff: 10ms}"):
+    # A timeout long enough for a parse slowed by tracemalloc: a poll that timed out would leave its
+    # parse running in the ingest thread (exporter.offload), holding its body until it is done.
     return parse_config(f"defaults: {defaults}\ntargets:\n  - {yaml_target}\n").targets[0]
 
 

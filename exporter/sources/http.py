@@ -15,6 +15,7 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.family_filter import family_filter
+from exporter.offload import OFF_LOOP_BYTES, Lane
 from exporter.fields import ByteSize, ReadableFile, read_secret
 from exporter.parse import BodyReader, ParseError, is_openmetrics
 from exporter.redact import redact_url
@@ -145,6 +146,8 @@ class HTTPSource:
         self._keep = family_filter(target.allow_families, target.deny_families)
         #: This target's parser: it remembers the last body's series, so the next costs little more than its values.
         self._reader = BodyReader()
+        #: Where its bodies are parsed: large ones in the ingest thread, one at a time.
+        self._lane = Lane()
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
 
     def _request_headers(self) -> dict[str, str]:
@@ -198,7 +201,9 @@ class HTTPSource:
             raise _client_error(url, exc) from None
 
         try:
-            result = self._reader.parse(body, openmetrics=is_openmetrics(content_type), keep=self._keep)
+            result = await self._lane.run(
+                len(body) >= OFF_LOOP_BYTES, self._reader.parse, body, openmetrics=is_openmetrics(content_type), keep=self._keep
+            )
         except ParseError as exc:
             self._reader = BodyReader()  # what it learnt of a body that failed is of no use, and not kept
             raise SourceError("parse", f"{url}: {exc}", raw=bytes(body[:RAW_KEEP])) from None
