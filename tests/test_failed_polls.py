@@ -279,3 +279,18 @@ async def test_a_failed_nvml_poll_leaves_nothing_behind(monkeypatch, failure):
         await poller.close()
     assert snapshot.up is False and snapshot.last_reason == {"stuck": "timeout"}.get(failure, "nvml_unavailable")
     assert says_what_happened(snapshot.last_error), snapshot.last_error
+
+
+async def test_a_body_over_the_sample_limit_is_refused_before_it_is_parsed(hostile, monkeypatch):
+    import exporter.parse as parse_module
+
+    parsed = []
+    monkeypatch.setattr(parse_module.BodyReader, "parse", lambda self, *args, **kwargs: parsed.append(1))
+    shared = Shared()
+    try:
+        target = _target(f"{{name: many, type: http, url: '{hostile}/many', sample_limit: 100}}")
+        snapshot = await TargetPoller(target, Store(), shared).poll()
+    finally:
+        await shared.close()
+    assert snapshot.last_reason == "sample_limit" and "20000 samples" in snapshot.last_error
+    assert parsed == []
