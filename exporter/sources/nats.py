@@ -32,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 from exporter import __version__
 from exporter.family import Family, Sample
 from exporter.fields import ByteSize, Duration, ReadableFile, read_secret
+from exporter.offload import OFF_LOOP_BYTES, Lane
 from exporter.parse import ParseError, parse
 from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 from exporter.sources.http import RAW_KEEP, TLSConfig
@@ -195,6 +196,8 @@ class NATSSource:
             self._dynamo = shared.get(self._dynamo_key, lambda: DynamoRuntime(target))
             self._dynamo.acquire()
         self._closed = False
+        #: Where its replies are decoded: many or large ones in the ingest thread, one poll at a time.
+        self._lane = Lane()
         #: What the last successful poll had to leave out, so that it is logged when it changes.
         self._problems: list[str] = []
 
@@ -229,18 +232,25 @@ class NATSSource:
         else:
             replies = [(await _request(client, subject, target.timeout or 1.0)).data]
         dropped: Counter[str] = Counter()
-        families: list[Family] = []
-        problems: list[Problem] = []
         samples = SampleBudget(target.sample_limit, f"the replies on {subject!r}")
-        for body in replies:
-            try:
-                _check_size(body, target.reply_size_limit)
-                families += _decode_stats(body, target.format, {}, dropped, samples)
-            except ValueError as exc:
-                problems.append(Problem.of(exc))
+        large = sum(map(len, replies)) >= OFF_LOOP_BYTES  # decoded in the ingest thread, as a large HTTP body is
+        families, problems = await self._lane.run(large, self._decode_runtime_stats, replies, dropped, samples)
         _check_replies(problems, len(replies), f"reply on {subject!r}", dropped)
         self._note_problems([f"a reply on {subject!r} {problem.text}" for problem in problems])
         return Payload(families, dict(dropped), _raw(replies))
+
+    def _decode_runtime_stats(
+        self, replies: list[bytes], dropped: Counter[str], samples: SampleBudget
+    ) -> tuple[list[Family], list[Problem]]:
+        families: list[Family] = []
+        problems: list[Problem] = []
+        for body in replies:
+            try:
+                _check_size(body, self.target.reply_size_limit)
+                families += _decode_stats(body, self.target.format, {}, dropped, samples)
+            except ValueError as exc:
+                problems.append(Problem.of(exc))
+        return families, problems
 
     # -- micro --------------------------------------------------------------------------------
 
