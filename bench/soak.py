@@ -16,10 +16,13 @@ while 3 clients scrape /metrics back to back (Prometheus's headers: OpenMetrics,
 config is reloaded (SIGHUP) every 15 s, alternating a target in and out and the NATS targets'
 server URL (a new shared connection each time). Every `--sample` seconds the table gives the
 daemon's RSS, CPU (share of one core), open files, threads, asyncio tasks, the share of the
-steady targets' polls that slipped past their interval, and /metrics p50/p99. At the end: the
+steady targets' polls that slipped past their interval, /metrics p50/p99, and the longest pause
+of the daemon's garbage collector (which stops every thread), and the blocks Python's allocator
+holds (flat while RSS grows: the C heap; growing: Python objects kept). At the end: the
 slope of RSS after warm-up (the first third, at least a minute), by least squares, in MB per
 minute (goal: flat within noise), and RSS after the scrapes stopped for 25 s (memory given back).
-`--no-release` runs the daemon without the arena cap and malloc_trim, to compare.
+`--no-release` runs the daemon without the arena cap and malloc_trim, and `--calm` with only the
+steady and churning targets, to compare.
 
 Upstreams, responders and scrapers run in this process and a child; the machine may be shared,
 so its load average is printed too. No assertions: figures depend on the machine.
@@ -51,9 +54,20 @@ from support import free_port  # noqa: E402
 STEADY, STEADY_SERIES, CHURN_SERIES = 8, 1500, 1000
 SCRAPERS = 3
 RELOAD_EVERY = 15.0
-#: The daemon, with a task that writes how many asyncio tasks it has, every second.
+#: The daemon, with a task that writes, every second, how many asyncio tasks it has and the garbage
+#: collector's pauses of the last minute (gc.callbacks), as JSON.
 WRAPPER = """
-import asyncio, sys
+import os
+if os.environ.get("SOAK_SLOW"):
+    exec(open(os.environ["SOAK_SLOW"]).read())
+import asyncio, gc, json, sys, time
+pauses, began = [], [0.0]
+def timed(phase, info):
+    if phase == "start":
+        began[0] = time.monotonic()
+    else:
+        pauses.append((time.monotonic(), time.monotonic() - began[0], info["generation"]))
+gc.callbacks.append(timed)
 if sys.argv[2] == "no-release":
     import exporter.release as release
     release.limit_arenas = lambda *args: False
@@ -64,8 +78,12 @@ async def counted(self):
     await start(self)
     async def count():
         while True:
-            with open(sys.argv[1], "w") as out:
-                out.write(str(len(asyncio.all_tasks())))
+            now = time.monotonic()
+            pauses[:] = [p for p in pauses if p[0] > now - 60]
+            with open(sys.argv[1] + ".new", "w") as out:
+                json.dump({"tasks": len(asyncio.all_tasks()), "now": now, "pauses": pauses, "blocks": sys.getallocatedblocks()}, out)
+            import os
+            os.replace(sys.argv[1] + ".new", sys.argv[1])
             await asyncio.sleep(1)
     self._bench_count = asyncio.create_task(count())
 daemon.Daemon.start = counted
@@ -160,10 +178,12 @@ async def _upstreams(port: int, nats_url: str | None, ready) -> None:
 # -- the daemon's config ----------------------------------------------------------------------
 
 
-def config(listen: str, up: str, nats_url: str | None, turn: int) -> str:
+def config(listen: str, up: str, nats_url: str | None, turn: int, calm: bool = False) -> str:
     lines = [f"listen: {listen}", "defaults: {interval: 1s, timeout: 800ms, retries: 1, backoff: 50ms}", "targets:"]
     lines += [f"  - {{name: steady-{i}, type: http, url: '{up}/steady/{i}'}}" for i in range(STEADY)]
     lines += [f"  - {{name: churn-{i}, type: http, url: '{up}/churn/{i}', interval: 2s}}" for i in range(2 + turn % 2)]
+    if calm:
+        return "\n".join(lines) + "\n"
     lines += [
         f"  - {{name: endless, type: http, url: '{up}/endless', interval: 2s, timeout: 1500ms}}",
         f"  - {{name: bomb, type: http, url: '{up}/bomb', interval: 2s, timeout: 1500ms}}",
@@ -178,7 +198,8 @@ def config(listen: str, up: str, nats_url: str | None, turn: int) -> str:
             f"  - {{name: nats-flood, type: nats, servers: ['{server}'], subject: flood, gather: true, interval: 2s, timeout: 1500ms, gather_window: 1s}}",
             f"  - {{name: nats-huge, type: nats, servers: ['{server}'], subject: huge}}",
         ]
-    return "\n".join(lines) + "\n"
+    skip = [name for name in os.environ.get("SOAK_SKIP", "").split(",") if name]
+    return "\n".join(line for line in lines if not any(f"name: {name}," in line for name in skip)) + "\n"
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -260,6 +281,7 @@ async def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between rows (default 10)")
     parser.add_argument("--no-release", action="store_true", help="no arena cap and no malloc_trim, to compare")
+    parser.add_argument("--calm", action="store_true", help="only the steady and churning targets, to compare")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="soak-"))
@@ -281,7 +303,7 @@ async def main() -> None:
     ready.wait(60)
     listen, up = f"127.0.0.1:{port}", f"http://127.0.0.1:{up_port}"
     path, tasks_file = folder / "config.yaml", folder / "tasks"
-    path.write_text(config(listen, up, nats_url, 0))
+    path.write_text(config(listen, up, nats_url, 0, args.calm))
     daemon = await asyncio.create_subprocess_exec(
         sys.executable, "-c", WRAPPER, str(tasks_file), "no-release" if args.no_release else "release",
         "run", "--config", str(path), "--log-format", "json", "--log-level", "error",
@@ -298,13 +320,14 @@ async def main() -> None:
         while True:
             await asyncio.sleep(RELOAD_EVERY)
             turn += 1
-            path.write_text(config(listen, up, nats_url, turn))
+            path.write_text(config(listen, up, nats_url, turn, args.calm))
             daemon.send_signal(signal.SIGHUP)
 
     reloader = asyncio.create_task(reloads())
     print(f"soak: {args.minutes:g} min, a row every {args.sample:g} s; NATS {'on' if nats_url else 'off (no nats-server)'}; "
-          f"release {'off' if args.no_release else 'on'}; load average {os.getloadavg()[0]:.1f}", flush=True)
-    header = f"{'t s':>5} {'RSS MB':>7} {'CPU %':>6} {'files':>5} {'thr':>4} {'tasks':>5} {'slips %':>7} {'scrapes':>7} {'p50 ms':>7} {'p99 ms':>7}"
+          f"release {'off' if args.no_release else 'on'}{'; calm: steady and churning targets only' if args.calm else ''}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    header = (f"{'t s':>5} {'RSS MB':>7} {'CPU %':>6} {'files':>5} {'thr':>4} {'tasks':>5} {'slips %':>7} {'scrapes':>7} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'GC max ms':>9} {'py blocks k':>11}")
     print(header)
     started = time.monotonic()
     polls_before, rows = await steady_polls(f"http://{listen}/api/targets"), []
@@ -317,11 +340,14 @@ async def main() -> None:
         slips = max(0.0, 100 * (1 - (polls - polls_before) / expected))
         polls_before, window_start = polls, now
         window = [seconds for at, seconds in latencies if at > now - args.sample]
-        row = (now - started, proc.rss_mb(), 100 * proc.cpu_share(), proc.files(), proc.threads(),
-               int(tasks_file.read_text() or 0) if tasks_file.exists() else 0, slips, len(window),
-               1000 * percentile(window, 0.5), 1000 * percentile(window, 0.99))
+        counted = json.loads(tasks_file.read_text()) if tasks_file.exists() else {"tasks": 0, "now": 0, "pauses": []}
+        gc_max = max((p[1] for p in counted["pauses"] if p[0] > counted["now"] - args.sample), default=0.0)
+        row = (now - started, proc.rss_mb(), 100 * proc.cpu_share(), proc.files(), proc.threads(), counted["tasks"],
+               slips, len(window), 1000 * percentile(window, 0.5), 1000 * percentile(window, 0.99), 1000 * gc_max,
+               counted.get("blocks", 0) // 1000)
         rows.append(row)
-        print(f"{row[0]:5.0f} {row[1]:7.1f} {row[2]:6.1f} {row[3]:5d} {row[4]:4d} {row[5]:5d} {row[6]:7.1f} {row[7]:7d} {row[8]:7.1f} {row[9]:7.1f}", flush=True)
+        print(f"{row[0]:5.0f} {row[1]:7.1f} {row[2]:6.1f} {row[3]:5d} {row[4]:4d} {row[5]:5d} {row[6]:7.1f} {row[7]:7d} "
+              f"{row[8]:7.1f} {row[9]:7.1f} {row[10]:9.1f} {row[11]:11d}", flush=True)
     stop.set()
     reloader.cancel()
     await asyncio.gather(*scrapers, reloader, return_exceptions=True)

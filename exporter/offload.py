@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -25,6 +26,12 @@ OFF_LOOP_BYTES = 256 * 1024
 #: Payloads of at least this many samples are normalized in the worker thread.
 OFF_LOOP_SAMPLES = 5_000
 
+#: How long the event loop may wait for the GIL while the worker thread holds it (CPython's default
+#: is 5 ms). Each time the loop thread comes back from I/O (a select, a send) it waits that long
+#: for the GIL: a scrape makes several such waits, so at 5 ms one scrape during a large parse took
+#: ~190 ms (bench/soak.py, p99); the worker is only asked to let go when the loop has work.
+SWITCH_INTERVAL = 0.0005
+
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -32,6 +39,7 @@ def _worker() -> concurrent.futures.ThreadPoolExecutor:
     """One thread for every target: pieces queue rather than contend for the GIL among themselves."""
     global _executor
     if _executor is None:
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest")
     return _executor
 
