@@ -294,3 +294,20 @@ async def test_a_body_over_the_sample_limit_is_refused_before_it_is_parsed(hosti
         await shared.close()
     assert snapshot.last_reason == "sample_limit" and "20000 samples" in snapshot.last_error
     assert parsed == []
+
+
+async def test_a_bug_in_a_source_is_named_internal_error_with_where_it_was_raised(hostile, monkeypatch):
+    from exporter.sources.http import HTTPSource
+
+    async def broken(self):
+        return 1 / 0
+
+    monkeypatch.setattr(HTTPSource, "poll", broken)
+    shared = Shared()
+    try:
+        snapshot = await TargetPoller(_target(f"{{name: buggy, type: http, url: '{hostile}/status'}}"), Store(), shared).poll()
+    finally:
+        await shared.close()
+    assert snapshot.last_reason == "internal_error"
+    assert "ZeroDivisionError: division by zero at test_failed_polls.py:" in snapshot.last_error
+    assert says_what_happened(snapshot.last_error)
