@@ -7,6 +7,8 @@ or dead backend costs its own task and nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
 import time
 import zlib
@@ -41,6 +43,25 @@ def first_poll_offset(name: str, interval: float) -> float:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, SourceError) and exc.retryable
+
+
+def _say_retrying(target: str, secrets, state) -> None:
+    """tenacity's before_sleep: a function of the target's name, not a method of its poller, which
+    the policy (a reference cycle of tenacity's own) would otherwise keep alive after the poller."""
+    log.debug(
+        "poll attempt failed, retrying",
+        target=target,
+        attempt=state.attempt_number,
+        error=scrub(str(state.outcome.exception()), secrets),
+        wait=round(state.upcoming_sleep, 3),
+    )
+
+
+def _forget(retrying: AsyncRetrying) -> None:
+    """Cut a retry policy's references to itself (the last call's actions, kept in its iteration
+    state), so that dropping it frees it at once."""
+    with contextlib.suppress(AttributeError):  # tenacity's iter_state, present since 8.3
+        retrying.iter_state.reset()
 
 
 def internal_error(exc: BaseException) -> str:
@@ -101,8 +122,9 @@ class TargetPoller:
 
         previous = self._snapshot
         overlapping, self._polling = self._polling, True
+        retrying = self._retrying(budget, fresh=overlapping)
         try:
-            payload = await self._retrying(budget, fresh=overlapping)(attempt_once)
+            payload = await retrying(attempt_once)
             samples = sum(len(family.samples) for family in payload.families)
             formats = self._gzip_formats(previous)
             unified, normalized = await self._lane.run(samples >= OFF_LOOP_SAMPLES, self._ingest, payload, formats)
@@ -116,6 +138,8 @@ class TargetPoller:
             return self._publish_failure(previous, error, wall, started, attempts)
         finally:
             self._polling = overlapping
+            if overlapping:  # a policy of its own, dropped now: its self-references cut first
+                _forget(retrying)
 
         dropped = dict(previous.dropped)
         for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
@@ -164,21 +188,14 @@ class TargetPoller:
             | stop_before_delay(max(0.0, budget - _MIN_ATTEMPT_SHARE * target.timeout)),
             wait=wait_exponential_jitter(multiplier=target.backoff, max=budget / 2, jitter=target.backoff),
             retry=retry_if_exception(_retryable),
-            before_sleep=self._say_retrying,
+            before_sleep=functools.partial(_say_retrying, target.name, self._secrets),
             reraise=True,
         )
         if not fresh:
+            if self._policy is not None:
+                _forget(self._policy[1])
             self._policy = (budget, retrying)
         return retrying
-
-    def _say_retrying(self, state) -> None:
-        log.debug(
-            "poll attempt failed, retrying",
-            target=self.target.name,
-            attempt=state.attempt_number,
-            error=scrub(str(state.outcome.exception()), self._secrets),
-            wait=round(state.upcoming_sleep, 3),
-        )
 
     def _stages(self, families: list[Family]) -> Normalized:
         target = self.target
@@ -248,7 +265,14 @@ class TargetPoller:
         self._snapshot = self.store.publish(replace(self._snapshot, next_poll=time.time() + delay))
 
     async def close(self) -> None:
+        """Close the source, and cut the poller's links to itself (its template stage and its retry
+        policy's log hook are its own bound methods): a stopped poller, its caches and its last
+        families are then freed at once by reference counting, not at some full collection later
+        (every reload that restarted a target left one behind)."""
         await self.source.close()
+        if self._policy is not None:
+            _forget(self._policy[1])
+        self._serve = self._policy = None
 
 
 class Scheduler:

@@ -311,3 +311,35 @@ async def test_a_bug_in_a_source_is_named_internal_error_with_where_it_was_raise
     assert snapshot.last_reason == "internal_error"
     assert "ZeroDivisionError: division by zero at test_failed_polls.py:" in snapshot.last_error
     assert says_what_happened(snapshot.last_error)
+
+
+async def test_targets_a_reload_stops_leave_no_garbage(hostile, upstream):
+    """Every reload that restarted a target left the old poller, its caches and its last families in
+    a reference cycle, for a full collection to find."""
+    from exporter.scheduler import Scheduler
+
+    body = f"{upstream.url}/fixture/vllm-v1-dynamo-worker-metrics_examples-vllm.prom"
+    shared = Shared()
+    scheduler = Scheduler(Store(), shared)
+    try:
+        for turn in range(3):
+            targets = [_target(f"{{name: t{i}, type: http, url: '{body}', interval: {5 + turn}s}}") for i in range(3)]
+            await scheduler.apply(targets)
+            for name in scheduler.targets:
+                await scheduler._pollers[name][0].poll()
+        last = [_target(f"{{name: t0, type: http, url: '{hostile}/status', interval: 9s}}")]
+        gc.collect()
+        gc.disable()
+        try:
+            await scheduler.apply(last)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            garbage = Counter(type(item).__qualname__ for item in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    finally:
+        await scheduler.close()
+        await shared.close()
+    assert not garbage, dict(garbage.most_common(8))
