@@ -907,6 +907,7 @@ class NATSConnection:
     async def close(self) -> None:
         task, client = self._connecting, self._client
         self._connecting = self._client = None
+        self._gatherer = Gatherer()  # the closed client is not kept by the one it had
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
