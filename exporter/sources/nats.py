@@ -58,7 +58,8 @@ _SUBJECT = re.compile(r"^[^\s*>.]+(?:\.[^\s*>.]+)*$")
 _SERVICE = re.compile(r"^[A-Za-z0-9_-]+$")  # nats.micro's own rule for service names
 _DYNAMO_PATH = re.compile(r"^(?:dyn://)?[^\s.]+\.[^\s.]+\.[^\s.]+$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-#: The longest metric name and label value a reply may give; longer ones are dropped as `invalid_metric`.
+#: The longest metric name a reply may give (a longer one is dropped as `invalid_metric`), and the
+#: longest label value (worker_id, backend, micro-service names and ids: else the reply is unreadable).
 NAME_LENGTH_LIMIT = 200
 LABEL_VALUE_LENGTH_LIMIT = 512
 #: The most replies a gathering poll reads; more are left unread (nats-py drops them, as a slow consumer's).
