@@ -1,6 +1,6 @@
 """Soak: the daemon under every kind of trouble at once, for minutes; does anything it holds grow?
 
-    .venv/bin/python bench/soak.py [--minutes 3] [--sample 10] [--no-release]
+    .venv/bin/python bench/soak.py [--minutes 3] [--sample 10] [--scrapers 3] [--no-release] [--calm]
 
 One `inference-exporter run` (a child process, as in production) polls, together:
 
@@ -282,6 +282,7 @@ async def main() -> None:
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between rows (default 10)")
     parser.add_argument("--no-release", action="store_true", help="no arena cap and no malloc_trim, to compare")
     parser.add_argument("--calm", action="store_true", help="only the steady and churning targets, to compare")
+    parser.add_argument("--scrapers", type=int, default=SCRAPERS, help=f"clients scraping back to back (default {SCRAPERS})")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="soak-"))
@@ -313,7 +314,7 @@ async def main() -> None:
     await asyncio.sleep(3)
     latencies: list[tuple[float, float]] = []
     stop = asyncio.Event()
-    scrapers = [asyncio.create_task(scrape(f"http://{listen}/metrics", latencies, stop)) for _ in range(SCRAPERS)]
+    scrapers = [asyncio.create_task(scrape(f"http://{listen}/metrics", latencies, stop)) for _ in range(args.scrapers)]
 
     async def reloads() -> None:
         turn = 0
