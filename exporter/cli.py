@@ -139,9 +139,8 @@ def _load_web(path: Path | None):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from exporter.daemon import Daemon
-
     from exporter.config import parse_listen
+    from exporter.daemon import Daemon, ListenError
 
     path = args.config or bundled_config()
     config = _load(path)
@@ -155,7 +154,10 @@ def _run(args: argparse.Namespace) -> int:
             print(f"--listen: {exc}", file=sys.stderr)
             return 1
     daemon = Daemon(config, config_path=path, listen=args.listen, demo=args.demo, web_security=web_security)
-    asyncio.run(daemon.run())
+    try:
+        asyncio.run(daemon.run())
+    except ListenError:  # already logged, as one error event
+        return 1
     return 0
 
 

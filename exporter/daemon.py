@@ -18,6 +18,7 @@ from exporter.config import Config, ConfigError, load_config, parse_listen
 from exporter.fields import format_duration
 from exporter.demo import Demo
 from exporter.overview.live import Overview
+from exporter.release import HeapTrim, limit_arenas
 from exporter.scheduler import Scheduler, TargetPoller
 from exporter.sources import Shared, TargetConfig
 from exporter.sources.http import HTTPTarget
@@ -50,6 +51,10 @@ def tune_garbage_collection() -> None:
     gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), middle, old)
 
 
+class ListenError(Exception):
+    """The daemon cannot serve where it was told to: said in one line, with the address."""
+
+
 class Daemon:
     def __init__(
         self,
@@ -72,6 +77,9 @@ class Daemon:
             if config_path is not None and watch_interval else None
         )
         self._watcher: asyncio.Task | None = None
+        #: Gives the C heap's free pages back after load (see exporter.release).
+        self.heap = HeapTrim()
+        self._trimmer: asyncio.Task | None = None
         self._reloading = asyncio.Lock()
         self._site: web.TCPSite | None = None
         self.store = Store()
@@ -114,6 +122,7 @@ class Daemon:
 
     async def start(self) -> None:
         tune_garbage_collection()
+        limit_arenas()
         if self.demo is not None:
             await self.demo.start()
         self._runner = GuardedRunner(
@@ -126,12 +135,19 @@ class Daemon:
             shutdown_timeout=SHUTDOWN_GRACE,
         )
         await self._runner.setup()
-        self._site = await self._serve(self.listen)
+        try:
+            self._site = await self._serve(self.listen)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            log.error("cannot listen", listen=self.listen, error=reason)
+            raise ListenError(f"cannot listen on {self.listen}: {reason}") from None
         self.store.config_ok, self.store.config_loaded_at = True, time.time()
         await self.scheduler.apply(self.targets(self.config))
         self._started = True
         if self._watch is not None:
             self._watcher = asyncio.create_task(self._watch.run(self.reload), name="watch config")
+        if self.heap.available:
+            self._trimmer = asyncio.create_task(self.heap.run(), name="give memory back")
         log.info(
             "inference-exporter started",
             listen=self.listen, tls=self.web_security is not None and self.web_security.tls,
@@ -211,10 +227,11 @@ class Daemon:
 
     async def close(self) -> None:
         await self.notifier.stopping()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._trimmer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.scheduler.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -243,6 +260,11 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if reloads:  # a reload under way when told to stop (SIGTERM right after SIGHUP) finishes first
+                _, late = await asyncio.wait(set(reloads), timeout=SHUTDOWN_GRACE)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*reloads, return_exceptions=True)
             await self.close()
 
 

@@ -7,6 +7,8 @@ or dead backend costs its own task and nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
 import time
 import zlib
@@ -21,12 +23,14 @@ from exporter.events import EVENTS
 from exporter.exposition import gzip_served, predeflate
 from exporter.family import Family
 from exporter.normalize import Normalized, SeriesCache, normalize
+from exporter.offload import OFF_LOOP_SAMPLES, Lane
 from exporter.redact import REGISTRY, Secrets
 from exporter.relabel import Relabeler
-from exporter.sources import Shared, Source, SourceError, TargetConfig, create_source
+from exporter.release import drop_frames
+from exporter.sources import Payload, Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
 from exporter.template import Serving
-from exporter.unify import Unifier
+from exporter.unify import Unified, Unifier
 
 log = structlog.get_logger("exporter.scheduler")
 
@@ -41,6 +45,37 @@ def first_poll_offset(name: str, interval: float) -> float:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, SourceError) and exc.retryable
+
+
+def _say_retrying(target: str, secrets, state) -> None:
+    """tenacity's before_sleep: a function of the target's name, not a method of its poller, which
+    the policy (a reference cycle of tenacity's own) would otherwise keep alive after the poller."""
+    log.debug(
+        "poll attempt failed, retrying",
+        target=target,
+        attempt=state.attempt_number,
+        error=secrets.scrub(str(state.outcome.exception())),
+        wait=round(state.upcoming_sleep, 3),
+    )
+
+
+def _forget(retrying: AsyncRetrying) -> None:
+    """Cut a retry policy's references to itself (the last call's actions, kept in its iteration
+    state), so that dropping it frees it at once."""
+    with contextlib.suppress(AttributeError):  # tenacity's iter_state, present since 8.3
+        retrying.iter_state.reset()
+
+
+def internal_error(exc: BaseException) -> str:
+    """What a bug that escaped a poll says: its type, its message and where it was raised."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f" at {tb.tb_frame.f_code.co_filename.rpartition('/')[2]}:{tb.tb_lineno}"
+    text = str(exc)[:200]
+    return f"{type(exc).__name__}{': ' + text if text else ''}{where} (a bug in inference-exporter; the log has its traceback)"
 
 
 class TargetPoller:
@@ -65,6 +100,8 @@ class TargetPoller:
         self._polling = False
         #: Payload problems already logged for this target: each is said once, then only counted.
         self._problems_said: set[str] = set()
+        #: Where its payloads are normalized: large ones in the ingest thread, one at a time.
+        self._lane = Lane()
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
 
@@ -85,23 +122,35 @@ class TargetPoller:
             try:
                 async with asyncio.timeout(allowed):
                     return await self.source.poll()
-            except TimeoutError:
+            except TimeoutError as exc:
+                drop_frames(exc)  # the cancelled read's frames hold what it had received
                 raise SourceError("timeout", f"no answer within {allowed:.3g}s") from None
+            except SourceError as exc:
+                drop_frames(exc)  # held by tenacity while it waits to retry: not the attempt's body
+                raise
 
         previous = self._snapshot
         overlapping, self._polling = self._polling, True
+        retrying = self._retrying(budget, fresh=overlapping)
         try:
-            payload = await self._retrying(budget, fresh=overlapping)(attempt_once)
-            unified = self.unifier.apply(payload.families)
-            families, untyped = self.conform(unified.families)
-            normalized = self._serve(families)
+            payload = await retrying(attempt_once)
+            samples = sum(len(family.samples) for family in payload.families)
+            formats = self._gzip_formats(previous)
+            unified, untyped, normalized = await self._lane.run(
+                samples >= OFF_LOOP_SAMPLES, self._ingest, payload, formats
+            )
         except SourceError as exc:
+            drop_frames(exc)  # nothing the poll made outlives it; only the reason and message are kept
             return self._publish_failure(previous, exc, wall, started, attempts)
         except Exception as exc:  # a bug in a source must not end the target's task
             log.exception("poll raised unexpectedly", target=target.name)
-            return self._publish_failure(previous, SourceError("error", repr(exc)), wall, started, attempts)
+            error = SourceError("internal_error", internal_error(exc))
+            drop_frames(exc)
+            return self._publish_failure(previous, error, wall, started, attempts)
         finally:
             self._polling = overlapping
+            if overlapping:  # a policy of its own, dropped now: its self-references cut first
+                _forget(retrying)
 
         dropped = dict(previous.dropped)
         if untyped:
@@ -112,7 +161,6 @@ class TargetPoller:
         for reason in payload.problems:
             problems[reason] = problems.get(reason, 0) + 1
         self._say_problems(payload)
-        predeflate(normalized.families, self._gzip_formats(previous))
         if previous.up is False:
             log.info("target is up again", target=target.name, samples=normalized.sample_count)
         self._snapshot = self.store.publish(
@@ -155,6 +203,16 @@ class TargetPoller:
                 detail=PAYLOAD_PROBLEMS.get(reason, reason),
             )
 
+    def _ingest(self, payload: Payload, formats: set[str]) -> tuple[Unified, int, Normalized]:
+        """What a poll's families become: unified, made conformant (with how many samples were served
+        untyped), normalized, relabelled, templated and deflated; in the ingest thread for a large
+        payload (exporter.offload)."""
+        unified = self.unifier.apply(payload.families)
+        families, untyped = self.conform(unified.families)
+        normalized = self._serve(families)
+        predeflate(normalized.families, formats)
+        return unified, untyped, normalized
+
     def _retrying(self, budget: float, *, fresh: bool = False) -> AsyncRetrying:
         """The retry policy for polls of this budget: attempts, backoff, and no retry that would start
         too late. Made once and reused: tenacity's retrying objects hold reference cycles, and one per
@@ -168,21 +226,14 @@ class TargetPoller:
             | stop_before_delay(max(0.0, budget - _MIN_ATTEMPT_SHARE * target.timeout)),
             wait=wait_exponential_jitter(multiplier=target.backoff, max=budget / 2, jitter=target.backoff),
             retry=retry_if_exception(_retryable),
-            before_sleep=self._say_retrying,
+            before_sleep=functools.partial(_say_retrying, target.name, self._secrets),
             reraise=True,
         )
         if not fresh:
+            if self._policy is not None:
+                _forget(self._policy[1])
             self._policy = (budget, retrying)
         return retrying
-
-    def _say_retrying(self, state) -> None:
-        log.debug(
-            "poll attempt failed, retrying",
-            target=self.target.name,
-            attempt=state.attempt_number,
-            error=self._secrets.scrub(str(state.outcome.exception())),
-            wait=round(state.upcoming_sleep, 3),
-        )
 
     def _stages(self, families: list[Family]) -> Normalized:
         target = self.target
@@ -252,8 +303,15 @@ class TargetPoller:
         self._snapshot = self.store.publish(replace(self._snapshot, next_poll=time.time() + delay))
 
     async def close(self) -> None:
+        """Close the source, and cut the poller's links to itself (its template stage and its retry
+        policy's log hook are its own bound methods): a stopped poller, its caches and its last
+        families are then freed at once by reference counting, not at some full collection later
+        (every reload that restarted a target left one behind)."""
         REGISTRY.discard(self._secrets)
         await self.source.close()
+        if self._policy is not None:
+            _forget(self._policy[1])
+        self._serve = self._policy = None
 
 
 class Scheduler:
@@ -263,16 +321,22 @@ class Scheduler:
         self.store = store
         self.shared = shared
         self._pollers: dict[str, tuple[TargetPoller, asyncio.Task]] = {}
+        #: apply and close one at a time: a SIGTERM during a reload's apply found targets it was stopping
+        self._changing = asyncio.Lock()
+        self._closed = False
 
     async def apply(self, targets: list[TargetConfig]) -> None:
         """Start new targets, stop removed ones, restart changed ones; unchanged ones keep running untouched."""
-        wanted = {target.name: target for target in targets}
-        for name, (poller, _) in list(self._pollers.items()):
-            if wanted.get(name) != poller.target:
-                await self._stop(name, forget=name not in wanted)
-        for name, target in wanted.items():
-            if name not in self._pollers:
-                self._start(target)
+        async with self._changing:
+            if self._closed:  # a reload that lost the race with stopping: nothing to start
+                return
+            wanted = {target.name: target for target in targets}
+            for name, (poller, _) in list(self._pollers.items()):
+                if wanted.get(name) != poller.target:
+                    await self._stop(name, forget=name not in wanted)
+            for name, target in wanted.items():
+                if name not in self._pollers:
+                    self._start(target)
 
     def _start(self, target: TargetConfig) -> None:
         poller = TargetPoller(target, self.store, self.shared)
@@ -291,8 +355,10 @@ class Scheduler:
             EVENTS.forget(name)
 
     async def close(self) -> None:
-        for name in list(self._pollers):
-            await self._stop(name, forget=False)
+        async with self._changing:
+            self._closed = True
+            for name in list(self._pollers):
+                await self._stop(name, forget=False)
 
     @property
     def targets(self) -> list[str]:

@@ -152,6 +152,14 @@ class Shared:
             self._items[key] = make()
         return self._items[key]
 
+    def forget(self, key: str, item: Any) -> None:
+        """Drop `item`, closed by its last user, so that keys of targets long gone do not pile up."""
+        if self._items.get(key) is item:
+            del self._items[key]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
     async def close(self) -> None:
         items, self._items = self._items, {}
         for item in items.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -15,6 +16,7 @@ from yarl import URL
 from exporter import __version__
 from exporter.escaping import ACCEPT, body_format, shown_content_type
 from exporter.family_filter import family_filter
+from exporter.offload import OFF_LOOP_BYTES, Lane
 from exporter.fields import ByteSize, ReadableFile, read_secret
 from exporter.parse import BodyReader, ParseError
 from exporter.redact import redact_url
@@ -23,6 +25,8 @@ from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 USER_AGENT = f"inference-exporter/{__version__}"
 #: How much of the raw body a snapshot keeps for debugging views.
 RAW_KEEP = 64 * 1024
+#: The start of a sample line: anything but a comment or a blank.
+_SAMPLE_LINE = re.compile(rb"^[^#\s]", re.M)
 #: How long an error response's body is waited for (it is only shown, never needed).
 ERROR_BODY_WAIT = 0.5
 #: Request headers whose values are never shown: Authorization, Cookie, X-Api-Key, X-Auth-Token...
@@ -146,6 +150,8 @@ class HTTPSource:
         self._reader = BodyReader()
         limits = (target.label_limit, target.label_name_length_limit, target.label_value_length_limit)
         self._label_limits = limits if any(limits) else None
+        #: Where its bodies are parsed: large ones in the ingest thread, one at a time.
+        self._lane = Lane()
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
 
     def _request_headers(self) -> dict[str, str]:
@@ -199,14 +205,24 @@ class HTTPSource:
             raise _client_error(url, exc) from None
 
         form = body_format(content_type)
+        self._check_sample_lines(body)
         try:
-            result = self._reader.parse(body, openmetrics=form.openmetrics, keep=self._keep, escaping=form.escaping)
+            result = await self._lane.run(
+                len(body) >= OFF_LOOP_BYTES,
+                self._reader.parse,
+                body,
+                openmetrics=form.openmetrics,
+                keep=self._keep,
+                escaping=form.escaping,
+            )
         except ParseError as exc:
+            self._reader = BodyReader()  # what it learnt of a body that failed is of no use, and not kept
             raise SourceError("parse", f"{url}: {exc}", raw=bytes(body[:RAW_KEEP])) from None
         limit = self.target.sample_limit
         if limit:
             count = sum(len(family.samples) for family in result.families)
             if count > limit:
+                self._reader = BodyReader()
                 raise SourceError(
                     "sample_limit", f"{url} returned {count} samples, over the sample_limit of {limit}", retryable=False
                 )
@@ -219,21 +235,39 @@ class HTTPSource:
             result.families, dropped, bytes(body[:RAW_KEEP]), result.problems, shown_content_type(content_type)
         )
 
+    def _check_sample_lines(self, body: bytes) -> None:
+        """Fail a body over the sample_limit before it is parsed: its sample lines are counted (a C regex
+        scan, ~1 ms a MB) where no allow/deny list makes some of them not count."""
+        limit = self.target.sample_limit
+        if not limit or self.target.allow_families or self.target.deny_families:
+            return
+        count = len(_SAMPLE_LINE.findall(body)) - (not body.endswith(b"\n"))  # a cut-off last line is dropped
+        if count > limit:
+            self._reader = BodyReader()
+            raise SourceError(
+                "sample_limit", f"{self.target.url} returned {count} samples, over the sample_limit of {limit}", retryable=False
+            )
+
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.target.body_size_limit
-        too_large = SourceError(
-            "body_too_large", f"{self.target.url} sent more than the body_size_limit of {limit} bytes", retryable=False
-        )
         if response.content_length is not None and response.content_length > limit and not response.headers.get(
             "Content-Encoding"
         ):
-            raise too_large
+            raise self._too_large(limit)
         body = bytearray()
         async for chunk in response.content.iter_chunked(64 * 1024):
             body += chunk
             if len(body) > limit:
-                raise too_large
+                del body  # not kept alive by the exception's frames
+                raise self._too_large(limit)
         return bytes(body)
+
+    def _too_large(self, limit: int) -> SourceError:
+        # Made where it is raised, never held in a local beforehand: a local holding the exception
+        # is a reference cycle through its traceback that kept the whole body alive.
+        return SourceError(
+            "body_too_large", f"{self.target.url} sent more than the body_size_limit of {limit} bytes", retryable=False
+        )
 
     async def close(self) -> None:
         """The session is shared and closed with the daemon; nothing of this target's to release."""
@@ -267,10 +301,55 @@ async def _error_body(response: aiohttp.ClientResponse) -> bytes:
 
 
 def _client_error(url: str, exc: aiohttp.ClientError) -> SourceError:
+    """The reason and words for what aiohttp raised: each says what happened, none is a Python repr."""
     if isinstance(exc, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)):
         return SourceError("tls", f"TLS handshake with {url} failed: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return SourceError("connect", f"cannot connect to {url}: {exc.os_error.strerror or exc}")
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
-        return SourceError("read", f"{url} broke off the response: {exc}")
-    return SourceError("http", f"request to {url} failed: {exc}")
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        hops = len(exc.history)
+        last = exc.history[-1].headers.get("Location", "") if exc.history else ""
+        return SourceError(
+            "too_many_redirects",
+            f"{url} redirected {hops} times without an answer (a redirect loop?), last to {redact_url(last)!r}",
+            retryable=False,
+        )
+    if isinstance(exc, aiohttp.client_exceptions.RedirectClientError):
+        return SourceError("bad_redirect", f"{url} redirected to a URL that cannot be followed: {exc}", retryable=False)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        if "content length" in str(exc).lower() or "not completed" in str(exc).lower():
+            return SourceError("read", f"{url} closed the connection before the end of the body its Content-Length announced")
+        return SourceError("read", f"{url} sent a body that cannot be read: {_first_line(exc)}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return SourceError("read", f"{url} closed the connection before its answer was complete")
+    if isinstance(exc, aiohttp.ClientOSError):
+        return SourceError("read", f"{url} broke off the connection: {exc.strerror or _first_line(exc)}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return _invalid_response(url, exc)
+    return SourceError("request_failed", f"request to {url} failed: {type(exc).__name__}: {_first_line(exc)}")
+
+
+#: A line of exposition text: what follows a body that was longer than its Content-Length said.
+_EXPOSITION_LINE = re.compile(r"^(#|[a-zA-Z_:][a-zA-Z0-9_:]*[{ ])")
+#: The bytes aiohttp's parser quotes in its message: b'...' or b"..."
+_QUOTED_BYTES = re.compile(r"""b(['"])(.*?)\1""", re.S)
+
+
+def _invalid_response(url: str, exc: aiohttp.ClientResponseError) -> SourceError:
+    """aiohttp could not read the response as HTTP: a Content-Length shorter than the body (its rest is
+    then read where the next response should start), or something that is not an HTTP server."""
+    quoted = _QUOTED_BYTES.search(exc.message or "")
+    excerpt = quoted.group(2).split("\\n", 1)[0][:60] if quoted else ""  # its first line, as aiohttp escaped it
+    if excerpt and _EXPOSITION_LINE.match(excerpt):
+        return SourceError(
+            "invalid_response",
+            f"{url} sent more body than its Content-Length header announced: what follows it ({excerpt!r}) is not an HTTP response",
+        )
+    what = (exc.message or "").split("\n", 1)[0].rstrip(":") or f"status {exc.status}"
+    return SourceError(
+        "invalid_response", f"{url} answered with something that is not valid HTTP ({what}{': ' + repr(excerpt) if excerpt else ''})"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).split("\n", 1)[0][:200] or type(exc).__name__

@@ -23,7 +23,7 @@ import ssl
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import structlog
@@ -31,7 +31,8 @@ from pydantic import Field, field_validator, model_validator
 
 from exporter import __version__
 from exporter.family import Family, Sample
-from exporter.fields import Duration, ReadableFile, read_secret
+from exporter.fields import ByteSize, Duration, ReadableFile, read_secret
+from exporter.offload import OFF_LOOP_BYTES, Lane
 from exporter.parse import ParseError, parse
 from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 from exporter.sources.http import RAW_KEEP, TLSConfig
@@ -57,6 +58,12 @@ _SUBJECT = re.compile(r"^[^\s*>.]+(?:\.[^\s*>.]+)*$")
 _SERVICE = re.compile(r"^[A-Za-z0-9_-]+$")  # nats.micro's own rule for service names
 _DYNAMO_PATH = re.compile(r"^(?:dyn://)?[^\s.]+\.[^\s.]+\.[^\s.]+$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+#: The longest metric name a reply may give (a longer one is dropped as `invalid_metric`), and the
+#: longest label value (worker_id, backend, micro-service names and ids: else the reply is unreadable).
+NAME_LENGTH_LIMIT = 200
+LABEL_VALUE_LENGTH_LIMIT = 512
+#: The most replies a gathering poll reads; more are left unread (nats-py drops them, as a slow consumer's).
+GATHER_LIMIT = 1000
 _DATA_KEY = re.compile(r"^[a-zA-Z0-9_]+$")
 
 NATSProtocol = Literal["runtime_stats", "micro", "dynamo"]
@@ -95,6 +102,10 @@ class NATSTarget(TargetConfig):
     creds_file: ReadableFile | None = None
     nkey_seed_file: ReadableFile | None = None
     tls: TLSConfig | None = None
+    #: The largest reply read; a larger one is not decoded (`reply_too_large`, or dropped among gathered ones).
+    reply_size_limit: ByteSize = Field(default=1024 * 1024, gt=0)
+    #: Most samples one poll may return, counted before they are made; 0 means no limit.
+    sample_limit: int = Field(default=20_000, ge=0)
 
     @field_validator("servers")
     @classmethod
@@ -174,15 +185,20 @@ class NATSSource:
 
     def __init__(self, target: NATSTarget, shared: Shared):
         self.target = target
-        self._connection = shared.get(f"nats {target.connection_key}", lambda: NATSConnection(target))
+        self._shared = shared
+        self._connection_key = f"nats {target.connection_key}"
+        self._connection = shared.get(self._connection_key, lambda: NATSConnection(target))
         self._connection.acquire()
         self._dynamo: DynamoRuntime | None = None
         self._dynamo_client: Any = None
         if target.protocol == "dynamo":
             key = json.dumps([target.connection_key, target.discovery, str(target.discovery_dir), target.etcd_endpoints, target.request_plane])
-            self._dynamo = shared.get(f"dynamo {key}", lambda: DynamoRuntime(target))
+            self._dynamo_key = f"dynamo {key}"
+            self._dynamo = shared.get(self._dynamo_key, lambda: DynamoRuntime(target))
             self._dynamo.acquire()
         self._closed = False
+        #: Where its replies are decoded: many or large ones in the ingest thread, one poll at a time.
+        self._lane = Lane()
         #: What the last successful poll had to leave out, so that it is logged when it changes.
         self._problems: list[str] = []
 
@@ -211,22 +227,31 @@ class NATSSource:
         subject = target.subject or ""
         if target.gather:
             window = target.gather_seconds
-            replies = [msg.data for msg in await _gather(client, subject, window)]
+            replies = await self._connection.gather(client, subject, window, target.reply_size_limit)
             if not replies:
                 raise SourceError("timeout", f"no reply on {subject!r} within {window:g}s")
         else:
             replies = [(await _request(client, subject, target.timeout or 1.0)).data]
         dropped: Counter[str] = Counter()
+        samples = SampleBudget(target.sample_limit, f"the replies on {subject!r}")
+        large = sum(map(len, replies)) >= OFF_LOOP_BYTES  # decoded in the ingest thread, as a large HTTP body is
+        families, problems = await self._lane.run(large, self._decode_runtime_stats, replies, dropped, samples)
+        _check_replies(problems, len(replies), f"reply on {subject!r}", dropped)
+        self._note_problems([f"a reply on {subject!r} {problem.text}" for problem in problems])
+        return Payload(families, dict(dropped), _raw(replies))
+
+    def _decode_runtime_stats(
+        self, replies: list[bytes], dropped: Counter[str], samples: SampleBudget
+    ) -> tuple[list[Family], list[Problem]]:
         families: list[Family] = []
-        problems: list[str] = []
+        problems: list[Problem] = []
         for body in replies:
             try:
-                families += _decode_stats(body, target.format, {}, dropped)
+                _check_size(body, self.target.reply_size_limit)
+                families += _decode_stats(body, self.target.format, {}, dropped, samples)
             except ValueError as exc:
-                problems.append(str(exc))
-        _check_replies(problems, len(replies), f"reply on {subject!r}", dropped)
-        self._note_problems([f"a reply on {subject!r} {problem}" for problem in problems])
-        return Payload(families, dict(dropped), b"\n".join(replies)[:RAW_KEEP])
+                problems.append(Problem.of(exc))
+        return families, problems
 
     # -- micro --------------------------------------------------------------------------------
 
@@ -238,7 +263,7 @@ class NATSSource:
         stats_subject = control_subject(ServiceVerb.STATS, service)
         info = asyncio.create_task(self._micro_identities(client, control_subject(ServiceVerb.INFO, service), window))
         try:
-            replies = [msg.data for msg in await _gather(client, stats_subject, window)]
+            replies = await self._connection.gather(client, stats_subject, window, self.target.reply_size_limit)
         except BaseException as exc:
             info.cancel()
             await asyncio.gather(info, return_exceptions=True)
@@ -249,25 +274,27 @@ class NATSSource:
         if not replies:
             raise SourceError("timeout", f"no instance of micro-service {service!r} answered {stats_subject} within {window:g}s")
         dropped: Counter[str] = Counter()
-        builder = _MicroFamilies(dropped)
-        problems: list[str] = []
+        builder = _MicroFamilies(dropped, SampleBudget(self.target.sample_limit, f"the {stats_subject} replies"))
+        problems: list[Problem] = []
         for body in replies:
             try:
+                _check_size(body, self.target.reply_size_limit)
                 builder.add(_json_object(body), identities)
             except ValueError as exc:
-                problems.append(str(exc))
+                problems.append(Problem.of(exc))
         _check_replies(problems, len(replies), f"{stats_subject} reply", dropped)
-        self._note_problems([f"a {stats_subject} reply {problem}" for problem in problems])
-        return Payload(builder.families(), dict(dropped), b"\n".join(replies)[:RAW_KEEP])
+        self._note_problems([f"a {stats_subject} reply {problem.text}" for problem in problems])
+        return Payload(builder.families(), dict(dropped), _raw(replies))
 
-    @staticmethod
-    async def _micro_identities(client: Client, subject: str, window: float) -> dict[str, dict[str, Any]]:
+    async def _micro_identities(self, client: Client, subject: str, window: float) -> dict[str, dict[str, Any]]:
         """$SRV.INFO replies by instance id; identity is extra, so a failure here costs only the description."""
         identities: dict[str, dict[str, Any]] = {}
+        limit = self.target.reply_size_limit
         with contextlib.suppress(SourceError):
-            for msg in await _gather(client, subject, window):
+            for data in await self._connection.gather(client, subject, window, limit):
                 with contextlib.suppress(ValueError):
-                    info = _json_object(msg.data)
+                    _check_size(data, limit)
+                    info = _json_object(data)
                     if isinstance(info.get("id"), str):
                         identities[info["id"]] = info
         return identities
@@ -303,19 +330,21 @@ class NATSSource:
         unavailable: list[str] = []
         unreadable: list[str] = []
         raw: list[bytes] = []
+        samples = SampleBudget(target.sample_limit, f"the replies of Dynamo endpoint {path}")
+        answered = 0
         for instance, call in calls.items():
             if call not in done:
                 unavailable.append(f"instance {instance:x} did not answer within {window:g}s")
             elif call.exception() is not None:
                 unavailable.append(f"instance {instance:x} failed: {call.exception()}")
             else:
-                reply = call.result()
-                raw.append(json.dumps(reply, default=str).encode())
+                reply, answered = call.result(), answered + 1
                 try:
-                    families += runtime_stats_families(reply, {"instance_id": f"{instance:x}"}, dropped)
+                    raw.append(_dumped(reply, target.reply_size_limit))
+                    families += runtime_stats_families(reply, {"instance_id": f"{instance:x}"}, dropped, samples)
                 except ValueError as exc:
                     unreadable.append(f"the reply of instance {instance:x} {exc}")
-        if len(raw) == len(unreadable):  # no instance gave a usable reply
+        if answered == len(unreadable):  # no instance gave a usable reply
             if unreadable:
                 raise SourceError("parse", f"Dynamo endpoint {path}: {unreadable[0]}")
             timed_out = all(call not in done for call in calls.values())
@@ -346,7 +375,11 @@ class NATSSource:
         self._dynamo_client = None
         if self._dynamo is not None:
             await self._dynamo.release()
+            if self._dynamo.users == 0:
+                self._shared.forget(self._dynamo_key, self._dynamo)
         await self._connection.release()
+        if self._connection.users == 0:  # its last target is gone: so is its entry (reloads add new ones)
+            self._shared.forget(self._connection_key, self._connection)
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -364,30 +397,93 @@ async def _request(client: Client, subject: str, timeout: float) -> Msg:
         raise SourceError("timeout", f"no reply on {subject!r} within {timeout:g}s") from None
 
 
-async def _gather(client: Client, subject: str, window: float) -> list[Msg]:
-    """Every reply to one request, sent with a private inbox, that arrives within `window` seconds."""
-    from nats import errors
-    from nats.aio.client import NO_RESPONDERS_STATUS
-    from nats.js.api import Header
+class Gatherer:
+    """Every reply to a request within a window, through one subscription per connection.
 
-    subscription = await client.subscribe(client.new_inbox())
-    replies: list[Msg] = []
-    try:
-        await client.publish(subject, b"", reply=subscription.subject)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + window
-        while (left := deadline - loop.time()) > 0:
+    Requests go out with a reply subject under this connection's own inbox prefix, one token per
+    gathering; a single wildcard subscription, made once, routes each reply to its gathering. A
+    subscription per poll (nats-py's next_msg iterator) left a reference cycle of tasks, futures and
+    queues behind every gathering poll, and cost two round trips.
+
+    At most GATHER_LIMIT replies, of at most GATHER_LIMIT / 8 times the size limit in all, are kept
+    per gathering; nats-py buffers no more than that for the subscription. A flood of replies costs
+    the poll its completeness, never the daemon its memory or other targets their schedule.
+    """
+
+    def __init__(self) -> None:
+        self._client: Client | None = None
+        self._prefix = ""
+        self._gatherings: dict[str, _Gathering] = {}
+        self._count = 0
+
+    async def gather(self, client: Client, subject: str, window: float, size_limit: int) -> list[bytes]:
+        from nats import errors
+
+        if client is not self._client:  # the first gathering, or a new client after a fresh connect
+            self._client, self._prefix = client, client.new_inbox()
             try:
-                msg = await subscription.next_msg(timeout=left)
-            except errors.TimeoutError:
-                break
-            if msg.headers and msg.headers.get(Header.STATUS) == NO_RESPONDERS_STATUS:
-                raise SourceError("no_responders", f"nothing subscribes to subject {subject!r}")
-            replies.append(msg)
-    finally:
-        with contextlib.suppress(errors.Error):
-            await subscription.unsubscribe()
-    return replies
+                await client.subscribe(
+                    self._prefix + ".*", cb=self._receive, pending_msgs_limit=4 * GATHER_LIMIT,
+                    pending_bytes_limit=64 * 1024 * 1024,
+                )
+            except BaseException:
+                self._client = None
+                raise
+        self._count += 1
+        token = str(self._count)
+        gathering = self._gatherings[token] = _Gathering(max(size_limit, (GATHER_LIMIT // 8) * size_limit))
+        try:
+            await client.publish(subject, b"", reply=f"{self._prefix}.{token}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(window):
+                    await gathering.full.wait()
+        except errors.Error as exc:
+            raise _publish_failed(subject, exc) from None
+        finally:
+            del self._gatherings[token]
+        if gathering.no_responders and not gathering.replies:
+            raise SourceError("no_responders", f"nothing subscribes to subject {subject!r}")
+        return gathering.replies
+
+    async def _receive(self, msg: Msg) -> None:
+        from nats.aio.client import NO_RESPONDERS_STATUS
+        from nats.js.api import Header
+
+        gathering = self._gatherings.get(msg.subject.rpartition(".")[2])
+        if gathering is None:  # late, after its window
+            return
+        if msg.headers and msg.headers.get(Header.STATUS) == NO_RESPONDERS_STATUS:
+            gathering.no_responders = True
+            gathering.full.set()
+            return
+        gathering.add(msg.data)
+
+
+class _Gathering:
+    __slots__ = ("replies", "kept", "budget", "no_responders", "full")
+
+    def __init__(self, budget: int):
+        self.replies: list[bytes] = []
+        self.kept = 0
+        self.budget = budget
+        self.no_responders = False
+        self.full = asyncio.Event()
+
+    def add(self, data: bytes) -> None:
+        if self.full.is_set():
+            return
+        self.replies.append(data)
+        self.kept += len(data)
+        if len(self.replies) >= GATHER_LIMIT or self.kept >= self.budget:
+            self.full.set()
+
+
+def _publish_failed(subject: str, exc: Exception) -> SourceError:
+    from nats import errors
+
+    if isinstance(exc, errors.MaxPayloadError):
+        return SourceError("nats_request", f"cannot send the request on {subject!r}: {exc}")
+    return SourceError("nats_disconnected", f"cannot send the request on {subject!r}: {type(exc).__name__}")
 
 
 async def _dynamo_call(client: Any, instance: int) -> Any:
@@ -395,18 +491,83 @@ async def _dynamo_call(client: Any, instance: int) -> Any:
     stream = await client.direct(DYNAMO_REQUEST, instance, annotated=False)
     async for reply in stream:
         if isinstance(reply, (str, bytes)):
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RecursionError):
                 return json.loads(reply)
         return reply
     raise ValueError("the endpoint answered with an empty stream")
 
 
-def _check_replies(problems: list[str], total: int, what: str, dropped: Counter[str]) -> None:
-    """All replies bad: the poll fails with `parse`. Some: those are dropped and counted, the rest kept."""
+class Problem(NamedTuple):
+    """Why one reply could not be used: words and a reason, never the exception (whose frames would
+    hold the poll's locals, this list among them, in a reference cycle)."""
+
+    too_large: bool
+    text: str
+
+    @classmethod
+    def of(cls, exc: ValueError) -> "Problem":
+        return cls(isinstance(exc, ReplyTooLarge), str(exc))
+
+
+def _check_replies(problems: list[Problem], total: int, what: str, dropped: Counter[str]) -> None:
+    """All replies bad: the poll fails with the first one's reason (`parse`, `reply_too_large`).
+    Some: those are dropped and counted (`invalid_reply`, `reply_too_large`), the rest kept."""
     if problems and len(problems) == total:
-        raise SourceError("parse", f"the {what} {problems[0]}")
-    if problems:
-        dropped["invalid_reply"] += len(problems)
+        first = problems[0]
+        reason = "reply_too_large" if first.too_large else "parse"
+        raise SourceError(reason, f"the {what} {first.text}", retryable=not first.too_large)
+    for problem in problems:
+        dropped["reply_too_large" if problem.too_large else "invalid_reply"] += 1
+
+
+class ReplyTooLarge(ValueError):
+    """A reply over the target's reply_size_limit: not decoded at all."""
+
+    reason = "reply_too_large"
+
+
+def _check_size(body: bytes, limit: int) -> None:
+    if len(body) > limit:
+        raise ReplyTooLarge(f"is {len(body)} bytes, over the reply_size_limit of {limit} bytes; it was not read")
+
+
+def _raw(replies: list[bytes]) -> bytes:
+    """The start of the replies, for the target's page: never more than RAW_KEEP bytes copied."""
+    raw, size = [], 0
+    for reply in replies:
+        if size >= RAW_KEEP:
+            break
+        raw.append(reply[: RAW_KEEP - size])
+        size += len(raw[-1]) + 1
+    return b"\n".join(raw)[:RAW_KEEP]
+
+
+def _dumped(reply: object, limit: int) -> bytes:
+    """A reply Dynamo's runtime decoded, as JSON again, for the target's page; ValueError if it cannot be."""
+    try:
+        text = json.dumps(reply, default=str).encode()
+    except (ValueError, TypeError, RecursionError):
+        raise ValueError("cannot be shown as JSON (nested too deep, or not data)") from None
+    _check_size(text, limit)
+    return text[:RAW_KEEP]
+
+
+class SampleBudget:
+    """The samples a poll may still make under its target's sample_limit, taken before they are made."""
+
+    def __init__(self, limit: int, what: str):
+        self.limit = limit
+        self.left = limit
+        self.what = what
+
+    def take(self, count: int) -> None:
+        if not self.limit:
+            return
+        self.left -= count
+        if self.left < 0:
+            raise SourceError(
+                "sample_limit", f"{self.what} hold more than the sample_limit of {self.limit} samples", retryable=False
+            )
 
 
 # -- replies -> families ----------------------------------------------------------------------
@@ -417,29 +578,57 @@ def _json_object(body: bytes) -> dict[str, Any]:
         document = json.loads(body)
     except ValueError as exc:
         raise ValueError(f"is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("nests arrays or objects deeper than can be read") from None
     if not isinstance(document, dict):
         raise ValueError(f"is JSON but not an object: {_excerpt(body)}")
     return document
 
 
-def _decode_stats(body: bytes, fmt: str, labels: dict[str, str], dropped: Counter[str]) -> list[Family]:
+def _decode_stats(
+    body: bytes, fmt: str, labels: dict[str, str], dropped: Counter[str], samples: SampleBudget | None = None
+) -> list[Family]:
     """One runtime_stats reply body -> families. ValueError says why a body cannot be read at all."""
     if fmt == "prometheus":
         try:
             result = parse(body)
         except ParseError as exc:
             raise ValueError(f"is not Prometheus exposition text: {exc}") from None
+        if samples is not None:
+            samples.take(sum(len(family.samples) for family in result.families))
         if result.truncated_lines:
             dropped["truncated_line"] += result.truncated_lines
         return result.families
-    return runtime_stats_families(_json_object(body), labels, dropped)
+    return runtime_stats_families(_json_object(body), labels, dropped, samples)
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A JSON number a float holds: not a bool, and not an integer of 400 digits (OverflowError)."""
+    if isinstance(value, float):
+        return True
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
-def runtime_stats_families(reply: object, labels: dict[str, str], dropped: Counter[str]) -> list[Family]:
+def _size(data: object) -> int:
+    return len(data) if isinstance(data, dict) else 0
+
+
+def _label_value(value: object, what: str) -> str:
+    text = str(value)
+    if len(text) > LABEL_VALUE_LENGTH_LIMIT:
+        raise ValueError(f"has a {what} of {len(text)} characters, over the limit of {LABEL_VALUE_LENGTH_LIMIT}")
+    return text
+
+
+def runtime_stats_families(
+    reply: object, labels: dict[str, str], dropped: Counter[str], samples: SampleBudget | None = None
+) -> list[Family]:
     """A runtime_stats reply -> one family per metric, labelled with its `worker_id` and `backend`.
 
     A metric with an invalid name or a value that is not a number is dropped and counted as
@@ -454,16 +643,24 @@ def runtime_stats_families(reply: object, labels: dict[str, str], dropped: Count
     for key in ("worker_id", "backend"):
         value = reply.get(key)
         if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-            labels[key] = str(value)
+            labels[key] = _label_value(value, key)
+    groups = [(group, kind, metrics.get(group)) for group, kind in (("gauges", "gauge"), ("counters", "counter"))]
+    for group, _, members in groups:
+        if members is not None and not isinstance(members, dict):
+            raise ValueError(f'has "metrics.{group}" that is not an object')
+    if samples is not None:  # counted before any is made
+        samples.take(sum(len(members) for _, _, members in groups if members))
     families: list[Family] = []
-    for group, kind in (("gauges", "gauge"), ("counters", "counter")):
-        members = metrics.get(group)
+    for group, kind, members in groups:
         if members is None:
             continue
-        if not isinstance(members, dict):
-            raise ValueError(f'has "metrics.{group}" that is not an object')
         for name, value in members.items():
-            if not _METRIC_NAME.match(name) or not _is_number(value) or (kind == "counter" and not value >= 0):
+            if (
+                len(name) > NAME_LENGTH_LIMIT
+                or not _METRIC_NAME.match(name)
+                or not _is_number(value)
+                or (kind == "counter" and not value >= 0)
+            ):
                 dropped["invalid_metric"] += 1
                 continue
             sample = name if kind == "gauge" or name.endswith("_total") else name + "_total"
@@ -484,8 +681,9 @@ _MICRO_HELP = {
 class _MicroFamilies:
     """$SRV.STATS replies -> `nats_micro_*` families, one series per instance and endpoint."""
 
-    def __init__(self, dropped: Counter[str]):
+    def __init__(self, dropped: Counter[str], samples: SampleBudget | None = None):
         self.dropped = dropped
+        self.samples = samples
         self._families: dict[str, Family] = {}
 
     def _add(self, name: str, labels: dict[str, str], value: float, kind: str = "gauge", help_text: str = "") -> None:
@@ -503,16 +701,23 @@ class _MicroFamilies:
             raise ValueError('is not a $SRV.STATS reply (no "id" or no "endpoints" list)')
         identity = identities.get(instance, {})
         service = {
-            "service": str(stats.get("name") or identity.get("name") or ""),
-            "instance_id": instance,
-            "version": str(stats.get("version") or identity.get("version") or ""),
+            "service": _label_value(stats.get("name") or identity.get("name") or "", "service name"),
+            "instance_id": _label_value(instance, "instance id"),
+            "version": _label_value(stats.get("version") or identity.get("version") or "", "version"),
         }
-        self._add("info", {**service, "description": str(identity.get("description") or "")}, 1.0)
-        for endpoint in endpoints:
-            if not isinstance(endpoint, dict):
+        description = _label_value(identity.get("description") or "", "description")
+        endpoint_labels = [  # every label checked, and the samples counted, before any sample is made
+            {**service, "endpoint": _label_value(e.get("name", ""), "endpoint name"), "subject": _label_value(e.get("subject", ""), "subject")}
+            if isinstance(e, dict) else None
+            for e in endpoints
+        ]
+        if self.samples is not None:
+            self.samples.take(1 + sum(4 + _size(e.get("data")) for e in endpoints if isinstance(e, dict)))
+        self._add("info", {**service, "description": description}, 1.0)
+        for endpoint, labels in zip(endpoints, endpoint_labels):
+            if labels is None:
                 self.dropped["invalid_metric"] += 1
                 continue
-            labels = {**service, "endpoint": str(endpoint.get("name", "")), "subject": str(endpoint.get("subject", ""))}
             for key, name, scale in (
                 ("num_requests", "endpoint_requests", 1.0),
                 ("num_errors", "endpoint_errors", 1.0),
@@ -528,7 +733,7 @@ class _MicroFamilies:
             for key, value in (data.items() if isinstance(data, dict) else ()):
                 if not _is_number(value):
                     continue  # text and nested members of `data` are not metrics
-                if not _DATA_KEY.match(key):
+                if len(key) > NAME_LENGTH_LIMIT or not _DATA_KEY.match(key):
                     self.dropped["invalid_metric"] += 1
                     continue
                 self._add(f"endpoint_data_{key}", dict(labels), float(value), help_text=f"Member {key!r} of the endpoint's stats data.")
@@ -557,9 +762,14 @@ class NATSConnection:
         self._settled = asyncio.Event()
         self._error: BaseException | None = None
         self._was_connected = False
+        self._gatherer = Gatherer()
 
     def acquire(self) -> None:
         self.users += 1
+
+    async def gather(self, client: Client, subject: str, window: float, size_limit: int) -> list[bytes]:
+        """Every reply to a request on `subject` within `window` seconds (see Gatherer)."""
+        return await self._gatherer.gather(client, subject, window, size_limit)
 
     async def release(self) -> None:
         self.users = max(0, self.users - 1)
@@ -634,11 +844,16 @@ class NATSConnection:
             self._settled.set()
 
     def _options(self, client: Client) -> dict[str, Any]:
+        from nats.errors import SlowConsumerError
+
         target = self.target
         mine = lambda: client is self._client  # noqa: E731 - callbacks of a replaced client stay quiet
 
         async def on_error(exc: Exception) -> None:
             if not mine():
+                return
+            if isinstance(exc, SlowConsumerError):  # a gathering poll flooded past its bounds: dropped, not an outage
+                log.debug("nats replies dropped beyond a poll's bounds", servers=self.where, subject=exc.subject)
                 return
             changed = self._error is None or str(self._error) != str(exc)
             self._error = exc
@@ -693,6 +908,7 @@ class NATSConnection:
     async def close(self) -> None:
         task, client = self._connecting, self._client
         self._connecting = self._client = None
+        self._gatherer = Gatherer()  # the closed client is not kept by the one it had
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
