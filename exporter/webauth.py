@@ -18,7 +18,6 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable, Mapping
 
-import bcrypt
 import structlog
 from aiohttp import hdrs, web
 
@@ -79,6 +78,8 @@ PASSWORDS_KEY = web.AppKey("passwords", PasswordCheck)
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
+    import bcrypt  # here, not at the top: only a web config with basic_auth_users needs it
+
     try:
         return bcrypt.checkpw(password, hashed)
     except ValueError:  # a password over bcrypt's 72 bytes, or a hash it cannot read
