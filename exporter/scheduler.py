@@ -142,6 +142,9 @@ class TargetPoller:
         except SourceError as exc:
             drop_frames(exc)  # nothing the poll made outlives it; only the reason and message are kept
             return self._publish_failure(previous, exc, wall, started, attempts)
+        except asyncio.CancelledError as exc:  # stopped mid-poll (a reload, the end): keep nothing it read
+            drop_frames(exc)
+            raise
         except Exception as exc:  # a bug in a source must not end the target's task
             log.exception("poll raised unexpectedly", target=target.name)
             error = SourceError("internal_error", internal_error(exc))
@@ -347,7 +350,9 @@ class Scheduler:
     async def _stop(self, name: str, *, forget: bool) -> None:
         poller, task = self._pollers.pop(name)
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for outcome in await asyncio.gather(task, return_exceptions=True):
+            # A poll cancelled mid-way: its CancelledError's frames hold what the poll had read.
+            drop_frames(outcome if isinstance(outcome, BaseException) else None)
         await poller.close()
         log.debug("target stopped", target=name)
         if forget:
