@@ -216,16 +216,23 @@ class Conformer:
         return (families if out is None else out), split
 
     def _plan_of(self, family: Family) -> _Plan | str | None:
-        key = shape_of(family)
-        known = self._plans.get(id(key))
-        if known is not None and known[0] is key:
-            self._used[id(key)] = known
-            return known[1]
+        key = family.shape
+        handed = key is not None  # the parser's fast path hands out the same shape object poll after poll
+        if handed:
+            known = self._plans.get(id(key))
+            if known is not None and known[0] is key:
+                self._used[id(key)] = known
+                return known[1]
+        else:
+            # A family made anew this poll (the unifier's, a full parse's): its shape is worked out once
+            # and kept on it, so that the template stage, which asks next, does not work it out again
+            # (no stage changes a family's names, labels or metadata after the unifier made it).
+            key = family.shape = shape_of(family)
         plan = self._by_shape.get(key, self)
         if plan is self:
             plan = _plan(family)
         self._by_shape_used[key] = plan
-        if family.shape is not None:
+        if handed:
             self._used[id(key)] = (key, plan)
         return plan
 

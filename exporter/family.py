@@ -40,7 +40,8 @@ class Family:
     unit: str = ""
     samples: list[Sample] = field(default_factory=list)
     #: The family with its values left out (name, type, HELP, unit, each sample's series), when the
-    #: parser already had it from an earlier body: see `shape_of`.
+    #: parser already had it from an earlier body, or a stage has worked it out this poll (exporter.conform,
+    #: for the template stage that follows): see `shape_of`.
     shape: tuple | None = field(default=None, compare=False, repr=False)
 
 

@@ -5,6 +5,7 @@ Everything a scrape needs is computed here, once per poll, so that the collector
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -237,14 +238,28 @@ def fold_created(families: list[Family]) -> list[Family]:
     if not any(f.name in owners and f.type in ("gauge", "untyped", "unknown") for f in families):
         return families
     folded: dict[int, Family] = {}
+    #: per folded family, its series as the parser handed out their shapes (None once one had none)
+    series: dict[int, list[tuple] | None] = {}
     kept = []
     for family in families:
         owner = owners.get(family.name)
         if owner is not None and family.type in ("gauge", "untyped", "unknown"):
-            target = folded.setdefault(id(owner), Family(owner.name, owner.type, owner.help, owner.unit, list(owner.samples)))
-            target.samples.extend(Sample(family.name, s.labels, s.value) for s in family.samples)
+            target = folded.get(id(owner))
+            if target is None:
+                target = folded[id(owner)] = Family(owner.name, owner.type, owner.help, owner.unit, list(owner.samples))
+                series[id(owner)] = None if owner.shape is None else [owner.shape[4]]
+            target.samples.extend(Sample(family.name, s.labels, s.value, s.key) for s in family.samples)
+            parts = series[id(owner)]
+            series[id(owner)] = None if parts is None or family.shape is None else [*parts, family.shape[4]]
         else:
             kept.append(family)
+    # A folded family's shape is its parts' (each sample keeps its key), as `shape_of` would work it out:
+    # made from the shapes the parser handed out, so that a poll of a steady body (its families folded
+    # anew every poll) does not work out every folded family's shape again, in the conform and template stages.
+    for key, target in folded.items():
+        parts = series[key]
+        if parts is not None:
+            target.shape = (target.name, target.type, target.help, target.unit, tuple(itertools.chain.from_iterable(parts)))
     return [folded.get(id(family), family) for family in kept]
 
 

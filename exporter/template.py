@@ -86,22 +86,22 @@ class _Text:
 
 class _Samples(Sequence):
     """A filled family's samples as prometheus_client Samples, made when someone reads them: scrapes
-    read the rendered text, and only the collector path (`once`, registries) reads samples. They are
-    read back from that text, so a template keeps no labels for them."""
+    read the rendered text, and only the collector path (`once`, registries) and the overview read
+    samples. Their names and labels are read back from that text once per template (see
+    `_FamilyTemplate.series`), so a template keeps labels only for the families someone reads."""
 
-    __slots__ = ("_chunks", "_values", "_made")
+    __slots__ = ("_chunks", "_values", "_made", "_template")
 
-    def __init__(self, chunks: _Chunks, values: Sequence[float]):
-        self._chunks, self._values = chunks, values
+    def __init__(self, chunks: _Chunks, values: Sequence[float], template: _FamilyTemplate):
+        self._chunks, self._values, self._template = chunks, values, template
         self._made: tuple[PromSample, ...] | None = None
 
     def _all(self) -> tuple[PromSample, ...]:
         made = self._made
         if made is None:
-            lines: list = []
-            parse(self._chunks.openmetrics, order=lines)
             made = self._made = tuple(
-                PromSample(line.name, line.labels, value, None, None) for line, value in zip(lines, self._values)
+                PromSample(name, labels, value, None, None)
+                for (name, labels), value in zip(self._template.series(self._chunks), self._values)
             )
         return made
 
@@ -127,13 +127,29 @@ class _Samples(Sequence):
 class _FamilyTemplate:
     """One served family without its values: its name, type and HELP, and its samples' place in the poll."""
 
-    __slots__ = ("name", "type", "help", "first", "last", "moved")
+    __slots__ = ("name", "type", "help", "first", "last", "moved", "_series")
 
     def __init__(self, family: SeriesFamily, first: int, last: int, moved: list[str]):
         self.name, self.type, self.help = family.name, family.type, family.help
         self.first, self.last = first, last  # its samples among all the poll's served samples
         #: the suffixes the classic text format moves out of the family, in the order it writes them
         self.moved = moved
+        self._series: list[tuple[str, dict[str, str]]] | None = None
+
+    def series(self, chunks: _Chunks) -> list[tuple[str, dict[str, str]]]:
+        """(name, labels) of each sample line, in order: read back from one fill's OpenMetrics text the
+        first time someone reads this family's samples, then kept, since every fill of this template
+        writes the same series (only the values differ). Every poll's reader (the overview) would
+        otherwise parse the same series again, poll after poll."""
+        series = self._series
+        if series is None:
+            lines: list = []
+            parse(chunks.openmetrics, order=lines)
+            series = self._series = [(line.name, line.labels) for line in lines]
+        return series
+
+    def forget_series(self) -> None:
+        self._series = None
 
 
 class Template:
@@ -192,6 +208,8 @@ class Template:
             a.rendered["chunks"].openmetrics != chunks(b).openmetrics for a, b in zip(again.families, made.families)
         ):
             return None
+        for family in template._families:
+            family.forget_series()  # the check read every family's: keep only those read again later
         return template
 
     def fill(self, values: list[float]) -> Normalized:
@@ -208,7 +226,7 @@ class Template:
                 inside, outside = chunk, {}
             rendered = _Chunks.made(inside, outside, chunk)
             family = SeriesFamily(
-                template.name, template.type, template.help, _Samples(rendered, served[template.first : template.last])
+                template.name, template.type, template.help, _Samples(rendered, served[template.first : template.last], template)
             )
             family.rendered["chunks"] = rendered
             families.append(family)

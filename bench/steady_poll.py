@@ -1,0 +1,102 @@
+"""One target's steady-state poll, in process: the CPU a poll of a body whose values alone changed
+costs from the bytes to what is served and what the overview reads. No network, no event loop: the
+work a poll of a GPU host's vLLM target repeats every second, measured alone.
+
+    .venv/bin/python bench/steady_poll.py [--polls N] [--repeat N] [--compare OTHER_CHECKOUT]
+
+Prints microseconds of CPU per poll (the best of --repeat runs of --polls polls). With --compare,
+runs this checkout and OTHER_CHECKOUT's copy of the same work alternately, each in its own process,
+and prints both: a before/after on one machine in one command (shared machines are noisy: compare
+the two columns of one run, not figures across runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Bodies polled in turn: the same series, each version's values raised by one (as a live server's are).
+VERSIONS = 8
+
+
+def measure(polls: int, repeat: int) -> dict:
+    from exporter.config import parse_config
+    from exporter.overview.windows import _wanted_names
+    from exporter.parse import BodyReader
+    from exporter.scheduler import TargetPoller
+    from exporter.sources import Shared
+    from exporter.sources.base import Payload
+    from exporter.store import Store
+    from support import bench_vllm_body, with_values_moved
+
+    name, body = bench_vllm_body()
+    config = parse_config(
+        "defaults: {interval: 1s, timeout: 1s, retries: 0}\n"
+        "targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/metrics', profile: vllm}\n"
+    )
+    poller = TargetPoller(config.targets[0], Store(), Shared())
+    reader = BodyReader()
+    bodies = [with_values_moved(body, step) for step in range(VERSIONS)]
+    wanted = _wanted_names("").families
+
+    def poll(data: bytes) -> int:
+        result = reader.parse(data)
+        _, _, normalized = poller._ingest(Payload(result.families, problems=result.problems), {"openmetrics"})
+        read = 0
+        for family in normalized.families:  # what the overview reads of each poll
+            if family.name in wanted:
+                read += len(list(family.samples))
+        return read
+
+    for data in bodies[:4]:  # the third body of one shape makes the fast path and the template
+        poll(data)
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        for number in range(polls):
+            poll(bodies[number % VERSIONS])
+        best = min(best, time.process_time() - start)
+    return {"body": name, "us_per_poll": best / polls * 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--polls", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="alternations with --compare (default 5)")
+    parser.add_argument("--compare", metavar="CHECKOUT", help="another checkout of this repository to run alternately")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one figure, for --compare
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # whose exporter to import
+    args = parser.parse_args()
+    sys.path[:0] = [str(args.root), str(args.root / "tests")]
+    if args.compare is None:
+        figures = measure(args.polls, args.repeat)
+        if args.json:
+            print(json.dumps(figures))
+        else:
+            print(f"{figures['body']}: {figures['us_per_poll']:.0f} us CPU per steady poll (best of {args.repeat} x {args.polls})")
+        return
+    checkouts = {"this": ROOT, "other": Path(args.compare).resolve()}
+    script = Path(__file__).resolve()
+    runs: dict[str, list[float]] = {"this": [], "other": []}
+    for _ in range(args.rounds):
+        for label in ("other", "this"):
+            command = [sys.executable, str(script), "--polls", str(args.polls), "--repeat", str(args.repeat), "--json"]
+            command += ["--root", str(checkouts[label])]
+            out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=checkouts[label])
+            runs[label].append(json.loads(out.stdout.strip().splitlines()[-1])["us_per_poll"])
+    print(f"{'checkout':<40} {'us CPU per steady poll, each round':<50} {'median':>8}")
+    for label in ("other", "this"):
+        figures = sorted(runs[label])
+        print(f"{str(checkouts[label]):<40} {' '.join(f'{v:7.0f}' for v in runs[label]):<50} {figures[len(figures) // 2]:8.0f}")
+    print("(alternated old/new in separate processes on a shared, noisy machine: compare the medians of this run)")
+
+
+if __name__ == "__main__":
+    main()
