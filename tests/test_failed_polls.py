@@ -313,6 +313,21 @@ async def test_a_bug_in_a_source_is_named_internal_error_with_where_it_was_raise
     assert says_what_happened(snapshot.last_error)
 
 
+async def _cyclic_garbage_of(step) -> Counter[str]:
+    """The types of what awaiting `step` left that only a full collection would free."""
+    gc.collect()
+    gc.disable()
+    try:
+        await step
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        return Counter(type(item).__qualname__ for item in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
 async def test_targets_a_reload_stops_leave_no_garbage(hostile):
     """Every reload that restarted a target left the old poller, its caches and its last families in
     a reference cycle, for a full collection to find."""
@@ -330,17 +345,7 @@ async def test_targets_a_reload_stops_leave_no_garbage(hostile):
             for name in scheduler.targets:
                 assert (await scheduler._pollers[name][0].poll()).up
         last = [_target(f"{{name: t0, type: http, url: '{hostile}/status', interval: 9s}}")]
-        gc.collect()
-        gc.disable()
-        try:
-            await scheduler.apply(last)
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            gc.collect()
-            garbage = Counter(type(item).__qualname__ for item in gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
+        garbage = await _cyclic_garbage_of(scheduler.apply(last))
     finally:
         await scheduler.close()
         await shared.close()
@@ -367,17 +372,8 @@ async def test_a_poll_a_reload_cancels_mid_way_keeps_nothing_it_read(hostile):
             last = [_target(f"{{name: t9, type: http, url: '{hostile}/status', interval: 1h}}")]
             await scheduler.apply(polling)
             await asyncio.sleep(0.5 + 0.13 * turn)
-            gc.collect()
-            gc.disable()
-            try:
-                await scheduler.apply(last)
-                gc.set_debug(gc.DEBUG_SAVEALL)
-                gc.collect()
-                garbage.update(type(item).__qualname__ for item in gc.garbage if type(item).__qualname__ in ours)
-            finally:
-                gc.set_debug(0)
-                gc.garbage.clear()
-                gc.enable()
+            left = await _cyclic_garbage_of(scheduler.apply(last))
+            garbage.update({kind: count for kind, count in left.items() if kind in ours})
     finally:
         await scheduler.close()
         await shared.close()
