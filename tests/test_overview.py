@@ -4,6 +4,7 @@ simulated backend served, across a counter reset and an outage; the stream, the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -88,6 +89,22 @@ async def overview_server(aiohttp_server, store: Store, overview: Overview):
     return await aiohttp_server(app, host="127.0.0.1")
 
 
+@contextlib.asynccontextmanager
+async def one_target_watched(aiohttp_server, config_text: str):
+    """The config's first target, polled when the test says, its store watched by an overview that
+    keeps every poll (spacing 0: the test's polls come milliseconds apart), served by the daemon's app.
+    Yields (poller, server); the server outlives the block, the poller and its connections do not."""
+    config = parse_config(config_text)
+    store, shared = Store(), Shared()
+    server = await overview_server(aiohttp_server, store, Overview(store, config.overview, spacing=0))
+    poller = TargetPoller(config.targets[0], store, shared)
+    try:
+        yield poller, server
+    finally:
+        await poller.close()
+        await shared.close()
+
+
 async def get_json(server, path: str) -> dict:
     async with aiohttp.ClientSession() as session:
         async with session.get(server.make_url(path)) as response:
@@ -98,24 +115,19 @@ async def get_json(server, path: str) -> dict:
 async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_across_a_reset_and_an_outage(
     simulated, aiohttp_server
 ):
-    config = parse_config(
+    config = (
         "overview: {window: 15m}\n"
         f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', retries: 0, interval: 5s, timeout: 2s}}\n"
     )
-    store, shared = Store(), Shared()
-    # every poll kept (spacing 0): the test's polls come milliseconds apart
-    overview = Overview(store, config.overview, spacing=0)
-    server = await overview_server(aiohttp_server, store, overview)
-    poller = TargetPoller(config.targets[0], store, shared)
     polls: list[tuple[float, Served]] = []
+    async with one_target_watched(aiohttp_server, config) as (poller, server):
 
-    async def poll_up(requests: int, **kwargs) -> None:
-        simulated.step(requests, **kwargs)
-        snapshot = await poller.poll()
-        assert snapshot.up, snapshot.last_error
-        polls.append((snapshot.last_poll, simulated.served()))
+        async def poll_up(requests: int, **kwargs) -> None:
+            simulated.step(requests, **kwargs)
+            snapshot = await poller.poll()
+            assert snapshot.up, snapshot.last_error
+            polls.append((snapshot.last_poll, simulated.served()))
 
-    try:
         for requests, errors, aborts in ((12, 0, 1), (30, 1, 0), (25, 0, 2), (40, 2, 1)):
             await poll_up(requests, errors=errors, aborts=aborts)
         simulated.restart()  # counters and buckets back to zero: a reset, never a negative rate
@@ -138,9 +150,6 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
         await poll_up(22, aborts=3)
         await poll_up(35, errors=1)
         report = await get_json(server, "/api/overview")
-    finally:
-        await poller.close()
-        await shared.close()
 
     row = report["backends"][0]
     from exporter.overview.report import _no_series
@@ -184,17 +193,11 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
 
 
 async def test_the_csv_has_one_row_per_target_and_model_with_the_json_values(simulated, aiohttp_server):
-    config = parse_config(f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', retries: 0}}\n")
-    store, shared = Store(), Shared()
-    overview = Overview(store, config.overview, spacing=0)
-    server = await overview_server(aiohttp_server, store, overview)
-    poller = TargetPoller(config.targets[0], store, shared)
-    try:
+    config = f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', retries: 0}}\n"
+    async with one_target_watched(aiohttp_server, config) as (poller, server):
         for _ in range(3):
             simulated.step(20, errors=1)
             await poller.poll()
-    finally:
-        await shared.close()
     report = await get_json(server, "/api/overview")
     async with aiohttp.ClientSession() as session:
         async with session.get(server.make_url("/api/overview.csv")) as response:
@@ -211,16 +214,10 @@ async def test_the_csv_has_one_row_per_target_and_model_with_the_json_values(sim
 async def test_label_values_from_an_upstream_are_escaped_on_the_page_and_defused_in_the_csv(aiohttp_server):
     hostile = SimulatedVLLM(model='=HYPERLINK("x")<img src=x onerror=alert(1)>"</script>')
     server = await aiohttp_server(hostile.app(), host="127.0.0.1")
-    config = parse_config(f"targets:\n  - {{name: sim, type: http, url: '{server.make_url('/metrics')}', retries: 0}}\n")
-    store, shared = Store(), Shared()
-    overview = Overview(store, config.overview, spacing=0)
-    ours = await overview_server(aiohttp_server, store, overview)
-    poller = TargetPoller(config.targets[0], store, shared)
-    try:
+    config = f"targets:\n  - {{name: sim, type: http, url: '{server.make_url('/metrics')}', retries: 0}}\n"
+    async with one_target_watched(aiohttp_server, config) as (poller, ours):
         hostile.step(3)
         await poller.poll()
-    finally:
-        await shared.close()
     async with aiohttp.ClientSession() as session:
         async with session.get(ours.make_url("/overview")) as response:
             page = await response.text()
@@ -309,17 +306,10 @@ async def test_gpus_of_nvml_targets_show_utilisation_memory_and_power(monkeypatc
 
     fake = FakeNVML(eight_gpus())
     monkeypatch.setattr(nvml_source, "load_binding", lambda: fake)
-    config = parse_config("targets:\n  - {name: gpus, type: nvml, interval: 5s, timeout: 2s, retries: 0}\n")
-    store, shared = Store(), Shared()
-    overview = Overview(store, config.overview, spacing=0)
-    server = await overview_server(aiohttp_server, store, overview)
-    poller = TargetPoller(config.targets[0], store, shared)
-    try:
+    config = "targets:\n  - {name: gpus, type: nvml, interval: 5s, timeout: 2s, retries: 0}\n"
+    async with one_target_watched(aiohttp_server, config) as (poller, server):
         for _ in range(2):
             assert (await poller.poll()).up
-    finally:
-        await poller.close()
-        await shared.close()
     report = await get_json(server, "/api/overview")
     gpus = {gpu["gpu"]: gpu for gpu in report["gpus"]}
     assert set(gpus) == {str(gpu.index) for gpu in fake.gpus}
