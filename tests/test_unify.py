@@ -520,16 +520,6 @@ SIMULATED: dict[str, tuple[Backend, dict]] = {
 EXPECTED: dict[str, tuple[Backend | None, dict]] = {
     "dcgm-exporter-datadog-fixture-metrics.prom": (None, {}),
     "dynamo-frontend-metrics_examples-fe.prom": (Backend("dynamo-frontend", "model"), DYNAMO_FRONTEND),
-    # The Gateway API Inference Extension's endpoint picker: a router in front of backends, no backend profile.
-    "gie-epp-testdata-input_tokens_metric.prom": (None, {}),
-    "gie-epp-testdata-kv_cache_avg_metrics.prom": (None, {}),
-    "gie-epp-testdata-output_tokens_metric.prom": (None, {}),
-    "gie-epp-testdata-queue_avg_size_metrics.prom": (None, {}),
-    "gie-epp-testdata-request_duration_seconds_metric.prom": (None, {}),
-    "gie-epp-testdata-request_error_total_metric.prom": (None, {}),
-    "gie-epp-testdata-request_total_metric.prom": (None, {}),
-    "gie-epp-testdata-request_ttft_seconds_metric.prom": (None, {}),
-    "gie-epp-testdata-running_requests_metrics.prom": (None, {}),
     "nim-datadog-fixture-nim_metrics.prom": (Backend("nim", "model_name"), NIM),
     "sglang-datadog-fixture-sglang_metrics.prom": (Backend("sglang", "model_name"), SGLANG),
     "sglang-docs-production_metrics.prom": (Backend("sglang", "model_name"), SGLANG_DOCS),
