@@ -289,7 +289,7 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
         elif re.search(r'[{,]target="healthy-', line) and not line.startswith(("#", "inference_exporter_")):
             healthy += 1
     if fault in ("secret-echo", "huge-body", "comment-churn", "hung", "drip", "names", "invalid") and not note:
-        note = "hostile target: " + ("up" if f'inference_exporter_target_up{{target="hostile"}} 1' in text else "down")
+        note = "hostile target: " + ("up" if 'inference_exporter_target_up{target="hostile"} 1' in text else "down")
         if fault == "names":
             note += "; exported_* names: " + str(sum(line.startswith("exported_inference_exporter") for line in text.splitlines()))
     return {

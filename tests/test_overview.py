@@ -13,9 +13,8 @@ import re
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from conftest import daemon_url, wait_until
+from conftest import daemon_url
 from exporter.collector import Collector
 from exporter.config import ConfigError, parse_config
 from exporter.overview.live import Overview
@@ -26,7 +25,7 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
 from exporter.web import build_app
-from simulated_vllm import HISTOGRAMS, Served, SimulatedVLLM
+from simulated_vllm import Served, SimulatedVLLM
 
 INF = math.inf
 OUTCOME_OF = {"stop": "success", "length": "success", "abort": "abort", "error": "error"}
@@ -428,8 +427,6 @@ def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_co
 
 
 def test_models_beyond_the_cap_are_left_out_and_counted(monkeypatch):
-    from dataclasses import replace
-
     from exporter.normalize import normalize
     from exporter.overview import windows as windows_module
     from exporter.overview.report import report

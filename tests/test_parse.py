@@ -14,7 +14,6 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_oracle
 from prometheus_client.parser import text_string_to_metric_families as text_oracle
 
-import exporter.parse
 from exporter.family import Family, Sample
 from exporter.parse import ParseError, ParseResult, is_openmetrics, parse
 from support import body_of, capture, corpora, every_body, simulated

@@ -9,7 +9,6 @@ import html
 import json
 from urllib.parse import quote
 
-import pytest
 from aiohttp import web
 
 from conftest import daemon_url, wait_until
