@@ -16,7 +16,7 @@ from prometheus_client.utils import floatToGoString
 from conftest import daemon_url, poll_target
 from exporter.events import EVENTS
 from exporter.normalize import go_float_label
-from support import capture, captures
+from support import Body, capture, captures
 
 #: As the Gateway API Inference Extension's endpoint picker writes its histograms (le="Inf"),
 #: with other spellings Go's ParseFloat reads beside it.
@@ -81,19 +81,13 @@ async def test_bounds_are_served_canonical_and_strict_openmetrics_parsers_accept
     assert {f.name for f in text_string_to_metric_families(text)} >= {"epp_request_duration_seconds", "epp_queue_seconds"}
 
 
-async def test_one_bound_spelled_two_ways_is_one_series(aiohttp_server):
+async def test_one_bound_spelled_two_ways_is_one_series(upstream):
     body = (
         b"# TYPE h histogram\n"
         b'h_bucket{le="1"} 1\nh_bucket{le="1.0"} 2\nh_bucket{le="+Inf"} 2\nh_bucket{le="Inf"} 3\nh_count 3\nh_sum 1\n'
     )
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=body, content_type="text/plain")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    snapshot = await poll_target(f"{{name: h, type: http, url: '{server.make_url('/metrics')}', profile: none}}")
+    url = upstream.serve(Body("h", body))
+    snapshot = await poll_target(f"{{name: h, type: http, url: '{url}', profile: none}}")
     buckets = [(s.labels["le"], s.value) for f in snapshot.families for s in f.samples if s.name == "h_bucket"]
     assert buckets == [("1.0", 2.0), ("+Inf", 3.0)]  # the last of each wins, as for any duplicate series
     assert snapshot.dropped == {"duplicate": 2}
@@ -115,32 +109,21 @@ def test_the_gateway_api_inference_extension_captures_serve_as_strict_openmetric
     assert 'le="Inf"' not in text
 
 
-async def test_no_profile_detected_is_said_as_such(aiohttp_server):
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text="# TYPE unrelated_gauge gauge\nunrelated_gauge 1\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    server = await aiohttp_server(app, host="127.0.0.1")
+async def test_no_profile_detected_is_said_as_such(upstream):
+    url = upstream.serve(Body("plain", b"# TYPE unrelated_gauge gauge\nunrelated_gauge 1\n"))
     EVENTS.forget("plain")
-    await poll_target(f"{{name: plain, type: http, url: '{server.make_url('/metrics')}'}}")
+    await poll_target(f"{{name: plain, type: http, url: '{url}'}}")
     said = [event.message for event in EVENTS.recent("plain")]
     assert "no profile detected: serving the raw families only" in said
     assert "profile in use" not in said
 
 
-async def test_a_bound_spelled_otherwise_keeps_its_histogram_typed(aiohttp_server):
+async def test_a_bound_spelled_otherwise_keeps_its_histogram_typed(upstream):
     """`le="inf"` and `le="1"` are read as the numbers they are and served `+Inf` and `1.0`: the check
     for what strict readers reject (exporter.conform) must not split a histogram normalize makes valid."""
     body = b'# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="inf"} 1\nh_count 1\nh_sum 1\n'
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=body, content_type="text/plain")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    snapshot = await poll_target(f"{{name: h, type: http, url: '{server.make_url('/metrics')}', profile: none}}")
+    url = upstream.serve(Body("h", body))
+    snapshot = await poll_target(f"{{name: h, type: http, url: '{url}', profile: none}}")
     assert [(f.name, f.type) for f in snapshot.families] == [("h", "histogram")]
     assert [s.labels["le"] for f in snapshot.families for s in f.samples if s.name == "h_bucket"] == ["1.0", "+Inf"]
     assert "served_untyped" not in snapshot.dropped
