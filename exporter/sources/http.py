@@ -218,14 +218,8 @@ class HTTPSource:
         except ParseError as exc:
             self._reader = BodyReader()  # what it learnt of a body that failed is of no use, and not kept
             raise SourceError("parse", f"{url}: {exc}", raw=bytes(body[:RAW_KEEP])) from None
-        limit = self.target.sample_limit
-        if limit:
-            count = sum(len(family.samples) for family in result.families)
-            if count > limit:
-                self._reader = BodyReader()
-                raise SourceError(
-                    "sample_limit", f"{url} returned {count} samples, over the sample_limit of {limit}", retryable=False
-                )
+        if self.target.sample_limit:
+            self._refuse_over_sample_limit(sum(len(family.samples) for family in result.families))
         if self._label_limits:
             problem = _label_problem(result.families, *self._label_limits)
             if problem is not None:
@@ -241,7 +235,11 @@ class HTTPSource:
         limit = self.target.sample_limit
         if not limit or self.target.allow_families or self.target.deny_families:
             return
-        count = len(_SAMPLE_LINE.findall(body)) - (not body.endswith(b"\n"))  # a cut-off last line is dropped
+        self._refuse_over_sample_limit(len(_SAMPLE_LINE.findall(body)) - (not body.endswith(b"\n")))  # a cut-off last line is dropped
+
+    def _refuse_over_sample_limit(self, count: int) -> None:
+        """Fail the poll if `count` samples are over the sample_limit, the parser forgetting the body."""
+        limit = self.target.sample_limit
         if count > limit:
             self._reader = BodyReader()
             raise SourceError(
