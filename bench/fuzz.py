@@ -7,7 +7,7 @@ saves as `crash-<hash>` in the working directory (replay it: `bench/fuzz.py pars
     .venv/bin/python bench/fuzz.py config --seconds 60
 
 What counts as a finding:
-  parser  any exception but ParseError; the fast path (a BodyReader that read the body's shape before)
+  parser  any exception but ParseError; the fast path (a target's pipeline that read the body's shape before)
           reading a body differently from parse(); and what the daemon would serve from it (conform,
           normalize, the store, the collector) failing prometheus_client's strict OpenMetrics parser.
   config  any exception but ConfigError, or an error message without `file:line` or `file:`.
@@ -68,20 +68,23 @@ def fuzz_parser(data: bytes) -> None:
     from exporter.collector import Collector
     from exporter.conform import Conformer
     from exporter.normalize import normalize
-    from exporter.parse import BodyReader, ParseError, parse
+    from exporter.parse import ParseError, parse
+    from exporter.pipeline import Pipeline
+    from exporter.sources.base import Exposition
     from exporter.sources.http import HTTPTarget
     from exporter.store import Snapshot, Store
 
     openmetrics = data[:1] == b"\x01"
     bodies = (data[1:] if openmetrics else data).split(SEPARATOR)[:3]
-    reader = BodyReader()
+    target = HTTPTarget(name="t", type="http", url="http://h/m")
+    reader = Pipeline(target)
     for body in [bodies[0], *bodies]:
         try:
             slow = parse(body, openmetrics=openmetrics)
         except ParseError:
             slow = None
         try:
-            fast = reader.parse(body, openmetrics=openmetrics)
+            fast = reader.read_body(Exposition(body, openmetrics))
         except ParseError:
             fast = None
         assert (slow is None) == (fast is None), "the fast path and parse() disagree on whether the body parses"
@@ -90,7 +93,6 @@ def fuzz_parser(data: bytes) -> None:
         assert _readable(fast) == _readable(slow), "the fast path read the body differently"
         families, _ = Conformer()(slow.families)
         store = Store()
-        target = HTTPTarget(name="t", type="http", url="http://h/m")
         store.publish(Snapshot(target, normalize(families, target="t").families, up=True))
         text = Collector(store, process_metrics=False).render(openmetrics=True).decode()
         list(text_string_to_metric_families(text))  # raises on anything a strict reader rejects
@@ -130,6 +132,8 @@ def main() -> int:
         import exporter.conform  # noqa: F401
         import exporter.normalize  # noqa: F401
         import exporter.parse  # noqa: F401
+        import exporter.pipeline  # noqa: F401
+        import exporter.skeleton  # noqa: F401
     target = fuzz_parser if args.target == "parser" else fuzz_config
     if args.inputs:
         for path in args.inputs:

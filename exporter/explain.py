@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from exporter import profiles
 from exporter.family import Family
 from exporter.family_filter import family_filter
+from exporter.pipeline import families_of
 from exporter.profiles import CONCEPTS, Profile, sources_of
 from exporter.sources import Shared, SourceError, TargetConfig, create_source
 from exporter.unify import Reading, _compute, _DefaultModel, _primary_names, _SampleIndex, _sample_names, _wanted_names
@@ -158,4 +159,4 @@ async def poll_and_explain(target: TargetConfig) -> Explanation:
     finally:
         await source.close()
         await shared.close()
-    return explain(target, payload.families)
+    return explain(target, families_of(payload))

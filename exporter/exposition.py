@@ -1,22 +1,23 @@
 """Render /metrics from the store: each target's families are rendered once per poll, not once per scrape.
 
 prometheus_client's encoders format every sample on every call: about 5 µs each, over a second for
-200k series. A target's families only change when it is polled, so each family keeps the text it
-was rendered to (first time a scrape needs it), and a scrape concatenates those pieces under one
+200k series. A target's families only change when it is polled, so the poll renders each family's
+text once (exporter.pipeline, `prerender`), and a scrape concatenates those pieces under one
 HELP/TYPE per name. The output is what `generate_latest` and the OpenMetrics `generate_latest` write,
 line for line: the same name munging, label order and escaping, and `floatToGoString` for values.
 
-gzip works the same way. A family's large chunks are deflated once, by the poller or by the first
-gzip scrape that needs them, into pieces that refer to nothing before them; a scrape writes those
-pieces one after another in one gzip member, and deflates only the HELP/TYPE lines and small chunks
-itself (see Body).
+gzip works the same way. A family's large chunks are deflated once, by the first gzip scrape that
+needs them, into pieces that refer to nothing before them and are kept with the text they were made
+from; a scrape writes those pieces one after another in one gzip member, and deflates only the
+HELP/TYPE lines and small chunks itself (see Body).
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
@@ -48,53 +49,69 @@ def go_floats(values: Iterable[float]) -> list[str]:
     return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else floatToGoString(v) for v in values]
 
 
-class _Chunks:
-    """One family's rendered samples: classic text (inside the family / moved out by suffix) and OpenMetrics."""
+class Chunks:
+    """One family's rendered samples: classic text (inside the family / moved out by suffix) and
+    OpenMetrics, as bytes, so that a scrape joins bytes and never encodes the same text again.
 
-    __slots__ = ("inside", "outside", "openmetrics")
+    Immutable once made, like the family it belongs to; its deflated twins (`deflated`) are worked
+    out from it on first use and kept with it, so that they never outlive the text they were made from."""
 
-    def __init__(self, family: SeriesFamily):
-        name = family.name
-        heads = family.rendered.get("heads") or [series_head(s.name, s.labels) for s in family.samples]
-        lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats([s.value for s in family.samples]))]
-        # Kept as bytes, so that a scrape joins bytes and never encodes the same text again.
-        self.openmetrics = "".join(lines).encode()
-        self.inside = self.openmetrics
-        self.outside: dict[str, bytes] = {}
-        moved = [(i, suffix) for i, s in enumerate(family.samples) if (suffix := s.name[len(name):]) in _OUTSIDE_SUFFIXES]
-        if moved:
-            outside: dict[str, list[str]] = {}
-            for index, suffix in moved:
-                outside.setdefault(suffix, []).append(lines[index])
-                lines[index] = ""
-            self.inside = "".join(lines).encode()
-            self.outside = {suffix: "".join(texts).encode() for suffix, texts in outside.items()}
+    __slots__ = ("inside", "outside", "openmetrics", "_twins")
+
+    def __init__(self, inside: bytes, outside: dict[str, bytes], openmetrics: bytes):
+        self.inside = inside
+        self.outside = outside
+        self.openmetrics = openmetrics
+        self._twins: dict[str, bytes] = {}
 
     @classmethod
-    def made(cls, inside: bytes, outside: dict[str, bytes], openmetrics: bytes) -> _Chunks:
-        """Chunks rendered elsewhere (exporter.template fills them in from a family's last ones)."""
-        made = cls.__new__(cls)
-        made.inside, made.outside, made.openmetrics = inside, outside, openmetrics
-        return made
+    def of(cls, family: SeriesFamily) -> Chunks:
+        """Render a family's samples."""
+        name = family.name
+        heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
+        lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats([s.value for s in family.samples]))]
+        openmetrics = "".join(lines).encode()
+        moved = [(i, suffix) for i, s in enumerate(family.samples) if (suffix := s.name[len(name):]) in _OUTSIDE_SUFFIXES]
+        if not moved:
+            return cls(openmetrics, {}, openmetrics)
+        outside: dict[str, list[str]] = {}
+        for index, suffix in moved:
+            outside.setdefault(suffix, []).append(lines[index])
+            lines[index] = ""
+        return cls("".join(lines).encode(), {suffix: "".join(texts).encode() for suffix, texts in outside.items()}, openmetrics)
+
+    def text(self, key: str) -> bytes:
+        """The chunk under `key`: "openmetrics", "inside", or a moved suffix."""
+        if key == "openmetrics":
+            return self.openmetrics
+        return self.inside if key == "inside" else self.outside[key]
+
+    def twin(self, key: str) -> bytes | None:
+        """The deflated twin of the chunk under `key`, if one was made."""
+        return self._twins.get(key)
+
+    def deflated(self, key: str) -> bytes:
+        """The deflated twin of the chunk under `key`, made on first use. Two scrapes at once (in worker
+        threads) may both make it: the same bytes either way."""
+        twin = self._twins.get(key)
+        if twin is None:
+            twin = self._twins[key] = deflate(self.text(key))
+        return twin
 
 
-def chunks(family: SeriesFamily) -> _Chunks:
-    """The family's rendered text, made on first use and kept with the (immutable) family."""
-    rendered = family.rendered.get("chunks")
-    if rendered is None:
-        rendered = family.rendered["chunks"] = _Chunks(family)
-    return rendered
+def chunks(family: SeriesFamily) -> Chunks:
+    """The family's rendered text: as the pipeline rendered it, or made now (our own metrics, per scrape)."""
+    return family.chunks if family.chunks is not None else Chunks.of(family)
 
 
-def prerender(families: Iterable[SeriesFamily]) -> None:
-    """Render a poll's families right away, in the poller, so that scrapes only concatenate."""
-    for family in families:
-        chunks(family)
+def prerender(families: Iterable[SeriesFamily]) -> tuple[SeriesFamily, ...]:
+    """The families with their text rendered, in the poller, so that scrapes only concatenate."""
+    return tuple(family if family.chunks is not None else replace(family, chunks=Chunks.of(family)) for family in families)
 
 
 def _as_family(metric: Metric) -> SeriesFamily:
-    # Made for one scrape: a deflated twin of its text would be thrown away with it (see Body).
-    return SeriesFamily(metric.name, metric.type, metric.documentation, tuple(metric.samples), {"own": True})
+    # Made for one scrape, not rendered ahead: a deflated twin of its text would be thrown away with it (see Body).
+    return SeriesFamily(metric.name, metric.type, metric.documentation, tuple(metric.samples))
 
 
 def merge(target_families: Iterable[Iterable[SeriesFamily]], own: Iterable[Metric]) -> dict[str, list[SeriesFamily]]:
@@ -119,8 +136,9 @@ def _help_text(text: str) -> str:
 
 
 #: One piece of an exposition, in order: the bytes, and where a deflated twin of them may be kept
-#: (the family and the chunk's key), or None for text made by the scrape itself (HELP/TYPE lines).
-Part = tuple[bytes, SeriesFamily | None, str]
+#: (the family's rendered Chunks and the chunk's key), or None for text made by the scrape itself
+#: (HELP/TYPE lines, our own metrics).
+Part = tuple[bytes, Chunks | None, str]
 
 
 def text_parts(merged: dict[str, list[SeriesFamily]]) -> Iterator[Part]:
@@ -131,16 +149,16 @@ def text_parts(merged: dict[str, list[SeriesFamily]]) -> Iterator[Part]:
         served = name + "_total" if kind == "counter" else name + "_info" if kind == "info" else name
         help_text = _help_text(first.help)
         yield f"# HELP {served} {help_text}\n# TYPE {served} {_TEXT_TYPES.get(kind, kind)}\n".encode(), None, ""
-        moved: dict[str, list[tuple[bytes, SeriesFamily]]] = {}
+        moved: dict[str, list[tuple[bytes, Chunks | None]]] = {}
         for family in families:
-            rendered = chunks(family)
-            yield rendered.inside, family, "inside"
+            rendered, kept = chunks(family), family.chunks
+            yield rendered.inside, kept, "inside"
             for suffix, text in rendered.outside.items():
-                moved.setdefault(suffix, []).append((text, family))
+                moved.setdefault(suffix, []).append((text, kept))
         for suffix in sorted(moved):
             yield f"# HELP {name}{suffix} {help_text}\n# TYPE {name}{suffix} gauge\n".encode(), None, ""
-            for text, family in moved[suffix]:
-                yield text, family, suffix
+            for text, kept in moved[suffix]:
+                yield text, kept, suffix
 
 
 def openmetrics_parts(merged: dict[str, list[SeriesFamily]]) -> Iterator[Part]:
@@ -150,7 +168,7 @@ def openmetrics_parts(merged: dict[str, list[SeriesFamily]]) -> Iterator[Part]:
         help_text = _help_text(first.help).replace('"', r"\"")
         yield f"# HELP {name} {help_text}\n# TYPE {name} {first.type}\n".encode(), None, ""
         for family in families:
-            yield chunks(family).openmetrics, family, "openmetrics"
+            yield chunks(family).openmetrics, family.chunks, "openmetrics"
     yield b"# EOF\n", None, ""
 
 
@@ -166,8 +184,8 @@ def render_openmetrics(merged: dict[str, list[SeriesFamily]]) -> bytes:
 
 # -- gzip, from pieces deflated once per poll ---------------------------------------------------
 
-#: A family's chunk at least this long gets a deflated twin, made once and kept with the (immutable)
-#: family. Shorter chunks and the HELP/TYPE lines are deflated by each scrape, each run of them
+#: A family's chunk at least this long gets a deflated twin, made once and kept with its (immutable)
+#: text. Shorter chunks and the HELP/TYPE lines are deflated by each scrape, each run of them
 #: together: alone they compress poorly (no context), and deflating them costs a scrape little
 #: (for the bench's 200k series, ~700 kB of the 27 MB: ~4 ms). The pieces cannot refer to each other,
 #: so the body is ~1.33x the size of gzip over the whole text at the same level (1).
@@ -180,8 +198,6 @@ _LAST_BLOCK = zlib.compressobj(1, zlib.DEFLATED, -15).flush()
 #: handovers of the GIL (zlib.crc32 releases it for anything over 5 kB), and buffers that malloc
 #: reuses, where joining the whole 27 MB page-faulted fresh memory for 15-100 ms of a scrape.
 _CRC_RUN = 1 << 20
-#: The formats whose chunks may have deflated twins, by the key of each chunk.
-FORMATS = ("openmetrics", "text")
 
 
 def deflate(data: bytes) -> bytes:
@@ -189,43 +205,6 @@ def deflate(data: bytes) -> bytes:
     non-final block (a sync flush): pieces like this, concatenated, are one valid deflate stream."""
     compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-
-
-def deflated(family: SeriesFamily, key: str, data: bytes) -> bytes:
-    """The deflated twin of one of the family's chunks (`data`, under `key`), made on first use and kept
-    with the family: a new poll brings new families, so a twin never outlives the text it was made from."""
-    twins = family.rendered.get("deflated")
-    if twins is None:
-        twins = family.rendered.setdefault("deflated", {})
-    piece = twins.get(key)
-    if piece is None:
-        # Two scrapes at once may both make it (in worker threads): the same bytes either way.
-        piece = twins[key] = deflate(data)
-    return piece
-
-
-def _format_of(key: str) -> str:
-    return "openmetrics" if key == "openmetrics" else "text"
-
-
-def gzip_served(families: Iterable[SeriesFamily]) -> set[str]:
-    """The formats in which a gzip scrape served these families' deflated twins (a target's previous poll)."""
-    return {fmt for fmt in FORMATS if any(family.rendered.get("gzip " + fmt) for family in families)}
-
-
-def predeflate(families: Iterable[SeriesFamily], formats: Collection[str]) -> None:
-    """Make the deflated twins of the families' large chunks in these formats ("openmetrics", "text")
-    now, in the poller, rather than in the first gzip scrape that wants them."""
-    for family in families:
-        rendered = chunks(family)
-        pieces = []
-        if "openmetrics" in formats:
-            pieces.append(("openmetrics", rendered.openmetrics))
-        if "text" in formats:
-            pieces += [("inside", rendered.inside), *rendered.outside.items()]
-        for key, data in pieces:
-            if len(data) >= DEFLATE_ALONE:
-                deflated(family, key, data)
 
 
 class Body:
@@ -237,8 +216,8 @@ class Body:
     which may run in a worker thread, does the rest in a few large calls that release the GIL, so that
     it runs beside the event loop rather than taking turns with it (each handover of the GIL to a busy
     loop can cost the thread 5 ms): joining the text; or for gzip, the CRC-32 of the text for the
-    trailer and the twins still to make (of polls the poller did not deflate). `size` is the length
-    of the text, uncompressed.
+    trailer and the twins still to make (the first gzip scrape of each poll makes them). `size` is the
+    length of the text, uncompressed.
 
     The gzip member is its header, then raw deflate pieces each made by a fresh compressor and ended
     by a sync flush (byte-aligned, not final, no reference to anything before it), so that pieces made
@@ -248,9 +227,9 @@ class Body:
         self.gzip = gzip
         #: Every piece of text, in order: the body itself, or what the gzip trailer's CRC and length cover.
         self.texts: list[bytes] = []
-        #: The gzip member, in order, with empty places for the twins `missing`: (index, family, key, text).
+        #: The gzip member, in order, with empty places for the twins `missing`: (index, chunks, key).
         self.out: list[bytes] = []
-        self.missing: list[tuple[int, SeriesFamily, str, bytes]] = []
+        self.missing: list[tuple[int, Chunks, str]] = []
         if gzip:
             self._gather(parts)
         else:
@@ -261,21 +240,19 @@ class Body:
         texts, out, missing = self.texts, self.out, self.missing
         out.append(_GZIP_HEADER)
         fresh: list[bytes] = []
-        for data, family, key in parts:
+        for data, kept, key in parts:
             if not data:
                 continue
             texts.append(data)
-            if family is None or len(data) < DEFLATE_ALONE or "own" in family.rendered:
+            if kept is None or len(data) < DEFLATE_ALONE:
                 fresh.append(data)
                 continue
-            family.rendered["gzip " + _format_of(key)] = True  # the poller's hint (see gzip_served)
             if fresh:
                 out.append(deflate(b"".join(fresh)))
                 fresh = []
-            twins = family.rendered.get("deflated")
-            piece = twins.get(key) if twins is not None else None
+            piece = kept.twin(key)
             if piece is None:
-                missing.append((len(out), family, key, data))
+                missing.append((len(out), kept, key))
                 out.append(b"")
             else:
                 out.append(piece)
@@ -287,8 +264,8 @@ class Body:
         if not self.gzip:
             return b"".join(self.texts)
         out = self.out
-        for index, family, key, data in self.missing:
-            out[index] = deflated(family, key, data)
+        for index, kept, key in self.missing:
+            out[index] = kept.deflated(key)
         crc, run, length = 0, [], 0
         for text in self.texts:
             run.append(text)

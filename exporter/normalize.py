@@ -9,11 +9,16 @@ import itertools
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client.samples import Sample as PromSample
 
 from exporter.family import Family, Sample
+
+if TYPE_CHECKING:
+    from exporter.exposition import Chunks
 
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 _VALID_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -45,9 +50,12 @@ class SeriesFamily:
     name: str
     type: str
     help: str
-    samples: tuple[PromSample, ...]
-    #: Its text as /metrics serves it, rendered when a scrape first needs it (see exporter.exposition).
-    rendered: dict = field(default_factory=dict, compare=False, repr=False)
+    samples: Sequence[PromSample]
+    #: Each sample's `name{labels} ` as served, where normalize already wrote them.
+    heads: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+    #: Its text as /metrics serves it (exporter.exposition.Chunks), rendered by the pipeline once per
+    #: poll; None for families rendered by each scrape (our own metrics).
+    chunks: Chunks | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,15 +413,13 @@ class Assembler:
         for name, (kind, help_text, series) in self._out.items():
             prebuilt = self._prebuilt.get(name)
             if prebuilt is not None:
-                family = SeriesFamily(name, kind, help_text, prebuilt[0])
-                family.rendered["heads"] = prebuilt[1]
+                family = SeriesFamily(name, kind, help_text, prebuilt[0], prebuilt[1])
                 families.append(family)
                 continue
             entries = _grouped([(*value, key) for key, value in series.items()], kind, name)
-            family = SeriesFamily(name, kind, help_text, tuple(entry[0] for entry in entries))
             heads = tuple(entry[1] for entry in entries)
+            family = SeriesFamily(name, kind, help_text, tuple(entry[0] for entry in entries), heads if all(heads) else None)
             if all(heads):
-                family.rendered["heads"] = heads
                 origin = self._origin.get(name)
                 if cache is not None and origin is not None and all(entry[3] is not None for entry in entries):
                     cache.remember_layout(origin[0], Layout.of(entries, heads, origin[1] - len(entries)))

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.escaping import DOTS, SCHEMES, VALUES, DeclaredNames, unescape
-from exporter.family import TYPES, Family, Sample, shape_of
+from exporter.family import TYPES, Family, Sample
 
-__all__ = ["BodyReader", "ParseError", "ParseResult", "is_openmetrics", "parse"]
+__all__ = ["ParseError", "ParseResult", "is_openmetrics", "parse"]
 
 
 class ParseError(ValueError):
@@ -89,145 +89,6 @@ def parse(
             raise
         truncated = 1
     return ParseResult(builder.families(), truncated, builder.problems(), builder.metadata_lines)
-
-
-class BodyReader:
-    """One target's parser, which remembers the shape of the last body it read: every byte of it but
-    the sample values. A target's next body usually has the same shape (the same series, HELP and TYPE
-    lines, only new numbers), and then reading it costs one regular-expression split and a float per
-    sample, instead of a parse: the families are made again from the last ones with the new values.
-    A body of any other shape is parsed in full. What makes a shape reusable is worked out when a
-    second body of it comes, so a target whose series change every poll pays nothing for it.
-    """
-
-    __slots__ = ("heads", "metadata", "_shape", "_last", "_escaping")
-
-    def __init__(self) -> None:
-        #: Parsed series heads, for `parse` (see `remember_heads`).
-        self.heads: dict[str, tuple[str, dict[str, str]]] = {}
-        #: Checked HELP/TYPE/UNIT lines, one dict per format (HELP unescapes differently); bounded the same way.
-        self.metadata: dict[bool, dict[str, tuple[str, str, str]]] = {False: {}, True: {}}
-        self._shape: _Shape | None = None
-        #: The last body parsed in full: (openmetrics, its split, its sample lines' Samples, its result)
-        self._last: tuple | None = None
-        self._escaping: str | None = None
-
-    def parse(
-        self,
-        data: bytes,
-        *,
-        openmetrics: bool = False,
-        keep: Callable[[str], bool] | None = None,
-        escaping: str | None = None,
-    ) -> ParseResult:
-        """As `parse` would; `keep` must be the same on every call (it is part of what is remembered)."""
-        if escaping != self._escaping:  # the same bytes mean other names: nothing remembered holds
-            self._escaping, self._shape, self._last = escaping, None, None
-            self.heads.clear()
-            self.metadata = {False: {}, True: {}}
-        # Exemplars put a second value on a line, which the split would read as the line's own (and
-        # `_Shape.of` checks every line's series text against what the parser read, for what this misses).
-        parts = None if b"# {" in data else _PLAIN_SAMPLE.split(b"\n" + data)
-        if parts is not None:
-            shape = self._shape
-            last = self._last
-            if (shape is None or shape.openmetrics != openmetrics) and last is not None and last[0] == openmetrics:
-                shape = self._shape = _Shape.of(*last[1:], openmetrics) if _Shape.fits(last[1], parts) else None
-                self._last = None
-                if shape is not None:
-                    self.heads.clear()  # only a full parse reads them, and the shape has what they had
-            if shape is not None and shape.openmetrics == openmetrics:
-                again = shape.again(parts)
-                if again is not None:
-                    return again
-        order: list[Sample | None] = []
-        metadata = self.metadata[openmetrics]
-        result = parse(
-            data, openmetrics=openmetrics, escaping=escaping, keep=keep, heads=self.heads, order=order, metadata=metadata
-        )
-        remember_heads(self.heads, len(order))
-        remember_heads(metadata, result.metadata_lines)
-        self._shape = None
-        self._last = (openmetrics, parts, order, result) if parts is not None else None
-        return result
-
-
-#: A sample line as nearly every server writes it: `name` or `name{labels}`, one blank, the value (ASCII
-#: without `_`, as Go's ParseFloat reads it), the end of the line (or body). A line with a timestamp, an exemplar or
-#: blanks elsewhere does not match, and that keeps its body off the fast path.
-_PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`-~]+)\r?(?=\n|\Z)")
-
-
-class _Shape:
-    """A body with its sample values taken out, and how to make its families again with new values."""
-
-    __slots__ = ("openmetrics", "between", "series", "families", "truncated", "problems")
-
-    def __init__(
-        self, openmetrics: bool, between: list[bytes], series: list[bytes], families: list, truncated: int,
-        problems: dict[str, int] | None = None,
-    ):
-        self.openmetrics = openmetrics
-        self.between = between  # the text between sample lines: comments, blanks, and the rest
-        self.series = series  # `name{labels}` of each sample line, as written
-        #: per family: (name, type, help, unit, shape, sample names, labels, keys, line numbers of its values)
-        self.families = families
-        self.truncated = truncated
-        self.problems = problems or {}
-
-    @classmethod
-    def of(cls, parts: list[bytes], order: list[Sample | None], result: ParseResult, openmetrics: bool) -> _Shape | None:
-        """The shape of a body just parsed into `result`, or None if the split did not find exactly the
-        sample lines the parser read, each with the value the parser read (then there is no fast path)."""
-        values, series = parts[2::3], parts[1::3]
-        if len(values) != len(order):
-            return None
-        line_of: dict[int, int] = {}
-        for number, (text, sample) in enumerate(zip(values, order)):
-            if sample is None:
-                continue
-            # The split and the parser must have read the same line: a line the split skipped (a
-            # timestamp) and one it found that the parser did not (after `# EOF`, or an exemplar's
-            # value) would otherwise pair one line's series with another's value.
-            if sample.key is None or sample.key.encode() != series[number]:
-                return None
-            try:
-                value = float(text)
-            except ValueError:
-                return None
-            if value != sample.value and not (value != value and sample.value != sample.value):
-                return None
-            line_of[id(sample)] = number
-        families = []
-        for family in result.families:
-            lines = [line_of.get(id(sample)) for sample in family.samples]
-            if None in lines:
-                return None
-            families.append((
-                family.name, family.type, family.help, family.unit, shape_of(family),
-                [sample.name for sample in family.samples], [sample.labels for sample in family.samples],
-                [sample.key for sample in family.samples], lines,
-            ))
-        return cls(openmetrics, parts[0::3], parts[1::3], families, result.truncated_lines, result.problems)
-
-    @staticmethod
-    def fits(last: list[bytes], parts: list[bytes]) -> bool:
-        """Whether two bodies split into `last` and `parts` have the same shape."""
-        return len(last) == len(parts) and last[1::3] == parts[1::3] and last[0::3] == parts[0::3]
-
-    def again(self, parts: list[bytes]) -> ParseResult | None:
-        """The families of a body split into `parts`, if it has this shape; else None."""
-        if parts[1::3] != self.series or parts[0::3] != self.between:
-            return None
-        try:
-            values = list(map(float, parts[2::3]))
-        except ValueError:
-            return None  # not a number: the parser says where
-        families = []
-        for name, kind, help_text, unit, shape, names, labels, keys, lines in self.families:
-            samples = list(map(Sample, names, labels, [values[line] for line in lines], keys))
-            families.append(Family(name, kind, help_text, unit, samples, shape))
-        return ParseResult(families, self.truncated, dict(self.problems))
 
 
 class _Malformed(Exception):

@@ -17,20 +17,14 @@ from dataclasses import replace
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
-from exporter.conform import Conformer
 from exporter.escaping import PAYLOAD_PROBLEMS
 from exporter.events import EVENTS
-from exporter.exposition import gzip_served, predeflate
-from exporter.family import Family
-from exporter.normalize import Normalized, SeriesCache, normalize
-from exporter.offload import OFF_LOOP_SAMPLES, Lane
+from exporter.offload import OFF_LOOP_BYTES, OFF_LOOP_SAMPLES, Lane
+from exporter.pipeline import Pipeline
 from exporter.redact import REGISTRY, Secrets
-from exporter.relabel import Relabeler
 from exporter.release import drop_frames
 from exporter.sources import Payload, Shared, Source, SourceError, TargetConfig, create_source
 from exporter.store import Snapshot, Store
-from exporter.template import Serving
-from exporter.unify import Unified, Unifier
 
 log = structlog.get_logger("exporter.scheduler")
 
@@ -41,6 +35,13 @@ _MIN_ATTEMPT_SHARE = 0.1
 def first_poll_offset(name: str, interval: float) -> float:
     """Where in the interval a target's polls fall: spread by name, stable across restarts (as Prometheus does)."""
     return (zlib.crc32(name.encode()) / 2**32) * interval
+
+
+def _is_large(payload: Payload) -> bool:
+    """Whether a payload goes through the pipeline in the ingest thread (exporter.offload)."""
+    if payload.exposition is not None:
+        return len(payload.exposition.data) >= OFF_LOOP_BYTES
+    return sum(len(family.samples) for family in payload.families) >= OFF_LOOP_SAMPLES
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -88,19 +89,14 @@ class TargetPoller:
         #: This target's secrets in every form, scrubbed from its errors and raw bodies before they are
         #: stored, and (through the registry) from every log line and page.
         self._secrets = REGISTRY.add(Secrets(target))
-        self.unifier = Unifier(target)
-        #: Families strict OpenMetrics readers would reject -> untyped ones (exporter.conform).
-        self.conform = Conformer()
-        self._series = SeriesCache()
-        self.relabel = Relabeler(target.metric_relabel_configs)
-        #: This target's families -> what we serve, through the last poll's template when only values changed.
-        self._serve = Serving(self._stages, target.name, forget=self._series.clear)
+        #: What its source reads -> what we serve; it remembers the shape of the last poll.
+        self.pipeline = Pipeline(target)
         #: (budget, the retry policy for it), reused from poll to poll; whether a poll is under way
         self._policy: tuple[float, AsyncRetrying] | None = None
         self._polling = False
         #: Payload problems already logged for this target: each is said once, then only counted.
         self._problems_said: set[str] = set()
-        #: Where its payloads are normalized: large ones in the ingest thread, one at a time.
+        #: Where its payloads go through the pipeline: large ones in the ingest thread, one at a time.
         self._lane = Lane()
         self._snapshot = store.get(target.name) or Snapshot(target)
         self._snapshot = store.publish(replace(self._snapshot, target=target))
@@ -121,7 +117,8 @@ class TargetPoller:
                 raise SourceError("timeout", f"no time left in the {target.interval:g}s interval for an attempt")
             try:
                 async with asyncio.timeout(allowed):
-                    return await self.source.poll()
+                    payload = await self.source.poll()
+                    return payload, await self._lane.run(_is_large(payload), self.pipeline.run, payload.families, payload.exposition)
             except TimeoutError as exc:
                 drop_frames(exc)  # the cancelled read's frames hold what it had received
                 raise SourceError("timeout", f"no answer within {allowed:.3g}s") from None
@@ -133,12 +130,7 @@ class TargetPoller:
         overlapping, self._polling = self._polling, True
         retrying = self._retrying(budget, fresh=overlapping)
         try:
-            payload = await retrying(attempt_once)
-            samples = sum(len(family.samples) for family in payload.families)
-            formats = self._gzip_formats(previous)
-            unified, untyped, normalized = await self._lane.run(
-                samples >= OFF_LOOP_SAMPLES, self._ingest, payload, formats
-            )
+            payload, output = await retrying(attempt_once)
         except SourceError as exc:
             drop_frames(exc)  # nothing the poll made outlives it; only the reason and message are kept
             return self._publish_failure(previous, exc, wall, started, attempts)
@@ -156,21 +148,20 @@ class TargetPoller:
                 _forget(retrying)
 
         dropped = dict(previous.dropped)
-        if untyped:
-            payload.dropped["served_untyped"] = payload.dropped.get("served_untyped", 0) + untyped
-        for reason, count in (*payload.dropped.items(), *normalized.dropped.items()):
+        for reason, count in (*payload.dropped.items(), *output.dropped.items()):
             dropped[reason] = dropped.get(reason, 0) + count
+        poll_problems = {**payload.problems, **output.problems}
         problems = dict(previous.problems)
-        for reason in payload.problems:
+        for reason in poll_problems:
             problems[reason] = problems.get(reason, 0) + 1
-        self._say_problems(payload)
+        self._say_problems(poll_problems, payload.content_type)
         if previous.up is False:
-            log.info("target is up again", target=target.name, samples=normalized.sample_count)
+            log.info("target is up again", target=target.name, samples=output.sample_count)
         self._snapshot = self.store.publish(
             replace(
                 previous,
                 target=target,
-                families=normalized.families,
+                families=output.families,
                 up=True,
                 last_poll=wall,
                 last_duration=time.monotonic() - started,
@@ -182,18 +173,18 @@ class TargetPoller:
                 dropped=dropped,
                 raw=self._secrets.scrub_bytes(payload.raw) if payload.raw else b"",
                 raw_at=wall if payload.raw else None,
-                profile=unified.profile,
-                reading=unified.reading,
+                profile=output.profile,
+                reading=output.reading,
                 problems=problems,
-                last_problems=dict(payload.problems),
+                last_problems=poll_problems,
                 content_type=payload.content_type,
             )
         )
         return self._snapshot
 
-    def _say_problems(self, payload) -> None:
+    def _say_problems(self, problems: dict[str, int], content_type: str) -> None:
         """Log each kind of payload problem the first time this target shows it (it is counted every time)."""
-        for reason, count in sorted(payload.problems.items()):
+        for reason, count in sorted(problems.items()):
             if reason in self._problems_said:
                 continue
             self._problems_said.add(reason)
@@ -202,19 +193,9 @@ class TargetPoller:
                 target=self.target.name,
                 reason=reason,
                 count=count,
-                content_type=payload.content_type,
+                content_type=content_type,
                 detail=PAYLOAD_PROBLEMS.get(reason, reason),
             )
-
-    def _ingest(self, payload: Payload, formats: set[str]) -> tuple[Unified, int, Normalized]:
-        """What a poll's families become: unified, made conformant (with how many samples were served
-        untyped), normalized, relabelled, templated and deflated; in the ingest thread for a large
-        payload (exporter.offload)."""
-        unified = self.unifier.apply(payload.families)
-        families, untyped = self.conform(unified.families)
-        normalized = self._serve(families)
-        predeflate(normalized.families, formats)
-        return unified, untyped, normalized
 
     def _retrying(self, budget: float, *, fresh: bool = False) -> AsyncRetrying:
         """The retry policy for polls of this budget: attempts, backoff, and no retry that would start
@@ -237,25 +218,6 @@ class TargetPoller:
                 _forget(self._policy[1])
             self._policy = (budget, retrying)
         return retrying
-
-    def _stages(self, families: list[Family]) -> Normalized:
-        target = self.target
-        return self.relabel(
-            normalize(families, target=target.name, labels=target.labels, prefix=target.prefix or "", cache=self._series)
-        )
-
-    def _gzip_formats(self, previous: Snapshot) -> set[str]:
-        """The formats in which gzip scrapes will want this poll's families deflated, deflated here, once
-        per poll (on the event loop: ~0.3 ms per 1,000 samples), so that scrapes find them ready.
-
-        Those in which gzip scrapes took the previous poll's families: where scrapes outnumber polls,
-        as for an aggregator, every poll is scraped. Until the first scrape, OpenMetrics, which
-        Prometheus asks for. Where polls outnumber scrapes (a GPU host polled every second, scraped
-        every 15), only the poll after a scraped one is deflated here in vain; the others are left to
-        the scrape that serves them, if any."""
-        if not self.store.scrapes:
-            return {"openmetrics"}
-        return gzip_served(previous.families)
 
     def _publish_failure(
         self, previous: Snapshot, error: SourceError, wall: float, started: float, attempts: int

@@ -69,8 +69,6 @@ class Store:
         #: Whether the last config (re)load succeeded, and when one last did.
         self.config_ok = True
         self.config_loaded_at: float | None = None
-        #: /metrics scrapes served so far: until the first, pollers deflate for gzip scrapes unasked.
-        self.scrapes = 0
         #: Called with every snapshot published, as served (`served_snapshot`), on the event loop (the
         #: overview's windows); must not raise.
         self.observers: list[Callable[[Snapshot], None]] = []

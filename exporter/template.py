@@ -16,22 +16,14 @@ import itertools
 import operator
 from collections.abc import Callable, Sequence
 
-import structlog
 from prometheus_client.samples import Sample as PromSample
 
-from exporter.exposition import _OUTSIDE_SUFFIXES, _Chunks, chunks, go_floats, prerender, series_head
-from exporter.family import Family, Sample, shape_of
+from exporter.exposition import _OUTSIDE_SUFFIXES, Chunks, go_floats, series_head
+from exporter.family import Family, Sample
 from exporter.normalize import Normalized, SeriesFamily
 from exporter.parse import parse
 
-log = structlog.get_logger("exporter.template")
-
-__all__ = ["Serving", "Template", "shapes", "values_of"]
-
-
-def shapes(families: Sequence[Family]) -> tuple:
-    """Everything about a poll's families but their values (see exporter.family.shape_of)."""
-    return tuple(shape_of(family) for family in families)
+__all__ = ["Template", "values_of"]
 
 
 def values_of(families: Sequence[Family]) -> list[float]:
@@ -92,7 +84,7 @@ class _Samples(Sequence):
 
     __slots__ = ("_chunks", "_values", "_made", "_template")
 
-    def __init__(self, chunks: _Chunks, values: Sequence[float], template: _FamilyTemplate):
+    def __init__(self, chunks: Chunks, values: Sequence[float], template: _FamilyTemplate):
         self._chunks, self._values, self._template = chunks, values, template
         self._made: tuple[PromSample, ...] | None = None
 
@@ -136,7 +128,7 @@ class _FamilyTemplate:
         self.moved = moved
         self._series: list[tuple[str, dict[str, str]]] | None = None
 
-    def series(self, chunks: _Chunks) -> list[tuple[str, dict[str, str]]]:
+    def series(self, chunks: Chunks) -> list[tuple[str, dict[str, str]]]:
         """(name, labels) of each sample line, in order: read back from one fill's OpenMetrics text the
         first time someone reads this family's samples, then kept, since every fill of this template
         writes the same series (only the values differ). Every poll's reader (the overview) would
@@ -168,7 +160,7 @@ class Template:
         for family, family_takes in served:
             first = len(takes)
             takes += family_takes
-            heads = family.rendered.get("heads") or [series_head(s.name, s.labels) for s in family.samples]
+            heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
             openmetrics.append(heads)
             # The classic text format: samples with these suffixes go after the family, one piece per suffix.
             inside, outside = [], {}
@@ -187,7 +179,7 @@ class Template:
 
     @classmethod
     def of(
-        cls, families: Sequence[Family], stages: Callable[[list[Family]], Normalized], made: Normalized
+        cls, families: Sequence[Family], shapes: tuple, stages: Callable[[list[Family]], Normalized], made: Normalized
     ) -> Template | None:
         """The template of `made`, which `stages` made from `families`; None where the stages did more
         than carry values through (then each poll of this shape goes through the stages)."""
@@ -202,10 +194,10 @@ class Template:
             if any(take != sample.value or not 0 <= take < position for take, sample in zip(takes, family.samples)):
                 return None
             served.append((family, takes))
-        template = cls(shapes(families), served, dict(made.dropped))
+        template = cls(shapes, served, dict(made.dropped))
         again = template.fill(values_of(families))
         if again.families != made.families or any(
-            a.rendered["chunks"].openmetrics != chunks(b).openmetrics for a, b in zip(again.families, made.families)
+            a.chunks.openmetrics != b.chunks.openmetrics for a, b in zip(again.families, made.families)
         ):
             return None
         for family in template._families:
@@ -224,52 +216,7 @@ class Template:
                 inside, outside = next(text), {suffix: next(text) for suffix in template.moved}
             else:
                 inside, outside = chunk, {}
-            rendered = _Chunks.made(inside, outside, chunk)
-            family = SeriesFamily(
-                template.name, template.type, template.help, _Samples(rendered, served[template.first : template.last], template)
-            )
-            family.rendered["chunks"] = rendered
-            families.append(family)
+            rendered = Chunks(inside, outside, chunk)
+            samples = _Samples(rendered, served[template.first : template.last], template)
+            families.append(SeriesFamily(template.name, template.type, template.help, samples, chunks=rendered))
         return Normalized(tuple(families), dict(self._dropped))
-
-
-class Serving:
-    """One target's families -> what we serve: filled into the last poll's template when only the
-    values changed, else through `stages` and rendered (and that poll becomes the template)."""
-
-    def __init__(
-        self, stages: Callable[[list[Family]], Normalized], target: str = "", forget: Callable[[], None] | None = None
-    ):
-        self._stages = stages
-        self._target = target
-        #: Called once a template is made: lets the stages drop per-series caches only the long way reads.
-        self._forget = forget
-        self.template: Template | None = None
-        #: The shapes of the last poll that went the long way: a template is made when the next has
-        #: them too, so that a target whose series change every poll never pays for making one.
-        self._last_shapes: tuple | None = None
-        self._failed = False
-
-    def __call__(self, families: list[Family]) -> Normalized:
-        template = self.template
-        now = shapes(families)
-        if template is not None and template.shapes == now:
-            return template.fill(values_of(families))
-        normalized = self._stages(families)
-        prerender(normalized.families)
-        self.template = None
-        if now != self._last_shapes:
-            self._last_shapes = now
-            return normalized
-        try:
-            self.template = Template.of(families, self._stages, normalized)
-            if self.template is not None:
-                self._last_shapes = None  # the template has them
-                if self._forget is not None:
-                    self._forget()
-        except Exception:  # a bug here must cost speed, never a poll
-            self.template = None
-            if not self._failed:
-                self._failed = True
-                log.exception("could not remember this poll's output; polls of this target take the long way", target=self._target)
-        return normalized

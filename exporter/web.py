@@ -110,7 +110,6 @@ async def metrics(request: web.Request) -> web.Response:
     joining the text or taking its CRC-32 for the gzip trailer, runs in a worker thread when large."""
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
     openmetrics = content_type.startswith("application/openmetrics-text")
-    request.app[STORE_KEY].scrapes += 1
     merged = request.app[COLLECTOR_KEY].merged()
     compress = gzip_accepted(request.headers.get("Accept-Encoding", ""))
     body = Body(openmetrics_parts(merged) if openmetrics else text_parts(merged), gzip=compress)

@@ -301,3 +301,25 @@ def with_values_moved(body: bytes, step: int) -> bytes:
             if space and math.isfinite(moved):
                 lines[number] = f"{head} {moved!r}"
     return "\n".join(lines).encode()
+
+
+class BodyReader:
+    """One target pipeline's reading of bodies (exporter.pipeline.Pipeline.read_body), driven as a parser:
+    it remembers the last body's shape, and reads a body of that shape from its values alone."""
+
+    def __init__(self) -> None:
+        from exporter.config import parse_config
+        from exporter.pipeline import Pipeline
+
+        target = parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/metrics'}\n").targets[0]
+        self.pipeline = Pipeline(target)
+
+    def parse(self, data: bytes, *, openmetrics: bool = False, keep=None, escaping: str | None = None):
+        from exporter.sources.base import Exposition
+
+        return self.pipeline.read_body(Exposition(bytes(data), openmetrics, escaping, keep=keep))
+
+    @property
+    def skeleton(self):
+        """The shape it reads from values alone, if any."""
+        return self.pipeline._skeleton

@@ -18,7 +18,8 @@ from conftest import poll_target
 from exporter.escaping import (
     ACCEPT, DOTS, UNDERSCORES, VALUES, body_format, fold, unescape, unescape_dots, unescape_values,
 )
-from exporter.parse import BodyReader, parse
+from exporter.parse import parse
+from support import BodyReader
 from prometheus_client_server import build_registry
 from support import free_port, missing, with_values_moved
 

@@ -282,10 +282,10 @@ async def test_a_failed_nvml_poll_leaves_nothing_behind(monkeypatch, failure):
 
 
 async def test_a_body_over_the_sample_limit_is_refused_before_it_is_parsed(hostile, monkeypatch):
-    import exporter.parse as parse_module
+    import exporter.pipeline as pipeline_module
 
     parsed = []
-    monkeypatch.setattr(parse_module.BodyReader, "parse", lambda self, *args, **kwargs: parsed.append(1))
+    monkeypatch.setattr(pipeline_module, "parse", lambda *args, **kwargs: parsed.append(1))
     shared = Shared()
     try:
         target = _target(f"{{name: many, type: http, url: '{hostile}/many', sample_limit: 100}}")

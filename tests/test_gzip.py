@@ -13,7 +13,7 @@ from aiohttp import web
 import exporter.exposition as exposition
 from conftest import poll_target
 from exporter.collector import Collector
-from exporter.exposition import Body, openmetrics_parts, predeflate, render_openmetrics, render_text, text_parts
+from exporter.exposition import Body, openmetrics_parts, render_openmetrics, render_text, text_parts
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
@@ -41,13 +41,10 @@ def gzip_of(collector: Collector, fmt: str) -> tuple[bytes, bytes]:
 
 
 async def fixture_store(upstream, bodies) -> Store:
-    """A store of one target per body, polled once, without the deflated twins its poller made."""
+    """A store of one target per body, polled once (a poller deflates nothing: scrapes do)."""
     store = Store()
     for body in bodies:
-        snapshot = await poll_target(f"{{name: {body.stem[:60]}, type: http, url: '{upstream.serve(body)}'}}")
-        for family in snapshot.families:
-            family.rendered.pop("deflated", None)
-        store.publish(snapshot)
+        store.publish(await poll_target(f"{{name: {body.stem[:60]}, type: http, url: '{upstream.serve(body)}'}}"))
     return store
 
 
@@ -67,7 +64,9 @@ async def test_gzip_body_of_many_targets_mixing_kept_and_new_pieces(upstream, fm
     families = [family for snap in store.snapshots() for family in snap.families]
     large = [family for family in families if len(exposition.chunks(family).openmetrics) >= exposition.DEFLATE_ALONE]
     assert len(large) > 20  # chunks deflated alone, and smaller ones deflated in runs
-    predeflate(families[::2], {"openmetrics", "text"})  # half as a poller left them, half for the scrape
+    for family in families[::2]:  # half as an earlier scrape left them, half for this scrape to deflate
+        for key in ("openmetrics", "inside", *family.chunks.outside):
+            family.chunks.deflated(key)
     collector = Collector(store)  # with process metrics: our own families, deflated by each scrape
     body, plain = gzip_of(collector, fmt)
     text = one_member(body)
@@ -107,42 +106,49 @@ async def test_a_new_poll_is_never_served_from_the_previous_polls_deflated_text(
         collector = Collector(store, process_metrics=False)
         for value in (0, 1000, 2000):
             await poller.poll()
-            store.scrapes += 1
             for fmt in FORMATS:
                 body, plain = gzip_of(collector, fmt)
                 assert one_member(body) == plain
                 assert f'requests_total{{path="/p007",target="changing"}} {value + 7}.0\n'.encode() in plain
             (family,) = [f for f in store.get("changing").families]
-            assert set(family.rendered["deflated"]) >= {"openmetrics", "inside"}
+            assert family.chunks.twin("openmetrics") is not None and family.chunks.twin("inside") is not None
     finally:
         await shared.close()
 
 
-async def test_pollers_deflate_for_gzip_scrapes_only_while_scrapes_take_their_polls(upstream):
-    """Until a first scrape, and while gzip scrapes take every poll, the poller deflates; not otherwise."""
+async def test_a_poll_is_deflated_by_its_first_gzip_scrape_in_each_format_and_never_by_its_poller(upstream):
+    """Pollers are told nothing of scrapes: the first gzip scrape of a poll deflates its large chunks in
+    the format it asked for, and later scrapes of that poll take them as they are."""
     from exporter.config import parse_config
 
     config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/simulated/vllm'}}]\n")
     store, shared = Store(), Shared()
 
-    def deflated_in_poller() -> set[str]:
-        return {key for family in store.get("vllm").families for key in family.rendered.get("deflated", {})}
+    def deflated() -> set[str]:
+        return {
+            key
+            for family in store.get("vllm").families
+            for key in ("openmetrics", "inside", *family.chunks.outside)
+            if family.chunks.twin(key) is not None
+        }
 
     try:
         poller = TargetPoller(config.targets[0], store, shared)
         await poller.poll()
-        assert deflated_in_poller() == {"openmetrics"}  # no scrape yet: ready for Prometheus's first
+        assert deflated() == set()
         collector = Collector(store, process_metrics=False)
-        store.scrapes += 1
-        gzip_of(collector, "text")  # a gzip scrape in the text format took this poll
-        await poller.poll()
-        assert deflated_in_poller() == {"inside"}
-        await poller.poll()  # the previous poll was never scraped: left for a scrape to deflate
-        assert deflated_in_poller() == set()
-        store.scrapes += 1
         render_openmetrics(collector.merged())  # an uncompressed scrape wants no deflated twins
-        await poller.poll()
-        assert deflated_in_poller() == set()
+        assert deflated() == set()
+        first, _ = gzip_of(collector, "text")
+        assert deflated() == {"inside"}
+        kept = {family.name: family.chunks.twin("inside") for family in store.get("vllm").families}
+        again, _ = gzip_of(collector, "text")
+        assert again == first
+        assert all(family.chunks.twin("inside") is kept[family.name] for family in store.get("vllm").families)
+        gzip_of(collector, "openmetrics")
+        assert deflated() == {"inside", "openmetrics"}
+        await poller.poll()  # a new poll: new text, nothing deflated yet
+        assert deflated() == set()
     finally:
         await shared.close()
 

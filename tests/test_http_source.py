@@ -11,6 +11,7 @@ import base64
 import gzip
 import json
 import ssl
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from exporter.config import ConfigError, parse_config
+from exporter.pipeline import read
 from exporter.scheduler import TargetPoller
-from exporter.sources import Shared
+from exporter.sources import Payload, Shared
 from exporter.sources.http import RAW_KEEP, HTTPSource
 from exporter.store import Store
 from support import simulated, simulated_bodies, simulated_dynamo_vllm_worker, simulated_value
@@ -78,6 +80,14 @@ def text_response(body: bytes, **headers: str) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": TEXT_0_0_4, **headers})
 
 
+async def read_poll(source: HTTPSource) -> Payload:
+    """One poll of the source, its body read as the target's pipeline reads it (limits included)."""
+    payload = await source.poll()
+    result = read(payload.exposition)
+    dropped = {"truncated_line": result.truncated_lines} if result.truncated_lines else {}
+    return replace(payload, families=result.families, problems=result.problems, dropped=dropped)
+
+
 def family(payload, name: str):
     found = [f for f in payload.families if f.name == name]
     assert len(found) == 1, f"expected one family {name!r}, got {[f.name for f in payload.families]}"
@@ -114,7 +124,7 @@ async def test_request_prefers_openmetrics_and_accepts_text_0_0_4(aiohttp_server
         return text_response(b"up_gauge 1\n")
 
     url = await serve(aiohttp_server, handler)
-    await HTTPSource(http_target(f"{url}/metrics"), shared).poll()
+    await read_poll(HTTPSource(http_target(f"{url}/metrics"), shared))
 
     ranges = media_ranges(seen["Accept"])
     best = max(ranges, key=lambda r: r[2])
@@ -132,7 +142,7 @@ async def test_request_asks_for_gzip_and_names_the_exporter(aiohttp_server, shar
         return text_response(b"up_gauge 1\n")
 
     url = await serve(aiohttp_server, handler)
-    await HTTPSource(http_target(f"{url}/metrics"), shared).poll()
+    await read_poll(HTTPSource(http_target(f"{url}/metrics"), shared))
 
     assert seen["Accept-Encoding"] == "gzip"
     assert seen["User-Agent"].startswith("inference-exporter/")
@@ -147,7 +157,7 @@ async def test_request_carries_the_targets_custom_headers(aiohttp_server, shared
 
     url = await serve(aiohttp_server, handler)
     target = http_target(f"{url}/metrics", 'headers: {X-Scope-OrgID: team-a, X-Api-Key: "k-123"}')
-    await HTTPSource(target, shared).poll()
+    await read_poll(HTTPSource(target, shared))
 
     assert seen["X-Scope-OrgID"] == "team-a"
     assert seen["X-Api-Key"] == "k-123"
@@ -165,7 +175,7 @@ async def test_gzip_compressed_body_is_decoded_and_parsed(aiohttp_server, shared
         return text_response(compressed, **{"Content-Encoding": "gzip"})
 
     url = await serve(aiohttp_server, handler)
-    payload = await HTTPSource(http_target(f"{url}/metrics"), shared).poll()
+    payload = await read_poll(HTTPSource(http_target(f"{url}/metrics"), shared))
 
     assert len(compressed) < len(body) // 4  # the wire really carried gzip
     assert sum(len(f.samples) for f in payload.families) == sample_lines(body)
@@ -196,7 +206,7 @@ async def test_openmetrics_response_is_parsed_with_openmetrics_semantics(aiohttp
         return web.Response(body=body, headers={"Content-Type": OPENMETRICS_1_0_0})
 
     url = await serve(aiohttp_server, handler)
-    payload = await HTTPSource(http_target(f"{url}/metrics"), shared).poll()
+    payload = await read_poll(HTTPSource(http_target(f"{url}/metrics"), shared))
 
     assert [f.name for f in payload.families] == ["requests", "latency_seconds", "build"]
     requests = family(payload, "requests")
@@ -233,7 +243,7 @@ async def test_redirect_to_the_real_metrics_path_is_followed(aiohttp_server, sha
     app.router.add_get("/real/metrics", real_path)
     server = await aiohttp_server(app, host="127.0.0.1")
 
-    payload = await HTTPSource(http_target(str(server.make_url("/metrics"))), shared).poll()
+    payload = await read_poll(HTTPSource(http_target(str(server.make_url("/metrics"))), shared))
 
     summary = family(payload, "nv_inference_queue_summary_us")
     assert summary.type == "summary"
@@ -249,7 +259,7 @@ async def test_raw_body_is_kept_for_debugging(aiohttp_server, shared):
         return text_response(gzip.compress(body), **{"Content-Encoding": "gzip"})
 
     url = await serve(aiohttp_server, handler)
-    payload = await HTTPSource(http_target(f"{url}/metrics"), shared).poll()
+    payload = await read_poll(HTTPSource(http_target(f"{url}/metrics"), shared))
 
     assert payload.raw == body  # as the upstream wrote it, decompressed
 
@@ -262,7 +272,7 @@ async def test_raw_body_keeps_only_the_first_bytes_of_a_large_body(aiohttp_serve
         return text_response(body)
 
     url = await serve(aiohttp_server, handler)
-    payload = await HTTPSource(http_target(f"{url}/metrics"), shared).poll()
+    payload = await read_poll(HTTPSource(http_target(f"{url}/metrics"), shared))
 
     assert payload.raw == body[:RAW_KEEP]
     assert sum(len(f.samples) for f in payload.families) == sample_lines(body)  # parsing saw all of it

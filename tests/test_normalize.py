@@ -115,7 +115,7 @@ def _poll(families, cache):
 
 
 def _served(normalized):
-    return [(f.name, f.type, [(s.name, s.labels, s.value) for s in f.samples], f.rendered.get("heads")) for f in normalized.families]
+    return [(f.name, f.type, [(s.name, s.labels, s.value) for s in f.samples], f.heads) for f in normalized.families]
 
 
 def test_a_target_polled_again_with_the_same_series_is_served_exactly_as_if_new():
@@ -145,4 +145,4 @@ def test_remembered_layouts_still_merge_two_upstream_families_served_under_one_n
     _poll(one, cache)
     merged = by_name(_poll(both, cache))["a_b"]
     assert sorted((s.labels["x"], s.value) for s in merged.samples) == [("1", 2.0), ("2", 3.0)]
-    assert merged.rendered["heads"] == tuple(f'a_b{{pool="a",target="t",x="{s.labels["x"]}"}} ' for s in merged.samples)
+    assert merged.heads == tuple(f'a_b{{pool="a",target="t",x="{s.labels["x"]}"}} ' for s in merged.samples)

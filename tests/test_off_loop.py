@@ -63,10 +63,10 @@ async def test_a_large_body_is_parsed_and_normalized_while_the_event_loop_turns(
     stages = {}
     for stage in ("parse", "normalize"):
         stages[stage] = (threading.Event(), threading.Event())
-    import exporter.parse as parse_module
+    import exporter.pipeline as pipeline_module
 
-    monkeypatch.setattr(parse_module.BodyReader, "parse", watched(parse_module.BodyReader.parse, *stages["parse"]))
-    poller._ingest = watched(poller._ingest, *stages["normalize"])
+    monkeypatch.setattr(pipeline_module, "parse", watched(pipeline_module.parse, *stages["parse"]))
+    monkeypatch.setattr(pipeline_module, "normalize", watched(pipeline_module.normalize, *stages["normalize"]))
     try:
         snapshot, parse_turns = await loop_turns_during(*stages["parse"], poller.poll)
         for event in stages["normalize"]:

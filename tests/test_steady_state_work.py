@@ -10,11 +10,18 @@ from __future__ import annotations
 import dataclasses
 
 import exporter.template
+from exporter.exposition import prerender
 from exporter.family import shape_of
-from exporter.normalize import fold_created, normalize
-from exporter.parse import BodyReader, parse
-from exporter.template import Template, shapes, values_of
-from support import simulated, with_values_moved
+from exporter.normalize import Normalized, fold_created, normalize
+from exporter.parse import parse
+from exporter.template import Template, values_of
+from support import BodyReader, simulated, with_values_moved
+
+
+def template_of(families, stages):
+    """The template of what `stages` make of `families`, as the pipeline makes it (rendered first)."""
+    made = stages(families)
+    return Template.of(families, tuple(map(shape_of, families)), stages, Normalized(prerender(made.families), made.dropped))
 
 
 def steady_families(body: bytes, polls: int = 4):
@@ -53,8 +60,8 @@ def test_a_filled_template_reads_its_series_back_once_and_serves_each_fill_its_o
     def stages(families):
         return normalize(families, target="t")
 
-    template = Template.of(families, stages, stages(families))
-    assert template is not None and template.shapes == shapes(families)
+    template = template_of(families, stages)
+    assert template is not None and template.shapes == tuple(map(shape_of, families))
     parses = []
 
     def counted(*args, **kwargs):
@@ -78,7 +85,7 @@ def test_a_template_keeps_the_series_only_of_families_read_after_it_was_made():
     def stages(families):
         return normalize(families, target="t")
 
-    template = Template.of(families, stages, stages(families))
+    template = template_of(families, stages)
     assert template is not None
     assert all(family._series is None for family in template._families)  # its own check read them all
     filled = template.fill(values_of(families))

@@ -1,6 +1,7 @@
 """A poll whose families only changed their values is served from the last poll's output, filled in.
 
-The body reader (exporter.parse.BodyReader) and the template (exporter.template) are shortcuts: every
+A target's pipeline (exporter.pipeline) takes two shortcuts, the skeleton (exporter.skeleton) and the
+template (exporter.template): every
 test here holds them to what the long way (a full parse, normalize, relabel, render) gives for the
 same body, on every payload of both corpora (the simulated backends, the real captures), and shows that any other change of a body takes the long way.
 """
@@ -14,14 +15,17 @@ from aiohttp import web
 
 from conftest import TEXT_0_0_4
 from exporter.config import parse_config
-from exporter.exposition import chunks
+from exporter.exposition import chunks, prerender
 from exporter.family import Family, Sample
-from exporter.normalize import normalize
-from exporter.parse import BodyReader, ParseError, parse
+from exporter.family import shape_of
+from exporter.normalize import Normalized, normalize
+from exporter.parse import ParseError, parse
+from support import BodyReader
+from exporter.pipeline import Pipeline
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
-from exporter.template import Serving, Template, values_of
+from exporter.template import Template, values_of
 from support import body_of, corpora, with_values_moved
 CONFIGS = {
     "defaults": "",
@@ -89,8 +93,8 @@ async def test_a_poll_with_new_values_is_served_as_a_first_poll_of_that_body_wou
             reused = await steady.poll()
         assert reused.up, reused.last_error
         # Every payload takes the shortcuts: the reader kept its shape, and the poller a template.
-        assert steady.source._reader._shape is not None
-        assert steady._serve.template is not None
+        assert steady.pipeline._skeleton is not None
+        assert steady.pipeline._template is not None
         fresh, fresh_shared = poller_for(body.url, CONFIGS[config])
         try:
             first = await fresh.poll()
@@ -202,8 +206,13 @@ def test_stages_that_compute_a_value_get_no_template():
     def plain_stages(families):
         return normalize(families, target="t")
 
-    assert Template.of(families, doubling, doubling(families)) is None
-    template = Template.of(families, plain_stages, plain_stages(families))
+    def made(stages):
+        normalized = stages(families)
+        return Normalized(prerender(normalized.families), normalized.dropped)
+
+    shapes = tuple(map(shape_of, families))
+    assert Template.of(families, shapes, doubling, made(doubling)) is None
+    template = Template.of(families, shapes, plain_stages, made(plain_stages))
     assert template is not None
     filled = template.fill([5.0, math.nan])
     assert [s.value for s in filled.families[0].samples][0] == 5.0
@@ -230,27 +239,32 @@ async def test_series_that_appear_and_go_between_polls_are_served_as_they_come(b
     assert [s.value for f in shrunk.families if f.name == "temp_celsius" for s in f.samples] == [21.5]
 
 
-def test_a_template_is_made_once_a_second_poll_has_the_same_shapes_and_never_for_churning_series():
+def test_a_template_is_made_once_a_second_poll_has_the_same_shapes_and_never_for_churning_series(monkeypatch):
+    import exporter.pipeline
+
     calls = []
 
-    def stages(families):
+    def counted(families, **options):
         calls.append(len(families))
-        return normalize(families, target="t")
+        return normalize(families, **options)
 
-    def poll(serving, value, series="a"):
-        return serving([Family("x", "gauge", "X.", samples=[Sample("x", {"id": series}, value)])])
+    monkeypatch.setattr(exporter.pipeline, "normalize", counted)
+    target = parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/', profile: none}\n").targets[0]
 
-    steady = Serving(stages)
+    def poll(pipeline, value, series="a"):
+        return pipeline.run([Family("x", "gauge", "X.", samples=[Sample("x", {"id": series}, value)])])
+
+    steady = Pipeline(target)
     outputs = [poll(steady, float(value)) for value in range(4)]
     # first poll: the stages once; second: again, and once more to make the template; then none
-    assert len(calls) == 3 and steady.template is not None
+    assert len(calls) == 3 and steady._template is not None
     assert [family.samples[0].value for out in outputs for family in out.families] == [0.0, 1.0, 2.0, 3.0]
 
     calls.clear()
-    churning = Serving(stages)
+    churning = Pipeline(target)
     for number in range(4):
         poll(churning, 1.0, series=f"request-{number}")  # a new series every poll
-    assert len(calls) == 4 and churning.template is None
+    assert len(calls) == 4 and churning._template is None
 
 
 def test_bodies_that_alternate_between_two_shapes_read_right_every_time():

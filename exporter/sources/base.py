@@ -39,9 +39,32 @@ class SourceError(Exception):
         return f"{self.reason}: {self.message}"
 
 
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    """A Prometheus text or OpenMetrics body as a source read it, with the limits its target sets.
+
+    Sources that read exposition text hand this over rather than parsing it themselves, so that
+    the pipeline can skip the parse for a body shaped like the last one."""
+
+    data: bytes
+    openmetrics: bool = False
+    #: The Content-Type's `escaping` parameter (exporter.escaping), which says how names were written.
+    escaping: str | None = None
+    #: Where it came from (the URL), for error messages.
+    where: str = ""
+    #: Which families are wanted, by name (exporter.family_filter); None for all.
+    keep: Callable[[str], bool] | None = None
+    #: At most this many samples (0: no limit), and the label limits: (count, name length, value length).
+    sample_limit: int = 0
+    label_limits: tuple[int, int, int] | None = None
+    #: The start of the body, kept with a parse error for the target's page.
+    raw: bytes = b""
+
+
 @dataclass(slots=True)
 class Payload:
-    """What one successful poll returns: the families, plus what the source had to drop on the way."""
+    """What one successful poll returns: the families, or the exposition body they are to be read from
+    (exporter.pipeline reads it), plus what the source had to drop on the way."""
 
     families: list[Family]
     #: Samples or lines dropped but not fatal, by reason (e.g. `truncated_line`).
@@ -53,6 +76,8 @@ class Payload:
     problems: dict[str, int] = field(default_factory=dict)
     #: The body's Content-Type as the server sent it (bounded, printable), where there is one.
     content_type: str = ""
+    #: A body of exposition text, for the pipeline to read (then `families` is empty).
+    exposition: Exposition | None = None
 
 
 class Source(Protocol):

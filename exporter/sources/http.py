@@ -16,11 +16,9 @@ from yarl import URL
 from exporter import __version__
 from exporter.escaping import ACCEPT, body_format, shown_content_type
 from exporter.family_filter import family_filter
-from exporter.offload import OFF_LOOP_BYTES, Lane
 from exporter.fields import ByteSize, ReadableFile, read_secret
-from exporter.parse import BodyReader, ParseError
 from exporter.redact import redact_url
-from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
+from exporter.sources.base import Exposition, Payload, Shared, SourceError, TargetConfig
 
 USER_AGENT = f"inference-exporter/{__version__}"
 #: How much of the raw body a snapshot keeps for debugging views.
@@ -146,12 +144,8 @@ class HTTPSource:
         self._shared = shared
         self._tls: tuple[tuple[float, ...], ssl.SSLContext] | None = None
         self._keep = family_filter(target.allow_families, target.deny_families)
-        #: This target's parser: it remembers the last body's series, so the next costs little more than its values.
-        self._reader = BodyReader()
         limits = (target.label_limit, target.label_name_length_limit, target.label_value_length_limit)
         self._label_limits = limits if any(limits) else None
-        #: Where its bodies are parsed: large ones in the ingest thread, one at a time.
-        self._lane = Lane()
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
 
     def _request_headers(self) -> dict[str, str]:
@@ -206,42 +200,21 @@ class HTTPSource:
 
         form = body_format(content_type)
         self._check_sample_lines(body)
-        try:
-            result = await self._lane.run(
-                len(body) >= OFF_LOOP_BYTES,
-                self._reader.parse,
-                body,
-                openmetrics=form.openmetrics,
-                keep=self._keep,
-                escaping=form.escaping,
-            )
-        except ParseError as exc:
-            self._reader = BodyReader()  # what it learnt of a body that failed is of no use, and not kept
-            raise SourceError("parse", f"{url}: {exc}", raw=bytes(body[:RAW_KEEP])) from None
-        if self.target.sample_limit:
-            self._refuse_over_sample_limit(sum(len(family.samples) for family in result.families))
-        if self._label_limits:
-            problem = _label_problem(result.families, *self._label_limits)
-            if problem is not None:
-                raise SourceError("label_limit", f"{url}: {problem}", retryable=False)
-        dropped = {"truncated_line": result.truncated_lines} if result.truncated_lines else {}
-        return Payload(
-            result.families, dropped, bytes(body[:RAW_KEEP]), result.problems, shown_content_type(content_type)
+        raw = bytes(body[:RAW_KEEP])
+        exposition = Exposition(
+            bytes(body), form.openmetrics, form.escaping, url, self._keep, self.target.sample_limit, self._label_limits, raw
         )
+        return Payload([], {}, raw, {}, shown_content_type(content_type), exposition)
 
     def _check_sample_lines(self, body: bytes) -> None:
         """Fail a body over the sample_limit before it is parsed: its sample lines are counted (a C regex
-        scan, ~1 ms a MB) where no allow/deny list makes some of them not count."""
+        scan, ~1 ms a MB) where no allow/deny list makes some of them not count. The pipeline counts the
+        samples it parsed against the same limit."""
         limit = self.target.sample_limit
         if not limit or self.target.allow_families or self.target.deny_families:
             return
-        self._refuse_over_sample_limit(len(_SAMPLE_LINE.findall(body)) - (not body.endswith(b"\n")))  # a cut-off last line is dropped
-
-    def _refuse_over_sample_limit(self, count: int) -> None:
-        """Fail the poll if `count` samples are over the sample_limit, the parser forgetting the body."""
-        limit = self.target.sample_limit
+        count = len(_SAMPLE_LINE.findall(body)) - (not body.endswith(b"\n"))  # a cut-off last line is dropped
         if count > limit:
-            self._reader = BodyReader()
             raise SourceError(
                 "sample_limit", f"{self.target.url} returned {count} samples, over the sample_limit of {limit}", retryable=False
             )
@@ -269,24 +242,6 @@ class HTTPSource:
 
     async def close(self) -> None:
         """The session is shared and closed with the daemon; nothing of this target's to release."""
-
-
-def _label_problem(families, count: int, name_length: int, value_length: int) -> str | None:
-    """What breaks the first label limit, as Prometheus's label_limit and *_length_limit say it; else None."""
-    def shown(name: str) -> str:  # an upstream's name, cut: the message is kept, logged and shown
-        return name if len(name) <= 120 else name[:120] + "..."
-
-    for family in families:
-        for sample in family.samples:
-            labels = sample.labels
-            if count and len(labels) > count:
-                return f"series {shown(sample.name)} has {len(labels)} labels, over the label_limit of {count}"
-            for label, value in labels.items():
-                if name_length and len(label) > name_length:
-                    return f"series {shown(sample.name)} has a label name of {len(label)} characters, over the label_name_length_limit of {name_length}"
-                if value_length and len(value) > value_length:
-                    return f"series {shown(sample.name)} label {label[:60]} has a value of {len(value)} characters, over the label_value_length_limit of {value_length}"
-    return None
 
 
 async def _error_body(response: aiohttp.ClientResponse) -> bytes:
