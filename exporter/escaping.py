@@ -13,7 +13,6 @@ are matched to their declared family after folding both names to that set (see `
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -70,7 +69,6 @@ def shown_content_type(content_type: str | None) -> str:
 _NOT_LEGACY = re.compile(r"[^a-zA-Z0-9_]")
 
 
-@functools.lru_cache(maxsize=8192)
 def fold(name: str) -> str:
     """`name` with every character outside `[a-zA-Z0-9_]` (`:` too) as `_`: what prometheus_client's
     `underscores` escaping makes of a sample name, and what both an escaped name and the name it
@@ -81,13 +79,11 @@ def fold(name: str) -> str:
     return folded
 
 
-@functools.lru_cache(maxsize=8192)
 def unescape_dots(name: str) -> str:
     """prometheus/common UnescapeName(name, DotsEscaping): `_dot_` is `.`, then `__` is `_`."""
     return name.replace("_dot_", ".").replace("__", "_")
 
 
-@functools.lru_cache(maxsize=8192)
 def unescape_values(name: str) -> str:
     """prometheus/common UnescapeName(name, ValueEncodingEscaping): after `U__`, `__` is `_` and
     `_<hex>_` is that code point. A name that does not decode cleanly is returned as it is."""
