@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from exporter.daemon import tune_garbage_collection  # noqa: E402
-from exporter.normalize import SeriesCache, normalize  # noqa: E402
-from exporter.parse import BodyReader, parse  # noqa: E402
-from exporter.template import Serving  # noqa: E402
+from exporter.config import parse_config  # noqa: E402
+from exporter.parse import parse  # noqa: E402
+from exporter.pipeline import Pipeline  # noqa: E402
+from exporter.sources.base import Exposition  # noqa: E402
 from support import bench_bodies, bench_vllm_body, with_values_moved  # noqa: E402
 
 #: Versions of each payload polled in turn: the same series, each version's values raised by one.
@@ -69,18 +70,21 @@ def cpu_rate(work, samples: int, repeat: int) -> float:
 WARM_POLLS = 8
 
 
-def ours(data: bytes, *, warm: bool):
-    """What one poll of a target costs us: read its body and serve its series (normalized, rendered), as
-    the poller does. Warm is the steady state: the target's reader and template from earlier polls of
-    the same series, and every poll's values new (the body's versions in turn, see VERSIONS). Cold is a
-    first poll: nothing remembered."""
+def ours(data: bytes, *, warm: bool, unified: bool = False):
+    """What one poll of a target costs us: its body through the target's pipeline (parse, normalize,
+    render; with `unified`, the unified vocabulary too, from the profile detected), as the poller does. Warm is the steady state: the pipeline has the
+    shape of earlier polls of the same series, and every poll's values are new (the body's versions in
+    turn, see VERSIONS). Cold is a first poll: nothing remembered."""
     versions = [with_values_moved(data, step) for step in range(VERSIONS)]
 
+    profile = "" if unified else ", profile: none"
+    target = parse_config(
+        f"targets:\n  - {{name: bench, type: http, url: 'http://127.0.0.1:9/metrics', labels: {{site: bench}}{profile}}}\n"
+    ).targets[0]
+
     def pipeline():
-        reader = BodyReader()
-        cache = SeriesCache()
-        serving = Serving(lambda families: normalize(families, target="bench", labels={"site": "bench"}, cache=cache))
-        return lambda body: serving(reader.parse(body).families)
+        own = Pipeline(target)
+        return lambda body: own.run(exposition=Exposition(body))
 
     if not warm:
         return lambda: pipeline()(versions[0]), 1
@@ -127,7 +131,10 @@ def main() -> None:
     cases.append(("all payloads, one after another", b"".join(data for _, data in cases)))
     cases.append(("scaled vLLM V1, 100k samples", scaled_payload(100_000)))
 
-    header = f"{'payload':<52} {'samples':>8} {'ours warm/s':>12} {'ours cold/s':>12} {'client/s':>10} {'x client':>9} {'promtool/s':>11} {'x promtool':>10}"
+    header = (
+        f"{'payload':<52} {'samples':>8} {'ours warm/s':>12} {'ours cold/s':>12} {'unified warm/s':>15} {'client/s':>10}"
+        f" {'x client':>9} {'promtool/s':>11} {'x promtool':>10}"
+    )
     print(header)
     print("-" * len(header))
     for name, data in cases:
@@ -136,11 +143,12 @@ def main() -> None:
         repeat = args.repeat if samples < 10_000 else max(2, args.repeat // 2)
         warm = cpu_rate(ours(data, warm=True), samples, repeat)
         cold = cpu_rate(ours(data, warm=False), samples, repeat)
+        unified = cpu_rate(ours(data, warm=True, unified=True), samples, repeat)
         try:
             client = cpu_rate(lambda: list(text_string_to_metric_families(text)), samples, repeat)
         except Exception:  # the client's parser refuses a few hand-edited fixtures
             client = float("nan")
-        row = f"{name[:52]:<52} {samples:>8} {warm:>12,.0f} {cold:>12,.0f} {client:>10,.0f} {warm / client:>9.1f}"
+        row = f"{name[:52]:<52} {samples:>8} {warm:>12,.0f} {cold:>12,.0f} {unified:>15,.0f} {client:>10,.0f} {warm / client:>9.1f}"
         if promtool and samples >= PROMTOOL_MIN_SAMPLES:
             with tempfile.NamedTemporaryFile(suffix=".prom") as file:
                 Path(file.name).write_bytes(data)
@@ -148,8 +156,9 @@ def main() -> None:
             row += f" {go:>11,.0f} {warm / go:>10.2f}"
         print(row)
     print(
-        "\nours = read the body, normalize and render its series, as one poll does; samples per CPU-second of one core;"
+        "\nours = the body through a target's pipeline (parse, normalize, render; `profile: none`), as one poll does; samples per CPU-second of one core;"
         "\nwarm = steady state: the same series as the last poll, every value new; cold = a target's first poll;"
+        "\nunified warm = the same with the unified vocabulary (the profile detected), which is computed anew every poll;"
         "\nx client = ours warm / prometheus_client's text parser; x promtool = ours warm / `promtool check metrics`"
         "\n(its process start subtracted; it also lints, so it is an upper bound on Go's parse time; only for >= 10k samples)."
     )

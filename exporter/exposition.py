@@ -15,6 +15,7 @@ HELP/TYPE lines and small chunks itself (see Body).
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -202,9 +203,19 @@ _CRC_RUN = 1 << 20
 
 def deflate(data: bytes) -> bytes:
     """Raw deflate (level 1) of `data` that refers to nothing before it and ends byte-aligned on a
-    non-final block (a sync flush): pieces like this, concatenated, are one valid deflate stream."""
-    compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    non-final block (a full flush): pieces like this, concatenated, are one valid deflate stream.
+
+    Each thread reuses one compressor: a full flush forgets everything before it, and gives the
+    bytes a fresh compressor would, while a fresh compressor costs ~40 µs to set up (its 256 kB of
+    state), more than deflating a 1 kB piece (the aggregator's 26 MB are ~18,000 pieces)."""
+    compressor = getattr(_compressors, "compressor", None)
+    if compressor is None:
+        compressor = _compressors.compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+
+#: One compressor per thread that deflates (the event loop, scrapes' worker threads).
+_compressors = threading.local()
 
 
 class Body:
