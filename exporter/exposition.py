@@ -14,10 +14,12 @@ HELP/TYPE lines and small chunks itself (see Body).
 
 from __future__ import annotations
 
+import concurrent.futures
 import struct
 import threading
+import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import replace
 
 from prometheus_client.metrics_core import Metric
@@ -285,6 +287,55 @@ class Body:
                 crc, run, length = zlib.crc32(b"".join(run), crc), [], 0
         crc = zlib.crc32(b"".join(run), crc)
         return b"".join([*out, _LAST_BLOCK, struct.pack("<II", crc, self.size & 0xFFFFFFFF)])
+
+
+class AheadDeflater:
+    """The serving side's guess at what its next gzip scrapes want: when a gzip scrape came since a
+    target's last poll was published, its new poll's large chunks are deflated as soon as it is
+    published, in that scrape's format and in a thread of their own, so that the next scrape finds
+    them ready rather than making them (an aggregator's every poll is scraped: 26 MB took its scrapes
+    ~200 ms). A GPU host polled every second and scraped every 15 deflates only the poll after a
+    scraped one in vain; the others are left to the scrape that serves them, if any. Pollers know
+    nothing of it: /metrics tells it of gzip scrapes, and it watches the store for polls.
+    """
+
+    def __init__(self, targets: Callable[[], Collection[str]]):
+        #: The target names in the store, to forget targets that went.
+        self._targets = targets
+        #: target -> when its last poll was published (time.monotonic)
+        self._published: dict[str, float] = {}
+        #: the key of the chunks a gzip scrape read ("openmetrics", or "inside" for text) -> when
+        self._scraped: dict[str, float] = {}
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def scraped(self, *, openmetrics: bool) -> None:
+        """A gzip scrape in this format is being served now."""
+        self._scraped["openmetrics" if openmetrics else "inside"] = time.monotonic()
+
+    def observe(self, families: Iterable[SeriesFamily], target: str) -> None:
+        """A new poll of `target` is published: these are the families it serves."""
+        now = time.monotonic()
+        previous = self._published.get(target)
+        self._published[target] = now
+        if len(self._published) > 2 * len(self._targets()) + 16:
+            names = set(self._targets())
+            self._published = {name: at for name, at in self._published.items() if name in names}
+        keys = [key for key, at in self._scraped.items() if previous is not None and at >= previous]
+        if not keys:
+            return
+        large = [f.chunks for f in families if f.chunks is not None and len(f.chunks.openmetrics) >= DEFLATE_ALONE]
+        if large:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="deflate")
+            self._executor.submit(_deflate_ahead, large, keys)
+
+
+def _deflate_ahead(large: list[Chunks], keys: list[str]) -> None:
+    for kept in large:
+        for key in keys:
+            for part in (key, *kept.outside) if key == "inside" else (key,):
+                if len(kept.text(part)) >= DEFLATE_ALONE:
+                    kept.deflated(part)
 
 
 def render_gzip(parts: Iterable[Part]) -> bytes:

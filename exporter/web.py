@@ -24,7 +24,7 @@ from exporter.collector import Collector, target_exposition
 from exporter.escaping import PAYLOAD_PROBLEMS
 from exporter.events import EVENTS, Event, TargetEvents
 from exporter.explain import explain_snapshot
-from exporter.exposition import Body, openmetrics_parts, text_parts
+from exporter.exposition import AheadDeflater, Body, openmetrics_parts, text_parts
 from exporter.overview.live import Overview
 from exporter.overview.routes import add_routes as add_overview_routes
 from exporter.redact import REGISTRY
@@ -34,6 +34,7 @@ from exporter.webconfig import WebSecurity
 
 STORE_KEY = web.AppKey("store", Store)
 COLLECTOR_KEY = web.AppKey("collector", Collector)
+AHEAD_KEY = web.AppKey("ahead", AheadDeflater)
 READY_KEY = web.AppKey("ready", Callable[[], bool])
 EVENTS_KEY = web.AppKey("events", TargetEvents)
 #: Withheld families listed on a target's page (the JSON lists them all).
@@ -55,6 +56,8 @@ def build_app(
     overview: Overview | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[scrub_secrets])
+    ahead = app[AHEAD_KEY] = AheadDeflater(lambda: [snapshot.target.name for snapshot in store.snapshots()])
+    store.observers.append(lambda snapshot: ahead.observe(snapshot.families, snapshot.target.name))
     app[STORE_KEY] = store
     app[COLLECTOR_KEY] = collector
     app[READY_KEY] = is_ready
@@ -112,6 +115,8 @@ async def metrics(request: web.Request) -> web.Response:
     openmetrics = content_type.startswith("application/openmetrics-text")
     merged = request.app[COLLECTOR_KEY].merged()
     compress = gzip_accepted(request.headers.get("Accept-Encoding", ""))
+    if compress:
+        request.app[AHEAD_KEY].scraped(openmetrics=openmetrics)
     body = Body(openmetrics_parts(merged) if openmetrics else text_parts(merged), gzip=compress)
     headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
     if compress:

@@ -17,6 +17,7 @@ from exporter.exposition import Body, openmetrics_parts, render_openmetrics, ren
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
+import exporter.web
 from exporter.web import build_app
 from support import body_of, corpora, every_body, require_tool, simulated_bodies
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -187,3 +188,39 @@ async def test_curl_and_aiohttp_read_the_gzipped_metrics(still_server, accept):
     assert process.returncode == 0, err.decode()
     size = out[len(plain):]
     assert out[: len(plain)] == plain and int(size) == len(compressed)  # curl downloaded it compressed
+
+
+async def test_the_serving_side_deflates_a_poll_ahead_only_while_gzip_scrapes_take_the_polls_before(upstream):
+    """/metrics tells the ahead deflater of gzip scrapes; the poll published after one is deflated in that
+    scrape's format before any scrape asks, and a poll after an unscraped one is not."""
+    from exporter.config import parse_config
+
+    config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/simulated/vllm'}}]\n")
+    store, shared = Store(), Shared()
+    app = build_app(store, Collector(store, process_metrics=False), is_ready=lambda: True)
+    ahead = app[exporter.web.AHEAD_KEY]
+
+    def deflated() -> set[str]:
+        if ahead._executor is not None:
+            ahead._executor.submit(lambda: None).result()  # what it was given so far is done
+        return {
+            key
+            for family in store.get("vllm").families
+            for key in ("openmetrics", "inside")
+            if family.chunks.twin(key) is not None
+        }
+
+    try:
+        poller = TargetPoller(config.targets[0], store, shared)
+        await poller.poll()
+        assert deflated() == set()
+        ahead.scraped(openmetrics=True)  # a gzip scrape took that poll (as /metrics says)
+        await poller.poll()
+        assert deflated() == {"openmetrics"}
+        await poller.poll()  # no scrape since the last poll: nothing deflated ahead
+        assert deflated() == set()
+        ahead.scraped(openmetrics=False)
+        await poller.poll()
+        assert deflated() == {"inside"}
+    finally:
+        await shared.close()
