@@ -238,7 +238,12 @@ class Conformer:
 
 
 def _untyped(family: Family) -> list[Family]:
+    """The family split by sample name into untyped ones; each one's shape is its part of the family's
+    (which samples of the family's series it has), however its samples came to be read."""
     by_name: dict[str, Family] = {}
     for sample in family.samples:
         by_name.setdefault(sample.name, Family(sample.name, "untyped", family.help)).samples.append(sample)
+    whole = shape_of(family)
+    for part in by_name.values():
+        part.shape = (part.name, part.type, part.help, part.unit, whole)
     return list(by_name.values())

@@ -5,6 +5,7 @@ Parsing and the non-HTTP sources produce these; `normalize` turns them into what
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 #: Family types as the exposition formats name them. The classic text format says
@@ -47,13 +48,16 @@ class Family:
 
 def shape_of(family: Family) -> tuple:
     """Everything about a family but its sample values: two polls whose families have equal shapes
-    differ in values alone, so what was made from the first can be made again with the second's values."""
+    differ in values alone, so what was made from the first can be made again with the second's values.
+
+    The series are kept as a digest of their text (as the upstream wrote each, or its name and labels),
+    not the text itself: a target's shapes are remembered for as long as it serves the same series,
+    and the text would double what that costs."""
     if family.shape is not None:
         return family.shape
-    return (
-        family.name,
-        family.type,
-        family.help,
-        family.unit,
-        tuple(sample.key or (sample.name, *sample.labels.items()) for sample in family.samples),
-    )
+    keys = [sample.key for sample in family.samples]
+    if None in keys:
+        keys = [key if key is not None else repr((s.name, *s.labels.items())) for key, s in zip(keys, family.samples)]
+    # No key holds a newline (a key is one line's series; repr escapes them): joined, they read back one way.
+    series = hashlib.blake2b("\n".join(keys).encode(), digest_size=16).digest()
+    return (family.name, family.type, family.help, family.unit, len(keys), series)

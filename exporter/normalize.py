@@ -5,7 +5,6 @@ Everything a scrape needs is computed here, once per poll, so that the collector
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from collections import Counter
@@ -255,19 +254,19 @@ def fold_created(families: list[Family]) -> list[Family]:
             target = folded.get(id(owner))
             if target is None:
                 target = folded[id(owner)] = Family(owner.name, owner.type, owner.help, owner.unit, list(owner.samples))
-                series[id(owner)] = None if owner.shape is None else [owner.shape[4]]
+                series[id(owner)] = None if owner.shape is None else [owner.shape[4:]]
             target.samples.extend(Sample(family.name, s.labels, s.value, s.key) for s in family.samples)
             parts = series[id(owner)]
-            series[id(owner)] = None if parts is None or family.shape is None else [*parts, family.shape[4]]
+            series[id(owner)] = None if parts is None or family.shape is None else [*parts, family.shape[4:]]
         else:
             kept.append(family)
-    # A folded family's shape is its parts' (each sample keeps its key), as `shape_of` would work it out:
-    # made from the shapes the parser handed out, so that a poll of a steady body (its families folded
-    # anew every poll) does not work out every folded family's shape again, in the conform and template stages.
+    # A folded family's shape is made of its parts' series, as the pipeline handed out their shapes, so
+    # that a poll of a steady body (its families folded anew every poll) does not work out every folded
+    # family's shape again, in the conform and template stages.
     for key, target in folded.items():
         parts = series[key]
         if parts is not None:
-            target.shape = (target.name, target.type, target.help, target.unit, tuple(itertools.chain.from_iterable(parts)))
+            target.shape = (target.name, target.type, target.help, target.unit, tuple(parts))
     return [folded.get(id(family), family) for family in kept]
 
 

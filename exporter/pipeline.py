@@ -127,6 +127,8 @@ class Pipeline:
         except (ParseError, SourceError):
             self._forget_body()
             raise
+        for family in result.families:  # the shapes a skeleton will hand out, for every poll alike
+            family.shape = shape_of(family)
         if key is None:
             self._forget_body()
         elif self._last_body is not None and self._last_body[0] == key:

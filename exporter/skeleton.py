@@ -30,7 +30,9 @@ class Skeleton:
     def __init__(self, key: tuple, families: list[tuple], truncated: int, problems: dict[str, int]):
         #: The shape of the bodies this reads (exporter.pipeline's body key).
         self.key = key
-        #: per family: (name, type, help, unit, shape, sample names, labels, keys, indexes of its values)
+        #: per family: (name, type, help, unit, shape, sample names, labels, indexes of its values
+        #: or a slice of them). Not the
+        #: series' text: what reads a family of this shape needs its labels, and its shape says the rest.
         self.families = families
         self.truncated = truncated
         self.problems = problems
@@ -64,10 +66,11 @@ class Skeleton:
             indexes = [index_of.get(id(sample)) for sample in family.samples]
             if None in indexes:
                 return None
+            if indexes and indexes == list(range(indexes[0], indexes[0] + len(indexes))):
+                indexes = slice(indexes[0], indexes[0] + len(indexes))  # lines one after another: no positions kept
             families.append((
                 family.name, family.type, family.help, family.unit, shape_of(family),
-                [sample.name for sample in family.samples], [sample.labels for sample in family.samples],
-                [sample.key for sample in family.samples], indexes,
+                [sample.name for sample in family.samples], [sample.labels for sample in family.samples], indexes,
             ))
         return cls(key, families, result.truncated_lines, dict(result.problems))
 
@@ -79,7 +82,8 @@ class Skeleton:
         except ValueError:
             return None
         families = []
-        for name, kind, help_text, unit, shape, names, labels, keys, indexes in self.families:
-            samples = list(map(Sample, names, labels, [values[i] for i in indexes], keys))
+        for name, kind, help_text, unit, shape, names, labels, indexes in self.families:
+            taken = values[indexes] if indexes.__class__ is slice else [values[i] for i in indexes]
+            samples = list(map(Sample, names, labels, taken))
             families.append(Family(name, kind, help_text, unit, samples, shape))
         return ParseResult(families, self.truncated, dict(self.problems))
