@@ -25,6 +25,7 @@ from dataclasses import replace
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from exporter import offload
 from exporter.normalize import SeriesFamily
 
 #: Suffixes the classic text format moves out of a family into gauge families of their own.
@@ -292,11 +293,12 @@ class Body:
 class AheadDeflater:
     """The serving side's guess at what its next gzip scrapes want: when a gzip scrape came since a
     target's last poll was published, its new poll's large chunks are deflated as soon as it is
-    published, in that scrape's format and in a thread of their own, so that the next scrape finds
+    published, in that scrape's format, so that the next scrape finds
     them ready rather than making them (an aggregator's every poll is scraped: 26 MB took its scrapes
     ~200 ms). A GPU host polled every second and scraped every 15 deflates only the poll after a
     scraped one in vain; the others are left to the scrape that serves them, if any. Pollers know
-    nothing of it: /metrics tells it of gzip scrapes, and it watches the store for polls.
+    nothing of it: /metrics tells it of gzip scrapes, and it watches the store for polls. It deflates
+    in the ingest thread (exporter.offload), between polls' pieces of work.
     """
 
     def __init__(self, targets: Callable[[], Collection[str]]):
@@ -306,7 +308,8 @@ class AheadDeflater:
         self._published: dict[str, float] = {}
         #: the key of the chunks a gzip scrape read ("openmetrics", or "inside" for text) -> when
         self._scraped: dict[str, float] = {}
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        #: What was last handed to the ingest thread (for tests to wait on).
+        self.pending: concurrent.futures.Future | None = None
 
     def scraped(self, *, openmetrics: bool) -> None:
         """A gzip scrape in this format is being served now."""
@@ -325,9 +328,9 @@ class AheadDeflater:
             return
         large = [f.chunks for f in families if f.chunks is not None and len(f.chunks.openmetrics) >= DEFLATE_ALONE]
         if large:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="deflate")
-            self._executor.submit(_deflate_ahead, large, keys)
+            # In the ingest thread, after the polls queued there: a thread of its own would take turns with
+            # that one for the GIL at every piece (zlib lets go of it), each turn up to the switch interval.
+            self.pending = offload.submit(_deflate_ahead, large, keys)
 
 
 def _deflate_ahead(large: list[Chunks], keys: list[str]) -> None:

@@ -35,6 +35,12 @@ SWITCH_INTERVAL = 0.0005
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
+def submit(work: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    """Queue a piece of work for the worker thread, after what is queued there: work that nobody awaits
+    (deflating a poll ahead of the scrapes that will want it)."""
+    return _worker().submit(work, *args)
+
+
 def _worker() -> concurrent.futures.ThreadPoolExecutor:
     """One thread for every target: pieces queue rather than contend for the GIL among themselves."""
     global _executor

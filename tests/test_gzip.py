@@ -201,8 +201,8 @@ async def test_the_serving_side_deflates_a_poll_ahead_only_while_gzip_scrapes_ta
     ahead = app[exporter.web.AHEAD_KEY]
 
     def deflated() -> set[str]:
-        if ahead._executor is not None:
-            ahead._executor.submit(lambda: None).result()  # what it was given so far is done
+        if ahead.pending is not None:
+            ahead.pending.result()  # what it was given so far is done
         return {
             key
             for family in store.get("vllm").families
