@@ -448,9 +448,7 @@ class _RunReader:
         # around a head that is not plain (`_read_lines` reads it, and says what is wrong with it).
         events = set(compress(range(count), betweens))
         events.update(compress(range(1, count), map(ne, names[1:], names)))
-        odd = list(compress(range(count), map(is_, names, repeat(None))))
-        events.update(odd)
-        events.update(i + 1 for i in odd)
+        events.update(compress(range(count), map(is_, names, repeat(None))))
         events.add(0)
         events.discard(count)
 
@@ -511,7 +509,9 @@ class _RunReader:
             series = ["{" if "\\" in head else head for head in series]
         pieces = "\n".join(series).split('"')
         skeletons = '""'.join(pieces[0::2]).split("\n")
-        if len(skeletons) != len(series):  # a head with an odd number of quotes: not plain
+        # A head with an odd number of quotes (not plain) takes the newline after it into a value, or
+        # leaves an odd number of quotes in all, if it is the last.
+        if len(skeletons) != len(series) or not len(pieces) & 1:
             series = ["{" if head.count('"') & 1 else head for head in series]
             pieces = "\n".join(series).split('"')
             skeletons = '""'.join(pieces[0::2]).split("\n")
