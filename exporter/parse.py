@@ -443,6 +443,8 @@ class _RunReader:
         count = len(series)
         if not count:
             return read_lines(text[1:].split("\n"))
+        # Every value at once, while they are at hand; if one is not for the fast path, each run's own.
+        every_number = _plain_values(values)
         names, label_names, label_values, offsets = self.read_heads(series, "\\" in text)
         # Where the family a line joins may change: after other lines, where the name changes, and
         # around a head that is not plain (`_read_lines` reads it, and says what is wrong with it).
@@ -459,7 +461,7 @@ class _RunReader:
                 if order is not None:
                     order.extend([None] * (end - start))
                 return
-            numbers = _plain_values(values[start:end])
+            numbers = _plain_values(values[start:end]) if every_number is None else every_number[start:end]
             if numbers is None:  # a value only the careful reader can judge
                 read_lines([head + " " + value for head, value in zip(series[start:end], values[start:end])])
                 return
