@@ -394,9 +394,10 @@ def _parse_fast(
 
 
 #: A line `_read_lines` may read on its fast path, split as it splits it: the head (up to the line's last
-#: blank) and the value after it. Whether the head is `name` or `name{plain labels}` is worked out for all
-#: heads at once (`_RunReader.read_heads`).
-_CANDIDATE = re.compile(r"\n([^ \n#][^\n]*) ([^ \n]+)(?=\n|\Z)")
+#: blank: a name, or anything that ends with `}`) and the value after it. Whether the head is `name` or
+#: `name{plain labels}` is worked out for all heads at once (`_RunReader.read_heads`). A line with a
+#: timestamp or an exemplar is not one (its head would end with a number).
+_CANDIDATE = re.compile(r"\n([^ \n#][^\n]*\}|[a-zA-Z_:][a-zA-Z0-9_:]*) ([^ \n]+)(?=\n|\Z)")
 #: How much of a body is read at once: the lists made for it stay small (memory, and the work of each
 #: garbage collection that the samples bring on, which walks every list alive).
 _CHUNK = 1 << 20
@@ -409,7 +410,7 @@ class _RunReader:
     every other line (comments, blanks, timestamps, exemplars, escapes, odd blanks, errors) goes to
     `_read_lines` in body order."""
 
-    __slots__ = ("builder", "order", "heads", "label_names", "skeletons")
+    __slots__ = ("builder", "order", "heads", "label_names", "skeletons", "plain")
 
     def __init__(self, builder: _FamilyBuilder, order: list | None):
         self.builder = builder
@@ -418,6 +419,9 @@ class _RunReader:
         self.label_names: dict[str, str] = {}  # `,name=` -> name, for `_read_plain_labels`
         #: a head with its label values emptied -> (metric name or None, label names, how many values)
         self.skeletons: dict[str, tuple[str | None, tuple[str, ...], int]] = {}
+        #: False once most lines of a piece were not plain samples (a server that writes a timestamp on
+        #: every line, say): the next pieces go to `_read_lines` whole, without a split that finds few.
+        self.plain = True
 
     def read(self, text: str) -> bool:
         """Read complete lines (`text` without its last newline); True at OpenMetrics `# EOF`."""
@@ -426,7 +430,8 @@ class _RunReader:
             end = text.find("\n", start + _CHUNK)
             if end < 0:
                 end = len(text)
-            if self.read_chunk("\n" + text[start:end]):
+            chunk = text[start:end]
+            if self.read_chunk("\n" + chunk) if self.plain else self.read_lines(chunk.split("\n")):
                 return True
             start = end + 1
         return False
@@ -441,6 +446,8 @@ class _RunReader:
         betweens, series, values = parts[0::3], parts[1::3], parts[2::3]
         del parts
         count = len(series)
+        if count * 2 < text.count("\n"):
+            self.plain = False
         if not count:
             return read_lines(text[1:].split("\n"))
         # Every value at once, while they are at hand; if one is not for the fast path, each run's own.
@@ -477,25 +484,31 @@ class _RunReader:
                 order.extend(samples)
 
         start = 0
+        other: list[str] = []  # lines for `_read_lines`, read in one call before the next plain sample
         for i in sorted(events):
             between, name = betweens[i], names[i]
-            if not between and name is not None and name in builder.allowed:
+            if not other and not between and name is not None and name in builder.allowed:
                 continue
-            if start < i:
+            if start < i:  # (`other` is empty: a head that is not plain makes the next line an event)
                 hand_over(start, i)
-            if between and read_lines(between[1:].split("\n")):
-                return True
+            if between:
+                other += between[1:].split("\n")
             if name is None:
-                read_lines([series[i] + " " + values[i]])
+                other.append(series[i] + " " + values[i])
                 start = i + 1
-            else:
-                if name not in builder.allowed:
-                    builder.enter_sample_family(name)
-                start = i
+                continue
+            if other:
+                if read_lines(other):
+                    return True
+                other = []
+            if name not in builder.allowed:
+                builder.enter_sample_family(name)
+            start = i
         if start < count:
             hand_over(start, count)
-        tail = betweens[count]
-        return bool(tail) and read_lines(tail[1:].split("\n"))
+        if betweens[count]:
+            other += betweens[count][1:].split("\n")
+        return bool(other) and read_lines(other)
 
     def read_heads(
         self, series: list[str], escapes: bool

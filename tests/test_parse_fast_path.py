@@ -4,11 +4,13 @@ exactly what the line reader reads alone (`_parse_by_line`), or fails with the s
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import exporter.parse
 from exporter.parse import ParseError, _decode, _parse_by_line, parse
 
 NAMES = ["a", "a_total", "a_bucket", "a_sum", "a_count", "a_created", "b", "b_total", "a_total_total", "c:x", "d_info"]
@@ -63,6 +65,16 @@ def bodies(draw) -> bytes:
     return data
 
 
+@contextlib.contextmanager
+def pieces_of(size: int):
+    """The fast pass reads a body `size` characters (and the rest of the line) at a time."""
+    kept, exporter.parse._CHUNK = exporter.parse._CHUNK, size
+    try:
+        yield
+    finally:
+        exporter.parse._CHUNK = kept
+
+
 def read(read_body) -> tuple:
     """What a reading produced, comparable: families, order, problems; or the error."""
     order: list = []
@@ -88,14 +100,17 @@ def read(read_body) -> tuple:
         st.frozensets(st.sampled_from(["a", "a_total", "b", "b_total", "c:x", "d", "a.b"])),
     ),
     st.sampled_from([None, None, "underscores", "dots", "values", "allow-utf-8"]),
+    st.sampled_from([1 << 20, 1 << 20, 1, 40]),
 )
-def test_reading_plain_lines_many_at_once_reads_what_the_line_reader_reads(data, openmetrics, kept, escaping):
+def test_reading_plain_lines_many_at_once_reads_what_the_line_reader_reads(data, openmetrics, kept, escaping, piece):
+    """`piece`: how much of the body is read at once (small ones put piece boundaries everywhere)."""
     keep = None if kept is None else kept.__contains__
     try:
         text, truncated = _decode(data)
     except ParseError:
         return  # invalid UTF-8 before the last line: refused before either reader starts
-    fast = read(lambda order: parse(data, openmetrics=openmetrics, keep=keep, escaping=escaping, order=order))
+    with pieces_of(piece):
+        fast = read(lambda order: parse(data, openmetrics=openmetrics, keep=keep, escaping=escaping, order=order))
     slow = read(lambda order: _parse_by_line(text, truncated, openmetrics, escaping, keep, {}, order, None))
     assert fast == slow, data
 
@@ -134,3 +149,12 @@ def test_a_body_larger_than_one_piece_reads_as_one():
 def test_a_head_with_an_odd_number_of_quotes_in_a_family_not_kept_is_skipped_and_the_next_line_read():
     body = 'b 1\na{l="x} 1\nb 2\n'
     assert [s.value for s in parse(body, keep=lambda name: name != "a").families[0].samples] == [1.0, 2.0]
+
+
+def test_a_body_whose_first_piece_has_timestamps_reads_the_same_as_the_line_reader_reads_it():
+    """After a piece of mostly odd lines the rest goes to the line reader whole: same result."""
+    body = "".join(f"a{{i=\"{i}\"}} {i} 1700000000\n" for i in range(50)) + "".join(f"a{{i=\"{i}\"}} {i}\n" for i in range(50))
+    with pieces_of(100):
+        fast = parse(body)
+    assert fast == _parse_by_line(body, 0, False, None, None, {}, [], None)
+    assert [s.key for s in fast.families[0].samples][49:51] == [None, 'a{i="0"}']
