@@ -6,10 +6,11 @@ to a careful reader that accepts what real servers write and says exactly what i
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from collections.abc import Callable
+from itertools import accumulate, compress, repeat
+from operator import is_, itemgetter, ne
 from dataclasses import dataclass, field
 
 from exporter.escaping import DOTS, SCHEMES, VALUES, DeclaredNames, unescape
@@ -76,13 +77,31 @@ def parse(
     sample, family and label names are read back to the names the body's families declare.
     """
     text, truncated = _decode(data)
+    if heads is None:
+        result = _parse_fast(text, truncated, openmetrics, escaping, keep, order, metadata)
+        if result is not None:
+            return result
+    return _parse_by_line(text, truncated, openmetrics, escaping, keep, {} if heads is None else heads, order, metadata)
+
+
+def _parse_by_line(
+    text: str,
+    truncated: int,
+    openmetrics: bool,
+    escaping: str | None,
+    keep: Callable[[str], bool] | None,
+    heads: dict,
+    order: list | None,
+    metadata: dict | None,
+) -> ParseResult:
+    """`parse` one line at a time: the authority on what a body means and on where it is wrong."""
     lines = text.split("\n")
     complete = lines[-1] == ""
     if complete:
         lines.pop()
     builder = _FamilyBuilder(openmetrics, keep, escaping, {} if metadata is None else metadata)
     try:
-        _read_lines(lines, builder, {} if heads is None else heads, order)
+        _read_lines(lines, builder, heads, order)
     except ParseError as error:
         # Only a final line without its newline may be cut short; nothing was added for it.
         if complete or error.line != len(lines):
@@ -152,8 +171,9 @@ def remember_heads(heads: dict, lines: int) -> None:
         heads.clear()
 
 
-def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: list | None = None) -> None:
-    """The hot loop: each sample joins the current family when its name fits, else the family named after it."""
+def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: list | None = None) -> bool:
+    """The hot loop: each sample joins the current family when its name fits, else the family named after it.
+    True when it stopped at OpenMetrics `# EOF` (what follows is not read)."""
     label_names: dict[str, str] = {}
     allowed, append = builder.allowed, builder.append
     prefilter = builder.filtered
@@ -194,10 +214,215 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: l
                 line = line.strip()  # blank, or a comment indented with blanks
             if line.startswith("#"):
                 if not builder.read_comment(line):
-                    break
+                    return True
                 allowed, append = builder.allowed, builder.append
     except _Malformed as exc:
         raise ParseError(line_no, str(exc)) from None
+    return False
+
+
+def _parse_fast(
+    text: str,
+    truncated: int,
+    openmetrics: bool,
+    escaping: str | None,
+    keep: Callable[[str], bool] | None,
+    order: list | None,
+    metadata: dict | None,
+) -> ParseResult | None:
+    """`parse` with the plain sample lines read many at once (see `_RunReader`); the same result as
+    `_parse_by_line`, or None where a line is wrong: that one then says which, and where."""
+    builder = _FamilyBuilder(openmetrics, keep, escaping, {} if metadata is None else metadata)
+    reader = _RunReader(builder, order)
+    if not text or text.endswith("\n"):
+        whole, last = (text[:-1] if text else None), None
+    else:  # the last line has no newline: it may be cut short, and is read on its own
+        cut = text.rfind("\n")
+        whole, last = (text[:cut] if cut >= 0 else None), text[cut + 1 :]
+    mark = 0 if order is None else len(order)
+    try:
+        stopped = whole is not None and reader.read(whole)
+        if last is not None and not stopped:
+            try:
+                reader.read_lines([last])
+            except ParseError:
+                truncated = 1  # as `_parse_by_line` drops it; nothing was added for it
+    except ParseError:
+        if order is not None:
+            del order[mark:]
+        return None
+    return ParseResult(builder.families(), truncated, builder.problems(), builder.metadata_lines)
+
+
+#: A line `_read_lines` may read on its fast path, split as it splits it: the head (up to the line's last
+#: blank: a name, or anything that ends with `}`) and the value after it. Whether the head is `name` or
+#: `name{plain labels}` is worked out for all heads at once (`_RunReader.read_heads`). A line with a
+#: timestamp or an exemplar is not one (its head would end with a number).
+_CANDIDATE = re.compile(r"\n([^ \n#][^\n]*\}|[a-zA-Z_:][a-zA-Z0-9_:]*) ([^ \n]+)(?=\n|\Z)")
+#: How much of a body is read at once: the lists made for it stay small (memory, and the work of each
+#: garbage collection that the samples bring on, which walks every list alive).
+_CHUNK = 1 << 20
+
+
+class _RunReader:
+    """Reads lines as `_read_lines` does, into the same builder, with the work of each run of plain
+    sample lines for one family done at C speed over the run: a split of the text finds the lines that
+    may be plain samples (`_CANDIDATE`), one split of their heads on quotes reads all their labels, and
+    every other line (comments, blanks, timestamps, exemplars, escapes, odd blanks, errors) goes to
+    `_read_lines` in body order."""
+
+    __slots__ = ("builder", "order", "heads", "label_names", "skeletons", "plain")
+
+    def __init__(self, builder: _FamilyBuilder, order: list | None):
+        self.builder = builder
+        self.order = order
+        self.heads: dict = {}  # for `_read_lines`
+        self.label_names: dict[str, str] = {}  # `,name=` -> name, for `_read_plain_labels`
+        #: a head with its label values emptied -> (metric name or None, label names, how many values)
+        self.skeletons: dict[str, tuple[str | None, tuple[str, ...], int]] = {}
+        #: False once most lines of a piece were not plain samples (a server that writes a timestamp on
+        #: every line, say): the next pieces go to `_read_lines` whole, without a split that finds few.
+        self.plain = True
+
+    def read(self, text: str) -> bool:
+        """Read complete lines (`text` without its last newline); True at OpenMetrics `# EOF`."""
+        start = 0
+        while start <= len(text):
+            end = text.find("\n", start + _CHUNK)
+            if end < 0:
+                end = len(text)
+            chunk = text[start:end]
+            if self.read_chunk("\n" + chunk) if self.plain else self.read_lines(chunk.split("\n")):
+                return True
+            start = end + 1
+        return False
+
+    def read_lines(self, lines: list[str]) -> bool:
+        return _read_lines(lines, self.builder, self.heads, self.order)
+
+    def read_chunk(self, text: str) -> bool:
+        """Read the lines of `text`, each after a newline; True at `# EOF`."""
+        builder, order, read_lines = self.builder, self.order, self.read_lines
+        parts = _CANDIDATE.split(text)
+        betweens, series, values = parts[0::3], parts[1::3], parts[2::3]
+        del parts
+        count = len(series)
+        if count * 2 < text.count("\n"):
+            self.plain = False
+        if not count:
+            return read_lines(text[1:].split("\n"))
+        # Every value at once, while they are at hand; if one is not for the fast path, each run's own.
+        every_number = _plain_values(values)
+        names, label_names, label_values, offsets = self.read_heads(series, "\\" in text)
+        # Where the family a line joins may change: after other lines, where the name changes, and
+        # around a head that is not plain (`_read_lines` reads it, and says what is wrong with it).
+        events = set(compress(range(count), betweens))
+        events.update(compress(range(1, count), map(ne, names[1:], names)))
+        events.update(compress(range(count), map(is_, names, repeat(None))))
+        events.add(0)
+        events.discard(count)
+
+        def hand_over(start: int, end: int) -> None:
+            """Samples start..end join the current family (all their names fit it)."""
+            append = builder.append
+            if append is _discard:
+                if order is not None:
+                    order.extend([None] * (end - start))
+                return
+            numbers = _plain_values(values[start:end]) if every_number is None else every_number[start:end]
+            if numbers is None:  # a value only the careful reader can judge
+                read_lines([head + " " + value for head, value in zip(series[start:end], values[start:end])])
+                return
+            pairs = iter(label_values[offsets[start] : offsets[end]])
+            labels = map(dict, map(zip, label_names[start:end], repeat(pairs)))
+            samples = list(map(Sample, names[start:end], labels, numbers, series[start:end]))
+            if builder.extend is not None:
+                builder.extend(samples)
+            else:
+                for sample in samples:
+                    append(sample)
+            if order is not None:
+                order.extend(samples)
+
+        start = 0
+        other: list[str] = []  # lines for `_read_lines`, read in one call before the next plain sample
+        for i in sorted(events):
+            between, name = betweens[i], names[i]
+            if not other and not between and name is not None and name in builder.allowed:
+                continue
+            if start < i:  # (`other` is empty: a head that is not plain makes the next line an event)
+                hand_over(start, i)
+            if between:
+                other += between[1:].split("\n")
+            if name is None:
+                other.append(series[i] + " " + values[i])
+                start = i + 1
+                continue
+            if other:
+                if read_lines(other):
+                    return True
+                other = []
+            if name not in builder.allowed:
+                builder.enter_sample_family(name)
+            start = i
+        if start < count:
+            hand_over(start, count)
+        if betweens[count]:
+            other += betweens[count][1:].split("\n")
+        return bool(other) and read_lines(other)
+
+    def read_heads(
+        self, series: list[str], escapes: bool
+    ) -> tuple[list[str | None], list[tuple[str, ...]], list[str], list[int]]:
+        """Each head's metric name (None where `_read_head` would not read it as `name` or `name{plain
+        labels}`) and label names; all label values in body order; and where each head's values start
+        in them (one more entry, for the end).
+
+        Without backslashes every quote delimits a value, so one split of all heads on quotes gives every
+        value, and the heads with their values emptied (`name{a="",b=""}`), which decide the names: few
+        distinct texts in a body, each read once as `_read_head` reads a head."""
+        if escapes:  # a head with a backslash is read by `_read_lines`
+            series = ["{" if "\\" in head else head for head in series]
+        pieces = "\n".join(series).split('"')
+        skeletons = '""'.join(pieces[0::2]).split("\n")
+        # A head with an odd number of quotes (not plain) takes the newline after it into a value, or
+        # leaves an odd number of quotes in all, if it is the last.
+        if len(skeletons) != len(series) or not len(pieces) & 1:
+            series = ["{" if head.count('"') & 1 else head for head in series]
+            pieces = "\n".join(series).split('"')
+            skeletons = '""'.join(pieces[0::2]).split("\n")
+        values = list(map(sys.intern, pieces[1::2]))  # values repeat across series (`le`, model names)
+        del pieces
+        known = self.skeletons
+        for skeleton in set(skeletons).difference(known):
+            known[skeleton] = (*_read_skeleton(skeleton, self.label_names), skeleton.count('""'))
+        heads = list(map(known.__getitem__, skeletons))
+        offsets = list(accumulate(map(itemgetter(2), heads), initial=0))
+        return list(map(itemgetter(0), heads)), list(map(itemgetter(1), heads)), values, offsets
+
+
+def _read_skeleton(skeleton: str, label_names: dict[str, str]) -> tuple[str | None, tuple[str, ...]]:
+    """(name, label names) of a head whose label values are emptied, as `_read_head` reads the head;
+    (None, ()) where it would not."""
+    brace = skeleton.find("{")
+    if brace < 0:
+        return (sys.intern(skeleton), ()) if _METRIC_NAME.fullmatch(skeleton) else (None, ())
+    name = skeleton[:brace]
+    if not skeleton.endswith("}") or not _METRIC_NAME.fullmatch(name):
+        return None, ()
+    labels = _read_plain_labels(skeleton[brace + 1 : -1], label_names)
+    return (None, ()) if labels is None else (sys.intern(name), tuple(labels))
+
+
+def _plain_values(values: list[str]) -> list[float] | None:
+    """The values as `_read_lines` reads them on its fast path, or None if one is not for it."""
+    joined = "".join(values)
+    if "_" in joined or not joined.isascii():
+        return None
+    try:
+        return list(map(float, values))
+    except ValueError:
+        return None
 
 
 def _read_head(head: str, label_names: dict[str, str], heads: dict) -> tuple[str, dict[str, str]] | None:
@@ -439,8 +664,8 @@ class _FamilyBuilder:
 
     __slots__ = (
         "_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "_keep", "_wanted", "_metadata",
-        "allowed", "append", "metadata_lines", "_escaping", "_declared", "_renamed", "_written", "_as_written",
-        "escaped_samples",
+        "allowed", "append", "extend", "metadata_lines", "_escaping", "_declared", "_renamed", "_written",
+        "_as_written", "escaped_samples", "_members",
     )
 
     def __init__(
@@ -471,6 +696,10 @@ class _FamilyBuilder:
         self._typed: set[str] = set()  # names whose type came from a TYPE line, so the first one wins
         self.allowed: frozenset[str] = frozenset()
         self.append: Callable[[Sample], None] = _no_current_family
+        #: The current family's `samples.extend` where `append` is its `samples.append`, else None.
+        self.extend: Callable[[list[Sample]], None] | None = None
+        #: (name, type) -> the sample names such a family takes (`_member_names`), for this body.
+        self._members: dict[tuple[str, str], frozenset[str]] = {}
 
     @property
     def filtered(self) -> bool:
@@ -521,7 +750,7 @@ class _FamilyBuilder:
             self._declared = DeclaredNames(self._escaping)
             for family in self._families.values():
                 if self._is_declared(family):
-                    self._declared.declare(family.name, _member_names(family.name, family.type))
+                    self._declared.declare(family.name, self._member_names(family.name, family.type))
         found = self._declared.find(name)
         if found is not None:
             return found
@@ -610,7 +839,7 @@ class _FamilyBuilder:
         else:
             family.unit = family.unit or value
         if self._declared is not None:
-            self._declared.declare(name, _member_names(name, family.type))
+            self._declared.declare(name, self._member_names(name, family.type))
         self._enter(family)
 
     def _family(self, name: str) -> Family:
@@ -621,9 +850,13 @@ class _FamilyBuilder:
 
     def _enter(self, family: Family) -> Family:
         """Make `family` the one the next samples join when their names fit its type."""
-        self.allowed = _member_names(family.name, family.type)
+        self.allowed = self._member_names(family.name, family.type)
+        self.extend = None
         if self._as_written:
-            self.append = family.samples.append if self.wants(family.name) else _discard
+            if self.wants(family.name):
+                self.append, self.extend = family.samples.append, family.samples.extend
+            else:
+                self.append = _discard
             return family
         written = self._written.get(family.name)
         if written:
@@ -633,8 +866,16 @@ class _FamilyBuilder:
         elif written or self._escaping in _UNESCAPED:
             self.append = self._reading_back(family)
         else:
-            self.append = family.samples.append
+            self.append, self.extend = family.samples.append, family.samples.extend
         return family
+
+    def _member_names(self, name: str, type_: str) -> frozenset[str]:
+        """The sample names a family of this name and type takes; remembered for the body, as a family
+        is entered again at each of its sample names that the body interleaves with another's."""
+        members = self._members.get((name, type_))
+        if members is None:
+            members = self._members[name, type_] = frozenset(name + suffix for suffix in _MEMBER_SUFFIXES[type_])
+        return members
 
     def _reading_back(self, family: Family) -> Callable[[Sample], None]:
         """`append` for a family some of whose samples are written with escaped names (or label names)."""
@@ -662,12 +903,6 @@ _WRITTEN_LIMIT = 8
 #: Escaping schemes whose names can be read back exactly, family and label names included.
 _UNESCAPED = frozenset({DOTS, VALUES})
 _BLANKS = re.compile(r"[ \t]+")
-
-
-@functools.lru_cache(maxsize=8192)
-def _member_names(name: str, type_: str) -> frozenset[str]:
-    """The sample names a family of this name and type takes; cached as targets repeat them every scrape."""
-    return frozenset(name + suffix for suffix in _MEMBER_SUFFIXES[type_])
 
 
 def _is_doubled(family: Family) -> bool:
