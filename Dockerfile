@@ -1,6 +1,7 @@
 # The image the Helm chart runs: inference-exporter on a slim Python 3.11, as an unprivileged user.
 #   docker build -t inference-exporter:0.1.0 .
 #   docker run --rm -p 9898:9898 inference-exporter:0.1.0 run --demo --listen :9898
+#   docker run --rm -p 9898:9898 -e INFERENCE_EXPORTER_DEMO=true inference-exporter:0.1.0   (any option as INFERENCE_EXPORTER_*)
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Build the wheel and install it, with its dependencies, into a virtual environment.

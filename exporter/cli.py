@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from exporter import __version__
+from exporter.envflags import EnvArgumentParser
 from exporter.logs import FORMATS, LEVELS, configure
 
 DESCRIPTION = """\
@@ -29,6 +30,16 @@ examples:
   inference-exporter check-config config.yaml      validate; every error with file:line
   inference-exporter once --config config.yaml --target vllm
   inference-exporter explain --config config.yaml --target vllm   which profile, and where each unified series comes from
+  INFERENCE_EXPORTER_LISTEN=:9898 inference-exporter run   options from the environment, named in each command's --help
+
+Every option of `run` (and --config, --web.config.file, --log-level and --log-format wherever they
+appear) can also be set by the environment variable named after it, as `[env: NAME]` in the command's
+--help; a flag on the command line wins over its variable, an empty variable counts as unset.
+"""
+
+ENV_EPILOG = """\
+Each [env: NAME] variable sets its option when the flag is not on the command line (a flag wins;
+an empty variable counts as unset). Switches such as --demo take true/false, 1/0 or yes/no.
 """
 
 
@@ -40,15 +51,26 @@ def bundled_config() -> Path:
     return Path(__file__).resolve().parent.parent / "config.example.yaml"
 
 
-_WEB_CONFIG = dict(
+_WEB_CONFIG: dict = dict(
     type=Path, metavar="FILE",
     help="TLS, basic auth and response headers for the endpoint, in the Prometheus exporter-toolkit format "
     "(tls_server_config, basic_auth_users, http_server_config); read again when it or its certificates change",
 )
 
 
+def listen_address(value: str) -> str:
+    """--listen's type: `HOST:PORT` as the config's `listen` accepts it, checked before anything starts."""
+    from exporter.config import parse_listen
+
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = EnvArgumentParser(
         prog="inference-exporter",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -57,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"inference-exporter {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    logging = argparse.ArgumentParser(add_help=False)
-    logging.add_argument("--log-level", choices=LEVELS, default="info", help="least severe events to log (default: info)")
-    logging.add_argument(
+    logging = EnvArgumentParser(add_help=False)
+    logging.add_env_argument("--log-level", choices=LEVELS, default="info", help="least severe events to log (default: info)")
+    logging.add_env_argument(
         "--log-format", choices=FORMATS, default="auto",
         help="json, console, or auto: console lines on a terminal, JSON otherwise (default: auto)",
     )
@@ -69,14 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Poll every target on its interval and serve /metrics, /healthz, /readyz, /targets and /overview. "
         "The config is loaded again when the file changes (checked every second; a Kubernetes ConfigMap update "
         "included) and on SIGHUP; a bad file keeps the running one. SIGTERM or SIGINT stops within seconds.",
+        epilog=ENV_EPILOG,
     )
-    run.add_argument(
+    run.add_env_argument(
         "--config", type=Path, metavar="FILE",
         help=f"the YAML config (default: the bundled example, {bundled_config().name}, which listens on 127.0.0.1)",
     )
-    run.add_argument("--listen", metavar="HOST:PORT", help="where to serve, overriding the config's listen (e.g. 0.0.0.0:9898)")
-    run.add_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
-    run.add_argument(
+    run.add_env_argument(
+        "--listen", type=listen_address, metavar="HOST:PORT",
+        help="where to serve, overriding the config's listen (e.g. 0.0.0.0:9898)",
+    )
+    run.add_env_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
+    run.add_env_argument(
         "--demo", action="store_true",
         help='also start one simulated backend per profile (vLLM, SGLang, TGI, Triton, NIM, Dynamo, llama.cpp...) '
         'on loopback and poll each as target "demo-<profile>" (their series carry demo="true")',
@@ -85,16 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-config", parents=[logging], help="validate a config file",
         description="Validate FILE. Exit 0 when it is valid; otherwise print every error with file:line and exit 1.",
+        epilog=ENV_EPILOG,
     )
     check.add_argument("file", type=Path, metavar="FILE")
-    check.add_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
+    check.add_env_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
 
     once = commands.add_parser(
         "once", parents=[logging], help="poll once and print what /metrics would serve",
         description="Poll the targets once (with retries), print the exposition text to stdout and each failure "
         "to stderr; exit 1 if any selected target failed. For debugging a target without running the daemon.",
+        epilog=ENV_EPILOG,
     )
-    once.add_argument("--config", type=Path, metavar="FILE", required=True, help="the YAML config")
+    once.add_env_argument("--config", type=Path, metavar="FILE", required=True, help="the YAML config (required)")
     once.add_argument("--target", action="append", metavar="NAME", help="poll only this target (repeatable)")
 
     explain = commands.add_parser(
@@ -102,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Poll one target once and print which backend profile it uses and why (set in the config, or "
         "the family that matched), then, for each concept of the unified vocabulary, the upstream series it comes "
         "from or why it is missing. Exit 1 if the poll fails.",
+        epilog=ENV_EPILOG,
     )
-    explain.add_argument("--config", type=Path, metavar="FILE", required=True, help="the YAML config")
+    explain.add_env_argument("--config", type=Path, metavar="FILE", required=True, help="the YAML config (required)")
     explain.add_argument("--target", metavar="NAME", required=True, help="the target to explain")
     return parser
 
@@ -139,7 +168,6 @@ def _load_web(path: Path | None):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from exporter.config import parse_listen
     from exporter.daemon import Daemon, ListenError
 
     path = args.config or bundled_config()
@@ -147,12 +175,6 @@ def _run(args: argparse.Namespace) -> int:
     web_security = _load_web(args.web_config_file)
     if config is None or web_security is False:
         return 1
-    if args.listen is not None:
-        try:
-            parse_listen(args.listen)
-        except ValueError as exc:
-            print(f"--listen: {exc}", file=sys.stderr)
-            return 1
     daemon = Daemon(config, config_path=path, listen=args.listen, demo=args.demo, web_security=web_security)
     try:
         asyncio.run(daemon.run())
