@@ -42,7 +42,7 @@ class ParseResult:
     #: lines (`escaped_names`: read back to their declared family; `unmatched_samples`: served as
     #: families of their own while declared families went empty), or 1 (`unknown_escaping`).
     problems: dict[str, int] = field(default_factory=dict)
-    #: HELP, TYPE and UNIT lines read (what bounds a reader's cache of them).
+    #: HELP, TYPE and UNIT lines read.
     metadata_lines: int = 0
 
 
@@ -60,28 +60,24 @@ def parse(
     openmetrics: bool = False,
     escaping: str | None = None,
     keep: Callable[[str], bool] | None = None,
-    heads: dict[str, tuple[str, dict[str, str]]] | None = None,
     order: list[Sample | None] | None = None,
-    metadata: dict[str, tuple[str, str, str]] | None = None,
 ) -> ParseResult:
     """Parse one body. Raises ParseError for a malformed line, except a cut-off last line, which is dropped.
 
     `keep`, given a family name, says whether that family is wanted: the sample lines of unwanted families
     are skipped before they are parsed (so a family nobody wants costs little, and its errors none).
-    `heads` and `metadata` are where parsed series heads and HELP/TYPE/UNIT lines are remembered from
-    one body to the next: a source passes its own (BodyReader does), bounded by what its target serves;
-    without them nothing outlives the call. There is no cache shared across targets.
+    Nothing outlives the call: what a target remembers from one body to the next is its pipeline's
+    (exporter.pipeline).
     `order`, when given, receives one entry per sample line in body order: its Sample, or None where
     the line was skipped as unwanted.
     `escaping` is the `escaping` parameter of the body's Content-Type (exporter.escaping): escaped
     sample, family and label names are read back to the names the body's families declare.
     """
     text, truncated = _decode(data)
-    if heads is None:
-        result = _parse_fast(text, truncated, openmetrics, escaping, keep, order, metadata)
-        if result is not None:
-            return result
-    return _parse_by_line(text, truncated, openmetrics, escaping, keep, {} if heads is None else heads, order, metadata)
+    result = _parse_fast(text, truncated, openmetrics, escaping, keep, order, None)
+    if result is not None:
+        return result
+    return _parse_by_line(text, truncated, openmetrics, escaping, keep, {}, order, None)
 
 
 def _parse_by_line(
@@ -162,13 +158,6 @@ def _decode(data: bytes | str) -> tuple[str, int]:
     if text.startswith("\ufeff"):
         text = text[1:]
     return text, truncated
-
-
-def remember_heads(heads: dict, lines: int) -> None:
-    """After a parse with a source's own `heads` (or metadata): forget them when most belong to lines
-    gone by (labels that churn, like request ids), so the cache stays the size of what the target serves."""
-    if len(heads) > 2 * lines + 1024:
-        heads.clear()
 
 
 def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: list | None = None) -> bool:
