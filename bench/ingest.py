@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from exporter.daemon import tune_garbage_collection  # noqa: E402
-from exporter.normalize import SeriesCache, normalize  # noqa: E402
+from exporter.normalize import normalize  # noqa: E402
 from exporter.parse import BodyReader, parse  # noqa: E402
 from exporter.template import Serving  # noqa: E402
 from support import bench_bodies, bench_vllm_body, with_values_moved  # noqa: E402
@@ -78,8 +78,7 @@ def ours(data: bytes, *, warm: bool):
 
     def pipeline():
         reader = BodyReader()
-        cache = SeriesCache()
-        serving = Serving(lambda families: normalize(families, target="bench", labels={"site": "bench"}, cache=cache))
+        serving = Serving(lambda families: normalize(families, target="bench", labels={"site": "bench"}))
         return lambda body: serving(reader.parse(body).families)
 
     if not warm:

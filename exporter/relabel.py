@@ -180,8 +180,7 @@ class Relabeler:
             for name, kind, samples in _regroup(family, kept):
                 series = assembler.family(name, kind, family.help, len(samples))
                 if series is not None:
-                    for sample in samples:
-                        assembler.put(series, (sample.name, frozenset(sample.labels.items())), sample)
+                    assembler.add(series, samples, [(sample.name, frozenset(sample.labels.items())) for sample in samples])
         return assembler.result(normalized.dropped)
 
 

@@ -22,7 +22,7 @@ from exporter.escaping import PAYLOAD_PROBLEMS
 from exporter.events import EVENTS
 from exporter.exposition import gzip_served, predeflate
 from exporter.family import Family
-from exporter.normalize import Normalized, SeriesCache, normalize
+from exporter.normalize import Normalized, normalize
 from exporter.offload import OFF_LOOP_SAMPLES, Lane
 from exporter.redact import REGISTRY, Secrets
 from exporter.relabel import Relabeler
@@ -91,10 +91,9 @@ class TargetPoller:
         self.unifier = Unifier(target)
         #: Families strict OpenMetrics readers would reject -> untyped ones (exporter.conform).
         self.conform = Conformer()
-        self._series = SeriesCache()
         self.relabel = Relabeler(target.metric_relabel_configs)
         #: This target's families -> what we serve, through the last poll's template when only values changed.
-        self._serve = Serving(self._stages, target.name, forget=self._series.clear)
+        self._serve = Serving(self._stages, target.name)
         #: (budget, the retry policy for it), reused from poll to poll; whether a poll is under way
         self._policy: tuple[float, AsyncRetrying] | None = None
         self._polling = False
@@ -241,7 +240,7 @@ class TargetPoller:
     def _stages(self, families: list[Family]) -> Normalized:
         target = self.target
         return self.relabel(
-            normalize(families, target=target.name, labels=target.labels, prefix=target.prefix or "", cache=self._series)
+            normalize(families, target=target.name, labels=target.labels, prefix=target.prefix or "")
         )
 
     def _gzip_formats(self, previous: Snapshot) -> set[str]:
