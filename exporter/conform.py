@@ -19,6 +19,7 @@ import math
 import operator
 
 from exporter.family import Family, shape_of
+from exporter.normalize import _LABELS, _NAME, _group_keys, _shapes
 
 __all__ = ["Conformer"]
 
@@ -138,30 +139,49 @@ def _plan(family: Family) -> _Plan | str | None:
     return None if plan.empty() else plan
 
 
+#: A histogram sample's part of its series (as indexes into a group's [buckets, count, sum]).
+_BUCKET, _COUNT, _SUM, _OTHER = 0, 1, 2, 3
+_COUNT_OR_SUM = frozenset({_COUNT, _SUM})
+
+
 def _plan_histogram(family: Family, plan: _Plan) -> bool:
     name, gauge = family.name, family.type == "gaugehistogram"
     count_suffix, sum_suffix = ("_gcount", "_gsum") if gauge else ("_count", "_sum")
-    groups: dict[frozenset, dict] = {}
-    for i, sample in enumerate(family.samples):
-        suffix = sample.name[len(name):]
-        if suffix == "_bucket":
-            bound = _bound(sample.labels.get("le"))
-            if bound is None:
-                return False
-            key = frozenset(item for item in sample.labels.items() if item[0] != "le")
-            groups.setdefault(key, {"buckets": [], "count": None, "sum": None})["buckets"].append((bound, i))
-        elif suffix in (count_suffix, sum_suffix):
-            if "le" in sample.labels:
-                return False  # Go's text parser reads `le` on every sample of a histogram
-            group = groups.setdefault(frozenset(sample.labels.items()), {"buckets": [], "count": None, "sum": None})
-            group["count" if suffix == count_suffix else "sum"] = i
-    for group in groups.values():
-        # One bucket per bound, the last written, as normalize serves them (`1` and `1.0` are one series).
-        buckets = sorted({bound: i for bound, i in group["buckets"]}.items())
+    samples = family.samples
+    names = list(map(_NAME, samples))
+    # Each sample's part of its series: a bucket, the count, the sum, or none (`_created`, say).
+    part_of = {}
+    for sample_name in dict.fromkeys(names):
+        suffix = sample_name[len(name):]
+        part_of[sample_name] = {"_bucket": _BUCKET, count_suffix: _COUNT, sum_suffix: _SUM}.get(suffix, _OTHER)
+    parts = list(map(part_of.__getitem__, names))
+    labels = list(map(_LABELS, samples))
+    bounds = list(map(dict.get, labels, itertools.repeat("le")))
+    is_bucket = list(map(_BUCKET.__eq__, parts))
+    read = {text: _bound(text) for text in set(itertools.compress(bounds, is_bucket))}
+    if None in read.values():
+        return False
+    sealed = set(itertools.compress(bounds, map(_COUNT_OR_SUM.__contains__, parts)))
+    sealed.discard(None)
+    if sealed:
+        return False  # Go's text parser reads `le` on every sample of a histogram
+    # Series groups (labels less `le`) in order of first appearance: [bucket position by bound, count, sum]
+    groups: dict = {}
+    for position, (group, part, bound) in enumerate(zip(_group_keys(labels, _shapes(labels), "le"), parts, bounds)):
+        if part == _OTHER:
+            continue
+        entry = groups.get(group)
+        if entry is None:
+            entry = groups[group] = [{}, None, None]
+        if part == _BUCKET:
+            entry[0][read[bound]] = position  # one bucket per bound, the last written, as normalize serves them
+        else:
+            entry[part] = position
+    for by_bound, count, total in groups.values():
+        buckets = sorted(by_bound.items())
         bounds = [bound for bound, _ in buckets]
         if not buckets or bounds[-1] != math.inf:
             return False  # no +Inf bucket
-        count, total = group["count"], group["sum"]
         if (count is None) != (total is None):
             return False  # OpenMetrics wants both or neither
         negative = bounds[0] < 0

@@ -11,7 +11,7 @@ import math
 import operator
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client.samples import Sample as PromSample
@@ -145,21 +145,17 @@ def go_float_label(value: float) -> str:
 _FLOAT_BOUNDS = {"histogram": "le", "gaugehistogram": "le", "summary": "quantile"}
 
 
-def _group(labels: dict[str, str], bound: str) -> frozenset:
-    return frozenset(item for item in labels.items() if item[0] != bound)
-
-
 def is_well_formed(name: str, kind: str, samples: list) -> bool:
     """Whether samples (ours or prometheus_client's) make a valid family `name` of this type."""
     return _is_well_formed(Family(name, kind, samples=samples), kind)
 
 
-def _is_well_formed(family: Family, kind: str, shapes: list[tuple] | None = None) -> bool:
+def _is_well_formed(family: Family, kind: str, shapes: list[tuple] | None = None, distinct: dict | None = None) -> bool:
     """Histograms need a numeric `le` on every bucket and a +Inf bucket in every series group; summaries
     a numeric `quantile` on every quantile sample. Otherwise encoders and parsers reject the family.
-    `shapes`, if the caller has them, are its samples' label names (see `_shapes`)."""
+    `shapes`, if the caller has them, are its samples' label names (see `_shapes`), `distinct` the different ones."""
     if kind in ("histogram", "gaugehistogram"):
-        return _histogram_is_well_formed(family, kind, shapes)
+        return _histogram_is_well_formed(family, kind, shapes, distinct)
     if kind == "summary":
         return all(_as_float(s.labels.get("quantile")) is not None for s in family.samples if s.name == family.name)
     if kind in ("counter", "info"):
@@ -172,7 +168,7 @@ def _is_well_formed(family: Family, kind: str, shapes: list[tuple] | None = None
     return True
 
 
-def _histogram_is_well_formed(family: Family, kind: str, shapes: list[tuple] | None) -> bool:
+def _histogram_is_well_formed(family: Family, kind: str, shapes: list[tuple] | None, distinct: dict | None) -> bool:
     """Only its suffixed sample names (the parser may have put a sample named like the family itself
     here), a numeric `le` on every bucket, and a `+Inf` bucket in every series group; worked out for
     the whole family at once, each distinct `le` text read once."""
@@ -187,7 +183,7 @@ def _histogram_is_well_formed(family: Family, kind: str, shapes: list[tuple] | N
     if None in read.values():
         return False
     infinite = {text for text, value in read.items() if value == math.inf}
-    groups = _group_keys(labels, _shapes(labels) if shapes is None else shapes, "le")
+    groups = _group_keys(labels, _shapes(labels) if shapes is None else shapes, "le", distinct=distinct)
     complete = set(itertools.compress(groups, map(operator.and_, buckets, map(infinite.__contains__, bounds))))
     return len(complete) == len(set(groups))
 
@@ -244,20 +240,36 @@ def _formatted(labels: list[dict[str, str]], shapes: list, formats: dict) -> lis
     return list(map(str.__mod__, map(formats.__getitem__, shapes), labels))
 
 
-def _group_text(labels: dict[str, str], bound: str, skip: Collection[str] = ()) -> str:
-    """A series group (its labels less the bound, and less `skip`) as text: equal texts, equal groups,
-    whatever the labels' order. `_group_keys` makes the same text a whole family at a time."""
-    return ",".join(f'{name}="{_escape(labels[name])}"' for name in sorted(labels) if name != bound and name not in skip)
+def _no_values(labels: dict[str, str]) -> tuple:
+    return ()
 
 
-def _group_keys(labels: list[dict[str, str]], shapes: list[tuple], bound: str) -> list:
-    """Each label dict's series group (its labels less `bound`): equal keys, equal groups. `_group_text`
-    made by %-formatting where every name is a plain label name, else the labels as a frozenset."""
-    distinct = dict.fromkeys(shapes)
-    if not all(map(_formattable, distinct)):
-        return [_group(each, bound) for each in labels]
-    formats = {shape: ",".join(f'{name}="%({name})s"' for name in sorted(shape) if name != bound) for shape in distinct}
-    return _formatted(_as_text(labels), shapes, formats)
+def _picker(names: tuple[str, ...]) -> Callable[[dict[str, str]], object]:
+    """Reads these labels' values from a label dict (C-level: an itemgetter)."""
+    return operator.itemgetter(*names) if names else _no_values
+
+
+def _picked(labels: list[dict[str, str]], shapes: list[tuple], pickers: dict[tuple, tuple]) -> list[tuple]:
+    """(names, values) of each label dict, read by its shape's picker (`pickers`: shape -> (names, picker))."""
+    if len(pickers) == 1:
+        ((names, pick),) = pickers.values()
+        return list(zip(itertools.repeat(names), map(pick, labels)))
+    names_of = {shape: names for shape, (names, _) in pickers.items()}
+    pick_of = {shape: pick for shape, (_, pick) in pickers.items()}
+    return list(zip(map(names_of.__getitem__, shapes), map(operator.call, map(pick_of.__getitem__, shapes), labels)))
+
+
+def _group_keys(
+    labels: list[dict[str, str]], shapes: list[tuple], bound: str, skip: Collection[str] = (), distinct: dict | None = None
+) -> list[tuple]:
+    """Each label dict's series group: its label names less `bound` (and less `skip`) in sorted order,
+    with their values. Equal keys, equal groups, whatever the labels' order. `distinct`: the different
+    shapes, if the caller has them."""
+    pickers = {}
+    for shape in dict.fromkeys(shapes) if distinct is None else distinct:
+        names = tuple(sorted(name for name in shape if name != bound and name not in skip))
+        pickers[shape] = (names, _picker(names))
+    return _picked(labels, shapes, pickers)
 
 
 _SUFFIX_RANK = {"_bucket": 0, "": 0, "_total": 0, "_count": 1, "_gcount": 1, "_sum": 2, "_gsum": 2, "_created": 3}
@@ -305,20 +317,22 @@ def fold_created(families: list[Family]) -> list[Family]:
 
 
 def _servable(families: list[Family], dropped: Counter | None = None):
-    """Each non-empty family with its served type and its samples' shapes; broken histograms and summaries
-    split apart (their samples counted in `dropped["served_untyped"]`)."""
+    """Each non-empty family with its served type, its samples' shapes and the different ones; broken
+    histograms and summaries split apart (their samples counted in `dropped["served_untyped"]`)."""
     for family in fold_created(families):
         if not family.samples:
             continue
         kind = _family_type(family)
         shapes = _shapes(list(map(_LABELS, family.samples)))
-        if _is_well_formed(family, kind, shapes):
-            yield family, kind, shapes
+        distinct = dict.fromkeys(shapes)
+        if _is_well_formed(family, kind, shapes, distinct):
+            yield family, kind, shapes, distinct
         else:
             if dropped is not None:
                 dropped["served_untyped"] += len(family.samples)
             for part in _split_untyped(family):
-                yield part, "unknown", _shapes(list(map(_LABELS, part.samples)))
+                shapes = _shapes(list(map(_LABELS, part.samples)))
+                yield part, "unknown", shapes, dict.fromkeys(shapes)
 
 
 def _split_untyped(family: Family) -> list[Family]:
@@ -342,8 +356,8 @@ class _Shape:
         self.source = dict(zip(renamed, names))
         self.same = renamed == names
         self.formattable = _formattable(names)
-        #: bound -> the %-format of a sample's series group (see `_group_text`)
-        self.groups: dict[str, str] = {}
+        #: bound -> (served names less the bound, in order; a picker of their upstream values): see `group`
+        self.groups: dict[str, tuple] = {}
 
 
 class _Labeller:
@@ -390,9 +404,9 @@ class _Labeller:
             shape = self._shapes[names] = _Shape(self, names)
         return shape
 
-    def served(self, labels: list[dict[str, str]], shapes: list[tuple]) -> list[dict[str, str]]:
+    def served(self, labels: list[dict[str, str]], shapes: list[tuple], distinct: Iterable[tuple]) -> list[dict[str, str]]:
         """`labels()` of each label dict, a whole family at once (label dicts made in C: zip, dict)."""
-        distinct = {names: self.shape(names) for names in dict.fromkeys(shapes)}
+        distinct = {names: self.shape(names) for names in distinct}
         if all(shape.same for shape in distinct.values()):
             return list(map(self._with_own, labels))
         served_names = {names: shape.names for names, shape in distinct.items()}
@@ -411,15 +425,15 @@ class _Labeller:
             text = self._heads[key] = f"{sample_name.replace('%', '%%')}{{{pairs}}} "
         return text
 
-    def group_format(self, names: tuple[str, ...], bound: str) -> str:
-        """The %-format that writes `_group_text` of a sample's served labels, less the own labels (the same
-        on every sample), from its upstream label dict (values escaped)."""
+    def group(self, names: tuple[str, ...], bound: str) -> tuple[tuple[str, ...], Callable]:
+        """How to read a sample's series group (`_group_keys` of its served labels, less the own labels, the
+        same on every sample) from its upstream label dict: the served names, and a picker of their values."""
         shape = self.shape(names)
-        text = shape.groups.get(bound)
-        if text is None:
+        group = shape.groups.get(bound)
+        if group is None:
             pairs = sorted((served, upstream) for served, upstream in shape.source.items() if served != bound)
-            text = shape.groups[bound] = ",".join(f'{served}="%({upstream})s"' for served, upstream in pairs)
-        return text
+            group = shape.groups[bound] = (tuple(served for served, _ in pairs), _picker(tuple(upstream for _, upstream in pairs)))
+        return group
 
 
 def served_base(name: str, kind: str, prefix: str = "") -> str:
@@ -549,9 +563,10 @@ def _orders(samples: list[PromSample], kind: str, name: str) -> tuple[list, list
     """Series group, suffix rank and bound of each sample of served family `name`, one sample at a time
     (see `_Gathering.served_order`)."""
     bound = _GROUPED_TYPES[kind]
-    groups = [_group_text(sample.labels, bound) for sample in samples]
-    ranks = [_SUFFIX_RANK.get(sample.name[len(name):], 4) for sample in samples]
-    return groups, ranks, _bound_values([sample.labels for sample in samples], bound)
+    labels = list(map(_LABELS, samples))
+    names = list(map(_NAME, samples))
+    rank_of = {sample_name: _SUFFIX_RANK.get(sample_name[len(name):], 4) for sample_name in set(names)}
+    return _group_keys(labels, _shapes(labels), bound), list(map(rank_of.__getitem__, names)), _bound_values(labels, bound)
 
 
 def _bound_values(labels: list[dict[str, str]], bound: str) -> list[float]:
@@ -575,10 +590,13 @@ def _canonical_bounds(labels: list[dict[str, str]], bound: str) -> list[dict[str
     return [{**each, bound: changed[text]} if text in changed else each for each, text in zip(labels, texts)]
 
 
-def _rows(family: Family, kind: str, name: str, raw_base: str, labeller: _Labeller, shapes: list[tuple], by_head: bool):
+def _rows(
+    family: Family, kind: str, name: str, raw_base: str, labeller: _Labeller, shapes: list[tuple], distinct: dict, by_head: bool
+):
     """One upstream family's samples as served under family `name`: (samples, series keys, heads, orders)
-    for `Assembler.add`. A series' key is its head when no two upstream label names are renamed alike
-    (`by_head`), else its served name and upstream labels."""
+    for `Assembler.add`. `shapes` are its samples' label names, `distinct` the different ones. A series'
+    key is its head when no two upstream label names are renamed alike (`by_head`), else its served
+    name and upstream labels."""
     samples = family.samples
     upstream_names = list(map(_NAME, samples))
     values = list(map(_VALUE, samples))
@@ -595,22 +613,26 @@ def _rows(family: Family, kind: str, name: str, raw_base: str, labeller: _Labell
     bound = _FLOAT_BOUNDS.get(kind)
     if bound is not None:
         labels = _canonical_bounds(labels, bound)
-    served = labeller.served(labels, shapes)
+    served = labeller.served(labels, shapes, distinct)
 
     group_bound = _GROUPED_TYPES.get(kind)
-    if all(labeller.shape(names_).formattable for names_ in dict.fromkeys(shapes)):
+    if all(labeller.shape(each).formattable for each in distinct):
         text = _as_text(labels)
-        heads_by = list(zip(names, shapes))
-        formats = {key: labeller.head_format(*key) for key in dict.fromkeys(heads_by)}
-        heads = _formatted(text, heads_by, formats)
+        if len(served_names) == 1:
+            formats = {shape: labeller.head_format(names[0], shape) for shape in distinct}
+            heads = _formatted(text, shapes, formats)
+        else:
+            heads_by = list(zip(names, shapes))
+            formats = {key: labeller.head_format(*key) for key in dict.fromkeys(heads_by)}
+            heads = _formatted(text, heads_by, formats)
         if group_bound is not None:
-            groups = _formatted(text, shapes, {names_: labeller.group_format(names_, group_bound) for names_ in dict.fromkeys(shapes)})
+            groups = _picked(labels, shapes, {shape: labeller.group(shape, group_bound) for shape in distinct})
     else:  # a label name a format cannot hold: one sample at a time
         from exporter.exposition import series_head  # exposition imports us
 
         heads = list(map(series_head, names, served))
         if group_bound is not None:
-            groups = [_group_text(each, group_bound, labeller.own) for each in served]
+            groups = _group_keys(served, _shapes(served), group_bound, labeller.own)
     keys = heads if by_head else list(zip(names, map(frozenset, map(dict.items, labels))))
     orders = None
     if group_bound is not None:
@@ -632,10 +654,10 @@ def normalize(
     labeller = _Labeller(target, labels or {})
     assembler = Assembler()
     servable = list(_servable(families, assembler.dropped))
-    by_head = labeller.renames_apart(itertools.chain.from_iterable(
-        dict.fromkeys(itertools.chain.from_iterable(dict.fromkeys(shapes))) for _, _, shapes in servable
-    ))
-    for family, kind, shapes in servable:
+    by_head = labeller.renames_apart(
+        itertools.chain.from_iterable(itertools.chain.from_iterable(distinct) for *_, distinct in servable)
+    )
+    for family, kind, shapes, distinct in servable:
         raw = family.name
         name = served_base(raw, kind, prefix)
         if name.startswith(EXPORTED) and is_reserved_name(name[len(EXPORTED):]):
@@ -648,5 +670,5 @@ def normalize(
             raw_base = raw
         gathering = assembler.family(name, kind, family.help or f"{raw} (no HELP from upstream)", len(family.samples))
         if gathering is not None:
-            assembler.add(gathering, *_rows(family, kind, name, raw_base, labeller, shapes, by_head))
+            assembler.add(gathering, *_rows(family, kind, name, raw_base, labeller, shapes, distinct, by_head))
     return assembler.result()
