@@ -165,39 +165,47 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
     sealed.discard(None)
     if sealed:
         return False  # Go's text parser reads `le` on every sample of a histogram
-    # Series groups (labels less `le`) in order of first appearance: [bucket position by bound, count, sum]
-    groups: dict = {}
-    for position, (group, part, bound) in enumerate(zip(_group_keys(labels, _shapes(labels), "le"), parts, bounds)):
-        if part == _OTHER:
-            continue
-        entry = groups.get(group)
-        if entry is None:
-            entry = groups[group] = [{}, None, None]
-        if part == _BUCKET:
-            entry[0][read[bound]] = position  # one bucket per bound, the last written, as normalize serves them
-        else:
-            entry[part] = position
-    for by_bound, count, total in groups.values():
-        buckets = sorted(by_bound.items())
-        bounds = [bound for bound, _ in buckets]
-        if not buckets or bounds[-1] != math.inf:
+    # Each sample's series group (labels less `le`), named by the position of its first sample.
+    groups = list(map({}.setdefault, _group_keys(labels, _shapes(labels), "le"), itertools.count()))
+    in_series = list(map(_OTHER.__ne__, parts))
+    positions = range(len(parts))
+    # One bucket per group and bound, the last written (as normalize serves them), by group and bound.
+    is_bucket_position = list(itertools.compress(positions, is_bucket))
+    by_bound = dict(zip(
+        zip(itertools.compress(groups, is_bucket), map(read.__getitem__, itertools.compress(bounds, is_bucket))),
+        is_bucket_position,
+    ))
+    buckets = sorted(by_bound.items())
+    bucket_groups = [group for (group, _), _ in buckets]
+    bucket_bounds = [bound for (_, bound), _ in buckets]
+    bucket_positions = [position for _, position in buckets]
+    if len(set(bucket_groups)) != len(set(itertools.compress(groups, in_series))):
+        return False  # a series with a count or sum and no bucket
+    is_count, is_sum = list(map(_COUNT.__eq__, parts)), list(map(_SUM.__eq__, parts))
+    counts = dict(zip(itertools.compress(groups, is_count), itertools.compress(positions, is_count)))
+    sums = dict(zip(itertools.compress(groups, is_sum), itertools.compress(positions, is_sum)))
+    same_group = list(map(operator.eq, bucket_groups, bucket_groups[1:]))
+    lasts = list(itertools.compress(range(len(buckets)), map(operator.not_, [*same_group, False])))
+    for first, last in zip([0, *(end + 1 for end in lasts[:-1])], lasts):
+        if bucket_bounds[last] != math.inf:
             return False  # no +Inf bucket
+        group = bucket_groups[last]
+        count, total = counts.get(group), sums.get(group)
         if (count is None) != (total is None):
             return False  # OpenMetrics wants both or neither
-        negative = bounds[0] < 0
+        negative = bucket_bounds[first] < 0
         if total is not None and negative and not gauge:
             return False  # a histogram with negative buckets has no _sum
-        positions = [i for _, i in buckets]
-        plan.nonneg += positions
-        plan.integer += positions
-        plan.ordered += list(zip(positions, positions[1:]))
         if count is not None:
             plan.nonneg.append(count)
             plan.integer.append(count)
-            plan.equal.append((positions[-1], count))
+            plan.equal.append((bucket_positions[last], count))
             plan.not_nan.append(total)
             if not gauge or not negative:
                 plan.nonneg.append(total)
+    plan.nonneg += bucket_positions
+    plan.integer += bucket_positions
+    plan.ordered += itertools.compress(zip(bucket_positions, bucket_positions[1:]), same_group)
     return True
 
 

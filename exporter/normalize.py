@@ -250,9 +250,10 @@ def _picker(names: tuple[str, ...]) -> Callable[[dict[str, str]], object]:
 
 
 def _picked(labels: list[dict[str, str]], shapes: list[tuple], pickers: dict[tuple, tuple]) -> list[tuple]:
-    """(names, values) of each label dict, read by its shape's picker (`pickers`: shape -> (names, picker))."""
-    if len(pickers) == 1:
-        ((names, pick),) = pickers.values()
+    """(names, values) of each label dict, read by its shape's picker (`pickers`: shape -> (names, picker)).
+    Where every shape reads the same names (a histogram's buckets and its count), one picker reads all."""
+    if len(set(names for names, _ in pickers.values())) == 1:
+        names, pick = next(iter(pickers.values()))
         return list(zip(itertools.repeat(names), map(pick, labels)))
     names_of = {shape: names for shape, (names, _) in pickers.items()}
     pick_of = {shape: pick for shape, (_, pick) in pickers.items()}
@@ -485,9 +486,9 @@ class _Gathering:
         order: range | list[int] = range(count) if len(self.series) == count else list(self.series.values())
         if self.kind not in _GROUPED_TYPES or len(order) < 2:
             return order
-        groups = list(map(self.groups.__getitem__, order))
-        first_seen = dict(zip(dict.fromkeys(groups), itertools.count()))
-        keys = list(zip(map(first_seen.__getitem__, groups), map(self.ranks.__getitem__, order), map(self.bounds.__getitem__, order)))
+        # Each group sorts where it was first seen: the position of its first sample.
+        first_seen = list(map({}.setdefault, map(self.groups.__getitem__, order), itertools.count()))
+        keys = list(zip(first_seen, map(self.ranks.__getitem__, order), map(self.bounds.__getitem__, order)))
         if all(map(operator.le, keys, itertools.islice(keys, 1, None))):
             return order  # already in order: what a sort would give (it keeps a non-descending run as it is)
         return list(map(order.__getitem__, sorted(range(len(keys)), key=keys.__getitem__)))
