@@ -11,7 +11,8 @@ import math
 import operator
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import NamedTuple
 from dataclasses import dataclass, field
 
 from prometheus_client.samples import Sample as PromSample
@@ -150,12 +151,12 @@ def is_well_formed(name: str, kind: str, samples: list) -> bool:
     return _is_well_formed(Family(name, kind, samples=samples), kind)
 
 
-def _is_well_formed(family: Family, kind: str, shapes: list[tuple] | None = None, distinct: dict | None = None) -> bool:
+def _is_well_formed(family: Family, kind: str, labels: list | None = None, groups: list | None = None) -> bool:
     """Histograms need a numeric `le` on every bucket and a +Inf bucket in every series group; summaries
     a numeric `quantile` on every quantile sample. Otherwise encoders and parsers reject the family.
-    `shapes`, if the caller has them, are its samples' label names (see `_shapes`), `distinct` the different ones."""
+    `labels` and (for a histogram) `groups`, if the caller has them: its samples' labels and series groups."""
     if kind in ("histogram", "gaugehistogram"):
-        return _histogram_is_well_formed(family, kind, shapes, distinct)
+        return _histogram_is_well_formed(family, kind, labels, groups)
     if kind == "summary":
         return all(_as_float(s.labels.get("quantile")) is not None for s in family.samples if s.name == family.name)
     if kind in ("counter", "info"):
@@ -168,7 +169,7 @@ def _is_well_formed(family: Family, kind: str, shapes: list[tuple] | None = None
     return True
 
 
-def _histogram_is_well_formed(family: Family, kind: str, shapes: list[tuple] | None, distinct: dict | None) -> bool:
+def _histogram_is_well_formed(family: Family, kind: str, labels: list | None, groups: list | None) -> bool:
     """Only its suffixed sample names (the parser may have put a sample named like the family itself
     here), a numeric `le` on every bucket, and a `+Inf` bucket in every series group; worked out for
     the whole family at once, each distinct `le` text read once."""
@@ -176,14 +177,16 @@ def _histogram_is_well_formed(family: Family, kind: str, shapes: list[tuple] | N
     names = list(map(_NAME, samples))
     if not set(names) <= {family.name + suffix for suffix in _OWNED_SUFFIXES[kind]}:
         return False
-    labels = list(map(_LABELS, samples))
+    if labels is None:
+        labels = list(map(_LABELS, samples))
     bounds = list(map(dict.get, labels, itertools.repeat("le")))
     buckets = list(map((family.name + "_bucket").__eq__, names))
     read = {text: _as_float(text) for text in set(itertools.compress(bounds, buckets))}
     if None in read.values():
         return False
     infinite = {text for text, value in read.items() if value == math.inf}
-    groups = _group_keys(labels, _shapes(labels) if shapes is None else shapes, "le", distinct=distinct)
+    if groups is None:
+        groups = _group_keys(labels, _shapes(labels), "le")
     complete = set(itertools.compress(groups, map(operator.and_, buckets, map(infinite.__contains__, bounds))))
     return len(complete) == len(set(groups))
 
@@ -317,23 +320,38 @@ def fold_created(families: list[Family]) -> list[Family]:
     return [folded.get(id(family), family) for family in kept]
 
 
-def _servable(families: list[Family], dropped: Counter | None = None):
-    """Each non-empty family with its served type, its samples' shapes and the different ones; broken
-    histograms and summaries split apart (their samples counted in `dropped["served_untyped"]`)."""
+class _Servable(NamedTuple):
+    """A family to serve, with its served type, and what reading it has worked out: its samples' labels,
+    their shapes (label names), the different shapes, and (for a histogram) their series groups."""
+
+    family: Family
+    kind: str
+    labels: list[dict[str, str]]
+    shapes: list[tuple[str, ...]]
+    distinct: dict[tuple[str, ...], None]
+    groups: list | None
+
+
+def _servable(families: list[Family], dropped: Counter | None = None) -> Iterator[_Servable]:
+    """Each non-empty family to serve; broken histograms and summaries split apart (their samples counted
+    in `dropped["served_untyped"]`)."""
     for family in fold_created(families):
         if not family.samples:
             continue
         kind = _family_type(family)
-        shapes = _shapes(list(map(_LABELS, family.samples)))
+        labels = list(map(_LABELS, family.samples))
+        shapes = _shapes(labels)
         distinct = dict.fromkeys(shapes)
-        if _is_well_formed(family, kind, shapes, distinct):
-            yield family, kind, shapes, distinct
+        groups = _group_keys(labels, shapes, "le", distinct=distinct) if kind in ("histogram", "gaugehistogram") else None
+        if _is_well_formed(family, kind, labels, groups):
+            yield _Servable(family, kind, labels, shapes, distinct, groups)
         else:
             if dropped is not None:
                 dropped["served_untyped"] += len(family.samples)
             for part in _split_untyped(family):
-                shapes = _shapes(list(map(_LABELS, part.samples)))
-                yield part, "unknown", shapes, dict.fromkeys(shapes)
+                labels = list(map(_LABELS, part.samples))
+                shapes = _shapes(labels)
+                yield _Servable(part, "unknown", labels, shapes, dict.fromkeys(shapes), None)
 
 
 def _split_untyped(family: Family) -> list[Family]:
@@ -463,6 +481,11 @@ def _samples(names: list[str], labels: list[dict[str, str]], values: list[float]
     return list(map(_new_sample, zip(names, labels, values, *_SAMPLE_TAIL)))
 
 
+def _taken(items: list, order: range | list[int]) -> Iterable:
+    """The items at these positions (all of them, when `order` is every position in order)."""
+    return items if isinstance(order, range) else map(items.__getitem__, order)
+
+
 class _Gathering:
     """One served family as it is gathered: every sample handed in, in order, with its head and where it
     sorts (series group, suffix rank, bound), and the position of each series' last sample."""
@@ -487,8 +510,8 @@ class _Gathering:
         if self.kind not in _GROUPED_TYPES or len(order) < 2:
             return order
         # Each group sorts where it was first seen: the position of its first sample.
-        first_seen = list(map({}.setdefault, map(self.groups.__getitem__, order), itertools.count()))
-        keys = list(zip(first_seen, map(self.ranks.__getitem__, order), map(self.bounds.__getitem__, order)))
+        first_seen = list(map({}.setdefault, _taken(self.groups, order), itertools.count()))
+        keys = list(zip(first_seen, _taken(self.ranks, order), _taken(self.bounds, order)))
         if all(map(operator.le, keys, itertools.islice(keys, 1, None))):
             return order  # already in order: what a sort would give (it keeps a non-descending run as it is)
         return list(map(order.__getitem__, sorted(range(len(keys)), key=keys.__getitem__)))
@@ -552,8 +575,8 @@ class Assembler:
         families = []
         for name, gathering in self._out.items():
             order = gathering.served_order()
-            family = SeriesFamily(name, gathering.kind, gathering.help, tuple(map(gathering.samples.__getitem__, order)))
-            heads = tuple(map(gathering.heads.__getitem__, order))
+            family = SeriesFamily(name, gathering.kind, gathering.help, tuple(_taken(gathering.samples, order)))
+            heads = tuple(_taken(gathering.heads, order))
             if all(heads):
                 family.rendered["heads"] = heads
             families.append(family)
@@ -591,17 +614,14 @@ def _canonical_bounds(labels: list[dict[str, str]], bound: str) -> list[dict[str
     return [{**each, bound: changed[text]} if text in changed else each for each, text in zip(labels, texts)]
 
 
-def _rows(
-    family: Family, kind: str, name: str, raw_base: str, labeller: _Labeller, shapes: list[tuple], distinct: dict, by_head: bool
-):
+def _rows(servable: _Servable, name: str, raw_base: str, labeller: _Labeller, by_head: bool):
     """One upstream family's samples as served under family `name`: (samples, series keys, heads, orders)
-    for `Assembler.add`. `shapes` are its samples' label names, `distinct` the different ones. A series'
-    key is its head when no two upstream label names are renamed alike (`by_head`), else its served
-    name and upstream labels."""
+    for `Assembler.add`. A series' key is its head when no two upstream label names are renamed alike
+    (`by_head`), else its served name and upstream labels."""
+    family, kind, labels, shapes, distinct, upstream_groups = servable
     samples = family.samples
     upstream_names = list(map(_NAME, samples))
     values = list(map(_VALUE, samples))
-    labels = list(map(_LABELS, samples))
     served_names = {}
     for raw in dict.fromkeys(upstream_names):
         suffix = raw[len(raw_base):] if raw.startswith(raw_base) else ""
@@ -617,22 +637,25 @@ def _rows(
     served = labeller.served(labels, shapes, distinct)
 
     group_bound = _GROUPED_TYPES.get(kind)
+    # With no label renamed, a histogram's served series groups are those its check read upstream.
+    groups = upstream_groups if all(labeller.shape(each).same for each in distinct) else None
     if all(labeller.shape(each).formattable for each in distinct):
         text = _as_text(labels)
-        if len(served_names) == 1:
-            formats = {shape: labeller.head_format(names[0], shape) for shape in distinct}
-            heads = _formatted(text, shapes, formats)
+        shape_of = dict(zip(names, shapes))
+        if len(distinct) == 1 or all(map(operator.eq, map(shape_of.__getitem__, names), shapes)):
+            # each sample name has one shape (a histogram's buckets have `le`, its count not)
+            heads = _formatted(text, names, {each: labeller.head_format(each, shape_of[each]) for each in shape_of})
         else:
             heads_by = list(zip(names, shapes))
             formats = {key: labeller.head_format(*key) for key in dict.fromkeys(heads_by)}
             heads = _formatted(text, heads_by, formats)
-        if group_bound is not None:
+        if group_bound is not None and groups is None:
             groups = _picked(labels, shapes, {shape: labeller.group(shape, group_bound) for shape in distinct})
     else:  # a label name a format cannot hold: one sample at a time
         from exporter.exposition import series_head  # exposition imports us
 
         heads = list(map(series_head, names, served))
-        if group_bound is not None:
+        if group_bound is not None and groups is None:
             groups = _group_keys(served, _shapes(served), group_bound, labeller.own)
     keys = heads if by_head else list(zip(names, map(frozenset, map(dict.items, labels))))
     orders = None
@@ -656,9 +679,10 @@ def normalize(
     assembler = Assembler()
     servable = list(_servable(families, assembler.dropped))
     by_head = labeller.renames_apart(
-        itertools.chain.from_iterable(itertools.chain.from_iterable(distinct) for *_, distinct in servable)
+        itertools.chain.from_iterable(itertools.chain.from_iterable(each.distinct) for each in servable)
     )
-    for family, kind, shapes, distinct in servable:
+    for each in servable:
+        family, kind = each.family, each.kind
         raw = family.name
         name = served_base(raw, kind, prefix)
         if name.startswith(EXPORTED) and is_reserved_name(name[len(EXPORTED):]):
@@ -671,5 +695,5 @@ def normalize(
             raw_base = raw
         gathering = assembler.family(name, kind, family.help or f"{raw} (no HELP from upstream)", len(family.samples))
         if gathering is not None:
-            assembler.add(gathering, *_rows(family, kind, name, raw_base, labeller, shapes, distinct, by_head))
+            assembler.add(gathering, *_rows(each, name, raw_base, labeller, by_head))
     return assembler.result()

@@ -19,7 +19,7 @@ from exporter.exposition import series_head
 from exporter.family import Family, Sample
 from exporter.normalize import exposition_names, fold_created, go_float_label, is_reserved_name, normalize, sanitize_name, served_base, served_type
 
-EXAMPLES = int(os.environ.get("EQUIVALENCE_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("EQUIVALENCE_EXAMPLES", "300"))
 
 _SUFFIX_RANK = {"_bucket": 0, "": 0, "_total": 0, "_count": 1, "_gcount": 1, "_sum": 2, "_gsum": 2, "_created": 3}
 _OWNED = {
