@@ -477,7 +477,8 @@ _SAMPLE_TAIL = [itertools.repeat(None)] * (len(PromSample._fields) - 3)
 _new_sample = functools.partial(tuple.__new__, PromSample)
 
 
-def _samples(names: list[str], labels: list[dict[str, str]], values: list[float]) -> list[PromSample]:
+def samples_of(names: list[str], labels: list[dict[str, str]], values: list[float]) -> list[PromSample]:
+    """prometheus_client Samples of these names, labels and values, made in C (no timestamps, exemplars)."""
     return list(map(_new_sample, zip(names, labels, values, *_SAMPLE_TAIL)))
 
 
@@ -662,7 +663,7 @@ def _rows(servable: _Servable, name: str, raw_base: str, labeller: _Labeller, by
     if group_bound is not None:
         rank_of = {served_name: _SUFFIX_RANK.get(served_name[len(name):], 4) for served_name in served_names.values()}
         orders = (groups, list(map(rank_of.__getitem__, names)), _bound_values(served, group_bound))
-    return _samples(names, served, values), keys, heads, orders
+    return samples_of(names, served, values), keys, heads, orders
 
 
 def normalize(

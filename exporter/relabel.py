@@ -9,6 +9,7 @@ A family whose structure a rule breaks (a histogram missing its `+Inf` bucket) i
 
 from __future__ import annotations
 
+import itertools
 import operator
 import re
 from collections.abc import Iterable
@@ -18,7 +19,16 @@ from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from exporter.family_filter import anchored
-from exporter.normalize import Assembler, Normalized, SeriesFamily, exposition_names, is_well_formed, sanitize_name, unreserved
+from exporter.normalize import (
+    Assembler,
+    Normalized,
+    SeriesFamily,
+    exposition_names,
+    is_well_formed,
+    samples_of,
+    sanitize_name,
+    unreserved,
+)
 
 #: Labels no rule may change or drop: every series must still say which target it came from.
 PROTECTED = frozenset({"target", "__name__"})
@@ -33,6 +43,8 @@ _REFERENCE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")
 _SCRATCH = operator.methodcaller("startswith", "__")
 _NAME = operator.attrgetter("name")
 _LABELS = operator.attrgetter("labels")
+_VALUE = operator.attrgetter("value")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 #: The longest regular expression a config may hold.
 MAX_REGEX = 4096
@@ -196,12 +208,14 @@ class Relabeler:
             return normalized
         assembler = Assembler()
         for family in normalized.families:
-            kept: list[tuple[str, PromSample]] = []
-            for sample in family.samples:
-                result = self.process(sample.name, sample.labels)
-                if result is not None:
-                    kept.append((sample.name, PromSample(result[0], result[1], sample.value, None, None)))
-            for name, kind, samples in _regroup(family, kept):
+            old_names = list(map(_NAME, family.samples))
+            results = list(map(self.process, old_names, map(_LABELS, family.samples)))
+            values = list(map(_VALUE, family.samples))
+            if None in results:  # some dropped
+                kept = list(map(operator.is_not, results, itertools.repeat(None)))
+                old_names, results, values = (list(itertools.compress(each, kept)) for each in (old_names, results, values))
+            relabeled = samples_of(list(map(_FIRST, results)), list(map(_SECOND, results)), values)
+            for name, kind, samples in _regroup(family, old_names, relabeled):
                 series = assembler.family(name, kind, family.help, len(samples))
                 if series is not None:
                     labels = map(_LABELS, samples)
@@ -209,17 +223,18 @@ class Relabeler:
         return assembler.result(normalized.dropped)
 
 
-def _regroup(family: SeriesFamily, kept: list[tuple[str, PromSample]]) -> list[tuple[str, str, list[PromSample]]]:
+def _regroup(
+    family: SeriesFamily, old_names: list[str], samples: list[PromSample]
+) -> list[tuple[str, str, list[PromSample]]]:
     """Where a family's relabeled samples belong: the family itself, the family under a new name when
     every sample was renamed alike (`foo_bucket` -> `bar_bucket`, `foo_sum` -> `bar_sum`), or else one
     untyped family per sample name. A histogram or summary that lost its shape is split the same way."""
-    if not kept:
+    if not samples:
         return []
-    samples = [sample for _, sample in kept]
     name = family.name
     if not set(map(_NAME, samples)) <= set(exposition_names(name, family.type)):
         bases = set()
-        for old, sample in kept:
+        for old, sample in zip(old_names, samples):
             suffix = old[len(name):]
             bases.add(sample.name[: len(sample.name) - len(suffix)] if sample.name.endswith(suffix) else None)
         base = bases.pop() if len(bases) == 1 else None
