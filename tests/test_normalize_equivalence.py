@@ -214,7 +214,7 @@ def families(draw):
     return out
 
 
-STATIC = st.sampled_from([{}, {"pool": "chat"}, {"a": "1", "b": 'q"uote'}, {"le": "static"}])
+STATIC = st.sampled_from([{}, {"pool": "chat"}, {"a": "1", "b": 'q"uote'}, {"le": "static"}, {"pool": "50%(a)s"}])
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
