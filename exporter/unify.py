@@ -9,9 +9,7 @@ name upstream metrics as the backends spell them.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
-import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from prometheus_client.utils import floatToGoString
 from exporter import profiles
 from exporter.family import Family, Sample
 from exporter.family_filter import family_filter
-from exporter.normalize import _group_keys, _shapes, exposition_names, fold_created, served_base, served_type
+from exporter.normalize import exposition_names, fold_created, served_base, served_type
 from exporter.profiles import CONCEPTS, FINISHED, Concept, Profile, Source, sources_of
 from exporter.sources.base import TargetConfig
 
@@ -441,38 +439,30 @@ def _histograms(
         if source.count:
             _from_counters(source, index, model_of, merged)
             continue
-        buckets = index.samples(source.metric + "_bucket", source.match)
-        counts = index.samples(source.metric + "_count", source.match)
-        sums = index.samples(source.metric + "_sum", source.match)
-        # Each sample's series (its labels less `le`), a whole source at a time: buckets, counts, sums.
-        labels = list(map(_LABELS, itertools.chain(buckets, counts, sums)))
-        keys = _group_keys(labels, _shapes(labels), "le")
-        after_buckets, after_counts = len(buckets), len(buckets) + len(counts)
-        bucket_keys, count_keys, sum_keys = keys[:after_buckets], keys[after_buckets:after_counts], keys[after_counts:]
-        texts = list(map(dict.get, labels[:after_buckets], itertools.repeat("le")))
-        bounds = {text: _bucket_bound(text, source.divisor) for text in set(texts)}
-        unread = map(operator.is_, map(bounds.__getitem__, texts), itertools.repeat(None))
-        broken = set(itertools.compress(bucket_keys, unread))  # a series with a bucket whose `le` is no number
-        by_bound: dict = {}  # series -> {bound: the last bucket count of that bound}
-        for (key, bound), value in dict(zip(zip(bucket_keys, map(bounds.__getitem__, texts)), map(_VALUE, buckets))).items():
-            by_bound.setdefault(key, {})[bound] = value
-        count_of = dict(zip(count_keys, map(_VALUE, counts)))
-        sum_of = dict(zip(sum_keys, (sample.value / source.divisor for sample in sums)))
-        series_labels = dict(zip(keys, labels))
-        for key in dict.fromkeys(keys):  # in the order each series first appears
-            if key in broken:
+        groups: dict[frozenset, dict] = defaultdict(lambda: {"buckets": {}, "count": None, "sum": None, "broken": False})
+        for sample in index.samples(source.metric + "_bucket", source.match):
+            group = groups[_without(sample.labels, "le")]
+            try:
+                bound = float(sample.labels.get("le", ""))
+            except ValueError:
+                group["broken"] = True
                 continue
-            series, count, total = by_bound.get(key, {}), count_of.get(key), sum_of.get(key)
-            if series and INF not in series:
+            group["buckets"][bound if bound == INF else bound / source.divisor] = sample.value
+        for sample in index.samples(source.metric + "_count", source.match):
+            groups[_without(sample.labels, "le")]["count"] = sample.value
+        for sample in index.samples(source.metric + "_sum", source.match):
+            groups[_without(sample.labels, "le")]["sum"] = sample.value / source.divisor
+        for key, group in groups.items():
+            buckets, count = group["buckets"], group["count"]
+            if group["broken"] or (buckets and INF not in buckets):
                 continue
-            if not series:
-                if count is None or total is None:
+            if not buckets:
+                if count is None or group["sum"] is None:
                     continue  # a count alone is no histogram
-                series = {INF: count}
-            if not _are_counts([*series.values(), *(() if count is None else (count,))]):
+                buckets = {INF: count}
+            if not all(_is_count(value) for value in (*buckets.values(), *(() if count is None else (count,)))):
                 continue  # bucket counts are whole, non-negative numbers: this series is not a histogram
-            model = model_of({name: value for name, value in series_labels[key].items() if name != "le"})
-            merged[model].parts.append((series, series[INF] if count is None else count, total))
+            merged[model_of(dict(key))].parts.append((buckets, buckets[INF] if count is None else count, group["sum"]))
     return merged
 
 
@@ -487,22 +477,10 @@ def _from_counters(
             merged[model_of(sample.labels)].parts.append(({INF: count}, count, sample.value / source.divisor))
 
 
-def _are_counts(values: list[float]) -> bool:
-    """Whether every value is a whole, non-negative number (`v % 1` is NaN for NaN and the infinities)."""
-    return all(map(_ZERO.__le__, values)) and all(map(_ZERO.__eq__, map(operator.mod, values, _ONES)))
+def _is_count(value: float) -> bool:
+    return value >= 0 and math.isfinite(value) and value.is_integer()
 
 
-_ZERO = 0.0
-_ONES = itertools.repeat(1.0)
-_LABELS = operator.attrgetter("labels")
-_VALUE = operator.attrgetter("value")
-
-
-def _bucket_bound(text: str | None, divisor: float) -> float | None:
-    """A bucket's `le` in the unified unit (None if it is not a number)."""
-    try:
-        bound = float(text if text is not None else "")
-    except ValueError:
-        return None
-    return bound if bound == INF else bound / divisor
+def _without(labels: dict[str, str], name: str) -> frozenset:
+    return frozenset(item for item in labels.items() if item[0] != name)
 
