@@ -169,23 +169,24 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
     groups = list(map({}.setdefault, _group_keys(labels, _shapes(labels), "le"), itertools.count()))
     in_series = list(map(_OTHER.__ne__, parts))
     positions = range(len(parts))
-    # One bucket per group and bound, the last written (as normalize serves them), by group and bound.
-    is_bucket_position = list(itertools.compress(positions, is_bucket))
-    by_bound = dict(zip(
-        zip(itertools.compress(groups, is_bucket), map(read.__getitem__, itertools.compress(bounds, is_bucket))),
-        is_bucket_position,
-    ))
-    buckets = sorted(by_bound.items())
-    bucket_groups = [group for (group, _), _ in buckets]
-    bucket_bounds = [bound for (_, bound), _ in buckets]
-    bucket_positions = [position for _, position in buckets]
+    bucket_positions = list(itertools.compress(positions, is_bucket))
+    bucket_groups = list(itertools.compress(groups, is_bucket))
+    bucket_bounds = list(map(read.__getitem__, itertools.compress(bounds, is_bucket)))
+    keys = list(zip(bucket_groups, bucket_bounds))
+    if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+        # Not each series' buckets together and in order, or a bound written twice: one bucket per
+        # series and bound, the last written (as normalize serves them), by series and bound.
+        buckets = sorted(dict(zip(keys, bucket_positions)).items())
+        bucket_groups = [group for (group, _), _ in buckets]
+        bucket_bounds = [bound for (_, bound), _ in buckets]
+        bucket_positions = [position for _, position in buckets]
     if len(set(bucket_groups)) != len(set(itertools.compress(groups, in_series))):
         return False  # a series with a count or sum and no bucket
     is_count, is_sum = list(map(_COUNT.__eq__, parts)), list(map(_SUM.__eq__, parts))
     counts = dict(zip(itertools.compress(groups, is_count), itertools.compress(positions, is_count)))
     sums = dict(zip(itertools.compress(groups, is_sum), itertools.compress(positions, is_sum)))
     same_group = list(map(operator.eq, bucket_groups, bucket_groups[1:]))
-    lasts = list(itertools.compress(range(len(buckets)), map(operator.not_, [*same_group, False])))
+    lasts = list(itertools.compress(range(len(bucket_positions)), map(operator.not_, [*same_group, False])))
     for first, last in zip([0, *(end + 1 for end in lasts[:-1])], lasts):
         if bucket_bounds[last] != math.inf:
             return False  # no +Inf bucket

@@ -184,7 +184,8 @@ def histogram_like(draw, name: str, kind: str):
     for labels in draw(st.lists(label_sets(), min_size=1, max_size=3)):
         bound = "quantile" if kind == "summary" else "le"
         own = name if kind == "summary" else name + "_bucket"
-        for text in draw(st.lists(BOUNDS, min_size=1, max_size=5)):
+        texts = draw(st.lists(BOUNDS, min_size=1, max_size=5))
+        for text in texts + (["+Inf"] if draw(st.booleans()) else []):  # most series complete
             at = draw(st.integers(0, len(labels)))
             samples.append(Sample(own, dict(labels[:at] + [(bound, text)] + labels[at:]), draw(VALUES)))
         ordered = labels[::-1] if draw(st.booleans()) else labels  # the same series, labels in another order
@@ -249,3 +250,60 @@ def test_the_reference_sees_the_odd_cases_the_property_is_for():
     assert dropped == {"duplicate": 1}
     assert families[1][4] == ['g{exported___name__="y",exported_target="x",pool="p",target="t",v="a\\"b"} ']
     assert [value for *_, value in families[2][3]] == [1.0, 2.0]
+
+
+def reference_histogram_plan(family: Family):
+    """What conform requires of a histogram, one sample at a time: None if it can never be served typed,
+    else each check's positions (sorted: their order does not matter)."""
+    name, gauge = family.name, family.type == "gaugehistogram"
+    count_suffix, sum_suffix = ("_gcount", "_gsum") if gauge else ("_count", "_sum")
+    groups: dict[frozenset, dict] = {}
+    for i, sample in enumerate(family.samples):
+        suffix = sample.name[len(name):]
+        if suffix == "_bucket":
+            bound = _number(sample.labels.get("le"))
+            if bound is None or bound != bound:
+                return None
+            key = frozenset(item for item in sample.labels.items() if item[0] != "le")
+            groups.setdefault(key, {"buckets": {}, "count": None, "sum": None})["buckets"][bound] = i
+        elif suffix in (count_suffix, sum_suffix):
+            if "le" in sample.labels:
+                return None
+            group = groups.setdefault(frozenset(sample.labels.items()), {"buckets": {}, "count": None, "sum": None})
+            group["count" if suffix == count_suffix else "sum"] = i
+    checks = {"nonneg": [], "integer": [], "ordered": [], "equal": [], "not_nan": []}
+    for group in groups.values():
+        buckets = sorted(group["buckets"].items())
+        if not buckets or buckets[-1][0] != math.inf:
+            return None
+        count, total = group["count"], group["sum"]
+        if (count is None) != (total is None):
+            return None
+        negative = buckets[0][0] < 0
+        if total is not None and negative and not gauge:
+            return None
+        positions = [i for _, i in buckets]
+        checks["nonneg"] += positions
+        checks["integer"] += positions
+        checks["ordered"] += list(zip(positions, positions[1:]))
+        if count is not None:
+            checks["nonneg"] += [count] + ([total] if not gauge or not negative else [])
+            checks["integer"].append(count)
+            checks["equal"].append((positions[-1], count))
+            checks["not_nan"].append(total)
+    return {check: sorted(positions) for check, positions in checks.items()}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["histogram", "gaugehistogram"]).flatmap(lambda kind: st.tuples(st.just(kind), histogram_like("h", kind))))
+def test_conform_plans_a_histogram_as_a_per_sample_reading_does(drawn):
+    from exporter.conform import _Plan, _plan_histogram
+
+    kind, samples = drawn
+    family = Family("h", kind, "", "", list(samples))
+    plan = _Plan()
+    planned = _plan_histogram(family, plan)
+    expected = reference_histogram_plan(family)
+    assert planned == (expected is not None)
+    if planned:
+        assert {check: sorted(getattr(plan, check)) for check in expected} == expected
