@@ -166,7 +166,7 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
     if sealed:
         return False  # Go's text parser reads `le` on every sample of a histogram
     # Each sample's series group (labels less `le`), named by the position of its first sample.
-    groups = list(map({}.setdefault, _group_keys(labels, _shapes(labels), "le"), itertools.count()))
+    groups = list(map({}.setdefault, _group_keys(labels, _shapes(labels), "le")[1], itertools.count()))
     in_series = list(map(_OTHER.__ne__, parts))
     positions = range(len(parts))
     bucket_positions = list(itertools.compress(positions, is_bucket))

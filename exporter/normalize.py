@@ -154,7 +154,8 @@ def is_well_formed(name: str, kind: str, samples: list) -> bool:
 def _is_well_formed(family: Family, kind: str, labels: list | None = None, groups: list | None = None) -> bool:
     """Histograms need a numeric `le` on every bucket and a +Inf bucket in every series group; summaries
     a numeric `quantile` on every quantile sample. Otherwise encoders and parsers reject the family.
-    `labels` and (for a histogram) `groups`, if the caller has them: its samples' labels and series groups."""
+    `labels` and (for a histogram) `groups`, if the caller has them: its samples' labels and series groups
+    (the keys of `_group_keys`)."""
     if kind in ("histogram", "gaugehistogram"):
         return _histogram_is_well_formed(family, kind, labels, groups)
     if kind == "summary":
@@ -186,7 +187,7 @@ def _histogram_is_well_formed(family: Family, kind: str, labels: list | None, gr
         return False
     infinite = {text for text, value in read.items() if value == math.inf}
     if groups is None:
-        groups = _group_keys(labels, _shapes(labels), "le")
+        groups = _group_keys(labels, _shapes(labels), "le")[1]
     complete = set(itertools.compress(groups, map(operator.and_, buckets, map(infinite.__contains__, bounds))))
     return len(complete) == len(set(groups))
 
@@ -252,20 +253,33 @@ def _picker(names: tuple[str, ...]) -> Callable[[dict[str, str]], object]:
     return operator.itemgetter(*names) if names else _no_values
 
 
-def _picked(labels: list[dict[str, str]], shapes: list[tuple], pickers: dict[tuple, tuple]) -> list[tuple]:
-    """(names, values) of each label dict, read by its shape's picker (`pickers`: shape -> (names, picker)).
-    Where every shape reads the same names (a histogram's buckets and its count), one picker reads all."""
+#: Series groups of a run of samples: (names, keys). Where every sample has the same label names (less
+#: the bound), `names` is them and each key the sample's values of them; else `names` is None and each
+#: key is (names, values). Equal keys (of one run, or of two with the same `names`), equal groups.
+Groups = tuple[tuple[str, ...] | None, list]
+
+
+def _picked(labels: list[dict[str, str]], shapes: list[tuple], pickers: dict[tuple, tuple]) -> Groups:
+    """The series groups of these label dicts, each read by its shape's picker (`pickers`: shape ->
+    (names, picker)). Where every shape reads the same names (a histogram's buckets and its count), one
+    picker reads all."""
     if len(set(names for names, _ in pickers.values())) == 1:
         names, pick = next(iter(pickers.values()))
-        return list(zip(itertools.repeat(names), map(pick, labels)))
+        return names, list(map(pick, labels))
     names_of = {shape: names for shape, (names, _) in pickers.items()}
     pick_of = {shape: pick for shape, (_, pick) in pickers.items()}
-    return list(zip(map(names_of.__getitem__, shapes), map(operator.call, map(pick_of.__getitem__, shapes), labels)))
+    return None, list(zip(map(names_of.__getitem__, shapes), map(operator.call, map(pick_of.__getitem__, shapes), labels)))
+
+
+def _named(groups: Groups) -> list:
+    """The groups' keys as (names, values), comparable with any other run's."""
+    names, keys = groups
+    return keys if names is None else list(zip(itertools.repeat(names), keys))
 
 
 def _group_keys(
     labels: list[dict[str, str]], shapes: list[tuple], bound: str, skip: Collection[str] = (), distinct: dict | None = None
-) -> list[tuple]:
+) -> Groups:
     """Each label dict's series group: its label names less `bound` (and less `skip`) in sorted order,
     with their values. Equal keys, equal groups, whatever the labels' order. `distinct`: the different
     shapes, if the caller has them."""
@@ -329,7 +343,7 @@ class _Servable(NamedTuple):
     labels: list[dict[str, str]]
     shapes: list[tuple[str, ...]]
     distinct: dict[tuple[str, ...], None]
-    groups: list | None
+    groups: Groups | None
 
 
 def _servable(families: list[Family], dropped: Counter | None = None) -> Iterator[_Servable]:
@@ -343,7 +357,7 @@ def _servable(families: list[Family], dropped: Counter | None = None) -> Iterato
         shapes = _shapes(labels)
         distinct = dict.fromkeys(shapes)
         groups = _group_keys(labels, shapes, "le", distinct=distinct) if kind in ("histogram", "gaugehistogram") else None
-        if _is_well_formed(family, kind, labels, groups):
+        if _is_well_formed(family, kind, labels, groups and groups[1]):
             yield _Servable(family, kind, labels, shapes, distinct, groups)
         else:
             if dropped is not None:
@@ -491,16 +505,28 @@ class _Gathering:
     """One served family as it is gathered: every sample handed in, in order, with its head and where it
     sorts (series group, suffix rank, bound), and the position of each series' last sample."""
 
-    __slots__ = ("name", "kind", "help", "series", "samples", "heads", "groups", "ranks", "bounds")
+    __slots__ = ("name", "kind", "help", "series", "samples", "heads", "group_names", "groups", "ranks", "bounds")
 
     def __init__(self, name: str, kind: str, help_text: str):
         self.name, self.kind, self.help = name, kind, help_text
         self.series: dict = {}
         self.samples: list[PromSample] = []
         self.heads: list[str | None] = []
+        #: the samples' series groups (see `Groups`): every key read by `group_names`, or named where None
+        self.group_names: tuple[str, ...] | None = None
         self.groups: list = []
         self.ranks: list[int] = []
         self.bounds: list[float] = []
+
+    def add_groups(self, groups: Groups) -> None:
+        names, keys = groups
+        if not self.groups:
+            self.group_names, self.groups = names, list(keys)
+        elif names is not None and names == self.group_names:
+            self.groups += keys
+        else:  # two runs read by different names: keep them comparable
+            self.groups = _named((self.group_names, self.groups)) + _named(groups)
+            self.group_names = None
 
     def served_order(self) -> range | list[int]:
         """Positions of the samples served: each series once, where it first came, with its last sample;
@@ -552,7 +578,7 @@ class Assembler:
         samples: list[PromSample],
         keys: list,
         heads: list[str] | None = None,
-        orders: tuple[list, list[int], list[float]] | None = None,
+        orders: tuple[Groups, list[int], list[float]] | None = None,
     ) -> None:
         """Add samples under their series keys (a key seen before is a duplicate: its last sample is served,
         where the first was). `heads` are their rendered `name{labels} `; `orders` their series groups, suffix
@@ -566,7 +592,7 @@ class Assembler:
         if family.kind in _GROUPED_TYPES:
             if orders is None:
                 orders = _orders(samples, family.kind, family.name)
-            family.groups += orders[0]
+            family.add_groups(orders[0])
             family.ranks += orders[1]
             family.bounds += orders[2]
 
@@ -584,7 +610,7 @@ class Assembler:
         return Normalized(tuple(families), {reason: count for reason, count in counts.items() if count})
 
 
-def _orders(samples: list[PromSample], kind: str, name: str) -> tuple[list, list[int], list[float]]:
+def _orders(samples: list[PromSample], kind: str, name: str) -> tuple[Groups, list[int], list[float]]:
     """Series group, suffix rank and bound of each sample of served family `name`, one sample at a time
     (see `_Gathering.served_order`)."""
     bound = _GROUPED_TYPES[kind]

@@ -239,6 +239,9 @@ def test_the_reference_sees_the_odd_cases_the_property_is_for():
         # Two upstream label names served as one: still two upstream series (a series is known by its
         # upstream labels, which the rename does not change).
         Family("r", "gauge", "", "", [Sample("r", {"a:b": "1"}, 1.0), Sample("r", {"a_b": "1"}, 2.0)]),
+        # Two counters served under one name, their series told apart by other label names.
+        Family("c:d", "counter", "", "", [Sample("c:d_total", {"x": "1"}, 1.0), Sample("c:d_created", {"x": "1"}, 9.0)]),
+        Family("c_d", "counter", "", "", [Sample("c_d_total", {"y": "1"}, 2.0), Sample("c_d_total", {"x": "1"}, 3.0)]),
     ]
     families, dropped = served(normalize(upstream, target="t", labels={"pool": "p"}))
     assert (families, dropped) == reference(upstream, target="t", labels={"pool": "p"}, prefix="")
@@ -247,9 +250,10 @@ def test_the_reference_sees_the_odd_cases_the_property_is_for():
         ("h_bucket", "1.0"), ("h_bucket", "+Inf"), ("h_count", None), ("h_sum", None),
     ]
     assert [value for *_, value in histogram[3]][0] == 2.0
-    assert dropped == {"duplicate": 1}
+    assert dropped == {"duplicate": 2}  # the bucket `1.0` after `1`, and `c_d_total{x="1"}` after `c:d`'s
     assert families[1][4] == ['g{exported___name__="y",exported_target="x",pool="p",target="t",v="a\\"b"} ']
     assert [value for *_, value in families[2][3]] == [1.0, 2.0]
+    assert [(name, value) for name, _, value in families[3][3]] == [("c_d_total", 3.0), ("c_d_created", 9.0), ("c_d_total", 2.0)]
 
 
 def reference_histogram_plan(family: Family):
