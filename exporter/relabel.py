@@ -181,7 +181,7 @@ class Relabeler:
 
     def __init__(self, configs: Iterable[RelabelConfig]):
         self._rules = [_Rule(config) for config in configs]
-        #: a relabeled `__name__` -> the name served (bounded: names repeat, but rules may make many)
+        #: a relabeled `__name__` -> the name served, for one call (bounded: rules may make many names)
         self._names: dict[str, str] = {}
 
     def process(self, name: str, labels: dict[str, str]) -> tuple[str, dict[str, str]] | None:
@@ -206,6 +206,7 @@ class Relabeler:
     def __call__(self, normalized: Normalized) -> Normalized:
         if not self._rules:
             return normalized
+        self._names = {}  # nothing is kept from one poll to the next
         assembler = Assembler()
         for family in normalized.families:
             old_names = list(map(_NAME, family.samples))
