@@ -72,9 +72,10 @@ WARM_POLLS = 8
 
 def ours(data: bytes, *, warm: bool, unified: bool = False):
     """What one poll of a target costs us: its body through the target's pipeline (parse, normalize,
-    render; with `unified`, the unified vocabulary too, from the profile detected), as the poller does. Warm is the steady state: the pipeline has the
-    shape of earlier polls of the same series, and every poll's values are new (the body's versions in
-    turn, see VERSIONS). Cold is a first poll: nothing remembered."""
+    render; with `unified`, the unified vocabulary too, from the profile detected), as the poller does.
+    Warm is the steady state: the pipeline has the shape of earlier polls of the same series, and every
+    poll's values are new (the body's versions in turn, see VERSIONS). Cold is a first poll: nothing
+    remembered."""
     versions = [with_values_moved(data, step) for step in range(VERSIONS)]
 
     profile = "" if unified else ", profile: none"

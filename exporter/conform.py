@@ -19,6 +19,7 @@ import math
 import operator
 
 from exporter.family import Family, shape_of
+from exporter.normalize import _LABELS, _NAME, _group_keys, _shapes
 
 __all__ = ["Conformer"]
 
@@ -138,46 +139,74 @@ def _plan(family: Family) -> _Plan | str | None:
     return None if plan.empty() else plan
 
 
+#: A histogram sample's part of its series (as indexes into a group's [buckets, count, sum]).
+_BUCKET, _COUNT, _SUM, _OTHER = 0, 1, 2, 3
+_COUNT_OR_SUM = frozenset({_COUNT, _SUM})
+
+
 def _plan_histogram(family: Family, plan: _Plan) -> bool:
     name, gauge = family.name, family.type == "gaugehistogram"
     count_suffix, sum_suffix = ("_gcount", "_gsum") if gauge else ("_count", "_sum")
-    groups: dict[frozenset, dict] = {}
-    for i, sample in enumerate(family.samples):
-        suffix = sample.name[len(name):]
-        if suffix == "_bucket":
-            bound = _bound(sample.labels.get("le"))
-            if bound is None:
-                return False
-            key = frozenset(item for item in sample.labels.items() if item[0] != "le")
-            groups.setdefault(key, {"buckets": [], "count": None, "sum": None})["buckets"].append((bound, i))
-        elif suffix in (count_suffix, sum_suffix):
-            if "le" in sample.labels:
-                return False  # Go's text parser reads `le` on every sample of a histogram
-            group = groups.setdefault(frozenset(sample.labels.items()), {"buckets": [], "count": None, "sum": None})
-            group["count" if suffix == count_suffix else "sum"] = i
-    for group in groups.values():
-        # One bucket per bound, the last written, as normalize serves them (`1` and `1.0` are one series).
-        buckets = sorted({bound: i for bound, i in group["buckets"]}.items())
-        bounds = [bound for bound, _ in buckets]
-        if not buckets or bounds[-1] != math.inf:
+    samples = family.samples
+    names = list(map(_NAME, samples))
+    # Each sample's part of its series: a bucket, the count, the sum, or none (`_created`, say).
+    part_of = {}
+    for sample_name in dict.fromkeys(names):
+        suffix = sample_name[len(name):]
+        part_of[sample_name] = {"_bucket": _BUCKET, count_suffix: _COUNT, sum_suffix: _SUM}.get(suffix, _OTHER)
+    parts = list(map(part_of.__getitem__, names))
+    labels = list(map(_LABELS, samples))
+    bounds = list(map(dict.get, labels, itertools.repeat("le")))
+    is_bucket = list(map(_BUCKET.__eq__, parts))
+    read = {text: _bound(text) for text in set(itertools.compress(bounds, is_bucket))}
+    if None in read.values():
+        return False
+    sealed = set(itertools.compress(bounds, map(_COUNT_OR_SUM.__contains__, parts)))
+    sealed.discard(None)
+    if sealed:
+        return False  # Go's text parser reads `le` on every sample of a histogram
+    # Each sample's series group (labels less `le`), named by the position of its first sample.
+    groups = list(map({}.setdefault, _group_keys(labels, _shapes(labels), "le")[1], itertools.count()))
+    in_series = list(map(_OTHER.__ne__, parts))
+    positions = range(len(parts))
+    bucket_positions = list(itertools.compress(positions, is_bucket))
+    bucket_groups = list(itertools.compress(groups, is_bucket))
+    bucket_bounds = list(map(read.__getitem__, itertools.compress(bounds, is_bucket)))
+    keys = list(zip(bucket_groups, bucket_bounds))
+    if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+        # Not each series' buckets together and in order, or a bound written twice: one bucket per
+        # series and bound, the last written (as normalize serves them), by series and bound.
+        buckets = sorted(dict(zip(keys, bucket_positions)).items())
+        bucket_groups = [group for (group, _), _ in buckets]
+        bucket_bounds = [bound for (_, bound), _ in buckets]
+        bucket_positions = [position for _, position in buckets]
+    if len(set(bucket_groups)) != len(set(itertools.compress(groups, in_series))):
+        return False  # a series with a count or sum and no bucket
+    is_count, is_sum = list(map(_COUNT.__eq__, parts)), list(map(_SUM.__eq__, parts))
+    counts = dict(zip(itertools.compress(groups, is_count), itertools.compress(positions, is_count)))
+    sums = dict(zip(itertools.compress(groups, is_sum), itertools.compress(positions, is_sum)))
+    same_group = list(map(operator.eq, bucket_groups, bucket_groups[1:]))
+    lasts = list(itertools.compress(range(len(bucket_positions)), map(operator.not_, [*same_group, False])))
+    for first, last in zip([0, *(end + 1 for end in lasts[:-1])], lasts):
+        if bucket_bounds[last] != math.inf:
             return False  # no +Inf bucket
-        count, total = group["count"], group["sum"]
+        group = bucket_groups[last]
+        count, total = counts.get(group), sums.get(group)
         if (count is None) != (total is None):
             return False  # OpenMetrics wants both or neither
-        negative = bounds[0] < 0
+        negative = bucket_bounds[first] < 0
         if total is not None and negative and not gauge:
             return False  # a histogram with negative buckets has no _sum
-        positions = [i for _, i in buckets]
-        plan.nonneg += positions
-        plan.integer += positions
-        plan.ordered += list(zip(positions, positions[1:]))
         if count is not None:
             plan.nonneg.append(count)
             plan.integer.append(count)
-            plan.equal.append((positions[-1], count))
+            plan.equal.append((bucket_positions[last], count))
             plan.not_nan.append(total)
             if not gauge or not negative:
                 plan.nonneg.append(total)
+    plan.nonneg += bucket_positions
+    plan.integer += bucket_positions
+    plan.ordered += itertools.compress(zip(bucket_positions, bucket_positions[1:]), same_group)
     return True
 
 

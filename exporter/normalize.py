@@ -5,12 +5,15 @@ Everything a scrape needs is computed here, once per poll, so that the collector
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+import operator
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from prometheus_client.samples import Sample as PromSample
 
@@ -149,47 +152,18 @@ def go_float_label(value: float) -> str:
 _FLOAT_BOUNDS = {"histogram": "le", "gaugehistogram": "le", "summary": "quantile"}
 
 
-def _canonical_bound(labels: dict[str, str], kind: str) -> dict[str, str]:
-    bound = _FLOAT_BOUNDS.get(kind)
-    text = labels.get(bound) if bound is not None else None
-    if text is None:
-        return labels
-    value = _as_float(text)
-    if value is None:
-        return labels
-    canonical = go_float_label(value)
-    return labels if canonical == text else {**labels, bound: canonical}
-
-
-def _group(labels: dict[str, str], bound: str) -> frozenset:
-    return frozenset(item for item in labels.items() if item[0] != bound)
-
-
 def is_well_formed(name: str, kind: str, samples: list) -> bool:
     """Whether samples (ours or prometheus_client's) make a valid family `name` of this type."""
     return _is_well_formed(Family(name, kind, samples=samples), kind)
 
 
-def _is_well_formed(family: Family, kind: str) -> bool:
+def _is_well_formed(family: Family, kind: str, labels: list | None = None, groups: list | None = None) -> bool:
     """Histograms need a numeric `le` on every bucket and a +Inf bucket in every series group; summaries
-    a numeric `quantile` on every quantile sample. Otherwise encoders and parsers reject the family."""
+    a numeric `quantile` on every quantile sample. Otherwise encoders and parsers reject the family.
+    `labels` and (for a histogram) `groups`, if the caller has them: its samples' labels and series groups
+    (the keys of `_group_keys`)."""
     if kind in ("histogram", "gaugehistogram"):
-        bucket = family.name + "_bucket"
-        # Only its suffixed names: the parser may have put a sample named like the family itself here.
-        members = {family.name + suffix for suffix in _OWNED_SUFFIXES[kind]}
-        groups, complete = set(), set()
-        for sample in family.samples:
-            if sample.name not in members:
-                return False
-            group = _group(sample.labels, "le")
-            groups.add(group)
-            if sample.name == bucket:
-                le = _as_float(sample.labels.get("le"))
-                if le is None:
-                    return False
-                if le == math.inf:
-                    complete.add(group)
-        return groups == complete
+        return _histogram_is_well_formed(family, kind, labels, groups)
     if kind == "summary":
         return all(_as_float(s.labels.get("quantile")) is not None for s in family.samples if s.name == family.name)
     if kind in ("counter", "info"):
@@ -202,32 +176,128 @@ def _is_well_formed(family: Family, kind: str) -> bool:
     return True
 
 
+def _histogram_is_well_formed(family: Family, kind: str, labels: list | None, groups: list | None) -> bool:
+    """Only its suffixed sample names (the parser may have put a sample named like the family itself
+    here), a numeric `le` on every bucket, and a `+Inf` bucket in every series group; worked out for
+    the whole family at once, each distinct `le` text read once."""
+    samples = family.samples
+    names = list(map(_NAME, samples))
+    if not set(names) <= {family.name + suffix for suffix in _OWNED_SUFFIXES[kind]}:
+        return False
+    if labels is None:
+        labels = list(map(_LABELS, samples))
+    bounds = list(map(dict.get, labels, itertools.repeat("le")))
+    buckets = list(map((family.name + "_bucket").__eq__, names))
+    read = {text: _as_float(text) for text in set(itertools.compress(bounds, buckets))}
+    if None in read.values():
+        return False
+    infinite = {text for text, value in read.items() if value == math.inf}
+    if groups is None:
+        groups = _group_keys(labels, _shapes(labels), "le")[1]
+    complete = set(itertools.compress(groups, map(operator.and_, buckets, map(infinite.__contains__, bounds))))
+    return len(complete) == len(set(groups))
+
+
+# -- a family's samples, read a whole family at a time ---------------------------------------------
+#
+# Label names repeat within a family (every sample of a histogram has the same few), so what depends on
+# them alone is worked out once per distinct tuple of names (a shape), and each sample's text is made
+# by %-formatting its label dict with its shape's format: C-level work, no Python bytecode per label.
+
+_NAME = operator.attrgetter("name")
+_LABELS = operator.attrgetter("labels")
+_VALUE = operator.attrgetter("value")
+
+
+def _shapes(labels: list[dict[str, str]]) -> list[tuple[str, ...]]:
+    """Each sample's label names, in its order."""
+    return list(map(tuple, labels))
+
+
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def _formattable(names: tuple[str, ...]) -> bool:
+    """Whether every name is a plain label name, which can key a `%(name)s` format and be written as it
+    is (an upstream's UTF-8 names may hold parentheses, quotes or `%`)."""
+    return all(map(_LABEL_NAME.fullmatch, names))
+
+
+def _plain(labels: list[dict[str, str]]) -> bool:
+    """Whether no label value needs escaping in an exposition (no backslash, newline or double quote),
+    checked over every value at once."""
+    text = "".join(itertools.chain.from_iterable(map(dict.values, labels)))
+    return not ("\\" in text or "\n" in text or '"' in text)
+
+
+def _escape(value: str) -> str:
+    from exporter.exposition import _escape_value  # exposition imports us
+
+    return _escape_value(value)
+
+
+def _as_text(labels: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The label dicts with their values as an exposition writes them (escaped where they need it)."""
+    if _plain(labels):
+        return labels
+    return [{name: _escape(value) for name, value in each.items()} for each in labels]
+
+
+def _formatted(labels: list[dict[str, str]], shapes: list, formats: dict) -> list[str]:
+    """Each label dict through its shape's %-format (`formats`: shape -> format)."""
+    if len(formats) == 1:
+        return list(map(next(iter(formats.values())).__mod__, labels))
+    return list(map(str.__mod__, map(formats.__getitem__, shapes), labels))
+
+
+def _no_values(labels: dict[str, str]) -> tuple:
+    return ()
+
+
+def _picker(names: tuple[str, ...]) -> Callable[[dict[str, str]], object]:
+    """Reads these labels' values from a label dict (C-level: an itemgetter)."""
+    return operator.itemgetter(*names) if names else _no_values
+
+
+#: Series groups of a run of samples: (names, keys). Where every sample has the same label names (less
+#: the bound), `names` is them and each key the sample's values of them; else `names` is None and each
+#: key is (names, values). Equal keys (of one run, or of two with the same `names`), equal groups.
+Groups = tuple[tuple[str, ...] | None, list]
+
+
+def _picked(labels: list[dict[str, str]], shapes: list[tuple], pickers: dict[tuple, tuple]) -> Groups:
+    """The series groups of these label dicts, each read by its shape's picker (`pickers`: shape ->
+    (names, picker)). Where every shape reads the same names (a histogram's buckets and its count), one
+    picker reads all."""
+    if len(set(names for names, _ in pickers.values())) == 1:
+        names, pick = next(iter(pickers.values()))
+        return names, list(map(pick, labels))
+    names_of = {shape: names for shape, (names, _) in pickers.items()}
+    pick_of = {shape: pick for shape, (_, pick) in pickers.items()}
+    return None, list(zip(map(names_of.__getitem__, shapes), map(operator.call, map(pick_of.__getitem__, shapes), labels)))
+
+
+def _named(groups: Groups) -> list:
+    """The groups' keys as (names, values), comparable with any other run's."""
+    names, keys = groups
+    return keys if names is None else list(zip(itertools.repeat(names), keys))
+
+
+def _group_keys(
+    labels: list[dict[str, str]], shapes: list[tuple], bound: str, skip: Collection[str] = (), distinct: dict | None = None
+) -> Groups:
+    """Each label dict's series group: its label names less `bound` (and less `skip`) in sorted order,
+    with their values. Equal keys, equal groups, whatever the labels' order. `distinct`: the different
+    shapes, if the caller has them."""
+    pickers = {}
+    for shape in dict.fromkeys(shapes) if distinct is None else distinct:
+        names = tuple(sorted(name for name in shape if name != bound and name not in skip))
+        pickers[shape] = (names, _picker(names))
+    return _picked(labels, shapes, pickers)
+
+
 _SUFFIX_RANK = {"_bucket": 0, "": 0, "_total": 0, "_count": 1, "_gcount": 1, "_sum": 2, "_gsum": 2, "_created": 3}
 _GROUPED_TYPES = {"counter": "", "histogram": "le", "gaugehistogram": "le", "summary": "quantile"}
-
-
-def _order(sample_name: str, labels: dict[str, str], kind: str, name: str) -> tuple | None:
-    """Where a sample goes in its family (see `_grouped`): its series group, suffix rank and bound."""
-    bound = _GROUPED_TYPES.get(kind)
-    if bound is None:
-        return None
-    rank = _SUFFIX_RANK.get(sample_name[len(name):], 4)
-    return _group(labels, bound), rank, _as_float(labels.get(bound)) or 0.0
-
-
-def _grouped(entries: list[tuple[PromSample, str | None, tuple | None]], kind: str, name: str) -> list:
-    """Counter, histogram and summary samples one series group at a time, buckets and quantiles in
-    order, as OpenMetrics requires (upstreams send `_bucket`, `_sum`, `_count`, `_created` in any order).
-    Each entry is (sample, head, order); an order not known yet is computed here."""
-    if kind not in _GROUPED_TYPES:
-        return entries
-    first_seen: dict[frozenset, int] = {}
-
-    def position(entry):
-        order = entry[2] or _order(entry[0].name, entry[0].labels, kind, name)
-        return first_seen.setdefault(order[0], len(first_seen)), order[1], order[2]
-
-    return sorted(entries, key=position)
 
 
 def fold_created(families: list[Family]) -> list[Family]:
@@ -270,26 +340,38 @@ def fold_created(families: list[Family]) -> list[Family]:
     return [folded.get(id(family), family) for family in kept]
 
 
-def _series_ids(family: Family) -> tuple:
-    """Each sample's series as the upstream wrote it (or its name and labels): the family's identity."""
-    return tuple(sample.key or (sample.name, *sample.labels.items()) for sample in family.samples)
+class _Servable(NamedTuple):
+    """A family to serve, with its served type, and what reading it has worked out: its samples' labels,
+    their shapes (label names), the different shapes, and (for a histogram) their series groups."""
+
+    family: Family
+    kind: str
+    labels: list[dict[str, str]]
+    shapes: list[tuple[str, ...]]
+    distinct: dict[tuple[str, ...], None]
+    groups: Groups | None
 
 
-def _servable(families: list[Family], cache: SeriesCache, dropped: Counter | None = None):
-    """Each non-empty family with its served type and series ids; broken histograms and summaries split
-    apart (their samples counted in `dropped["served_untyped"]`)."""
+def _servable(families: list[Family], dropped: Counter | None = None) -> Iterator[_Servable]:
+    """Each non-empty family to serve; broken histograms and summaries split apart (their samples counted
+    in `dropped["served_untyped"]`)."""
     for family in fold_created(families):
         if not family.samples:
             continue
         kind = _family_type(family)
-        series = _series_ids(family)
-        if cache.well_formed(family, kind, series):
-            yield family, kind, series
+        labels = list(map(_LABELS, family.samples))
+        shapes = _shapes(labels)
+        distinct = dict.fromkeys(shapes)
+        groups = _group_keys(labels, shapes, "le", distinct=distinct) if kind in ("histogram", "gaugehistogram") else None
+        if _is_well_formed(family, kind, labels, groups and groups[1]):
+            yield _Servable(family, kind, labels, shapes, distinct, groups)
         else:
             if dropped is not None:
                 dropped["served_untyped"] += len(family.samples)
             for part in _split_untyped(family):
-                yield part, "unknown", _series_ids(part)
+                labels = list(map(_LABELS, part.samples))
+                shapes = _shapes(labels)
+                yield _Servable(part, "unknown", labels, shapes, dict.fromkeys(shapes), None)
 
 
 def _split_untyped(family: Family) -> list[Family]:
@@ -300,14 +382,38 @@ def _split_untyped(family: Family) -> list[Family]:
     return list(by_name.values())
 
 
+class _Shape:
+    """What a tuple of upstream label names becomes, worked out once per tuple: the served names (with
+    `target` and the static labels after them), and which upstream label each served one takes its
+    value from (the last of two that are renamed alike, as a dict made from them keeps it)."""
+
+    __slots__ = ("names", "source", "same", "formattable", "groups")
+
+    def __init__(self, labeller: _Labeller, names: tuple[str, ...]):
+        renamed = tuple(map(labeller.rename, names))
+        self.names = renamed + tuple(labeller.own)
+        self.source = dict(zip(renamed, names))
+        self.same = renamed == names
+        self.formattable = _formattable(names)
+        #: bound -> (served names less the bound, in order; a picker of their upstream values): see `group`
+        self.groups: dict[str, tuple] = {}
+
+
 class _Labeller:
     """Adds `target` and the static labels; an upstream label that clashes becomes `exported_<label>`."""
 
     def __init__(self, target: str, static: dict[str, str]):
         self.own = {"target": target, **static}
+        self._own_values = tuple(self.own.values())
+        #: an upstream label dict with the own labels after it, when no upstream name is renamed
+        self._with_own = functools.partial(dict, **self.own)
+        #: the own labels as a %-format writes them: escaped, `%` doubled
+        self._own_text = {name: _escape(value).replace("%", "%%") for name, value in self.own.items()}
         self._renames: dict[str, str] = {}
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
+        self._heads: dict[tuple[str, tuple[str, ...]], str] = {}
 
-    def _rename(self, name: str) -> str:
+    def rename(self, name: str) -> str:
         renamed = self._renames.get(name)
         if renamed is None:
             renamed = sanitize_name(name)
@@ -318,12 +424,55 @@ class _Labeller:
             self._renames[name] = renamed
         return renamed
 
+    def renames_apart(self, names: Iterable[str]) -> bool:
+        """Whether no two of these upstream label names are served under one name."""
+        names = set(names)
+        return len(set(map(self.rename, names))) == len(names)
+
     def labels(self, upstream: dict[str, str]) -> dict[str, str]:
+        """One sample's served labels: its own, renamed where they clash, then `target` and the static ones."""
         if not upstream:
             return dict(self.own)
-        labels = {self._rename(name): value for name, value in upstream.items()}
+        labels = {self.rename(name): value for name, value in upstream.items()}
         labels.update(self.own)
         return labels
+
+    def shape(self, names: tuple[str, ...]) -> _Shape:
+        shape = self._shapes.get(names)
+        if shape is None:
+            shape = self._shapes[names] = _Shape(self, names)
+        return shape
+
+    def served(self, labels: list[dict[str, str]], shapes: list[tuple], distinct: Iterable[tuple]) -> list[dict[str, str]]:
+        """`labels()` of each label dict, a whole family at once (label dicts made in C: zip, dict)."""
+        distinct = {names: self.shape(names) for names in distinct}
+        if all(shape.same for shape in distinct.values()):
+            return list(map(self._with_own, labels))
+        served_names = {names: shape.names for names, shape in distinct.items()}
+        values = map(itertools.chain, map(dict.values, labels), itertools.repeat(self._own_values))
+        return list(map(dict, map(zip, map(served_names.__getitem__, shapes), values)))
+
+    def head_format(self, sample_name: str, names: tuple[str, ...]) -> str:
+        """The %-format that writes a sample's head (`series_head` of its served name and labels) from its
+        upstream label dict (values escaped)."""
+        key = (sample_name, names)
+        text = self._heads.get(key)
+        if text is None:
+            values = {served: f"%({upstream})s" for served, upstream in self.shape(names).source.items()}
+            values.update(self._own_text)
+            pairs = ",".join(f'{name}="{values[name]}"' for name in sorted(values))
+            text = self._heads[key] = f"{sample_name.replace('%', '%%')}{{{pairs}}} "
+        return text
+
+    def group(self, names: tuple[str, ...], bound: str) -> tuple[tuple[str, ...], Callable]:
+        """How to read a sample's series group (`_group_keys` of its served labels, less the own labels, the
+        same on every sample) from its upstream label dict: the served names, and a picker of their values."""
+        shape = self.shape(names)
+        group = shape.groups.get(bound)
+        if group is None:
+            pairs = sorted((served, upstream) for served, upstream in shape.source.items() if served != bound)
+            group = shape.groups[bound] = (tuple(served for served, _ in pairs), _picker(tuple(upstream for _, upstream in pairs)))
+        return group
 
 
 def served_base(name: str, kind: str, prefix: str = "") -> str:
@@ -341,6 +490,66 @@ def served_type(family: Family) -> str:
     return _family_type(family)
 
 
+#: prometheus_client's Sample fields after name, labels and value (timestamp, exemplar, and
+#: native_histogram in newer versions): all None in what we serve.
+_SAMPLE_TAIL = [itertools.repeat(None)] * (len(PromSample._fields) - 3)
+#: A Sample from a (name, labels, value, None...) tuple, without a Python-level __new__ per sample.
+_new_sample = functools.partial(tuple.__new__, PromSample)
+
+
+def samples_of(names: list[str], labels: list[dict[str, str]], values: list[float]) -> list[PromSample]:
+    """prometheus_client Samples of these names, labels and values, made in C (no timestamps, exemplars)."""
+    return list(map(_new_sample, zip(names, labels, values, *_SAMPLE_TAIL)))
+
+
+def _taken(items: list, order: range | list[int]) -> Iterable:
+    """The items at these positions (all of them, when `order` is every position in order)."""
+    return items if isinstance(order, range) else map(items.__getitem__, order)
+
+
+class _Gathering:
+    """One served family as it is gathered: every sample handed in, in order, with its head and where it
+    sorts (series group, suffix rank, bound), and the position of each series' last sample."""
+
+    __slots__ = ("name", "kind", "help", "series", "samples", "heads", "group_names", "groups", "ranks", "bounds")
+
+    def __init__(self, name: str, kind: str, help_text: str):
+        self.name, self.kind, self.help = name, kind, help_text
+        self.series: dict = {}
+        self.samples: list[PromSample] = []
+        self.heads: list[str | None] = []
+        #: the samples' series groups (see `Groups`): every key read by `group_names`, or named where None
+        self.group_names: tuple[str, ...] | None = None
+        self.groups: list = []
+        self.ranks: list[int] = []
+        self.bounds: list[float] = []
+
+    def add_groups(self, groups: Groups) -> None:
+        names, keys = groups
+        if not self.groups:
+            self.group_names, self.groups = names, list(keys)
+        elif names is not None and names == self.group_names:
+            self.groups += keys
+        else:  # two runs read by different names: keep them comparable
+            self.groups = _named((self.group_names, self.groups)) + _named(groups)
+            self.group_names = None
+
+    def served_order(self) -> range | list[int]:
+        """Positions of the samples served: each series once, where it first came, with its last sample;
+        counter, histogram and summary samples one series group at a time, buckets and quantiles in order,
+        as OpenMetrics requires (upstreams send `_bucket`, `_sum`, `_count`, `_created` in any order)."""
+        count = len(self.samples)
+        order: range | list[int] = range(count) if len(self.series) == count else list(self.series.values())
+        if self.kind not in _GROUPED_TYPES or len(order) < 2:
+            return order
+        # Each group sorts where it was first seen: the position of its first sample.
+        first_seen = list(map({}.setdefault, _taken(self.groups, order), itertools.count()))
+        keys = list(zip(first_seen, _taken(self.ranks, order), _taken(self.bounds, order)))
+        if all(map(operator.le, keys, itertools.islice(keys, 1, None))):
+            return order  # already in order: what a sort would give (it keeps a non-descending run as it is)
+        return list(map(order.__getitem__, sorted(range(len(keys)), key=keys.__getitem__)))
+
+
 class Assembler:
     """Gathers served families one at a time: one type per name, duplicate series collapsed (the last wins).
 
@@ -348,19 +557,14 @@ class Assembler:
     """
 
     def __init__(self) -> None:
-        self._out: dict[str, tuple[str, str, dict[tuple, PromSample]]] = {}
+        self._out: dict[str, _Gathering] = {}
         self._claimed: dict[str, str] = {}  # exposition name -> the family that owns it
         self.dropped: Counter[str] = Counter()
-        #: served name -> (layout key, upstream sample count) when exactly one upstream family made it
-        self._origin: dict[str, tuple | None] = {}
-        #: served name -> (samples, heads, layout) of a family rebuilt whole from a remembered layout
-        self._prebuilt: dict[str, tuple] = {}
 
-    def family(
-        self, name: str, kind: str, help_text: str, size: int, layout_key: tuple | None = None
-    ) -> dict[tuple, PromSample] | None:
-        """The series of family `name`, made on first use; None, with its `size` samples counted, if it
-        clashes with a family of another type (or with another family's suffixed names)."""
+    def family(self, name: str, kind: str, help_text: str, size: int) -> _Gathering | None:
+        """Family `name`, made on first use; None, with its `size` samples counted, if it clashes with a
+        family of another type (or with another family's suffixed names). A second upstream family served
+        under the same name is merged into the first, sample by sample."""
         existing = self._out.get(name)
         if existing is None:
             names = exposition_names(name, kind)
@@ -368,141 +572,131 @@ class Assembler:
                 self.dropped["type_conflict"] += size
                 return None
             self._claimed.update(dict.fromkeys(names, name))
-            existing = self._out[name] = (kind, help_text, {})
-            self._origin[name] = (layout_key, size) if layout_key is not None else None
-        elif existing[0] != kind:
+            existing = self._out[name] = _Gathering(name, kind, help_text)
+        elif existing.kind != kind:
             self.dropped["type_conflict"] += size
             return None
-        else:  # a second upstream family served under the same name: merge sample by sample
-            self._origin[name] = None
-            prebuilt = self._prebuilt.pop(name, None)
-            if prebuilt is not None:
-                samples, heads, layout = prebuilt
-                for sample, head, entry in zip(samples, heads, layout.entries):
-                    existing[2][entry[2]] = (sample, head, entry[4], None)
-        return existing[2]
+        return existing
 
-    def is_new(self, name: str) -> bool:
-        return name not in self._out
-
-    def prebuilt(self, name: str, samples: tuple[PromSample, ...], layout: "Layout") -> None:
-        """Family `name` (just made by `family`) as a remembered layout rebuilt it, values filled in."""
-        self._prebuilt[name] = (samples, layout.heads, layout)
-        self.dropped["duplicate"] += layout.duplicates
-
-    def put(
+    def add(
         self,
-        series: dict[tuple, tuple],
-        key: tuple,
-        sample: PromSample,
-        head: str | None = None,
-        order: tuple | None = None,
-        index: int | None = None,
+        family: _Gathering,
+        samples: list[PromSample],
+        keys: list,
+        heads: list[str] | None = None,
+        orders: tuple[Groups, list[int], list[float]] | None = None,
     ) -> None:
-        """Add a sample under its series key; `head` (its rendered `name{labels} `) and `order` may come
-        from a cache, else they are worked out when needed."""
-        if key in series:
-            self.dropped["duplicate"] += 1
-        series[key] = (sample, head, order, index)
+        """Add samples under their series keys (a key seen before is a duplicate: its last sample is served,
+        where the first was). `heads` are their rendered `name{labels} `; `orders` their series groups, suffix
+        ranks and bounds (see `_Gathering.served_order`), worked out here when not given."""
+        start = len(family.samples)
+        before = len(family.series)
+        family.series.update(zip(keys, range(start, start + len(samples))))
+        self.dropped["duplicate"] += before + len(samples) - len(family.series)
+        family.samples += samples
+        family.heads += heads if heads is not None else itertools.repeat(None, len(samples))
+        if family.kind in _GROUPED_TYPES:
+            if orders is None:
+                orders = _orders(samples, family.kind, family.name)
+            family.add_groups(orders[0])
+            family.ranks += orders[1]
+            family.bounds += orders[2]
 
-    def result(self, dropped: dict[str, int] | None = None, cache: SeriesCache | None = None) -> Normalized:
+    def result(self, dropped: dict[str, int] | None = None) -> Normalized:
         counts = Counter(dropped or {})
         counts.update(self.dropped)
         families = []
-        for name, (kind, help_text, series) in self._out.items():
-            prebuilt = self._prebuilt.get(name)
-            if prebuilt is not None:
-                family = SeriesFamily(name, kind, help_text, prebuilt[0], prebuilt[1])
-                families.append(family)
-                continue
-            entries = _grouped([(*value, key) for key, value in series.items()], kind, name)
-            heads = tuple(entry[1] for entry in entries)
-            family = SeriesFamily(name, kind, help_text, tuple(entry[0] for entry in entries), heads if all(heads) else None)
-            if all(heads):
-                origin = self._origin.get(name)
-                if cache is not None and origin is not None and all(entry[3] is not None for entry in entries):
-                    cache.remember_layout(origin[0], Layout.of(entries, heads, origin[1] - len(entries)))
-            families.append(family)
+        for name, gathering in self._out.items():
+            order = gathering.served_order()
+            heads = tuple(_taken(gathering.heads, order))
+            families.append(
+                SeriesFamily(
+                    name, gathering.kind, gathering.help, tuple(_taken(gathering.samples, order)), heads if all(heads) else None
+                )
+            )
         return Normalized(tuple(families), {reason: count for reason, count in counts.items() if count})
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """How one upstream family became its served family: which upstream sample goes where (after
-    duplicates and OpenMetrics grouping), with each one's served name, labels and head. While the
-    family keeps the same series, the next poll only fills in the values."""
-
-    positions: tuple[int, ...]
-    entries: tuple[tuple, ...]  # (served name, labels, series key, head, order) in served order
-    heads: tuple[str, ...]
-    duplicates: int
-
-    @classmethod
-    def of(cls, grouped: list[tuple], heads: tuple[str, ...], duplicates: int) -> "Layout":
-        """From result()'s grouped entries: (sample, head, order, upstream position, series key)."""
-        return cls(
-            tuple(entry[3] for entry in grouped),
-            tuple((e[0].name, e[0].labels, e[4], e[1], e[2]) for e in grouped),
-            heads,
-            duplicates,
-        )
+def _orders(samples: list[PromSample], kind: str, name: str) -> tuple[Groups, list[int], list[float]]:
+    """Series group, suffix rank and bound of each sample of served family `name`, one sample at a time
+    (see `_Gathering.served_order`)."""
+    bound = _GROUPED_TYPES[kind]
+    labels = list(map(_LABELS, samples))
+    names = list(map(_NAME, samples))
+    rank_of = {sample_name: _SUFFIX_RANK.get(sample_name[len(name):], 4) for sample_name in set(names)}
+    return _group_keys(labels, _shapes(labels), bound), list(map(rank_of.__getitem__, names)), _bound_values(labels, bound)
 
 
-class SeriesCache:
-    """One target's per-series normalizing work, from poll to poll.
+def _bound_values(labels: list[dict[str, str]], bound: str) -> list[float]:
+    """Each label dict's bound as a number to sort by (0.0 where there is none or it is not a number)."""
+    texts = list(map(dict.get, labels, itertools.repeat(bound)))
+    values = {text: _as_float(text) or 0.0 for text in set(texts)}
+    return list(map(values.__getitem__, texts))
 
-    A target serves the same series every poll, so the served name, labels, series key, rendered
-    head and place in its family are worked out once per series and looked up after that, by the
-    text the upstream wrote it with. Series a poll no longer has are forgotten at the next one."""
 
-    def __init__(self) -> None:
-        self._entries: dict[tuple, tuple] = {}
-        self._used: dict[tuple, tuple] = {}
-        #: family name -> (its series keys, whether they made a well-formed family)
-        self._shapes: dict[str, tuple[tuple, bool]] = {}
-        self._used_shapes: dict[str, tuple[tuple, bool]] = {}
-        #: (upstream family, type) -> (its series keys, the Layout they were served with)
-        self._layouts: dict[tuple, tuple[tuple, Layout]] = {}
-        self._used_layouts: dict[tuple, tuple[tuple, Layout]] = {}
+def _canonical_bounds(labels: list[dict[str, str]], bound: str) -> list[dict[str, str]]:
+    """Each label dict with its bound in canonical form (see `_FLOAT_BOUNDS`), each distinct text read
+    once; new dicts only where it changes."""
+    texts = list(map(dict.get, labels, itertools.repeat(bound)))
+    changed = {}
+    for text in set(texts):
+        value = _as_float(text)
+        if value is not None and (canonical := go_float_label(value)) != text:
+            changed[text] = canonical
+    if not changed:
+        return labels
+    return [{**each, bound: changed[text]} if text in changed else each for each, text in zip(labels, texts)]
 
-    def get(self, key: tuple) -> tuple | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._used[key] = entry
-        return entry
 
-    def put(self, key: tuple, entry: tuple) -> None:
-        self._used[key] = entry
+def _rows(servable: _Servable, name: str, raw_base: str, labeller: _Labeller, by_head: bool):
+    """One upstream family's samples as served under family `name`: (samples, series keys, heads, orders)
+    for `Assembler.add`. A series' key is its head when no two upstream label names are renamed alike
+    (`by_head`), else its served name and upstream labels."""
+    family, kind, labels, shapes, distinct, upstream_groups = servable
+    samples = family.samples
+    upstream_names = list(map(_NAME, samples))
+    values = list(map(_VALUE, samples))
+    served_names = {}
+    for raw in dict.fromkeys(upstream_names):
+        suffix = raw[len(raw_base):] if raw.startswith(raw_base) else ""
+        if kind == "counter" and suffix in ("", "_total"):
+            suffix = "_total"
+        elif kind == "info":
+            suffix = "_info"
+        served_names[raw] = name + suffix
+    names = list(map(served_names.__getitem__, upstream_names))
+    bound = _FLOAT_BOUNDS.get(kind)
+    if bound is not None:
+        labels = _canonical_bounds(labels, bound)
+    served = labeller.served(labels, shapes, distinct)
 
-    def layout(self, key: tuple) -> Layout | None:
-        """The layout remembered for this upstream family, if its series are exactly the same again."""
-        known = self._layouts.get(key[:2])
-        if known is None or known[0] != key[2]:
-            return None
-        self._used_layouts[key[:2]] = known
-        return known[1]
+    group_bound = _GROUPED_TYPES.get(kind)
+    # With no label renamed, a histogram's served series groups are those its check read upstream.
+    groups = upstream_groups if all(labeller.shape(each).same for each in distinct) else None
+    if all(labeller.shape(each).formattable for each in distinct):
+        text = _as_text(labels)
+        shape_of = dict(zip(names, shapes))
+        if len(distinct) == 1 or all(map(operator.eq, map(shape_of.__getitem__, names), shapes)):
+            # each sample name has one shape (a histogram's buckets have `le`, its count not)
+            heads = _formatted(text, names, {each: labeller.head_format(each, shape_of[each]) for each in shape_of})
+        else:
+            heads_by = list(zip(names, shapes))
+            formats = {key: labeller.head_format(*key) for key in dict.fromkeys(heads_by)}
+            heads = _formatted(text, heads_by, formats)
+        if group_bound is not None and groups is None:
+            groups = _picked(labels, shapes, {shape: labeller.group(shape, group_bound) for shape in distinct})
+    else:  # a label name a format cannot hold: one sample at a time
+        from exporter.exposition import series_head  # exposition imports us
 
-    def remember_layout(self, key: tuple, layout: Layout) -> None:
-        self._used_layouts[key[:2]] = (key[2], layout)
-
-    def well_formed(self, family: Family, kind: str, series: tuple) -> bool:
-        """`_is_well_formed`, remembered while the family keeps exactly the same series."""
-        if kind not in ("histogram", "gaugehistogram", "summary", "counter", "info"):
-            return True
-        known = self._shapes.get(family.name)
-        if known is None or known[0] != series:
-            known = (series, _is_well_formed(family, kind))
-        self._used_shapes[family.name] = known
-        return known[1]
-
-    def clear(self) -> None:
-        """Forget everything: when polls are served from a template, this is memory nobody reads."""
-        self.__init__()
-
-    def rotate(self) -> None:
-        self._entries, self._used = self._used, {}
-        self._shapes, self._used_shapes = self._used_shapes, {}
-        self._layouts, self._used_layouts = self._used_layouts, {}
+        heads = list(map(series_head, names, served))
+        if group_bound is not None and groups is None:
+            groups = _group_keys(served, _shapes(served), group_bound, labeller.own)
+    keys = heads if by_head else list(zip(names, map(frozenset, map(dict.items, labels))))
+    orders = None
+    if group_bound is not None:
+        rank_of = {served_name: _SUFFIX_RANK.get(served_name[len(name):], 4) for served_name in served_names.values()}
+        orders = (groups, list(map(rank_of.__getitem__, names)), _bound_values(served, group_bound))
+    return samples_of(names, served, values), keys, heads, orders
 
 
 def normalize(
@@ -511,19 +705,18 @@ def normalize(
     target: str,
     labels: dict[str, str] | None = None,
     prefix: str = "",
-    cache: SeriesCache | None = None,
 ) -> Normalized:
     """Families as one target exposed them -> families as we serve them, with `target` on every sample.
 
-    Pass the target's SeriesCache to reuse per-series work from its earlier polls (same target, same
-    labels and prefix: a poller keeps one for its lifetime)."""
-    from exporter.exposition import series_head  # the served text of a series; exposition imports us
-
+    Nothing is remembered from one call to the next: each is worked out a whole family at a time."""
     labeller = _Labeller(target, labels or {})
     assembler = Assembler()
-    cache = cache if cache is not None else SeriesCache()
-
-    for family, kind, series_ids in _servable(families, cache, assembler.dropped):
+    servable = list(_servable(families, assembler.dropped))
+    by_head = labeller.renames_apart(
+        itertools.chain.from_iterable(itertools.chain.from_iterable(each.distinct) for each in servable)
+    )
+    for each in servable:
+        family, kind = each.family, each.kind
         raw = family.name
         name = served_base(raw, kind, prefix)
         if name.startswith(EXPORTED) and is_reserved_name(name[len(EXPORTED):]):
@@ -534,49 +727,7 @@ def normalize(
             raw_base = raw[: -len("_info")]
         else:
             raw_base = raw
-        layout_key = (raw_base, kind, series_ids)
-        layout = cache.layout(layout_key) if assembler.is_new(name) else None
-        series = assembler.family(
-            name, kind, family.help or f"{raw} (no HELP from upstream)", len(family.samples), layout_key
-        )
-        if series is None:
-            continue
-        if layout is not None:  # the same series as last poll: only the values are new
-            samples = family.samples
-            assembler.prebuilt(
-                name,
-                tuple(
-                    PromSample(entry[0], entry[1], samples[position].value, None, None)
-                    for position, entry in zip(layout.positions, layout.entries)
-                ),
-                layout,
-            )
-            continue
-
-        for index, (sample, series_id) in enumerate(zip(family.samples, series_ids)):
-            cache_key = (raw_base, kind, series_id)
-            entry = cache.get(cache_key)
-            if entry is None:
-                suffix = sample.name[len(raw_base):] if sample.name.startswith(raw_base) else ""
-                if kind == "counter" and suffix in ("", "_total"):
-                    suffix = "_total"
-                elif kind == "info":
-                    suffix = "_info"
-                sample_name = name + suffix
-                upstream = _canonical_bound(sample.labels, kind)
-                served_labels = labeller.labels(upstream)
-                entry = (
-                    sample_name,
-                    served_labels,
-                    (sample_name, frozenset(upstream.items())),
-                    series_head(sample_name, served_labels),
-                    _order(sample_name, served_labels, kind, name),
-                )
-                cache.put(cache_key, entry)
-            assembler.put(
-                series, entry[2], PromSample(entry[0], entry[1], sample.value, None, None), entry[3], entry[4], index
-            )
-
-    result = assembler.result(cache=cache)
-    cache.rotate()
-    return result
+        gathering = assembler.family(name, kind, family.help or f"{raw} (no HELP from upstream)", len(family.samples))
+        if gathering is not None:
+            assembler.add(gathering, *_rows(each, name, raw_base, labeller, by_head))
+    return assembler.result()

@@ -9,6 +9,8 @@ A family whose structure a rule breaks (a histogram missing its `+Inf` bucket) i
 
 from __future__ import annotations
 
+import itertools
+import operator
 import re
 from collections.abc import Iterable
 from typing import Literal
@@ -17,7 +19,16 @@ from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from exporter.family_filter import anchored
-from exporter.normalize import Assembler, Normalized, SeriesFamily, exposition_names, is_well_formed, sanitize_name, unreserved
+from exporter.normalize import (
+    Assembler,
+    Normalized,
+    SeriesFamily,
+    exposition_names,
+    is_well_formed,
+    samples_of,
+    sanitize_name,
+    unreserved,
+)
 
 #: Labels no rule may change or drop: every series must still say which target it came from.
 PROTECTED = frozenset({"target", "__name__"})
@@ -27,6 +38,13 @@ _TARGET_TEMPLATE = re.compile(r"(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*")
 #: Go's regexp.Expand: `$$`, `${name}` or `$name` (the longest run of word characters).
 _REFERENCE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")
 
+
+#: Whether a label name is a scratch label (`__tmp`), dropped after the rules as Prometheus does.
+_SCRATCH = operator.methodcaller("startswith", "__")
+_NAME = operator.attrgetter("name")
+_LABELS = operator.attrgetter("labels")
+_VALUE = operator.attrgetter("value")
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 #: The longest regular expression a config may hold.
 MAX_REGEX = 4096
@@ -92,11 +110,16 @@ class RelabelConfig(BaseModel):
 
 
 class _Rule:
-    __slots__ = ("config", "regex")
+    __slots__ = ("config", "regex", "_source", "_target")
 
     def __init__(self, config: RelabelConfig):
         self.config = config
         self.regex = anchored(config.regex)
+        #: the one source label, when there is one (no join per sample)
+        self._source = config.source_labels[0] if len(config.source_labels) == 1 else None
+        #: the target label when it has no `$` to expand (the same for every sample)
+        target = config.target_label or ""
+        self._target = target if "$" not in target else None
 
     def apply(self, labels: dict[str, str]) -> bool:
         """Apply the rule to `labels` in place; False when the series is to be dropped."""
@@ -116,14 +139,17 @@ class _Rule:
                     if _LABEL_NAME.fullmatch(mapped) and mapped not in PROTECTED:
                         labels[mapped] = value
             return True
-        value = config.separator.join(labels.get(name, "") for name in config.source_labels)
+        if self._source is not None:
+            value = labels.get(self._source, "")
+        else:
+            value = config.separator.join([labels.get(name, "") for name in config.source_labels])
         match = regex.fullmatch(value)
         if action == "keep":
             return match is not None
         if action == "drop":
             return match is None
         if match is not None:  # replace
-            target = expand(config.target_label or "", match)
+            target = self._target if self._target is not None else expand(config.target_label or "", match)
             if _LABEL_NAME.fullmatch(target) and target != "target":
                 result = expand(config.replacement, match)
                 if result:
@@ -155,6 +181,8 @@ class Relabeler:
 
     def __init__(self, configs: Iterable[RelabelConfig]):
         self._rules = [_Rule(config) for config in configs]
+        #: a relabeled `__name__` -> the name served, for one call (bounded: rules may make many names)
+        self._names: dict[str, str] = {}
 
     def process(self, name: str, labels: dict[str, str]) -> tuple[str, dict[str, str]] | None:
         """One series through every rule: its new name and labels, or None when a rule drops it."""
@@ -162,40 +190,52 @@ class Relabeler:
         for rule in self._rules:
             if not rule.apply(working):
                 return None
-        name = unreserved(sanitize_name(working.pop("__name__")))
-        if any(label.startswith("__") for label in working):  # scratch labels, dropped as Prometheus does
+        name = self._served_name(working.pop("__name__"))
+        if any(map(_SCRATCH, working)):  # scratch labels, dropped as Prometheus does
             working = {label: value for label, value in working.items() if not label.startswith("__")}
         return name, working
+
+    def _served_name(self, relabeled: str) -> str:
+        name = self._names.get(relabeled)
+        if name is None:
+            if len(self._names) > 10_000:
+                self._names.clear()
+            name = self._names[relabeled] = unreserved(sanitize_name(relabeled))
+        return name
 
     def __call__(self, normalized: Normalized) -> Normalized:
         if not self._rules:
             return normalized
+        self._names = {}  # nothing is kept from one poll to the next
         assembler = Assembler()
         for family in normalized.families:
-            kept: list[tuple[str, PromSample]] = []
-            for sample in family.samples:
-                result = self.process(sample.name, sample.labels)
-                if result is not None:
-                    kept.append((sample.name, PromSample(result[0], result[1], sample.value, None, None)))
-            for name, kind, samples in _regroup(family, kept):
+            old_names = list(map(_NAME, family.samples))
+            results = list(map(self.process, old_names, map(_LABELS, family.samples)))
+            values = list(map(_VALUE, family.samples))
+            if None in results:  # some dropped
+                kept = list(map(operator.is_not, results, itertools.repeat(None)))
+                old_names, results, values = (list(itertools.compress(each, kept)) for each in (old_names, results, values))
+            relabeled = samples_of(list(map(_FIRST, results)), list(map(_SECOND, results)), values)
+            for name, kind, samples in _regroup(family, old_names, relabeled):
                 series = assembler.family(name, kind, family.help, len(samples))
                 if series is not None:
-                    for sample in samples:
-                        assembler.put(series, (sample.name, frozenset(sample.labels.items())), sample)
+                    labels = map(_LABELS, samples)
+                    assembler.add(series, samples, list(zip(map(_NAME, samples), map(frozenset, map(dict.items, labels)))))
         return assembler.result(normalized.dropped)
 
 
-def _regroup(family: SeriesFamily, kept: list[tuple[str, PromSample]]) -> list[tuple[str, str, list[PromSample]]]:
+def _regroup(
+    family: SeriesFamily, old_names: list[str], samples: list[PromSample]
+) -> list[tuple[str, str, list[PromSample]]]:
     """Where a family's relabeled samples belong: the family itself, the family under a new name when
     every sample was renamed alike (`foo_bucket` -> `bar_bucket`, `foo_sum` -> `bar_sum`), or else one
     untyped family per sample name. A histogram or summary that lost its shape is split the same way."""
-    if not kept:
+    if not samples:
         return []
-    samples = [sample for _, sample in kept]
     name = family.name
-    if any(sample.name not in exposition_names(name, family.type) for sample in samples):
+    if not set(map(_NAME, samples)) <= set(exposition_names(name, family.type)):
         bases = set()
-        for old, sample in kept:
+        for old, sample in zip(old_names, samples):
             suffix = old[len(name):]
             bases.add(sample.name[: len(sample.name) - len(suffix)] if sample.name.endswith(suffix) else None)
         base = bases.pop() if len(bases) == 1 else None

@@ -110,39 +110,33 @@ def test_created_gauges_of_the_classic_text_format_are_folded_into_their_counter
     ]
 
 
-def _poll(families, cache):
-    return normalize(families, target="t", labels={"pool": "a"}, cache=cache)
+def _poll(families):
+    return normalize(families, target="t", labels={"pool": "a"})
 
 
 def _served(normalized):
     return [(f.name, f.type, [(s.name, s.labels, s.value) for s in f.samples], f.heads) for f in normalized.families]
 
 
-def test_a_target_polled_again_with_the_same_series_is_served_exactly_as_if_new():
-    from exporter.normalize import SeriesCache
+def test_a_target_polled_again_with_the_same_series_is_served_exactly_as_before_with_its_new_values():
     from exporter.parse import parse
 
     body = simulated("vllm")
-    cache = SeriesCache()
-    first = _poll(parse(body, heads={}).families, cache)
-    again = _poll(parse(body, heads={}).families, cache)  # from the remembered layouts
-    fresh = _poll(parse(body, heads={}).families, SeriesCache())
-    assert _served(again) == _served(first) == _served(fresh)
-    assert again.dropped == first.dropped == fresh.dropped
+    first = _poll(parse(body).families)
+    again = _poll(parse(body).families)
+    assert _served(again) == _served(first)
+    assert again.dropped == first.dropped
 
     moved = re.sub(rb'(\nvllm:num_requests_running\{engine="0",model_name="Qwen/Qwen3-0.6B"\}) [^\n]+', rb"\1 7777.0", body)
     assert moved != body
-    running = {f.name: f for f in _poll(parse(moved, heads={}).families, cache).families}["vllm_num_requests_running"]
+    running = {f.name: f for f in _poll(parse(moved).families).families}["vllm_num_requests_running"]
     assert [s.value for s in running.samples] == [7777.0]
 
 
-def test_remembered_layouts_still_merge_two_upstream_families_served_under_one_name():
-    from exporter.normalize import SeriesCache
-
-    cache = SeriesCache()
+def test_two_upstream_families_served_under_one_name_are_merged_heads_and_all():
     one = [fam("a:b", "gauge", ("a:b", {"x": "1"}, 1.0))]
     both = [fam("a:b", "gauge", ("a:b", {"x": "1"}, 2.0)), fam("a_b", "gauge", ("a_b", {"x": "2"}, 3.0))]
-    _poll(one, cache)
-    merged = by_name(_poll(both, cache))["a_b"]
+    assert [s.value for s in by_name(_poll(one))["a_b"].samples] == [1.0]
+    merged = by_name(_poll(both))["a_b"]
     assert sorted((s.labels["x"], s.value) for s in merged.samples) == [("1", 2.0), ("2", 3.0)]
     assert merged.heads == tuple(f'a_b{{pool="a",target="t",x="{s.labels["x"]}"}} ' for s in merged.samples)
