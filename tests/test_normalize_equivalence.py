@@ -151,7 +151,7 @@ def served(normalized):
             family.type,
             family.help,
             [(s.name, list(s.labels.items()), s.value) for s in family.samples],
-            list(family.rendered.get("heads") or ()),
+            list(family.heads or ()),
         )
         for family in normalized.families
     ]
