@@ -80,3 +80,8 @@ def test_the_readme_minimal_config_is_valid(tmp_path):
         capture_output=True, text=True, cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_readme_stays_a_newcomer_s_page():
+    """What it is, how to run and test it, what it serves, a minimal config, links: the rest is in docs/."""
+    assert len((REPO / "README.md").read_bytes()) <= 16 * 1024
