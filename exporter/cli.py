@@ -204,7 +204,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _once(args: argparse.Namespace) -> int:
     from exporter.daemon import poll_once, tune_garbage_collection
 
-    tune_garbage_collection()  # as the daemon: a large first poll made ~4 full collections, each over every sample
+    tune_garbage_collection()  # as the daemon: else a large first poll makes full collections, each over every sample
 
     config = _load(args.config)
     if config is None:

@@ -41,7 +41,8 @@ WATCH_INTERVAL = 1.0
 #: Allocations between young-generation garbage collections (CPython's default is 700). A poll of a
 #: large target allocates hundreds of thousands of short-lived objects that reference counting frees
 #: at once; at the default, the collector also walks the long-lived per-series caches over and over,
-#: which was half the CPU of ingesting 100k samples (bench/ingest.py). Cycles are still collected.
+#: a large share of the CPU of ingesting a large payload (bench/ingest.py; the figure is in
+#: docs/performance.md). Cycles are still collected.
 GC_YOUNG_THRESHOLD = 50_000
 
 

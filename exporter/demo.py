@@ -1,7 +1,7 @@
 """`run --demo`: every simulated backend on loopback, one target each, so that a newcomer sees each
 backend's raw families and the unified series they all share side by side, with no GPU.
 
-The backends are exporter/simulate's (one per profile: README, The demo and the simulated backends,
+The backends are exporter/simulate's (one per profile: docs/development.md, The demo and the simulated backends,
 lists them), served as the real servers serve their metrics. Their
 numbers are made up and move every second; their targets are named `demo-<profile>` and carry
 `demo="true"` on every series, and the log says so, so that nobody mistakes them for real servers.

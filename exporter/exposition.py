@@ -1,10 +1,11 @@
 """Render /metrics from the store: each target's families are rendered once per poll, not once per scrape.
 
-prometheus_client's encoders format every sample on every call: about 5 µs each, over a second for
-200k series. A target's families only change when it is polled, so the poll renders each family's
-text once (exporter.pipeline, `prerender`), and a scrape concatenates those pieces under one
-HELP/TYPE per name. The output is what `generate_latest` and the OpenMetrics `generate_latest` write,
-line for line: the same name munging, label order and escaping, and `floatToGoString` for values.
+prometheus_client's encoders format every sample on every call: far too much CPU per scrape for an
+aggregator's series (docs/performance.md). A target's families only change when it is polled, so the
+poll renders each family's text once (exporter.pipeline, `prerender`), and a scrape concatenates
+those pieces under one HELP/TYPE per name. The output is what `generate_latest` and the OpenMetrics
+`generate_latest` write, line for line: the same name munging, label order and escaping, and
+`floatToGoString` for values.
 
 gzip works the same way. A family's large chunks are deflated once, by the first gzip scrape that
 needs them, into pieces that refer to nothing before them and are kept with the text they were made
@@ -191,8 +192,8 @@ def render_openmetrics(merged: dict[str, list[SeriesFamily]]) -> bytes:
 #: A family's chunk at least this long gets a deflated twin, made once and kept with its (immutable)
 #: text. Shorter chunks and the HELP/TYPE lines are deflated by each scrape, each run of them
 #: together: alone they compress poorly (no context), and deflating them costs a scrape little
-#: (for the bench's 200k series, ~700 kB of the 27 MB: ~4 ms). The pieces cannot refer to each other,
-#: so the body is ~1.33x the size of gzip over the whole text at the same level (1).
+#: (a small share of the body). The pieces cannot refer to each other, so the body is somewhat
+#: larger than gzip over the whole text at the same level (1); the figures are in docs/performance.md.
 DEFLATE_ALONE = 1024
 #: A gzip member's header: deflate, no name, mtime 0, fastest (XFL 4), Unix; as zlib writes it at level 1.
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\x03"
@@ -200,7 +201,7 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\x03"
 _LAST_BLOCK = zlib.compressobj(1, zlib.DEFLATED, -15).flush()
 #: The CRC-32 of the text is taken over runs of about this much, each joined first: few calls, so few
 #: handovers of the GIL (zlib.crc32 releases it for anything over 5 kB), and buffers that malloc
-#: reuses, where joining the whole 27 MB page-faulted fresh memory for 15-100 ms of a scrape.
+#: reuses, where joining a whole large body page-faulted fresh memory for much of a scrape.
 _CRC_RUN = 1 << 20
 
 
@@ -209,8 +210,8 @@ def deflate(data: bytes) -> bytes:
     non-final block (a full flush): pieces like this, concatenated, are one valid deflate stream.
 
     Each thread reuses one compressor: a full flush forgets everything before it, and gives the
-    bytes a fresh compressor would, while a fresh compressor costs ~40 µs to set up (its 256 kB of
-    state), more than deflating a 1 kB piece (the aggregator's 26 MB are ~18,000 pieces)."""
+    bytes a fresh compressor would, while a fresh compressor costs more to set up (its 256 kB of
+    state) than deflating a 1 kB piece, and a large body is thousands of pieces."""
     compressor = getattr(_compressors, "compressor", None)
     if compressor is None:
         compressor = _compressors.compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
@@ -226,7 +227,7 @@ class Body:
 
     Gathering, on the event loop, takes references to the text and deflated twins that families keep,
     and for gzip deflates the HELP/TYPE lines and runs of small chunks: Python-level work and many
-    small calls (~12 ms for the bench's 200k series, rendering our own metrics included). `finish()`,
+    small calls (milliseconds for an aggregator's series: docs/performance.md). `finish()`,
     which may run in a worker thread, does the rest in a few large calls that release the GIL, so that
     it runs beside the event loop rather than taking turns with it (each handover of the GIL to a busy
     loop can cost the thread 5 ms): joining the text; or for gzip, the CRC-32 of the text for the
@@ -293,12 +294,12 @@ class Body:
 class AheadDeflater:
     """The serving side's guess at what its next gzip scrapes want: when a gzip scrape came since a
     target's last poll was published, its new poll's large chunks are deflated as soon as it is
-    published, in that scrape's format, so that the next scrape finds
-    them ready rather than making them (an aggregator's every poll is scraped: 26 MB took its scrapes
-    ~200 ms). A GPU host polled every second and scraped every 15 deflates only the poll after a
-    scraped one in vain; the others are left to the scrape that serves them, if any. Pollers know
-    nothing of it: /metrics tells it of gzip scrapes, and it watches the store for polls. It deflates
-    in the ingest thread (exporter.offload), between polls' pieces of work.
+    published, in that scrape's format, so that the next scrape finds them ready rather than making them
+    (an aggregator's every poll is scraped, and deflating a whole poll was most of a scrape's time:
+    docs/performance.md). A GPU host polled every second and scraped every 15 deflates only the poll
+    after a scraped one in vain; the others are left to the scrape that serves them, if any. Pollers
+    know nothing of it: /metrics tells it of gzip scrapes, and it watches the store for polls. It
+    deflates in the ingest thread (exporter.offload), between polls' pieces of work.
     """
 
     def __init__(self, targets: Callable[[], Collection[str]]):

@@ -1,10 +1,10 @@
 """Heavy ingest work off the event loop: one worker thread, one piece of a target's work at a time.
 
-Parsing and normalizing a body of 100,000 series takes the CPU for about 200 ms; on the event loop
-that was 200 ms in which no scrape was answered (/metrics p99 ~190 ms while such a target was
-polled). In the worker thread the GIL is handed back and forth every few milliseconds
-(sys.getswitchinterval), so scrapes and other polls go on meanwhile. Small pieces stay on the loop,
-where a thread hop would cost more than the work.
+Parsing and normalizing a body of 100,000 series holds the CPU for a long stretch; on the event
+loop, no scrape was answered meanwhile (the figures: docs/performance.md). In the worker thread the
+GIL is handed back and forth every few milliseconds (sys.getswitchinterval), so scrapes and other
+polls go on meanwhile. Small pieces stay on the loop, where a thread hop would cost more than the
+work.
 
 A target's parser and series caches are not safe to share between two threads, and a piece of work
 keeps running in the thread after the poll that started it timed out or was cancelled. So each
@@ -29,7 +29,8 @@ OFF_LOOP_SAMPLES = 5_000
 #: How long the event loop may wait for the GIL while the worker thread holds it (CPython's default
 #: is 5 ms). Each time the loop thread comes back from I/O (a select, a send) it waits that long
 #: for the GIL: a scrape makes several such waits, so at 5 ms one scrape during a large parse took
-#: ~190 ms (bench/soak.py, p99); the worker is only asked to let go when the loop has work.
+#: many times that (bench/soak.py's p99; docs/performance.md); the worker is only asked to let go
+#: when the loop has work.
 SWITCH_INTERVAL = 0.0005
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None

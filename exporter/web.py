@@ -109,7 +109,7 @@ async def metrics(request: web.Request) -> web.Response:
 
     The event loop gathers the text each family keeps from its poll and, for gzip, the deflated twin
     kept beside it (made once per poll, at level 1), deflating only the HELP/TYPE lines and small
-    chunks itself: for 200k series ~700 kB rather than 27 MB (exporter.exposition.Body). The rest,
+    chunks itself: a small share of the body (exporter.exposition.Body; docs/performance.md). The rest,
     joining the text or taking its CRC-32 for the gzip trailer, runs in a worker thread when large."""
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
     openmetrics = content_type.startswith("application/openmetrics-text")
@@ -433,7 +433,7 @@ def _by_reason(withheld: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-#: What each reason a family is withheld for means (the rule is exporter.claims'; README: When targets disagree).
+#: What each reason a family is withheld for means (the rule is exporter.claims'; docs/serving.md: When targets disagree).
 _WITHHELD_BECAUSE = {
     "vocabulary": "the vocabulary gives the name the other type (a unified family, or a family a profile reads)",
     "untyped": "this target's family is untyped; the other is typed",

@@ -207,8 +207,8 @@ def test_help_names_every_option_s_variable():
             if variable_of(action):
                 assert re.search(rf"\[env: {variable_of(action)}\]\n", out), f"{command} --help: {flag}"
                 taken_by.setdefault(variable_of(action), []).append(command)
-    # README.md's table: one row per variable, with its option and the commands that take it
-    readme = (REPO / "README.md").read_text()
+    # docs/configuration.md's table: one row per variable, with its option and the commands that take it
+    readme = (REPO / "docs" / "configuration.md").read_text()
     rows = dict(re.findall(r"^\| `(INFERENCE_EXPORTER_\w+)` \| `--\S+[^|]*` \| ([a-z, -]+) \|", readme, re.MULTILINE))
     assert rows == {name: ", ".join(commands) for name, commands in taken_by.items()}
 

@@ -91,7 +91,7 @@ async def fixtures_daemon(upstream, start_daemon, corpus):
 #: The aibrix doc fragment's histogram is cut off (no +Inf bucket), so it is served as untyped
 #: `..._bucket` / `..._sum` families, which clash with vLLM V1's complete histogram of that name.
 #: The typed histogram is served whatever the poll order; the aibrix target's untyped families are
-#: withheld from it alone, with reason `untyped` (README: When targets disagree about a family).
+#: withheld from it alone, with reason `untyped` (docs/serving.md: When targets disagree about a family).
 KNOWN_CLASHES = ("vllm_iteration_tokens_total",)
 
 #: NIM's unprefixed names that are also unified names: those series are served once, as the unified

@@ -285,9 +285,9 @@ def test_image_is_the_chart_app_version_unless_pinned(chart):
 
 
 def test_readme_values_example_installs(chart, tmp_path):
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "deployment.md").read_text()
     example = re.search(r"`my-values\.yaml`:\n\n```yaml\n(.*?)```", readme, re.DOTALL)
-    assert example, "README has no my-values.yaml example"
+    assert example, "docs/deployment.md has no my-values.yaml example"
     values = yaml.safe_load(example[1])
     objects = render(chart, values)  # the schema applies, as in `helm install`
     assert {"ServiceMonitor/ie-inference-exporter", "PrometheusRule/ie-inference-exporter"} <= objects.keys()

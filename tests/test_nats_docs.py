@@ -1,6 +1,6 @@
-"""The NATS examples in README.md and config.example.yaml work as written.
+"""The NATS examples in docs/nats.md and config.example.yaml work as written.
 
-README's responder and micro-service snippets are run as they are (only the server URL is
+docs/nats.md's responder and micro-service snippets are run as they are (only the server URL is
 pointed at a test nats-server), and its YAML targets poll them; the commented NATS targets in
 config.example.yaml are uncommented and validated.
 """
@@ -21,13 +21,12 @@ from exporter.store import Store
 from nats_server import NATSServer
 from support import REPO
 
-README = (REPO / "README.md").read_text()
+README = (REPO / "docs" / "nats.md").read_text()
 EXAMPLE_URL = "nats://127.0.0.1:4222"
 
 
 def nats_section() -> str:
-    start = README.index("### NATS targets")
-    return README[start : README.index("\n## ", start)]
+    return README[README.index("# NATS targets"):]
 
 
 def blocks(language: str) -> list[str]:
@@ -35,11 +34,11 @@ def blocks(language: str) -> list[str]:
 
 
 def readme_target(protocol: str) -> str:
-    """The README's YAML example for a protocol (the block that names it, or the default's)."""
+    """docs/nats.md's YAML example for a protocol (the block that names it, or the default's)."""
     for block in blocks("yaml"):
         if f"protocol: {protocol}" in block or (protocol == "runtime_stats" and "protocol:" not in block):
             return block
-    raise AssertionError(f"README has no YAML example for protocol {protocol}")
+    raise AssertionError(f"docs/nats.md has no YAML example for protocol {protocol}")
 
 
 def readme_program(marker: str) -> str:
@@ -48,7 +47,7 @@ def readme_program(marker: str) -> str:
 
 @pytest.fixture
 async def run_program(tmp_path):
-    """Run a README Python snippet against the test server; waits until it subscribes to `subject`."""
+    """Run a docs/nats.md Python snippet against the test server; waits until it subscribes to `subject`."""
     started: list[asyncio.subprocess.Process] = []
 
     async def run(code: str, server: NATSServer, subject: str) -> None:

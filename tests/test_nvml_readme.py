@@ -1,4 +1,4 @@
-"""The README's GPU tables stay true: every family we serve is listed, every dcgm-exporter metric is mapped,
+"""docs/gpus.md's GPU tables stay true: every family we serve is listed, every dcgm-exporter metric is mapped,
 and the output passes promtool's lint."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ DCGM_FIXTURE = "dcgm-exporter-datadog-fixture-metrics.prom"
 
 def readme_table(heading: str) -> list[list[str]]:
     """The rows (cells, markdown stripped of nothing) of the first table under `heading`."""
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "gpus.md").read_text()
     section = text[text.index(heading):]
     rows = []
     for line in section.splitlines()[1:]:
@@ -62,14 +62,14 @@ def served_names(text: str) -> set[str]:
 
 
 def test_the_readme_lists_exactly_the_families_the_source_can_serve():
-    listed = {row[0].strip("`") for row in readme_table("## GPU metrics (`type: nvml`)")}
+    listed = {row[0].strip("`") for row in readme_table("# GPU metrics (`type: nvml`)")}
     servable = {name + "_total" if kind == "counter" else name for name, (kind, _) in nvml_source.FAMILIES.items()}
     assert listed == servable
 
 
 def test_every_dcgm_exporter_metric_in_a_real_payload_is_mapped_in_the_readme():
     mapped = set()
-    for row in readme_table("### dcgm-exporter's counters, and ours"):
+    for row in readme_table("## dcgm-exporter's counters, and ours"):
         mapped |= names(row[0], r"DCGM_[A-Z0-9_]+")
     shipped = {family.name for family in text_string_to_metric_families(capture(DCGM_FIXTURE).read_text())}
     assert shipped, DCGM_FIXTURE
@@ -78,7 +78,7 @@ def test_every_dcgm_exporter_metric_in_a_real_payload_is_mapped_in_the_readme():
 
 async def test_every_family_the_readme_maps_dcgm_exporter_to_is_served(served):
     ours = set()
-    for row in readme_table("### dcgm-exporter's counters, and ours"):
+    for row in readme_table("## dcgm-exporter's counters, and ours"):
         ours |= names(row[1], r"gpu_[a-z_]+")
     assert ours, "the mapping table names none of our families"
     assert ours - served_names(served) == set()

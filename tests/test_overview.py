@@ -402,7 +402,7 @@ def test_histogram_quantile_equals_the_interpolation_computed_here(counts, width
     assert histogram_quantile(q, bounds, cumulative) == pytest.approx(expected_quantile(q, polls, "h"))
 
 
-# -- the README and the example config say what the code does --------------------------------------
+# -- docs/overview.md and the example config say what the code does --------------------------------------
 
 
 def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_config_the_defaults(simulated):
@@ -410,8 +410,7 @@ def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_co
     from exporter.overview.report import report
     from support import REPO
 
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Live overview"):readme.index("## Configuration")]
+    section = (REPO / "docs" / "overview.md").read_text()
     documented = set(re.findall(r"`([a-z_0-9]+)(?:\[\])?`", section))
     store = Store()
     windows = Overview(store).windows
@@ -421,7 +420,7 @@ def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_co
 
     for entry in (_no_series("t", "up", None, ""), _empty_gpu("g", "up", "")):
         assert set(entry) - {"reason"} <= documented, set(entry) - documented
-    csv_text = re.sub(r"\s+", " ", section[section.index("### `/api/overview.csv`"):])
+    csv_text = re.sub(r"\s+", " ", section[section.index("## `/api/overview.csv`"):])
     assert ", ".join(CSV_COLUMNS) in csv_text
     assert load_config(REPO / "config.example.yaml").overview == OverviewSettings()
 

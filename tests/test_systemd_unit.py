@@ -12,7 +12,7 @@ from exporter.cli import build_parser
 from support import REPO, require_tool
 
 UNIT = REPO / "systemd" / "inference-exporter.service"
-#: Where the README installs the command; the unit runs it from there.
+#: Where docs/deployment.md installs the command; the unit runs it from there.
 INSTALLED = "/opt/inference-exporter/bin/inference-exporter"
 
 
@@ -47,7 +47,7 @@ def test_unit_hardening_exposure_is_2_0_or_lower():
     print(f"systemd-analyze security --offline=yes: exposure {match[1]} {match[2]}")
     assert float(match[1]) <= 2.0 and match[2] == "OK"
     assert result.returncode == 0, "exposure above --threshold=20 (2.0)"
-    assert f"`systemd-analyze security` rates it {match[1]}" in (REPO / "README.md").read_text(), "README states another figure"
+    assert f"`systemd-analyze security` rates it {match[1]}" in (REPO / "docs" / "deployment.md").read_text(), "docs/deployment.md states another figure"
 
 
 def test_unit_command_line_is_one_the_cli_accepts():

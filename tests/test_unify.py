@@ -881,11 +881,11 @@ def test_an_invalid_family_pattern_is_a_config_error_with_its_line():
     )
 
 
-# -- the README's vocabulary table is the profiles' ---------------------------------------------------------
+# -- docs/vocabulary.md's table is the profiles' --------------------------------------------------------------
 
 
 def vocabulary_table() -> str:
-    """The README's table, concept by backend, rendered from the profile files."""
+    """docs/vocabulary.md's table, concept by backend, rendered from the profile files."""
     loaded = sorted(profiles.profiles(), key=lambda p: p.priority)
 
     def source(s: profiles.Source) -> str:
@@ -934,7 +934,7 @@ def vocabulary_table() -> str:
 
 def test_the_readme_vocabulary_table_is_the_one_the_profiles_make():
     table = vocabulary_table()
-    assert table in (REPO / "README.md").read_text(), "README.md's vocabulary table is stale; it should read:\n" + table
+    assert table in (REPO / "docs" / "vocabulary.md").read_text(), "docs/vocabulary.md's table is stale; it should read:\n" + table
 
 
 def test_merged_histograms_count_at_each_bound_the_most_each_series_holds_up_to_it():

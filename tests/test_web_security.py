@@ -224,7 +224,7 @@ async def test_run_refuses_to_start_with_a_bad_web_config(tmp_path):
 
 
 def test_the_readme_example_web_config_is_valid(certs):
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "security.md").read_text()
     example = readme.split("```yaml\ntls_server_config:", 1)[1].split("```", 1)[0]
     for name, made in (("server.crt", "cert.pem"), ("server.key", "key.pem"), ("clients-ca.crt", "client-ca.pem")):
         (certs.dir / name).write_bytes((certs.dir / made).read_bytes())

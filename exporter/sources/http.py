@@ -208,7 +208,7 @@ class HTTPSource:
 
     def _check_sample_lines(self, body: bytes) -> None:
         """Fail a body over the sample_limit before it is parsed: its sample lines are counted (a C regex
-        scan, ~1 ms a MB) where no allow/deny list makes some of them not count. The pipeline counts the
+        scan, cheap beside a parse) where no allow/deny list makes some of them not count. The pipeline counts the
         samples it parsed against the same limit."""
         limit = self.target.sample_limit
         if not limit or self.target.allow_families or self.target.deny_families:

@@ -1,6 +1,6 @@
 """`type: nvml`: the host's NVIDIA GPUs through NVML (nvidia-ml-py), in Prometheus conventions.
 
-What dcgm-exporter reports by default, in base units (the README maps its names to ours). Every
+What dcgm-exporter reports by default, in base units (docs/gpus.md maps its names to ours). Every
 NVML call runs on one worker thread per target: a call stuck in the driver holds up this target
 alone, and while it is stuck the target reports `timeout` instead of queueing more calls behind it.
 """
@@ -42,8 +42,8 @@ class NVMLTarget(TargetConfig):
     #: Serve GPU memory per process (one series per process and GPU: opt in, mind the cardinality).
     processes: bool = False
     #: Serve PCIe throughput. NVML samples each direction for 20 ms of wall time per GPU and poll
-    #: (measured on an H200, driver 580.159: 42 of a poll's 48 ms), so a host with many GPUs and a
-    #: short interval or timeout may turn it off. The call costs waiting, not CPU.
+    #: (most of a poll's time: docs/performance.md), so a host with many GPUs and a short interval or
+    #: timeout may turn it off. The call costs waiting, not CPU.
     pcie_throughput: bool = True
     #: GPU indices to read, as nvidia-smi numbers them; unset reads every GPU on the host.
     devices: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
