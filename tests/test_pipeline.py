@@ -1,0 +1,82 @@
+"""A target's pipeline (exporter.pipeline): the one owner of what a target remembers between polls.
+
+What it remembers lives and dies with its target; what a poll makes is a value scrapes only read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import weakref
+
+import pytest
+
+from exporter.config import parse_config
+from exporter.pipeline import Output, Pipeline
+from exporter.scheduler import TargetPoller
+from exporter.sources import Shared
+from exporter.skeleton import Skeleton
+from exporter.sources.base import Exposition
+from exporter.store import Store
+from exporter.template import Template
+from support import simulated, with_values_moved
+
+
+def target(extra: str = ""):
+    return parse_config(f"targets:\n  - {{name: t, type: http, url: 'http://127.0.0.1:9/metrics'{extra}}}\n").targets[0]
+
+
+async def test_what_a_target_remembers_goes_with_its_poller(upstream):
+    config = parse_config(f"targets:\n  - {{name: vllm, type: http, url: '{upstream.url}/simulated/vllm'}}\n")
+    shared = Shared()
+    try:
+        poller = TargetPoller(config.targets[0], Store(), shared)
+        for _ in range(3):
+            assert (await poller.poll()).up
+        assert poller.pipeline._skeleton is not None and poller.pipeline._template is not None
+        pipeline = weakref.ref(poller.pipeline)
+        await poller.close()
+        del poller
+        gc.collect()
+        assert pipeline() is None
+        assert not [thing for thing in gc.get_objects() if isinstance(thing, Skeleton | Template)]
+    finally:
+        await shared.close()
+
+
+def test_two_targets_share_nothing_they_remember():
+    body = simulated("vllm")
+    one, other = Pipeline(target()), Pipeline(target())
+    for step in range(3):
+        one.run(exposition=Exposition(with_values_moved(body, step)))
+    assert one._skeleton is not None and other._skeleton is None and other._template is None
+    served = other.run(exposition=Exposition(with_values_moved(body, 7)))
+    expected = Pipeline(target()).run(exposition=Exposition(with_values_moved(body, 7)))
+    assert [f.chunks.openmetrics for f in served.families] == [f.chunks.openmetrics for f in expected.families]
+
+
+def test_a_polls_output_is_immutable_and_rendered():
+    output = Pipeline(target()).run(exposition=Exposition(simulated("vllm")))
+    assert isinstance(output, Output) and output.families
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        output.families = ()  # type: ignore[misc]
+    family = output.families[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        family.help = "changed"  # type: ignore[misc]
+    assert all(f.chunks is not None for f in output.families), "scrapes only concatenate what the poll rendered"
+
+
+def test_a_body_that_fails_leaves_nothing_remembered_and_the_next_good_one_is_read_in_full():
+    body = simulated("vllm")
+    pipeline = Pipeline(target())
+    for step in range(3):
+        pipeline.run(exposition=Exposition(with_values_moved(body, step)))
+    assert pipeline._skeleton is not None
+    broken = body.replace(b"\n", b"\n{{{ not a sample\n", 1)
+    with pytest.raises(Exception) as failed:
+        pipeline.run(exposition=Exposition(broken, where="http://upstream/metrics"))
+    assert getattr(failed.value, "reason", None) == "parse"
+    assert pipeline._skeleton is None
+    again = pipeline.run(exposition=Exposition(with_values_moved(body, 5)))
+    fresh = Pipeline(target()).run(exposition=Exposition(with_values_moved(body, 5)))
+    assert [f.chunks.openmetrics for f in again.families] == [f.chunks.openmetrics for f in fresh.families]
