@@ -50,14 +50,21 @@ def shape_of(family: Family) -> tuple:
     """Everything about a family but its sample values: two polls whose families have equal shapes
     differ in values alone, so what was made from the first can be made again with the second's values.
 
-    The series are kept as a digest of their text (as the upstream wrote each, or its name and labels),
-    not the text itself: a target's shapes are remembered for as long as it serves the same series,
-    and the text would double what that costs."""
+    A parsed family's series are kept as a digest of their text as the upstream wrote them, not the text
+    itself: a target's shapes are remembered for as long as it serves the same series, and the text
+    would double what that costs."""
     if family.shape is not None:
         return family.shape
     keys = [sample.key for sample in family.samples]
     if None in keys:
-        keys = [key if key is not None else repr((s.name, *s.labels.items())) for key, s in zip(keys, family.samples)]
-    # No key holds a newline (a key is one line's series; repr escapes them): joined, they read back one way.
+        # A family a stage made (the unified vocabulary's): few series, kept as they are.
+        return (
+            family.name,
+            family.type,
+            family.help,
+            family.unit,
+            tuple(key or (sample.name, *sample.labels.items()) for key, sample in zip(keys, family.samples)),
+        )
+    # No key holds a newline (a key is one line's series): joined, they read back one way.
     series = hashlib.blake2b("\n".join(keys).encode(), digest_size=16).digest()
     return (family.name, family.type, family.help, family.unit, len(keys), series)
