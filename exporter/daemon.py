@@ -274,7 +274,8 @@ async def poll_once(config: Config, names: list[str] | None = None) -> tuple[byt
     selected = [t for t in config.targets if not names or t.name in names]
     store, shared = Store(), Shared()
     try:
-        pollers = [TargetPoller(target, store, shared) for target in selected]
+        # Polled once: remembering the shape of each poll, for a next one, would be work for nothing.
+        pollers = [TargetPoller(target, store, shared, remember=False) for target in selected]
         snapshots = await asyncio.gather(*(poller.poll() for poller in pollers))
         for poller in pollers:
             await poller.close()

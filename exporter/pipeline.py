@@ -69,8 +69,10 @@ class Output:
 class Pipeline:
     """One target's stages, and the shape of its last poll (see the module's docstring)."""
 
-    def __init__(self, target: TargetConfig):
+    def __init__(self, target: TargetConfig, *, remember: bool = True):
         self.target = target
+        #: False for a target polled once (`once`): then no shape is worked out or kept.
+        self.remember = remember
         self.unifier = Unifier(target)
         #: Families strict OpenMetrics readers would reject -> untyped ones (exporter.conform).
         self.conform = Conformer()
@@ -113,6 +115,8 @@ class Pipeline:
         a skeleton made when the next body has this one's shape). ParseError or SourceError (a limit)
         when it cannot be read; then nothing is remembered of it."""
         data = exposition.data
+        if not self.remember:
+            return read(exposition)
         # Exemplars put a second value on a line, which the split would read as the line's own.
         parts = None if b"# {" in data else PLAIN_SAMPLE.split(b"\n" + data)
         key = _body_key(exposition, parts) if parts is not None else None
@@ -154,6 +158,9 @@ class Pipeline:
     def _serve(self, families: list[Family]) -> Normalized:
         """Served through the template when the families have its shapes, else the long way (and that
         poll's shapes become the next template's, when the next poll has them too)."""
+        if not self.remember:
+            normalized = self._stages(families)
+            return Normalized(prerender(normalized.families), normalized.dropped)
         template = self._template
         shapes = tuple(map(shape_of, families))
         if template is not None and template.shapes == shapes:

@@ -82,7 +82,7 @@ def internal_error(exc: BaseException) -> str:
 class TargetPoller:
     """Polls one target and publishes each outcome as a new Snapshot."""
 
-    def __init__(self, target: TargetConfig, store: Store, shared: Shared):
+    def __init__(self, target: TargetConfig, store: Store, shared: Shared, *, remember: bool = True):
         self.target = target
         self.store = store
         self.source: Source = create_source(target, shared)
@@ -90,7 +90,7 @@ class TargetPoller:
         #: stored, and (through the registry) from every log line and page.
         self._secrets = REGISTRY.add(Secrets(target))
         #: What its source reads -> what we serve; it remembers the shape of the last poll.
-        self.pipeline = Pipeline(target)
+        self.pipeline = Pipeline(target, remember=remember)
         #: (budget, the retry policy for it), reused from poll to poll; whether a poll is under way
         self._policy: tuple[float, AsyncRetrying] | None = None
         self._polling = False

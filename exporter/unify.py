@@ -8,7 +8,6 @@ name upstream metrics as the backends spell them.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -424,9 +423,9 @@ class _Histogram:
         return out
 
 
-@functools.lru_cache(maxsize=1024)
 def _bound_text(bound: float) -> str:
-    return floatToGoString(bound)
+    """`le` as prometheus_client writes it (floatToGoString): for a finite bound under a million, repr."""
+    return repr(bound) if -1e6 < bound < 1e6 else floatToGoString(bound)
 
 
 def _histograms(

@@ -80,3 +80,35 @@ def test_a_body_that_fails_leaves_nothing_remembered_and_the_next_good_one_is_re
     again = pipeline.run(exposition=Exposition(with_values_moved(body, 5)))
     fresh = Pipeline(target()).run(exposition=Exposition(with_values_moved(body, 5)))
     assert [f.chunks.openmetrics for f in again.families] == [f.chunks.openmetrics for f in fresh.families]
+
+
+def test_a_target_polled_once_remembers_nothing_and_serves_what_a_remembering_one_serves():
+    body = simulated("vllm")
+    once = Pipeline(target(), remember=False)
+    served = once.run(exposition=Exposition(body))
+    again = once.run(exposition=Exposition(body))
+    assert once._skeleton is None and once._template is None and once._last_body is None and once._last_shapes is None
+    expected = Pipeline(target()).run(exposition=Exposition(body))
+    assert [f.chunks.openmetrics for f in served.families] == [f.chunks.openmetrics for f in expected.families]
+    assert [f.chunks.openmetrics for f in again.families] == [f.chunks.openmetrics for f in expected.families]
+
+
+def test_no_module_keeps_a_cache_of_what_upstreams_send():
+    """Caches of upstream data belong to a target's pipeline; module-level memoization is kept for the
+    daemon's own tables (the profiles shipped, the vocabulary per prefix)."""
+    import functools
+    import importlib
+    import pkgutil
+
+    import exporter
+
+    allowed = {"exporter.profiles._compiled", "exporter.profiles.profiles", "exporter.claims.vocabulary"}
+    found = set()
+    for module in pkgutil.walk_packages(exporter.__path__, "exporter."):
+        if module.name.startswith("exporter.simulate") or module.name.endswith("__main__"):
+            continue
+        loaded = importlib.import_module(module.name)
+        for name, value in vars(loaded).items():
+            if isinstance(value, functools._lru_cache_wrapper) and value.__module__ == module.name:
+                found.add(f"{module.name}.{name}")
+    assert found <= allowed, found - allowed
