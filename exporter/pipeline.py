@@ -136,8 +136,8 @@ class Pipeline:
         if key is None:
             self._forget_body()
         elif self._last_body is not None and self._last_body[0] == key:
-            # The second body of this shape running: worth a skeleton (made from the first one's parse,
-            # which must have read exactly the lines the split found).
+            # The second body of this shape running: worth a skeleton, made from this parse (which
+            # must have read exactly the lines the split found, or there is none).
             self._skeleton = Skeleton.of(key, parts, order, result)
             self._last_body = None
         else:
