@@ -33,8 +33,11 @@ from exporter.sources import Shared  # noqa: E402
 from exporter.store import Store  # noqa: E402
 from nats_server import NATSServer  # noqa: E402
 
-REPLY = {"worker_id": "w-1", "backend": "vllm", "metrics": {"gauges": {"kv_cache_usage_perc": 0.3, "active_requests": 5},
-                                                             "counters": {"total_requests": 120}}}
+REPLY = {
+    "worker_id": "w-1",
+    "backend": "vllm",
+    "metrics": {"gauges": {"kv_cache_usage_perc": 0.3, "active_requests": 5}, "counters": {"total_requests": 120}},
+}
 
 
 def targets(url: str, discovery: str) -> str:
@@ -51,6 +54,7 @@ targets:
 
 async def start_backends(url: str, discovery: str) -> tuple[list, list]:
     clients, workers = [], []
+
     async def quiet(exc: Exception) -> None:
         pass
 
@@ -77,8 +81,13 @@ async def start_backends(url: str, discovery: str) -> tuple[list, list]:
     env = {**os.environ, "NATS_SERVER": url, "DYN_FILE_KV": discovery, "DYN_LOG": "error"}
     for worker in ("w-1", "w-2"):
         process = await asyncio.create_subprocess_exec(
-            sys.executable, str(REPO / "tests" / "dynamo_worker.py"), "demo.backend.runtime_stats", worker,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            str(REPO / "tests" / "dynamo_worker.py"),
+            "demo.backend.runtime_stats",
+            worker,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         await asyncio.wait_for(process.stdout.readline(), 30)
         workers.append(process)
@@ -103,20 +112,26 @@ async def main(polls: int, cycles: int) -> None:
         for poller in pollers:
             await poller.poll()  # connect, create Dynamo's runtime
             durations = []
-            for _ in range(polls if poller.target.protocol == "runtime_stats" and not poller.target.gather else polls // 10):
+            for _ in range(
+                polls if poller.target.protocol == "runtime_stats" and not poller.target.gather else polls // 10
+            ):
                 started = time.perf_counter()
                 snapshot = await poller.poll()
                 durations.append((time.perf_counter() - started) * 1000)
                 assert snapshot.up, snapshot.last_error
             durations.sort()
             p99 = durations[min(len(durations) - 1, int(len(durations) * 0.99))]
-            print(f"{poller.target.name:<12} {len(durations):>5} {statistics.median(durations):>10.2f} {p99:>8.2f} "
-                  f"{snapshot.sample_count:>8}")
+            print(
+                f"{poller.target.name:<12} {len(durations):>5} {statistics.median(durations):>10.2f} {p99:>8.2f} "
+                f"{snapshot.sample_count:>8}"
+            )
 
         tasks_before = len(asyncio.all_tasks())
         connections_before = await server.exporter_connections()
-        print(f"\nbefore {cycles} kill/restart cycles: {tasks_before} asyncio tasks, "
-              f"{connections_before} exporter connection(s) in /connz")
+        print(
+            f"\nbefore {cycles} kill/restart cycles: {tasks_before} asyncio tasks, "
+            f"{connections_before} exporter connection(s) in /connz"
+        )
         for cycle in range(cycles):
             await server.stop()
             down = await asyncio.gather(*(poller.poll() for poller in pollers))
@@ -125,10 +140,14 @@ async def main(polls: int, cycles: int) -> None:
             started = time.perf_counter()
             while not all(snapshot.up for snapshot in await asyncio.gather(*(poller.poll() for poller in pollers))):
                 await asyncio.sleep(0.1)
-            print(f"cycle {cycle + 1}: down with {reasons}; every target up again {time.perf_counter() - started:.2f}s "
-                  f"after the restart")
+            print(
+                f"cycle {cycle + 1}: down with {reasons}; every target up again {time.perf_counter() - started:.2f}s "
+                f"after the restart"
+            )
         await asyncio.sleep(0.5)
-        print(f"after: {len(asyncio.all_tasks())} asyncio tasks, {await server.exporter_connections()} exporter connection(s)")
+        print(
+            f"after: {len(asyncio.all_tasks())} asyncio tasks, {await server.exporter_connections()} exporter connection(s)"
+        )
     finally:
         for poller in pollers:
             await poller.close()

@@ -55,7 +55,9 @@ def poller(source_kind: str) -> tuple[TargetPoller, Store]:
     ).targets[0]
     store = Store()
     polling = TargetPoller(target, store, Shared())
-    polling.source = EmptySource() if source_kind == "empty" else NVMLSource(target, Shared(), nvml=FakeNVML(eight_gpus()))
+    polling.source = (
+        EmptySource() if source_kind == "empty" else NVMLSource(target, Shared(), nvml=FakeNVML(eight_gpus()))
+    )
     return polling, store
 
 
@@ -111,7 +113,9 @@ async def main(polls: int, seconds: float) -> None:
     print(f"polls back to back: {polls} each; process CPU per poll (all threads)")
     print(f"  baseline, empty source         {empty * 1e3:8.3f} ms   {empty / INTERVAL:7.3%} of one core at 1 s")
     print(f"  nvml, 8 fake GPUs ({samples} samples) {nvml * 1e3:8.3f} ms   {nvml / INTERVAL:7.3%} of one core at 1 s")
-    print(f"  nvml less baseline             {(nvml - empty) * 1e3:8.3f} ms   {(nvml - empty) / INTERVAL:7.3%} of one core at 1 s")
+    print(
+        f"  nvml less baseline             {(nvml - empty) * 1e3:8.3f} ms   {(nvml - empty) / INTERVAL:7.3%} of one core at 1 s"
+    )
     if seconds > 0:
         idle = await on_schedule("empty", seconds)
         busy = await on_schedule("nvml", seconds)

@@ -40,15 +40,20 @@ async def main(polls: int, interval: float, processes: bool) -> int:
             snapshot = await poller.poll()
             wall, cpu = time.monotonic() - wall, time.process_time() - cpu
             state = "up" if snapshot.up else f"DOWN {snapshot.last_reason}: {snapshot.last_error}"
-            print(f"poll {number}: {state}; {snapshot.sample_count} samples; {wall * 1e3:.1f} ms wall, "
-                  f"{cpu * 1e3:.1f} ms CPU; dropped so far {dict(snapshot.dropped)}", file=sys.stderr)
+            print(
+                f"poll {number}: {state}; {snapshot.sample_count} samples; {wall * 1e3:.1f} ms wall, "
+                f"{cpu * 1e3:.1f} ms CPU; dropped so far {dict(snapshot.dropped)}",
+                file=sys.stderr,
+            )
             if snapshot.up is False and snapshot.last_reason == "nvml_unavailable":
                 return 1
             if number < polls:
                 await asyncio.sleep(interval)
         sampler = poller.source.sampler
-        print(f"driver {sampler.driver_version}, CUDA {sampler.cuda_version}, GPUs "
-              f"{[gpu.index for gpu in sampler.gpus]}", file=sys.stderr)
+        print(
+            f"driver {sampler.driver_version}, CUDA {sampler.cuda_version}, GPUs {[gpu.index for gpu in sampler.gpus]}",
+            file=sys.stderr,
+        )
         unsupported: dict[int, list[str]] = {}
         for gpu, field in sorted(sampler.unsupported):
             unsupported.setdefault(gpu, []).append(field)

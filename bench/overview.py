@@ -156,7 +156,9 @@ async def main(args: argparse.Namespace) -> int:
     targets = "".join(
         f"  - {{name: vllm-{i}, type: http, url: '{base}/vllm/{i}/metrics'}}\n" for i in range(args.targets)
     )
-    config = parse_config(f"defaults: {{interval: 1s, timeout: 900ms}}\ntargets:\n{targets}  - {{name: gpus, type: nvml}}\n")
+    config = parse_config(
+        f"defaults: {{interval: 1s, timeout: 900ms}}\ntargets:\n{targets}  - {{name: gpus, type: nvml}}\n"
+    )
     daemon = Daemon(config, config_path=None, listen=f"127.0.0.1:{free_port()}")
     reports: list[float] = []  # seconds each report the streams asked for took to make and encode
     encoded = daemon.overview.encoded
@@ -172,7 +174,10 @@ async def main(args: argparse.Namespace) -> int:
     await daemon.start()
     host, port = daemon.bound[0][:2]
     url, stream = f"http://{host}:{port}/metrics", f"http://{host}:{port}/api/overview/stream"
-    pooled: dict[int, dict[str, list]] = {0: {"lat": [], "cpu": [], "rates": []}, args.clients: {"lat": [], "cpu": [], "rates": []}}
+    pooled: dict[int, dict[str, list]] = {
+        0: {"lat": [], "cpu": [], "rates": []},
+        args.clients: {"lat": [], "cpu": [], "rates": []},
+    }
     turns: list[tuple[int, float | None, float | None]] = []
     report_costs: list[tuple[int, int, float | None, float | None]] = []
     try:
@@ -180,7 +185,9 @@ async def main(args: argparse.Namespace) -> int:
         for clients in (0, args.clients, args.clients, 0):
             reports.clear()
             cpu, wall = cpu_seconds(), time.monotonic()
-            ours.send({"url": url, "stream_url": stream, "seconds": args.seconds / 2, "every": args.every, "clients": clients})
+            ours.send(
+                {"url": url, "stream_url": stream, "seconds": args.seconds / 2, "every": args.every, "clients": clients}
+            )
             result = await loop.run_in_executor(None, ours.recv)
             share = (cpu_seconds() - cpu) / (time.monotonic() - wall)
             pooled[clients]["lat"] += result["latencies"]
@@ -213,13 +220,18 @@ async def main(args: argparse.Namespace) -> int:
         cpu = sum(data["cpu"]) / len(data["cpu"]) * 100
         print(f"| {clients} | {len(lat)} | {' | '.join(cells)} | {cpu:.1f}% | {per_client} |")
     print()
-    print("each turn, in order (clients: p50 / p99): " + ", ".join(
-        f"{clients}: {p50 * 1000:.2f} / {p99 * 1000:.2f} ms" for clients, p50, p99 in turns if p50 is not None
-    ))
+    print(
+        "each turn, in order (clients: p50 / p99): "
+        + ", ".join(
+            f"{clients}: {p50 * 1000:.2f} / {p99 * 1000:.2f} ms" for clients, p50, p99 in turns if p50 is not None
+        )
+    )
     for asked, made, median, most in report_costs:
         if median is not None:
-            print(f"reports in a turn with clients: {asked} asked for, {made} made (the rest shared), "
-                  f"each made and encoded in {median * 1000:.2f} ms (median), {most * 1000:.2f} ms at most")
+            print(
+                f"reports in a turn with clients: {asked} asked for, {made} made (the rest shared), "
+                f"each made and encoded in {median * 1000:.2f} ms (median), {most * 1000:.2f} ms at most"
+            )
     return 0
 
 

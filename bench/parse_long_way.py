@@ -41,8 +41,10 @@ def payload(samples: int) -> bytes:
 #: The names an OpenMetrics family of each type takes (prometheus_client.openmetrics.parser refuses a
 #: second family that takes one of them).
 SUFFIXES = {
-    "counter": ["_total", "_created"], "summary": ["_count", "_sum", "_created"],
-    "histogram": ["_count", "_sum", "_bucket", "_created"], "gaugehistogram": ["_gcount", "_gsum", "_bucket"],
+    "counter": ["_total", "_created"],
+    "summary": ["_count", "_sum", "_created"],
+    "histogram": ["_count", "_sum", "_bucket", "_created"],
+    "gaugehistogram": ["_gcount", "_gsum", "_bucket"],
     "info": ["_info"],
 }
 
@@ -62,7 +64,11 @@ def as_openmetrics(body: bytes) -> bytes:
         lines += [f"# HELP {name} {escaped(family.help)}", f"# TYPE {name} {kind}"]
         for sample in family.samples:
             labels = ",".join(f'{key}="{escaped(value)}"' for key, value in sample.labels.items())
-            lines.append(f"{sample.name}{{{labels}}} {number(sample.value)}" if labels else f"{sample.name} {number(sample.value)}")
+            lines.append(
+                f"{sample.name}{{{labels}}} {number(sample.value)}"
+                if labels
+                else f"{sample.name} {number(sample.value)}"
+            )
     return ("\n".join(lines) + "\n# EOF\n").encode()
 
 
@@ -108,7 +114,9 @@ def main() -> None:
         ("OpenMetrics", om_body, True, None, openmetrics_families),
         ("text, keep half", text_body, False, half_the_families, text_string_to_metric_families),
     ]
-    print(f"garbage collector: {'CPython defaults' if args.default_gc else 'as the daemon sets it'} {gc.get_threshold()}")
+    print(
+        f"garbage collector: {'CPython defaults' if args.default_gc else 'as the daemon sets it'} {gc.get_threshold()}"
+    )
     header = f"{'body':16} {'samples':>8} {'line reader/s':>14} {'parse/s':>10} {'prom_client/s':>14} {'parse/line':>10} {'parse/prom':>10}"
     print(header)
     print("-" * len(header))
@@ -116,7 +124,9 @@ def main() -> None:
         result = parse(body, openmetrics=openmetrics, keep=keep)
         samples = sum(len(family.samples) for family in result.families)
         text, truncated = _decode(body)
-        line_reader = best_cpu(lambda: _parse_by_line(text, truncated, openmetrics, None, keep, {}, None, None), args.repeat)
+        line_reader = best_cpu(
+            lambda: _parse_by_line(text, truncated, openmetrics, None, keep, {}, None, None), args.repeat
+        )
         ours = best_cpu(lambda: parse(body, openmetrics=openmetrics, keep=keep), args.repeat)
         if keep is None:
             theirs = best_cpu(lambda: list(reference(body.decode())), args.repeat)

@@ -232,7 +232,13 @@ class NATSResponders:
             raise SystemExit("nats-server is not installed (Debian: apt-get install nats-server)")
         port = free_port()
         process = await asyncio.create_subprocess_exec(
-            binary, "-a", "127.0.0.1", "-p", str(port), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            binary,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         url = f"nats://127.0.0.1:{port}"
         deadline = time.monotonic() + 10
@@ -306,8 +312,13 @@ async def scrape_for(url: str, seconds: float, every: float, headers: dict[str, 
     text = gzip.decompress(last) if last_headers.get("Content-Encoding") == "gzip" else last
     series = sum(1 for line in text.split(b"\n") if line and not line.startswith(b"#"))
     return {
-        "latencies": latencies, "sizes": sizes, "errors": errors[:5], "error_count": len(errors), "series": series,
-        "content_type": last_headers.get("Content-Type", ""), "content_encoding": last_headers.get("Content-Encoding", ""),
+        "latencies": latencies,
+        "sizes": sizes,
+        "errors": errors[:5],
+        "error_count": len(errors),
+        "series": series,
+        "content_type": last_headers.get("Content-Type", ""),
+        "content_encoding": last_headers.get("Content-Encoding", ""),
         "uncompressed": len(text),
     }
 
@@ -335,7 +346,9 @@ class Upstreams:
             return await _receive(self.conn)
         except EOFError:
             self.process.join(5)
-            raise SystemExit(f"the upstreams process ended (exit code {self.process.exitcode}); its traceback is above") from None
+            raise SystemExit(
+                f"the upstreams process ended (exit code {self.process.exitcode}); its traceback is above"
+            ) from None
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -430,13 +443,24 @@ def pooled(label: str, runs: list[RunResult]) -> RunResult:
     notes.append("p99 per turn: " + ", ".join(ms(run.p99) + " ms" for run in runs))
     last = runs[-1]
     return RunResult(
-        label=label, targets=last.targets, seconds=seconds, cpu_seconds=sum(run.cpu_seconds for run in runs),
-        peak_rss=max(run.peak_rss for run in runs), rss_end=last.rss_end, targets_up=last.targets_up,
-        store_samples=last.store_samples, polls=sum(run.polls for run in runs), polls_due=sum(run.polls_due for run in runs),
-        failed_polls=sum(run.failed_polls for run in runs), scrape_errors=sum(run.scrape_errors for run in runs),
-        series=last.series, latencies=[x for run in runs for x in run.latencies],
+        label=label,
+        targets=last.targets,
+        seconds=seconds,
+        cpu_seconds=sum(run.cpu_seconds for run in runs),
+        peak_rss=max(run.peak_rss for run in runs),
+        rss_end=last.rss_end,
+        targets_up=last.targets_up,
+        store_samples=last.store_samples,
+        polls=sum(run.polls for run in runs),
+        polls_due=sum(run.polls_due for run in runs),
+        failed_polls=sum(run.failed_polls for run in runs),
+        scrape_errors=sum(run.scrape_errors for run in runs),
+        series=last.series,
+        latencies=[x for run in runs for x in run.latencies],
         bytes_per_scrape=sum(run.bytes_per_scrape * run.scrapes for run in runs) / max(1, scrapes),
-        uncompressed=last.uncompressed, content=last.content, notes=notes,
+        uncompressed=last.uncompressed,
+        content=last.content,
+        notes=notes,
     )
 
 
@@ -483,8 +507,15 @@ class Profiler:
 
 
 async def measure(
-    label: str, config_text: str, upstreams: Upstreams, *, seconds: float, every: float, headers: dict[str, str],
-    wait_for: set[str] | None = None, profile: Path | None = None,
+    label: str,
+    config_text: str,
+    upstreams: Upstreams,
+    *,
+    seconds: float,
+    every: float,
+    headers: dict[str, str],
+    wait_for: set[str] | None = None,
+    profile: Path | None = None,
 ) -> RunResult:
     """Start a daemon on `config_text`, wait until `wait_for` targets are up, measure `seconds` of it being scraped."""
     from exporter.config import parse_config
@@ -512,8 +543,10 @@ async def measure(
             # until each target's poller sees it scraped and deflates its next poll (exporter.exposition).
             warm = await upstreams.scrape(f"http://{listen}/metrics", longest, every, headers)
             if warm["latencies"]:
-                notes.append(f"warm-up (one interval of scrapes, not measured): {len(warm['latencies'])} scrapes, "
-                             f"slowest {ms(max(warm['latencies']))} ms")
+                notes.append(
+                    f"warm-up (one interval of scrapes, not measured): {len(warm['latencies'])} scrapes, "
+                    f"slowest {ms(max(warm['latencies']))} ms"
+                )
         before = {snap.target.name: (snap.polls, sum(snap.errors.values())) for snap in daemon.store.snapshots()}
         profiler = Profiler(profile) if profile is not None else None
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
@@ -540,11 +573,20 @@ async def measure(
             "so the CPU share is a floor on what this load needs)"
         )
     return RunResult(
-        label=label, targets=len(config.targets), seconds=wall1 - wall0, cpu_seconds=cpu1 - cpu0,
-        peak_rss=mem.get("VmHWM", 0), rss_end=mem.get("VmRSS", 0),
-        targets_up=sum(1 for snap in snapshots if snap.up), store_samples=sum(snap.sample_count for snap in snapshots),
-        polls=polls, polls_due=due, failed_polls=failed, scrape_errors=scraped["error_count"],
-        series=scraped["series"], latencies=scraped["latencies"],
+        label=label,
+        targets=len(config.targets),
+        seconds=wall1 - wall0,
+        cpu_seconds=cpu1 - cpu0,
+        peak_rss=mem.get("VmHWM", 0),
+        rss_end=mem.get("VmRSS", 0),
+        targets_up=sum(1 for snap in snapshots if snap.up),
+        store_samples=sum(snap.sample_count for snap in snapshots),
+        polls=polls,
+        polls_due=due,
+        failed_polls=failed,
+        scrape_errors=scraped["error_count"],
+        series=scraped["series"],
+        latencies=scraped["latencies"],
         bytes_per_scrape=sum(scraped["sizes"]) / max(1, len(scraped["sizes"])),
         uncompressed=scraped["uncompressed"],
         content=f"{scraped['content_type'].split(';')[0]}{', ' + scraped['content_encoding'] if scraped['content_encoding'] else ''}",
@@ -599,14 +641,23 @@ async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
         targets.append({"name": "gpus", "type": "nvml"})
         if with_nats:
             targets += [
-                {"name": f"nim-{i}", "type": "nats", "servers": [info["nats"]], "protocol": "runtime_stats", "subject": nats_subject(i)}
+                {
+                    "name": f"nim-{i}",
+                    "type": "nats",
+                    "servers": [info["nats"]],
+                    "protocol": "runtime_stats",
+                    "subject": nats_subject(i),
+                }
                 for i in range(2)
             ]
         common = dict(seconds=args.seconds, every=5.0, headers=args.headers)
         idle = await measure("idle daemon (no targets)", config_yaml([], "1s"), upstreams, **common)
         loaded = await measure(
-            "8 vLLM + 8 GPUs" + (" + 2 NATS" if with_nats else ""), config_yaml(targets, "1s"), upstreams,
-            profile=args.profile / "gpu-host.prof" if args.profile else None, **common,
+            "8 vLLM + 8 GPUs" + (" + 2 NATS" if with_nats else ""),
+            config_yaml(targets, "1s"),
+            upstreams,
+            profile=args.profile / "gpu-host.prof" if args.profile else None,
+            **common,
         )
     finally:
         upstreams.stop()
@@ -632,8 +683,11 @@ async def aggregator(args: argparse.Namespace) -> ScenarioResult:
         common = dict(seconds=args.seconds, every=1.0, headers=args.headers)
         idle = await measure("idle daemon (no targets)", config_yaml([], "5s"), upstreams, **common)
         loaded = await measure(
-            f"{count} targets x ~{samples} samples", config_yaml(targets, "5s"), upstreams,
-            profile=args.profile / "aggregator.prof" if args.profile else None, **common,
+            f"{count} targets x ~{samples} samples",
+            config_yaml(targets, "5s"),
+            upstreams,
+            profile=args.profile / "aggregator.prof" if args.profile else None,
+            **common,
         )
     finally:
         upstreams.stop()
@@ -654,7 +708,13 @@ async def isolation(args: argparse.Namespace) -> ScenarioResult:
     try:
         info = upstreams.info
         targets = http_targets(info["http"], [f"/vllm/{i}/metrics" for i in range(8)], "vllm")
-        hanging = {"name": "hanging", "type": "http", "url": info["http"] + "/hang/metrics", "interval": "5s", "timeout": "4s"}
+        hanging = {
+            "name": "hanging",
+            "type": "http",
+            "url": info["http"] + "/hang/metrics",
+            "interval": "5s",
+            "timeout": "4s",
+        }
         common = dict(seconds=args.seconds / 2, every=0.2, headers=args.headers, wait_for={t["name"] for t in targets})
         turns: dict[bool, list[RunResult]] = {False: [], True: []}
         for hang in (False, True, True, False):  # ABBA: a drift in the machine's load weighs on both alike
@@ -696,10 +756,14 @@ def machine() -> dict[str, Any]:
             model = line.partition(":")[2].strip()
             break
     return {
-        "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "cpu": model,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu": model,
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(), "python": platform.python_version(),
-        "command": shlex.join(sys.orig_argv), "load_average": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "command": shlex.join(sys.orig_argv),
+        "load_average": os.getloadavg(),
     }
 
 
@@ -726,7 +790,9 @@ def table(result: ScenarioResult) -> list[str]:
         f"{(run.cpu_share - base.cpu_share) * 100:>+6.2f}p {(run.peak_rss - base.peak_rss) / 1e6:>+6.1f} MB "
         f"{(run.rss_end - base.rss_end) / 1e6:>+5.1f} MB {run.series - base.series:>+8,}{ratio}"
     )
-    lines.append(f"  measured {run.seconds:.1f} s per run; /metrics answered as {run.content}, {run.uncompressed / 1e6:.2f} MB uncompressed")
+    lines.append(
+        f"  measured {run.seconds:.1f} s per run; /metrics answered as {run.content}, {run.uncompressed / 1e6:.2f} MB uncompressed"
+    )
     lines += [f"  goal: {line}" for line in result.goals]
     for run_ in result.runs:
         lines += [f"  note ({run_.label}): {note}" for note in run_.notes]
@@ -739,9 +805,13 @@ async def main(args: argparse.Namespace) -> int:
 
     configure("error", "console")
     source, _ = bench_vllm_body()
-    print(f"payloads: {source} and {len(bench_bodies())} others (the real captures where they are, else the simulated backends)")
+    print(
+        f"payloads: {source} and {len(bench_bodies())} others (the real captures where they are, else the simulated backends)"
+    )
     info = machine()
-    print(f"machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, {info['memory_gb']} GiB; {info['platform']}")
+    print(
+        f"machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, {info['memory_gb']} GiB; {info['platform']}"
+    )
     print(f"python {info['python']}; load average at start {' '.join(f'{x:.2f}' for x in info['load_average'])}")
     print(f"command: {info['command']}")
     print(f"scrape headers: {json.dumps(args.headers)}")
@@ -759,10 +829,9 @@ async def main(args: argparse.Namespace) -> int:
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         document = {
-            "machine": info, "seconds": args.seconds,
-            "scenarios": [
-                {**asdict(r), "runs": [run.figures() for run in r.runs]} for r in results
-            ],
+            "machine": info,
+            "seconds": args.seconds,
+            "scenarios": [{**asdict(r), "runs": [run.figures() for run in r.runs]} for r in results],
         }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -771,16 +840,25 @@ async def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per run (two runs per scenario; default 60)")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="measured seconds per run (two runs per scenario; default 60)"
+    )
     parser.add_argument(
         "--only", default=",".join(SCENARIOS), help=f"comma-separated scenarios to run (default: {','.join(SCENARIOS)})"
     )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     parser.add_argument(
-        "--scrape-headers", choices=("prometheus", "plain"), default="prometheus",
+        "--scrape-headers",
+        choices=("prometheus", "plain"),
+        default="prometheus",
         help="prometheus: OpenMetrics preferred and gzip, as Prometheus 3 asks (default); plain: text 0.0.4, uncompressed",
     )
-    parser.add_argument("--profile", type=Path, metavar="DIR", help="write a profile of each measured run to DIR: pyinstrument's where installed, else cProfile's")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="write a profile of each measured run to DIR: pyinstrument's where installed, else cProfile's",
+    )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in SCENARIOS]

@@ -110,7 +110,9 @@ def main() -> None:
         if args.json:
             print(json.dumps(figures))
         else:
-            print(f"{figures['body']}: {figures['us_per_poll']:.0f} us CPU per steady poll (best of {args.repeat} x {args.polls})")
+            print(
+                f"{figures['body']}: {figures['us_per_poll']:.0f} us CPU per steady poll (best of {args.repeat} x {args.polls})"
+            )
         return
     checkouts = {"this": ROOT, "other": Path(args.compare).resolve()}
     script = Path(__file__).resolve()
@@ -124,7 +126,9 @@ def main() -> None:
     print(f"{'checkout':<40} {'us CPU per steady poll, each round':<50} {'median':>8}")
     for label in ("other", "this"):
         figures = sorted(runs[label])
-        print(f"{str(checkouts[label]):<40} {' '.join(f'{v:7.0f}' for v in runs[label]):<50} {figures[len(figures) // 2]:8.0f}")
+        print(
+            f"{str(checkouts[label]):<40} {' '.join(f'{v:7.0f}' for v in runs[label]):<50} {figures[len(figures) // 2]:8.0f}"
+        )
     print("(alternated old/new in separate processes on a shared, noisy machine: compare the medians of this run)")
 
 

@@ -85,7 +85,16 @@ class _Plan:
         return checks
 
     def empty(self) -> bool:
-        return not (self.nonneg or self.not_negative or self.integer or self.not_nan or self.ones or self.bools or self.ordered or self.equal)
+        return not (
+            self.nonneg
+            or self.not_negative
+            or self.integer
+            or self.not_nan
+            or self.ones
+            or self.bools
+            or self.ordered
+            or self.equal
+        )
 
 
 _ZERO, _ONE = 0.0, 1.0
@@ -112,7 +121,7 @@ def _plan(family: Family) -> _Plan | str | None:
     kind, name, samples = family.type, family.name, family.samples
     plan = _Plan()
     if kind == "counter":
-        plan.nonneg = [i for i, s in enumerate(samples) if s.name[len(name):] in ("", "_total")]
+        plan.nonneg = [i for i, s in enumerate(samples) if s.name[len(name) :] in ("", "_total")]
     elif kind == "info":
         plan.ones = list(range(len(samples)))
     elif kind == "stateset":
@@ -121,7 +130,7 @@ def _plan(family: Family) -> _Plan | str | None:
         plan.bools = list(range(len(samples)))
     elif kind == "summary":
         for i, sample in enumerate(samples):
-            suffix = sample.name[len(name):]
+            suffix = sample.name[len(name) :]
             if suffix == "":
                 quantile = _bound(sample.labels.get("quantile"))
                 if quantile is None or not 0 <= quantile <= 1:
@@ -152,7 +161,7 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
     # Each sample's part of its series: a bucket, the count, the sum, or none (`_created`, say).
     part_of = {}
     for sample_name in dict.fromkeys(names):
-        suffix = sample_name[len(name):]
+        suffix = sample_name[len(name) :]
         part_of[sample_name] = {"_bucket": _BUCKET, count_suffix: _COUNT, sum_suffix: _SUM}.get(suffix, _OTHER)
     parts = list(map(part_of.__getitem__, names))
     labels = list(map(_LABELS, samples))

@@ -75,7 +75,8 @@ class Daemon:
         self.web_security = web_security
         self._watch = (
             FileWatch(config_path, watch_interval, also=self._profile_paths)
-            if config_path is not None and watch_interval else None
+            if config_path is not None and watch_interval
+            else None
         )
         self._watcher: asyncio.Task | None = None
         #: Gives the C heap's free pages back after load (see exporter.release).
@@ -114,9 +115,16 @@ class Daemon:
             for name, url in self.demo.urls.items():
                 targets.append(
                     HTTPTarget(
-                        name=name, type="http", url=url, labels={"demo": "true"}, model=self.demo.model_of(name),
-                        interval=format_duration(interval), timeout=format_duration(min(defaults.timeout, interval)),
-                        retries=defaults.retries, backoff=format_duration(defaults.backoff), prefix=config.prefix,
+                        name=name,
+                        type="http",
+                        url=url,
+                        labels={"demo": "true"},
+                        model=self.demo.model_of(name),
+                        interval=format_duration(interval),
+                        timeout=format_duration(min(defaults.timeout, interval)),
+                        retries=defaults.retries,
+                        backoff=format_duration(defaults.backoff),
+                        prefix=config.prefix,
                     )
                 )
         return targets
@@ -128,7 +136,10 @@ class Daemon:
             await self.demo.start()
         self._runner = GuardedRunner(
             build_app(
-                self.store, self.collector, is_ready=lambda: self._started, security=self.web_security,
+                self.store,
+                self.collector,
+                is_ready=lambda: self._started,
+                security=self.web_security,
                 overview=self.overview,
             ),
             guard=self.guard,
@@ -151,8 +162,10 @@ class Daemon:
             self._trimmer = asyncio.create_task(self.heap.run(), name="give memory back")
         log.info(
             "inference-exporter started",
-            listen=self.listen, tls=self.web_security is not None and self.web_security.tls,
-            config=str(self.config_path) if self.config_path else None, targets=len(self.scheduler.targets),
+            listen=self.listen,
+            tls=self.web_security is not None and self.web_security.tls,
+            config=str(self.config_path) if self.config_path else None,
+            targets=len(self.scheduler.targets),
         )
         self.notifier.ready(f"serving on {self.listen}, polling {len(self.scheduler.targets)} targets")
         self.notifier.start_watchdog()
@@ -204,7 +217,9 @@ class Daemon:
         """Move to a changed listen address: bind the new one first, then let the old go. False if it cannot bind."""
         if self._listen_fixed:
             if listen != self.config.listen:
-                log.info("the config's listen address changed; --listen overrides it", running=self.listen, configured=listen)
+                log.info(
+                    "the config's listen address changed; --listen overrides it", running=self.listen, configured=listen
+                )
             return True
         if listen == self.listen or self._site is None:
             return True
@@ -213,7 +228,9 @@ class Daemon:
         except OSError as exc:
             log.error(
                 "cannot listen on the config's new address; still serving on the old one",
-                running=self.listen, configured=listen, error=exc.strerror or str(exc),
+                running=self.listen,
+                configured=listen,
+                error=exc.strerror or str(exc),
             )
             return False
         old, self._site = self._site, site

@@ -46,7 +46,9 @@ class TargetEvents:
                     return event_dict
                 ring = self._rings[target] = deque(maxlen=self.keep)
             fields = {key: value for key, value in event_dict.items() if key not in _OWN_KEYS}
-            ring.append(Event(time.time(), event_dict.get("level", method_name), str(event_dict.get("event", "")), fields))
+            ring.append(
+                Event(time.time(), event_dict.get("level", method_name), str(event_dict.get("event", "")), fields)
+            )
         return event_dict
 
     def recent(self, target: str) -> list[Event]:

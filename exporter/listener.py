@@ -59,8 +59,12 @@ class Guard:
         if now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
             log.warning(
-                what, open=self.open, refused_total=self.refused, header_timeouts_total=self.timed_out,
-                max_connections=self.limits.max_connections, header_timeout=self.limits.header_timeout,
+                what,
+                open=self.open,
+                refused_total=self.refused,
+                header_timeouts_total=self.timed_out,
+                max_connections=self.limits.max_connections,
+                header_timeout=self.limits.header_timeout,
             )
 
 
@@ -171,8 +175,13 @@ class GuardedSite(web.TCPSite):
             return await super().start()
         await BaseSite.start(self)  # registers the site, as TCPSite.start does before binding
         self._server = await asyncio.get_running_loop().create_server(
-            runner.server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            runner.server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
             ssl_handshake_timeout=runner.guard.limits.header_timeout,
         )
         sockets = self._server.sockets

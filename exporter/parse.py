@@ -642,9 +642,9 @@ def _quoted_metadata_name(line: str, keyword: str) -> tuple[str, str]:
     if quoted is None:
         raise _Malformed(f"quoted metric name in {keyword} line has no closing quote")
     name = _unescape(quoted.group(1), _LABEL_ESCAPES)
-    rest = line[quoted.end():]
+    rest = line[quoted.end() :]
     if not name or (rest and not rest[0].isspace()):
-        raise _Malformed(f"invalid metric name {_excerpt(line[quoted.start():quoted.end() + 1])} in {keyword} line")
+        raise _Malformed(f"invalid metric name {_excerpt(line[quoted.start() : quoted.end() + 1])} in {keyword} line")
     return name, rest.strip()
 
 
@@ -652,9 +652,25 @@ class _FamilyBuilder:
     """Families by name as lines arrive, and the family samples currently join."""
 
     __slots__ = (
-        "_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "_keep", "_wanted", "_metadata",
-        "allowed", "append", "extend", "metadata_lines", "_escaping", "_declared", "_renamed", "_written",
-        "_as_written", "escaped_samples", "_members",
+        "_openmetrics",
+        "_default_type",
+        "_help_escapes",
+        "_families",
+        "_typed",
+        "_keep",
+        "_wanted",
+        "_metadata",
+        "allowed",
+        "append",
+        "extend",
+        "metadata_lines",
+        "_escaping",
+        "_declared",
+        "_renamed",
+        "_written",
+        "_as_written",
+        "escaped_samples",
+        "_members",
     )
 
     def __init__(
@@ -698,7 +714,11 @@ class _FamilyBuilder:
         families = self._families.values()
         if self._keep is not None:
             families = [family for name, family in self._families.items() if self.wants(name)]
-        doubled = [family for family in families if family.type == "counter" and family.name.endswith("_total") and _is_doubled(family)]
+        doubled = [
+            family
+            for family in families
+            if family.type == "counter" and family.name.endswith("_total") and _is_doubled(family)
+        ]
         if doubled:
             return [*families, *_read_doubled_totals(doubled, families)]
         return list(families)
@@ -921,7 +941,11 @@ def _read_doubled_totals(doubled: list[Family], families) -> list[Family]:
         if base in counters:
             family.type = "untyped"
             if any(sample.name == created for sample in family.samples):
-                added.append(Family(created, "untyped", family.help, family.unit, [s for s in family.samples if s.name == created]))
+                added.append(
+                    Family(
+                        created, "untyped", family.help, family.unit, [s for s in family.samples if s.name == created]
+                    )
+                )
                 family.samples = [sample for sample in family.samples if sample.name != created]
     return added
 

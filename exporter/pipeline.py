@@ -170,7 +170,9 @@ class Pipeline:
         except Exception:  # a bug here must cost speed, never a poll
             if not self._failed:
                 self._failed = True
-                log.exception("could not remember this poll's output; its polls take the long way", target=self.target.name)
+                log.exception(
+                    "could not remember this poll's output; its polls take the long way", target=self.target.name
+                )
         return normalized
 
 
@@ -178,7 +180,11 @@ def read(exposition: Exposition, order: list[Sample | None] | None = None) -> Pa
     """An exposition body parsed in full, within its target's limits: ParseError when it cannot be read,
     SourceError (`sample_limit`, `label_limit`) when it is over one. `order`: see exporter.parse.parse."""
     result = parse(
-        exposition.data, openmetrics=exposition.openmetrics, escaping=exposition.escaping, keep=exposition.keep, order=order
+        exposition.data,
+        openmetrics=exposition.openmetrics,
+        escaping=exposition.escaping,
+        keep=exposition.keep,
+        order=order,
     )
     if exposition.sample_limit:
         count = sum(len(family.samples) for family in result.families)
@@ -224,6 +230,7 @@ def _body_key(exposition: Exposition, parts: list[bytes]) -> tuple:
 
 def label_problem(families, count: int, name_length: int, value_length: int) -> str | None:
     """What breaks the first label limit, as Prometheus's label_limit and *_length_limit say it; else None."""
+
     def shown(name: str) -> str:  # an upstream's name, cut: the message is kept, logged and shown
         return name if len(name) <= 120 else name[:120] + "..."
 

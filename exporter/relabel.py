@@ -214,13 +214,17 @@ class Relabeler:
             values = list(map(_VALUE, family.samples))
             if None in results:  # some dropped
                 kept = list(map(operator.is_not, results, itertools.repeat(None)))
-                old_names, results, values = (list(itertools.compress(each, kept)) for each in (old_names, results, values))
+                old_names, results, values = (
+                    list(itertools.compress(each, kept)) for each in (old_names, results, values)
+                )
             relabeled = samples_of(list(map(_FIRST, results)), list(map(_SECOND, results)), values)
             for name, kind, samples in _regroup(family, old_names, relabeled):
                 series = assembler.family(name, kind, family.help, len(samples))
                 if series is not None:
                     labels = map(_LABELS, samples)
-                    assembler.add(series, samples, list(zip(map(_NAME, samples), map(frozenset, map(dict.items, labels)))))
+                    assembler.add(
+                        series, samples, list(zip(map(_NAME, samples), map(frozenset, map(dict.items, labels))))
+                    )
         return assembler.result(normalized.dropped)
 
 
@@ -236,7 +240,7 @@ def _regroup(
     if not set(map(_NAME, samples)) <= set(exposition_names(name, family.type)):
         bases = set()
         for old, sample in zip(old_names, samples):
-            suffix = old[len(name):]
+            suffix = old[len(name) :]
             bases.add(sample.name[: len(sample.name) - len(suffix)] if sample.name.endswith(suffix) else None)
         base = bases.pop() if len(bases) == 1 else None
         if base is None or not _LABEL_NAME.fullmatch(base):

@@ -118,7 +118,9 @@ class TargetPoller:
             try:
                 async with asyncio.timeout(allowed):
                     payload = await self.source.poll()
-                    return payload, await self._lane.run(_is_large(payload), self.pipeline.run, payload.families, payload.exposition)
+                    return payload, await self._lane.run(
+                        _is_large(payload), self.pipeline.run, payload.families, payload.exposition
+                    )
             except TimeoutError as exc:
                 drop_frames(exc)  # the cancelled read's frames hold what it had received
                 raise SourceError("timeout", f"no answer within {allowed:.3g}s") from None
@@ -330,4 +332,3 @@ class Scheduler:
     @property
     def targets(self) -> list[str]:
         return list(self._pollers)
-

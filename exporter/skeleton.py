@@ -68,10 +68,18 @@ class Skeleton:
                 return None
             if indexes and indexes == list(range(indexes[0], indexes[0] + len(indexes))):
                 indexes = slice(indexes[0], indexes[0] + len(indexes))  # lines one after another: no positions kept
-            families.append((
-                family.name, family.type, family.help, family.unit, shape_of(family),
-                [sample.name for sample in family.samples], [sample.labels for sample in family.samples], indexes,
-            ))
+            families.append(
+                (
+                    family.name,
+                    family.type,
+                    family.help,
+                    family.unit,
+                    shape_of(family),
+                    [sample.name for sample in family.samples],
+                    [sample.labels for sample in family.samples],
+                    indexes,
+                )
+            )
         return cls(key, families, result.truncated_lines, dict(result.problems))
 
     def again(self, parts: list[bytes]) -> ParseResult | None:

@@ -149,9 +149,14 @@ class Store:
                 served_by = self.claims.declarers(family.served)
                 log.warning(
                     "family withheld: another target serves a clashing family of that name",
-                    target=target, family=family.family, type=family.type, reason=family.reason,
-                    served_family=family.served[0], served_type=family.served[1],
-                    served_by=served_by[:5], served_by_count=len(served_by),
+                    target=target,
+                    family=family.family,
+                    type=family.type,
+                    reason=family.reason,
+                    served_family=family.served[0],
+                    served_type=family.served[1],
+                    served_by=served_by[:5],
+                    served_by_count=len(served_by),
                 )
 
 

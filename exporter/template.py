@@ -188,7 +188,7 @@ class Template:
             # The classic text format: samples with these suffixes go after the family, one piece per suffix.
             inside, outside = [], {}
             for index, sample in enumerate(family.samples):
-                suffix = sample.name[len(family.name):]
+                suffix = sample.name[len(family.name) :]
                 (outside.setdefault(suffix, []) if suffix in _OUTSIDE_SUFFIXES else inside).append(index)
             if outside:
                 for positions in (inside, *outside.values()):
@@ -198,7 +198,6 @@ class Template:
         self._pick = _picker(takes)
         self._openmetrics = _Text(openmetrics, list(range(len(takes))))
         self._text = _Text(text, text_order) if text else None
-
 
     @classmethod
     def of(

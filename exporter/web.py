@@ -91,7 +91,11 @@ async def scrub_secrets(request: web.Request, handler) -> web.StreamResponse:
             exc.text = REGISTRY.scrub(exc.text)
         raise
     if request.path != "/metrics" and isinstance(response, web.Response) and response.body is not None:
-        if isinstance(response.body, bytes) and response.content_type in ("text/html", "application/json", "text/plain"):
+        if isinstance(response.body, bytes) and response.content_type in (
+            "text/html",
+            "application/json",
+            "text/plain",
+        ):
             text = response.body.decode(response.charset or "utf-8", "replace")
             scrubbed = REGISTRY.scrub(text)
             if scrubbed != text:
@@ -271,11 +275,13 @@ async def targets_page(request: web.Request) -> web.Response:
     unhealthy_only = request.query.get("state") == "unhealthy"
     shown = [snap for snap in snapshots if not (unhealthy_only and snap.up)]
     config_note = (
-        f'config loaded {_ago(store.config_loaded_at, now)}'
+        f"config loaded {_ago(store.config_loaded_at, now)}"
         if store.config_ok
         else '<span class="bad">the last config reload failed: an older config is running (see the log)</span>'
     )
-    rows = "".join(_target_row(snap, now) for snap in shown) or '<tr><td colspan="10" class="muted">no targets</td></tr>'
+    rows = (
+        "".join(_target_row(snap, now) for snap in shown) or '<tr><td colspan="10" class="muted">no targets</td></tr>'
+    )
     body = f"""<h1>Targets</h1>
 <p class="summary" id="summary"><strong>{counts["up"]} of {len(snapshots)} up</strong>
 · {_count(counts["down"], "down", "bad")} · {_count(counts["pending"], "pending", "")} · {config_note}</p>
@@ -337,15 +343,21 @@ async def target_page(request: web.Request) -> web.Response:
         ("content type", _e(snap.content_type)),
         ("payload problems by reason <span class=muted>(polls)</span>", _problems(snap)),
         ("families withheld by reason", _e(_counts(_by_reason(detail["withheld"])))),
-        ("last error", f'<span class="error">{_e(f"{snap.last_reason}: {snap.last_error}" if snap.last_error else "")}</span>'),
+        (
+            "last error",
+            f'<span class="error">{_e(f"{snap.last_reason}: {snap.last_error}" if snap.last_error else "")}</span>',
+        ),
     ]
     status = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts)
     config = yaml.safe_dump(detail["config"], sort_keys=False, default_flow_style=False, allow_unicode=True)
-    events = "".join(
-        f'<tr><td class="num">{_e(event["time"] or "")}</td><td class="level-{_e(event["level"])}">{_e(event["level"])}</td>'
-        f'<td>{_e(event["event"])}</td><td>{_e(_fields(event["fields"]))}</td></tr>\n'
-        for event in reversed(detail["events"])
-    ) or '<tr><td colspan="4" class="muted">nothing logged for this target yet</td></tr>'
+    events = (
+        "".join(
+            f'<tr><td class="num">{_e(event["time"] or "")}</td><td class="level-{_e(event["level"])}">{_e(event["level"])}</td>'
+            f"<td>{_e(event['event'])}</td><td>{_e(_fields(event['fields']))}</td></tr>\n"
+            for event in reversed(detail["events"])
+        )
+        or '<tr><td colspan="4" class="muted">nothing logged for this target yet</td></tr>'
+    )
     raw = detail["raw"]
     if raw["kept_bytes"]:
         kept = raw["kept_bytes"]
@@ -356,7 +368,9 @@ async def target_page(request: web.Request) -> web.Response:
         raw_block = '<p class="muted">no payload received yet</p>'
     series = detail["series"]
     series_block = (
-        f'<pre id="series">{_e(series)}</pre>' if snap.families else '<p class="muted">no series: the target is not up</p>'
+        f'<pre id="series">{_e(series)}</pre>'
+        if snap.families
+        else '<p class="muted">no series: the target is not up</p>'
     )
     withheld_block = _withheld_table(detail["withheld"])
     explain_block = _explain_block(detail["explain"])
@@ -448,13 +462,14 @@ def _explain_block(explanation: dict[str, Any] | None) -> str:
         return '<p class="muted" id="explain">no successful poll yet</p>'
     rows = "".join(
         f'<tr data-concept="{_e(report["concept"])}" data-state="{_e(report["state"])}"><td>{_e(report["concept"])}</td>'
-        f'<td>{_e(report["state"])}</td><td>{_e(report["detail"])}</td></tr>\n'
+        f"<td>{_e(report['state'])}</td><td>{_e(report['detail'])}</td></tr>\n"
         for report in explanation["concepts"]
     )
     table = (
         f'<table id="concepts"><thead><tr><th>concept</th><th>state</th><th>where from, or why missing</th></tr></thead>'
         f"<tbody>{rows}</tbody></table>"
-        if rows else ""
+        if rows
+        else ""
     )
     return f'<div id="explain"><p>profile <strong>{_e(explanation["profile"] or "(none)")}</strong>: {_e(explanation["why"])}</p>{table}</div>'
 
@@ -500,11 +515,16 @@ def _problems(snap: Snapshot) -> str:
 
 def _plain(fields: dict[str, Any]) -> dict[str, Any]:
     """Event fields as JSON can carry them."""
-    return {key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value) for key, value in fields.items()}
+    return {
+        key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        for key, value in fields.items()
+    }
 
 
 def _fields(fields: dict[str, Any]) -> str:
-    return " ".join(f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}" for key, value in fields.items())
+    return " ".join(
+        f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}" for key, value in fields.items()
+    )
 
 
 def _text(raw: bytes) -> str:

@@ -177,7 +177,7 @@ class Upstream:
         self.hits[request.path] += 1
         response = web.StreamResponse(headers={"Content-Type": TEXT_0_0_4})
         await response.prepare(request)
-        line = b"big_gauge{i=\"%d\"} 1\n"
+        line = b'big_gauge{i="%d"} 1\n'
         for chunk in range(64):
             await response.write(b"".join(line % (chunk * 1000 + i) for i in range(1000)))
         return response
@@ -259,7 +259,9 @@ async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 async def poll_target(target_yaml: str) -> Snapshot:
     """Poll one target, given as the YAML of one `targets:` item, once through the daemon's own poll path."""
-    config = parse_config("defaults: {interval: 5s, timeout: 2s, retries: 0}\ntargets:\n  - " + target_yaml.strip() + "\n")
+    config = parse_config(
+        "defaults: {interval: 5s, timeout: 2s, retries: 0}\ntargets:\n  - " + target_yaml.strip() + "\n"
+    )
     shared = Shared()
     try:
         poller = TargetPoller(config.targets[0], Store(), shared)

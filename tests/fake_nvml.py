@@ -106,8 +106,12 @@ def eight_gpus() -> list[FakeGPU]:
     gpus[2].unsupported = {"nvmlDeviceGetUtilizationRates"}
     gpus[5].name = "NVIDIA L4"
     gpus[5].unsupported = {
-        "nvmlDeviceGetFanSpeed", "nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetRemappedRows",
-        "nvmlDeviceGetSerial", "nvmlDeviceGetMigMode", "memory_temperature",
+        "nvmlDeviceGetFanSpeed",
+        "nvmlDeviceGetTotalEccErrors",
+        "nvmlDeviceGetRemappedRows",
+        "nvmlDeviceGetSerial",
+        "nvmlDeviceGetMigMode",
+        "memory_temperature",
     }
     return gpus
 
@@ -116,7 +120,12 @@ class FakeNVML(types.ModuleType):
     """Stands in for the `pynvml` module. `calls` counts each function called, per GPU index."""
 
     def __init__(
-        self, gpus: list[FakeGPU], *, library_missing: bool = False, driver: str = "550.54.15", cuda: int = 12040,
+        self,
+        gpus: list[FakeGPU],
+        *,
+        library_missing: bool = False,
+        driver: str = "550.54.15",
+        cuda: int = 12040,
         driver_lacks: frozenset[str] = frozenset(),
     ):
         super().__init__("pynvml")
@@ -243,7 +252,9 @@ class FakeNVML(types.ModuleType):
 
     def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> SimpleNamespace:
         gpu = self._enter("nvmlDeviceGetMemoryInfo", handle)
-        total, used = (handle.mig.memory_total, handle.mig.memory_used) if handle.mig else (gpu.memory_total, gpu.memory_used)
+        total, used = (
+            (handle.mig.memory_total, handle.mig.memory_used) if handle.mig else (gpu.memory_total, gpu.memory_used)
+        )
         return SimpleNamespace(total=total, used=used, free=total - used)
 
     def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
@@ -270,12 +281,14 @@ class FakeNVML(types.ModuleType):
             assert field_id == pynvml.NVML_FI_DEV_MEMORY_TEMP, field_id
             # Per-field failures come back in nvmlReturn, not as an exception, as in NVML.
             supported = "memory_temperature" not in gpu.unsupported
-            values.append(SimpleNamespace(
-                fieldId=field_id,
-                nvmlReturn=pynvml.NVML_SUCCESS if supported else pynvml.NVML_ERROR_NOT_SUPPORTED,
-                valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
-                value=SimpleNamespace(uiVal=gpu.memory_temperature if supported else 0),
-            ))
+            values.append(
+                SimpleNamespace(
+                    fieldId=field_id,
+                    nvmlReturn=pynvml.NVML_SUCCESS if supported else pynvml.NVML_ERROR_NOT_SUPPORTED,
+                    valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
+                    value=SimpleNamespace(uiVal=gpu.memory_temperature if supported else 0),
+                )
+            )
         return values
 
     def nvmlDeviceGetClockInfo(self, handle: Handle, clock: int) -> int:
@@ -287,7 +300,9 @@ class FakeNVML(types.ModuleType):
 
     def nvmlDeviceGetPcieThroughput(self, handle: Handle, counter: int) -> int:
         gpu = self._enter("nvmlDeviceGetPcieThroughput", handle)
-        return {pynvml.NVML_PCIE_UTIL_RX_BYTES: gpu.pcie_rx_kib, pynvml.NVML_PCIE_UTIL_TX_BYTES: gpu.pcie_tx_kib}[counter]
+        return {pynvml.NVML_PCIE_UTIL_RX_BYTES: gpu.pcie_rx_kib, pynvml.NVML_PCIE_UTIL_TX_BYTES: gpu.pcie_tx_kib}[
+            counter
+        ]
 
     def nvmlDeviceGetPcieReplayCounter(self, handle: Handle) -> int:
         return self._enter("nvmlDeviceGetPcieReplayCounter", handle).pcie_replays
@@ -357,6 +372,9 @@ class FakeNVML(types.ModuleType):
                 raise nvml_error(pynvml.NVML_ERROR_TIMEOUT)
             index, xid = self.xid_events.pop(0)
         return SimpleNamespace(
-            device=Handle(self.gpus[index]), eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=xid,
-            gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF,
+            device=Handle(self.gpus[index]),
+            eventType=pynvml.nvmlEventTypeXidCriticalError,
+            eventData=xid,
+            gpuInstanceId=0xFFFFFFFF,
+            computeInstanceId=0xFFFFFFFF,
         )

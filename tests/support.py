@@ -178,7 +178,11 @@ def simulated_bodies() -> list[Body]:
     for profile in simulated_profiles():
         render = _at_one_moment(simulator(profile, ticks=SIMULATED_TICKS))
         utf8 = None
-        for accept, suffix in ((TEXT_ACCEPT, "txt"), (OPENMETRICS_UTF8_ACCEPT, "om"), (OPENMETRICS_ACCEPT, "escaped.om")):
+        for accept, suffix in (
+            (TEXT_ACCEPT, "txt"),
+            (OPENMETRICS_UTF8_ACCEPT, "om"),
+            (OPENMETRICS_ACCEPT, "escaped.om"),
+        ):
             data, content_type = render(accept)
             if suffix != "txt" and not is_openmetrics(content_type):
                 continue  # a server that writes the text format whatever is asked: one body is enough
@@ -189,7 +193,9 @@ def simulated_bodies() -> list[Body]:
                 utf8 = data
                 bodies.append(Body(name, data, openmetrics=True))
             elif body_format(content_type).escaping not in (None, "allow-utf-8"):
-                bodies.append(Body(name, data, openmetrics=True, escaping=body_format(content_type).escaping, unescaped=utf8))
+                bodies.append(
+                    Body(name, data, openmetrics=True, escaping=body_format(content_type).escaping, unescaped=utf8)
+                )
     return bodies
 
 

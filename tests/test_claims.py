@@ -109,11 +109,16 @@ def test_a_unified_name_keeps_the_vocabularys_type():
 def test_a_backend_family_a_profile_reads_keeps_the_type_the_profile_reads_it_as():
     store = Store()
     for name in ("odd-1", "odd-2"):
-        store.publish(snapshot(name, {"vllm:num_requests_running": "counter", "vllm:time_to_first_token_seconds": "gauge"}))
-    store.publish(snapshot("vllm", {"vllm:num_requests_running": "gauge", "vllm:time_to_first_token_seconds": "histogram"}))
+        store.publish(
+            snapshot(name, {"vllm:num_requests_running": "counter", "vllm:time_to_first_token_seconds": "gauge"})
+        )
+    store.publish(
+        snapshot("vllm", {"vllm:num_requests_running": "gauge", "vllm:time_to_first_token_seconds": "histogram"})
+    )
     assert served(store) == {"vllm_num_requests_running": "gauge", "vllm_time_to_first_token_seconds": "histogram"}
     assert reasons(store, "odd-1") == {
-        "vllm_num_requests_running": "vocabulary", "vllm_time_to_first_token_seconds": "vocabulary"
+        "vllm_num_requests_running": "vocabulary",
+        "vllm_time_to_first_token_seconds": "vocabulary",
     }
 
 
@@ -224,12 +229,19 @@ def test_the_overview_sees_only_the_families_served_not_those_withheld():
 
     store = Store()
     overview = Overview(store)
-    real = replace(snapshot("real", {}), families=normalize(parse(
-        '# TYPE requests_running gauge\nrequests_running{backend="vllm",model="real"} 3\n'
-    ).families, target="real").families)
-    fake = replace(snapshot("fake", {}), families=normalize(parse(
-        'requests_running{backend="vllm",model="fake"} 99\n'
-    ).families, target="fake").families)
+    real = replace(
+        snapshot("real", {}),
+        families=normalize(
+            parse('# TYPE requests_running gauge\nrequests_running{backend="vllm",model="real"} 3\n').families,
+            target="real",
+        ).families,
+    )
+    fake = replace(
+        snapshot("fake", {}),
+        families=normalize(
+            parse('requests_running{backend="vllm",model="fake"} 99\n').families, target="fake"
+        ).families,
+    )
     for poll in (1.0, 2.0):
         store.publish(replace(real, last_poll=poll))
         store.publish(replace(fake, last_poll=poll))

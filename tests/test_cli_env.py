@@ -31,8 +31,12 @@ def clean_env(**variables: str) -> dict[str, str]:
 
 def cli(*args: str, **variables: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "exporter", *args], cwd=REPO, env=clean_env(**variables),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "exporter", *args],
+        cwd=REPO,
+        env=clean_env(**variables),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -69,14 +73,24 @@ async def healthy(port: int) -> bool:
         return False
 
 
-async def run_until(args: list[str], variables: dict[str, str], port: int, ready, while_running=None) -> tuple[str, str]:
+async def run_until(
+    args: list[str], variables: dict[str, str], port: int, ready, while_running=None
+) -> tuple[str, str]:
     """Start `run ARGS` with the variables, wait until `ready(/metrics text)`, await `while_running()`, stop it
     with SIGTERM; (metrics, log)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "run", *args, cwd=REPO, env=clean_env(**variables),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "run",
+        *args,
+        cwd=REPO,
+        env=clean_env(**variables),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
+
         async def served():
             text = await metrics(port)
             return text if text is not None and ready(text) else None
@@ -104,8 +118,12 @@ async def test_run_takes_each_option_from_its_variable(tmp_path):
         "LOG_FORMAT": "console",
     }
     text, log = await run_until(
-        [], variables, port,
-        ready=lambda text: 'target="from_variable"' in text and 'inference_exporter_target_up{target="demo-vllm"}' in text,
+        [],
+        variables,
+        port,
+        ready=lambda text: (
+            'target="from_variable"' in text and 'inference_exporter_target_up{target="demo-vllm"}' in text
+        ),
     )
     assert 'inference_exporter_target_up{target="from_variable"} 0.0' in text
     # warning and up, as console lines: the failing target is there, the info event at start is not
@@ -123,9 +141,14 @@ async def test_a_flag_on_the_command_line_beats_its_variable(tmp_path):
         "DEMO": "false",
     }
     flags = [
-        "--config", str(config_with_target(tmp_path, "from_flag")),
-        "--listen", f"127.0.0.1:{flag_port}",
-        "--log-level", "info", "--log-format", "json",
+        "--config",
+        str(config_with_target(tmp_path, "from_flag")),
+        "--listen",
+        f"127.0.0.1:{flag_port}",
+        "--log-level",
+        "info",
+        "--log-format",
+        "json",
     ]
     served_on_variable_port = []
 
@@ -133,7 +156,11 @@ async def test_a_flag_on_the_command_line_beats_its_variable(tmp_path):
         served_on_variable_port.append(await healthy(variable_port))
 
     text, log = await run_until(
-        flags, variables, flag_port, ready=lambda text: 'target="from_flag"' in text, while_running=probe_variable_port,
+        flags,
+        variables,
+        flag_port,
+        ready=lambda text: 'target="from_flag"' in text,
+        while_running=probe_variable_port,
     )
     assert served_on_variable_port == [False]
     assert 'target="from_variable"' not in text and 'target="demo-' not in text
@@ -143,7 +170,16 @@ async def test_a_flag_on_the_command_line_beats_its_variable(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "demo"),
-    [("true", True), ("1", True), ("yes", True), ("Yes", True), ("false", False), ("0", False), ("NO", False), ("", False)],
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("Yes", True),
+        ("false", False),
+        ("0", False),
+        ("NO", False),
+        ("", False),
+    ],
 )
 def test_a_switch_takes_true_or_false_words_from_its_variable(monkeypatch, value, demo):
     monkeypatch.setenv("INFERENCE_EXPORTER_DEMO", value)
@@ -154,7 +190,11 @@ def test_a_switch_takes_true_or_false_words_from_its_variable(monkeypatch, value
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("LOG_LEVEL", "loud", "INFERENCE_EXPORTER_LOG_LEVEL: invalid choice 'loud' (choose from debug, info, warning, error)"),
+        (
+            "LOG_LEVEL",
+            "loud",
+            "INFERENCE_EXPORTER_LOG_LEVEL: invalid choice 'loud' (choose from debug, info, warning, error)",
+        ),
         ("LOG_FORMAT", "xml", "INFERENCE_EXPORTER_LOG_FORMAT: invalid choice 'xml' (choose from auto, json, console)"),
         ("LISTEN", "9898", "INFERENCE_EXPORTER_LISTEN: expected HOST:PORT"),
         ("DEMO", "maybe", "INFERENCE_EXPORTER_DEMO: expected true or false (or 1/0, yes/no), got 'maybe'"),

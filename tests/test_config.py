@@ -268,7 +268,12 @@ def test_example_config_parses():
 
 @pytest.mark.parametrize(
     ("listen", "expected"),
-    [("127.0.0.1:9898", ("127.0.0.1", 9898)), ("[::1]:9898", ("::1", 9898)), (":9898", ("", 9898)), ("localhost:1", ("localhost", 1))],
+    [
+        ("127.0.0.1:9898", ("127.0.0.1", 9898)),
+        ("[::1]:9898", ("::1", 9898)),
+        (":9898", ("", 9898)),
+        ("localhost:1", ("localhost", 1)),
+    ],
 )
 def test_listen_accepts_host_port_forms(listen, expected):
     assert parse_config(f"listen: '{listen}'\n").listen_address == expected

@@ -18,7 +18,9 @@ HOSTILE = sorted((Path(__file__).resolve().parent / "testdata" / "config").glob(
 
 
 def merge_bomb(depth: int) -> str:
-    lines = ["x-a0: &a0 {k: 1}"] + [f"x-a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}], k{i}: 1}}" for i in range(1, depth + 1)]
+    lines = ["x-a0: &a0 {k: 1}"] + [
+        f"x-a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}], k{i}: 1}}" for i in range(1, depth + 1)
+    ]
     return "\n".join(lines) + f"\nx-bomb: *a{depth}\ntargets: []\n"
 
 

@@ -7,7 +7,6 @@ import aiohttp
 from conftest import daemon_url, wait_until
 
 
-
 async def get(url: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session:
         async with session.get(url) as response:

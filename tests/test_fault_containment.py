@@ -11,7 +11,6 @@ from conftest import daemon_url, wait_until
 from support import free_port
 
 
-
 def series(text: str, name: str) -> dict[str, float]:
     """target -> value of one self-metric, or of `name{reason=...}` keyed target/reason."""
     values = {}
@@ -52,13 +51,23 @@ targets:
     text = await get(daemon_url(daemon))
 
     assert series(text, "inference_exporter_target_up") == {
-        "healthy-vllm": 1, "healthy-sglang": 1, "http-500": 0, "garbage": 0,
-        "hangs": 0, "refused": 0, "too-big": 0, "too-many": 0,
+        "healthy-vllm": 1,
+        "healthy-sglang": 1,
+        "http-500": 0,
+        "garbage": 0,
+        "hangs": 0,
+        "refused": 0,
+        "too-big": 0,
+        "too-many": 0,
     }
     errors = series(text, "inference_exporter_target_poll_errors_total")
     assert errors == {
-        "http-500/http_status": 1, "garbage/parse": 1, "hangs/timeout": 1,
-        "refused/connect": 1, "too-big/body_too_large": 1, "too-many/sample_limit": 1,
+        "http-500/http_status": 1,
+        "garbage/parse": 1,
+        "hangs/timeout": 1,
+        "refused/connect": 1,
+        "too-big/body_too_large": 1,
+        "too-many/sample_limit": 1,
     }
     reasons = {snap.target.name: snap.last_error for snap in daemon.store.snapshots() if not snap.up}
     assert "500" in reasons["http-500"] and "line 1" in reasons["garbage"]
@@ -68,7 +77,7 @@ targets:
     samples = series(text, "inference_exporter_target_samples")
     assert samples["healthy-vllm"] > 100 and samples["healthy-sglang"] > 10
     assert all(samples[name] == 0 for name in ("http-500", "garbage", "hangs", "refused", "too-big", "too-many"))
-    assert 'vllm_num_requests_running{' in text and 'target="healthy-vllm"' in text
+    assert "vllm_num_requests_running{" in text and 'target="healthy-vllm"' in text
     upstream_targets = {
         sample.labels.get("target")
         for family in text_string_to_metric_families(text)

@@ -20,6 +20,7 @@ from exporter.store import Store
 import exporter.web
 from exporter.web import build_app
 from support import body_of, corpora, every_body, require_tool, simulated_bodies
+
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 FORMATS = {"openmetrics": (openmetrics_parts, render_openmetrics), "text": (text_parts, render_text)}
 
@@ -180,13 +181,24 @@ async def test_curl_and_aiohttp_read_the_gzipped_metrics(still_server, accept):
             assert await response.read() == plain
     curl = require_tool("curl")
     process = await asyncio.create_subprocess_exec(
-        curl, "--silent", "--show-error", "--fail", "--compressed", "--header", f"Accept: {accept}",
-        "--write-out", "%{size_download}", "--output", "-", still_server,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        curl,
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--compressed",
+        "--header",
+        f"Accept: {accept}",
+        "--write-out",
+        "%{size_download}",
+        "--output",
+        "-",
+        still_server,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
-    size = out[len(plain):]
+    size = out[len(plain) :]
     assert out[: len(plain)] == plain and int(size) == len(compressed)  # curl downloaded it compressed
 
 

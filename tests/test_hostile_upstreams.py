@@ -36,7 +36,7 @@ async def test_a_dunder_metric_name_from_upstream_is_served_as_exported():
 @pytest.mark.parametrize("kind", ["untyped", "counter", "gauge"])
 async def test_an_upstream_cannot_serve_under_our_own_names_and_our_target_up_stays(kind):
     suffix = "_total" if kind == "counter" else ""
-    body = f"# TYPE inference_exporter_target_up {kind}\ninference_exporter_target_up{suffix}{{target=\"x\"}} 1\n"
+    body = f'# TYPE inference_exporter_target_up {kind}\ninference_exporter_target_up{suffix}{{target="x"}} 1\n'
     store = await serve([body.encode()])
     served = names_and_labels(exposition(store))
     assert served["inference_exporter_target_up"] == [{"target": "t"}], "ours only, and there"

@@ -182,7 +182,10 @@ async def test_gzip_compressed_body_is_decoded_and_parsed(aiohttp_server, shared
     blocks = family(payload, "dynamo_component_total_blocks")
     assert blocks.type == "gauge"
     assert values(blocks) == {
-        ("dynamo_component_total_blocks", (("dp_rank", "0"), ("dynamo_component", "backend"), ("model", "Qwen/Qwen3-0.6B"))): 5943.0
+        (
+            "dynamo_component_total_blocks",
+            (("dp_rank", "0"), ("dynamo_component", "backend"), ("model", "Qwen/Qwen3-0.6B")),
+        ): 5943.0
     }
     assert family(payload, "vllm:num_requests_running").type == "gauge"
 
@@ -247,9 +250,9 @@ async def test_redirect_to_the_real_metrics_path_is_followed(aiohttp_server, sha
 
     summary = family(payload, "nv_inference_queue_summary_us")
     assert summary.type == "summary"
-    assert values(summary)[("nv_inference_queue_summary_us_count", (("model", "tensorrt_llm"), ("version", "1")))] == simulated_value(
-        "triton", "nv_inference_queue_summary_us_count"
-    )
+    assert values(summary)[
+        ("nv_inference_queue_summary_us_count", (("model", "tensorrt_llm"), ("version", "1")))
+    ] == simulated_value("triton", "nv_inference_queue_summary_us_count")
 
 
 async def test_raw_body_is_kept_for_debugging(aiohttp_server, shared):

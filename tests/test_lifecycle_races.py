@@ -17,12 +17,20 @@ from support import REPO, free_port
 
 async def run(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", *args, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "exporter",
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
 def targets(interval: str, count: int = 20):
-    lines = "".join(f"  - {{name: t{i}, type: http, url: 'http://127.0.0.1:9/{i}', interval: {interval}}}\n" for i in range(count))
+    lines = "".join(
+        f"  - {{name: t{i}, type: http, url: 'http://127.0.0.1:9/{i}', interval: {interval}}}\n" for i in range(count)
+    )
     return parse_config("targets:\n" + lines).targets
 
 

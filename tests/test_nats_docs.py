@@ -26,7 +26,7 @@ EXAMPLE_URL = "nats://127.0.0.1:4222"
 
 
 def nats_section() -> str:
-    return README[README.index("# NATS targets"):]
+    return README[README.index("# NATS targets") :]
 
 
 def blocks(language: str) -> list[str]:
@@ -96,7 +96,11 @@ async def test_readme_micro_example_works_as_written(natsd, run_program):
 
     assert snapshot.up, snapshot.last_error
     names = {s.name for f in snapshot.families for s in f.samples}
-    assert {"nats_micro_endpoint_requests_total", "nats_micro_endpoint_processing_time_seconds_total", "nats_micro_info"} <= names
+    assert {
+        "nats_micro_endpoint_requests_total",
+        "nats_micro_endpoint_processing_time_seconds_total",
+        "nats_micro_info",
+    } <= names
     info = next(s for f in snapshot.families for s in f.samples if s.name == "nats_micro_info")
     assert info.labels["service"] == "inference" and info.labels["description"] == "demo"
 
@@ -104,7 +108,10 @@ async def test_readme_micro_example_works_as_written(natsd, run_program):
 def test_readme_dynamo_example_is_a_valid_target():
     target = parse_config(readme_target("dynamo")).targets[0]
     assert (target.protocol, target.endpoint, target.discovery, target.request_plane) == (
-        "dynamo", "dynamo.backend.runtime_stats", "file", "nats"
+        "dynamo",
+        "dynamo.backend.runtime_stats",
+        "file",
+        "nats",
     )
 
 
@@ -115,13 +122,15 @@ def test_commented_nats_targets_in_the_example_config_are_valid_when_uncommented
     for line in lines[start + 1 :]:
         if line.startswith("  # Credentials and TLS"):
             break
-        body = line[len("  # "):]
+        body = line[len("  # ") :]
         if line.startswith("  # ") and (body.startswith("- ") or body.startswith("  ")):
             uncommented.append("  " + body)
 
     config = parse_config("targets:\n" + "\n".join(uncommented) + "\n", "config.example.yaml (uncommented)")
 
     assert {target.name: target.protocol for target in config.targets} == {
-        "nim-backend": "runtime_stats", "inference-service": "micro", "dynamo-backend": "dynamo",
+        "nim-backend": "runtime_stats",
+        "inference-service": "micro",
+        "dynamo-backend": "dynamo",
     }
     assert all(server.startswith("nats://127.0.0.1:") for target in config.targets for server in target.servers)

@@ -20,7 +20,6 @@ from nats_server import NATSServer
 from support import missing
 
 
-
 @pytest.fixture(autouse=True)
 def _dynamo_runtime():
     """Like support.require_tool: skipped on a developer's machine without the extra, failed under tests/run.sh."""
@@ -28,6 +27,7 @@ def _dynamo_runtime():
         import dynamo.runtime  # noqa: F401
     except ImportError:
         missing("ai-dynamo-runtime is not installed (pip install -e '.[dynamo]'; tests/run.sh does)")
+
 
 WORKER = Path(__file__).with_name("dynamo_worker.py")
 ENDPOINT = "demo.backend.runtime_stats"
@@ -42,7 +42,10 @@ async def workers(natsd, tmp_path):
 
     async def start(worker_id: str, request_plane: str = "nats") -> asyncio.subprocess.Process:
         env = {
-            **os.environ, "NATS_SERVER": natsd.url, "DYN_FILE_KV": str(discovery), "DYN_LOG": "error",
+            **os.environ,
+            "NATS_SERVER": natsd.url,
+            "DYN_FILE_KV": str(discovery),
+            "DYN_LOG": "error",
             "DYN_REQUEST_PLANE": request_plane,
         }
         process = await asyncio.create_subprocess_exec(
@@ -96,17 +99,24 @@ async def test_real_dynamo_workers_are_polled_each_instance_with_its_own_series(
 
     assert len(first) == 2, first
     worker_ids = {
-        sample.labels["worker_id"] for family in daemon.store.get("dynamo").families for sample in family.samples
+        sample.labels["worker_id"]
+        for family in daemon.store.get("dynamo").families
+        for sample in family.samples
         if sample.labels.get("backend") != "nim"  # unified series fold the workers
     }
     assert worker_ids == {"w-1", "w-2"}
     for instance, values in first.items():
         assert values["kv_cache_usage_perc"] == 0.25 and values["active_requests"] == 3
-        assert later[instance]["total_requests_total"] > values["total_requests_total"], "the counter moves between polls"
+        assert later[instance]["total_requests_total"] > values["total_requests_total"], (
+            "the counter moves between polls"
+        )
     types = {family.name: family.type for family in daemon.store.get("dynamo").families}
     assert types == {
-        "kv_cache_usage_perc": "gauge", "active_requests": "gauge", "total_requests": "counter",
-        "kv_cache_usage_ratio": "gauge", "requests_running": "gauge",  # NIM's profile reads the replies too
+        "kv_cache_usage_perc": "gauge",
+        "active_requests": "gauge",
+        "total_requests": "counter",
+        "kv_cache_usage_ratio": "gauge",
+        "requests_running": "gauge",  # NIM's profile reads the replies too
     }
 
 

@@ -58,7 +58,9 @@ async def test_a_large_body_is_parsed_and_normalized_while_the_event_loop_turns(
 
     app.router.add_get("/metrics", respond)
     server = await aiohttp_server(app, host="127.0.0.1")
-    target = parse_config(f"targets:\n  - {{name: big, type: http, url: '{server.make_url('/metrics')}', timeout: 9s, interval: 10s}}\n").targets[0]
+    target = parse_config(
+        f"targets:\n  - {{name: big, type: http, url: '{server.make_url('/metrics')}', timeout: 9s, interval: 10s}}\n"
+    ).targets[0]
     poller = TargetPoller(target, Store(), Shared())
     stages = {}
     for stage in ("parse", "normalize"):

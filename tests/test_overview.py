@@ -49,8 +49,10 @@ def counter_increase(values: list[float]) -> float:
 
 def finished(served: Served, outcome: str | None = None) -> float:
     return sum(
-        value for key, value in served.counters.items()
-        if key.startswith("vllm:request_success_total/") and (outcome is None or OUTCOME_OF[key.rsplit("/", 1)[1]] == outcome)
+        value
+        for key, value in served.counters.items()
+        if key.startswith("vllm:request_success_total/")
+        and (outcome is None or OUTCOME_OF[key.rsplit("/", 1)[1]] == outcome)
     )
 
 
@@ -139,7 +141,13 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
         during = await get_json(server, "/api/overview")
         row = during["backends"][0]
         assert row["state"] == "down" and row["health"] == "unhealthy"
-        for name in ("requests_running", "kv_cache_usage_ratio", "request_rate", "error_rate", "generation_tokens_per_second"):
+        for name in (
+            "requests_running",
+            "kv_cache_usage_ratio",
+            "request_rate",
+            "error_rate",
+            "generation_tokens_per_second",
+        ):
             assert row[name] is None, name
         assert row["ttft_seconds"] == {"p50": None, "p90": None, "p99": None}
         assert row["history"]["request_rate"][-1] is None, "a down poll is a gap in the sparkline, not a zero"
@@ -172,7 +180,9 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
         counter_increase([finished(s, "error") for s in served]) / counter_increase([finished(s) for s in served])
     )
     assert row["prompt_tokens_per_second"] == approx(rate([s.counters["vllm:prompt_tokens_total"] for s in served]))
-    assert row["generation_tokens_per_second"] == approx(rate([s.counters["vllm:generation_tokens_total"] for s in served]))
+    assert row["generation_tokens_per_second"] == approx(
+        rate([s.counters["vllm:generation_tokens_total"] for s in served])
+    )
     for name, histogram in LATENCY_OF.items():
         for q in (0.5, 0.9, 0.99):
             assert row[name][f"p{q * 100:g}"] == approx(expected_quantile(q, served, histogram)), (name, q)
@@ -183,8 +193,14 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
 
     history = row["history"]
     assert len(history["times"]) == len(polls) + 1, "every poll, the failed one included"
-    assert all(value is None or value >= 0 for name in ("request_rate", "generation_tokens_per_second") for value in history[name])
-    assert history["request_rate"][failed_at] is None and history["requests_running"][failed_at] is None, "the failed poll"
+    assert all(
+        value is None or value >= 0
+        for name in ("request_rate", "generation_tokens_per_second")
+        for value in history[name]
+    )
+    assert history["request_rate"][failed_at] is None and history["requests_running"][failed_at] is None, (
+        "the failed poll"
+    )
 
     ratio = row["error_ratio"]
     assert row["health"] == ("unhealthy" if ratio >= 0.05 else "degraded" if ratio >= 0.01 else "healthy")
@@ -339,7 +355,8 @@ async def test_basic_auth_and_tls_apply_to_all_four_overview_endpoints(simulated
         f"tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\nbasic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n"
     )
     daemon = await start_daemon(
-        f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', interval: 1s}}\n", web_security=WebSecurity(web_config)
+        f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', interval: 1s}}\n",
+        web_security=WebSecurity(web_config),
     )
     connector = aiohttp.TCPConnector(ssl=certs.client_context())
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -371,8 +388,12 @@ def test_histogram_quantile_follows_prometheus_at_the_edges():
     assert histogram_quantile(0.75, bounds, (0, 4, 8, 8)) == pytest.approx(0.75)
     assert math.isnan(histogram_quantile(0.5, (INF,), (5,))), "a summary's count alone gives no quantile"
     assert math.isnan(histogram_quantile(0.5, (0.1, 1.0), (1, 2))), "no +Inf bucket"
-    assert histogram_quantile(0.5, (-1.0, 0.0, INF), (5, 10, 10)) == -1.0, "a first bound not above 0 is returned as it is"
-    assert histogram_quantile(0.75, bounds, (2, 1, 4, 4)) == pytest.approx(0.75), "counts forced monotonic: (2, 2, 4, 4)"
+    assert histogram_quantile(0.5, (-1.0, 0.0, INF), (5, 10, 10)) == -1.0, (
+        "a first bound not above 0 is returned as it is"
+    )
+    assert histogram_quantile(0.75, bounds, (2, 1, 4, 4)) == pytest.approx(0.75), (
+        "counts forced monotonic: (2, 2, 4, 4)"
+    )
 
 
 def test_increase_counts_a_reset_as_what_was_counted_since():
@@ -420,7 +441,7 @@ def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_co
 
     for entry in (_no_series("t", "up", None, ""), _empty_gpu("g", "up", "")):
         assert set(entry) - {"reason"} <= documented, set(entry) - documented
-    csv_text = re.sub(r"\s+", " ", section[section.index("## `/api/overview.csv`"):])
+    csv_text = re.sub(r"\s+", " ", section[section.index("## `/api/overview.csv`") :])
     assert ", ".join(CSV_COLUMNS) in csv_text
     assert load_config(REPO / "config.example.yaml").overview == OverviewSettings()
 
@@ -452,7 +473,9 @@ def test_thinned_polls_lose_no_reset():
 
     windows = Windows(spacing=10.0)  # polls every second, kept every 10 s or so
     row = windows.rows[("t", "backend", "m")] = Row("t", "backend", "m")
-    windows.targets["t"] = Snapshot(parse_config("targets: [{name: t, type: http, url: 'http://h/'}]").targets[0], up=True)
+    windows.targets["t"] = Snapshot(
+        parse_config("targets: [{name: t, type: http, url: 'http://h/'}]").targets[0], up=True
+    )
     raw = [100.0, 110.0, 120.0, 5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0, 105.0]  # a restart at 3
     for second, value in enumerate(raw):
         counters = [None] * len(COUNTER_SLOTS)

@@ -20,7 +20,13 @@ from support import BodyReader
 def readable(result) -> list:
     """A parse result as comparable values (NaN equal to NaN)."""
     return [
-        (f.name, f.type, f.help, f.unit, [(s.name, s.labels, "NaN" if math.isnan(s.value) else s.value) for s in f.samples])
+        (
+            f.name,
+            f.type,
+            f.help,
+            f.unit,
+            [(s.name, s.labels, "NaN" if math.isnan(s.value) else s.value) for s in f.samples],
+        )
         for f in result.families
     ]
 
@@ -83,12 +89,33 @@ def test_help_keeps_leading_unicode_whitespace_as_prometheus_client_does(openmet
 VALUES = st.sampled_from(["1", "2", "2", "NaN", "1_0"])
 #: Lines servers write, and lines the fast path must not misread: timestamps, exemplars (spaced or not),
 #: text after `# EOF`, blanks and tabs in odd places, escapes, a `}` inside a label value, `\r`.
-LINES = st.sampled_from([
-    "a {v}", 'a{{l="x"}} {v}', "b_total {v}", 'c{{l="y"}} {v} 123', "c {v} 5",
-    'd{{q="1"}} {v} # {{t="1"}} {w}', 'd{{q="2"}} {v} #{{t="1"}} {w}', "d {v} # {{t=\"1\"}} {w}",
-    "# HELP a help", "# HELP a \u00a0nbsp", "# TYPE a gauge", "# TYPE b counter", "# EOF", "# EOF", "# c {v}",
-    'e{{l="a\\"b"}} {v}', "", "a {v}\r", "a  {v}", "a\t{v}", 'f{{l="{v} }}"}} {v}', "b {w}", "a {v} {w}",
-])
+LINES = st.sampled_from(
+    [
+        "a {v}",
+        'a{{l="x"}} {v}',
+        "b_total {v}",
+        'c{{l="y"}} {v} 123',
+        "c {v} 5",
+        'd{{q="1"}} {v} # {{t="1"}} {w}',
+        'd{{q="2"}} {v} #{{t="1"}} {w}',
+        'd {v} # {{t="1"}} {w}',
+        "# HELP a help",
+        "# HELP a \u00a0nbsp",
+        "# TYPE a gauge",
+        "# TYPE b counter",
+        "# EOF",
+        "# EOF",
+        "# c {v}",
+        'e{{l="a\\"b"}} {v}',
+        "",
+        "a {v}\r",
+        "a  {v}",
+        "a\t{v}",
+        'f{{l="{v} }}"}} {v}',
+        "b {w}",
+        "a {v} {w}",
+    ]
+)
 
 
 @st.composite

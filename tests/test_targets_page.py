@@ -57,8 +57,15 @@ async def browser(*args: str, url: str, profile: Path) -> str:
     """Debian's chromium, headless, on loopback only; returns what it prints (the DOM for --dump-dom)."""
     chromium = require_tool("chromium")
     flags = [
-        "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
-        "--no-proxy-server", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--headless",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--no-proxy-server",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         f"--user-data-dir={profile}",
     ]
     if os.geteuid() == 0:
@@ -102,7 +109,9 @@ async def test_the_targets_page_in_a_browser_shows_every_target_with_its_state_a
 
     debugging = ARTIFACTS / "target-broken.png"
     await browser(
-        f"--screenshot={debugging}", "--window-size=1200,1400", url=daemon_url(daemon, "/targets/broken"),
+        f"--screenshot={debugging}",
+        "--window-size=1200,1400",
+        url=daemon_url(daemon, "/targets/broken"),
         profile=tmp_path / "chromium",
     )
     assert debugging.read_bytes().startswith(b"\x89PNG")

@@ -27,6 +27,7 @@ from exporter.sources import Shared
 from exporter.store import Store
 from exporter.template import Template, values_of
 from support import body_of, corpora, with_values_moved
+
 CONFIGS = {
     "defaults": "",
     "prefix, labels, relabeling": (
@@ -73,11 +74,17 @@ def served(snapshot) -> list:
     out = []
     for family in snapshot.families:
         rendered = chunks(family)
-        out.append((
-            family.name, family.type, family.help,
-            [(s.name, s.labels, repr(s.value), s.timestamp, s.exemplar) for s in family.samples],
-            rendered.openmetrics, rendered.inside, rendered.outside,
-        ))
+        out.append(
+            (
+                family.name,
+                family.type,
+                family.help,
+                [(s.name, s.labels, repr(s.value), s.timestamp, s.exemplar) for s in family.samples],
+                rendered.openmetrics,
+                rendered.inside,
+                rendered.outside,
+            )
+        )
     return out
 
 
@@ -116,8 +123,12 @@ def test_the_reader_reads_a_body_of_the_last_shape_as_the_parser_does(payload):
         moved = with_values_moved(payload.data, step)
         again = reader.parse(moved, openmetrics=payload.openmetrics, escaping=payload.escaping)
         expected = parse(moved, openmetrics=payload.openmetrics, escaping=payload.escaping)
-        assert [(f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in again.families] == [
-            (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in expected.families
+        assert [
+            (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples])
+            for f in again.families
+        ] == [
+            (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples])
+            for f in expected.families
         ]
         assert again.truncated_lines == expected.truncated_lines
     assert all(family.shape is not None for family in again.families)  # made from the last shape
@@ -199,7 +210,10 @@ def test_stages_that_compute_a_value_get_no_template():
 
     def doubling(families):
         return normalize(
-            [Family(f.name, f.type, f.help, samples=[Sample(s.name, s.labels, s.value * 2) for s in f.samples]) for f in families],
+            [
+                Family(f.name, f.type, f.help, samples=[Sample(s.name, s.labels, s.value * 2) for s in f.samples])
+                for f in families
+            ],
             target="t",
         )
 

@@ -47,5 +47,7 @@ class Overview:
         data = self._encoded.get(key)
         if data is None:
             self._encoded = {k: v for k, v in self._encoded.items() if k[1] == second}
-            data = self._encoded[key] = json.dumps(self.report(window), separators=(",", ":"), ensure_ascii=False).encode()
+            data = self._encoded[key] = json.dumps(
+                self.report(window), separators=(",", ":"), ensure_ascii=False
+            ).encode()
         return data

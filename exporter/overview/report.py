@@ -139,11 +139,24 @@ def _backend_entry(row: Row, points: list[Point], state: str, settings: Overview
 def _no_series(target: str, state: str, profile: str | None, reason: str) -> dict[str, Any]:
     """A target that is configured but gave no unified series (yet): it is listed all the same."""
     entry: dict[str, Any] = {
-        "target": target, "model": None, "backend": profile, "state": state,
+        "target": target,
+        "model": None,
+        "backend": profile,
+        "state": state,
         "window": {"samples": 0, "from": None, "to": None, "seconds": 0.0},
     }
-    for name in (*GAUGES, "request_rate", "success_rate", "abort_rate", "error_rate", "prompt_tokens_per_second",
-                 "generation_tokens_per_second", "requests_finished", "error_ratio", "abort_ratio"):
+    for name in (
+        *GAUGES,
+        "request_rate",
+        "success_rate",
+        "abort_rate",
+        "error_rate",
+        "prompt_tokens_per_second",
+        "generation_tokens_per_second",
+        "requests_finished",
+        "error_ratio",
+        "abort_ratio",
+    ):
         entry[name] = None
     for label in LATENCIES:
         entry[label] = {_q(q): None for q in QUANTILES}
@@ -152,7 +165,10 @@ def _no_series(target: str, state: str, profile: str | None, reason: str) -> dic
     elif state == "pending":
         entry["health"], entry["reasons"] = "unknown", ["not polled yet"]
     else:
-        entry["health"], entry["reasons"] = "unknown", ["no unified series: no backend profile recognised (see /targets)"]
+        entry["health"], entry["reasons"] = (
+            "unknown",
+            ["no unified series: no backend profile recognised (see /targets)"],
+        )
     entry["history"] = _history([])
     return entry
 
@@ -195,7 +211,11 @@ def verdict(entry: dict[str, Any], settings: OverviewSettings) -> tuple[str, lis
 def _gpu(row: Row, state: str, window: float, now: float) -> dict[str, Any]:
     points = in_window(row, window, now)
     latest = points[-1] if points else None
-    values = latest.gauges if latest is not None and latest.up and latest.gauges and state == "up" else (None,) * len(GPU_GAUGES)
+    values = (
+        latest.gauges
+        if latest is not None and latest.up and latest.gauges and state == "up"
+        else (None,) * len(GPU_GAUGES)
+    )
     utilization, used, total, power = (_num(value) for value in values)
     return {
         "target": row.target,
@@ -209,7 +229,9 @@ def _gpu(row: Row, state: str, window: float, now: float) -> dict[str, Any]:
         "power_watts": power,
         "history": {
             "times": [round(point.time, 3) for point in _thin(points)],
-            "utilization_ratio": [_num(point.gauges[0]) if point.up and point.gauges else None for point in _thin(points)],
+            "utilization_ratio": [
+                _num(point.gauges[0]) if point.up and point.gauges else None for point in _thin(points)
+            ],
             "power_watts": [_num(point.gauges[3]) if point.up and point.gauges else None for point in _thin(points)],
         },
     }
@@ -217,9 +239,17 @@ def _gpu(row: Row, state: str, window: float, now: float) -> dict[str, Any]:
 
 def _empty_gpu(target: str, state: str, reason: str) -> dict[str, Any]:
     return {
-        "target": target, "gpu": None, "uuid": "", "state": state, "utilization_ratio": None,
-        "memory_used_bytes": None, "memory_total_bytes": None, "memory_used_ratio": None, "power_watts": None,
-        "reason": reason or None, "history": {"times": [], "utilization_ratio": [], "power_watts": []},
+        "target": target,
+        "gpu": None,
+        "uuid": "",
+        "state": state,
+        "utilization_ratio": None,
+        "memory_used_bytes": None,
+        "memory_total_bytes": None,
+        "memory_used_ratio": None,
+        "power_watts": None,
+        "reason": reason or None,
+        "history": {"times": [], "utilization_ratio": [], "power_watts": []},
     }
 
 
@@ -250,7 +280,11 @@ def _quantiles(points: list[Point], index: int) -> dict[str, float | None]:
     """histogram_quantile over each bucket's increase in the window: the last reading less the first of
     the same run (the same bounds)."""
     last = next((h for point in reversed(points) if (h := point.histograms[index]) is not None), None)
-    first = next((h for point in points if (h := point.histograms[index]) is not None and h[2] == last[2]), None) if last else None
+    first = (
+        next((h for point in points if (h := point.histograms[index]) is not None and h[2] == last[2]), None)
+        if last
+        else None
+    )
     if last is None or first is None or first is last:
         return {_q(q): None for q in QUANTILES}
     bounds = last[0]
@@ -277,14 +311,23 @@ def _history(points: list[Point]) -> dict[str, list]:
             requests.append(None), tokens.append(None)
         else:
             span, before = point.time - previous.time, previous.counters
-            requests.append(None if counters[finished] is None or before[finished] is None
-                            else round((counters[finished] - before[finished]) / span, 4))
-            tokens.append(None if counters[generated] is None or before[generated] is None
-                          else round((counters[generated] - before[generated]) / span, 4))
+            requests.append(
+                None
+                if counters[finished] is None or before[finished] is None
+                else round((counters[finished] - before[finished]) / span, 4)
+            )
+            tokens.append(
+                None
+                if counters[generated] is None or before[generated] is None
+                else round((counters[generated] - before[generated]) / span, 4)
+            )
         previous = point
     return {
-        "times": times, "requests_running": running, "kv_cache_usage_ratio": kv,
-        "request_rate": requests, "generation_tokens_per_second": tokens,
+        "times": times,
+        "requests_running": running,
+        "kv_cache_usage_ratio": kv,
+        "request_rate": requests,
+        "generation_tokens_per_second": tokens,
     }
 
 

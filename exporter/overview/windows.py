@@ -104,7 +104,9 @@ class Row:
             out.append(self.corrected[slot])
         return tuple(out)
 
-    def histogram_read(self, index: int, reading: tuple[tuple[float, ...], tuple[float, ...]] | None) -> Histogram | None:
+    def histogram_read(
+        self, index: int, reading: tuple[tuple[float, ...], tuple[float, ...]] | None
+    ) -> Histogram | None:
         """Raw (bounds, cumulative counts) -> reset-corrected counts, each bucket a counter of its own as in
         `rate(x_bucket[w])`. New bounds start a new run, from which alone later increases are taken."""
         if reading is None:
@@ -114,7 +116,11 @@ class Row:
         if before is None or kept is None or before[0] != bounds:
             corrected = (bounds, array("d", bytes(8 * len(counts))), (kept[2] + 1) if kept is not None else 0)
         else:
-            corrected = (bounds, array("d", [total + rise(old, new) for total, old, new in zip(kept[1], before[1], counts)]), kept[2])
+            corrected = (
+                bounds,
+                array("d", [total + rise(old, new) for total, old, new in zip(kept[1], before[1], counts)]),
+                kept[2],
+            )
         self.raw_histograms[index] = reading
         self.histograms[index] = corrected
         return corrected

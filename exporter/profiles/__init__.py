@@ -54,14 +54,22 @@ CONCEPTS: dict[str, Concept] = {
     "requests_preempted_total": Concept(
         "counter", "Requests evicted from the running batch (preempted, retracted) to be recomputed or resumed later."
     ),
-    "kv_cache_capacity_tokens": Concept("gauge", "Tokens the KV cache holds when full (summed over engines and ranks)."),
+    "kv_cache_capacity_tokens": Concept(
+        "gauge", "Tokens the KV cache holds when full (summed over engines and ranks)."
+    ),
     "requests_running_limit": Concept(
         "gauge", "Most requests the backend runs at once (its max_num_seqs, maximum batch size or slots)."
     ),
     "speculative_draft_tokens_total": Concept("counter", "Tokens proposed by speculative decoding's draft."),
-    "speculative_accepted_tokens_total": Concept("counter", "Draft tokens of speculative decoding the target model accepted."),
-    "request_prefill_time_seconds": Concept("histogram", "Time a request spent in prefill, from being scheduled to its first token."),
-    "request_decode_time_seconds": Concept("histogram", "Time a request spent decoding, from its first token to its last."),
+    "speculative_accepted_tokens_total": Concept(
+        "counter", "Draft tokens of speculative decoding the target model accepted."
+    ),
+    "request_prefill_time_seconds": Concept(
+        "histogram", "Time a request spent in prefill, from being scheduled to its first token."
+    ),
+    "request_decode_time_seconds": Concept(
+        "histogram", "Time a request spent decoding, from its first token to its last."
+    ),
     "request_time_per_output_token_seconds": Concept(
         "histogram", "A request's mean time per output token after its first: one observation per request."
     ),

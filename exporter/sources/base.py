@@ -7,7 +7,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from exporter import profiles
 from exporter.family import Family
