@@ -126,11 +126,11 @@ def main() -> int:
     import atheris
 
     with atheris.instrument_imports():
-        import exporter.config  # noqa: F401
-        import exporter.conform  # noqa: F401
-        import exporter.normalize  # noqa: F401
-        import exporter.parse  # noqa: F401
-        import exporter.pipeline  # noqa: F401
+        import exporter.config
+        import exporter.conform
+        import exporter.normalize
+        import exporter.parse
+        import exporter.pipeline
         import exporter.skeleton  # noqa: F401
     target = fuzz_parser if args.target == "parser" else fuzz_config
     if args.inputs:

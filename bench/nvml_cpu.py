@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from fake_nvml import FakeNVML, eight_gpus  # noqa: E402
 from prometheus_client.exposition import generate_latest  # noqa: E402
 
 from exporter.collector import Collector, registry_for  # noqa: E402
@@ -34,7 +35,6 @@ from exporter.scheduler import TargetPoller  # noqa: E402
 from exporter.sources import Payload, Shared  # noqa: E402
 from exporter.sources.nvml import NVMLSource  # noqa: E402
 from exporter.store import Store  # noqa: E402
-from fake_nvml import FakeNVML, eight_gpus  # noqa: E402
 
 INTERVAL = 1.0
 

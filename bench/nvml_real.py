@@ -17,14 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prometheus_client.exposition import generate_latest  # noqa: E402
+from prometheus_client.exposition import generate_latest
 
-from exporter.collector import Collector, registry_for  # noqa: E402
-from exporter.config import parse_config  # noqa: E402
-from exporter.logs import configure  # noqa: E402
-from exporter.scheduler import TargetPoller  # noqa: E402
-from exporter.sources import Shared  # noqa: E402
-from exporter.store import Store  # noqa: E402
+from exporter.collector import Collector, registry_for
+from exporter.config import parse_config
+from exporter.logs import configure
+from exporter.scheduler import TargetPoller
+from exporter.sources import Shared
+from exporter.store import Store
 
 
 async def main(polls: int, interval: float, processes: bool) -> int:

@@ -44,7 +44,6 @@ def child_main(conn: Any, targets: int) -> None:
 
 async def _child(conn: Any, targets: int) -> None:
     from aiohttp import web
-
     from simulated_vllm import SimulatedVLLM
 
     sims = [SimulatedVLLM(model=f"bench/model-{i}", seed=i) for i in range(targets)]
@@ -138,11 +137,12 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 async def main(args: argparse.Namespace) -> int:
+    from fake_nvml import FakeNVML, eight_gpus
+
     import exporter.sources.nvml
     from exporter.config import parse_config
     from exporter.daemon import Daemon
     from exporter.logs import configure
-    from fake_nvml import FakeNVML, eight_gpus
 
     configure("warning", "console")
     fake = FakeNVML(eight_gpus())

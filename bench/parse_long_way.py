@@ -27,9 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
+from scenarios import bench_vllm_body, scaled_body  # noqa: E402
+
 from exporter.daemon import tune_garbage_collection  # noqa: E402
 from exporter.parse import _decode, _parse_by_line, parse  # noqa: E402
-from scenarios import bench_vllm_body, scaled_body  # noqa: E402
 
 
 def payload(samples: int) -> bytes:

@@ -124,7 +124,7 @@ class Sink:
         self.url = ""
         self._runner = None
 
-    async def start(self) -> "Sink":
+    async def start(self) -> Sink:
         from aiohttp import web
 
         async def write(request: web.Request) -> web.Response:
@@ -266,7 +266,7 @@ async def targets_up(system: str, port: int) -> int:
             async with session.get(f"http://127.0.0.1:{port}/api/v1/targets") as response:
                 document = await response.json(content_type=None)
             return sum(1 for t in document["data"]["activeTargets"] if t.get("health") == "up")
-    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError, TypeError):
+    except (TimeoutError, aiohttp.ClientError, KeyError, ValueError, TypeError):
         return 0
 
 
@@ -348,7 +348,7 @@ async def measure(system: str, round_: int, upstreams: Upstreams, sink: Sink, se
             process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), 20)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.kill()
                 await process.wait()
         log.close()

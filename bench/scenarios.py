@@ -222,7 +222,7 @@ class NATSResponders:
         self.process, self.url, self.clients = process, url, clients
 
     @classmethod
-    async def start(cls, count: int) -> "NATSResponders":
+    async def start(cls, count: int) -> NATSResponders:
         import shutil
 
         import nats
@@ -332,7 +332,7 @@ class Upstreams:
         self.process = context.Process(target=child_main, args=(child_conn, spec), name="bench upstreams", daemon=True)
         self.info: dict[str, Any] = {}
 
-    async def start(self) -> "Upstreams":
+    async def start(self) -> Upstreams:
         self.process.start()
         self.info = await self._answer()
         return self
@@ -622,8 +622,9 @@ class ScenarioResult:
 
 
 async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
-    import exporter.sources.nvml
     from fake_nvml import FakeNVML, eight_gpus
+
+    import exporter.sources.nvml
 
     fake = FakeNVML(eight_gpus())
     exporter.sources.nvml.load_binding = lambda: fake  # the daemon's NVML source reads the fake host

@@ -260,9 +260,8 @@ async def scrape(url: str, latencies: list[tuple[float, float]], stop: asyncio.E
 async def steady_polls(api: str) -> int:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(api) as response:
-            targets = await response.json()
+    async with aiohttp.ClientSession() as session, session.get(api) as response:
+        targets = await response.json()
     return sum(t["polls"] for t in targets if t["name"].startswith("steady-"))
 
 

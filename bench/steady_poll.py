@@ -26,9 +26,10 @@ VERSIONS = 8
 
 
 def measure(polls: int, repeat: int) -> dict:
+    from support import bench_vllm_body, with_values_moved
+
     from exporter.config import parse_config
     from exporter.overview.windows import _wanted_names
-    from support import bench_vllm_body, with_values_moved
 
     name, body = bench_vllm_body()
     config = parse_config(
@@ -127,7 +128,7 @@ def main() -> None:
     for label in ("other", "this"):
         figures = sorted(runs[label])
         print(
-            f"{str(checkouts[label]):<40} {' '.join(f'{v:7.0f}' for v in runs[label]):<50} {figures[len(figures) // 2]:8.0f}"
+            f"{checkouts[label]!s:<40} {' '.join(f'{v:7.0f}' for v in runs[label]):<50} {figures[len(figures) // 2]:8.0f}"
         )
     print("(alternated old/new in separate processes on a shared, noisy machine: compare the medians of this run)")
 

@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.config import parse_config  # noqa: E402
-from exporter.daemon import Daemon  # noqa: E402
-from exporter.logs import configure  # noqa: E402
-from exporter.webconfig import WebSecurity  # noqa: E402
-from support import free_port  # noqa: E402
+from support import free_port
+
+from exporter.config import parse_config
+from exporter.daemon import Daemon
+from exporter.logs import configure
+from exporter.webconfig import WebSecurity
 
 PASSWORD = "bench-password"
 

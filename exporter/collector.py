@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
-from prometheus_client.metrics_core import GaugeMetricFamily, CounterMetricFamily, Metric
-from prometheus_client.registry import Collector as _Collector, CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector as _Collector
+from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.exposition import merge, render_openmetrics, render_text

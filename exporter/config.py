@@ -102,7 +102,7 @@ class Defaults(BaseModel):
     backoff: Duration = 0.25
 
     @model_validator(mode="after")
-    def _timeout_within_interval(self) -> "Defaults":
+    def _timeout_within_interval(self) -> Defaults:
         if self.timeout > self.interval:
             if "timeout" in self.model_fields_set:
                 raise PydanticCustomError(
@@ -144,7 +144,7 @@ class Config(BaseModel):
     loaded_profiles: tuple[Profile, ...] = ()
 
     @model_validator(mode="after")
-    def _resolve_targets(self) -> "Config":
+    def _resolve_targets(self) -> Config:
         resolved = [
             _resolve(target, self.defaults, self.prefix).with_profiles(self.loaded_profiles) for target in self.targets
         ]
@@ -254,7 +254,7 @@ def parse_model(
     return reader.validate(model, raw, context)
 
 
-def _compose(text: str, filename: str, reader: "_Reader", keys_hint: str) -> dict[str, Any]:
+def _compose(text: str, filename: str, reader: _Reader, keys_hint: str) -> dict[str, Any]:
     """YAML text -> a dict with every value's line remembered by `reader`."""
     if len(text) > MAX_CONFIG_BYTES:
         message = f"the text is larger than {MAX_CONFIG_BYTES // 1024} KiB; nothing was read from it"

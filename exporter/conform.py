@@ -30,7 +30,7 @@ _BROKEN = "broken"
 class _Plan:
     """Positions of a family's samples (in its sample order) and what each poll's values must satisfy."""
 
-    __slots__ = ("nonneg", "not_negative", "integer", "not_nan", "ones", "bools", "ordered", "equal", "_checks")
+    __slots__ = ("_checks", "bools", "equal", "integer", "nonneg", "not_nan", "not_negative", "ones", "ordered")
 
     def __init__(self) -> None:
         self.nonneg: list[int] = []  # >= 0, NaN excluded

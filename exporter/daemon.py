@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import signal
 import time
 from pathlib import Path
@@ -13,10 +13,10 @@ import structlog
 from aiohttp import web
 
 from exporter.collector import Collector
-from exporter.listener import Guard, GuardedRunner, GuardedSite
 from exporter.config import Config, ConfigError, load_config, parse_listen
-from exporter.fields import format_duration
 from exporter.demo import Demo
+from exporter.fields import format_duration
+from exporter.listener import Guard, GuardedRunner, GuardedSite
 from exporter.overview.live import Overview
 from exporter.release import HeapTrim, limit_arenas
 from exporter.scheduler import Scheduler, TargetPoller

@@ -15,7 +15,7 @@ from exporter.family_filter import family_filter
 from exporter.pipeline import families_of
 from exporter.profiles import CONCEPTS, Profile, sources_of
 from exporter.sources import Shared, SourceError, TargetConfig, create_source
-from exporter.unify import Reading, _compute, _DefaultModel, _primary_names, _SampleIndex, _sample_names, _wanted_names
+from exporter.unify import Reading, _compute, _DefaultModel, _primary_names, _sample_names, _SampleIndex, _wanted_names
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class Chunks:
     Immutable once made, like the family it belongs to; its deflated twins (`deflated`) are worked
     out from it on first use and kept with it, so that they never outlive the text they were made from."""
 
-    __slots__ = ("inside", "outside", "openmetrics", "_twins")
+    __slots__ = ("_twins", "inside", "openmetrics", "outside")
 
     def __init__(self, inside: bytes, outside: dict[str, bytes], openmetrics: bytes):
         self.inside = inside

@@ -71,7 +71,7 @@ class Guard:
 class GuardedProtocol(asyncio.Protocol):
     """One connection: aiohttp's RequestHandler inside, the cap and the header deadline around it."""
 
-    __slots__ = ("inner", "guard", "transport", "refused", "_timer", "_tail")
+    __slots__ = ("_tail", "_timer", "guard", "inner", "refused", "transport")
 
     def __init__(self, inner: asyncio.Protocol, guard: Guard):
         self.inner, self.guard = inner, guard

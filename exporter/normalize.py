@@ -399,7 +399,7 @@ class _Shape:
     `target` and the static labels after them), and which upstream label each served one takes its
     value from (the last of two that are renamed alike, as a dict made from them keeps it)."""
 
-    __slots__ = ("names", "source", "same", "formattable", "groups")
+    __slots__ = ("formattable", "groups", "names", "same", "source")
 
     def __init__(self, labeller: _Labeller, names: tuple[str, ...]):
         renamed = tuple(map(labeller.rename, names))
@@ -528,7 +528,7 @@ class _Gathering:
     """One served family as it is gathered: every sample handed in, in order, with its head and where it
     sorts (series group, suffix rank, bound), and the position of each series' last sample."""
 
-    __slots__ = ("name", "kind", "help", "series", "samples", "heads", "group_names", "groups", "ranks", "bounds")
+    __slots__ = ("bounds", "group_names", "groups", "heads", "help", "kind", "name", "ranks", "samples", "series")
 
     def __init__(self, name: str, kind: str, help_text: str):
         self.name, self.kind, self.help = name, kind, help_text

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import accumulate, compress, repeat
 from operator import is_, itemgetter, ne
-from dataclasses import dataclass, field
 
 from exporter.escaping import DOTS, SCHEMES, VALUES, DeclaredNames, unescape
 from exporter.family import TYPES, Family, Sample
@@ -260,7 +260,7 @@ class _RunReader:
     every other line (comments, blanks, timestamps, exemplars, escapes, odd blanks, errors) goes to
     `_read_lines` in body order."""
 
-    __slots__ = ("builder", "order", "heads", "label_names", "skeletons", "plain")
+    __slots__ = ("builder", "heads", "label_names", "order", "plain", "skeletons")
 
     def __init__(self, builder: _FamilyBuilder, order: list | None):
         self.builder = builder
@@ -652,25 +652,25 @@ class _FamilyBuilder:
     """Families by name as lines arrive, and the family samples currently join."""
 
     __slots__ = (
-        "_openmetrics",
+        "_as_written",
+        "_declared",
         "_default_type",
-        "_help_escapes",
+        "_escaping",
         "_families",
-        "_typed",
+        "_help_escapes",
         "_keep",
-        "_wanted",
+        "_members",
         "_metadata",
+        "_openmetrics",
+        "_renamed",
+        "_typed",
+        "_wanted",
+        "_written",
         "allowed",
         "append",
+        "escaped_samples",
         "extend",
         "metadata_lines",
-        "_escaping",
-        "_declared",
-        "_renamed",
-        "_written",
-        "_as_written",
-        "escaped_samples",
-        "_members",
     )
 
     def __init__(

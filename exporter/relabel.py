@@ -89,7 +89,7 @@ class RelabelConfig(BaseModel):
         return names
 
     @model_validator(mode="after")
-    def _fields_fit_action(self) -> "RelabelConfig":
+    def _fields_fit_action(self) -> RelabelConfig:
         action = self.action
         if action == "replace":
             if not self.target_label:
@@ -110,7 +110,7 @@ class RelabelConfig(BaseModel):
 
 
 class _Rule:
-    __slots__ = ("config", "regex", "_source", "_target")
+    __slots__ = ("_source", "_target", "config", "regex")
 
     def __init__(self, config: RelabelConfig):
         self.config = config

@@ -25,7 +25,7 @@ PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`-
 class Skeleton:
     """A parsed body with its sample values taken out: per family, which split value each sample takes."""
 
-    __slots__ = ("key", "families", "truncated", "problems")
+    __slots__ = ("families", "key", "problems", "truncated")
 
     def __init__(self, key: tuple, families: list[tuple], truncated: int, problems: dict[str, int]):
         #: The shape of the bodies this reads (exporter.pipeline's body key).

@@ -6,8 +6,9 @@ one type per family name across targets (exporter.claims), so that the merged ex
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import structlog
 

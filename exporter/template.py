@@ -105,7 +105,7 @@ class _Samples(Sequence):
     samples. Their names and labels are read back from that text once per template (see
     `_FamilyTemplate.series`), so a template keeps labels only for the families someone reads."""
 
-    __slots__ = ("_chunks", "_values", "_made", "_template")
+    __slots__ = ("_chunks", "_made", "_template", "_values")
 
     def __init__(self, chunks: Chunks, values: Sequence[float], template: _FamilyTemplate):
         self._chunks, self._values, self._template = chunks, values, template
@@ -142,7 +142,7 @@ class _Samples(Sequence):
 class _FamilyTemplate:
     """One served family without its values: its name, type and HELP, and its samples' place in the poll."""
 
-    __slots__ = ("name", "type", "help", "first", "last", "moved", "_series")
+    __slots__ = ("_series", "first", "help", "last", "moved", "name", "type")
 
     def __init__(self, family: SeriesFamily, first: int, last: int, moved: list[str]):
         self.name, self.type, self.help = family.name, family.type, family.help
@@ -170,7 +170,7 @@ class _FamilyTemplate:
 class Template:
     """What one poll's families became, without the values: `fill` serves a poll of the same shapes."""
 
-    __slots__ = ("shapes", "_families", "_dropped", "_pick", "_openmetrics", "_text")
+    __slots__ = ("_dropped", "_families", "_openmetrics", "_pick", "_text", "shapes")
 
     def __init__(self, shapes_: tuple, served: list[tuple[SeriesFamily, list[int]]], dropped: dict[str, int]):
         self.shapes = shapes_

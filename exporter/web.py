@@ -11,8 +11,9 @@ import asyncio
 import html
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 import yaml
@@ -410,7 +411,7 @@ def _e(text: str) -> str:
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _ago(timestamp: float | None, now: float) -> str:

@@ -15,8 +15,8 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import hdrs, web

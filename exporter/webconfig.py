@@ -155,7 +155,7 @@ class TLSServerConfig(BaseModel):
         return tuple(path for path in (self.cert_file, self.key_file, self.client_ca_file) if path is not None)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TLSServerConfig":
+    def _consistent(self) -> TLSServerConfig:
         if not self.enabled:
             return self
         missing = [key for key in ("cert_file", "key_file") if getattr(self, key) is None]
@@ -335,7 +335,7 @@ class _CurrentContext(ssl.SSLContext):
 
     security: WebSecurity
 
-    def __new__(cls, security: WebSecurity) -> "_CurrentContext":
+    def __new__(cls, security: WebSecurity) -> _CurrentContext:
         context = super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
         context.security = security
         return context

@@ -5,24 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-
 import logging
 import sys
+from collections import defaultdict
 
 import pytest
 import structlog
 from aiohttp import web
+from leaks import LEAKS
+from support import FIXTURES, SIMULATED_TICKS, created_series_simulator, free_port, simulated
 
 import exporter.daemon
 from exporter.config import parse_config
 from exporter.daemon import Daemon
 from exporter.logs import configure
-from leaks import LEAKS
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
-from support import FIXTURES, SIMULATED_TICKS, created_series_simulator, free_port, simulated
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 

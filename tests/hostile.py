@@ -6,11 +6,11 @@ from __future__ import annotations
 import subprocess
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as strict_openmetrics
+from support import BodyReader
 
 from exporter.collector import Collector
 from exporter.config import parse_config
 from exporter.parse import ParseError
-from support import BodyReader
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.sources.base import Payload, SourceError

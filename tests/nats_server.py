@@ -19,7 +19,6 @@ from pathlib import Path
 
 import aiohttp
 import nkeys
-
 from support import free_port, require_tool
 
 
@@ -38,7 +37,7 @@ class NATSServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    async def start(self) -> "NATSServer":
+    async def start(self) -> NATSServer:
         self.process = await asyncio.create_subprocess_exec(
             self.binary, "-c", str(self.config_file), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

@@ -257,8 +257,6 @@ def require_tool(name: str) -> str:
     """
     import shutil
 
-    import pytest
-
     path = shutil.which(name)
     if path:
         return path

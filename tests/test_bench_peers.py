@@ -10,7 +10,7 @@ from support import REPO, require_tool
 
 sys.path.insert(0, str(REPO / "bench"))
 
-import peers  # noqa: E402
+import peers
 
 PATHS = [f"/vllm/{i}/metrics" for i in range(peers.TARGETS)]
 

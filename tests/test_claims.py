@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
 from exporter.exposition import merge, render_openmetrics, render_text
@@ -176,7 +177,7 @@ def fresh(final: dict[str, dict[str, str]], order) -> Store:
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(
-    final=st.fixed_dictionaries({name: declarations for name in TARGETS}),
+    final=st.fixed_dictionaries(dict.fromkeys(TARGETS, declarations)),
     earlier=st.lists(st.tuples(st.sampled_from(TARGETS), declarations | st.none()), max_size=6),
     order=st.permutations(TARGETS),
 )

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import aiohttp
-
 from conftest import daemon_url, wait_until
 from leaks import LEAKS
 from support import REPO, free_port
@@ -87,9 +86,8 @@ targets:
 
     daemon = await start_daemon(config)
     await wait_until(lambda: all(snap.up for snap in daemon.store.snapshots()))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon)) as response:
-            served = await response.text()
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon)) as response:
+        served = await response.text()
     assert without_own_families(once_text) == without_own_families(served)
     assert 'vllm_num_requests_running{engine="0",model_name="Qwen/Qwen3-0.6B",pool="chat",target="vllm"} ' in once_text
     assert 'inference_exporter_target_up{target="tgi"} 1.0' in once_text

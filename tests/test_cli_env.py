@@ -13,11 +13,11 @@ import sys
 
 import aiohttp
 import pytest
-
 from conftest import wait_until
+from support import REPO, free_port
+
 from exporter.cli import build_parser
 from exporter.envflags import RESERVED, EnvArgumentParser, variable_for, variable_of
-from support import REPO, free_port
 
 #: A target nothing listens for: it is polled (and fails) at once, so it shows in /metrics.
 UNREACHABLE = "http://127.0.0.1:1/metrics"

@@ -7,11 +7,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from conftest import daemon_url
-from exporter.config import MAX_CONFIG_BYTES, ConfigError, load_config
 from test_cli import command
 from test_web_security import fetch
+
+from exporter.config import MAX_CONFIG_BYTES, ConfigError, load_config
 
 #: The hostile configs, among the invalid ones whose messages tests/test_config_invalid.py checks.
 HOSTILE = sorted((Path(__file__).resolve().parent / "testdata" / "config").glob("invalid-hostile-*.yml"))

@@ -14,9 +14,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import daemon_url, served_samples, wait_until
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_oracle
 
-from conftest import daemon_url, served_samples, wait_until
 from exporter.parse import parse
 
 #: As a hand-written or non-Python exporter writes it: the family declared `a_total`, its sample `a_total_total`.

@@ -8,13 +8,13 @@ import re
 import subprocess
 
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
-
-import exporter.sources.nvml as nvml_source
 from conftest import wait_until
 from fake_nvml import FakeNVML, eight_gpus
+from prometheus_client.parser import text_string_to_metric_families
 from support import REPO, require_tool, simulated_bodies
 from test_end_to_end import fixtures_config, scrape
+
+import exporter.sources.nvml as nvml_source
 
 DASHBOARDS = REPO / "dashboards"
 DASHBOARD = DASHBOARDS / "inference-exporter.json"

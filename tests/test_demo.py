@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import aiohttp
-
 from conftest import daemon_url, wait_until
+
 from exporter.demo import TARGET_PREFIX, Demo
 from exporter.parse import parse
 from exporter.profiles import profiles
@@ -40,9 +40,8 @@ async def test_demo_serves_every_backend_typed_with_help_and_unified_side_by_sid
         return all((snapshot := daemon.store.get(name)) is not None and snapshot.up is not None for name in names)
 
     await wait_until(polled, timeout=20)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon)) as response:
-            exposition = await response.read()
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon)) as response:
+        exposition = await response.read()
 
     served: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)  # target -> family -> (type, HELP)
     for family in parse(exposition).families:
@@ -101,8 +100,8 @@ async def test_demo_backends_move_between_polls():
 
 
 def test_the_readme_demo_table_lists_every_demo_target():
-    from pathlib import Path
     import re
+    from pathlib import Path
 
     repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
     docs = (repo / "docs" / "development.md").read_text()

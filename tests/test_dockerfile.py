@@ -9,7 +9,6 @@ import sys
 import zipfile
 
 import yaml
-
 from support import REPO
 
 DOCKERFILE = REPO / "Dockerfile"

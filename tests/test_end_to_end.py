@@ -9,12 +9,12 @@ import subprocess
 
 import aiohttp
 import pytest
+from conftest import daemon_url, wait_until
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import daemon_url, wait_until
-from exporter.normalize import go_float_label, sanitize_name
 from support import Body, corpus_missing, fixture_files, require_tool, simulated_bodies, without_cut_off_line
+
+from exporter.normalize import go_float_label, sanitize_name
 
 
 def target_name(body: Body) -> str:

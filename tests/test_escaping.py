@@ -13,8 +13,10 @@ import random
 import threading
 
 import pytest
-
 from conftest import poll_target
+from prometheus_client_server import build_registry
+from support import BodyReader, free_port, missing, with_values_moved
+
 from exporter.escaping import (
     ACCEPT,
     DOTS,
@@ -27,9 +29,6 @@ from exporter.escaping import (
     unescape_values,
 )
 from exporter.parse import parse
-from support import BodyReader
-from prometheus_client_server import build_registry
-from support import free_port, missing, with_values_moved
 
 # -- the schemes, one by one -----------------------------------------------------------------------
 
@@ -350,8 +349,8 @@ async def test_every_escaping_serves_what_the_classic_text_format_serves(registr
 
 async def test_escaped_names_are_counted_shown_and_logged_once(registry, start_daemon):
     from aiohttp import ClientSession
-
     from conftest import daemon_url
+
     from exporter.events import EVENTS
 
     async with ASGIServer(registry) as url:

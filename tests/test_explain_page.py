@@ -10,21 +10,20 @@ import json
 import re
 
 import aiohttp
-
 from conftest import daemon_url, wait_until
+from support import Body, simulated
+
 from exporter.explain import explain
 from exporter.parse import parse
 from exporter.sources.http import RAW_KEEP
-from support import Body, simulated
 
 #: Families no profile knows, more than the body copy the page keeps, before vLLM's own.
 PADDING = "".join(f'# TYPE padding_{i} gauge\npadding_{i}{{slot="{"x" * 40}"}} {i}\n' for i in range(1200)).encode()
 
 
 async def get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            return response.status, await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
 
 
 async def test_a_targets_page_and_json_explain_its_last_poll_from_its_families(upstream, start_daemon):

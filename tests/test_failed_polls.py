@@ -21,12 +21,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 from exporter.config import parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
-from support import free_port
 
 #: What memory held after the polls may exceed that before them by: noise from allocator free lists
 #: and the interpreter's tables, far below one body of the sizes the upstreams send (MiBs).
@@ -276,8 +276,9 @@ async def test_the_shared_connection_registry_forgets_a_connection_with_its_last
 async def test_a_failed_nvml_poll_leaves_nothing_behind(monkeypatch, failure):
     import threading
 
-    import exporter.sources.nvml as nvml_source
     from fake_nvml import FakeNVML, eight_gpus
+
+    import exporter.sources.nvml as nvml_source
 
     host = FakeNVML(eight_gpus(), library_missing=failure == "library_missing")
     monkeypatch.setattr(nvml_source, "load_binding", lambda: host)

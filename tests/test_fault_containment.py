@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import daemon_url, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 from support import free_port
 
 
@@ -25,10 +24,9 @@ def series(text: str, name: str) -> dict[str, float]:
 
 
 async def get(url: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            assert response.status == 200
-            return await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.text()
 
 
 async def test_broken_targets_are_down_with_their_own_reason_and_healthy_ones_untouched(upstream, start_daemon):
@@ -100,9 +98,8 @@ targets:
     text = await asyncio.wait_for(get(daemon_url(daemon)), timeout=5)
     assert daemon.store.get("hangs").up is None, "the hanging poll must still be in flight during the scrape"
     assert series(text, "inference_exporter_target_up") == {"healthy": 1}
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon, "/readyz")) as response:
-            assert response.status == 503 and "hangs" in await response.text()
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon, "/readyz")) as response:
+        assert response.status == 503 and "hangs" in await response.text()
 
 
 async def test_failed_target_drops_its_series_instead_of_repeating_old_values(upstream, start_daemon):

@@ -9,17 +9,17 @@ import zlib
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import poll_target
+from support import body_of, corpora, every_body, require_tool, simulated_bodies
 
 import exporter.exposition as exposition
-from conftest import poll_target
+import exporter.web
 from exporter.collector import Collector
 from exporter.exposition import Body, openmetrics_parts, render_openmetrics, render_text, text_parts
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
-import exporter.web
 from exporter.web import build_app
-from support import body_of, corpora, every_body, require_tool, simulated_bodies
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 FORMATS = {"openmetrics": (openmetrics_parts, render_openmetrics), "text": (text_parts, render_text)}

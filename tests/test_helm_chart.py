@@ -19,11 +19,9 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from support import REPO, require_tool
 
 from exporter.cli import build_parser
-from exporter.config import parse_config
-from exporter.daemon import poll_once
-from support import REPO, require_tool
 
 CHART = REPO / "helm" / "inference-exporter"
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.

@@ -4,7 +4,6 @@ as something strict OpenMetrics readers reject."""
 from __future__ import annotations
 
 import pytest
-
 from hostile import exposition, promtool_problems, serve, strictly_parsed
 from support import require_tool
 
@@ -116,7 +115,6 @@ async def test_a_vllm_histogram_count_alone_makes_no_unified_histogram():
 )
 async def test_label_limits_fail_the_poll_with_their_reason(aiohttp_server, limit, body):
     from aiohttp import web
-
     from conftest import poll_target
 
     async def metrics(request):

@@ -19,6 +19,7 @@ import trustme
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from support import simulated, simulated_bodies, simulated_dynamo_vllm_worker, simulated_value
 
 from exporter.config import ConfigError, parse_config
 from exporter.pipeline import read
@@ -26,7 +27,6 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Payload, Shared
 from exporter.sources.http import RAW_KEEP, HTTPSource
 from exporter.store import Store
-from support import simulated, simulated_bodies, simulated_dynamo_vllm_worker, simulated_value
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_1_0_0 = "application/openmetrics-text; version=1.0.0"

@@ -8,11 +8,12 @@ import signal
 import socket
 import sys
 
+from support import REPO, free_port
+
 from exporter.config import parse_config
 from exporter.scheduler import Scheduler
 from exporter.sources import Shared
 from exporter.store import Store
-from support import REPO, free_port
 
 
 async def run(*args: str) -> asyncio.subprocess.Process:

@@ -13,13 +13,13 @@ import subprocess
 import sys
 
 import pytest
+from nats_server import NATSServer
+from support import REPO
 
 from exporter.config import parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
-from nats_server import NATSServer
-from support import REPO
 
 README = (REPO / "docs" / "nats.md").read_text()
 EXAMPLE_URL = "nats://127.0.0.1:4222"

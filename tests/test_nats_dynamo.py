@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import wait_until
 from nats_server import NATSServer
 from support import missing

@@ -19,20 +19,19 @@ import nkeys
 import pytest
 import structlog
 import trustme
+from conftest import daemon_url, wait_until
 from nats.micro import add_service
 from nats.micro.request import Request
+from nats_server import NATSServer, jwt_auth
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support import NIM_REPLY, free_port, simulated_dynamo_vllm_worker
 
-from conftest import daemon_url, wait_until
 from exporter.collector import Collector, registry_for
 from exporter.config import ConfigError, parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
-from nats_server import NATSServer, jwt_auth
-from support import NIM_REPLY, free_port, simulated_dynamo_vllm_worker
-
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -505,9 +504,8 @@ targets:
         assert await server.exporter_connections() == 1, f"cycle {cycle}"
         await wait_until(lambda: len(asyncio.all_tasks()) == tasks_before, timeout=3)
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon)) as response:
-            text = await response.text()
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon)) as response:
+        text = await response.text()
     assert 'inference_exporter_target_poll_errors_total{reason="nats_disconnected",target="stats"}' in text
     assert 'inference_exporter_target_up{target="stats"} 1.0' in text
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from exporter.family import Family, Sample
 from support import simulated
+
+from exporter.family import Family, Sample
 from exporter.normalize import apply_prefix, normalize, sanitize_name
 
 

@@ -7,8 +7,10 @@ import re
 import subprocess
 
 import pytest
+from fake_nvml import FakeNVML, eight_gpus
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support import REPO, capture, require_tool
 
 import exporter.sources.nvml as nvml_source
 from exporter.collector import Collector, registry_for
@@ -16,8 +18,6 @@ from exporter.config import parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
-from fake_nvml import FakeNVML, eight_gpus
-from support import REPO, capture, require_tool
 
 DCGM_FIXTURE = "dcgm-exporter-datadog-fixture-metrics.prom"
 

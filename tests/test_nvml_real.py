@@ -13,10 +13,10 @@ import sys
 import pynvml
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import REPO
 
 from exporter.config import parse_config
 from exporter.daemon import poll_once
-from support import REPO
 
 
 def nvml_is_usable() -> bool:

@@ -11,18 +11,18 @@ import threading
 
 import aiohttp
 import pytest
+from conftest import daemon_url, wait_until
+from fake_nvml import FakeGPU, FakeMIG, FakeNVML, eight_gpus
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 import exporter.sources.nvml as nvml_source
-from conftest import daemon_url, wait_until
 from exporter.collector import Collector, registry_for
 from exporter.config import ConfigError, parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
-from fake_nvml import FakeGPU, FakeMIG, FakeNVML, eight_gpus
 
 GiB = 2**30
 
@@ -431,10 +431,9 @@ async def test_closing_a_target_with_a_stuck_call_does_not_wait_for_it_and_shuts
 
 
 async def get(url: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            assert response.status == 200
-            return await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.text()
 
 
 async def test_a_stuck_call_holds_up_neither_the_scrape_nor_other_targets(host, upstream, start_daemon):

@@ -13,8 +13,9 @@ import re
 
 import aiohttp
 import pytest
-
 from conftest import daemon_url
+from simulated_vllm import Served, SimulatedVLLM
+
 from exporter.collector import Collector
 from exporter.config import ConfigError, parse_config
 from exporter.overview.live import Overview
@@ -25,7 +26,6 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
 from exporter.web import build_app
-from simulated_vllm import Served, SimulatedVLLM
 
 INF = math.inf
 OUTCOME_OF = {"stop": "success", "length": "success", "abort": "abort", "error": "error"}
@@ -107,10 +107,9 @@ async def one_target_watched(aiohttp_server, config_text: str):
 
 
 async def get_json(server, path: str) -> dict:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url(path)) as response:
-            assert response.status == 200, await response.text()
-            return await response.json()
+    async with aiohttp.ClientSession() as session, session.get(server.make_url(path)) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
 
 
 async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_across_a_reset_and_an_outage(
@@ -214,10 +213,9 @@ async def test_the_csv_has_one_row_per_target_and_model_with_the_json_values(sim
             simulated.step(20, errors=1)
             await poller.poll()
     report = await get_json(server, "/api/overview")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url("/api/overview.csv")) as response:
-            assert response.content_type == "text/csv"
-            rows = list(csv.DictReader(io.StringIO(await response.text())))
+    async with aiohttp.ClientSession() as session, session.get(server.make_url("/api/overview.csv")) as response:
+        assert response.content_type == "text/csv"
+        rows = list(csv.DictReader(io.StringIO(await response.text())))
     assert list(rows[0]) == list(CSV_COLUMNS)
     assert len(rows) == len(report["backends"]) == 1
     row, entry = rows[0], report["backends"][0]
@@ -260,9 +258,8 @@ async def test_a_bad_window_is_refused_and_one_beyond_keep_too(simulated, aiohtt
 async def test_the_page_works_without_a_script_by_refreshing(simulated, aiohttp_server):
     store = Store()
     server = await overview_server(aiohttp_server, store, Overview(store))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url("/overview")) as response:
-            page = await response.text()
+    async with aiohttp.ClientSession() as session, session.get(server.make_url("/overview")) as response:
+        page = await response.text()
     assert re.search(r'<noscript><meta http-equiv="refresh" content="\d+"></noscript>', page)
     assert not re.search(r'(src|href)="(https?:)?//', page) and "<link" not in page and "@import" not in page
 
@@ -316,8 +313,9 @@ async def test_the_stream_delivers_at_least_three_messages_in_three_and_a_half_s
 
 
 async def test_gpus_of_nvml_targets_show_utilisation_memory_and_power(monkeypatch, aiohttp_server):
-    from exporter.sources import nvml as nvml_source
     from fake_nvml import FakeNVML, eight_gpus
+
+    from exporter.sources import nvml as nvml_source
 
     fake = FakeNVML(eight_gpus())
     monkeypatch.setattr(nvml_source, "load_binding", lambda: fake)
@@ -346,8 +344,9 @@ OVERVIEW_PATHS = ("/overview", "/api/overview", "/api/overview.csv", "/api/overv
 
 
 async def test_basic_auth_and_tls_apply_to_all_four_overview_endpoints(simulated, start_daemon, tmp_path):
-    from exporter.webconfig import WebSecurity
     from test_web_security import PASSWORD, Certs, basic, hashed
+
+    from exporter.webconfig import WebSecurity
 
     certs = Certs(tmp_path)
     web_config = tmp_path / "web.yml"
@@ -404,7 +403,8 @@ def test_increase_counts_a_reset_as_what_was_counted_since():
     assert increase([4, 4, 4]) == 0
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 
 @settings(max_examples=60, deadline=None)
@@ -427,9 +427,10 @@ def test_histogram_quantile_equals_the_interpolation_computed_here(counts, width
 
 
 def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_config_the_defaults(simulated):
+    from support import REPO
+
     from exporter.config import load_config
     from exporter.overview.report import report
-    from support import REPO
 
     section = (REPO / "docs" / "overview.md").read_text()
     documented = set(re.findall(r"`([a-z_0-9]+)(?:\[\])?`", section))
@@ -437,7 +438,7 @@ def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_co
     windows = Overview(store).windows
     top = report(windows, 60.0)
     assert set(top) <= documented, set(top) - documented
-    from exporter.overview.report import _no_series, _empty_gpu
+    from exporter.overview.report import _empty_gpu, _no_series
 
     for entry in (_no_series("t", "up", None, ""), _empty_gpu("g", "up", "")):
         assert set(entry) - {"reason"} <= documented, set(entry) - documented
@@ -492,8 +493,7 @@ async def test_streams_beyond_the_cap_are_told_to_retry_later(monkeypatch, aioht
     monkeypatch.setattr(routes, "MAX_STREAMS", 1)
     store = Store()
     server = await overview_server(aiohttp_server, store, Overview(store))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url("/api/overview/stream")) as first:
-            assert first.status == 200 and (await first.content.readline()).startswith(b"retry:")
-            async with session.get(server.make_url("/api/overview/stream")) as second:
-                assert second.status == 503 and second.headers["Retry-After"] == "10"
+    async with aiohttp.ClientSession() as session, session.get(server.make_url("/api/overview/stream")) as first:
+        assert first.status == 200 and (await first.content.readline()).startswith(b"retry:")
+        async with session.get(server.make_url("/api/overview/stream")) as second:
+            assert second.status == 503 and second.headers["Retry-After"] == "10"

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from conftest import daemon_url, wait_until
-from exporter.sources import nvml as nvml_source
 from fake_nvml import FakeNVML, eight_gpus
 from simulated_vllm import SimulatedVLLM
 from support import REPO, free_port, require_tool
+
+from exporter.sources import nvml as nvml_source
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 

@@ -13,10 +13,10 @@ from prometheus_client.exposition import generate_latest as text_exposition
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_exposition
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_oracle
 from prometheus_client.parser import text_string_to_metric_families as text_oracle
+from support import body_of, capture, corpora, every_body, simulated
 
 from exporter.family import Family, Sample
 from exporter.parse import ParseError, ParseResult, is_openmetrics, parse
-from support import body_of, capture, corpora, every_body, simulated
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...], object]
 

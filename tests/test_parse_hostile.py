@@ -3,18 +3,17 @@ beyond what one target serves."""
 
 from __future__ import annotations
 
-import sys
-
 import math
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_oracle
 from prometheus_client.parser import text_string_to_metric_families as text_oracle
+from support import BodyReader
 
 from exporter.parse import ParseError, parse
-from support import BodyReader
 
 
 def readable(result) -> list:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 
 import aiohttp
-
 from conftest import wait_until
 from support import free_port, require_tool, simulated_value
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import poll_target
 from support import REPO, missing
 from test_escaping import served
@@ -86,9 +85,9 @@ async def _poll(url: str, accept: str | None):
 
 
 async def test_the_oldest_and_newest_prometheus_client_serve_the_same_families_through_every_handler(servers):
-    import prometheus_client
-
     from importlib.metadata import version
+
+    import prometheus_client
 
     assert set(servers) == {OLDEST, version("prometheus_client")}, servers
     assert version("prometheus_client") != OLDEST, prometheus_client.__file__

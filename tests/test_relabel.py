@@ -7,8 +7,8 @@ relabel tests do; what a target then serves is checked through the daemon's poll
 from __future__ import annotations
 
 import pytest
-
 from conftest import poll_target, served_samples
+
 from exporter.config import ConfigError, parse_config
 from exporter.relabel import RelabelConfig, Relabeler
 

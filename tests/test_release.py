@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from support import REPO
 
 from exporter.release import HeapTrim, drop_frames
-from support import REPO
 
 CHURN = """
 import threading

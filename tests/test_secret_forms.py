@@ -10,11 +10,11 @@ import json
 from urllib.parse import quote
 
 from aiohttp import web
-
 from conftest import daemon_url, wait_until
-from exporter.events import EVENTS
 from leaks import LEAKS, MARK
 from test_web_security import fetch
+
+from exporter.events import EVENTS
 
 #: Characters that percent-encoding, JSON and HTML each write differently.
 ODD = 'é/+&<"x'

@@ -9,14 +9,14 @@ import random
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import daemon_url, poll_target
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
+from support import Body, capture, captures
 
-from conftest import daemon_url, poll_target
 from exporter.events import EVENTS
 from exporter.normalize import go_float_label
-from support import Body, capture, captures
 
 #: As the Gateway API Inference Extension's endpoint picker writes its histograms (le="Inf"),
 #: with other spellings Go's ParseFloat reads beside it.

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 
+from hostile import exposition, promtool_problems, serve, strictly_parsed
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import require_tool
 
 from exporter.store import Store
-from hostile import exposition, promtool_problems, serve, strictly_parsed
-from support import require_tool
 
 #: Examples per run: HOSTILE_EXAMPLES=2000 for a longer hunt (about a minute per thousand).
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "60"))

@@ -7,8 +7,8 @@ import gzip
 
 import aiohttp
 import pytest
-
 from conftest import poll_target
+
 from exporter.parse import is_openmetrics, parse
 from exporter.profiles import profiles
 from exporter.simulate import OPENMETRICS_ACCEPT, SIMULATORS, TEXT_ACCEPT, PythonSimulator, SimulatedServer, simulator

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from support import BodyReader, simulated, with_values_moved
+
 import exporter.template
 from exporter.exposition import prerender
 from exporter.family import shape_of
 from exporter.normalize import Normalized, fold_created, normalize
 from exporter.parse import parse
 from exporter.template import Template, values_of
-from support import BodyReader, simulated, with_values_moved
 
 
 def template_of(families, stages):

@@ -14,9 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
+from support import REPO, free_port
 
 from exporter.systemd import Notifier
-from support import REPO, free_port
 
 
 class NotifySocket:

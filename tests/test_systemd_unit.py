@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from exporter.cli import build_parser
 from support import REPO, require_tool
+
+from exporter.cli import build_parser
 
 UNIT = REPO / "systemd" / "inference-exporter.service"
 #: Where docs/deployment.md installs the command; the unit runs it from there.

@@ -9,10 +9,10 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import TEXT_0_0_4, daemon_url, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import TEXT_0_0_4, daemon_url, wait_until
 from exporter.config import parse_config
 from exporter.daemon import poll_once
 
@@ -114,10 +114,9 @@ def own_samples(text: str, name: str) -> dict[tuple, float]:
 
 
 async def get(url: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            assert response.status == 200
-            return await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.text()
 
 
 async def test_a_degraded_target_costs_healthy_ones_no_series_in_either_poll_order_and_once_agrees(

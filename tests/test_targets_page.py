@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 
 import aiohttp
-
 from conftest import daemon_url, wait_until
-from exporter.scheduler import first_poll_offset
 from leaks import LEAKS
 from support import REPO, require_tool, simulated
+
+from exporter.scheduler import first_poll_offset
 
 #: Screenshots land here (gitignored), for a person or CI to look at.
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -27,15 +27,13 @@ def pending_name() -> str:
 
 
 async def get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            return response.status, await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
 
 
 async def targets_json(daemon) -> dict[str, dict]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon, "/api/targets")) as response:
-            return {state["name"]: state for state in await response.json()}
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon, "/api/targets")) as response:
+        return {state["name"]: state for state in await response.json()}
 
 
 async def three_states(upstream, start_daemon):

@@ -12,21 +12,19 @@ import math
 
 import pytest
 from aiohttp import web
-
 from conftest import TEXT_0_0_4
+from support import BodyReader, body_of, corpora, with_values_moved
+
 from exporter.config import parse_config
 from exporter.exposition import chunks, prerender
-from exporter.family import Family, Sample
-from exporter.family import shape_of
+from exporter.family import Family, Sample, shape_of
 from exporter.normalize import Normalized, normalize
 from exporter.parse import ParseError, parse
-from support import BodyReader
 from exporter.pipeline import Pipeline
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
 from exporter.template import Template, values_of
-from support import body_of, corpora, with_values_moved
 
 CONFIGS = {
     "defaults": "",

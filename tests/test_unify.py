@@ -20,13 +20,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import TEXT_0_0_4, daemon_url, poll_target, served_samples, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import TEXT_0_0_4, daemon_url, poll_target, served_samples, wait_until
-from exporter import profiles
-from exporter.simulate import OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT
 from support import (
     REPO,
     Body,
@@ -38,6 +35,9 @@ from support import (
     simulated_value,
     without_cut_off_line,
 )
+
+from exporter import profiles
+from exporter.simulate import OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT
 
 #: The unified family names, as the issue fixes them (no prefix configured in these tests).
 UNIFIED = {
@@ -977,9 +977,8 @@ targets:
 """
     )
     await wait_until(lambda: all(snap.up for snap in daemon.store.snapshots()))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon, "/api/targets")) as response:
-            states = {state["name"]: state["profile"] for state in await response.json()}
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon, "/api/targets")) as response:
+        states = {state["name"]: state["profile"] for state in await response.json()}
     assert states == {"vllm": "vllm", "gpu": None}
 
 

@@ -14,16 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import poll_target, served_samples, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
-
-from conftest import poll_target, served_samples, wait_until
-from exporter.config import ConfigError, parse_config
-from exporter.simulate import TEXT_ACCEPT, SimulatedServer, simulator
-from exporter.simulate.base import load_backends
 from support import NIM_REPLY, REPO
 from test_unify import NEW_PROFILES as RULES
 from test_unify import assert_same_series, expected_series, raw_samples, unified_served
+
+from exporter.config import ConfigError, parse_config
+from exporter.simulate import TEXT_ACCEPT, SimulatedServer, simulator
+from exporter.simulate.base import load_backends
 
 OUTCOMES = {"success", "abort", "error"}
 
@@ -183,9 +183,10 @@ async def test_llamacpp_prompt_tokens_are_the_uncached_plus_the_cached_and_the_c
 async def test_the_profiles_fallbacks_read_a_simulated_older_build(old):
     """The simulators serve today's names; their older builds serve the deprecated ones the profiles
     still read after them (Dynamo 0.x's `kvstats_*` gauges, llama.cpp without the cached counter)."""
+    from test_unify import DYNAMO_WORKER_DEPRECATED, LLAMACPP_BEFORE_CACHED, Backend
+
     from exporter.simulate.backends.dynamo import DeprecatedDynamoWorkerSimulator
     from exporter.simulate.backends.llamacpp import LlamaCppBeforeCachedSimulator
-    from test_unify import DYNAMO_WORKER_DEPRECATED, LLAMACPP_BEFORE_CACHED, Backend
 
     sim, backend, rules, model = {
         "dynamo-worker": (

@@ -10,12 +10,12 @@ import aiohttp
 import bcrypt
 import pytest
 import trustme
-
 from conftest import daemon_url, wait_until
-from exporter.webconfig import WebSecurity, load_web_config
 from leaks import LEAKS
 from support import REPO
 from test_cli import command
+
+from exporter.webconfig import WebSecurity, load_web_config
 
 PASSWORD = "scrape-s3cr3t-pw"
 WRONG = "wrong-s3cr3t-pw"

@@ -15,7 +15,6 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-
 #: Seconds between reloads when the script cannot run (inside <noscript>).
 NOSCRIPT_REFRESH = 5
 

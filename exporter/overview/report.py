@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from exporter.overview.promql import histogram_quantile
@@ -359,4 +359,4 @@ def _round(value: float) -> float:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="milliseconds")

@@ -31,7 +31,7 @@ class OverviewSettings(BaseModel):
     waiting_degraded: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "OverviewSettings":
+    def _consistent(self) -> OverviewSettings:
         if self.keep > MAX_KEEP:
             _fail(
                 f"keep {format_duration(self.keep)} is longer than {format_duration(MAX_KEEP)}: windows are held in memory"

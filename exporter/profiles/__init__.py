@@ -104,7 +104,7 @@ class Source(BaseModel):
     #: a histogram with its `+Inf` bucket only, whose mean is all it says.
     count: str | None = None
     #: Gauges only: multiply by this upstream gauge, matched by its own labels (blocks times tokens per block).
-    times: "Factor | None" = None
+    times: Factor | None = None
     #: Gauges only: the value is the product of these labels' values (an `_info` gauge's `num_gpu_blocks`
     #: and `block_size`); a sample whose labels are not numbers is left out.
     value_labels: list[str] = Field(default_factory=list)
@@ -190,7 +190,7 @@ class Profile(BaseModel):
         return patterns
 
     @model_validator(mode="after")
-    def _sources_fit_concepts(self) -> "Profile":
+    def _sources_fit_concepts(self) -> Profile:
         for concept_name, choices in self.series.items():
             concept = CONCEPTS.get(concept_name)
             if concept is None:

@@ -39,7 +39,7 @@ class BasicAuth(BaseModel):
     password_file: ReadableFile | None = None
 
     @model_validator(mode="after")
-    def _one_password(self) -> "BasicAuth":
+    def _one_password(self) -> BasicAuth:
         if (self.password is None) == (self.password_file is None):
             raise ValueError("set exactly one of password or password_file")
         return self
@@ -55,7 +55,7 @@ class TLSConfig(BaseModel):
     insecure_skip_verify: bool = False
 
     @model_validator(mode="after")
-    def _cert_and_key(self) -> "TLSConfig":
+    def _cert_and_key(self) -> TLSConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together: set both or neither")
         self.context()  # a file that is not PEM is a config error, reported with its line
@@ -105,7 +105,7 @@ class HTTPTarget(TargetConfig):
         return value
 
     @model_validator(mode="after")
-    def _one_credential(self) -> "HTTPTarget":
+    def _one_credential(self) -> HTTPTarget:
         given = [k for k in ("basic_auth", "bearer_token", "bearer_token_file") if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"set at most one of basic_auth, bearer_token, bearer_token_file (got {', '.join(given)})")

@@ -146,7 +146,7 @@ class NATSTarget(TargetConfig):
         return endpoint
 
     @model_validator(mode="after")
-    def _fits_protocol(self) -> "NATSTarget":
+    def _fits_protocol(self) -> NATSTarget:
         for protocol, keys in _PROTOCOL_KEYS.items():
             stray = [key for key in keys if key in self.model_fields_set and protocol != self.protocol]
             if stray:
@@ -481,7 +481,7 @@ class Gatherer:
 
 
 class _Gathering:
-    __slots__ = ("replies", "kept", "budget", "no_responders", "full")
+    __slots__ = ("budget", "full", "kept", "no_responders", "replies")
 
     def __init__(self, budget: int):
         self.replies: list[bytes] = []
@@ -526,7 +526,7 @@ class Problem(NamedTuple):
     text: str
 
     @classmethod
-    def of(cls, exc: ValueError) -> "Problem":
+    def of(cls, exc: ValueError) -> Problem:
         return cls(isinstance(exc, ReplyTooLarge), str(exc))
 
 

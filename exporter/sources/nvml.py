@@ -14,9 +14,10 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Annotated, Any, Callable, Iterable, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import structlog
 from pydantic import Field, field_validator
