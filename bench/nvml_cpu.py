@@ -68,7 +68,7 @@ def cpu() -> float:
 
 async def per_poll(kind: str, polls: int) -> tuple[float, int]:
     """CPU seconds per poll, polling back to back; and the samples one poll serves."""
-    polling, store = poller(kind)
+    polling, _store = poller(kind)
     for _ in range(10):  # warm up: NVML started, caches filled
         snapshot = await polling.poll()
     assert snapshot.up, snapshot.last_error

@@ -651,7 +651,7 @@ async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
                 }
                 for i in range(2)
             ]
-        common = dict(seconds=args.seconds, every=5.0, headers=args.headers)
+        common = {"seconds": args.seconds, "every": 5.0, "headers": args.headers}
         idle = await measure("idle daemon (no targets)", config_yaml([], "1s"), upstreams, **common)
         loaded = await measure(
             "8 vLLM + 8 GPUs" + (" + 2 NATS" if with_nats else ""),
@@ -681,7 +681,7 @@ async def aggregator(args: argparse.Namespace) -> ScenarioResult:
         info = upstreams.info
         paths = sorted(info["samples"], key=lambda p: int(p.split("/")[2]))
         targets = http_targets(info["http"], paths, "backend")
-        common = dict(seconds=args.seconds, every=1.0, headers=args.headers)
+        common = {"seconds": args.seconds, "every": 1.0, "headers": args.headers}
         idle = await measure("idle daemon (no targets)", config_yaml([], "5s"), upstreams, **common)
         loaded = await measure(
             f"{count} targets x ~{samples} samples",
@@ -716,7 +716,12 @@ async def isolation(args: argparse.Namespace) -> ScenarioResult:
             "interval": "5s",
             "timeout": "4s",
         }
-        common = dict(seconds=args.seconds / 2, every=0.2, headers=args.headers, wait_for={t["name"] for t in targets})
+        common = {
+            "seconds": args.seconds / 2,
+            "every": 0.2,
+            "headers": args.headers,
+            "wait_for": {t["name"] for t in targets},
+        }
         turns: dict[bool, list[RunResult]] = {False: [], True: []}
         for hang in (False, True, True, False):  # ABBA: a drift in the machine's load weighs on both alike
             config = config_yaml([*targets, hanging] if hang else targets, "1s")

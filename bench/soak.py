@@ -330,7 +330,7 @@ async def main() -> None:
         "error",
         cwd=REPO,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=open(folder / "daemon.log", "wb"),
+        stderr=open(folder / "daemon.log", "wb"),  # noqa: SIM115 (open for the daemon's whole life)
     )
     proc = Process(daemon.pid)
     await asyncio.sleep(3)

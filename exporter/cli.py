@@ -51,12 +51,12 @@ def bundled_config() -> Path:
     return Path(__file__).resolve().parent.parent / "config.example.yaml"
 
 
-_WEB_CONFIG: dict = dict(
-    type=Path,
-    metavar="FILE",
-    help="TLS, basic auth and response headers for the endpoint, in the Prometheus exporter-toolkit format "
+_WEB_CONFIG: dict = {
+    "type": Path,
+    "metavar": "FILE",
+    "help": "TLS, basic auth and response headers for the endpoint, in the Prometheus exporter-toolkit format "
     "(tls_server_config, basic_auth_users, http_server_config); read again when it or its certificates change",
-)
+}
 
 
 def listen_address(value: str) -> str:

@@ -142,9 +142,8 @@ def _plan(family: Family) -> _Plan | str | None:
                 plan.nonneg.append(i)
                 if suffix == "_count":
                     plan.integer.append(i)
-    elif kind in ("histogram", "gaugehistogram"):
-        if not _plan_histogram(family, plan):
-            return _BROKEN
+    elif kind in ("histogram", "gaugehistogram") and not _plan_histogram(family, plan):
+        return _BROKEN
     return None if plan.empty() else plan
 
 
@@ -215,7 +214,7 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
                 plan.nonneg.append(total)
     plan.nonneg += bucket_positions
     plan.integer += bucket_positions
-    plan.ordered += itertools.compress(zip(bucket_positions, bucket_positions[1:]), same_group)
+    plan.ordered += itertools.compress(itertools.pairwise(bucket_positions), same_group)
     return True
 
 

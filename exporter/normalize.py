@@ -89,7 +89,7 @@ EXPORTED = "exported_"
 
 def is_reserved_name(name: str) -> bool:
     """Whether a served metric name belongs to the daemon or to Prometheus (`__`-prefixed)."""
-    return name.startswith("__") or name.startswith(RESERVED_PREFIX)
+    return name.startswith(("__", RESERVED_PREFIX))
 
 
 def unreserved(name: str) -> str:
@@ -269,7 +269,7 @@ def _picked(labels: list[dict[str, str]], shapes: list[tuple], pickers: dict[tup
     """The series groups of these label dicts, each read by its shape's picker (`pickers`: shape ->
     (names, picker)). Where every shape reads the same names (a histogram's buckets and its count), one
     picker reads all."""
-    if len(set(names for names, _ in pickers.values())) == 1:
+    if len({names for names, _ in pickers.values()}) == 1:
         names, pick = next(iter(pickers.values()))
         return names, list(map(pick, labels))
     names_of = {shape: names for shape, (names, _) in pickers.items()}

@@ -168,7 +168,7 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: l
     prefilter = builder.filtered
     line_no = 0
     try:
-        for line_no, line in enumerate(lines, 1):
+        for line_no, line in enumerate(lines, 1):  # noqa: B007 (read by the except below)
             if line and line[0] != "#":
                 if prefilter:  # find the sample's family by its name alone, and skip the line if unwanted
                     named = _METRIC_NAME.match(line)

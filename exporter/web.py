@@ -91,16 +91,16 @@ async def scrub_secrets(request: web.Request, handler) -> web.StreamResponse:
         if exc.text:
             exc.text = REGISTRY.scrub(exc.text)
         raise
-    if request.path != "/metrics" and isinstance(response, web.Response) and response.body is not None:
-        if isinstance(response.body, bytes) and response.content_type in (
-            "text/html",
-            "application/json",
-            "text/plain",
-        ):
-            text = response.body.decode(response.charset or "utf-8", "replace")
-            scrubbed = REGISTRY.scrub(text)
-            if scrubbed != text:
-                response.body = scrubbed.encode(response.charset or "utf-8")
+    if (
+        request.path != "/metrics"
+        and isinstance(response, web.Response)
+        and isinstance(response.body, bytes)
+        and response.content_type in ("text/html", "application/json", "text/plain")
+    ):
+        text = response.body.decode(response.charset or "utf-8", "replace")
+        scrubbed = REGISTRY.scrub(text)
+        if scrubbed != text:
+            response.body = scrubbed.encode(response.charset or "utf-8")
     return response
 
 

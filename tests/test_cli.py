@@ -65,7 +65,7 @@ async def test_check_config_reports_every_error_with_file_and_line_and_exits_1(t
     path.write_text(
         "defaults:\n  interval: 5 seconds\ntargets:\n  - name: a\n    type: http\n    url: http://a/m\n    intervl: 1s\n"
     )
-    code, out, err = await command("check-config", str(path))
+    code, _out, err = await command("check-config", str(path))
     assert code == 1
     lines = err.strip().splitlines()
     assert lines[0].startswith(f"{path}:2: defaults.interval:")

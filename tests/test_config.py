@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
 import trustme
 
@@ -163,7 +164,7 @@ def test_loading_the_same_file_twice_gives_equal_targets(tmp_path):
 
 def test_resolved_targets_stay_frozen(tmp_path):
     (target,) = load_config(write(tmp_path, "targets: [{name: a, type: http, url: 'http://a/m'}]\n")).targets
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         target.interval = 1.0  # type: ignore[misc]
 
 

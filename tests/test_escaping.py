@@ -93,7 +93,7 @@ def test_underscore_escaping_folds_like_the_declared_name():
 
 
 @pytest.mark.parametrize(
-    "content_type, openmetrics, escaping",
+    ("content_type", "openmetrics", "escaping"),
     [
         ("application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores", True, "underscores"),
         ("text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8", False, "allow-utf-8"),

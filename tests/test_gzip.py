@@ -112,7 +112,7 @@ async def test_a_new_poll_is_never_served_from_the_previous_polls_deflated_text(
                 body, plain = gzip_of(collector, fmt)
                 assert one_member(body) == plain
                 assert f'requests_total{{path="/p007",target="changing"}} {value + 7}.0\n'.encode() in plain
-            (family,) = [f for f in store.get("changing").families]
+            (family,) = list(store.get("changing").families)
             assert family.chunks.twin("openmetrics") is not None and family.chunks.twin("inside") is not None
     finally:
         await shared.close()

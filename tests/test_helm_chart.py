@@ -227,7 +227,7 @@ BAD_VALUES = {
 }
 
 
-@pytest.mark.parametrize("values,message", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+@pytest.mark.parametrize(("values", "message"), BAD_VALUES.values(), ids=BAD_VALUES.keys())
 def test_values_that_break_the_schema_are_rejected(chart, values, message):
     with pytest.raises(helm.HelmValuesError) as error:
         chart.render(values, name="ie", namespace="monitoring")
@@ -314,11 +314,13 @@ def test_alert_rules_pass_promtool(chart, tmp_path):
 
 def test_chart_ships_the_dashboard_and_rules_of_dashboards_unchanged(chart):
     """The chart can only read files inside itself: its copies must stay equal to dashboards/ (tested there)."""
-    for shipped, copy in (
+    for shipped, copied in (
         ("inference-exporter.json", "dashboards/inference-exporter.json"),
         ("inference-exporter.rules.yml", "rules/inference-exporter.rules.yml"),
     ):
-        assert (REPO / "helm" / "inference-exporter" / copy).read_text() == (REPO / "dashboards" / shipped).read_text()
+        assert (REPO / "helm" / "inference-exporter" / copied).read_text() == (
+            REPO / "dashboards" / shipped
+        ).read_text()
     configmap = render(chart, {"grafanaDashboard": {"enabled": True}})["ConfigMap/ie-inference-exporter-dashboard"]
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(configmap["data"]["inference-exporter.json"]) == json.loads(

@@ -105,7 +105,7 @@ async def test_a_vllm_histogram_count_alone_makes_no_unified_histogram():
 
 
 @pytest.mark.parametrize(
-    "limit, body",
+    ("limit", "body"),
     [
         ("label_limit: 2", b'x{a="1",b="2",c="3"} 1\n'),
         ("label_name_length_limit: 5", b'x{abcdef="1"} 1\n'),

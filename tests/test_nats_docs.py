@@ -123,7 +123,7 @@ def test_commented_nats_targets_in_the_example_config_are_valid_when_uncommented
         if line.startswith("  # Credentials and TLS"):
             break
         body = line[len("  # ") :]
-        if line.startswith("  # ") and (body.startswith("- ") or body.startswith("  ")):
+        if line.startswith("  # ") and (body.startswith(("- ", "  "))):
             uncommented.append("  " + body)
 
     config = parse_config("targets:\n" + "\n".join(uncommented) + "\n", "config.example.yaml (uncommented)")

@@ -9,6 +9,7 @@ or, for a running daemon, on its /metrics and nats-server's own /connz.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import ssl
 from pathlib import Path
@@ -159,7 +160,7 @@ async def test_runtime_stats_gauges_and_counters_are_served_with_worker_and_back
     snapshot = await poller(nats_target(server.url, "subject: nim.backend.runtime_stats")).poll()
 
     assert snapshot.up, snapshot.last_error
-    who = dict(worker_id="w-1", backend="vllm", target="stats")
+    who = {"worker_id": "w-1", "backend": "vllm", "target": "stats"}
     assert served(snapshot) == {
         ("kv_cache_usage_perc", labels(**who)): 0.3,
         ("active_requests", labels(**who)): 5.0,
@@ -368,7 +369,7 @@ async def test_micro_stats_of_every_instance_are_served_per_endpoint(nats_server
     assert snapshot.up, snapshot.last_error
     values = served(snapshot)
     for index, service in enumerate(services):
-        who = dict(service="inference", instance_id=service.id, version="1.2.3", target="stats")
+        who = {"service": "inference", "instance_id": service.id, "version": "1.2.3", "target": "stats"}
         endpoint = labels(**who, endpoint="generate", subject="generate")
         assert values[("nats_micro_endpoint_requests_total", endpoint)] == 4
         assert values[("nats_micro_endpoint_errors_total", endpoint)] == (4 if index == 2 else 0)
@@ -405,7 +406,7 @@ async def test_micro_counters_only_go_up_between_polls(nats_servers, clients, po
         readings.append({key: value for key, value in served(snapshot).items() if key[0] in counters})
 
     assert len(readings[0]) == 2 * len(counters)
-    for before, after in zip(readings, readings[1:]):
+    for before, after in itertools.pairwise(readings):
         assert before.keys() == after.keys()
         assert all(after[key] >= before[key] for key in before)
         assert (
@@ -666,7 +667,7 @@ async def test_tls_server_with_a_certificate_we_do_not_trust_fails_with_tls(tls_
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    ("extra", "message"),
     [
         ("protocol: micro", "service is required for protocol micro"),
         (

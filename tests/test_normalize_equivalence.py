@@ -8,6 +8,7 @@ labels, `__name__`-like and UTF-8 names, values that need escaping, names that s
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections import Counter
@@ -290,7 +291,7 @@ def test_the_reference_sees_the_odd_cases_the_property_is_for():
         ("h_count", None),
         ("h_sum", None),
     ]
-    assert [value for *_, value in histogram[3]][0] == 2.0
+    assert next(value for *_, value in histogram[3]) == 2.0
     assert dropped == {"duplicate": 2}  # the bucket `1.0` after `1`, and `c_d_total{x="1"}` after `c:d`'s
     assert families[1][4] == ['g{exported___name__="y",exported_target="x",pool="p",target="t",v="a\\"b"} ']
     assert [value for *_, value in families[2][3]] == [1.0, 2.0]
@@ -334,7 +335,7 @@ def reference_histogram_plan(family: Family):
         positions = [i for _, i in buckets]
         checks["nonneg"] += positions
         checks["integer"] += positions
-        checks["ordered"] += list(zip(positions, positions[1:]))
+        checks["ordered"] += list(itertools.pairwise(positions))
         if count is not None:
             checks["nonneg"] += [count] + ([total] if not gauge or not negative else [])
             checks["integer"].append(count)

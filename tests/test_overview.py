@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -14,6 +15,8 @@ import re
 import aiohttp
 import pytest
 from conftest import daemon_url
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from simulated_vllm import Served, SimulatedVLLM
 
 from exporter.collector import Collector
@@ -42,7 +45,7 @@ LATENCY_OF = {
 def counter_increase(values: list[float]) -> float:
     """Sum of rises; after a drop (a restart) the new value is all that was counted since."""
     total = 0.0
-    for before, after in zip(values, values[1:]):
+    for before, after in itertools.pairwise(values):
         total += after if after < before else after - before
     return total
 
@@ -299,7 +302,7 @@ async def test_the_stream_delivers_at_least_three_messages_in_three_and_a_half_s
             assert response.status == 200 and response.content_type == "text/event-stream"
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 3.5
-            with pytest.raises(TimeoutError):
+            with pytest.raises(TimeoutError):  # noqa: PT012 (the stream is read until the deadline ends it)
                 async with asyncio.timeout_at(deadline):
                     async for line in response.content:
                         if line.startswith(b"data: "):
@@ -401,10 +404,6 @@ def test_increase_counts_a_reset_as_what_was_counted_since():
     assert increase([10, 15, 3, 8]) == 5 + 3 + 5
     assert increase([5]) == 0 and increase([]) == 0
     assert increase([4, 4, 4]) == 0
-
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st
 
 
 @settings(max_examples=60, deadline=None)

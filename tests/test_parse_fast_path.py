@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,7 +101,7 @@ BAD_LINES = [
 
 
 @st.composite
-def plain_lines(draw, values=st.sampled_from(VALUES)) -> str:
+def plain_lines(draw, values=st.sampled_from(VALUES)) -> str:  # noqa: B008 (a strategy, built once, is the default)
     name = draw(st.sampled_from(NAMES))
     names = draw(st.lists(st.sampled_from(LABEL_NAMES), max_size=3, unique=True))
     labels = ",".join(f'{label}="{draw(st.sampled_from(LABEL_VALUES))}"' for label in names)
@@ -188,13 +189,10 @@ def test_a_body_of_plain_lines_keeps_each_series_as_written():
 
 def test_an_error_after_many_plain_lines_names_its_own_line():
     body = "".join(f'a{{i="{i}"}} {i}\n' for i in range(5000)) + 'a{i="x"} one\n'
-    try:
+    with pytest.raises(ParseError) as caught:
         parse(body)
-    except ParseError as error:
-        assert error.line == 5001
-        assert "one" in error.message
-    else:
-        raise AssertionError("no error")
+    assert caught.value.line == 5001
+    assert "one" in caught.value.message
 
 
 def test_a_body_larger_than_one_piece_reads_as_one():

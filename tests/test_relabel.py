@@ -93,7 +93,7 @@ def test_replace_can_rename_a_series_through_its_name_label():
 
 
 def test_labeldrop_removes_matching_labels_but_never_target():
-    name, labels = relabel("x", None, {"action": "labeldrop", "regex": "engine|target|pool"})
+    _name, labels = relabel("x", None, {"action": "labeldrop", "regex": "engine|target|pool"})
     assert labels == {"target": "vllm", "model_name": "Qwen/Qwen3-0.6B"}
 
 

@@ -54,7 +54,10 @@ async def test_no_form_of_any_configured_secret_shows_on_pages_json_errors_or_lo
     for secret in (*secrets.values(), url_password):
         for form in every_form(secret):
             LEAKS.remember(form)
-    quoted = lambda text: json.dumps(text)  # YAML double-quoted string
+
+    def quoted(text):
+        return json.dumps(text)  # YAML double-quoted string
+
     config = f"""
 defaults: {{interval: 1s, retries: 0}}
 targets:
@@ -72,7 +75,7 @@ targets:
     names = [snap.target.name for snap in daemon.store.snapshots()]
     shown = []
     for path in ["/targets", "/api/targets", *(f"/targets/{n}" for n in names), *(f"/api/targets/{n}" for n in names)]:
-        status, _, body = await fetch(daemon_url(daemon, path))
+        _status, _, body = await fetch(daemon_url(daemon, path))
         shown.append(body)
     shown += [snap.last_error for snap in daemon.store.snapshots()]
     shown += [repr(event.fields) for name in names for event in EVENTS.recent(name)]

@@ -154,7 +154,7 @@ def test_library_styles_show_in_the_text():
     llamacpp = simulator("llamacpp", ticks=5)
     llamacpp.prompt_tokens.inc(1_234_567)  # past a million, a std::stringstream writes six digits
     assert (
-        f"llamacpp:prompt_tokens_total {'%g' % llamacpp.prompt_tokens.labels().value}\n"
+        f"llamacpp:prompt_tokens_total {f'{llamacpp.prompt_tokens.labels().value:g}'}\n"
         in llamacpp.render()[0].decode()
     )
     assert "e+06\n" in llamacpp.render()[0].decode()

@@ -197,10 +197,10 @@ class Product_:
                 rest = {k: v for k, v in labels.items() if k not in self.match}
                 value *= next(
                     v
-                    for n, l, v in raw
+                    for n, named, v in raw
                     if n == self.times
-                    and self.times_match.items() <= l.items()
-                    and {k: x for k, x in l.items() if k not in self.times_match} == rest
+                    and self.times_match.items() <= named.items()
+                    and {k: x for k, x in named.items() if k not in self.times_match} == rest
                 )
             out[(concept, frozenset(backend.labels(labels).items()))] = value
         return out
@@ -216,7 +216,7 @@ class MeanFromCounters_:
 
     def expect(self, concept, backend, raw):
         out = {}
-        counts = {frozenset(l.items()): v for n, l, v in raw if n == self.count}
+        counts = {frozenset(named.items()): v for n, named, v in raw if n == self.count}
         for name, labels, value in raw:
             if name == self.total and frozenset(labels.items()) in counts:
                 model_labels = backend.labels(labels)

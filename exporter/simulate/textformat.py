@@ -52,7 +52,7 @@ def c_stream(value: float) -> str:
         return "nan"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    return "%g" % value
+    return f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -192,14 +192,12 @@ def write_text(metrics: list[TextMetric], style: TextStyle) -> str:
             if style.sort_labels:
                 pairs.sort()
 
+            # Called only in this iteration, for this series: the loop variables it reads are the current ones.
             def line(suffix: str, value: float | int, extra: tuple[str, str] | None = None) -> str:
-                labels = pairs + [extra] if extra else pairs
+                labels = pairs + [extra] if extra else pairs  # noqa: B023
                 body = ",".join(f'{name}="{_escape_value(value)}"' for name, value in labels)
-                return (
-                    f"{metric.name}{suffix}{{{body}}} {number(value)}\n"
-                    if body
-                    else f"{metric.name}{suffix} {number(value)}\n"
-                )
+                name = metric.name  # noqa: B023
+                return f"{name}{suffix}{{{body}}} {number(value)}\n" if body else f"{name}{suffix} {number(value)}\n"
 
             if metric.type in ("counter", "gauge"):
                 out.append(line("", series.value))

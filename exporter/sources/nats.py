@@ -672,7 +672,7 @@ def runtime_stats_families(
     if samples is not None:  # counted before any is made
         samples.take(sum(len(members) for _, _, members in groups if members))
     families: list[Family] = []
-    for group, kind, members in groups:
+    for _group, kind, members in groups:
         if members is None:
             continue
         for name, value in members.items():

@@ -665,7 +665,7 @@ class Sampler:
                 ("gpu_mig_memory_total_bytes", labels, memory.total),
             ]
             # NVML reports no utilization per MIG instance on the GPUs we know of; where one does, serve it.
-            rates = self._read(gpu, "mig_utilization", lambda _: self.call("nvmlDeviceGetUtilizationRates", mig))
+            rates = self._read(gpu, "mig_utilization", lambda _: self.call("nvmlDeviceGetUtilizationRates", mig))  # noqa: B023 (called now)
             if rates is not None:
                 readings.append(("gpu_mig_utilization_ratio", labels, rates.gpu / 100))
         return readings
@@ -806,7 +806,8 @@ class NVMLSource:
         worker.stop()
         self._started = False
         deadline = time.monotonic() + CLOSE_GRACE
-        while not done.done() and time.monotonic() < deadline:
+        # `done` is the worker thread's future, which may never finish: polled, so that close is bounded.
+        while not done.done() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if not done.done():
             log.warning(
