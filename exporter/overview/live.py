@@ -19,7 +19,8 @@ class Overview:
         self.store = store
         self.windows = Windows(settings, spacing=spacing)
         for name in [snapshot.target.name for snapshot in store.snapshots()]:
-            self.windows.observe(store.served_snapshot(name))
+            if (served := store.served_snapshot(name)) is not None:  # always: the name was just listed
+                self.windows.observe(served)
         store.observers.append(self.windows.observe)
         #: (window, wall-clock second, polls seen) -> the report as JSON; streams in the same second share one.
         self._encoded: dict[tuple[float, int, int], bytes] = {}

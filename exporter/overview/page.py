@@ -240,7 +240,8 @@ def spark(values: list[float | None]) -> str:
     """An 80x18 inline SVG line of the values, scaled to their maximum, broken where a value is missing."""
     finite = [v for v in values if v is not None]
     top = max(finite, default=0.0)
-    lines, line = [], []
+    lines: list[list[str]] = []
+    line: list[str] = []
     for index, value in enumerate(values):
         if value is None:
             lines.append(line)

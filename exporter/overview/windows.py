@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from exporter.normalize import apply_prefix
 from exporter.overview.promql import rise
@@ -72,15 +73,15 @@ class Row:
     key: str  # the model ("" when the backend names none) or the GPU index
     backend: str | None = None
     uuid: str = ""
-    points: deque[Point] | None = None
+    points: deque[Point] = field(init=False)
     #: The last raw reading of each counter, and its reset-corrected total.
-    raw: list[float | None] | None = None
-    corrected: list[float] | None = None
+    raw: list[float | None] = field(init=False)
+    corrected: list[float] = field(init=False)
     #: The last raw (bounds, counts) of each histogram, its corrected counts and its run.
-    raw_histograms: list[tuple[tuple[float, ...], tuple[float, ...]] | None] | None = None
-    histograms: list[Histogram | None] | None = None
+    raw_histograms: list[tuple[tuple[float, ...], tuple[float, ...]] | None] = field(init=False)
+    histograms: list[Histogram | None] = field(init=False)
     #: window -> (what it was made from, the report's entry for this row): see report._backend.
-    reports: dict | None = None
+    reports: dict[float, tuple[tuple[Any, ...], dict[str, Any]]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.reports = {}
@@ -239,6 +240,7 @@ class Windows:
                     if bound is not None:
                         row_values["buckets"].setdefault(concept, {})[bound] = sample.value
         time = snapshot.last_poll
+        assert time is not None  # observe() reads polls only
         seen = set()
         for model, row_values in values.items():
             row = self._row(snapshot.target.name, "backend", model)
@@ -278,6 +280,8 @@ class Windows:
         return bounds, tuple(count for _, count in ordered)
 
     def _observe_gpus(self, snapshot: Snapshot) -> None:
+        time = snapshot.last_poll
+        assert time is not None  # observe() reads polls only
         prefix = snapshot.target.prefix or ""
         names = {apply_prefix(name, prefix): index for index, name in enumerate(GPU_GAUGES)}
         values: dict[str, list[float | None]] = {}
@@ -296,7 +300,7 @@ class Windows:
             row = self._row(snapshot.target.name, "gpu", gpu)
             if row is not None:
                 row.uuid = uuids[gpu]
-                self._add(row, Point(snapshot.last_poll, True, tuple(gauges)))
+                self._add(row, Point(time, True, tuple(gauges)))
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ class DynamoWorkerSimulator(TextSimulator):
         )
         if self.deprecated_names:
             # lib/runtime/src/metrics/prometheus_names.rs, Dynamo 0.6: `kvstats_` names, no model label.
-            kv = ("dynamo_component", "dynamo_namespace")
+            kv: tuple[str, ...] = ("dynamo_component", "dynamo_namespace")
             self.kv_labels: tuple[str, ...] = ("backend", "dynamo")
             self.active_blocks = m(
                 "dynamo_component_kvstats_active_blocks",

@@ -93,6 +93,7 @@ def go_float(value: float) -> str:
     if value == 0:
         return "0"
     sign, digits, exponent = Decimal(repr(float(value))).normalize().as_tuple()
+    assert isinstance(exponent, int)  # a finite value's: NaN and the infinities were written above
     text = "".join(map(str, digits))
     exp = len(digits) + exponent - 1
     if exp < -4 or exp >= 6:

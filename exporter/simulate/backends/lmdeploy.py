@@ -9,6 +9,7 @@ LMDeploy 0.16.0): the labels `model_name` and `engine`, `finished_reason` writte
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -164,7 +165,7 @@ class LMDeploySimulator(PythonSimulator):
         self.itl = Histogram(
             "lmdeploy:iter_token_latency", "Histogram of inter-token latency", labels, buckets=TPOT_BUCKETS, registry=r
         )
-        latency = {"buckets": LATENCY_BUCKETS, "registry": r}
+        latency: dict[str, Any] = {"buckets": LATENCY_BUCKETS, "registry": r}
         self.e2e = Histogram(
             "lmdeploy:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", labels, **latency
         )

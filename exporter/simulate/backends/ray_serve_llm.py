@@ -9,6 +9,7 @@ with its `ray_` prefix and its own labels (`WorkerId`, `ReplicaId`, `SessionName
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -89,7 +90,7 @@ class RayServeLLMSimulator(PythonSimulator):
             buckets=ITL_BUCKETS,
             registry=r,
         )
-        latency = {"buckets": REQUEST_LATENCY_BUCKETS, "registry": r}
+        latency: dict[str, Any] = {"buckets": REQUEST_LATENCY_BUCKETS, "registry": r}
         self.e2e = Histogram(
             "ray_vllm_e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", labels, **latency
         )

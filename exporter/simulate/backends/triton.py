@@ -148,8 +148,8 @@ class TritonSimulator(TextSimulator):
             ("scheduled", load.running),
         ):
             self.request_metrics.labels(MODEL, kind, "1").set(value)
-        for kind, value in (("fraction", round(used / KV_BLOCKS, 4)), ("used", used), ("free", KV_BLOCKS - used)):
-            self.kv_blocks.labels(kind, MODEL, "1").set(value)
+        for kind, blocks in (("fraction", round(used / KV_BLOCKS, 4)), ("used", used), ("free", KV_BLOCKS - used)):
+            self.kv_blocks.labels(kind, MODEL, "1").set(blocks)
         self.batcher.labels("generation_requests", MODEL, "1").set(load.running)
         self.batcher.labels("total_context_tokens", MODEL, "1").set(rng.randint(0, 4) * 512)
         self.batcher.labels("micro_batch_id", MODEL, "1").set(0)

@@ -9,6 +9,7 @@ use `build_1_2_5_buckets(max_model_len)`. vLLM serves the registry with promethe
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -93,7 +94,8 @@ N_BUCKETS = (1, 2, 5, 10, 20)
 
 def build_1_2_5_buckets(maximum: int) -> tuple[float, ...]:
     """vllm/v1/metrics/loggers.py `build_1_2_5_buckets`: 1, 2, 5, 10, 20, 50, ... up to `maximum`."""
-    buckets, exponent = [], 0
+    buckets: list[float] = []
+    exponent = 0
     while True:
         for mantissa in (1, 2, 5):
             value = mantissa * 10**exponent
@@ -216,7 +218,7 @@ class VLLMSimulator(PythonSimulator):
             buckets=ITL_BUCKETS,
             registry=r,
         )
-        latency = {"buckets": REQUEST_LATENCY_BUCKETS, "registry": r}
+        latency: dict[str, Any] = {"buckets": REQUEST_LATENCY_BUCKETS, "registry": r}
         self.e2e = Histogram(
             "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", labels, **latency
         )
