@@ -17,7 +17,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, TypeVar, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -120,7 +120,10 @@ def _target_union() -> Any:
     return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007 - built at run time
 
 
-_AnyTarget = _target_union()
+if TYPE_CHECKING:
+    _AnyTarget: TypeAlias = TargetConfig  # one of the kinds' configs, told apart by `type:`
+else:
+    _AnyTarget = _target_union()
 
 
 class Config(BaseModel):
@@ -133,7 +136,7 @@ class Config(BaseModel):
     defaults: Defaults = Defaults()
     #: The listening side's limits: header_timeout, max_connections (exporter.listener).
     server: ServerLimits = ServerLimits()
-    targets: list[_AnyTarget] = []  # type: ignore[valid-type]
+    targets: list[_AnyTarget] = []
     #: Operator-written profile files (paths or globs, relative to this file's folder), beside the shipped ones.
     profile_files: list[str] = []
     #: /overview: its default window, how much history it keeps, its health thresholds.
@@ -423,6 +426,7 @@ class _Reader:
                     self.lines[path + (index,)] = (line, line)
                     items.append(self._build(item, path + (index,)))
                 return items
+            assert isinstance(node, MappingNode)  # the one kind of YAML node left
             return self._mapping(node, path)
         finally:
             self._building.pop()
@@ -577,7 +581,8 @@ class _Reader:
 
     def _check_labels(self, here: tuple[str | int, ...], target: dict[str, Any]) -> None:
         labels = target.get("labels")
-        kind = KINDS.get(target.get("type")) if isinstance(target.get("type"), str) else None
+        kind_name = target.get("type")
+        kind = KINDS.get(kind_name) if isinstance(kind_name, str) else None
         if not isinstance(labels, dict) or kind is None:
             return
         checks = _field_validators(kind.config, "labels")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from typing import cast
 
 from exporter.family import Family, shape_of
 from exporter.normalize import _LABELS, _NAME, _group_keys, _shapes
@@ -169,17 +170,19 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
     read = {text: _bound(text) for text in set(itertools.compress(bounds, is_bucket))}
     if None in read.values():
         return False
+    bound_of = cast("dict[str | None, float]", read)  # every bound read
     sealed = set(itertools.compress(bounds, map(_COUNT_OR_SUM.__contains__, parts)))
     sealed.discard(None)
     if sealed:
         return False  # Go's text parser reads `le` on every sample of a histogram
     # Each sample's series group (labels less `le`), named by the position of its first sample.
-    groups = list(map({}.setdefault, _group_keys(labels, _shapes(labels), "le")[1], itertools.count()))
+    seen: dict[object, int] = {}
+    groups = list(map(seen.setdefault, _group_keys(labels, _shapes(labels), "le")[1], itertools.count()))
     in_series = list(map(_OTHER.__ne__, parts))
     positions = range(len(parts))
     bucket_positions = list(itertools.compress(positions, is_bucket))
     bucket_groups = list(itertools.compress(groups, is_bucket))
-    bucket_bounds = list(map(read.__getitem__, itertools.compress(bounds, is_bucket)))
+    bucket_bounds = list(map(bound_of.__getitem__, itertools.compress(bounds, is_bucket)))
     keys = list(zip(bucket_groups, bucket_bounds))
     if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
         # Not each series' buckets together and in order, or a bound written twice: one bucket per
@@ -205,7 +208,7 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
         negative = bucket_bounds[first] < 0
         if total is not None and negative and not gauge:
             return False  # a histogram with negative buckets has no _sum
-        if count is not None:
+        if count is not None and total is not None:  # both or neither, from here
             plan.nonneg.append(count)
             plan.integer.append(count)
             plan.equal.append((bucket_positions[last], count))
@@ -240,7 +243,7 @@ class Conformer:
                     out.append(family)
                 continue
             plan = self._plan_of(family)
-            if plan is None or (plan is not _BROKEN and plan.holds(list(map(_VALUE, family.samples)))):
+            if plan is None or (isinstance(plan, _Plan) and plan.holds(list(map(_VALUE, family.samples)))):
                 if out is not None:
                     out.append(family)
                 continue
@@ -255,7 +258,7 @@ class Conformer:
     def _plan_of(self, family: Family) -> _Plan | str | None:
         key = family.shape
         handed = key is not None  # the parser's fast path hands out the same shape object poll after poll
-        if handed:
+        if key is not None:
             known = self._plans.get(id(key))
             if known is not None and known[0] is key:
                 self._used[id(key)] = known
@@ -265,9 +268,7 @@ class Conformer:
             # and kept on it, so that the template stage, which asks next, does not work it out again
             # (no stage changes a family's names, labels or metadata after the unifier made it).
             key = family.shape = shape_of(family)
-        plan = self._by_shape.get(key, self)
-        if plan is self:
-            plan = _plan(family)
+        plan = self._by_shape[key] if key in self._by_shape else _plan(family)
         self._by_shape_used[key] = plan
         if handed:
             self._used[id(key)] = (key, plan)

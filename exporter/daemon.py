@@ -114,17 +114,20 @@ class Daemon:
             interval = min(defaults.interval, DEMO_INTERVAL)
             for name, url in self.demo.urls.items():
                 targets.append(
-                    HTTPTarget(
-                        name=name,
-                        type="http",
-                        url=url,
-                        labels={"demo": "true"},
-                        model=self.demo.model_of(name),
-                        interval=format_duration(interval),
-                        timeout=format_duration(min(defaults.timeout, interval)),
-                        retries=defaults.retries,
-                        backoff=format_duration(defaults.backoff),
-                        prefix=config.prefix,
+                    # As a config file would give them: durations as text, read by the fields' validators.
+                    HTTPTarget.model_validate(
+                        {
+                            "name": name,
+                            "type": "http",
+                            "url": url,
+                            "labels": {"demo": "true"},
+                            "model": self.demo.model_of(name),
+                            "interval": format_duration(interval),
+                            "timeout": format_duration(min(defaults.timeout, interval)),
+                            "retries": defaults.retries,
+                            "backoff": format_duration(defaults.backoff),
+                            "prefix": config.prefix,
+                        }
                     )
                 )
         return targets
@@ -173,9 +176,11 @@ class Daemon:
     async def _serve(self, listen: str) -> web.TCPSite:
         host, port = parse_listen(listen)
         ssl_context = self.web_security.server_ssl() if self.web_security is not None else None
-        site = GuardedSite(self._runner, host or None, port, ssl_context=ssl_context)
+        runner = self._runner
+        assert runner is not None  # set up by start() before anything is served
+        site = GuardedSite(runner, host or None, port, ssl_context=ssl_context)
         await site.start()
-        self.bound = list(self._runner.addresses)
+        self.bound = list(runner.addresses)
         return site
 
     async def reload(self) -> bool:
@@ -197,6 +202,7 @@ class Daemon:
             self._watch.mark()
         try:
             # Off the event loop: a large or crafted file must not stop /metrics while it is read.
+            assert self.config_path is not None  # reload() returns first without one
             config = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
             self.store.config_ok = False

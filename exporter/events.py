@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,9 @@ class TargetEvents:
         self.keep = keep
         self._rings: dict[str, deque[Event]] = {}
 
-    def __call__(self, logger: object, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(
+        self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         """The structlog processor: place it after `add_log_level` and before any level filter."""
         target = event_dict.get("target")
         if isinstance(target, str):

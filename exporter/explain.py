@@ -70,6 +70,7 @@ def explain_reading(
     if target.profile == profiles.NONE:
         return Explanation(target.name, None, "profile: none in the config: no unified series for this target")
     names = list(reading.names)
+    profile: Profile | None
     if target.profile:
         profile = profiles.by_name(target.profile, extra)
         why = f"profile: {target.profile} is set in the config (detection is not tried)"

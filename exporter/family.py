@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import cast
 
 #: Family types as the exposition formats name them. The classic text format says
 #: `untyped` where OpenMetrics says `unknown`; both are accepted and mean the same.
@@ -59,5 +60,5 @@ def shape_of(family: Family) -> tuple:
     if None in keys:
         keys = [key if key is not None else repr((s.name, *s.labels.items())) for key, s in zip(keys, family.samples)]
     # No key holds a newline (a key is one line's series; repr escapes them): joined, they read back one way.
-    series = hashlib.blake2b("\n".join(keys).encode(), digest_size=16).digest()
+    series = hashlib.blake2b("\n".join(cast("list[str]", keys)).encode(), digest_size=16).digest()  # no None left
     return (family.name, family.type, family.help, family.unit, len(keys), series)

@@ -174,8 +174,10 @@ class GuardedSite(web.TCPSite):
         if self._ssl_context is None or not isinstance(runner, GuardedRunner):
             return await super().start()
         await BaseSite.start(self)  # registers the site, as TCPSite.start does before binding
+        server = runner.server
+        assert server is not None  # the runner is set up before its sites start
         self._server = await asyncio.get_running_loop().create_server(
-            runner.server,
+            server,
             self._host,
             self._port,
             ssl=self._ssl_context,

@@ -418,7 +418,7 @@ class _Labeller:
         self.own = {"target": target, **static}
         self._own_values = tuple(self.own.values())
         #: an upstream label dict with the own labels after it, when no upstream name is renamed
-        self._with_own = functools.partial(dict, **self.own)
+        self._with_own: Callable[..., dict[str, str]] = functools.partial(dict, **self.own)
         #: the own labels as a %-format writes them: escaped, `%` doubled
         self._own_text = {name: _escape(value).replace("%", "%%") for name, value in self.own.items()}
         self._renames: dict[str, str] = {}
@@ -560,7 +560,8 @@ class _Gathering:
         if self.kind not in _GROUPED_TYPES or len(order) < 2:
             return order
         # Each group sorts where it was first seen: the position of its first sample.
-        first_seen = list(map({}.setdefault, _taken(self.groups, order), itertools.count()))
+        seen: dict[object, int] = {}
+        first_seen = list(map(seen.setdefault, _taken(self.groups, order), itertools.count()))
         keys = list(zip(first_seen, _taken(self.ranks, order), _taken(self.bounds, order)))
         if all(map(operator.le, keys, itertools.islice(keys, 1, None))):
             return order  # already in order: what a sort would give (it keeps a non-descending run as it is)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate, compress, repeat
 from operator import is_, itemgetter, ne
+from typing import cast
 
 from exporter.escaping import DOTS, SCHEMES, VALUES, DeclaredNames, unescape
 from exporter.family import TYPES, Family, Sample
@@ -186,6 +187,7 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: l
                 head, _, value_text = line.rpartition(" ")
                 known = heads.get(head) or _read_head(head, label_names, heads)
                 # float() also takes `1_000` and non-ASCII digits, which Go's ParseFloat refuses.
+                sample: Sample | None
                 if known is not None and "_" not in value_text and value_text.isascii():
                     try:
                         sample = Sample(known[0], known[1], float(value_text), head)
@@ -324,7 +326,9 @@ class _RunReader:
                 return
             pairs = iter(label_values[offsets[start] : offsets[end]])
             labels = map(dict, map(zip, label_names[start:end], repeat(pairs)))
-            samples = list(map(Sample, names[start:end], labels, numbers, series[start:end]))
+            # A run handed over has names only: `events` splits the heads not read (None) into runs of their own.
+            run_names = cast("list[str]", names[start:end])
+            samples = list(map(Sample, run_names, labels, numbers, series[start:end]))
             if builder.extend is not None:
                 builder.extend(samples)
             else:
@@ -558,7 +562,9 @@ def _read_labels_carefully(text: str, position: int) -> tuple[dict[str, str], in
                 raise _Malformed("empty label name")
             position = _skip_blanks(text, quoted.end())
         else:
-            name = _LABEL_TOKEN.match(text, position).group()
+            token = _LABEL_TOKEN.match(text, position)
+            assert token is not None  # the pattern matches the empty string too
+            name = token.group()
             if not _LABEL_NAME.fullmatch(name):
                 raise _Malformed(f"invalid label name {_excerpt(name or text[position:])}")
             position = _skip_blanks(text, position + len(name))
@@ -711,7 +717,7 @@ class _FamilyBuilder:
         return self._keep is not None
 
     def families(self) -> list[Family]:
-        families = self._families.values()
+        families: Iterable[Family] = self._families.values()
         if self._keep is not None:
             families = [family for name, family in self._families.items() if self.wants(name)]
         doubled = [
@@ -776,7 +782,7 @@ class _FamilyBuilder:
             problems["escaped_names"] = self.escaped_samples
         if self._escaping is not None and self._escaping not in SCHEMES:
             problems["unknown_escaping"] = 1
-        families = self._families.values()
+        families: Iterable[Family] = self._families.values()
         if self._keep is not None:
             families = [family for family in families if self.wants(family.name)]
         if any(not family.samples and self._is_declared(family) for family in families):

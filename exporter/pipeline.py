@@ -117,7 +117,7 @@ class Pipeline:
         parts = None if b"# {" in data else PLAIN_SAMPLE.split(b"\n" + data)
         key = _body_key(exposition, parts) if parts is not None else None
         skeleton = self._skeleton
-        if skeleton is not None and key is not None and skeleton.key == key:
+        if skeleton is not None and parts is not None and key is not None and skeleton.key == key:
             again = skeleton.again(parts)
             if again is not None:
                 return again
@@ -134,6 +134,7 @@ class Pipeline:
         elif self._last_body is not None and self._last_body[0] == key:
             # The second body of this shape running: worth a skeleton (made from the first one's parse,
             # which must have read exactly the lines the split found).
+            assert parts is not None  # `key` is made from them
             self._skeleton = Skeleton.of(key, parts, order, result)
             self._last_body = None
         else:

@@ -17,7 +17,7 @@ import html
 import json
 import re
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
@@ -216,7 +216,9 @@ class SecretRegistry:
         forms = self.forms()
         return _scrub_any(value, forms) if forms else value
 
-    def __call__(self, logger: object, method_name: str, event_dict: dict) -> dict:
+    def __call__(
+        self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         """The structlog processor: every field of every event scrubbed (place it before the event rings)."""
         forms = self.forms()
         if forms:

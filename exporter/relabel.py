@@ -13,7 +13,7 @@ import itertools
 import operator
 import re
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, cast
 
 from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -217,7 +217,8 @@ class Relabeler:
                 old_names, results, values = (
                     list(itertools.compress(each, kept)) for each in (old_names, results, values)
                 )
-            relabeled = samples_of(list(map(_FIRST, results)), list(map(_SECOND, results)), values)
+            kept_results = cast("list[tuple[str, dict[str, str]]]", results)  # the dropped (None) are gone
+            relabeled = samples_of(list(map(_FIRST, kept_results)), list(map(_SECOND, kept_results)), values)
             for name, kind, samples in _regroup(family, old_names, relabeled):
                 series = assembler.family(name, kind, family.help, len(samples))
                 if series is not None:

@@ -9,6 +9,7 @@ parse's with the new values, made without reading a label.
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from exporter.family import Family, Sample, shape_of
 from exporter.parse import ParseResult
@@ -63,11 +64,15 @@ class Skeleton:
             index_of[id(sample)] = number
         families = []
         for family in result.families:
-            indexes = [index_of.get(id(sample)) for sample in family.samples]
-            if None in indexes:
+            found = [index_of.get(id(sample)) for sample in family.samples]
+            if None in found:
                 return None
-            if indexes and indexes == list(range(indexes[0], indexes[0] + len(indexes))):
-                indexes = slice(indexes[0], indexes[0] + len(indexes))  # lines one after another: no positions kept
+            positions = cast("list[int]", found)
+            indexes: list[int] | slice = positions
+            if positions and positions == list(range(positions[0], positions[0] + len(positions))):
+                indexes = slice(
+                    positions[0], positions[0] + len(positions)
+                )  # lines one after another: no positions kept
             families.append(
                 (
                     family.name,

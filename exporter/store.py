@@ -87,7 +87,9 @@ class Store:
         ):  # unless the same names and types as last poll (a target's usual poll): settle again
             changed = self.claims.declare(name, [(family.name, family.type) for family in snapshot.families], prefix)
             self._say(changed)
-        self._tell(self.served_snapshot(name))
+        served = self.served_snapshot(name)
+        assert served is not None  # published just above
+        self._tell(served)
         return snapshot
 
     def served_snapshot(self, name: str) -> Snapshot | None:

@@ -13,6 +13,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
 from prometheus_client.utils import floatToGoString
@@ -120,6 +121,7 @@ class Unifier:
         """The profile for a poll whose families with samples have these names."""
         if self.setting == profiles.NONE:
             return None
+        profile: Profile | None
         if self.setting:
             profile = profiles.by_name(self.setting, self.extra)
         else:
@@ -429,7 +431,7 @@ class _Histogram:
         sums = [total for _, _, total in self.parts]
         if all(total is not None for total in sums):  # OpenMetrics: `_count` and `_sum` go together
             out.append(Sample(name + "_count", dict(labels), sum(count for _, count, _ in self.parts)))
-            out.append(Sample(name + "_sum", dict(labels), sum(sums)))
+            out.append(Sample(name + "_sum", dict(labels), sum(cast("list[float]", sums))))
         return out
 
 

@@ -11,7 +11,7 @@ import asyncio
 import html
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +36,8 @@ from exporter.webconfig import WebSecurity
 STORE_KEY = web.AppKey("store", Store)
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 AHEAD_KEY = web.AppKey("ahead", AheadDeflater)
-READY_KEY = web.AppKey("ready", Callable[[], bool])
+# aiohttp's stubs take a class as AppKey's type: a Callable is not one, though it works the same.
+READY_KEY: web.AppKey[Callable[[], bool]] = web.AppKey("ready", Callable[[], bool])  # type: ignore[arg-type]
 EVENTS_KEY = web.AppKey("events", TargetEvents)
 #: Withheld families listed on a target's page (the JSON lists them all).
 WITHHELD_SHOWN = 200
@@ -497,7 +498,7 @@ def _some(names: list[str], shown: int = 10) -> str:
     return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
-def _counts(counts: dict[str, int]) -> str:
+def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items())) or "none"
 
 
@@ -514,7 +515,7 @@ def _problems(snap: Snapshot) -> str:
     return counts + (f'<ul id="payload-problems">{last}</ul>' if last else "")
 
 
-def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+def _plain(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Event fields as JSON can carry them."""
     return {
         key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)

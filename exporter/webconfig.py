@@ -67,6 +67,7 @@ _UNSUPPORTED = {
 
 def _refuse(value: Any, info: ValidationInfo) -> Any:
     if value is not None:
+        assert info.field_name is not None  # a field validator's
         raise ValueError(f"not supported by inference-exporter: {_UNSUPPORTED[info.field_name]}")
     return value
 
@@ -340,7 +341,7 @@ class _CurrentContext(ssl.SSLContext):
         context.security = security
         return context
 
-    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):  # type: ignore[override]
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
         return self.security.context().wrap_bio(
             incoming, outgoing, server_side=server_side, server_hostname=server_hostname, session=session
         )

@@ -157,7 +157,8 @@ class HTTPSource:
             return {**self._headers, "Authorization": f"Bearer {token}"}
         auth = self.target.basic_auth
         if auth is not None:
-            password = auth.password if auth.password is not None else read_secret(auth.password_file)
+            # exactly one of the two is set (BasicAuth checks)
+            password = auth.password if auth.password_file is None else read_secret(auth.password_file)
             userpass = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
             return {**self._headers, "Authorization": f"Basic {userpass}"}
         return self._headers

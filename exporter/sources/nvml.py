@@ -757,14 +757,16 @@ class NVMLSource:
         except self.nvml.NVMLError as exc:
             self._init_failures += 1
             self._init_error = describe_init_error(exc, self.nvml)
-            most = max(0, int(INIT_BACKOFF_MAX / self.target.interval) - 1)
+            interval = self.target.interval
+            assert interval is not None  # the config resolves it for every target
+            most = max(0, int(INIT_BACKOFF_MAX / interval) - 1)
             self._polls_to_skip = min(2 ** (self._init_failures - 1) - 1, most)
             (log.error if self._init_failures == 1 else log.debug)(
                 "NVML is not available; GPU metrics are down, retrying with backoff",
                 target=self.target.name,
                 error=self._init_error,
                 attempt=self._init_failures,
-                next_attempt_in_s=round((self._polls_to_skip + 1) * self.target.interval, 3),
+                next_attempt_in_s=round((self._polls_to_skip + 1) * interval, 3),
             )
             raise SourceError("nvml_unavailable", self._init_error, retryable=False) from None
         self._started = True
