@@ -8,6 +8,8 @@ import contextlib
 import logging
 import sys
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import TextIO, cast
 
 import pytest
 import structlog
@@ -30,7 +32,8 @@ TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 def _logs():
     """Debug logs, every line of which is also searched for secrets (see leaks.py)."""
     configure("debug", "console")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_SearchedLog(sys.stderr)))
+    searched = cast(TextIO, _SearchedLog(sys.stderr))  # the PrintLogger only writes and flushes it
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=searched))
     handler = _SearchedHandler()
     logging.getLogger().addHandler(handler)
     yield
@@ -67,7 +70,7 @@ def _pages_searched():
         except web.HTTPException as exc:
             LEAKS.search("page", exc.text or "")
             raise
-        if isinstance(response, web.Response) and response.body is not None:
+        if isinstance(response, web.Response) and isinstance(response.body, bytes):
             LEAKS.search("page", response.body)
         return response
 
@@ -200,7 +203,7 @@ class Upstream:
 
 
 @pytest.fixture
-async def upstream(aiohttp_server) -> Upstream:
+async def upstream(aiohttp_server) -> AsyncIterator[Upstream]:
     up = Upstream()
     server = await aiohttp_server(up.app, host="127.0.0.1")
     up.url = str(server.make_url("")).rstrip("/")

@@ -9,6 +9,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
 #: Real /metrics payloads captured from real servers; `../shared/fixtures` beside the checkout. A
@@ -33,7 +34,7 @@ def fixture_files() -> list[Path]:
     return sorted(FIXTURES.glob("*.prom")) if FIXTURES.is_dir() else []
 
 
-def corpus_missing() -> None:
+def corpus_missing() -> NoReturn:
     """The real captures are not there: skip, except under CI=true, where their absence fails."""
     import pytest
 
@@ -264,7 +265,7 @@ def require_tool(name: str) -> str:
     missing(f"{name} is not installed (Debian: apt-get install {package})")
 
 
-def missing(message: str) -> None:
+def missing(message: str) -> NoReturn:
     """Something a test needs is not installed: skip on a developer's machine, fail where
     INFERENCE_EXPORTER_REQUIRE_TOOLS=1 (tests/run.sh), so that CI can never skip silently."""
     import pytest
