@@ -9,7 +9,10 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from exporter.store import Snapshot, Store
 
 REPO = Path(__file__).resolve().parents[1]
 #: Real /metrics payloads captured from real servers; `../shared/fixtures` beside the checkout. A
@@ -328,3 +331,16 @@ class BodyReader:
     def skeleton(self):
         """The shape it reads from values alone, if any."""
         return self.pipeline._skeleton
+
+
+def published(store: Store, name: str) -> Snapshot:
+    """The target's snapshot, which the test expects the store to hold."""
+    snapshot = store.get(name)
+    assert snapshot is not None, f"the store has no snapshot of {name}"
+    return snapshot
+
+
+def is_up(store: Store, name: str) -> bool:
+    """Whether the store holds the target and its last poll succeeded (for wait_until)."""
+    snapshot = store.get(name)
+    return snapshot is not None and bool(snapshot.up)

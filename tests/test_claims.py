@@ -8,6 +8,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from support import published as held_by
 
 from exporter.exposition import merge, render_openmetrics, render_text
 from exporter.normalize import normalize
@@ -152,7 +153,8 @@ def test_a_snapshot_keeps_what_its_poll_made_and_the_next_poll_of_the_same_names
     again = store.publish(snapshot("degraded", {"x": "untyped", "own": "gauge"}, value=2.0))
     assert [family.name for family in store.served("degraded")] == ["own"]
     assert store.served("degraded")[0].samples[0].value == 2.0
-    assert again.families is store.get("degraded").families
+    held = store.get("degraded")
+    assert held is not None and again.families is held.families
 
 
 # -- the outcome depends on what is declared, never on the order of publishing ----------------------
@@ -203,7 +205,7 @@ def test_what_is_served_depends_on_the_declarations_alone(final, earlier, order)
         for withheld in store.withheld(name).values():
             # Untyped never wins over a typed declaration, and a target loses nothing but what it declared.
             assert withheld.type == "unknown" or withheld.served[1] != "unknown"
-            assert withheld.family in {family.name for family in store.get(name).families}
+            assert withheld.family in {family.name for family in held_by(store, name).families}
 
 
 def test_three_targets_in_every_order_serve_the_same_series():

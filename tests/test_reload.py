@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import structlog
 from conftest import daemon_url, wait_until
-from support import free_port
+from support import free_port, is_up
 
 from exporter.config import load_config
 from exporter.daemon import Daemon
@@ -185,13 +185,13 @@ async def test_sighup_reloads_the_config(upstream, tmp_path):
     daemon = Daemon(load_config(path), config_path=path, listen=f"127.0.0.1:{free_port()}", watch_interval=None)
     running = asyncio.create_task(daemon.run())
     try:
-        await wait_until(lambda: daemon.store.get("vllm") is not None and daemon.store.get("vllm").up)
+        await wait_until(lambda: is_up(daemon.store, "vllm"))
         path.write_text(targets_yaml(upstream, f'  - {{name: tgi, type: http, url: "{upstream.url}/simulated/tgi"}}'))
         await asyncio.sleep(2 * WATCH)
         assert daemon.store.get("tgi") is None, "this daemon does not watch the file: only the signal reloads"
 
         os.kill(os.getpid(), signal.SIGHUP)
-        await wait_until(lambda: daemon.store.get("tgi") is not None and daemon.store.get("tgi").up)
+        await wait_until(lambda: is_up(daemon.store, "tgi"))
     finally:
         daemon.stop()
         await asyncio.wait_for(running, 10)
