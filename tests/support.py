@@ -9,7 +9,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from exporter.store import Snapshot, Store
@@ -22,7 +22,7 @@ FIXTURES = Path(os.environ.get("INFERENCE_EXPORTER_FIXTURES", REPO.parent / "sha
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 #: The runtime_stats reply NIM backends send to Dynamo, as the NATS issue shows it.
-NIM_REPLY = {
+NIM_REPLY: dict[str, Any] = {
     "schema_version": 1,
     "worker_id": "w-1",
     "backend": "vllm",

@@ -29,6 +29,7 @@ async def command(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     LEAKS.search("command", out + err)
+    assert process.returncode is not None  # it exited: communicate() waits for that
     return process.returncode, out.decode(), err.decode()
 
 
@@ -152,6 +153,7 @@ async def test_run_reloads_on_sighup_and_stops_cleanly_on_sigterm_with_json_logs
         if process.returncode is None:
             process.kill()
     assert process.returncode == 0
+    assert process.stderr is not None
     events = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines() if line.startswith("{")]
     messages = [event["event"] for event in events]
     assert "inference-exporter started" in messages and "config reloaded" in messages
@@ -202,5 +204,6 @@ async def test_run_demo_serves_a_simulated_backend_labelled_as_a_demo(tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.wait(), 10)
+    assert process.stderr is not None
     log = (await process.stderr.read()).decode()
     assert "demo backend started" in log and "not a real server" in log

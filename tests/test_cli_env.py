@@ -105,6 +105,7 @@ async def run_until(
             process.kill()
             await process.wait()
     assert process.returncode == 0
+    assert process.stderr is not None
     return text, (await process.stderr.read()).decode()
 
 
@@ -244,9 +245,10 @@ def test_help_names_every_option_s_variable():
             flag = action.option_strings[-1]
             if flag in run_variables:  # the same option elsewhere takes the same variable
                 assert variable_of(action) == run_variables[flag], f"{command} {flag}"
-            if variable_of(action):
-                assert re.search(rf"\[env: {variable_of(action)}\]\n", out), f"{command} --help: {flag}"
-                taken_by.setdefault(variable_of(action), []).append(command)
+            variable = variable_of(action)
+            if variable:
+                assert re.search(rf"\[env: {variable}\]\n", out), f"{command} --help: {flag}"
+                taken_by.setdefault(variable, []).append(command)
     # docs/configuration.md's table: one row per variable, with its option and the commands that take it
     readme = (REPO / "docs" / "configuration.md").read_text()
     rows = dict(re.findall(r"^\| `(INFERENCE_EXPORTER_\w+)` \| `--\S+[^|]*` \| ([a-z, -]+) \|", readme, re.MULTILINE))

@@ -74,7 +74,9 @@ def dashboard_queries() -> list[str]:
     queries = [substitute(t["expr"]) for p in dashboard()["panels"] for t in p.get("targets", [])]
     for variable in dashboard()["templating"]["list"]:
         if variable["type"] == "query":
-            selector = re.fullmatch(r"label_values\((.*),\s*\w+\)", variable["definition"]).group(1)
+            written = re.fullmatch(r"label_values\((.*),\s*\w+\)", variable["definition"])
+            assert written is not None, variable["definition"]
+            selector = written.group(1)
             queries.append(substitute(selector))
     return queries
 

@@ -71,6 +71,7 @@ async def test_sigterm_right_after_sighup_stops_cleanly(tmp_path):
     for trial in range(3):
         port = free_port()
         process = await run("run", "--config", str(path), "--listen", f"127.0.0.1:{port}", "--log-format", "json")
+        assert process.stderr is not None
         while b"inference-exporter started" not in await asyncio.wait_for(process.stderr.readline(), 30):
             pass
         path.write_text("targets:\n" + lines.replace("5s", f"{6 + trial}s"))  # every target restarts

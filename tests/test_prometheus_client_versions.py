@@ -47,6 +47,7 @@ async def _serve(python: str):
         stdout=asyncio.subprocess.PIPE,
         cwd=REPO,
     )
+    assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)
     port, version = line.decode().split()
     return process, f"http://127.0.0.1:{port}/metrics", version

@@ -109,7 +109,7 @@ def series(snapshot, name: str) -> dict[frozenset, float]:
     return {labels: value for (n, labels), value in unified_served(snapshot).items() if n == name}
 
 
-def of(**labels: str) -> frozenset:
+def of(**labels: object) -> frozenset:
     return frozenset({"target": "t", **labels}.items())
 
 
@@ -485,6 +485,7 @@ async def run_explain(config: Path, target: str) -> tuple[int, str, str]:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None  # it exited: communicate() waits for that
     return process.returncode, out.decode(), err.decode()
 
 
