@@ -29,7 +29,7 @@ KUBE_VERSIONS = ("1.25", kubernetes_validate.latest_version())
 #: Prometheus operator kinds: kubernetes-validate has no schemas for custom resources.
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
-CASES = {
+CASES: dict[str, dict] = {
     "defaults": {},
     "host-network": {"hostNetwork": True},
     "service-monitor-rules-dashboard": {

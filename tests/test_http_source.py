@@ -83,6 +83,7 @@ def text_response(body: bytes, **headers: str) -> web.Response:
 async def read_poll(source: HTTPSource) -> Payload:
     """One poll of the source, its body read as the target's pipeline reads it (limits included)."""
     payload = await source.poll()
+    assert payload.exposition is not None  # an http source hands over the body
     result = read(payload.exposition)
     dropped = {"truncated_line": result.truncated_lines} if result.truncated_lines else {}
     return replace(payload, families=result.families, problems=result.problems, dropped=dropped)
@@ -117,7 +118,7 @@ def media_ranges(accept: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 async def test_request_prefers_openmetrics_and_accepts_text_0_0_4(aiohttp_server, shared):
-    seen = {}
+    seen: dict[str, str] = {}
 
     async def handler(request: web.Request) -> web.Response:
         seen.update(request.headers)
@@ -135,7 +136,7 @@ async def test_request_prefers_openmetrics_and_accepts_text_0_0_4(aiohttp_server
 
 
 async def test_request_asks_for_gzip_and_names_the_exporter(aiohttp_server, shared):
-    seen = {}
+    seen: dict[str, str] = {}
 
     async def handler(request: web.Request) -> web.Response:
         seen.update(request.headers)
@@ -149,7 +150,7 @@ async def test_request_asks_for_gzip_and_names_the_exporter(aiohttp_server, shar
 
 
 async def test_request_carries_the_targets_custom_headers(aiohttp_server, shared):
-    seen = {}
+    seen: dict[str, str] = {}
 
     async def handler(request: web.Request) -> web.Response:
         seen.update(request.headers)

@@ -321,7 +321,7 @@ def reference_histogram_plan(family: Family):
                 return None
             group = groups.setdefault(frozenset(sample.labels.items()), {"buckets": {}, "count": None, "sum": None})
             group["count" if suffix == count_suffix else "sum"] = i
-    checks = {"nonneg": [], "integer": [], "ordered": [], "equal": [], "not_nan": []}
+    checks: dict[str, list] = {"nonneg": [], "integer": [], "ordered": [], "equal": [], "not_nan": []}
     for group in groups.values():
         buckets = sorted(group["buckets"].items())
         if not buckets or buckets[-1][0] != math.inf:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -28,7 +29,7 @@ GiB = 2**30
 
 
 @pytest.fixture
-def host(monkeypatch) -> FakeNVML:
+def host(monkeypatch) -> Iterator[FakeNVML]:
     """The fake NVML every nvml target in this test loads instead of pynvml."""
     fake = FakeNVML(eight_gpus())
     monkeypatch.setattr(nvml_source, "load_binding", lambda: fake)

@@ -249,7 +249,9 @@ async def test_label_values_from_an_upstream_are_escaped_on_the_page_and_defused
 
 async def test_a_bad_window_is_refused_and_one_beyond_keep_too(simulated, aiohttp_server):
     store = Store()
-    server = await overview_server(aiohttp_server, store, Overview(store, OverviewSettings(keep="5m")))
+    server = await overview_server(
+        aiohttp_server, store, Overview(store, OverviewSettings.model_validate({"keep": "5m"}))
+    )
     async with aiohttp.ClientSession() as session:
         for window, status in (("5m", 200), ("1m", 200), ("15m", 400), ("soon", 400), ("<b>", 400)):
             async with session.get(server.make_url("/api/overview"), params={"window": window}) as response:
@@ -271,7 +273,7 @@ async def test_the_page_works_without_a_script_by_refreshing(simulated, aiohttp_
 
 
 def test_a_row_keeps_at_most_max_points_however_often_it_is_polled():
-    windows = Windows(OverviewSettings(keep="10m"))
+    windows = Windows(OverviewSettings.model_validate({"keep": "10m"}))
     from exporter.overview.windows import Row
 
     row = Row("t", "backend", "m")
@@ -478,7 +480,7 @@ def test_thinned_polls_lose_no_reset():
     )
     raw = [100.0, 110.0, 120.0, 5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0, 105.0]  # a restart at 3
     for second, value in enumerate(raw):
-        counters = [None] * len(COUNTER_SLOTS)
+        counters: list[float | None] = [None] * len(COUNTER_SLOTS)
         counters[COUNTER_SLOTS.index("finished")] = value
         windows._add(row, Point(1000.0 + second, True, (1.0, 0.0, 0.5), row.counters_read(counters), (None,) * 3))
     assert len(row.points) < len(raw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter as Multiset
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, Summary
@@ -50,11 +51,11 @@ def family(result: ParseResult, name: str) -> Family:
     return matches[0]
 
 
-def samples_of(text: str, **kwargs) -> list[Sample]:
+def samples_of(text: str | bytes, **kwargs) -> list[Sample]:
     return [s for f in parse(text, **kwargs).families for s in f.samples]
 
 
-def only_sample(text: str, **kwargs) -> Sample:
+def only_sample(text: str | bytes, **kwargs) -> Sample:
     samples = samples_of(text, **kwargs)
     assert len(samples) == 1, samples
     return samples[0]
@@ -95,7 +96,7 @@ def test_every_payload_reads_the_same_samples_as_prometheus_client(payload):
 
 def test_payloads_parse_as_str_the_same_as_bytes():
     for body in every_body():
-        form = {"openmetrics": body.openmetrics, "escaping": body.escaping}
+        form: dict[str, Any] = {"openmetrics": body.openmetrics, "escaping": body.escaping}
         assert parse(body.data.decode(), **form) == parse(body.data, **form), body.name
 
 

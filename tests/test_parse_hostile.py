@@ -31,6 +31,8 @@ def readable(result) -> list:
 
 
 def read_both(reader: BodyReader, body: bytes, openmetrics: bool):
+    fast: tuple[str, object]
+    slow: tuple[str, object]
     try:
         fast = ("ok", readable(reader.parse(body, openmetrics=openmetrics)))
     except ParseError as exc:

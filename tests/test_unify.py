@@ -1110,7 +1110,7 @@ def test_merged_histograms_count_at_each_bound_the_most_each_series_holds_up_to_
 
     rng = random.Random(8)
     for _ in range(200):
-        parts = []
+        parts: list[tuple[dict[float, float], float, float | None]] = []
         for _ in range(rng.randint(1, 4)):
             bounds = rng.sample([0.1, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf], rng.randint(1, 7))
             parts.append(({bound: float(rng.randint(-3, 50)) for bound in bounds}, 0.0, None))
