@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 import tracemalloc
-from asyncio.selector_events import _SelectorTransport
+from asyncio.selector_events import _SelectorTransport  # type: ignore[attr-defined]  # private: not in typeshed
 from collections import Counter
 from pathlib import Path
 
@@ -43,6 +43,7 @@ def hostile():
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
+    assert process.stdin is not None and process.stdout is not None
     try:
         port = int(process.stdout.readline())
         yield f"http://127.0.0.1:{port}"
@@ -104,7 +105,7 @@ async def failed_polls_leave_nothing(poller: TargetPoller, polls: int = MEASURED
 
 def says_what_happened(message: str) -> bool:
     """Words, not a repr: no `<Class ...>`, no `message='...'`, no `Error(`."""
-    return message and not any(mark in message for mark in ("<", "message=", "Error(", "Exception("))
+    return bool(message) and not any(mark in message for mark in ("<", "message=", "Error(", "Exception("))
 
 
 #: path on the hostile upstream -> (extra target config, the reason the poll must fail with)
