@@ -54,7 +54,8 @@ def as_openmetrics(body: bytes) -> bytes:
     """The same families in OpenMetrics (counters named without `_total`, `unknown` for untyped, `# EOF`),
     less any family whose names clash with an earlier one's (vLLM's `x_created` gauges beside its
     counters and histograms `x`), which prometheus_client's strict parser refuses."""
-    lines, taken = [], set()
+    lines: list[str] = []
+    taken: set[str] = set()
     for family in parse(body).families:
         kind = "unknown" if family.type == "untyped" else family.type
         name = family.name[: -len("_total")] if kind == "counter" and family.name.endswith("_total") else family.name

@@ -123,15 +123,13 @@ def test_any_secret_in_any_echoed_form_is_scrubbed_from_any_text(secret, user, a
     folder = tmp_path_factory.mktemp("secret")
     (folder / "password").write_text(secret + "\n")
     try:
+        http = {"type": "http", "url": "http://h/m"}
         targets = [
-            HTTPTarget(name="a", type="http", url="http://h/m", basic_auth={"username": user, "password": secret}),
-            HTTPTarget(
-                name="b",
-                type="http",
-                url="http://h/m",
-                basic_auth={"username": user, "password_file": str(folder / "password")},
+            HTTPTarget.model_validate({"name": "a", **http, "basic_auth": {"username": user, "password": secret}}),
+            HTTPTarget.model_validate(
+                {"name": "b", **http, "basic_auth": {"username": user, "password_file": str(folder / "password")}}
             ),
-            HTTPTarget(name="c", type="http", url="http://h/m", headers={"X-Api-Key": secret}),
+            HTTPTarget.model_validate({"name": "c", **http, "headers": {"X-Api-Key": secret}}),
         ]
     except ValidationError:
         return
