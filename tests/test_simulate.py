@@ -12,6 +12,7 @@ from conftest import poll_target
 from exporter.parse import is_openmetrics, parse
 from exporter.profiles import profiles
 from exporter.simulate import OPENMETRICS_ACCEPT, SIMULATORS, TEXT_ACCEPT, PythonSimulator, SimulatedServer, simulator
+from exporter.simulate.backends.llamacpp import LlamaCppSimulator
 from exporter.simulate.base import load_backends
 from exporter.simulate.textformat import c_stream, rust_display, shortest
 
@@ -152,6 +153,7 @@ def test_library_styles_show_in_the_text():
     names = [line.split()[2] for line in frontend.splitlines() if line.startswith("# TYPE")]
     assert names == sorted(names)
     llamacpp = simulator("llamacpp", ticks=5)
+    assert isinstance(llamacpp, LlamaCppSimulator)
     llamacpp.prompt_tokens.inc(1_234_567)  # past a million, a std::stringstream writes six digits
     assert (
         f"llamacpp:prompt_tokens_total {f'{llamacpp.prompt_tokens.labels().value:g}'}\n"

@@ -44,6 +44,7 @@ class Body:
     def __init__(self) -> None:
         self.body = b""
         self.content_type = TEXT_0_0_4
+        self.url = ""  # where it is served, once it is
 
     async def handle(self, request: web.Request) -> web.Response:
         return web.Response(body=self.body, headers={"Content-Type": self.content_type})
