@@ -10,16 +10,24 @@ import aiohttp
 import pytest
 from aiohttp import web
 from conftest import poll_target
-from support import body_of, corpora, every_body, require_tool, simulated_bodies
+from support import body_of, corpora, every_body, published, require_tool, simulated_bodies
 
 import exporter.exposition as exposition
 import exporter.web
 from exporter.collector import Collector
-from exporter.exposition import Body, openmetrics_parts, render_openmetrics, render_text, text_parts
+from exporter.exposition import Body, Chunks, openmetrics_parts, render_openmetrics, render_text, text_parts
+from exporter.normalize import SeriesFamily
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
 from exporter.web import build_app
+
+
+def rendered(family: SeriesFamily) -> Chunks:
+    """The text the pipeline rendered for a served family (every one it serves has it)."""
+    assert family.chunks is not None
+    return family.chunks
+
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 FORMATS = {"openmetrics": (openmetrics_parts, render_openmetrics), "text": (text_parts, render_text)}
@@ -67,8 +75,8 @@ async def test_gzip_body_of_many_targets_mixing_kept_and_new_pieces(upstream, fm
     large = [family for family in families if len(exposition.chunks(family).openmetrics) >= exposition.DEFLATE_ALONE]
     assert len(large) > 20  # chunks deflated alone, and smaller ones deflated in runs
     for family in families[::2]:  # half as an earlier scrape left them, half for this scrape to deflate
-        for key in ("openmetrics", "inside", *family.chunks.outside):
-            family.chunks.deflated(key)
+        for key in ("openmetrics", "inside", *rendered(family).outside):
+            rendered(family).deflated(key)
     collector = Collector(store)  # with process metrics: our own families, deflated by each scrape
     body, plain = gzip_of(collector, fmt)
     text = one_member(body)
@@ -112,8 +120,8 @@ async def test_a_new_poll_is_never_served_from_the_previous_polls_deflated_text(
                 body, plain = gzip_of(collector, fmt)
                 assert one_member(body) == plain
                 assert f'requests_total{{path="/p007",target="changing"}} {value + 7}.0\n'.encode() in plain
-            (family,) = list(store.get("changing").families)
-            assert family.chunks.twin("openmetrics") is not None and family.chunks.twin("inside") is not None
+            (family,) = list(published(store, "changing").families)
+            assert rendered(family).twin("openmetrics") is not None and rendered(family).twin("inside") is not None
     finally:
         await shared.close()
 
@@ -129,9 +137,9 @@ async def test_a_poll_is_deflated_by_its_first_gzip_scrape_in_each_format_and_ne
     def deflated() -> set[str]:
         return {
             key
-            for family in store.get("vllm").families
-            for key in ("openmetrics", "inside", *family.chunks.outside)
-            if family.chunks.twin(key) is not None
+            for family in published(store, "vllm").families
+            for key in ("openmetrics", "inside", *rendered(family).outside)
+            if rendered(family).twin(key) is not None
         }
 
     try:
@@ -143,10 +151,10 @@ async def test_a_poll_is_deflated_by_its_first_gzip_scrape_in_each_format_and_ne
         assert deflated() == set()
         first, _ = gzip_of(collector, "text")
         assert deflated() == {"inside"}
-        kept = {family.name: family.chunks.twin("inside") for family in store.get("vllm").families}
+        kept = {family.name: rendered(family).twin("inside") for family in published(store, "vllm").families}
         again, _ = gzip_of(collector, "text")
         assert again == first
-        assert all(family.chunks.twin("inside") is kept[family.name] for family in store.get("vllm").families)
+        assert all(rendered(family).twin("inside") is kept[family.name] for family in published(store, "vllm").families)
         gzip_of(collector, "openmetrics")
         assert deflated() == {"inside", "openmetrics"}
         await poller.poll()  # a new poll: new text, nothing deflated yet
@@ -217,9 +225,9 @@ async def test_the_serving_side_deflates_a_poll_ahead_only_while_gzip_scrapes_ta
             ahead.pending.result()  # what it was given so far is done
         return {
             key
-            for family in store.get("vllm").families
+            for family in published(store, "vllm").families
             for key in ("openmetrics", "inside")
-            if family.chunks.twin(key) is not None
+            if rendered(family).twin(key) is not None
         }
 
     try:
