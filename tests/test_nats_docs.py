@@ -19,6 +19,7 @@ from support import REPO
 from exporter.config import parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
+from exporter.sources.nats import NATSTarget
 from exporter.store import Store
 
 README = (REPO / "docs" / "nats.md").read_text()
@@ -56,7 +57,9 @@ async def run_program(tmp_path):
         started.append(await asyncio.create_subprocess_exec(sys.executable, str(path), stderr=subprocess.PIPE))
         deadline = asyncio.get_running_loop().time() + 15
         while not await server.subscribed(subject):
-            assert started[-1].returncode is None, (await started[-1].stderr.read()).decode()
+            stderr = started[-1].stderr
+            assert stderr is not None
+            assert started[-1].returncode is None, (await stderr.read()).decode()
             assert asyncio.get_running_loop().time() < deadline, "the snippet never subscribed"
             await asyncio.sleep(0.05)
 
@@ -107,6 +110,7 @@ async def test_readme_micro_example_works_as_written(natsd, run_program):
 
 def test_readme_dynamo_example_is_a_valid_target():
     target = parse_config(readme_target("dynamo")).targets[0]
+    assert isinstance(target, NATSTarget)
     assert (target.protocol, target.endpoint, target.discovery, target.request_plane) == (
         "dynamo",
         "dynamo.backend.runtime_stats",
@@ -127,10 +131,12 @@ def test_commented_nats_targets_in_the_example_config_are_valid_when_uncommented
             uncommented.append("  " + body)
 
     config = parse_config("targets:\n" + "\n".join(uncommented) + "\n", "config.example.yaml (uncommented)")
+    targets = [target for target in config.targets if isinstance(target, NATSTarget)]
+    assert len(targets) == len(config.targets)
 
-    assert {target.name: target.protocol for target in config.targets} == {
+    assert {target.name: target.protocol for target in targets} == {
         "nim-backend": "runtime_stats",
         "inference-service": "micro",
         "dynamo-backend": "dynamo",
     }
-    assert all(server.startswith("nats://127.0.0.1:") for target in config.targets for server in target.servers)
+    assert all(server.startswith("nats://127.0.0.1:") for target in targets for server in target.servers)
