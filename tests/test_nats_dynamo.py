@@ -32,31 +32,38 @@ WORKER = Path(__file__).with_name("dynamo_worker.py")
 ENDPOINT = "demo.backend.runtime_stats"
 
 
-@pytest.fixture
-async def workers(natsd, tmp_path):
-    """Start real Dynamo workers serving runtime_stats on ENDPOINT; each is killed at the end."""
-    discovery = tmp_path / "discovery"
-    discovery.mkdir()
-    started: list[asyncio.subprocess.Process] = []
+class Workers:
+    """`await workers(worker_id)` starts a Dynamo worker registered in the `discovery` folder."""
 
-    async def start(worker_id: str, request_plane: str = "nats") -> asyncio.subprocess.Process:
+    def __init__(self, nats_url: str, discovery: Path) -> None:
+        self.nats_url, self.discovery = nats_url, discovery
+        self.started: list[asyncio.subprocess.Process] = []
+
+    async def __call__(self, worker_id: str, request_plane: str = "nats") -> asyncio.subprocess.Process:
         env = {
             **os.environ,
-            "NATS_SERVER": natsd.url,
-            "DYN_FILE_KV": str(discovery),
+            "NATS_SERVER": self.nats_url,
+            "DYN_FILE_KV": str(self.discovery),
             "DYN_LOG": "error",
             "DYN_REQUEST_PLANE": request_plane,
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(WORKER), ENDPOINT, worker_id, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
-        started.append(process)
+        self.started.append(process)
+        assert process.stdout is not None
         assert await asyncio.wait_for(process.stdout.readline(), 30) == b"serving\n"
         return process
 
-    start.discovery = discovery
+
+@pytest.fixture
+async def workers(natsd, tmp_path):
+    """Start real Dynamo workers serving runtime_stats on ENDPOINT; each is killed at the end."""
+    discovery = tmp_path / "discovery"
+    discovery.mkdir()
+    start = Workers(natsd.url, discovery)
     yield start
-    for process in started:
+    for process in start.started:
         if process.returncode is None:
             process.kill()
             await process.wait()

@@ -88,21 +88,26 @@ async def clients():
         await client.close()
 
 
+class Pollers:
+    """`pollers(target)`: a TargetPoller on a test-wide Store (`.store`) and Shared."""
+
+    def __init__(self) -> None:
+        self.store, self.shared = Store(), Shared()
+        self.made: list[TargetPoller] = []
+
+    def __call__(self, target) -> TargetPoller:
+        self.made.append(TargetPoller(target, self.store, self.shared))
+        return self.made[-1]
+
+
 @pytest.fixture
 async def poller():
     """A TargetPoller on a test-wide Store and Shared; `(await poller(t).poll())` is a Snapshot."""
-    store, shared = Store(), Shared()
-    made: list[TargetPoller] = []
-
-    def make(target) -> TargetPoller:
-        made.append(TargetPoller(target, store, shared))
-        return made[-1]
-
-    make.store = store
+    make = Pollers()
     yield make
-    for each in made:
+    for each in make.made:
         await each.close()
-    await shared.close()
+    await make.shared.close()
 
 
 async def respond_with(client, subject: str, reply) -> None:
