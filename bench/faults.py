@@ -225,6 +225,7 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
 
     async def read_log() -> None:
         nonlocal log_lines, tracebacks
+        assert process.stderr is not None
         async for line in process.stderr:
             log_lines += 1
             tracebacks += b"Traceback" in line
@@ -240,7 +241,7 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)  # every target polled
         stop = asyncio.Event()
-        extra = None
+        extra: asyncio.Task | None = None
         if fault == "slowloris":
             extra = asyncio.create_task(slowloris("127.0.0.1", port, 1100, stop))
         if fault == "yaml-bomb":

@@ -33,7 +33,7 @@ from exporter.config import parse_config  # noqa: E402
 from exporter.logs import configure  # noqa: E402
 from exporter.scheduler import TargetPoller  # noqa: E402
 from exporter.sources import Payload, Shared  # noqa: E402
-from exporter.sources.nvml import NVMLSource  # noqa: E402
+from exporter.sources.nvml import NVMLSource, NVMLTarget  # noqa: E402
 from exporter.store import Store  # noqa: E402
 
 INTERVAL = 1.0
@@ -53,6 +53,7 @@ def poller(source_kind: str) -> tuple[TargetPoller, Store]:
     target = parse_config(
         "defaults: {interval: 1s, timeout: 1s, retries: 0}\ntargets:\n  - {name: gpus, type: nvml}\n"
     ).targets[0]
+    assert isinstance(target, NVMLTarget)
     store = Store()
     polling = TargetPoller(target, store, Shared())
     polling.source = (

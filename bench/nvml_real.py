@@ -24,6 +24,7 @@ from exporter.config import parse_config
 from exporter.logs import configure
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
+from exporter.sources.nvml import NVMLSource
 from exporter.store import Store
 
 
@@ -49,6 +50,7 @@ async def main(polls: int, interval: float, processes: bool) -> int:
                 return 1
             if number < polls:
                 await asyncio.sleep(interval)
+        assert isinstance(poller.source, NVMLSource)
         sampler = poller.source.sampler
         print(
             f"driver {sampler.driver_version}, CUDA {sampler.cuda_version}, GPUs {[gpu.index for gpu in sampler.gpus]}",

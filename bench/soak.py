@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -368,7 +369,9 @@ async def main() -> None:
         slips = max(0.0, 100 * (1 - (polls - polls_before) / expected))
         polls_before, window_start = polls, now
         window = [seconds for at, seconds in latencies if at > now - args.sample]
-        counted = json.loads(tasks_file.read_text()) if tasks_file.exists() else {"tasks": 0, "now": 0, "pauses": []}
+        counted: dict[str, Any] = (
+            json.loads(tasks_file.read_text()) if tasks_file.exists() else {"tasks": 0, "now": 0, "pauses": []}
+        )
         gc_max = max((p[1] for p in counted["pauses"] if p[0] > counted["now"] - args.sample), default=0.0)
         row = (
             now - started,
