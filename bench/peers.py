@@ -44,7 +44,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
@@ -122,7 +125,7 @@ class Sink:
         self.requests = 0
         self.bytes = 0
         self.url = ""
-        self._runner = None
+        self._runner: web.AppRunner | None = None
 
     async def start(self) -> Sink:
         from aiohttp import web
@@ -135,14 +138,15 @@ class Sink:
 
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/{tail:.*}", write)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
+        self._runner = runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
         port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
         self.url = f"http://127.0.0.1:{port}/api/v1/write"
         return self
 
     async def stop(self) -> None:
+        assert self._runner is not None, "stopped before it started"
         await self._runner.cleanup()
 
 
@@ -378,7 +382,11 @@ async def first_poll(folder: Path) -> dict[str, Any]:
     _, vllm = bench_vllm_body()
     body, samples = scaled_body(vllm.decode(), FIRST_POLL_SAMPLES, "r")
     app = web.Application()
-    app.router.add_get("/metrics", lambda request: web.Response(body=body, content_type="text/plain", charset="utf-8"))
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
