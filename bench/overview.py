@@ -215,7 +215,8 @@ async def main(args: argparse.Namespace) -> int:
     for clients, data in pooled.items():
         lat = data["lat"]
         rates = data["rates"]
-        cells = [f"{percentile(lat, share) * 1000:.2f} ms" for share in (0.5, 0.9, 0.99, 1.0)] if lat else ["–"] * 4
+        points = [percentile(lat, share) for share in (0.5, 0.9, 0.99, 1.0)]  # all None where there is no scrape
+        cells = [f"{point * 1000:.2f} ms" if point is not None else "–" for point in points]
         per_client = f"{min(rates):.2f}–{max(rates):.2f}" if rates else "–"
         cpu = sum(data["cpu"]) / len(data["cpu"]) * 100
         print(f"| {clients} | {len(lat)} | {' | '.join(cells)} | {cpu:.1f}% | {per_client} |")
@@ -223,13 +224,15 @@ async def main(args: argparse.Namespace) -> int:
     print(
         "each turn, in order (clients: p50 / p99): "
         + ", ".join(
-            f"{clients}: {p50 * 1000:.2f} / {p99 * 1000:.2f} ms" for clients, p50, p99 in turns if p50 is not None
+            f"{clients}: {p50 * 1000:.2f} / {p99 * 1000:.2f} ms"
+            for clients, p50, p99 in turns
+            if p50 is not None and p99 is not None
         )
     )
-    for asked, made, median, most in report_costs:
-        if median is not None:
+    for asked, made_count, median, most in report_costs:
+        if median is not None and most is not None:
             print(
-                f"reports in a turn with clients: {asked} asked for, {made} made (the rest shared), "
+                f"reports in a turn with clients: {asked} asked for, {made_count} made (the rest shared), "
                 f"each made and encoded in {median * 1000:.2f} ms (median), {most * 1000:.2f} ms at most"
             )
     return 0
