@@ -31,6 +31,7 @@ from exporter.config import parse_config  # noqa: E402
 from exporter.logs import configure  # noqa: E402
 from exporter.scheduler import TargetPoller  # noqa: E402
 from exporter.sources import Shared  # noqa: E402
+from exporter.sources.nats import NATSTarget  # noqa: E402
 from exporter.store import Store  # noqa: E402
 
 REPLY = {
@@ -53,7 +54,8 @@ targets:
 
 
 async def start_backends(url: str, discovery: str) -> tuple[list, list]:
-    clients, workers = [], []
+    clients: list = []
+    workers: list[asyncio.subprocess.Process] = []
 
     async def quiet(exc: Exception) -> None:
         pass
@@ -89,6 +91,7 @@ async def start_backends(url: str, discovery: str) -> tuple[list, list]:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
+        assert process.stdout is not None
         await asyncio.wait_for(process.stdout.readline(), 30)
         workers.append(process)
     return clients, workers
@@ -102,19 +105,18 @@ async def main(polls: int, cycles: int) -> None:
     server = await NATSServer(folder).start()
     clients, workers = await start_backends(server.url, str(discovery))
     store, shared = Store(), Shared()
-    pollers = [
-        TargetPoller(target, store, shared)
-        for target in parse_config(targets(server.url, str(discovery))).targets
-        if workers or target.protocol != "dynamo"
-    ]
+    configured = parse_config(targets(server.url, str(discovery))).targets
+    nats_targets = [target for target in configured if isinstance(target, NATSTarget)]
+    assert len(nats_targets) == len(configured)
+    pollers = [TargetPoller(target, store, shared) for target in nats_targets if workers or target.protocol != "dynamo"]
     try:
         print(f"{'target':<12} {'polls':>5} {'median ms':>10} {'p99 ms':>8} {'samples':>8}")
         for poller in pollers:
             await poller.poll()  # connect, create Dynamo's runtime
             durations = []
-            for _ in range(
-                polls if poller.target.protocol == "runtime_stats" and not poller.target.gather else polls // 10
-            ):
+            target = poller.target
+            assert isinstance(target, NATSTarget)
+            for _ in range(polls if target.protocol == "runtime_stats" and not target.gather else polls // 10):
                 started = time.perf_counter()
                 snapshot = await poller.poll()
                 durations.append((time.perf_counter() - started) * 1000)
