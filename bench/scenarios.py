@@ -52,7 +52,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exporter.sources import TargetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -76,7 +79,7 @@ PLAIN_HEADERS = {"Accept": "text/plain", "Accept-Encoding": "identity", "User-Ag
 def fixture_families(text: str) -> list[tuple[list[str], list[str]]]:
     """Exposition text -> [(HELP/TYPE lines, sample lines)] per family, in order."""
     families: list[tuple[list[str], list[str]]] = []
-    current = None
+    current: tuple[str | None, list[str], list[str]] | None = None
     for line in text.splitlines():
         if not line.strip() or line.startswith("# EOF"):
             continue
@@ -157,11 +160,21 @@ def child_main(conn: Any, spec: dict[str, Any]) -> None:
     asyncio.run(_child(conn, spec))
 
 
+def _interval(target: TargetConfig) -> float:
+    assert target.interval is not None  # the config resolves it for every target
+    return target.interval
+
+
 async def _receive(conn: Any) -> Any:
     """The next message on a multiprocessing pipe, waited for without a thread or a busy loop."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
-    loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(conn.fileno(), wake)
     try:
         await ready
     finally:
@@ -479,12 +492,14 @@ class Profiler:
 
     def __init__(self, path: Path):
         self.path = path
+        self._profile = cProfile.Profile()  # used where pyinstrument is not installed
+        self._sampling: Any = None
         try:
             import pyinstrument
         except ImportError:
-            self._sampling, self._profile = None, cProfile.Profile()
+            pass
         else:
-            self._sampling, self._profile = pyinstrument.Profiler(interval=0.001, async_mode="disabled"), None
+            self._sampling = pyinstrument.Profiler(interval=0.001, async_mode="disabled")
 
     def start(self) -> None:
         (self._sampling.start if self._sampling else self._profile.enable)()
@@ -528,14 +543,14 @@ async def measure(
     await daemon.start()
     try:
         wanted = {t.name for t in config.targets} if wait_for is None else wait_for
-        longest = max((t.interval for t in config.targets), default=0.0)
+        longest = max((_interval(t) for t in config.targets), default=0.0)
         deadline = time.monotonic() + longest + 15
         while time.monotonic() < deadline:
             if all((snap := daemon.store.get(name)) is not None and snap.up for name in wanted):
                 break
             await asyncio.sleep(0.1)
         else:
-            down = sorted(name for name in wanted if not (daemon.store.get(name) and daemon.store.get(name).up))
+            down = sorted(name for name in wanted if not ((snap := daemon.store.get(name)) and snap.up))
             notes.append(f"not up when measuring began: {', '.join(down[:5])}{' ...' if len(down) > 5 else ''}")
         if config.targets:
             # Warm-up, not measured: scraping for one interval, as Prometheus has been doing before any
@@ -558,7 +573,7 @@ async def measure(
         cpu1, wall1 = cpu_seconds(), time.perf_counter()
         mem = memory()
         snapshots = daemon.store.snapshots()
-        due = sum((wall1 - wall0) / snap.target.interval for snap in snapshots)
+        due = sum((wall1 - wall0) / _interval(snap.target) for snap in snapshots)
         polls = sum(snap.polls - before.get(snap.target.name, (0, 0))[0] for snap in snapshots)
         failed = sum(sum(snap.errors.values()) - before.get(snap.target.name, (0, 0))[1] for snap in snapshots)
         if profiler:
