@@ -72,15 +72,17 @@ def _ingest(target):
     def ingest(data: bytes):
         families = pipeline.run(exposition=Exposition(data)).families
         for family in families:  # what a gzip scrape of every poll deflates (older checkouts did it in the poll)
-            if len(family.chunks.openmetrics) >= DEFLATE_ALONE:
-                family.chunks.deflated("openmetrics")
+            chunks = family.chunks
+            assert chunks is not None  # the pipeline renders every family it serves
+            if len(chunks.openmetrics) >= DEFLATE_ALONE:
+                chunks.deflated("openmetrics")
         return families
 
     return ingest
 
 
 def _ingest_before_the_pipeline(target):
-    from exporter.parse import BodyReader
+    from exporter.parse import BodyReader  # type: ignore[attr-defined]  # an older checkout's (--compare)
     from exporter.scheduler import TargetPoller
     from exporter.sources import Shared
     from exporter.sources.base import Payload
@@ -91,7 +93,8 @@ def _ingest_before_the_pipeline(target):
 
     def ingest(data: bytes):
         result = reader.parse(data)
-        return poller._ingest(Payload(result.families, problems=result.problems), {"openmetrics"})[2].families
+        payload = Payload(result.families, problems=result.problems)
+        return poller._ingest(payload, {"openmetrics"})[2].families  # type: ignore[attr-defined]  # --compare's
 
     return ingest
 
@@ -126,9 +129,9 @@ def main() -> None:
             runs[label].append(json.loads(out.stdout.strip().splitlines()[-1])["us_per_poll"])
     print(f"{'checkout':<40} {'us CPU per steady poll, each round':<50} {'median':>8}")
     for label in ("other", "this"):
-        figures = sorted(runs[label])
+        ordered = sorted(runs[label])
         print(
-            f"{checkouts[label]!s:<40} {' '.join(f'{v:7.0f}' for v in runs[label]):<50} {figures[len(figures) // 2]:8.0f}"
+            f"{checkouts[label]!s:<40} {' '.join(f'{v:7.0f}' for v in runs[label]):<50} {ordered[len(ordered) // 2]:8.0f}"
         )
     print("(alternated old/new in separate processes on a shared, noisy machine: compare the medians of this run)")
 
