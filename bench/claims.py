@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.claims import Claims  # noqa: E402
+from exporter.claims import Claims
 
 TYPES = ("gauge", "counter", "histogram")
 

@@ -134,11 +134,18 @@ def config(upstream: Upstreams, fault: str) -> str:
         "hung": f'  - {{name: hostile, type: http, url: "{upstream.url}/hostile/hang"}}',
         "drip": f'  - {{name: hostile, type: http, url: "{upstream.url}/hostile/drip"}}',
     }.get(fault)
-    return server + "defaults: {interval: 1s, timeout: 900ms, retries: 0}\ntargets:\n" + "\n".join(targets + ([hostile] if hostile else [])) + "\n"
+    return (
+        server
+        + "defaults: {interval: 1s, timeout: 900ms, retries: 0}\ntargets:\n"
+        + "\n".join(targets + ([hostile] if hostile else []))
+        + "\n"
+    )
 
 
 def merge_bomb(depth: int = 22) -> str:
-    lines = ["x-a0: &a0 {k: 1}"] + [f"x-a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}], k{i}: 1}}" for i in range(1, depth + 1)]
+    lines = ["x-a0: &a0 {k: 1}"] + [
+        f"x-a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}], k{i}: 1}}" for i in range(1, depth + 1)
+    ]
     return "\n".join(lines) + f"\nx-bomb: *a{depth}\ntargets: []\n"
 
 
@@ -197,8 +204,19 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
 
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "run", "--config", str(path), "--listen", f"127.0.0.1:{port}",
-        "--log-format", "json", cwd=DAEMON_ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "run",
+        "--config",
+        str(path),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--log-format",
+        "json",
+        cwd=DAEMON_ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         preexec_fn=limit_files,
     )
     url = f"http://127.0.0.1:{port}"
@@ -207,6 +225,7 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
 
     async def read_log() -> None:
         nonlocal log_lines, tracebacks
+        assert process.stderr is not None
         async for line in process.stderr:
             log_lines += 1
             tracebacks += b"Traceback" in line
@@ -222,10 +241,11 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)  # every target polled
         stop = asyncio.Event()
-        extra = None
+        extra: asyncio.Task | None = None
         if fault == "slowloris":
             extra = asyncio.create_task(slowloris("127.0.0.1", port, 1100, stop))
         if fault == "yaml-bomb":
+
             async def bomb() -> None:
                 text = path.read_text()
                 while not stop.is_set():
@@ -233,6 +253,7 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
                     process.send_signal(signal.SIGHUP)
                     await asyncio.sleep(2)
                 path.write_text(text)
+
             extra = asyncio.create_task(bomb())
         end = time.monotonic() + seconds
         text = ""
@@ -252,7 +273,9 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
         stop.set()
         strict = "-"
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-            async with session.get(url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}) as response:
+            async with session.get(
+                url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+            ) as response:
                 om = await response.text()
             try:
                 list(text_string_to_metric_families(om))
@@ -261,8 +284,10 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
                 strict = f"REJECTED ({str(exc)[:40]})"
         if extra is not None:
             result = await extra
-            note = f"1100 clients: {result}" + ("" if BEFORE_LIMITS else ", header_timeout 3s") if fault == "slowloris" else (
-                "a 622-byte merge-key bomb + SIGHUP every 2s"
+            note = (
+                f"1100 clients: {result}" + ("" if BEFORE_LIMITS else ", header_timeout 3s")
+                if fault == "slowloris"
+                else ("a 622-byte merge-key bomb + SIGHUP every 2s")
             )
         if fault == "secret-echo":
             shown = ""
@@ -291,7 +316,9 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
     if fault in ("secret-echo", "huge-body", "comment-churn", "hung", "drip", "names", "invalid") and not note:
         note = "hostile target: " + ("up" if 'inference_exporter_target_up{target="hostile"} 1' in text else "down")
         if fault == "names":
-            note += "; exported_* names: " + str(sum(line.startswith("exported_inference_exporter") for line in text.splitlines()))
+            note += "; exported_* names: " + str(
+                sum(line.startswith("exported_inference_exporter") for line in text.splitlines())
+            )
     return {
         "fault": fault,
         "scrapes": len(latencies),
@@ -299,7 +326,9 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
         "p99 ms": sorted(latencies)[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
         "failed": failures,
         "healthy series": f"{healthy}/{baseline if baseline is not None else healthy}",
-        "healthy up": "all" if ups and all(value in ("1", "1.0") for value in ups) and len(ups) == HEALTHY else ",".join(ups) or "none",
+        "healthy up": "all"
+        if ups and all(value in ("1", "1.0") for value in ups) and len(ups) == HEALTHY
+        else ",".join(ups) or "none",
         "target_up rows": own_up,
         "strict OpenMetrics": strict,
         "RSS MB": f"{rss:.0f} (peak {peak:.0f})",
@@ -308,7 +337,18 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
     }
 
 
-FAULTS = ["baseline", "names", "invalid", "secret-echo", "huge-body", "comment-churn", "hung", "drip", "slowloris", "yaml-bomb"]
+FAULTS = [
+    "baseline",
+    "names",
+    "invalid",
+    "secret-echo",
+    "huge-body",
+    "comment-churn",
+    "hung",
+    "drip",
+    "slowloris",
+    "yaml-bomb",
+]
 
 
 async def main() -> None:
@@ -341,8 +381,10 @@ async def main() -> None:
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for r in cells:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-    print(f"\n{HEALTHY} healthy targets + the fault's, interval 1s; /metrics scraped every 100 ms for {args.seconds:g}s; "
-          f"daemon limited to 1024 file handles; {os.cpu_count()} CPUs.")
+    print(
+        f"\n{HEALTHY} healthy targets + the fault's, interval 1s; /metrics scraped every 100 ms for {args.seconds:g}s; "
+        f"daemon limited to 1024 file handles; {os.cpu_count()} CPUs."
+    )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ def parser_seeds() -> list[bytes]:
 def config_seeds() -> list[bytes]:
     seeds = [(ROOT / "config.example.yaml").read_bytes()]
     # Every config mistake the tests know, hostile ones (bombs, deep nesting, huge numbers) included.
-    return seeds + [path.read_bytes()[:65536] for path in sorted((ROOT / "tests" / "testdata" / "config").glob("invalid-*.yml"))]
+    return seeds + [
+        path.read_bytes()[:65536] for path in sorted((ROOT / "tests" / "testdata" / "config").glob("invalid-*.yml"))
+    ]
 
 
 def fuzz_parser(data: bytes) -> None:
@@ -95,7 +97,8 @@ def fuzz_parser(data: bytes) -> None:
 
 def _readable(result) -> list:
     return [
-        (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in result.families
+        (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples])
+        for f in result.families
     ]
 
 
@@ -123,11 +126,11 @@ def main() -> int:
     import atheris
 
     with atheris.instrument_imports():
-        import exporter.config  # noqa: F401
-        import exporter.conform  # noqa: F401
-        import exporter.normalize  # noqa: F401
-        import exporter.parse  # noqa: F401
-        import exporter.pipeline  # noqa: F401
+        import exporter.config
+        import exporter.conform
+        import exporter.normalize
+        import exporter.parse
+        import exporter.pipeline
         import exporter.skeleton  # noqa: F401
     target = fuzz_parser if args.target == "parser" else fuzz_config
     if args.inputs:
@@ -141,8 +144,15 @@ def main() -> int:
     for index, seed in enumerate(seeds):
         (corpus / f"seed-{index:03d}").write_bytes(seed)
     print(f"fuzzing the {args.target} for {args.seconds}s from {len(seeds)} seeds in {corpus}", flush=True)
-    libfuzzer = [sys.argv[0], str(corpus), f"-max_total_time={args.seconds}", "-rss_limit_mb=2048", "-max_len=65536",
-                 "-timeout=10", "-print_final_stats=1"]
+    libfuzzer = [
+        sys.argv[0],
+        str(corpus),
+        f"-max_total_time={args.seconds}",
+        "-rss_limit_mb=2048",
+        "-max_len=65536",
+        "-timeout=10",
+        "-print_final_stats=1",
+    ]
     atheris.Setup(libfuzzer, target)
     atheris.Fuzz()
     return 0

@@ -21,12 +21,13 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from exporter.daemon import tune_garbage_collection  # noqa: E402
+from support import bench_bodies, bench_vllm_body, with_values_moved  # noqa: E402
+
 from exporter.config import parse_config  # noqa: E402
+from exporter.daemon import tune_garbage_collection  # noqa: E402
 from exporter.parse import parse  # noqa: E402
 from exporter.pipeline import Pipeline  # noqa: E402
 from exporter.sources.base import Exposition  # noqa: E402
-from support import bench_bodies, bench_vllm_body, with_values_moved  # noqa: E402
 
 #: Versions of each payload polled in turn: the same series, each version's values raised by one.
 VERSIONS = 4

@@ -25,16 +25,20 @@ os.environ.setdefault("DYN_LOG", "error")  # before anything imports Dynamo's ru
 
 import nats  # noqa: E402
 from nats.micro import add_service  # noqa: E402
+from nats_server import NATSServer  # noqa: E402
 
 from exporter.config import parse_config  # noqa: E402
 from exporter.logs import configure  # noqa: E402
 from exporter.scheduler import TargetPoller  # noqa: E402
 from exporter.sources import Shared  # noqa: E402
+from exporter.sources.nats import NATSTarget  # noqa: E402
 from exporter.store import Store  # noqa: E402
-from nats_server import NATSServer  # noqa: E402
 
-REPLY = {"worker_id": "w-1", "backend": "vllm", "metrics": {"gauges": {"kv_cache_usage_perc": 0.3, "active_requests": 5},
-                                                             "counters": {"total_requests": 120}}}
+REPLY = {
+    "worker_id": "w-1",
+    "backend": "vllm",
+    "metrics": {"gauges": {"kv_cache_usage_perc": 0.3, "active_requests": 5}, "counters": {"total_requests": 120}},
+}
 
 
 def targets(url: str, discovery: str) -> str:
@@ -50,7 +54,9 @@ targets:
 
 
 async def start_backends(url: str, discovery: str) -> tuple[list, list]:
-    clients, workers = [], []
+    clients: list = []
+    workers: list[asyncio.subprocess.Process] = []
+
     async def quiet(exc: Exception) -> None:
         pass
 
@@ -77,9 +83,15 @@ async def start_backends(url: str, discovery: str) -> tuple[list, list]:
     env = {**os.environ, "NATS_SERVER": url, "DYN_FILE_KV": discovery, "DYN_LOG": "error"}
     for worker in ("w-1", "w-2"):
         process = await asyncio.create_subprocess_exec(
-            sys.executable, str(REPO / "tests" / "dynamo_worker.py"), "demo.backend.runtime_stats", worker,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            str(REPO / "tests" / "dynamo_worker.py"),
+            "demo.backend.runtime_stats",
+            worker,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
         )
+        assert process.stdout is not None
         await asyncio.wait_for(process.stdout.readline(), 30)
         workers.append(process)
     return clients, workers
@@ -93,30 +105,35 @@ async def main(polls: int, cycles: int) -> None:
     server = await NATSServer(folder).start()
     clients, workers = await start_backends(server.url, str(discovery))
     store, shared = Store(), Shared()
-    pollers = [
-        TargetPoller(target, store, shared)
-        for target in parse_config(targets(server.url, str(discovery))).targets
-        if workers or target.protocol != "dynamo"
-    ]
+    configured = parse_config(targets(server.url, str(discovery))).targets
+    nats_targets = [target for target in configured if isinstance(target, NATSTarget)]
+    assert len(nats_targets) == len(configured)
+    pollers = [TargetPoller(target, store, shared) for target in nats_targets if workers or target.protocol != "dynamo"]
     try:
         print(f"{'target':<12} {'polls':>5} {'median ms':>10} {'p99 ms':>8} {'samples':>8}")
         for poller in pollers:
             await poller.poll()  # connect, create Dynamo's runtime
             durations = []
-            for _ in range(polls if poller.target.protocol == "runtime_stats" and not poller.target.gather else polls // 10):
+            target = poller.target
+            assert isinstance(target, NATSTarget)
+            for _ in range(polls if target.protocol == "runtime_stats" and not target.gather else polls // 10):
                 started = time.perf_counter()
                 snapshot = await poller.poll()
                 durations.append((time.perf_counter() - started) * 1000)
                 assert snapshot.up, snapshot.last_error
             durations.sort()
             p99 = durations[min(len(durations) - 1, int(len(durations) * 0.99))]
-            print(f"{poller.target.name:<12} {len(durations):>5} {statistics.median(durations):>10.2f} {p99:>8.2f} "
-                  f"{snapshot.sample_count:>8}")
+            print(
+                f"{poller.target.name:<12} {len(durations):>5} {statistics.median(durations):>10.2f} {p99:>8.2f} "
+                f"{snapshot.sample_count:>8}"
+            )
 
         tasks_before = len(asyncio.all_tasks())
         connections_before = await server.exporter_connections()
-        print(f"\nbefore {cycles} kill/restart cycles: {tasks_before} asyncio tasks, "
-              f"{connections_before} exporter connection(s) in /connz")
+        print(
+            f"\nbefore {cycles} kill/restart cycles: {tasks_before} asyncio tasks, "
+            f"{connections_before} exporter connection(s) in /connz"
+        )
         for cycle in range(cycles):
             await server.stop()
             down = await asyncio.gather(*(poller.poll() for poller in pollers))
@@ -125,10 +142,14 @@ async def main(polls: int, cycles: int) -> None:
             started = time.perf_counter()
             while not all(snapshot.up for snapshot in await asyncio.gather(*(poller.poll() for poller in pollers))):
                 await asyncio.sleep(0.1)
-            print(f"cycle {cycle + 1}: down with {reasons}; every target up again {time.perf_counter() - started:.2f}s "
-                  f"after the restart")
+            print(
+                f"cycle {cycle + 1}: down with {reasons}; every target up again {time.perf_counter() - started:.2f}s "
+                f"after the restart"
+            )
         await asyncio.sleep(0.5)
-        print(f"after: {len(asyncio.all_tasks())} asyncio tasks, {await server.exporter_connections()} exporter connection(s)")
+        print(
+            f"after: {len(asyncio.all_tasks())} asyncio tasks, {await server.exporter_connections()} exporter connection(s)"
+        )
     finally:
         for poller in pollers:
             await poller.close()

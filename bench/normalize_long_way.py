@@ -123,7 +123,9 @@ def _digest(normalized) -> str:
 def _run(root: str, body: str, repeat: int) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", root, "--body", body, "--repeat", str(repeat)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.splitlines()[-1])  # the last line: log lines may come before it
 
@@ -169,7 +171,10 @@ def main() -> None:
     for name in names:
         print(f"\n{name}: output digest {runs[name]['digest']}, relabelled {runs[name]['digest_relabelled']}")
     if len(names) > 1:
-        same = all(runs[n]["digest"] == mine["digest"] and runs[n]["digest_relabelled"] == mine["digest_relabelled"] for n in names)
+        same = all(
+            runs[n]["digest"] == mine["digest"] and runs[n]["digest_relabelled"] == mine["digest_relabelled"]
+            for n in names
+        )
         print("identical output" if same else "OUTPUT DIFFERS")
 
 

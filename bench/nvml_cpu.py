@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from fake_nvml import FakeNVML, eight_gpus  # noqa: E402
 from prometheus_client.exposition import generate_latest  # noqa: E402
 
 from exporter.collector import Collector, registry_for  # noqa: E402
@@ -32,9 +33,8 @@ from exporter.config import parse_config  # noqa: E402
 from exporter.logs import configure  # noqa: E402
 from exporter.scheduler import TargetPoller  # noqa: E402
 from exporter.sources import Payload, Shared  # noqa: E402
-from exporter.sources.nvml import NVMLSource  # noqa: E402
+from exporter.sources.nvml import NVMLSource, NVMLTarget  # noqa: E402
 from exporter.store import Store  # noqa: E402
-from fake_nvml import FakeNVML, eight_gpus  # noqa: E402
 
 INTERVAL = 1.0
 
@@ -53,9 +53,12 @@ def poller(source_kind: str) -> tuple[TargetPoller, Store]:
     target = parse_config(
         "defaults: {interval: 1s, timeout: 1s, retries: 0}\ntargets:\n  - {name: gpus, type: nvml}\n"
     ).targets[0]
+    assert isinstance(target, NVMLTarget)
     store = Store()
     polling = TargetPoller(target, store, Shared())
-    polling.source = EmptySource() if source_kind == "empty" else NVMLSource(target, Shared(), nvml=FakeNVML(eight_gpus()))
+    polling.source = (
+        EmptySource() if source_kind == "empty" else NVMLSource(target, Shared(), nvml=FakeNVML(eight_gpus()))
+    )
     return polling, store
 
 
@@ -66,7 +69,7 @@ def cpu() -> float:
 
 async def per_poll(kind: str, polls: int) -> tuple[float, int]:
     """CPU seconds per poll, polling back to back; and the samples one poll serves."""
-    polling, store = poller(kind)
+    polling, _store = poller(kind)
     for _ in range(10):  # warm up: NVML started, caches filled
         snapshot = await polling.poll()
     assert snapshot.up, snapshot.last_error
@@ -111,7 +114,9 @@ async def main(polls: int, seconds: float) -> None:
     print(f"polls back to back: {polls} each; process CPU per poll (all threads)")
     print(f"  baseline, empty source         {empty * 1e3:8.3f} ms   {empty / INTERVAL:7.3%} of one core at 1 s")
     print(f"  nvml, 8 fake GPUs ({samples} samples) {nvml * 1e3:8.3f} ms   {nvml / INTERVAL:7.3%} of one core at 1 s")
-    print(f"  nvml less baseline             {(nvml - empty) * 1e3:8.3f} ms   {(nvml - empty) / INTERVAL:7.3%} of one core at 1 s")
+    print(
+        f"  nvml less baseline             {(nvml - empty) * 1e3:8.3f} ms   {(nvml - empty) / INTERVAL:7.3%} of one core at 1 s"
+    )
     if seconds > 0:
         idle = await on_schedule("empty", seconds)
         busy = await on_schedule("nvml", seconds)

@@ -17,14 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prometheus_client.exposition import generate_latest  # noqa: E402
+from prometheus_client.exposition import generate_latest
 
-from exporter.collector import Collector, registry_for  # noqa: E402
-from exporter.config import parse_config  # noqa: E402
-from exporter.logs import configure  # noqa: E402
-from exporter.scheduler import TargetPoller  # noqa: E402
-from exporter.sources import Shared  # noqa: E402
-from exporter.store import Store  # noqa: E402
+from exporter.collector import Collector, registry_for
+from exporter.config import parse_config
+from exporter.logs import configure
+from exporter.scheduler import TargetPoller
+from exporter.sources import Shared
+from exporter.sources.nvml import NVMLSource
+from exporter.store import Store
 
 
 async def main(polls: int, interval: float, processes: bool) -> int:
@@ -40,15 +41,21 @@ async def main(polls: int, interval: float, processes: bool) -> int:
             snapshot = await poller.poll()
             wall, cpu = time.monotonic() - wall, time.process_time() - cpu
             state = "up" if snapshot.up else f"DOWN {snapshot.last_reason}: {snapshot.last_error}"
-            print(f"poll {number}: {state}; {snapshot.sample_count} samples; {wall * 1e3:.1f} ms wall, "
-                  f"{cpu * 1e3:.1f} ms CPU; dropped so far {dict(snapshot.dropped)}", file=sys.stderr)
+            print(
+                f"poll {number}: {state}; {snapshot.sample_count} samples; {wall * 1e3:.1f} ms wall, "
+                f"{cpu * 1e3:.1f} ms CPU; dropped so far {dict(snapshot.dropped)}",
+                file=sys.stderr,
+            )
             if snapshot.up is False and snapshot.last_reason == "nvml_unavailable":
                 return 1
             if number < polls:
                 await asyncio.sleep(interval)
+        assert isinstance(poller.source, NVMLSource)
         sampler = poller.source.sampler
-        print(f"driver {sampler.driver_version}, CUDA {sampler.cuda_version}, GPUs "
-              f"{[gpu.index for gpu in sampler.gpus]}", file=sys.stderr)
+        print(
+            f"driver {sampler.driver_version}, CUDA {sampler.cuda_version}, GPUs {[gpu.index for gpu in sampler.gpus]}",
+            file=sys.stderr,
+        )
         unsupported: dict[int, list[str]] = {}
         for gpu, field in sorted(sampler.unsupported):
             unsupported.setdefault(gpu, []).append(field)

@@ -44,7 +44,6 @@ def child_main(conn: Any, targets: int) -> None:
 
 async def _child(conn: Any, targets: int) -> None:
     from aiohttp import web
-
     from simulated_vllm import SimulatedVLLM
 
     sims = [SimulatedVLLM(model=f"bench/model-{i}", seed=i) for i in range(targets)]
@@ -138,11 +137,12 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 async def main(args: argparse.Namespace) -> int:
+    from fake_nvml import FakeNVML, eight_gpus
+
     import exporter.sources.nvml
     from exporter.config import parse_config
     from exporter.daemon import Daemon
     from exporter.logs import configure
-    from fake_nvml import FakeNVML, eight_gpus
 
     configure("warning", "console")
     fake = FakeNVML(eight_gpus())
@@ -156,7 +156,9 @@ async def main(args: argparse.Namespace) -> int:
     targets = "".join(
         f"  - {{name: vllm-{i}, type: http, url: '{base}/vllm/{i}/metrics'}}\n" for i in range(args.targets)
     )
-    config = parse_config(f"defaults: {{interval: 1s, timeout: 900ms}}\ntargets:\n{targets}  - {{name: gpus, type: nvml}}\n")
+    config = parse_config(
+        f"defaults: {{interval: 1s, timeout: 900ms}}\ntargets:\n{targets}  - {{name: gpus, type: nvml}}\n"
+    )
     daemon = Daemon(config, config_path=None, listen=f"127.0.0.1:{free_port()}")
     reports: list[float] = []  # seconds each report the streams asked for took to make and encode
     encoded = daemon.overview.encoded
@@ -172,7 +174,10 @@ async def main(args: argparse.Namespace) -> int:
     await daemon.start()
     host, port = daemon.bound[0][:2]
     url, stream = f"http://{host}:{port}/metrics", f"http://{host}:{port}/api/overview/stream"
-    pooled: dict[int, dict[str, list]] = {0: {"lat": [], "cpu": [], "rates": []}, args.clients: {"lat": [], "cpu": [], "rates": []}}
+    pooled: dict[int, dict[str, list]] = {
+        0: {"lat": [], "cpu": [], "rates": []},
+        args.clients: {"lat": [], "cpu": [], "rates": []},
+    }
     turns: list[tuple[int, float | None, float | None]] = []
     report_costs: list[tuple[int, int, float | None, float | None]] = []
     try:
@@ -180,7 +185,9 @@ async def main(args: argparse.Namespace) -> int:
         for clients in (0, args.clients, args.clients, 0):
             reports.clear()
             cpu, wall = cpu_seconds(), time.monotonic()
-            ours.send({"url": url, "stream_url": stream, "seconds": args.seconds / 2, "every": args.every, "clients": clients})
+            ours.send(
+                {"url": url, "stream_url": stream, "seconds": args.seconds / 2, "every": args.every, "clients": clients}
+            )
             result = await loop.run_in_executor(None, ours.recv)
             share = (cpu_seconds() - cpu) / (time.monotonic() - wall)
             pooled[clients]["lat"] += result["latencies"]
@@ -208,18 +215,26 @@ async def main(args: argparse.Namespace) -> int:
     for clients, data in pooled.items():
         lat = data["lat"]
         rates = data["rates"]
-        cells = [f"{percentile(lat, share) * 1000:.2f} ms" for share in (0.5, 0.9, 0.99, 1.0)] if lat else ["–"] * 4
+        points = [percentile(lat, share) for share in (0.5, 0.9, 0.99, 1.0)]  # all None where there is no scrape
+        cells = [f"{point * 1000:.2f} ms" if point is not None else "–" for point in points]
         per_client = f"{min(rates):.2f}–{max(rates):.2f}" if rates else "–"
         cpu = sum(data["cpu"]) / len(data["cpu"]) * 100
         print(f"| {clients} | {len(lat)} | {' | '.join(cells)} | {cpu:.1f}% | {per_client} |")
     print()
-    print("each turn, in order (clients: p50 / p99): " + ", ".join(
-        f"{clients}: {p50 * 1000:.2f} / {p99 * 1000:.2f} ms" for clients, p50, p99 in turns if p50 is not None
-    ))
-    for asked, made, median, most in report_costs:
-        if median is not None:
-            print(f"reports in a turn with clients: {asked} asked for, {made} made (the rest shared), "
-                  f"each made and encoded in {median * 1000:.2f} ms (median), {most * 1000:.2f} ms at most")
+    print(
+        "each turn, in order (clients: p50 / p99): "
+        + ", ".join(
+            f"{clients}: {p50 * 1000:.2f} / {p99 * 1000:.2f} ms"
+            for clients, p50, p99 in turns
+            if p50 is not None and p99 is not None
+        )
+    )
+    for asked, made_count, median, most in report_costs:
+        if median is not None and most is not None:
+            print(
+                f"reports in a turn with clients: {asked} asked for, {made_count} made (the rest shared), "
+                f"each made and encoded in {median * 1000:.2f} ms (median), {most * 1000:.2f} ms at most"
+            )
     return 0
 
 

@@ -27,9 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
+from scenarios import bench_vllm_body, scaled_body  # noqa: E402
+
 from exporter.daemon import tune_garbage_collection  # noqa: E402
 from exporter.parse import _decode, _parse_by_line, parse  # noqa: E402
-from scenarios import bench_vllm_body, scaled_body  # noqa: E402
 
 
 def payload(samples: int) -> bytes:
@@ -41,8 +42,10 @@ def payload(samples: int) -> bytes:
 #: The names an OpenMetrics family of each type takes (prometheus_client.openmetrics.parser refuses a
 #: second family that takes one of them).
 SUFFIXES = {
-    "counter": ["_total", "_created"], "summary": ["_count", "_sum", "_created"],
-    "histogram": ["_count", "_sum", "_bucket", "_created"], "gaugehistogram": ["_gcount", "_gsum", "_bucket"],
+    "counter": ["_total", "_created"],
+    "summary": ["_count", "_sum", "_created"],
+    "histogram": ["_count", "_sum", "_bucket", "_created"],
+    "gaugehistogram": ["_gcount", "_gsum", "_bucket"],
     "info": ["_info"],
 }
 
@@ -51,7 +54,8 @@ def as_openmetrics(body: bytes) -> bytes:
     """The same families in OpenMetrics (counters named without `_total`, `unknown` for untyped, `# EOF`),
     less any family whose names clash with an earlier one's (vLLM's `x_created` gauges beside its
     counters and histograms `x`), which prometheus_client's strict parser refuses."""
-    lines, taken = [], set()
+    lines: list[str] = []
+    taken: set[str] = set()
     for family in parse(body).families:
         kind = "unknown" if family.type == "untyped" else family.type
         name = family.name[: -len("_total")] if kind == "counter" and family.name.endswith("_total") else family.name
@@ -62,7 +66,11 @@ def as_openmetrics(body: bytes) -> bytes:
         lines += [f"# HELP {name} {escaped(family.help)}", f"# TYPE {name} {kind}"]
         for sample in family.samples:
             labels = ",".join(f'{key}="{escaped(value)}"' for key, value in sample.labels.items())
-            lines.append(f"{sample.name}{{{labels}}} {number(sample.value)}" if labels else f"{sample.name} {number(sample.value)}")
+            lines.append(
+                f"{sample.name}{{{labels}}} {number(sample.value)}"
+                if labels
+                else f"{sample.name} {number(sample.value)}"
+            )
     return ("\n".join(lines) + "\n# EOF\n").encode()
 
 
@@ -108,7 +116,9 @@ def main() -> None:
         ("OpenMetrics", om_body, True, None, openmetrics_families),
         ("text, keep half", text_body, False, half_the_families, text_string_to_metric_families),
     ]
-    print(f"garbage collector: {'CPython defaults' if args.default_gc else 'as the daemon sets it'} {gc.get_threshold()}")
+    print(
+        f"garbage collector: {'CPython defaults' if args.default_gc else 'as the daemon sets it'} {gc.get_threshold()}"
+    )
     header = f"{'body':16} {'samples':>8} {'line reader/s':>14} {'parse/s':>10} {'prom_client/s':>14} {'parse/line':>10} {'parse/prom':>10}"
     print(header)
     print("-" * len(header))
@@ -116,7 +126,9 @@ def main() -> None:
         result = parse(body, openmetrics=openmetrics, keep=keep)
         samples = sum(len(family.samples) for family in result.families)
         text, truncated = _decode(body)
-        line_reader = best_cpu(lambda: _parse_by_line(text, truncated, openmetrics, None, keep, {}, None, None), args.repeat)
+        line_reader = best_cpu(
+            lambda: _parse_by_line(text, truncated, openmetrics, None, keep, {}, None, None), args.repeat
+        )
         ours = best_cpu(lambda: parse(body, openmetrics=openmetrics, keep=keep), args.repeat)
         if keep is None:
             theirs = best_cpu(lambda: list(reference(body.decode())), args.repeat)

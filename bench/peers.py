@@ -44,7 +44,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
@@ -97,7 +100,9 @@ def ensure_tools(systems: list[str]) -> None:
     subprocess.run([*root, "apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(
         [*root, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        check=True, env=env, stdout=subprocess.DEVNULL,
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
 
 
@@ -120,9 +125,9 @@ class Sink:
         self.requests = 0
         self.bytes = 0
         self.url = ""
-        self._runner = None
+        self._runner: web.AppRunner | None = None
 
-    async def start(self) -> "Sink":
+    async def start(self) -> Sink:
         from aiohttp import web
 
         async def write(request: web.Request) -> web.Response:
@@ -133,14 +138,15 @@ class Sink:
 
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/{tail:.*}", write)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
+        self._runner = runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
         port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
         self.url = f"http://127.0.0.1:{port}/api/v1/write"
         return self
 
     async def stop(self) -> None:
+        assert self._runner is not None, "stopped before it started"
         await self._runner.cleanup()
 
 
@@ -153,7 +159,11 @@ def scrape_config(base: str, paths: list[str], sink: str | None) -> str:
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
         "scrape_configs": [
-            {"job_name": f"vllm-{i}", "metrics_path": path, "static_configs": [{"targets": [base.removeprefix("http://")]}]}
+            {
+                "job_name": f"vllm-{i}",
+                "metrics_path": path,
+                "static_configs": [{"targets": [base.removeprefix("http://")]}],
+            }
             for i, path in enumerate(paths)
         ],
     }
@@ -163,28 +173,55 @@ def scrape_config(base: str, paths: list[str], sink: str | None) -> str:
 
 
 def exporter_config(base: str, paths: list[str]) -> str:
-    return json.dumps({
-        "defaults": {"interval": "1s"},
-        "targets": [{"name": f"vllm-{i}", "type": "http", "url": base + path} for i, path in enumerate(paths)],
-    }, indent=1)
+    return json.dumps(
+        {
+            "defaults": {"interval": "1s"},
+            "targets": [{"name": f"vllm-{i}", "type": "http", "url": base + path} for i, path in enumerate(paths)],
+        },
+        indent=1,
+    )
 
 
 def command_for(system: str, folder: Path, base: str, paths: list[str], sink: str, port: int) -> list[str]:
     if system == "exporter":
         config = folder / "exporter.yaml"
         config.write_text(exporter_config(base, paths))
-        return [sys.executable, "-m", "exporter", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-                "--log-level", "error", "--log-format", "json"]
+        return [
+            sys.executable,
+            "-m",
+            "exporter",
+            "run",
+            "--config",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "error",
+            "--log-format",
+            "json",
+        ]
     config = folder / f"{system}.yaml"
     config.write_text(scrape_config(base, paths, None if system == "vmagent" else sink))
     data = folder / f"{system}-data"
     if system == "vmagent":
-        return ["vmagent", f"-promscrape.config={config}", f"-remoteWrite.url={sink}", f"-remoteWrite.tmpDataPath={data}",
-                f"-httpListenAddr=127.0.0.1:{port}", "-loggerLevel=ERROR"]
+        return [
+            "vmagent",
+            f"-promscrape.config={config}",
+            f"-remoteWrite.url={sink}",
+            f"-remoteWrite.tmpDataPath={data}",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            "-loggerLevel=ERROR",
+        ]
     # Prometheus 2.x (Debian bookworm's 2.42) spells agent mode --enable-feature=agent; 3.x, --agent.
     agent = "--agent" if AGENT_FLAG else "--enable-feature=agent"
-    return ["prometheus", agent, f"--config.file={config}", f"--storage.agent.path={data}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=error"]
+    return [
+        "prometheus",
+        agent,
+        f"--config.file={config}",
+        f"--storage.agent.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=error",
+    ]
 
 
 AGENT_FLAG = False
@@ -221,13 +258,19 @@ async def targets_up(system: str, port: int) -> int:
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
             if system == "exporter":
-                async with session.get(f"http://127.0.0.1:{port}/metrics", headers={"Accept": "text/plain"}) as response:
+                async with session.get(
+                    f"http://127.0.0.1:{port}/metrics", headers={"Accept": "text/plain"}
+                ) as response:
                     text = await response.text()
-                return sum(1 for line in text.splitlines() if line.startswith("inference_exporter_target_up{") and line.endswith(" 1.0"))
+                return sum(
+                    1
+                    for line in text.splitlines()
+                    if line.startswith("inference_exporter_target_up{") and line.endswith(" 1.0")
+                )
             async with session.get(f"http://127.0.0.1:{port}/api/v1/targets") as response:
                 document = await response.json(content_type=None)
             return sum(1 for t in document["data"]["activeTargets"] if t.get("health") == "up")
-    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError, TypeError):
+    except (TimeoutError, aiohttp.ClientError, KeyError, ValueError, TypeError):
         return 0
 
 
@@ -257,7 +300,10 @@ async def measure(system: str, round_: int, upstreams: Upstreams, sink: Sink, se
     workdir.mkdir()
     log = (workdir / "log").open("wb")
     process = await asyncio.create_subprocess_exec(
-        *command_for(system, workdir, base, paths, sink.url, port), cwd=REPO, stdout=log, stderr=log,
+        *command_for(system, workdir, base, paths, sink.url, port),
+        cwd=REPO,
+        stdout=log,
+        stderr=log,
         stdin=asyncio.subprocess.DEVNULL,
     )
     notes: list[str] = []
@@ -270,7 +316,9 @@ async def measure(system: str, round_: int, upstreams: Upstreams, sink: Sink, se
                 raise SystemExit(f"{system} did not bring its {TARGETS} targets up ({up} up); its log ends:\n{tail}")
             await asyncio.sleep(0.2)
         url = f"http://127.0.0.1:{port}/metrics"
-        if system == "exporter":  # warm-up: scraped for a while, as Prometheus has been doing before any window one looks at
+        if (
+            system == "exporter"
+        ):  # warm-up: scraped for a while, as Prometheus has been doing before any window one looks at
             await upstreams.scrape(url, WARM_UP, SCRAPE_EVERY, PROMETHEUS_HEADERS)
         else:
             await asyncio.sleep(WARM_UP)
@@ -304,16 +352,23 @@ async def measure(system: str, round_: int, upstreams: Upstreams, sink: Sink, se
             process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), 20)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.kill()
                 await process.wait()
         log.close()
     if system != "exporter" and sink.requests == requests0:
         notes.append("nothing reached the sink in the window")
     return Run(
-        system=system, round=round_, seconds=wall1 - wall0, cpu_seconds=cpu1 - cpu0, peak_rss=peak,
-        median_rss=int(statistics.median(rss)), sink_requests=sink.requests - requests0, sink_bytes=sink.bytes - bytes0,
-        scrapes=scrapes, notes=notes,
+        system=system,
+        round=round_,
+        seconds=wall1 - wall0,
+        cpu_seconds=cpu1 - cpu0,
+        peak_rss=peak,
+        median_rss=int(statistics.median(rss)),
+        sink_requests=sink.requests - requests0,
+        sink_bytes=sink.bytes - bytes0,
+        scrapes=scrapes,
+        notes=notes,
     )
 
 
@@ -327,17 +382,50 @@ async def first_poll(folder: Path) -> dict[str, Any]:
     _, vllm = bench_vllm_body()
     body, samples = scaled_body(vllm.decode(), FIRST_POLL_SAMPLES, "r")
     app = web.Application()
-    app.router.add_get("/metrics", lambda request: web.Response(body=body, content_type="text/plain", charset="utf-8"))
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     url = f"http://127.0.0.1:{port}/metrics"
     config = folder / "first-poll.yaml"
-    config.write_text(json.dumps({"targets": [{"name": "big", "type": "http", "url": url, "body_size_limit": "64MiB", "interval": "120s", "timeout": "120s"}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "targets": [
+                    {
+                        "name": "big",
+                        "type": "http",
+                        "url": url,
+                        "body_size_limit": "64MiB",
+                        "interval": "120s",
+                        "timeout": "120s",
+                    }
+                ]
+            }
+        )
+    )
     commands = {
-        "inference-exporter once": [sys.executable, "-m", "exporter", "once", "--config", str(config), "--log-level", "error"],
-        "naive: urllib + prometheus_client parser + collector + generate_latest": [sys.executable, "-c", NAIVE_PIPELINE, url],
+        "inference-exporter once": [
+            sys.executable,
+            "-m",
+            "exporter",
+            "once",
+            "--config",
+            str(config),
+            "--log-level",
+            "error",
+        ],
+        "naive: urllib + prometheus_client parser + collector + generate_latest": [
+            sys.executable,
+            "-c",
+            NAIVE_PIPELINE,
+            url,
+        ],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
     lines: dict[str, int] = {}
@@ -346,12 +434,17 @@ async def first_poll(folder: Path) -> dict[str, Any]:
             for name, command in commands.items():  # in turns, so that a drift in load weighs on both alike
                 began = time.perf_counter()
                 process = await asyncio.create_subprocess_exec(
-                    *command, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    *command,
+                    cwd=REPO,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
                 )
                 out, err = await process.communicate()
                 times[name].append(time.perf_counter() - began)
                 if process.returncode != 0:
-                    raise SystemExit(f"{name} failed (exit {process.returncode}): {err.decode(errors='replace')[-1500:]}")
+                    raise SystemExit(
+                        f"{name} failed (exit {process.returncode}): {err.decode(errors='replace')[-1500:]}"
+                    )
                 lines[name] = sum(1 for line in out.split(b"\n") if line and not line.startswith(b"#"))
     finally:
         await runner.cleanup()
@@ -380,9 +473,13 @@ def report(runs: list[Run], versions: dict[str, str]) -> list[str]:
         peak = statistics.median(run.peak_rss for run in mine)
         rss = statistics.median(run.median_rss for run in mine)
         rounds = ", ".join(f"{run.cpu_share:.2%}" for run in mine)
-        pushed = "-" if system == "exporter" else (
-            f"{statistics.median(run.sink_requests / run.seconds for run in mine):.2f} req, "
-            f"{statistics.median(run.sink_bytes / run.seconds for run in mine) / 1024:.1f} KiB"
+        pushed = (
+            "-"
+            if system == "exporter"
+            else (
+                f"{statistics.median(run.sink_requests / run.seconds for run in mine):.2f} req, "
+                f"{statistics.median(run.sink_bytes / run.seconds for run in mine) / 1024:.1f} KiB"
+            )
         )
         lines.append(
             f"| {LABELS[system]} ({versions.get(system, '')}) | {cpu:.2%} | {peak / 1e6:.1f} MB | {rss / 1e6:.1f} MB | {rounds} | {pushed} |"
@@ -396,11 +493,15 @@ def first_poll_report(result: dict[str, Any]) -> list[str]:
     lines = [
         f"First poll: {result['samples']:,} samples, {result['bytes'] / 1e6:.1f} MB, fetched from loopback; "
         f"wall time of the whole process, median of {FIRST_POLL_REPEATS}",
-        "", "| pipeline | seconds (median) | runs | sample lines out |", "|---|---|---|---|",
+        "",
+        "| pipeline | seconds (median) | runs | sample lines out |",
+        "|---|---|---|---|",
     ]
     medians = {name: statistics.median(times) for name, times in result["times"].items()}
     for name, times in result["times"].items():
-        lines.append(f"| {name} | {medians[name]:.2f} | {', '.join(f'{t:.2f}' for t in times)} | {result['lines'][name]:,} |")
+        lines.append(
+            f"| {name} | {medians[name]:.2f} | {', '.join(f'{t:.2f}' for t in times)} | {result['lines'][name]:,} |"
+        )
     once, naive = medians.values()
     lines.append(f"\n`once` is {naive / once:.2f}x the naive pipeline's speed (goal: >= 3x)")
     return lines
@@ -410,7 +511,9 @@ async def main(args: argparse.Namespace) -> int:
     ensure_tools(args.only)
     versions = {
         "exporter": "this checkout",
-        "vmagent": "vmagent " + version(["dpkg-query", "-W", "-f", "${Version}", "victoria-metrics"]) if "vmagent" in args.only else "",
+        "vmagent": "vmagent " + version(["dpkg-query", "-W", "-f", "${Version}", "victoria-metrics"])
+        if "vmagent" in args.only
+        else "",
         "prometheus": version(["prometheus", "--version"]).split(" (")[0] if "prometheus" in args.only else "",
     }
     global AGENT_FLAG
@@ -418,11 +521,18 @@ async def main(args: argparse.Namespace) -> int:
         AGENT_FLAG = "--agent " in subprocess.run(["prometheus", "--help"], capture_output=True, text=True).stderr
     info = machine()
     source, _ = bench_vllm_body()
-    print(f"payload: {source}, served by {TARGETS} upstreams, values moved on every answer; each system polls every 1 s")
-    print(f"machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, {info['memory_gb']} GiB; {info['platform']}")
+    print(
+        f"payload: {source}, served by {TARGETS} upstreams, values moved on every answer; each system polls every 1 s"
+    )
+    print(
+        f"machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, {info['memory_gb']} GiB; {info['platform']}"
+    )
     print(f"python {info['python']}; load average at start {' '.join(f'{x:.2f}' for x in info['load_average'])}")
     print(f"command: {info['command']}")
-    print(f"windows of {args.seconds:g} s after {WARM_UP:g} s of warm-up, {args.rounds} rounds (even rounds in reverse order); medians\n", flush=True)
+    print(
+        f"windows of {args.seconds:g} s after {WARM_UP:g} s of warm-up, {args.rounds} rounds (even rounds in reverse order); medians\n",
+        flush=True,
+    )
     runs: list[Run] = []
     document: dict[str, Any] = {"machine": info, "seconds": args.seconds, "versions": versions}
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
@@ -436,8 +546,11 @@ async def main(args: argparse.Namespace) -> int:
                     for system in order:
                         run = await measure(system, round_, upstreams, sink, args.seconds, folder)
                         runs.append(run)
-                        print(f"  round {round_} {system}: CPU {run.cpu_share:.2%}, peak RSS {run.peak_rss / 1e6:.1f} MB, "
-                              f"median RSS {run.median_rss / 1e6:.1f} MB", flush=True)
+                        print(
+                            f"  round {round_} {system}: CPU {run.cpu_share:.2%}, peak RSS {run.peak_rss / 1e6:.1f} MB, "
+                            f"median RSS {run.median_rss / 1e6:.1f} MB",
+                            flush=True,
+                        )
             finally:
                 upstreams.stop()
                 await sink.stop()
@@ -457,9 +570,17 @@ async def main(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40.0, help="measured seconds per run (default 40)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each system, in turns (default 2; 0: only --first-poll)")
-    parser.add_argument("--only", default=",".join(SYSTEMS), help=f"comma-separated systems (default: {','.join(SYSTEMS)})")
-    parser.add_argument("--first-poll", action="store_true", help="also time `once` on a ~199k-sample payload against the naive pipeline")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs of each system, in turns (default 2; 0: only --first-poll)"
+    )
+    parser.add_argument(
+        "--only", default=",".join(SYSTEMS), help=f"comma-separated systems (default: {','.join(SYSTEMS)})"
+    )
+    parser.add_argument(
+        "--first-poll",
+        action="store_true",
+        help="also time `once` on a ~199k-sample payload against the naive pipeline",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]

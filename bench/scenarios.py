@@ -52,7 +52,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exporter.sources import TargetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -76,7 +79,7 @@ PLAIN_HEADERS = {"Accept": "text/plain", "Accept-Encoding": "identity", "User-Ag
 def fixture_families(text: str) -> list[tuple[list[str], list[str]]]:
     """Exposition text -> [(HELP/TYPE lines, sample lines)] per family, in order."""
     families: list[tuple[list[str], list[str]]] = []
-    current = None
+    current: tuple[str | None, list[str], list[str]] | None = None
     for line in text.splitlines():
         if not line.strip() or line.startswith("# EOF"):
             continue
@@ -157,11 +160,21 @@ def child_main(conn: Any, spec: dict[str, Any]) -> None:
     asyncio.run(_child(conn, spec))
 
 
+def _interval(target: TargetConfig) -> float:
+    assert target.interval is not None  # the config resolves it for every target
+    return target.interval
+
+
 async def _receive(conn: Any) -> Any:
     """The next message on a multiprocessing pipe, waited for without a thread or a busy loop."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
-    loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(conn.fileno(), wake)
     try:
         await ready
     finally:
@@ -222,7 +235,7 @@ class NATSResponders:
         self.process, self.url, self.clients = process, url, clients
 
     @classmethod
-    async def start(cls, count: int) -> "NATSResponders":
+    async def start(cls, count: int) -> NATSResponders:
         import shutil
 
         import nats
@@ -232,7 +245,13 @@ class NATSResponders:
             raise SystemExit("nats-server is not installed (Debian: apt-get install nats-server)")
         port = free_port()
         process = await asyncio.create_subprocess_exec(
-            binary, "-a", "127.0.0.1", "-p", str(port), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            binary,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         url = f"nats://127.0.0.1:{port}"
         deadline = time.monotonic() + 10
@@ -306,8 +325,13 @@ async def scrape_for(url: str, seconds: float, every: float, headers: dict[str, 
     text = gzip.decompress(last) if last_headers.get("Content-Encoding") == "gzip" else last
     series = sum(1 for line in text.split(b"\n") if line and not line.startswith(b"#"))
     return {
-        "latencies": latencies, "sizes": sizes, "errors": errors[:5], "error_count": len(errors), "series": series,
-        "content_type": last_headers.get("Content-Type", ""), "content_encoding": last_headers.get("Content-Encoding", ""),
+        "latencies": latencies,
+        "sizes": sizes,
+        "errors": errors[:5],
+        "error_count": len(errors),
+        "series": series,
+        "content_type": last_headers.get("Content-Type", ""),
+        "content_encoding": last_headers.get("Content-Encoding", ""),
         "uncompressed": len(text),
     }
 
@@ -321,7 +345,7 @@ class Upstreams:
         self.process = context.Process(target=child_main, args=(child_conn, spec), name="bench upstreams", daemon=True)
         self.info: dict[str, Any] = {}
 
-    async def start(self) -> "Upstreams":
+    async def start(self) -> Upstreams:
         self.process.start()
         self.info = await self._answer()
         return self
@@ -335,7 +359,9 @@ class Upstreams:
             return await _receive(self.conn)
         except EOFError:
             self.process.join(5)
-            raise SystemExit(f"the upstreams process ended (exit code {self.process.exitcode}); its traceback is above") from None
+            raise SystemExit(
+                f"the upstreams process ended (exit code {self.process.exitcode}); its traceback is above"
+            ) from None
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -430,13 +456,24 @@ def pooled(label: str, runs: list[RunResult]) -> RunResult:
     notes.append("p99 per turn: " + ", ".join(ms(run.p99) + " ms" for run in runs))
     last = runs[-1]
     return RunResult(
-        label=label, targets=last.targets, seconds=seconds, cpu_seconds=sum(run.cpu_seconds for run in runs),
-        peak_rss=max(run.peak_rss for run in runs), rss_end=last.rss_end, targets_up=last.targets_up,
-        store_samples=last.store_samples, polls=sum(run.polls for run in runs), polls_due=sum(run.polls_due for run in runs),
-        failed_polls=sum(run.failed_polls for run in runs), scrape_errors=sum(run.scrape_errors for run in runs),
-        series=last.series, latencies=[x for run in runs for x in run.latencies],
+        label=label,
+        targets=last.targets,
+        seconds=seconds,
+        cpu_seconds=sum(run.cpu_seconds for run in runs),
+        peak_rss=max(run.peak_rss for run in runs),
+        rss_end=last.rss_end,
+        targets_up=last.targets_up,
+        store_samples=last.store_samples,
+        polls=sum(run.polls for run in runs),
+        polls_due=sum(run.polls_due for run in runs),
+        failed_polls=sum(run.failed_polls for run in runs),
+        scrape_errors=sum(run.scrape_errors for run in runs),
+        series=last.series,
+        latencies=[x for run in runs for x in run.latencies],
         bytes_per_scrape=sum(run.bytes_per_scrape * run.scrapes for run in runs) / max(1, scrapes),
-        uncompressed=last.uncompressed, content=last.content, notes=notes,
+        uncompressed=last.uncompressed,
+        content=last.content,
+        notes=notes,
     )
 
 
@@ -455,12 +492,14 @@ class Profiler:
 
     def __init__(self, path: Path):
         self.path = path
+        self._profile = cProfile.Profile()  # used where pyinstrument is not installed
+        self._sampling: Any = None
         try:
             import pyinstrument
         except ImportError:
-            self._sampling, self._profile = None, cProfile.Profile()
+            pass
         else:
-            self._sampling, self._profile = pyinstrument.Profiler(interval=0.001, async_mode="disabled"), None
+            self._sampling = pyinstrument.Profiler(interval=0.001, async_mode="disabled")
 
     def start(self) -> None:
         (self._sampling.start if self._sampling else self._profile.enable)()
@@ -483,8 +522,15 @@ class Profiler:
 
 
 async def measure(
-    label: str, config_text: str, upstreams: Upstreams, *, seconds: float, every: float, headers: dict[str, str],
-    wait_for: set[str] | None = None, profile: Path | None = None,
+    label: str,
+    config_text: str,
+    upstreams: Upstreams,
+    *,
+    seconds: float,
+    every: float,
+    headers: dict[str, str],
+    wait_for: set[str] | None = None,
+    profile: Path | None = None,
 ) -> RunResult:
     """Start a daemon on `config_text`, wait until `wait_for` targets are up, measure `seconds` of it being scraped."""
     from exporter.config import parse_config
@@ -497,14 +543,14 @@ async def measure(
     await daemon.start()
     try:
         wanted = {t.name for t in config.targets} if wait_for is None else wait_for
-        longest = max((t.interval for t in config.targets), default=0.0)
+        longest = max((_interval(t) for t in config.targets), default=0.0)
         deadline = time.monotonic() + longest + 15
         while time.monotonic() < deadline:
             if all((snap := daemon.store.get(name)) is not None and snap.up for name in wanted):
                 break
             await asyncio.sleep(0.1)
         else:
-            down = sorted(name for name in wanted if not (daemon.store.get(name) and daemon.store.get(name).up))
+            down = sorted(name for name in wanted if not ((snap := daemon.store.get(name)) and snap.up))
             notes.append(f"not up when measuring began: {', '.join(down[:5])}{' ...' if len(down) > 5 else ''}")
         if config.targets:
             # Warm-up, not measured: scraping for one interval, as Prometheus has been doing before any
@@ -512,8 +558,10 @@ async def measure(
             # until each target's poller sees it scraped and deflates its next poll (exporter.exposition).
             warm = await upstreams.scrape(f"http://{listen}/metrics", longest, every, headers)
             if warm["latencies"]:
-                notes.append(f"warm-up (one interval of scrapes, not measured): {len(warm['latencies'])} scrapes, "
-                             f"slowest {ms(max(warm['latencies']))} ms")
+                notes.append(
+                    f"warm-up (one interval of scrapes, not measured): {len(warm['latencies'])} scrapes, "
+                    f"slowest {ms(max(warm['latencies']))} ms"
+                )
         before = {snap.target.name: (snap.polls, sum(snap.errors.values())) for snap in daemon.store.snapshots()}
         profiler = Profiler(profile) if profile is not None else None
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
@@ -525,7 +573,7 @@ async def measure(
         cpu1, wall1 = cpu_seconds(), time.perf_counter()
         mem = memory()
         snapshots = daemon.store.snapshots()
-        due = sum((wall1 - wall0) / snap.target.interval for snap in snapshots)
+        due = sum((wall1 - wall0) / _interval(snap.target) for snap in snapshots)
         polls = sum(snap.polls - before.get(snap.target.name, (0, 0))[0] for snap in snapshots)
         failed = sum(sum(snap.errors.values()) - before.get(snap.target.name, (0, 0))[1] for snap in snapshots)
         if profiler:
@@ -540,11 +588,20 @@ async def measure(
             "so the CPU share is a floor on what this load needs)"
         )
     return RunResult(
-        label=label, targets=len(config.targets), seconds=wall1 - wall0, cpu_seconds=cpu1 - cpu0,
-        peak_rss=mem.get("VmHWM", 0), rss_end=mem.get("VmRSS", 0),
-        targets_up=sum(1 for snap in snapshots if snap.up), store_samples=sum(snap.sample_count for snap in snapshots),
-        polls=polls, polls_due=due, failed_polls=failed, scrape_errors=scraped["error_count"],
-        series=scraped["series"], latencies=scraped["latencies"],
+        label=label,
+        targets=len(config.targets),
+        seconds=wall1 - wall0,
+        cpu_seconds=cpu1 - cpu0,
+        peak_rss=mem.get("VmHWM", 0),
+        rss_end=mem.get("VmRSS", 0),
+        targets_up=sum(1 for snap in snapshots if snap.up),
+        store_samples=sum(snap.sample_count for snap in snapshots),
+        polls=polls,
+        polls_due=due,
+        failed_polls=failed,
+        scrape_errors=scraped["error_count"],
+        series=scraped["series"],
+        latencies=scraped["latencies"],
         bytes_per_scrape=sum(scraped["sizes"]) / max(1, len(scraped["sizes"])),
         uncompressed=scraped["uncompressed"],
         content=f"{scraped['content_type'].split(';')[0]}{', ' + scraped['content_encoding'] if scraped['content_encoding'] else ''}",
@@ -580,8 +637,9 @@ class ScenarioResult:
 
 
 async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
-    import exporter.sources.nvml
     from fake_nvml import FakeNVML, eight_gpus
+
+    import exporter.sources.nvml
 
     fake = FakeNVML(eight_gpus())
     exporter.sources.nvml.load_binding = lambda: fake  # the daemon's NVML source reads the fake host
@@ -599,14 +657,23 @@ async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
         targets.append({"name": "gpus", "type": "nvml"})
         if with_nats:
             targets += [
-                {"name": f"nim-{i}", "type": "nats", "servers": [info["nats"]], "protocol": "runtime_stats", "subject": nats_subject(i)}
+                {
+                    "name": f"nim-{i}",
+                    "type": "nats",
+                    "servers": [info["nats"]],
+                    "protocol": "runtime_stats",
+                    "subject": nats_subject(i),
+                }
                 for i in range(2)
             ]
-        common = dict(seconds=args.seconds, every=5.0, headers=args.headers)
+        common = {"seconds": args.seconds, "every": 5.0, "headers": args.headers}
         idle = await measure("idle daemon (no targets)", config_yaml([], "1s"), upstreams, **common)
         loaded = await measure(
-            "8 vLLM + 8 GPUs" + (" + 2 NATS" if with_nats else ""), config_yaml(targets, "1s"), upstreams,
-            profile=args.profile / "gpu-host.prof" if args.profile else None, **common,
+            "8 vLLM + 8 GPUs" + (" + 2 NATS" if with_nats else ""),
+            config_yaml(targets, "1s"),
+            upstreams,
+            profile=args.profile / "gpu-host.prof" if args.profile else None,
+            **common,
         )
     finally:
         upstreams.stop()
@@ -629,11 +696,14 @@ async def aggregator(args: argparse.Namespace) -> ScenarioResult:
         info = upstreams.info
         paths = sorted(info["samples"], key=lambda p: int(p.split("/")[2]))
         targets = http_targets(info["http"], paths, "backend")
-        common = dict(seconds=args.seconds, every=1.0, headers=args.headers)
+        common = {"seconds": args.seconds, "every": 1.0, "headers": args.headers}
         idle = await measure("idle daemon (no targets)", config_yaml([], "5s"), upstreams, **common)
         loaded = await measure(
-            f"{count} targets x ~{samples} samples", config_yaml(targets, "5s"), upstreams,
-            profile=args.profile / "aggregator.prof" if args.profile else None, **common,
+            f"{count} targets x ~{samples} samples",
+            config_yaml(targets, "5s"),
+            upstreams,
+            profile=args.profile / "aggregator.prof" if args.profile else None,
+            **common,
         )
     finally:
         upstreams.stop()
@@ -654,8 +724,19 @@ async def isolation(args: argparse.Namespace) -> ScenarioResult:
     try:
         info = upstreams.info
         targets = http_targets(info["http"], [f"/vllm/{i}/metrics" for i in range(8)], "vllm")
-        hanging = {"name": "hanging", "type": "http", "url": info["http"] + "/hang/metrics", "interval": "5s", "timeout": "4s"}
-        common = dict(seconds=args.seconds / 2, every=0.2, headers=args.headers, wait_for={t["name"] for t in targets})
+        hanging = {
+            "name": "hanging",
+            "type": "http",
+            "url": info["http"] + "/hang/metrics",
+            "interval": "5s",
+            "timeout": "4s",
+        }
+        common = {
+            "seconds": args.seconds / 2,
+            "every": 0.2,
+            "headers": args.headers,
+            "wait_for": {t["name"] for t in targets},
+        }
         turns: dict[bool, list[RunResult]] = {False: [], True: []}
         for hang in (False, True, True, False):  # ABBA: a drift in the machine's load weighs on both alike
             config = config_yaml([*targets, hanging] if hang else targets, "1s")
@@ -696,10 +777,14 @@ def machine() -> dict[str, Any]:
             model = line.partition(":")[2].strip()
             break
     return {
-        "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "cpu": model,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu": model,
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(), "python": platform.python_version(),
-        "command": shlex.join(sys.orig_argv), "load_average": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "command": shlex.join(sys.orig_argv),
+        "load_average": os.getloadavg(),
     }
 
 
@@ -726,7 +811,9 @@ def table(result: ScenarioResult) -> list[str]:
         f"{(run.cpu_share - base.cpu_share) * 100:>+6.2f}p {(run.peak_rss - base.peak_rss) / 1e6:>+6.1f} MB "
         f"{(run.rss_end - base.rss_end) / 1e6:>+5.1f} MB {run.series - base.series:>+8,}{ratio}"
     )
-    lines.append(f"  measured {run.seconds:.1f} s per run; /metrics answered as {run.content}, {run.uncompressed / 1e6:.2f} MB uncompressed")
+    lines.append(
+        f"  measured {run.seconds:.1f} s per run; /metrics answered as {run.content}, {run.uncompressed / 1e6:.2f} MB uncompressed"
+    )
     lines += [f"  goal: {line}" for line in result.goals]
     for run_ in result.runs:
         lines += [f"  note ({run_.label}): {note}" for note in run_.notes]
@@ -739,9 +826,13 @@ async def main(args: argparse.Namespace) -> int:
 
     configure("error", "console")
     source, _ = bench_vllm_body()
-    print(f"payloads: {source} and {len(bench_bodies())} others (the real captures where they are, else the simulated backends)")
+    print(
+        f"payloads: {source} and {len(bench_bodies())} others (the real captures where they are, else the simulated backends)"
+    )
     info = machine()
-    print(f"machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, {info['memory_gb']} GiB; {info['platform']}")
+    print(
+        f"machine: {info['cores']} cores ({info['usable_cores']} usable), {info['cpu']}, {info['memory_gb']} GiB; {info['platform']}"
+    )
     print(f"python {info['python']}; load average at start {' '.join(f'{x:.2f}' for x in info['load_average'])}")
     print(f"command: {info['command']}")
     print(f"scrape headers: {json.dumps(args.headers)}")
@@ -759,10 +850,9 @@ async def main(args: argparse.Namespace) -> int:
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         document = {
-            "machine": info, "seconds": args.seconds,
-            "scenarios": [
-                {**asdict(r), "runs": [run.figures() for run in r.runs]} for r in results
-            ],
+            "machine": info,
+            "seconds": args.seconds,
+            "scenarios": [{**asdict(r), "runs": [run.figures() for run in r.runs]} for r in results],
         }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -771,16 +861,25 @@ async def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per run (two runs per scenario; default 60)")
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="measured seconds per run (two runs per scenario; default 60)"
+    )
     parser.add_argument(
         "--only", default=",".join(SCENARIOS), help=f"comma-separated scenarios to run (default: {','.join(SCENARIOS)})"
     )
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
     parser.add_argument(
-        "--scrape-headers", choices=("prometheus", "plain"), default="prometheus",
+        "--scrape-headers",
+        choices=("prometheus", "plain"),
+        default="prometheus",
         help="prometheus: OpenMetrics preferred and gzip, as Prometheus 3 asks (default); plain: text 0.0.4, uncompressed",
     )
-    parser.add_argument("--profile", type=Path, metavar="DIR", help="write a profile of each measured run to DIR: pyinstrument's where installed, else cProfile's")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="write a profile of each measured run to DIR: pyinstrument's where installed, else cProfile's",
+    )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in SCENARIOS]

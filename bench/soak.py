@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -160,7 +161,9 @@ async def _upstreams(port: int, nats_url: str | None, ready) -> None:
             pass
 
         small = json.dumps({"worker_id": "w", "metrics": {"gauges": {f"g{i}": i for i in range(50)}}}).encode()
-        huge = json.dumps({"worker_id": "huge", "metrics": {"gauges": {f"gauge_{i}": i for i in range(100_000)}}}).encode()
+        huge = json.dumps(
+            {"worker_id": "huge", "metrics": {"gauges": {f"gauge_{i}": i for i in range(100_000)}}}
+        ).encode()
         for index in range(21):
             client = await nats.connect(nats_url, error_cb=quiet)
             clients.append(client)
@@ -239,7 +242,10 @@ class Process:
 async def scrape(url: str, latencies: list[tuple[float, float]], stop: asyncio.Event) -> None:
     import aiohttp
 
-    headers = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5", "Accept-Encoding": "gzip"}
+    headers = {
+        "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        "Accept-Encoding": "gzip",
+    }
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
             started = time.monotonic()
@@ -255,9 +261,8 @@ async def scrape(url: str, latencies: list[tuple[float, float]], stop: asyncio.E
 async def steady_polls(api: str) -> int:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(api) as response:
-            targets = await response.json()
+    async with aiohttp.ClientSession() as session, session.get(api) as response:
+        targets = await response.json()
     return sum(t["polls"] for t in targets if t["name"].startswith("steady-"))
 
 
@@ -282,7 +287,9 @@ async def main() -> None:
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between rows (default 10)")
     parser.add_argument("--no-release", action="store_true", help="no arena cap and no malloc_trim, to compare")
     parser.add_argument("--calm", action="store_true", help="only the steady and churning targets, to compare")
-    parser.add_argument("--scrapers", type=int, default=SCRAPERS, help=f"clients scraping back to back (default {SCRAPERS})")
+    parser.add_argument(
+        "--scrapers", type=int, default=SCRAPERS, help=f"clients scraping back to back (default {SCRAPERS})"
+    )
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="soak-"))
@@ -293,7 +300,11 @@ async def main() -> None:
         nats_port = free_port()
         (folder / "nats.conf").write_text(f"listen: 127.0.0.1:{nats_port}\nmax_payload: 8MB\n")
         nats_process = await asyncio.create_subprocess_exec(
-            binary, "-c", str(folder / "nats.conf"), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            binary,
+            "-c",
+            str(folder / "nats.conf"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         nats_url = f"nats://127.0.0.1:{nats_port}"
         await asyncio.sleep(0.5)
@@ -306,9 +317,21 @@ async def main() -> None:
     path, tasks_file = folder / "config.yaml", folder / "tasks"
     path.write_text(config(listen, up, nats_url, 0, args.calm))
     daemon = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", WRAPPER, str(tasks_file), "no-release" if args.no_release else "release",
-        "run", "--config", str(path), "--log-format", "json", "--log-level", "error",
-        cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=open(folder / "daemon.log", "wb"),
+        sys.executable,
+        "-c",
+        WRAPPER,
+        str(tasks_file),
+        "no-release" if args.no_release else "release",
+        "run",
+        "--config",
+        str(path),
+        "--log-format",
+        "json",
+        "--log-level",
+        "error",
+        cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=open(folder / "daemon.log", "wb"),  # noqa: SIM115 (open for the daemon's whole life)
     )
     proc = Process(daemon.pid)
     await asyncio.sleep(3)
@@ -325,10 +348,15 @@ async def main() -> None:
             daemon.send_signal(signal.SIGHUP)
 
     reloader = asyncio.create_task(reloads())
-    print(f"soak: {args.minutes:g} min, a row every {args.sample:g} s; NATS {'on' if nats_url else 'off (no nats-server)'}; "
-          f"release {'off' if args.no_release else 'on'}{'; calm: steady and churning targets only' if args.calm else ''}; load average {os.getloadavg()[0]:.1f}", flush=True)
-    header = (f"{'t s':>5} {'RSS MB':>7} {'CPU %':>6} {'files':>5} {'thr':>4} {'tasks':>5} {'slips %':>7} {'scrapes':>7} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'GC max ms':>9} {'py blocks k':>11}")
+    print(
+        f"soak: {args.minutes:g} min, a row every {args.sample:g} s; NATS {'on' if nats_url else 'off (no nats-server)'}; "
+        f"release {'off' if args.no_release else 'on'}{'; calm: steady and churning targets only' if args.calm else ''}; load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    header = (
+        f"{'t s':>5} {'RSS MB':>7} {'CPU %':>6} {'files':>5} {'thr':>4} {'tasks':>5} {'slips %':>7} {'scrapes':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'GC max ms':>9} {'py blocks k':>11}"
+    )
     print(header)
     started = time.monotonic()
     polls_before, rows = await steady_polls(f"http://{listen}/api/targets"), []
@@ -341,14 +369,30 @@ async def main() -> None:
         slips = max(0.0, 100 * (1 - (polls - polls_before) / expected))
         polls_before, window_start = polls, now
         window = [seconds for at, seconds in latencies if at > now - args.sample]
-        counted = json.loads(tasks_file.read_text()) if tasks_file.exists() else {"tasks": 0, "now": 0, "pauses": []}
+        counted: dict[str, Any] = (
+            json.loads(tasks_file.read_text()) if tasks_file.exists() else {"tasks": 0, "now": 0, "pauses": []}
+        )
         gc_max = max((p[1] for p in counted["pauses"] if p[0] > counted["now"] - args.sample), default=0.0)
-        row = (now - started, proc.rss_mb(), 100 * proc.cpu_share(), proc.files(), proc.threads(), counted["tasks"],
-               slips, len(window), 1000 * percentile(window, 0.5), 1000 * percentile(window, 0.99), 1000 * gc_max,
-               counted.get("blocks", 0) // 1000)
+        row = (
+            now - started,
+            proc.rss_mb(),
+            100 * proc.cpu_share(),
+            proc.files(),
+            proc.threads(),
+            counted["tasks"],
+            slips,
+            len(window),
+            1000 * percentile(window, 0.5),
+            1000 * percentile(window, 0.99),
+            1000 * gc_max,
+            counted.get("blocks", 0) // 1000,
+        )
         rows.append(row)
-        print(f"{row[0]:5.0f} {row[1]:7.1f} {row[2]:6.1f} {row[3]:5d} {row[4]:4d} {row[5]:5d} {row[6]:7.1f} {row[7]:7d} "
-              f"{row[8]:7.1f} {row[9]:7.1f} {row[10]:9.1f} {row[11]:11d}", flush=True)
+        print(
+            f"{row[0]:5.0f} {row[1]:7.1f} {row[2]:6.1f} {row[3]:5d} {row[4]:4d} {row[5]:5d} {row[6]:7.1f} {row[7]:7d} "
+            f"{row[8]:7.1f} {row[9]:7.1f} {row[10]:9.1f} {row[11]:11d}",
+            flush=True,
+        )
     stop.set()
     reloader.cancel()
     await asyncio.gather(*scrapers, reloader, return_exceptions=True)
@@ -359,12 +403,18 @@ async def main() -> None:
     after = [(row[0], row[1]) for row in rows if row[0] >= warm]
     all_latencies = [seconds for _, seconds in latencies]
     print()
-    print(f"RSS slope after warm-up ({warm:.0f} s on): {slope(after):+.2f} MB/min over {len(after)} rows; "
-          f"RSS range then {min(r[1] for r in after):.1f}-{max(r[1] for r in after):.1f} MB" if len(after) > 1 else "too short for a slope")
+    print(
+        f"RSS slope after warm-up ({warm:.0f} s on): {slope(after):+.2f} MB/min over {len(after)} rows; "
+        f"RSS range then {min(r[1] for r in after):.1f}-{max(r[1] for r in after):.1f} MB"
+        if len(after) > 1
+        else "too short for a slope"
+    )
     print(f"RSS at the end of the load {loaded:.1f} MB, after 25 s without scrapes {idle:.1f} MB")
-    print(f"/metrics over the run: {len(all_latencies)} scrapes, p50 {1000 * percentile(all_latencies, 0.5):.1f} ms, "
-          f"p99 {1000 * percentile(all_latencies, 0.99):.1f} ms; mean CPU {statistics.fmean(r[2] for r in rows):.1f}% of one core; "
-          f"mean slips {statistics.fmean(r[6] for r in rows):.1f}%; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"/metrics over the run: {len(all_latencies)} scrapes, p50 {1000 * percentile(all_latencies, 0.5):.1f} ms, "
+        f"p99 {1000 * percentile(all_latencies, 0.99):.1f} ms; mean CPU {statistics.fmean(r[2] for r in rows):.1f}% of one core; "
+        f"mean slips {statistics.fmean(r[6] for r in rows):.1f}%; load average {os.getloadavg()[0]:.1f}"
+    )
     daemon.send_signal(signal.SIGTERM)
     await daemon.wait()
     child.terminate()

@@ -26,9 +26,10 @@ VERSIONS = 8
 
 
 def measure(polls: int, repeat: int) -> dict:
+    from support import bench_vllm_body, with_values_moved
+
     from exporter.config import parse_config
     from exporter.overview.windows import _wanted_names
-    from support import bench_vllm_body, with_values_moved
 
     name, body = bench_vllm_body()
     config = parse_config(
@@ -71,15 +72,17 @@ def _ingest(target):
     def ingest(data: bytes):
         families = pipeline.run(exposition=Exposition(data)).families
         for family in families:  # what a gzip scrape of every poll deflates (older checkouts did it in the poll)
-            if len(family.chunks.openmetrics) >= DEFLATE_ALONE:
-                family.chunks.deflated("openmetrics")
+            chunks = family.chunks
+            assert chunks is not None  # the pipeline renders every family it serves
+            if len(chunks.openmetrics) >= DEFLATE_ALONE:
+                chunks.deflated("openmetrics")
         return families
 
     return ingest
 
 
 def _ingest_before_the_pipeline(target):
-    from exporter.parse import BodyReader
+    from exporter.parse import BodyReader  # type: ignore[attr-defined]  # an older checkout's (--compare)
     from exporter.scheduler import TargetPoller
     from exporter.sources import Shared
     from exporter.sources.base import Payload
@@ -90,7 +93,8 @@ def _ingest_before_the_pipeline(target):
 
     def ingest(data: bytes):
         result = reader.parse(data)
-        return poller._ingest(Payload(result.families, problems=result.problems), {"openmetrics"})[2].families
+        payload = Payload(result.families, problems=result.problems)
+        return poller._ingest(payload, {"openmetrics"})[2].families  # type: ignore[attr-defined]  # --compare's
 
     return ingest
 
@@ -110,7 +114,9 @@ def main() -> None:
         if args.json:
             print(json.dumps(figures))
         else:
-            print(f"{figures['body']}: {figures['us_per_poll']:.0f} us CPU per steady poll (best of {args.repeat} x {args.polls})")
+            print(
+                f"{figures['body']}: {figures['us_per_poll']:.0f} us CPU per steady poll (best of {args.repeat} x {args.polls})"
+            )
         return
     checkouts = {"this": ROOT, "other": Path(args.compare).resolve()}
     script = Path(__file__).resolve()
@@ -123,8 +129,10 @@ def main() -> None:
             runs[label].append(json.loads(out.stdout.strip().splitlines()[-1])["us_per_poll"])
     print(f"{'checkout':<40} {'us CPU per steady poll, each round':<50} {'median':>8}")
     for label in ("other", "this"):
-        figures = sorted(runs[label])
-        print(f"{str(checkouts[label]):<40} {' '.join(f'{v:7.0f}' for v in runs[label]):<50} {figures[len(figures) // 2]:8.0f}")
+        ordered = sorted(runs[label])
+        print(
+            f"{checkouts[label]!s:<40} {' '.join(f'{v:7.0f}' for v in runs[label]):<50} {ordered[len(ordered) // 2]:8.0f}"
+        )
     print("(alternated old/new in separate processes on a shared, noisy machine: compare the medians of this run)")
 
 

@@ -19,11 +19,11 @@ from exporter.config import parse_config
 from exporter.logs import configure
 from exporter.normalize import normalize
 from exporter.parse import parse
-from exporter.relabel import Relabeler, RelabelConfig
+from exporter.relabel import RelabelConfig, Relabeler
 from exporter.unify import Unifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support import FIXTURES, bench_bodies  # noqa: E402
+from support import FIXTURES, bench_bodies
 
 FOLDER = Path(sys.argv[1]) if len(sys.argv) > 1 else FIXTURES
 RULES = [

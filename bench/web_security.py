@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.config import parse_config  # noqa: E402
-from exporter.daemon import Daemon  # noqa: E402
-from exporter.logs import configure  # noqa: E402
-from exporter.webconfig import WebSecurity  # noqa: E402
-from support import free_port  # noqa: E402
+from support import free_port
+
+from exporter.config import parse_config
+from exporter.daemon import Daemon
+from exporter.logs import configure
+from exporter.webconfig import WebSecurity
 
 PASSWORD = "bench-password"
 
@@ -52,7 +53,9 @@ async def latency(url: str, requests: int, *, headers=None, ssl_context=None, fr
 
 def show(name: str, times: list[float]) -> None:
     times = sorted(times)
-    print(f"  {name:<48} median {statistics.median(times) * 1000:7.2f} ms   p99 {times[int(len(times) * 0.99)] * 1000:7.2f} ms")
+    print(
+        f"  {name:<48} median {statistics.median(times) * 1000:7.2f} ms   p99 {times[int(len(times) * 0.99)] * 1000:7.2f} ms"
+    )
 
 
 async def daemon_with(web_yaml: str | None, directory: Path) -> Daemon:
@@ -90,7 +93,12 @@ async def main(requests: int) -> None:
             ("no web config", None, "http", {}),
             ("basic auth (cached after the first)", users, "http", {"headers": auth}),
             ("TLS + basic auth, kept-alive connection", tls + users, "https", {"headers": auth, "ssl_context": client}),
-            ("TLS + basic auth, new connection each", tls + users, "https", {"headers": auth, "ssl_context": client, "fresh": True}),
+            (
+                "TLS + basic auth, new connection each",
+                tls + users,
+                "https",
+                {"headers": auth, "ssl_context": client, "fresh": True},
+            ),
         ):
             daemon = await daemon_with(web_yaml, directory)
             host, port = daemon.bound[0][:2]

@@ -114,12 +114,12 @@ class Claims:
                     if not users:
                         del self._users[name]
         for key in new - old:
-            declarers = self._declarers.get(key)
-            if declarers is None:
-                declarers = self._declarers[key] = set()
+            holders = self._declarers.get(key)
+            if holders is None:
+                holders = self._declarers[key] = set()
                 for name in exposition_names(*key):
                     self._users.setdefault(name, set()).add(key)
-            declarers.add(target)
+            holders.add(target)
             dirty.add(key)
         if new:
             self._keys[target] = new

@@ -51,11 +51,12 @@ def bundled_config() -> Path:
     return Path(__file__).resolve().parent.parent / "config.example.yaml"
 
 
-_WEB_CONFIG: dict = dict(
-    type=Path, metavar="FILE",
-    help="TLS, basic auth and response headers for the endpoint, in the Prometheus exporter-toolkit format "
+_WEB_CONFIG: dict = {
+    "type": Path,
+    "metavar": "FILE",
+    "help": "TLS, basic auth and response headers for the endpoint, in the Prometheus exporter-toolkit format "
     "(tls_server_config, basic_auth_users, http_server_config); read again when it or its certificates change",
-)
+}
 
 
 def listen_address(value: str) -> str:
@@ -80,36 +81,49 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     logging = EnvArgumentParser(add_help=False)
-    logging.add_env_argument("--log-level", choices=LEVELS, default="info", help="least severe events to log (default: info)")
     logging.add_env_argument(
-        "--log-format", choices=FORMATS, default="auto",
+        "--log-level", choices=LEVELS, default="info", help="least severe events to log (default: info)"
+    )
+    logging.add_env_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="auto",
         help="json, console, or auto: console lines on a terminal, JSON otherwise (default: auto)",
     )
 
     run = commands.add_parser(
-        "run", parents=[logging], help="run the daemon",
+        "run",
+        parents=[logging],
+        help="run the daemon",
         description="Poll every target on its interval and serve /metrics, /healthz, /readyz, /targets and /overview. "
         "The config is loaded again when the file changes (checked every second; a Kubernetes ConfigMap update "
         "included) and on SIGHUP; a bad file keeps the running one. SIGTERM or SIGINT stops within seconds.",
         epilog=ENV_EPILOG,
     )
     run.add_env_argument(
-        "--config", type=Path, metavar="FILE",
+        "--config",
+        type=Path,
+        metavar="FILE",
         help=f"the YAML config (default: the bundled example, {bundled_config().name}, which listens on 127.0.0.1)",
     )
     run.add_env_argument(
-        "--listen", type=listen_address, metavar="HOST:PORT",
+        "--listen",
+        type=listen_address,
+        metavar="HOST:PORT",
         help="where to serve, overriding the config's listen (e.g. 0.0.0.0:9898)",
     )
     run.add_env_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
     run.add_env_argument(
-        "--demo", action="store_true",
-        help='also start one simulated backend per profile (vLLM, SGLang, TGI, Triton, NIM, Dynamo, llama.cpp...) '
+        "--demo",
+        action="store_true",
+        help="also start one simulated backend per profile (vLLM, SGLang, TGI, Triton, NIM, Dynamo, llama.cpp...) "
         'on loopback and poll each as target "demo-<profile>" (their series carry demo="true")',
     )
 
     check = commands.add_parser(
-        "check-config", parents=[logging], help="validate a config file",
+        "check-config",
+        parents=[logging],
+        help="validate a config file",
         description="Validate FILE. Exit 0 when it is valid; otherwise print every error with file:line and exit 1.",
         epilog=ENV_EPILOG,
     )
@@ -117,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_env_argument("--web.config.file", dest="web_config_file", **_WEB_CONFIG)
 
     once = commands.add_parser(
-        "once", parents=[logging], help="poll once and print what /metrics would serve",
+        "once",
+        parents=[logging],
+        help="poll once and print what /metrics would serve",
         description="Poll the targets once (with retries), print the exposition text to stdout and each failure "
         "to stderr; exit 1 if any selected target failed. For debugging a target without running the daemon.",
         epilog=ENV_EPILOG,
@@ -126,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("--target", action="append", metavar="NAME", help="poll only this target (repeatable)")
 
     explain = commands.add_parser(
-        "explain", parents=[logging], help="say which profile a target uses and where each unified series comes from",
+        "explain",
+        parents=[logging],
+        help="say which profile a target uses and where each unified series comes from",
         description="Poll one target once and print which backend profile it uses and why (set in the config, or "
         "the family that matched), then, for each concept of the unified vocabulary, the upstream series it comes "
         "from or why it is missing. Exit 1 if the poll fails.",
@@ -190,8 +208,10 @@ def _check_config(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.file}: valid, {len(config.targets)} target(s)")
     for profile in config.loaded_profiles:
-        print(f"  profile {profile.name} (priority {profile.priority}, detects {', '.join(profile.detect)}): "
-              f"{len(profile.series)} concept(s)")
+        print(
+            f"  profile {profile.name} (priority {profile.priority}, detects {', '.join(profile.detect)}): "
+            f"{len(profile.series)} concept(s)"
+        )
     if web_security is not None:
         web = web_security.config
         print(
@@ -212,7 +232,9 @@ def _once(args: argparse.Namespace) -> int:
     known = {target.name for target in config.targets}
     unknown = [name for name in args.target or [] if name not in known]
     if unknown:
-        print(f"{args.config}: no target named {', '.join(unknown)}; known: {', '.join(sorted(known))}", file=sys.stderr)
+        print(
+            f"{args.config}: no target named {', '.join(unknown)}; known: {', '.join(sorted(known))}", file=sys.stderr
+        )
         return 1
     text, failed = asyncio.run(poll_once(config, args.target))
     sys.stdout.write(text.decode())
@@ -237,7 +259,9 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         explanation = asyncio.run(poll_and_explain(target))
     except SourceError as exc:
-        print(f"target {target.name} failed: {exc.reason}: {scrub(exc.message, secret_values(target))}", file=sys.stderr)
+        print(
+            f"target {target.name} failed: {exc.reason}: {scrub(exc.message, secret_values(target))}", file=sys.stderr
+        )
         return 1
     sys.stdout.write(explanation.text())
     return 0

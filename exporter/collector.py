@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
-from prometheus_client.metrics_core import GaugeMetricFamily, CounterMetricFamily, Metric
-from prometheus_client.registry import Collector as _Collector, CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector as _Collector
+from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.exposition import merge, render_openmetrics, render_text
@@ -70,13 +71,21 @@ class Collector(_Collector):
 
     def _self_metrics(self) -> Iterable[Metric]:
         snapshots = self.store.snapshots()
-        up = GaugeMetricFamily(SELF + "target_up", "1 if the target's last poll succeeded, 0 if it failed.", labels=["target"])
-        duration = GaugeMetricFamily(
-            SELF + "target_poll_duration_seconds", "How long the target's last poll took, retries included.", labels=["target"]
+        up = GaugeMetricFamily(
+            SELF + "target_up", "1 if the target's last poll succeeded, 0 if it failed.", labels=["target"]
         )
-        samples = GaugeMetricFamily(SELF + "target_samples", "Samples the target's last poll produced.", labels=["target"])
+        duration = GaugeMetricFamily(
+            SELF + "target_poll_duration_seconds",
+            "How long the target's last poll took, retries included.",
+            labels=["target"],
+        )
+        samples = GaugeMetricFamily(
+            SELF + "target_samples", "Samples the target's last poll produced.", labels=["target"]
+        )
         last_success = GaugeMetricFamily(
-            SELF + "target_last_success_timestamp_seconds", "Unix time of the target's last successful poll.", labels=["target"]
+            SELF + "target_last_success_timestamp_seconds",
+            "Unix time of the target's last successful poll.",
+            labels=["target"],
         )
         polls = CounterMetricFamily(SELF + "target_polls", "Polls of the target, successful or not.", labels=["target"])
         retries = CounterMetricFamily(
@@ -111,7 +120,9 @@ class Collector(_Collector):
                 dropped.add_metric([name, reason], count)
             for reason, count in sorted(snap.problems.items()):
                 problems.add_metric([name, reason], count)
-            for reason, count in sorted(Counter(family.reason for family in self.store.withheld(name).values()).items()):
+            for reason, count in sorted(
+                Counter(family.reason for family in self.store.withheld(name).values()).items()
+            ):
                 withheld.add_metric([name, reason], count)
             if snap.up is None:
                 continue
@@ -147,7 +158,9 @@ class Collector(_Collector):
                 value=guard.timed_out,
             )
         info = GaugeMetricFamily(
-            SELF + "build_info", "Always 1; the labels say which build is running.", labels=["version", "python_version"]
+            SELF + "build_info",
+            "Always 1; the labels say which build is running.",
+            labels=["version", "python_version"],
         )
         info.add_metric([__version__, platform.python_version()], 1.0)
         yield info

@@ -17,7 +17,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, TypeVar, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -102,7 +102,7 @@ class Defaults(BaseModel):
     backoff: Duration = 0.25
 
     @model_validator(mode="after")
-    def _timeout_within_interval(self) -> "Defaults":
+    def _timeout_within_interval(self) -> Defaults:
         if self.timeout > self.interval:
             if "timeout" in self.model_fields_set:
                 raise PydanticCustomError(
@@ -120,7 +120,10 @@ def _target_union() -> Any:
     return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007 - built at run time
 
 
-_AnyTarget = _target_union()
+if TYPE_CHECKING:
+    _AnyTarget: TypeAlias = TargetConfig  # one of the kinds' configs, told apart by `type:`
+else:
+    _AnyTarget = _target_union()
 
 
 class Config(BaseModel):
@@ -133,7 +136,7 @@ class Config(BaseModel):
     defaults: Defaults = Defaults()
     #: The listening side's limits: header_timeout, max_connections (exporter.listener).
     server: ServerLimits = ServerLimits()
-    targets: list[_AnyTarget] = []  # type: ignore[valid-type]
+    targets: list[_AnyTarget] = []
     #: Operator-written profile files (paths or globs, relative to this file's folder), beside the shipped ones.
     profile_files: list[str] = []
     #: /overview: its default window, how much history it keeps, its health thresholds.
@@ -144,7 +147,7 @@ class Config(BaseModel):
     loaded_profiles: tuple[Profile, ...] = ()
 
     @model_validator(mode="after")
-    def _resolve_targets(self) -> "Config":
+    def _resolve_targets(self) -> Config:
         resolved = [
             _resolve(target, self.defaults, self.prefix).with_profiles(self.loaded_profiles) for target in self.targets
         ]
@@ -254,7 +257,7 @@ def parse_model(
     return reader.validate(model, raw, context)
 
 
-def _compose(text: str, filename: str, reader: "_Reader", keys_hint: str) -> dict[str, Any]:
+def _compose(text: str, filename: str, reader: _Reader, keys_hint: str) -> dict[str, Any]:
     """YAML text -> a dict with every value's line remembered by `reader`."""
     if len(text) > MAX_CONFIG_BYTES:
         message = f"the text is larger than {MAX_CONFIG_BYTES // 1024} KiB; nothing was read from it"
@@ -317,7 +320,9 @@ class _BoundedLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
-                raise yaml.composer.ComposerError(None, None, f"lists and mappings nested deeper than {MAX_DEPTH} levels", mark)
+                raise yaml.composer.ComposerError(
+                    None, None, f"lists and mappings nested deeper than {MAX_DEPTH} levels", mark
+                )
             if self._count > _MAX_NODES:
                 mark = self.peek_event().start_mark
                 raise yaml.composer.ComposerError(None, None, f"more than {_MAX_NODES} values in one file", mark)
@@ -350,7 +355,9 @@ class _Reader:
 
     # -- issues -------------------------------------------------------------------------------
 
-    def issue(self, path: tuple[str | int, ...], message: str, *, line: int | None = None, line_of: str = "key") -> None:
+    def issue(
+        self, path: tuple[str | int, ...], message: str, *, line: int | None = None, line_of: str = "key"
+    ) -> None:
         if line is None:
             line = self.line(path, line_of)
         self.issues.append(ConfigIssue(self.filename, line, _format_path(path), message))
@@ -375,7 +382,9 @@ class _Reader:
             else:
                 problem = f"{exc.problem} ({exc.context})"
         column = f" at column {mark.column + 1}" if mark is not None else ""
-        return ConfigIssue(self.filename, mark.line + 1 if mark is not None else None, "", f"invalid YAML{column}: {problem}")
+        return ConfigIssue(
+            self.filename, mark.line + 1 if mark is not None else None, "", f"invalid YAML{column}: {problem}"
+        )
 
     # -- nodes -> data ------------------------------------------------------------------------
 
@@ -386,7 +395,14 @@ class _Reader:
             return self._build(root, ())
         except _TooLarge:
             raise ConfigError(
-                [ConfigIssue(self.filename, line, "", f"the document expands to more than {_MAX_NODES} values (aliases inside aliases?)")]
+                [
+                    ConfigIssue(
+                        self.filename,
+                        line,
+                        "",
+                        f"the document expands to more than {_MAX_NODES} values (aliases inside aliases?)",
+                    )
+                ]
             ) from None
 
     def _build(self, node: Node, path: tuple[str | int, ...]) -> Any:
@@ -410,6 +426,7 @@ class _Reader:
                     self.lines[path + (index,)] = (line, line)
                     items.append(self._build(item, path + (index,)))
                 return items
+            assert isinstance(node, MappingNode)  # the one kind of YAML node left
             return self._mapping(node, path)
         finally:
             self._building.pop()
@@ -445,13 +462,19 @@ class _Reader:
                 continue
             line = key_node.start_mark.line + 1
             if merge_line is not None:
-                self.issue(path, f"duplicate merge key '<<' (first at line {merge_line}); write <<: [*a, *b] to merge several", line=line)
+                self.issue(
+                    path,
+                    f"duplicate merge key '<<' (first at line {merge_line}); write <<: [*a, *b] to merge several",
+                    line=line,
+                )
                 continue
             merge_line = line
             sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
             for source in sources:
                 if not isinstance(source, MappingNode):
-                    self.issue(path, "merge key '<<' expects a mapping or a list of mappings, like <<: *base", line=line)
+                    self.issue(
+                        path, "merge key '<<' expects a mapping or a list of mappings, like <<: *base", line=line
+                    )
                     continue
                 if any(source is outer for outer in self._building):
                     self.issue(path, "merge key '<<' refers to a mapping that contains it", line=line)
@@ -491,7 +514,9 @@ class _Reader:
                 return "$"
             name = match.group("name")
             if name is None:
-                self._env_issue(path, line, "", "an unfinished ${...}: write ${VAR} or ${VAR:-default}, or $$ for a literal $")
+                self._env_issue(
+                    path, line, "", "an unfinished ${...}: write ${VAR} or ${VAR:-default}, or $$ for a literal $"
+                )
                 return ""
             current = os.environ.get(name)
             if current:
@@ -500,7 +525,10 @@ class _Reader:
                 return match.group("default")
             if current is None:
                 self._env_issue(
-                    path, line, name, f"environment variable {name!r} is not set; set it, or write ${{{name}:-default}}, or $$ for a literal $"
+                    path,
+                    line,
+                    name,
+                    f"environment variable {name!r} is not set; set it, or write ${{{name}:-default}}, or $$ for a literal $",
                 )
             return ""
 
@@ -528,7 +556,9 @@ class _Reader:
             name = target.get("name")
             if isinstance(name, str):
                 if name in names:
-                    self.issue(here + ("name",), f"duplicate target name {name!r} (first defined at line {names[name]})")
+                    self.issue(
+                        here + ("name",), f"duplicate target name {name!r} (first defined at line {names[name]})"
+                    )
                 else:
                     names[name] = self.line(here + ("name",))
             self._check_timing(here, target, defaults)
@@ -551,7 +581,8 @@ class _Reader:
 
     def _check_labels(self, here: tuple[str | int, ...], target: dict[str, Any]) -> None:
         labels = target.get("labels")
-        kind = KINDS.get(target.get("type")) if isinstance(target.get("type"), str) else None
+        kind_name = target.get("type")
+        kind = KINDS.get(kind_name) if isinstance(kind_name, str) else None
         if not isinstance(labels, dict) or kind is None:
             return
         checks = _field_validators(kind.config, "labels")
@@ -596,7 +627,9 @@ class _Reader:
                 self.issue(path, _unknown_key_message(str(path[-1]), valid))
             elif kind == "union_tag_invalid":
                 tag = error.get("ctx", {}).get("tag")
-                self.issue(path + ("type",), f"unknown target type {tag!r}; expected one of: {', '.join(sorted(KINDS))}")
+                self.issue(
+                    path + ("type",), f"unknown target type {tag!r}; expected one of: {', '.join(sorted(KINDS))}"
+                )
             elif kind == "union_tag_not_found":
                 self.issue(path, f"missing required key 'type'; expected one of: {', '.join(sorted(KINDS))}")
             elif kind == "timeout_over_interval":
@@ -651,7 +684,9 @@ class _TooLarge(Exception):
 _ENV = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bad>\{))")
 
 
-def _locate(loc: tuple[Any, ...], root: type[BaseModel] = Config) -> tuple[tuple[str | int, ...], type[BaseModel] | None]:
+def _locate(
+    loc: tuple[Any, ...], root: type[BaseModel] = Config
+) -> tuple[tuple[str | int, ...], type[BaseModel] | None]:
     """A pydantic error location -> (the key path as written, the model that path ends in, if any).
 
     Discriminator tags (`('targets', 0, 'http', 'url')`) and pydantic's own markers are not keys.
@@ -698,7 +733,9 @@ def _child_type(tp: Any, part: Any) -> Any:
 
 
 def _keys_of(model: type[BaseModel]) -> list[str]:
-    return sorted(name for name in model.model_fields if not (model is Config and name in ("source", "loaded_profiles")))
+    return sorted(
+        name for name in model.model_fields if not (model is Config and name in ("source", "loaded_profiles"))
+    )
 
 
 def _unknown_key_message(key: str, valid: list[str]) -> str:
@@ -741,7 +778,9 @@ def _duration_or_none(value: Any) -> float | None:
 
 def _is_secret(path: tuple[str | int, ...]) -> bool:
     keys = [part.lower() for part in path if isinstance(part, str)]
-    return any(word in key for key in keys for word in _SECRET_WORDS) or any(key in _SECRET_PARENTS for key in keys[:-1])
+    return any(word in key for key in keys for word in _SECRET_WORDS) or any(
+        key in _SECRET_PARENTS for key in keys[:-1]
+    )
 
 
 def _format_path(path: tuple[str | int, ...]) -> str:
@@ -770,5 +809,13 @@ def _show(value: Any) -> str:
 
 
 __all__ = [
-    "Config", "ConfigError", "ConfigIssue", "Defaults", "load_config", "parse_config", "parse_listen", "parse_model", "read_text",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "Defaults",
+    "load_config",
+    "parse_config",
+    "parse_listen",
+    "parse_model",
+    "read_text",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from typing import cast
 
 from exporter.family import Family, shape_of
 from exporter.normalize import _LABELS, _NAME, _group_keys, _shapes
@@ -30,7 +31,7 @@ _BROKEN = "broken"
 class _Plan:
     """Positions of a family's samples (in its sample order) and what each poll's values must satisfy."""
 
-    __slots__ = ("nonneg", "not_negative", "integer", "not_nan", "ones", "bools", "ordered", "equal", "_checks")
+    __slots__ = ("_checks", "bools", "equal", "integer", "nonneg", "not_nan", "not_negative", "ones", "ordered")
 
     def __init__(self) -> None:
         self.nonneg: list[int] = []  # >= 0, NaN excluded
@@ -85,7 +86,16 @@ class _Plan:
         return checks
 
     def empty(self) -> bool:
-        return not (self.nonneg or self.not_negative or self.integer or self.not_nan or self.ones or self.bools or self.ordered or self.equal)
+        return not (
+            self.nonneg
+            or self.not_negative
+            or self.integer
+            or self.not_nan
+            or self.ones
+            or self.bools
+            or self.ordered
+            or self.equal
+        )
 
 
 _ZERO, _ONE = 0.0, 1.0
@@ -112,7 +122,7 @@ def _plan(family: Family) -> _Plan | str | None:
     kind, name, samples = family.type, family.name, family.samples
     plan = _Plan()
     if kind == "counter":
-        plan.nonneg = [i for i, s in enumerate(samples) if s.name[len(name):] in ("", "_total")]
+        plan.nonneg = [i for i, s in enumerate(samples) if s.name[len(name) :] in ("", "_total")]
     elif kind == "info":
         plan.ones = list(range(len(samples)))
     elif kind == "stateset":
@@ -121,7 +131,7 @@ def _plan(family: Family) -> _Plan | str | None:
         plan.bools = list(range(len(samples)))
     elif kind == "summary":
         for i, sample in enumerate(samples):
-            suffix = sample.name[len(name):]
+            suffix = sample.name[len(name) :]
             if suffix == "":
                 quantile = _bound(sample.labels.get("quantile"))
                 if quantile is None or not 0 <= quantile <= 1:
@@ -133,9 +143,8 @@ def _plan(family: Family) -> _Plan | str | None:
                 plan.nonneg.append(i)
                 if suffix == "_count":
                     plan.integer.append(i)
-    elif kind in ("histogram", "gaugehistogram"):
-        if not _plan_histogram(family, plan):
-            return _BROKEN
+    elif kind in ("histogram", "gaugehistogram") and not _plan_histogram(family, plan):
+        return _BROKEN
     return None if plan.empty() else plan
 
 
@@ -152,7 +161,7 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
     # Each sample's part of its series: a bucket, the count, the sum, or none (`_created`, say).
     part_of = {}
     for sample_name in dict.fromkeys(names):
-        suffix = sample_name[len(name):]
+        suffix = sample_name[len(name) :]
         part_of[sample_name] = {"_bucket": _BUCKET, count_suffix: _COUNT, sum_suffix: _SUM}.get(suffix, _OTHER)
     parts = list(map(part_of.__getitem__, names))
     labels = list(map(_LABELS, samples))
@@ -161,17 +170,19 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
     read = {text: _bound(text) for text in set(itertools.compress(bounds, is_bucket))}
     if None in read.values():
         return False
+    bound_of = cast("dict[str | None, float]", read)  # every bound read
     sealed = set(itertools.compress(bounds, map(_COUNT_OR_SUM.__contains__, parts)))
     sealed.discard(None)
     if sealed:
         return False  # Go's text parser reads `le` on every sample of a histogram
     # Each sample's series group (labels less `le`), named by the position of its first sample.
-    groups = list(map({}.setdefault, _group_keys(labels, _shapes(labels), "le")[1], itertools.count()))
+    seen: dict[object, int] = {}
+    groups = list(map(seen.setdefault, _group_keys(labels, _shapes(labels), "le")[1], itertools.count()))
     in_series = list(map(_OTHER.__ne__, parts))
     positions = range(len(parts))
     bucket_positions = list(itertools.compress(positions, is_bucket))
     bucket_groups = list(itertools.compress(groups, is_bucket))
-    bucket_bounds = list(map(read.__getitem__, itertools.compress(bounds, is_bucket)))
+    bucket_bounds = list(map(bound_of.__getitem__, itertools.compress(bounds, is_bucket)))
     keys = list(zip(bucket_groups, bucket_bounds))
     if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
         # Not each series' buckets together and in order, or a bound written twice: one bucket per
@@ -197,7 +208,7 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
         negative = bucket_bounds[first] < 0
         if total is not None and negative and not gauge:
             return False  # a histogram with negative buckets has no _sum
-        if count is not None:
+        if count is not None and total is not None:  # both or neither, from here
             plan.nonneg.append(count)
             plan.integer.append(count)
             plan.equal.append((bucket_positions[last], count))
@@ -206,7 +217,7 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
                 plan.nonneg.append(total)
     plan.nonneg += bucket_positions
     plan.integer += bucket_positions
-    plan.ordered += itertools.compress(zip(bucket_positions, bucket_positions[1:]), same_group)
+    plan.ordered += itertools.compress(itertools.pairwise(bucket_positions), same_group)
     return True
 
 
@@ -232,7 +243,7 @@ class Conformer:
                     out.append(family)
                 continue
             plan = self._plan_of(family)
-            if plan is None or (plan is not _BROKEN and plan.holds(list(map(_VALUE, family.samples)))):
+            if plan is None or (isinstance(plan, _Plan) and plan.holds(list(map(_VALUE, family.samples)))):
                 if out is not None:
                     out.append(family)
                 continue
@@ -247,7 +258,7 @@ class Conformer:
     def _plan_of(self, family: Family) -> _Plan | str | None:
         key = family.shape
         handed = key is not None  # the parser's fast path hands out the same shape object poll after poll
-        if handed:
+        if key is not None:
             known = self._plans.get(id(key))
             if known is not None and known[0] is key:
                 self._used[id(key)] = known
@@ -257,9 +268,7 @@ class Conformer:
             # and kept on it, so that the template stage, which asks next, does not work it out again
             # (no stage changes a family's names, labels or metadata after the unifier made it).
             key = family.shape = shape_of(family)
-        plan = self._by_shape.get(key, self)
-        if plan is self:
-            plan = _plan(family)
+        plan = self._by_shape[key] if key in self._by_shape else _plan(family)
         self._by_shape_used[key] = plan
         if handed:
             self._used[id(key)] = (key, plan)

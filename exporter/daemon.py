@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import signal
 import time
 from pathlib import Path
@@ -13,10 +13,10 @@ import structlog
 from aiohttp import web
 
 from exporter.collector import Collector
-from exporter.listener import Guard, GuardedRunner, GuardedSite
 from exporter.config import Config, ConfigError, load_config, parse_listen
-from exporter.fields import format_duration
 from exporter.demo import Demo
+from exporter.fields import format_duration
+from exporter.listener import Guard, GuardedRunner, GuardedSite
 from exporter.overview.live import Overview
 from exporter.release import HeapTrim, limit_arenas
 from exporter.scheduler import Scheduler, TargetPoller
@@ -75,7 +75,8 @@ class Daemon:
         self.web_security = web_security
         self._watch = (
             FileWatch(config_path, watch_interval, also=self._profile_paths)
-            if config_path is not None and watch_interval else None
+            if config_path is not None and watch_interval
+            else None
         )
         self._watcher: asyncio.Task | None = None
         #: Gives the C heap's free pages back after load (see exporter.release).
@@ -113,10 +114,20 @@ class Daemon:
             interval = min(defaults.interval, DEMO_INTERVAL)
             for name, url in self.demo.urls.items():
                 targets.append(
-                    HTTPTarget(
-                        name=name, type="http", url=url, labels={"demo": "true"}, model=self.demo.model_of(name),
-                        interval=format_duration(interval), timeout=format_duration(min(defaults.timeout, interval)),
-                        retries=defaults.retries, backoff=format_duration(defaults.backoff), prefix=config.prefix,
+                    # As a config file would give them: durations as text, read by the fields' validators.
+                    HTTPTarget.model_validate(
+                        {
+                            "name": name,
+                            "type": "http",
+                            "url": url,
+                            "labels": {"demo": "true"},
+                            "model": self.demo.model_of(name),
+                            "interval": format_duration(interval),
+                            "timeout": format_duration(min(defaults.timeout, interval)),
+                            "retries": defaults.retries,
+                            "backoff": format_duration(defaults.backoff),
+                            "prefix": config.prefix,
+                        }
                     )
                 )
         return targets
@@ -128,7 +139,10 @@ class Daemon:
             await self.demo.start()
         self._runner = GuardedRunner(
             build_app(
-                self.store, self.collector, is_ready=lambda: self._started, security=self.web_security,
+                self.store,
+                self.collector,
+                is_ready=lambda: self._started,
+                security=self.web_security,
                 overview=self.overview,
             ),
             guard=self.guard,
@@ -151,8 +165,10 @@ class Daemon:
             self._trimmer = asyncio.create_task(self.heap.run(), name="give memory back")
         log.info(
             "inference-exporter started",
-            listen=self.listen, tls=self.web_security is not None and self.web_security.tls,
-            config=str(self.config_path) if self.config_path else None, targets=len(self.scheduler.targets),
+            listen=self.listen,
+            tls=self.web_security is not None and self.web_security.tls,
+            config=str(self.config_path) if self.config_path else None,
+            targets=len(self.scheduler.targets),
         )
         self.notifier.ready(f"serving on {self.listen}, polling {len(self.scheduler.targets)} targets")
         self.notifier.start_watchdog()
@@ -160,9 +176,11 @@ class Daemon:
     async def _serve(self, listen: str) -> web.TCPSite:
         host, port = parse_listen(listen)
         ssl_context = self.web_security.server_ssl() if self.web_security is not None else None
-        site = GuardedSite(self._runner, host or None, port, ssl_context=ssl_context)
+        runner = self._runner
+        assert runner is not None  # set up by start() before anything is served
+        site = GuardedSite(runner, host or None, port, ssl_context=ssl_context)
         await site.start()
-        self.bound = list(self._runner.addresses)
+        self.bound = list(runner.addresses)
         return site
 
     async def reload(self) -> bool:
@@ -184,6 +202,7 @@ class Daemon:
             self._watch.mark()
         try:
             # Off the event loop: a large or crafted file must not stop /metrics while it is read.
+            assert self.config_path is not None  # reload() returns first without one
             config = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
             self.store.config_ok = False
@@ -204,7 +223,9 @@ class Daemon:
         """Move to a changed listen address: bind the new one first, then let the old go. False if it cannot bind."""
         if self._listen_fixed:
             if listen != self.config.listen:
-                log.info("the config's listen address changed; --listen overrides it", running=self.listen, configured=listen)
+                log.info(
+                    "the config's listen address changed; --listen overrides it", running=self.listen, configured=listen
+                )
             return True
         if listen == self.listen or self._site is None:
             return True
@@ -213,7 +234,9 @@ class Daemon:
         except OSError as exc:
             log.error(
                 "cannot listen on the config's new address; still serving on the old one",
-                running=self.listen, configured=listen, error=exc.strerror or str(exc),
+                running=self.listen,
+                configured=listen,
+                error=exc.strerror or str(exc),
             )
             return False
         old, self._site = self._site, site

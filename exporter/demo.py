@@ -38,7 +38,10 @@ class Demo:
             sim = server.simulator
             log.warning(
                 "demo backend started: simulated numbers, not a real server",
-                target=TARGET_PREFIX + profile, url=server.url, backend=sim.backend, library=sim.library,
+                target=TARGET_PREFIX + profile,
+                url=server.url,
+                backend=sim.backend,
+                library=sim.library,
             )
         return self.urls
 

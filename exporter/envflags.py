@@ -54,7 +54,9 @@ class EnvArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", EnvHelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def add_env_argument(self, *flags: str, secret: bool = False, required: bool = False, **kwargs: Any) -> argparse.Action:
+    def add_env_argument(
+        self, *flags: str, secret: bool = False, required: bool = False, **kwargs: Any
+    ) -> argparse.Action:
         """`add_argument` for an option with a variable, named after its longest flag; `[env: NAME]` ends its help.
 
         `required`: the flag or the variable must be given. `secret`: errors never show the value.
@@ -73,10 +75,7 @@ class EnvArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         namespace = argparse.Namespace() if namespace is None else namespace
-        from_env = [
-            action for action in self._actions
-            if variable_of(action) and not hasattr(namespace, action.dest)
-        ]
+        from_env = [action for action in self._actions if variable_of(action) and not hasattr(namespace, action.dest)]
         # Hold each place so argparse neither fills in the default nor hides whether the flag was given.
         for action in from_env:
             setattr(namespace, action.dest, _UNSEEN)
@@ -85,7 +84,9 @@ class EnvArgumentParser(argparse.ArgumentParser):
             if getattr(namespace, action.dest) is _UNSEEN:  # not on the command line
                 setattr(namespace, action.dest, self._from_environment(action))
         missing = [
-            action for action in from_env if action.env_required and getattr(namespace, action.dest) is None  # type: ignore[attr-defined]
+            action
+            for action in from_env
+            if action.env_required and getattr(namespace, action.dest) is None  # type: ignore[attr-defined]
         ]
         if missing:
             self.error(

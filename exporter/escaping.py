@@ -132,7 +132,7 @@ class DeclaredNames:
     Two declared sample names that fold alike (`a:b` and `a_b`) are ambiguous: an escaped sample
     name that folds to them is matched to neither."""
 
-    __slots__ = ("escaping", "_by_fold")
+    __slots__ = ("_by_fold", "escaping")
 
     def __init__(self, escaping: str | None):
         self.escaping = escaping

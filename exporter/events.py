@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: Events kept per target.
 KEEP = 50
@@ -36,7 +37,9 @@ class TargetEvents:
         self.keep = keep
         self._rings: dict[str, deque[Event]] = {}
 
-    def __call__(self, logger: object, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(
+        self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         """The structlog processor: place it after `add_log_level` and before any level filter."""
         target = event_dict.get("target")
         if isinstance(target, str):
@@ -46,7 +49,9 @@ class TargetEvents:
                     return event_dict
                 ring = self._rings[target] = deque(maxlen=self.keep)
             fields = {key: value for key, value in event_dict.items() if key not in _OWN_KEYS}
-            ring.append(Event(time.time(), event_dict.get("level", method_name), str(event_dict.get("event", "")), fields))
+            ring.append(
+                Event(time.time(), event_dict.get("level", method_name), str(event_dict.get("event", "")), fields)
+            )
         return event_dict
 
     def recent(self, target: str) -> list[Event]:

@@ -15,7 +15,7 @@ from exporter.family_filter import family_filter
 from exporter.pipeline import families_of
 from exporter.profiles import CONCEPTS, Profile, sources_of
 from exporter.sources import Shared, SourceError, TargetConfig, create_source
-from exporter.unify import Reading, _compute, _DefaultModel, _primary_names, _SampleIndex, _sample_names, _wanted_names
+from exporter.unify import Reading, _compute, _DefaultModel, _primary_names, _sample_names, _SampleIndex, _wanted_names
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ def explain_reading(
     if target.profile == profiles.NONE:
         return Explanation(target.name, None, "profile: none in the config: no unified series for this target")
     names = list(reading.names)
+    profile: Profile | None
     if target.profile:
         profile = profiles.by_name(target.profile, extra)
         why = f"profile: {target.profile} is set in the config (detection is not tried)"
@@ -78,13 +79,16 @@ def explain_reading(
         if profile is None:
             tried = ", ".join(p.name for p in profiles.catalog(extra))
             return Explanation(
-                target.name, None,
+                target.name,
+                None,
                 f"no profile detected: none of the {len(names)} families with samples matches the detect patterns of {tried}; "
                 "set profile: on the target, or write a profile (profile_files:)",
             )
         pattern = next(p for p in profile.detect if profiles._compiled((p,))[0].fullmatch(matched or ""))
         earlier = [p.name for p in profiles.catalog(extra) if (p.priority, p.name) < (profile.priority, profile.name)]
-        why = f"detected: family {matched!r} matches {pattern!r} of profile {profile.name} (priority {profile.priority})"
+        why = (
+            f"detected: family {matched!r} matches {pattern!r} of profile {profile.name} (priority {profile.priority})"
+        )
         if earlier:
             why += f"; no family matched the profiles tried before it ({', '.join(earlier)})"
     if reading.index is not None and reading.profile == profile.name:
@@ -121,15 +125,20 @@ def concepts(profile: Profile, index: _SampleIndex, model: str | None) -> list[C
             family = _compute(name, concept, sources, index, profile, _DefaultModel(index, profile, model))
             series = len({tuple(sorted((k, v) for k, v in s.labels.items() if k != "le")) for s in family.samples})
             read = ", ".join(sorted({name for s in present for name in _names_found(s, concept, index)}))
-            where = f"choice {number} of {len(choices)}" + (f"; not in the payload: {'; '.join(skipped)}" if skipped else "")
+            where = f"choice {number} of {len(choices)}" + (
+                f"; not in the payload: {'; '.join(skipped)}" if skipped else ""
+            )
             if family.samples:
                 reports.append(ConceptReport(name, "served", f"{series} series from {read} ({where})", series))
             else:
-                reports.append(ConceptReport(
-                    name, "empty",
-                    f"{read} is in the payload but yields no usable series (no matching labels, no +Inf bucket, "
-                    f"or values that are not numbers) ({where})",
-                ))
+                reports.append(
+                    ConceptReport(
+                        name,
+                        "empty",
+                        f"{read} is in the payload but yields no usable series (no matching labels, no +Inf bucket, "
+                        f"or values that are not numbers) ({where})",
+                    )
+                )
             break
         else:
             wanted = "; ".join(

@@ -61,7 +61,7 @@ class Chunks:
     Immutable once made, like the family it belongs to; its deflated twins (`deflated`) are worked
     out from it on first use and kept with it, so that they never outlive the text they were made from."""
 
-    __slots__ = ("inside", "outside", "openmetrics", "_twins")
+    __slots__ = ("_twins", "inside", "openmetrics", "outside")
 
     def __init__(self, inside: bytes, outside: dict[str, bytes], openmetrics: bytes):
         self.inside = inside
@@ -76,14 +76,18 @@ class Chunks:
         heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
         lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats([s.value for s in family.samples]))]
         openmetrics = "".join(lines).encode()
-        moved = [(i, suffix) for i, s in enumerate(family.samples) if (suffix := s.name[len(name):]) in _OUTSIDE_SUFFIXES]
+        moved = [
+            (i, suffix) for i, s in enumerate(family.samples) if (suffix := s.name[len(name) :]) in _OUTSIDE_SUFFIXES
+        ]
         if not moved:
             return cls(openmetrics, {}, openmetrics)
         outside: dict[str, list[str]] = {}
         for index, suffix in moved:
             outside.setdefault(suffix, []).append(lines[index])
             lines[index] = ""
-        return cls("".join(lines).encode(), {suffix: "".join(texts).encode() for suffix, texts in outside.items()}, openmetrics)
+        return cls(
+            "".join(lines).encode(), {suffix: "".join(texts).encode() for suffix, texts in outside.items()}, openmetrics
+        )
 
     def text(self, key: str) -> bytes:
         """The chunk under `key`: "openmetrics", "inside", or a moved suffix."""
@@ -111,7 +115,9 @@ def chunks(family: SeriesFamily) -> Chunks:
 
 def prerender(families: Iterable[SeriesFamily]) -> tuple[SeriesFamily, ...]:
     """The families with their text rendered, in the poller, so that scrapes only concatenate."""
-    return tuple(family if family.chunks is not None else replace(family, chunks=Chunks.of(family)) for family in families)
+    return tuple(
+        family if family.chunks is not None else replace(family, chunks=Chunks.of(family)) for family in families
+    )
 
 
 def _as_family(metric: Metric) -> SeriesFamily:

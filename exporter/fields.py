@@ -85,11 +85,17 @@ def _readable_file(value: Path) -> Path:
 Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
 #: A poll interval: a Duration of at least MIN_INTERVAL.
 Interval = Annotated[
-    float, BeforeValidator(parse_duration), AfterValidator(_at_least(MIN_INTERVAL, "interval")), PlainSerializer(format_duration)
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_at_least(MIN_INTERVAL, "interval")),
+    PlainSerializer(format_duration),
 ]
 #: A poll timeout: a Duration of at least MIN_TIMEOUT.
 Timeout = Annotated[
-    float, BeforeValidator(parse_duration), AfterValidator(_at_least(MIN_TIMEOUT, "timeout")), PlainSerializer(format_duration)
+    float,
+    BeforeValidator(parse_duration),
+    AfterValidator(_at_least(MIN_TIMEOUT, "timeout")),
+    PlainSerializer(format_duration),
 ]
 #: Bytes, written in the config as `10MiB`, `512KB` or a plain integer.
 ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]

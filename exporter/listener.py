@@ -59,15 +59,19 @@ class Guard:
         if now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
             log.warning(
-                what, open=self.open, refused_total=self.refused, header_timeouts_total=self.timed_out,
-                max_connections=self.limits.max_connections, header_timeout=self.limits.header_timeout,
+                what,
+                open=self.open,
+                refused_total=self.refused,
+                header_timeouts_total=self.timed_out,
+                max_connections=self.limits.max_connections,
+                header_timeout=self.limits.header_timeout,
             )
 
 
 class GuardedProtocol(asyncio.Protocol):
     """One connection: aiohttp's RequestHandler inside, the cap and the header deadline around it."""
 
-    __slots__ = ("inner", "guard", "transport", "refused", "_timer", "_tail")
+    __slots__ = ("_tail", "_timer", "guard", "inner", "refused", "transport")
 
     def __init__(self, inner: asyncio.Protocol, guard: Guard):
         self.inner, self.guard = inner, guard
@@ -170,9 +174,16 @@ class GuardedSite(web.TCPSite):
         if self._ssl_context is None or not isinstance(runner, GuardedRunner):
             return await super().start()
         await BaseSite.start(self)  # registers the site, as TCPSite.start does before binding
+        server = runner.server
+        assert server is not None  # the runner is set up before its sites start
         self._server = await asyncio.get_running_loop().create_server(
-            runner.server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
             ssl_handshake_timeout=runner.guard.limits.header_timeout,
         )
         sockets = self._server.sockets

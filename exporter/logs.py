@@ -22,9 +22,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     """
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer = (
-        structlog.processors.JSONRenderer()
-        if as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[
@@ -58,6 +56,11 @@ def _at_least(threshold: int):
 
 
 _LEVEL_NUMBERS = {
-    "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
-    "error": logging.ERROR, "exception": logging.ERROR, "critical": logging.CRITICAL,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
 }

@@ -89,7 +89,7 @@ EXPORTED = "exported_"
 
 def is_reserved_name(name: str) -> bool:
     """Whether a served metric name belongs to the daemon or to Prometheus (`__`-prefixed)."""
-    return name.startswith("__") or name.startswith(RESERVED_PREFIX)
+    return name.startswith(("__", RESERVED_PREFIX))
 
 
 def unreserved(name: str) -> str:
@@ -269,12 +269,14 @@ def _picked(labels: list[dict[str, str]], shapes: list[tuple], pickers: dict[tup
     """The series groups of these label dicts, each read by its shape's picker (`pickers`: shape ->
     (names, picker)). Where every shape reads the same names (a histogram's buckets and its count), one
     picker reads all."""
-    if len(set(names for names, _ in pickers.values())) == 1:
+    if len({names for names, _ in pickers.values()}) == 1:
         names, pick = next(iter(pickers.values()))
         return names, list(map(pick, labels))
     names_of = {shape: names for shape, (names, _) in pickers.items()}
     pick_of = {shape: pick for shape, (_, pick) in pickers.items()}
-    return None, list(zip(map(names_of.__getitem__, shapes), map(operator.call, map(pick_of.__getitem__, shapes), labels)))
+    return None, list(
+        zip(map(names_of.__getitem__, shapes), map(operator.call, map(pick_of.__getitem__, shapes), labels))
+    )
 
 
 def _named(groups: Groups) -> list:
@@ -284,7 +286,11 @@ def _named(groups: Groups) -> list:
 
 
 def _group_keys(
-    labels: list[dict[str, str]], shapes: list[tuple], bound: str, skip: Collection[str] = (), distinct: dict | None = None
+    labels: list[dict[str, str]],
+    shapes: list[tuple],
+    bound: str,
+    skip: Collection[str] = (),
+    distinct: dict | None = None,
 ) -> Groups:
     """Each label dict's series group: its label names less `bound` (and less `skip`) in sorted order,
     with their values. Equal keys, equal groups, whatever the labels' order. `distinct`: the different
@@ -310,7 +316,11 @@ def fold_created(families: list[Family]) -> list[Family]:
     owners = {}
     for family in families:
         if family.type in ("counter", "histogram", "summary"):
-            base = family.name[: -len("_total")] if family.type == "counter" and family.name.endswith("_total") else family.name
+            base = (
+                family.name[: -len("_total")]
+                if family.type == "counter" and family.name.endswith("_total")
+                else family.name
+            )
             owners[base + "_created"] = family
     if not any(f.name in owners and f.type in ("gauge", "untyped", "unknown") for f in families):
         return families
@@ -362,7 +372,9 @@ def _servable(families: list[Family], dropped: Counter | None = None) -> Iterato
         labels = list(map(_LABELS, family.samples))
         shapes = _shapes(labels)
         distinct = dict.fromkeys(shapes)
-        groups = _group_keys(labels, shapes, "le", distinct=distinct) if kind in ("histogram", "gaugehistogram") else None
+        groups = (
+            _group_keys(labels, shapes, "le", distinct=distinct) if kind in ("histogram", "gaugehistogram") else None
+        )
         if _is_well_formed(family, kind, labels, groups and groups[1]):
             yield _Servable(family, kind, labels, shapes, distinct, groups)
         else:
@@ -387,7 +399,7 @@ class _Shape:
     `target` and the static labels after them), and which upstream label each served one takes its
     value from (the last of two that are renamed alike, as a dict made from them keeps it)."""
 
-    __slots__ = ("names", "source", "same", "formattable", "groups")
+    __slots__ = ("formattable", "groups", "names", "same", "source")
 
     def __init__(self, labeller: _Labeller, names: tuple[str, ...]):
         renamed = tuple(map(labeller.rename, names))
@@ -406,7 +418,7 @@ class _Labeller:
         self.own = {"target": target, **static}
         self._own_values = tuple(self.own.values())
         #: an upstream label dict with the own labels after it, when no upstream name is renamed
-        self._with_own = functools.partial(dict, **self.own)
+        self._with_own: Callable[..., dict[str, str]] = functools.partial(dict, **self.own)
         #: the own labels as a %-format writes them: escaped, `%` doubled
         self._own_text = {name: _escape(value).replace("%", "%%") for name, value in self.own.items()}
         self._renames: dict[str, str] = {}
@@ -443,7 +455,9 @@ class _Labeller:
             shape = self._shapes[names] = _Shape(self, names)
         return shape
 
-    def served(self, labels: list[dict[str, str]], shapes: list[tuple], distinct: Iterable[tuple]) -> list[dict[str, str]]:
+    def served(
+        self, labels: list[dict[str, str]], shapes: list[tuple], distinct: Iterable[tuple]
+    ) -> list[dict[str, str]]:
         """`labels()` of each label dict, a whole family at once (label dicts made in C: zip, dict)."""
         distinct = {names: self.shape(names) for names in distinct}
         if all(shape.same for shape in distinct.values()):
@@ -471,7 +485,10 @@ class _Labeller:
         group = shape.groups.get(bound)
         if group is None:
             pairs = sorted((served, upstream) for served, upstream in shape.source.items() if served != bound)
-            group = shape.groups[bound] = (tuple(served for served, _ in pairs), _picker(tuple(upstream for _, upstream in pairs)))
+            group = shape.groups[bound] = (
+                tuple(served for served, _ in pairs),
+                _picker(tuple(upstream for _, upstream in pairs)),
+            )
         return group
 
 
@@ -511,7 +528,7 @@ class _Gathering:
     """One served family as it is gathered: every sample handed in, in order, with its head and where it
     sorts (series group, suffix rank, bound), and the position of each series' last sample."""
 
-    __slots__ = ("name", "kind", "help", "series", "samples", "heads", "group_names", "groups", "ranks", "bounds")
+    __slots__ = ("bounds", "group_names", "groups", "heads", "help", "kind", "name", "ranks", "samples", "series")
 
     def __init__(self, name: str, kind: str, help_text: str):
         self.name, self.kind, self.help = name, kind, help_text
@@ -543,7 +560,8 @@ class _Gathering:
         if self.kind not in _GROUPED_TYPES or len(order) < 2:
             return order
         # Each group sorts where it was first seen: the position of its first sample.
-        first_seen = list(map({}.setdefault, _taken(self.groups, order), itertools.count()))
+        seen: dict[object, int] = {}
+        first_seen = list(map(seen.setdefault, _taken(self.groups, order), itertools.count()))
         keys = list(zip(first_seen, _taken(self.ranks, order), _taken(self.bounds, order)))
         if all(map(operator.le, keys, itertools.islice(keys, 1, None))):
             return order  # already in order: what a sort would give (it keeps a non-descending run as it is)
@@ -611,7 +629,11 @@ class Assembler:
             heads = tuple(_taken(gathering.heads, order))
             families.append(
                 SeriesFamily(
-                    name, gathering.kind, gathering.help, tuple(_taken(gathering.samples, order)), heads if all(heads) else None
+                    name,
+                    gathering.kind,
+                    gathering.help,
+                    tuple(_taken(gathering.samples, order)),
+                    heads if all(heads) else None,
                 )
             )
         return Normalized(tuple(families), {reason: count for reason, count in counts.items() if count})
@@ -623,8 +645,12 @@ def _orders(samples: list[PromSample], kind: str, name: str) -> tuple[Groups, li
     bound = _GROUPED_TYPES[kind]
     labels = list(map(_LABELS, samples))
     names = list(map(_NAME, samples))
-    rank_of = {sample_name: _SUFFIX_RANK.get(sample_name[len(name):], 4) for sample_name in set(names)}
-    return _group_keys(labels, _shapes(labels), bound), list(map(rank_of.__getitem__, names)), _bound_values(labels, bound)
+    rank_of = {sample_name: _SUFFIX_RANK.get(sample_name[len(name) :], 4) for sample_name in set(names)}
+    return (
+        _group_keys(labels, _shapes(labels), bound),
+        list(map(rank_of.__getitem__, names)),
+        _bound_values(labels, bound),
+    )
 
 
 def _bound_values(labels: list[dict[str, str]], bound: str) -> list[float]:
@@ -658,7 +684,7 @@ def _rows(servable: _Servable, name: str, raw_base: str, labeller: _Labeller, by
     values = list(map(_VALUE, samples))
     served_names = {}
     for raw in dict.fromkeys(upstream_names):
-        suffix = raw[len(raw_base):] if raw.startswith(raw_base) else ""
+        suffix = raw[len(raw_base) :] if raw.startswith(raw_base) else ""
         if kind == "counter" and suffix in ("", "_total"):
             suffix = "_total"
         elif kind == "info":
@@ -694,7 +720,7 @@ def _rows(servable: _Servable, name: str, raw_base: str, labeller: _Labeller, by
     keys = heads if by_head else list(zip(names, map(frozenset, map(dict.items, labels))))
     orders = None
     if group_bound is not None:
-        rank_of = {served_name: _SUFFIX_RANK.get(served_name[len(name):], 4) for served_name in served_names.values()}
+        rank_of = {served_name: _SUFFIX_RANK.get(served_name[len(name) :], 4) for served_name in served_names.values()}
         orders = (groups, list(map(rank_of.__getitem__, names)), _bound_values(served, group_bound))
     return samples_of(names, served, values), keys, heads, orders
 
@@ -719,7 +745,7 @@ def normalize(
         family, kind = each.family, each.kind
         raw = family.name
         name = served_base(raw, kind, prefix)
-        if name.startswith(EXPORTED) and is_reserved_name(name[len(EXPORTED):]):
+        if name.startswith(EXPORTED) and is_reserved_name(name[len(EXPORTED) :]):
             assembler.dropped["renamed_reserved"] += len(family.samples)  # served, under `exported_<name>`
         if kind == "counter" and raw.endswith("_total"):
             raw_base = raw[: -len("_total")]

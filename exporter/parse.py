@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from itertools import accumulate, compress, repeat
 from operator import is_, itemgetter, ne
-from dataclasses import dataclass, field
+from typing import cast
 
 from exporter.escaping import DOTS, SCHEMES, VALUES, DeclaredNames, unescape
 from exporter.family import TYPES, Family, Sample
@@ -168,7 +169,7 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: l
     prefilter = builder.filtered
     line_no = 0
     try:
-        for line_no, line in enumerate(lines, 1):
+        for line_no, line in enumerate(lines, 1):  # noqa: B007 (read by the except below)
             if line and line[0] != "#":
                 if prefilter:  # find the sample's family by its name alone, and skip the line if unwanted
                     named = _METRIC_NAME.match(line)
@@ -186,6 +187,7 @@ def _read_lines(lines: list[str], builder: _FamilyBuilder, heads: dict, order: l
                 head, _, value_text = line.rpartition(" ")
                 known = heads.get(head) or _read_head(head, label_names, heads)
                 # float() also takes `1_000` and non-ASCII digits, which Go's ParseFloat refuses.
+                sample: Sample | None
                 if known is not None and "_" not in value_text and value_text.isascii():
                     try:
                         sample = Sample(known[0], known[1], float(value_text), head)
@@ -260,7 +262,7 @@ class _RunReader:
     every other line (comments, blanks, timestamps, exemplars, escapes, odd blanks, errors) goes to
     `_read_lines` in body order."""
 
-    __slots__ = ("builder", "order", "heads", "label_names", "skeletons", "plain")
+    __slots__ = ("builder", "heads", "label_names", "order", "plain", "skeletons")
 
     def __init__(self, builder: _FamilyBuilder, order: list | None):
         self.builder = builder
@@ -324,7 +326,9 @@ class _RunReader:
                 return
             pairs = iter(label_values[offsets[start] : offsets[end]])
             labels = map(dict, map(zip, label_names[start:end], repeat(pairs)))
-            samples = list(map(Sample, names[start:end], labels, numbers, series[start:end]))
+            # A run handed over has names only: `events` splits the heads not read (None) into runs of their own.
+            run_names = cast("list[str]", names[start:end])
+            samples = list(map(Sample, run_names, labels, numbers, series[start:end]))
             if builder.extend is not None:
                 builder.extend(samples)
             else:
@@ -558,7 +562,9 @@ def _read_labels_carefully(text: str, position: int) -> tuple[dict[str, str], in
                 raise _Malformed("empty label name")
             position = _skip_blanks(text, quoted.end())
         else:
-            name = _LABEL_TOKEN.match(text, position).group()
+            token = _LABEL_TOKEN.match(text, position)
+            assert token is not None  # the pattern matches the empty string too
+            name = token.group()
             if not _LABEL_NAME.fullmatch(name):
                 raise _Malformed(f"invalid label name {_excerpt(name or text[position:])}")
             position = _skip_blanks(text, position + len(name))
@@ -642,9 +648,9 @@ def _quoted_metadata_name(line: str, keyword: str) -> tuple[str, str]:
     if quoted is None:
         raise _Malformed(f"quoted metric name in {keyword} line has no closing quote")
     name = _unescape(quoted.group(1), _LABEL_ESCAPES)
-    rest = line[quoted.end():]
+    rest = line[quoted.end() :]
     if not name or (rest and not rest[0].isspace()):
-        raise _Malformed(f"invalid metric name {_excerpt(line[quoted.start():quoted.end() + 1])} in {keyword} line")
+        raise _Malformed(f"invalid metric name {_excerpt(line[quoted.start() : quoted.end() + 1])} in {keyword} line")
     return name, rest.strip()
 
 
@@ -652,9 +658,25 @@ class _FamilyBuilder:
     """Families by name as lines arrive, and the family samples currently join."""
 
     __slots__ = (
-        "_openmetrics", "_default_type", "_help_escapes", "_families", "_typed", "_keep", "_wanted", "_metadata",
-        "allowed", "append", "extend", "metadata_lines", "_escaping", "_declared", "_renamed", "_written",
-        "_as_written", "escaped_samples", "_members",
+        "_as_written",
+        "_declared",
+        "_default_type",
+        "_escaping",
+        "_families",
+        "_help_escapes",
+        "_keep",
+        "_members",
+        "_metadata",
+        "_openmetrics",
+        "_renamed",
+        "_typed",
+        "_wanted",
+        "_written",
+        "allowed",
+        "append",
+        "escaped_samples",
+        "extend",
+        "metadata_lines",
     )
 
     def __init__(
@@ -695,10 +717,14 @@ class _FamilyBuilder:
         return self._keep is not None
 
     def families(self) -> list[Family]:
-        families = self._families.values()
+        families: Iterable[Family] = self._families.values()
         if self._keep is not None:
             families = [family for name, family in self._families.items() if self.wants(name)]
-        doubled = [family for family in families if family.type == "counter" and family.name.endswith("_total") and _is_doubled(family)]
+        doubled = [
+            family
+            for family in families
+            if family.type == "counter" and family.name.endswith("_total") and _is_doubled(family)
+        ]
         if doubled:
             return [*families, *_read_doubled_totals(doubled, families)]
         return list(families)
@@ -756,7 +782,7 @@ class _FamilyBuilder:
             problems["escaped_names"] = self.escaped_samples
         if self._escaping is not None and self._escaping not in SCHEMES:
             problems["unknown_escaping"] = 1
-        families = self._families.values()
+        families: Iterable[Family] = self._families.values()
         if self._keep is not None:
             families = [family for family in families if self.wants(family.name)]
         if any(not family.samples and self._is_declared(family) for family in families):
@@ -921,7 +947,11 @@ def _read_doubled_totals(doubled: list[Family], families) -> list[Family]:
         if base in counters:
             family.type = "untyped"
             if any(sample.name == created for sample in family.samples):
-                added.append(Family(created, "untyped", family.help, family.unit, [s for s in family.samples if s.name == created]))
+                added.append(
+                    Family(
+                        created, "untyped", family.help, family.unit, [s for s in family.samples if s.name == created]
+                    )
+                )
                 family.samples = [sample for sample in family.samples if sample.name != created]
     return added
 

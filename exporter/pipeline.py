@@ -121,7 +121,7 @@ class Pipeline:
         parts = None if b"# {" in data else PLAIN_SAMPLE.split(b"\n" + data)
         key = _body_key(exposition, parts) if parts is not None else None
         skeleton = self._skeleton
-        if skeleton is not None and key is not None and skeleton.key == key:
+        if skeleton is not None and parts is not None and key is not None and skeleton.key == key:
             again = skeleton.again(parts)
             if again is not None:
                 return again
@@ -138,6 +138,7 @@ class Pipeline:
         elif self._last_body is not None and self._last_body[0] == key:
             # The second body of this shape running: worth a skeleton, made from this parse (which
             # must have read exactly the lines the split found, or there is none).
+            assert parts is not None  # `key` is made from them
             self._skeleton = Skeleton.of(key, parts, order, result)
             self._last_body = None
         else:
@@ -177,7 +178,9 @@ class Pipeline:
         except Exception:  # a bug here must cost speed, never a poll
             if not self._failed:
                 self._failed = True
-                log.exception("could not remember this poll's output; its polls take the long way", target=self.target.name)
+                log.exception(
+                    "could not remember this poll's output; its polls take the long way", target=self.target.name
+                )
         return normalized
 
 
@@ -185,7 +188,11 @@ def read(exposition: Exposition, order: list[Sample | None] | None = None) -> Pa
     """An exposition body parsed in full, within its target's limits: ParseError when it cannot be read,
     SourceError (`sample_limit`, `label_limit`) when it is over one. `order`: see exporter.parse.parse."""
     result = parse(
-        exposition.data, openmetrics=exposition.openmetrics, escaping=exposition.escaping, keep=exposition.keep, order=order
+        exposition.data,
+        openmetrics=exposition.openmetrics,
+        escaping=exposition.escaping,
+        keep=exposition.keep,
+        order=order,
     )
     if exposition.sample_limit:
         count = sum(len(family.samples) for family in result.families)
@@ -231,6 +238,7 @@ def _body_key(exposition: Exposition, parts: list[bytes]) -> tuple:
 
 def label_problem(families, count: int, name_length: int, value_length: int) -> str | None:
     """What breaks the first label limit, as Prometheus's label_limit and *_length_limit say it; else None."""
+
     def shown(name: str) -> str:  # an upstream's name, cut: the message is kept, logged and shown
         return name if len(name) <= 120 else name[:120] + "..."
 

@@ -27,7 +27,11 @@ _SERIES_PREFIX = re.compile(r"^series\.([A-Za-z0-9_]+)(?: \([^)]*\))?: ")
 
 def expand(patterns: list[str], config_file: str) -> list[tuple[int, str, list[str]]]:
     """Each pattern (relative to the config file's folder) with the files it names, sorted."""
-    base = os.path.dirname(os.path.abspath(config_file)) if config_file and not config_file.startswith("<") else os.getcwd()
+    base = (
+        os.path.dirname(os.path.abspath(config_file))
+        if config_file and not config_file.startswith("<")
+        else os.getcwd()
+    )
     out = []
     for index, pattern in enumerate(patterns):
         full = os.path.join(base, os.path.expanduser(pattern))
@@ -46,12 +50,18 @@ def load(patterns: list[str], config_file: str, line_of: Any) -> tuple[tuple[Pro
     for index, pattern, paths in expand(patterns, config_file):
         key = f"profile_files[{index}]"
         if not paths:
-            issues.append(ConfigIssue(config_file, line_of(("profile_files", index)), key, f"{pattern!r} matches no file"))
+            issues.append(
+                ConfigIssue(config_file, line_of(("profile_files", index)), key, f"{pattern!r} matches no file")
+            )
             continue
         for path in paths:
             files += 1
             if files > MAX_FILES:
-                issues.append(ConfigIssue(config_file, line_of(("profile_files", index)), key, f"more than {MAX_FILES} profile files"))
+                issues.append(
+                    ConfigIssue(
+                        config_file, line_of(("profile_files", index)), key, f"more than {MAX_FILES} profile files"
+                    )
+                )
                 return tuple(profile for profile, _, _ in loaded.values()), issues
             try:
                 profile, name_line = load_file(path)
@@ -61,7 +71,9 @@ def load(patterns: list[str], config_file: str, line_of: Any) -> tuple[tuple[Pro
             if profile.name in loaded:
                 _, first, first_line = loaded[profile.name]
                 where = f"{first}:{first_line}" if first_line else first
-                issues.append(ConfigIssue(path, name_line, "name", f"profile name {profile.name!r} is already used by {where}"))
+                issues.append(
+                    ConfigIssue(path, name_line, "name", f"profile name {profile.name!r} is already used by {where}")
+                )
                 continue
             loaded[profile.name] = (profile, path, name_line)
     return tuple(profile for profile, _, _ in loaded.values()), issues
@@ -94,7 +106,7 @@ def _report(reader: _Reader, error: Any) -> None:
         message = str(error.get("ctx", {}).get("error", error["msg"]))
         match = _SERIES_PREFIX.match(message)
         if match:
-            reader.issue(("series", match.group(1)), message[match.end():])
+            reader.issue(("series", match.group(1)), message[match.end() :])
             return
         reader.issue((), message)
         return

@@ -17,8 +17,9 @@ import html
 import json
 import re
 import weakref
+from collections.abc import Iterable, MutableMapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def redact_urls(data: Any) -> Any:
     return data
 
 
-def secret_values(target: "TargetConfig") -> tuple[str, ...]:
+def secret_values(target: TargetConfig) -> tuple[str, ...]:
     """The values `target.redacted()` hides (passwords, tokens, secret headers, URL passwords), longest first."""
     found: set[str] = set()
     _differences(target.model_dump(mode="json"), target.redacted(), found)
@@ -138,9 +139,9 @@ class Secrets:
     """One target's secrets in every form (see `forms_of`); the files' contents are read again when
     they change, so a rotated password is scrubbed too."""
 
-    __slots__ = ("_values", "_users", "_files", "_stamps", "_forms", "__weakref__")
+    __slots__ = ("__weakref__", "_files", "_forms", "_stamps", "_users", "_values")
 
-    def __init__(self, target: "TargetConfig"):
+    def __init__(self, target: TargetConfig):
         dumped = target.model_dump(mode="json")
         self._values = secret_values(target)
         users: set[str] = set()
@@ -215,7 +216,9 @@ class SecretRegistry:
         forms = self.forms()
         return _scrub_any(value, forms) if forms else value
 
-    def __call__(self, logger: object, method_name: str, event_dict: dict) -> dict:
+    def __call__(
+        self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         """The structlog processor: every field of every event scrubbed (place it before the event rings)."""
         forms = self.forms()
         if forms:

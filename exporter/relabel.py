@@ -13,7 +13,7 @@ import itertools
 import operator
 import re
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, cast
 
 from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -89,7 +89,7 @@ class RelabelConfig(BaseModel):
         return names
 
     @model_validator(mode="after")
-    def _fields_fit_action(self) -> "RelabelConfig":
+    def _fields_fit_action(self) -> RelabelConfig:
         action = self.action
         if action == "replace":
             if not self.target_label:
@@ -110,7 +110,7 @@ class RelabelConfig(BaseModel):
 
 
 class _Rule:
-    __slots__ = ("config", "regex", "_source", "_target")
+    __slots__ = ("_source", "_target", "config", "regex")
 
     def __init__(self, config: RelabelConfig):
         self.config = config
@@ -214,13 +214,18 @@ class Relabeler:
             values = list(map(_VALUE, family.samples))
             if None in results:  # some dropped
                 kept = list(map(operator.is_not, results, itertools.repeat(None)))
-                old_names, results, values = (list(itertools.compress(each, kept)) for each in (old_names, results, values))
-            relabeled = samples_of(list(map(_FIRST, results)), list(map(_SECOND, results)), values)
+                old_names, results, values = (
+                    list(itertools.compress(each, kept)) for each in (old_names, results, values)
+                )
+            kept_results = cast("list[tuple[str, dict[str, str]]]", results)  # the dropped (None) are gone
+            relabeled = samples_of(list(map(_FIRST, kept_results)), list(map(_SECOND, kept_results)), values)
             for name, kind, samples in _regroup(family, old_names, relabeled):
                 series = assembler.family(name, kind, family.help, len(samples))
                 if series is not None:
                     labels = map(_LABELS, samples)
-                    assembler.add(series, samples, list(zip(map(_NAME, samples), map(frozenset, map(dict.items, labels)))))
+                    assembler.add(
+                        series, samples, list(zip(map(_NAME, samples), map(frozenset, map(dict.items, labels))))
+                    )
         return assembler.result(normalized.dropped)
 
 
@@ -236,7 +241,7 @@ def _regroup(
     if not set(map(_NAME, samples)) <= set(exposition_names(name, family.type)):
         bases = set()
         for old, sample in zip(old_names, samples):
-            suffix = old[len(name):]
+            suffix = old[len(name) :]
             bases.add(sample.name[: len(sample.name) - len(suffix)] if sample.name.endswith(suffix) else None)
         base = bases.pop() if len(bases) == 1 else None
         if base is None or not _LABEL_NAME.fullmatch(base):

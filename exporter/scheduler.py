@@ -13,6 +13,7 @@ import math
 import time
 import zlib
 from dataclasses import replace
+from typing import TypeVar
 
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
@@ -20,7 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 from exporter.escaping import PAYLOAD_PROBLEMS
 from exporter.events import EVENTS
 from exporter.offload import OFF_LOOP_BYTES, OFF_LOOP_SAMPLES, Lane
-from exporter.pipeline import Pipeline
+from exporter.pipeline import Output, Pipeline
 from exporter.redact import REGISTRY, Secrets
 from exporter.release import drop_frames
 from exporter.sources import Payload, Shared, Source, SourceError, TargetConfig, create_source
@@ -79,6 +80,16 @@ def internal_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}{': ' + text if text else ''}{where} (a bug in inference-exporter; the log has its traceback)"
 
 
+T = TypeVar("T")
+
+
+def _resolved(value: T | None, name: str) -> T:
+    """A timing setting, which the config fills in from `defaults:` for every target it loads."""
+    if value is None:
+        raise ValueError(f"{name} is not set: targets come from the config with their defaults applied")
+    return value
+
+
 class TargetPoller:
     """Polls one target and publishes each outcome as a new Snapshot."""
 
@@ -104,21 +115,24 @@ class TargetPoller:
     async def poll(self, *, budget: float | None = None) -> Snapshot:
         """Poll once, with retries inside `budget` seconds (default: the interval), and publish the outcome."""
         target = self.target
-        budget = target.interval if budget is None else budget
+        interval, timeout = _resolved(target.interval, "interval"), _resolved(target.timeout, "timeout")
+        budget = interval if budget is None else budget
         started, wall = time.monotonic(), time.time()
         deadline = started + budget
         attempts = 0
 
-        async def attempt_once():
+        async def attempt_once() -> tuple[Payload, Output]:
             nonlocal attempts
             attempts += 1
-            allowed = min(target.timeout, deadline - time.monotonic())
+            allowed = min(timeout, deadline - time.monotonic())
             if allowed <= 0:  # the interval is spent (a stalled loop): no attempt, and no negative timeout
-                raise SourceError("timeout", f"no time left in the {target.interval:g}s interval for an attempt")
+                raise SourceError("timeout", f"no time left in the {interval:g}s interval for an attempt")
             try:
                 async with asyncio.timeout(allowed):
                     payload = await self.source.poll()
-                    return payload, await self._lane.run(_is_large(payload), self.pipeline.run, payload.families, payload.exposition)
+                    return payload, await self._lane.run(
+                        _is_large(payload), self.pipeline.run, payload.families, payload.exposition
+                    )
             except TimeoutError as exc:
                 drop_frames(exc)  # the cancelled read's frames hold what it had received
                 raise SourceError("timeout", f"no answer within {allowed:.3g}s") from None
@@ -129,6 +143,8 @@ class TargetPoller:
         previous = self._snapshot
         overlapping, self._polling = self._polling, True
         retrying = self._retrying(budget, fresh=overlapping)
+        payload: Payload
+        output: Output
         try:
             payload, output = await retrying(attempt_once)
         except SourceError as exc:
@@ -150,7 +166,7 @@ class TargetPoller:
         dropped = dict(previous.dropped)
         for reason, count in (*payload.dropped.items(), *output.dropped.items()):
             dropped[reason] = dropped.get(reason, 0) + count
-        poll_problems = {**payload.problems, **output.problems}
+        poll_problems: dict[str, int] = {**payload.problems, **output.problems}
         problems = dict(previous.problems)
         for reason in poll_problems:
             problems[reason] = problems.get(reason, 0) + 1
@@ -205,10 +221,11 @@ class TargetPoller:
         if not fresh and self._policy is not None and self._policy[0] == budget:
             return self._policy[1]
         target = self.target
+        retries, backoff = _resolved(target.retries, "retries"), _resolved(target.backoff, "backoff")
+        timeout = _resolved(target.timeout, "timeout")
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(target.retries + 1)
-            | stop_before_delay(max(0.0, budget - _MIN_ATTEMPT_SHARE * target.timeout)),
-            wait=wait_exponential_jitter(multiplier=target.backoff, max=budget / 2, jitter=target.backoff),
+            stop=stop_after_attempt(retries + 1) | stop_before_delay(max(0.0, budget - _MIN_ATTEMPT_SHARE * timeout)),
+            wait=wait_exponential_jitter(multiplier=backoff, max=budget / 2, jitter=backoff),
             retry=retry_if_exception(_retryable),
             before_sleep=functools.partial(_say_retrying, target.name, self._secrets),
             reraise=True,
@@ -252,7 +269,7 @@ class TargetPoller:
 
     async def run(self) -> None:
         """Poll forever on the interval, the first poll at this target's offset within it."""
-        interval = self.target.interval
+        interval = _resolved(self.target.interval, "interval")
         loop = asyncio.get_running_loop()
         next_at = loop.time() + first_poll_offset(self.target.name, interval)
         while True:
@@ -330,4 +347,3 @@ class Scheduler:
     @property
     def targets(self) -> list[str]:
         return list(self._pollers)
-

@@ -9,6 +9,7 @@ parse's with the new values, made without reading a label.
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from exporter.family import Family, Sample, shape_of
 from exporter.parse import ParseResult
@@ -25,7 +26,7 @@ PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`-
 class Skeleton:
     """A parsed body with its sample values taken out: per family, which split value each sample takes."""
 
-    __slots__ = ("key", "families", "truncated", "problems")
+    __slots__ = ("families", "key", "problems", "truncated")
 
     def __init__(self, key: tuple, families: list[tuple], truncated: int, problems: dict[str, int]):
         #: The shape of the bodies this reads (exporter.pipeline's body key).
@@ -63,15 +64,27 @@ class Skeleton:
             index_of[id(sample)] = number
         families = []
         for family in result.families:
-            indexes = [index_of.get(id(sample)) for sample in family.samples]
-            if None in indexes:
+            found = [index_of.get(id(sample)) for sample in family.samples]
+            if None in found:
                 return None
-            if indexes and indexes == list(range(indexes[0], indexes[0] + len(indexes))):
-                indexes = slice(indexes[0], indexes[0] + len(indexes))  # lines one after another: no positions kept
-            families.append((
-                family.name, family.type, family.help, family.unit, shape_of(family),
-                [sample.name for sample in family.samples], [sample.labels for sample in family.samples], indexes,
-            ))
+            positions = cast("list[int]", found)
+            indexes: list[int] | slice = positions
+            if positions and positions == list(range(positions[0], positions[0] + len(positions))):
+                indexes = slice(
+                    positions[0], positions[0] + len(positions)
+                )  # lines one after another: no positions kept
+            families.append(
+                (
+                    family.name,
+                    family.type,
+                    family.help,
+                    family.unit,
+                    shape_of(family),
+                    [sample.name for sample in family.samples],
+                    [sample.labels for sample in family.samples],
+                    indexes,
+                )
+            )
         return cls(key, families, result.truncated_lines, dict(result.problems))
 
     def again(self, parts: list[bytes]) -> ParseResult | None:

@@ -6,8 +6,9 @@ one type per family name across targets (exporter.claims), so that the merged ex
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import structlog
 
@@ -86,7 +87,9 @@ class Store:
         ):  # unless the same names and types as last poll (a target's usual poll): settle again
             changed = self.claims.declare(name, [(family.name, family.type) for family in snapshot.families], prefix)
             self._say(changed)
-        self._tell(self.served_snapshot(name))
+        served = self.served_snapshot(name)
+        assert served is not None  # published just above
+        self._tell(served)
         return snapshot
 
     def served_snapshot(self, name: str) -> Snapshot | None:
@@ -149,9 +152,14 @@ class Store:
                 served_by = self.claims.declarers(family.served)
                 log.warning(
                     "family withheld: another target serves a clashing family of that name",
-                    target=target, family=family.family, type=family.type, reason=family.reason,
-                    served_family=family.served[0], served_type=family.served[1],
-                    served_by=served_by[:5], served_by_count=len(served_by),
+                    target=target,
+                    family=family.family,
+                    type=family.type,
+                    reason=family.reason,
+                    served_family=family.served[0],
+                    served_type=family.served[1],
+                    served_by=served_by[:5],
+                    served_by_count=len(served_by),
                 )
 
 

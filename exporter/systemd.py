@@ -42,7 +42,9 @@ class Notifier:
         """The notifier systemd asks for through $NOTIFY_SOCKET, $WATCHDOG_USEC and $WATCHDOG_PID."""
         address = environ.get("NOTIFY_SOCKET") or None
         if address is not None and not address.startswith(("/", "@")):
-            log.warning("NOTIFY_SOCKET is not a unix socket path or @abstract name; not notifying", notify_socket=address)
+            log.warning(
+                "NOTIFY_SOCKET is not a unix socket path or @abstract name; not notifying", notify_socket=address
+            )
             address = None
         return cls(address, watchdog_interval=_watchdog_interval(environ))
 

@@ -52,9 +52,10 @@ def _picker(positions: list[int]) -> Callable[[Sequence], Sequence]:
 def _runs(positions: list[int]) -> list[slice]:
     """The positions as slices of consecutive ones, in order."""
     runs: list[slice] = []
-    start = previous = None
+    start: int | None = None  # None until the first position
+    previous = 0
     for position in positions:
-        if previous is None or position != previous + 1:
+        if start is None or position != previous + 1:
             if start is not None:
                 runs.append(slice(start, previous + 1))
             start = position
@@ -68,7 +69,7 @@ class _Text:
     """Sample lines less their values, and where each family's piece of them starts and ends: filled
     in by one join for the whole poll, encoded once, and cut into pieces per family."""
 
-    def __init__(self, pieces: list[list[str]], order: list[int]):
+    def __init__(self, pieces: Sequence[Sequence[str]], order: list[int]):
         #: each line's head (the same strings the other _Text of a template holds: no copies)
         self._heads = [head for piece in pieces for head in piece]
         self._count = len(order)
@@ -105,7 +106,7 @@ class _Samples(Sequence):
     samples. Their names and labels are read back from that text once per template (see
     `_FamilyTemplate.series`), so a template keeps labels only for the families someone reads."""
 
-    __slots__ = ("_chunks", "_values", "_made", "_template")
+    __slots__ = ("_chunks", "_made", "_template", "_values")
 
     def __init__(self, chunks: Chunks, values: Sequence[float], template: _FamilyTemplate):
         self._chunks, self._values, self._template = chunks, values, template
@@ -142,7 +143,7 @@ class _Samples(Sequence):
 class _FamilyTemplate:
     """One served family without its values: its name, type and HELP, and its samples' place in the poll."""
 
-    __slots__ = ("name", "type", "help", "first", "last", "moved", "_series")
+    __slots__ = ("_series", "first", "help", "last", "moved", "name", "type")
 
     def __init__(self, family: SeriesFamily, first: int, last: int, moved: list[str]):
         self.name, self.type, self.help = family.name, family.type, family.help
@@ -167,17 +168,22 @@ class _FamilyTemplate:
         self._series = None
 
 
+def _openmetrics(family: SeriesFamily) -> bytes:
+    assert family.chunks is not None  # normalize writes every family it serves
+    return family.chunks.openmetrics
+
+
 class Template:
     """What one poll's families became, without the values: `fill` serves a poll of the same shapes."""
 
-    __slots__ = ("shapes", "_families", "_dropped", "_pick", "_openmetrics", "_text")
+    __slots__ = ("_dropped", "_families", "_openmetrics", "_pick", "_text", "shapes")
 
     def __init__(self, shapes_: tuple, served: list[tuple[SeriesFamily, list[int]]], dropped: dict[str, int]):
         self.shapes = shapes_
         self._dropped = dropped
         self._families: list[_FamilyTemplate] = []
         takes: list[int] = []
-        openmetrics: list[list[str]] = []
+        openmetrics: list[Sequence[str]] = []
         text: list[list[str]] = []
         text_order: list[int] = []
         for family, family_takes in served:
@@ -186,9 +192,10 @@ class Template:
             heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
             openmetrics.append(heads)
             # The classic text format: samples with these suffixes go after the family, one piece per suffix.
-            inside, outside = [], {}
+            inside: list[int] = []
+            outside: dict[str, list[int]] = {}
             for index, sample in enumerate(family.samples):
-                suffix = sample.name[len(family.name):]
+                suffix = sample.name[len(family.name) :]
                 (outside.setdefault(suffix, []) if suffix in _OUTSIDE_SUFFIXES else inside).append(index)
             if outside:
                 for positions in (inside, *outside.values()):
@@ -198,7 +205,6 @@ class Template:
         self._pick = _picker(takes)
         self._openmetrics = _Text(openmetrics, list(range(len(takes))))
         self._text = _Text(text, text_order) if text else None
-
 
     @classmethod
     def of(
@@ -211,20 +217,20 @@ class Template:
             samples = [Sample(s.name, s.labels, float(position + i), s.key) for i, s in enumerate(family.samples)]
             position += len(samples)
             tagged.append(Family(family.name, family.type, family.help, family.unit, samples))
-        served = []
-        for family in stages(tagged).families:
-            takes = [int(sample.value) for sample in family.samples]
-            if any(take != sample.value or not 0 <= take < position for take, sample in zip(takes, family.samples)):
+        served: list[tuple[SeriesFamily, list[int]]] = []
+        for out in stages(tagged).families:
+            takes = [int(sample.value) for sample in out.samples]
+            if any(take != sample.value or not 0 <= take < position for take, sample in zip(takes, out.samples)):
                 return None
-            served.append((family, takes))
+            served.append((out, takes))
         template = cls(shapes, served, dict(made.dropped))
         again = template.fill(values_of(families))
         if again.families != made.families or any(
-            a.chunks.openmetrics != b.chunks.openmetrics for a, b in zip(again.families, made.families)
+            _openmetrics(a) != _openmetrics(b) for a, b in zip(again.families, made.families)
         ):
             return None
-        for family in template._families:
-            family.forget_series()  # the check read every family's: keep only those read again later
+        for kept in template._families:
+            kept.forget_series()  # the check read every family's: keep only those read again later
         return template
 
     def fill(self, values: list[float]) -> Normalized:
@@ -232,7 +238,7 @@ class Template:
         served = self._pick(values)
         texts = go_floats(served)
         openmetrics = self._openmetrics.cut(texts)
-        text = iter(self._text.cut(texts)) if self._text is not None else None
+        text = iter(self._text.cut(texts) if self._text is not None else ())
         families = []
         for template, chunk in zip(self._families, openmetrics):
             if template.moved:

@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import structlog
 from prometheus_client.utils import floatToGoString
@@ -119,6 +120,7 @@ class Unifier:
         """The profile for a poll whose families with samples have these names."""
         if self.setting == profiles.NONE:
             return None
+        profile: Profile | None
         if self.setting:
             profile = profiles.by_name(self.setting, self.extra)
         else:
@@ -133,7 +135,8 @@ class Unifier:
             else:
                 log.info(
                     "no profile detected: serving the raw families only",
-                    target=self.target, hint="set `profile:` on the target if it is a known backend",
+                    target=self.target,
+                    hint="set `profile:` on the target if it is a known backend",
                 )
             self.last_profile = name
         return profile
@@ -148,7 +151,8 @@ class Unifier:
         key = (taken, tuple([family.name for family in families]), tuple([family.type for family in families]))
         if self._clashes is None or self._clashes[0] != key:
             clashes = [
-                index for index, family in enumerate(families)
+                index
+                for index, family in enumerate(families)
                 if not taken.isdisjoint(self._served_names(family.name, served_type(family)))
             ]
             self._clashes = (key, clashes)
@@ -283,7 +287,12 @@ class _DefaultModel:
 
 
 def _compute(
-    name: str, concept: Concept, sources: list[Source], index: _SampleIndex, profile: Profile, default: Callable[[], str]
+    name: str,
+    concept: Concept,
+    sources: list[Source],
+    index: _SampleIndex,
+    profile: Profile,
+    default: Callable[[], str],
 ) -> Family:
     label = profile.model_label
 
@@ -348,7 +357,8 @@ def _gauge_values(source: Source, index: _SampleIndex) -> Iterable[tuple[Sample,
         factor_keys = set(source.times.match)
         own_keys = set(source.match)
         factors = {
-            _without_keys(s.labels, factor_keys): s.value for s in index.samples(source.times.metric, source.times.match)
+            _without_keys(s.labels, factor_keys): s.value
+            for s in index.samples(source.times.metric, source.times.match)
         }
         for sample in samples:
             factor = factors.get(_without_keys(sample.labels, own_keys))
@@ -414,12 +424,13 @@ class _Histogram:
                     totals[index] += held
         bucket = name + "_bucket"
         out = [
-            Sample(bucket, {**labels, "le": _bound_text(bound)}, cumulative) for bound, cumulative in zip(bounds, totals)
+            Sample(bucket, {**labels, "le": _bound_text(bound)}, cumulative)
+            for bound, cumulative in zip(bounds, totals)
         ]
         sums = [total for _, _, total in self.parts]
         if all(total is not None for total in sums):  # OpenMetrics: `_count` and `_sum` go together
             out.append(Sample(name + "_count", dict(labels), sum(count for _, count, _ in self.parts)))
-            out.append(Sample(name + "_sum", dict(labels), sum(sums)))
+            out.append(Sample(name + "_sum", dict(labels), sum(cast("list[float]", sums))))
         return out
 
 
@@ -438,7 +449,9 @@ def _histograms(
         if source.count:
             _from_counters(source, index, model_of, merged)
             continue
-        groups: dict[frozenset, dict] = defaultdict(lambda: {"buckets": {}, "count": None, "sum": None, "broken": False})
+        groups: dict[frozenset, dict] = defaultdict(
+            lambda: {"buckets": {}, "count": None, "sum": None, "broken": False}
+        )
         for sample in index.samples(source.metric + "_bucket", source.match):
             group = groups[_without(sample.labels, "le")]
             try:
@@ -469,7 +482,9 @@ def _from_counters(
     source: Source, index: _SampleIndex, model_of: Callable[[dict[str, str]], str], merged: dict[str, _Histogram]
 ) -> None:
     """A running total and a count of observations, of the same labels, as a histogram with only `+Inf`."""
-    counts = {frozenset(s.labels.items()): s.value for s in index.first_of(_counter_names(source.count or ""), source.match)}
+    counts = {
+        frozenset(s.labels.items()): s.value for s in index.first_of(_counter_names(source.count or ""), source.match)
+    }
     for sample in index.first_of(_counter_names(source.metric), source.match):
         count = counts.get(frozenset(sample.labels.items()))
         if count is not None:
@@ -482,4 +497,3 @@ def _is_count(value: float) -> bool:
 
 def _without(labels: dict[str, str], name: str) -> frozenset:
     return frozenset(item for item in labels.items() if item[0] != name)
-

@@ -11,8 +11,9 @@ import asyncio
 import html
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 import yaml
@@ -35,7 +36,8 @@ from exporter.webconfig import WebSecurity
 STORE_KEY = web.AppKey("store", Store)
 COLLECTOR_KEY = web.AppKey("collector", Collector)
 AHEAD_KEY = web.AppKey("ahead", AheadDeflater)
-READY_KEY = web.AppKey("ready", Callable[[], bool])
+# aiohttp's stubs take a class as AppKey's type: a Callable is not one, though it works the same.
+READY_KEY: web.AppKey[Callable[[], bool]] = web.AppKey("ready", Callable[[], bool])  # type: ignore[arg-type]
 EVENTS_KEY = web.AppKey("events", TargetEvents)
 #: Withheld families listed on a target's page (the JSON lists them all).
 WITHHELD_SHOWN = 200
@@ -90,12 +92,16 @@ async def scrub_secrets(request: web.Request, handler) -> web.StreamResponse:
         if exc.text:
             exc.text = REGISTRY.scrub(exc.text)
         raise
-    if request.path != "/metrics" and isinstance(response, web.Response) and response.body is not None:
-        if isinstance(response.body, bytes) and response.content_type in ("text/html", "application/json", "text/plain"):
-            text = response.body.decode(response.charset or "utf-8", "replace")
-            scrubbed = REGISTRY.scrub(text)
-            if scrubbed != text:
-                response.body = scrubbed.encode(response.charset or "utf-8")
+    if (
+        request.path != "/metrics"
+        and isinstance(response, web.Response)
+        and isinstance(response.body, bytes)
+        and response.content_type in ("text/html", "application/json", "text/plain")
+    ):
+        text = response.body.decode(response.charset or "utf-8", "replace")
+        scrubbed = REGISTRY.scrub(text)
+        if scrubbed != text:
+            response.body = scrubbed.encode(response.charset or "utf-8")
     return response
 
 
@@ -271,11 +277,13 @@ async def targets_page(request: web.Request) -> web.Response:
     unhealthy_only = request.query.get("state") == "unhealthy"
     shown = [snap for snap in snapshots if not (unhealthy_only and snap.up)]
     config_note = (
-        f'config loaded {_ago(store.config_loaded_at, now)}'
+        f"config loaded {_ago(store.config_loaded_at, now)}"
         if store.config_ok
         else '<span class="bad">the last config reload failed: an older config is running (see the log)</span>'
     )
-    rows = "".join(_target_row(snap, now) for snap in shown) or '<tr><td colspan="10" class="muted">no targets</td></tr>'
+    rows = (
+        "".join(_target_row(snap, now) for snap in shown) or '<tr><td colspan="10" class="muted">no targets</td></tr>'
+    )
     body = f"""<h1>Targets</h1>
 <p class="summary" id="summary"><strong>{counts["up"]} of {len(snapshots)} up</strong>
 · {_count(counts["down"], "down", "bad")} · {_count(counts["pending"], "pending", "")} · {config_note}</p>
@@ -337,15 +345,21 @@ async def target_page(request: web.Request) -> web.Response:
         ("content type", _e(snap.content_type)),
         ("payload problems by reason <span class=muted>(polls)</span>", _problems(snap)),
         ("families withheld by reason", _e(_counts(_by_reason(detail["withheld"])))),
-        ("last error", f'<span class="error">{_e(f"{snap.last_reason}: {snap.last_error}" if snap.last_error else "")}</span>'),
+        (
+            "last error",
+            f'<span class="error">{_e(f"{snap.last_reason}: {snap.last_error}" if snap.last_error else "")}</span>',
+        ),
     ]
     status = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in facts)
     config = yaml.safe_dump(detail["config"], sort_keys=False, default_flow_style=False, allow_unicode=True)
-    events = "".join(
-        f'<tr><td class="num">{_e(event["time"] or "")}</td><td class="level-{_e(event["level"])}">{_e(event["level"])}</td>'
-        f'<td>{_e(event["event"])}</td><td>{_e(_fields(event["fields"]))}</td></tr>\n'
-        for event in reversed(detail["events"])
-    ) or '<tr><td colspan="4" class="muted">nothing logged for this target yet</td></tr>'
+    events = (
+        "".join(
+            f'<tr><td class="num">{_e(event["time"] or "")}</td><td class="level-{_e(event["level"])}">{_e(event["level"])}</td>'
+            f"<td>{_e(event['event'])}</td><td>{_e(_fields(event['fields']))}</td></tr>\n"
+            for event in reversed(detail["events"])
+        )
+        or '<tr><td colspan="4" class="muted">nothing logged for this target yet</td></tr>'
+    )
     raw = detail["raw"]
     if raw["kept_bytes"]:
         kept = raw["kept_bytes"]
@@ -356,7 +370,9 @@ async def target_page(request: web.Request) -> web.Response:
         raw_block = '<p class="muted">no payload received yet</p>'
     series = detail["series"]
     series_block = (
-        f'<pre id="series">{_e(series)}</pre>' if snap.families else '<p class="muted">no series: the target is not up</p>'
+        f'<pre id="series">{_e(series)}</pre>'
+        if snap.families
+        else '<p class="muted">no series: the target is not up</p>'
     )
     withheld_block = _withheld_table(detail["withheld"])
     explain_block = _explain_block(detail["explain"])
@@ -396,7 +412,7 @@ def _e(text: str) -> str:
 def _iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _ago(timestamp: float | None, now: float) -> str:
@@ -448,13 +464,14 @@ def _explain_block(explanation: dict[str, Any] | None) -> str:
         return '<p class="muted" id="explain">no successful poll yet</p>'
     rows = "".join(
         f'<tr data-concept="{_e(report["concept"])}" data-state="{_e(report["state"])}"><td>{_e(report["concept"])}</td>'
-        f'<td>{_e(report["state"])}</td><td>{_e(report["detail"])}</td></tr>\n'
+        f"<td>{_e(report['state'])}</td><td>{_e(report['detail'])}</td></tr>\n"
         for report in explanation["concepts"]
     )
     table = (
         f'<table id="concepts"><thead><tr><th>concept</th><th>state</th><th>where from, or why missing</th></tr></thead>'
         f"<tbody>{rows}</tbody></table>"
-        if rows else ""
+        if rows
+        else ""
     )
     return f'<div id="explain"><p>profile <strong>{_e(explanation["profile"] or "(none)")}</strong>: {_e(explanation["why"])}</p>{table}</div>'
 
@@ -481,7 +498,7 @@ def _some(names: list[str], shown: int = 10) -> str:
     return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
-def _counts(counts: dict[str, int]) -> str:
+def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in sorted(counts.items())) or "none"
 
 
@@ -498,13 +515,18 @@ def _problems(snap: Snapshot) -> str:
     return counts + (f'<ul id="payload-problems">{last}</ul>' if last else "")
 
 
-def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+def _plain(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Event fields as JSON can carry them."""
-    return {key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value) for key, value in fields.items()}
+    return {
+        key: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        for key, value in fields.items()
+    }
 
 
 def _fields(fields: dict[str, Any]) -> str:
-    return " ".join(f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}" for key, value in fields.items())
+    return " ".join(
+        f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}" for key, value in fields.items()
+    )
 
 
 def _text(raw: bytes) -> str:

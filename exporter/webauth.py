@@ -15,8 +15,8 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Awaitable, Callable, Mapping
 
 import structlog
 from aiohttp import hdrs, web
@@ -47,7 +47,7 @@ class PasswordCheck:
     async def check(self, users: Mapping[str, str], user: str, password: bytes) -> bool:
         hashed = users.get(user)
         known = hashed is not None
-        hashed_bytes = hashed.encode() if known else _DECOY_HASH
+        hashed_bytes = hashed.encode() if hashed is not None else _DECOY_HASH
         key = hmac.digest(self._key, b"\0".join((user.encode(), hashed_bytes, password)), hashlib.sha256)
         if key in self._results:
             self._results.move_to_end(key)

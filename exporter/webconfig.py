@@ -67,6 +67,7 @@ _UNSUPPORTED = {
 
 def _refuse(value: Any, info: ValidationInfo) -> Any:
     if value is not None:
+        assert info.field_name is not None  # a field validator's
         raise ValueError(f"not supported by inference-exporter: {_UNSUPPORTED[info.field_name]}")
     return value
 
@@ -109,9 +110,9 @@ class TLSServerConfig(BaseModel):
     curve_preferences: Any = None
     client_allowed_sans: Any = None
 
-    refuse_unsupported = field_validator("cert", "key", "client_ca", "cipher_suites", "curve_preferences", "client_allowed_sans")(
-        classmethod(lambda cls, value, info: _refuse(value, info))
-    )
+    refuse_unsupported = field_validator(
+        "cert", "key", "client_ca", "cipher_suites", "curve_preferences", "client_allowed_sans"
+    )(classmethod(lambda cls, value, info: _refuse(value, info)))
 
     @field_validator("cert_file", "key_file", "client_ca_file")
     @classmethod
@@ -155,7 +156,7 @@ class TLSServerConfig(BaseModel):
         return tuple(path for path in (self.cert_file, self.key_file, self.client_ca_file) if path is not None)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TLSServerConfig":
+    def _consistent(self) -> TLSServerConfig:
         if not self.enabled:
             return self
         missing = [key for key in ("cert_file", "key_file") if getattr(self, key) is None]
@@ -167,7 +168,9 @@ class TLSServerConfig(BaseModel):
                 "set client_auth_type: RequireAndVerifyClientCert to require client certificates"
             )
         if self.client_ca_file is None and CLIENT_AUTH[self.client_auth_type] != ssl.CERT_NONE:
-            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file, the CA that signs client certificates")
+            raise ValueError(
+                f"client_auth_type {self.client_auth_type} needs client_ca_file, the CA that signs client certificates"
+            )
         if TLS_VERSIONS[self.min_version] > TLS_VERSIONS[self.max_version]:
             raise ValueError(f"min_version {self.min_version} is above max_version {self.max_version}")
         server_context(self)  # a certificate that does not load, or a key that does not match, is an error now
@@ -291,7 +294,9 @@ class WebSecurity:
         tls = self.config.tls
         return (file_stamp(self.path), *(file_stamp(path) for path in (tls.files if tls else ())))
 
-    def _tls_state(self, stamp: Stamp | None, config: WebConfig) -> tuple[tuple[Stamp | None, ...], ssl.SSLContext | None]:
+    def _tls_state(
+        self, stamp: Stamp | None, config: WebConfig
+    ) -> tuple[tuple[Stamp | None, ...], ssl.SSLContext | None]:
         """The stamps to compare against later, taken before the files are read, and the context from them."""
         tls = config.tls
         stamps = (stamp, *(file_stamp(path) for path in (tls.files if tls else ())))
@@ -310,12 +315,15 @@ class WebSecurity:
         if (context is None) != (self._context is None):
             log.error(
                 "the web config turns TLS on or off, which takes a restart; keeping the running web config",
-                file=str(self.path), tls_now=self._context is not None,
+                file=str(self.path),
+                tls_now=self._context is not None,
             )
             return
         changed = config != self.config
         self.config, self._stamps, self._context = config, stamps, context
-        log.info("web config reloaded" if changed else "TLS files reloaded", file=str(self.path), tls=context is not None)
+        log.info(
+            "web config reloaded" if changed else "TLS files reloaded", file=str(self.path), tls=context is not None
+        )
 
 
 class _CurrentContext(ssl.SSLContext):
@@ -328,12 +336,12 @@ class _CurrentContext(ssl.SSLContext):
 
     security: WebSecurity
 
-    def __new__(cls, security: WebSecurity) -> "_CurrentContext":
+    def __new__(cls, security: WebSecurity) -> _CurrentContext:
         context = super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
         context.security = security
         return context
 
-    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):  # type: ignore[override]
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
         return self.security.context().wrap_bio(
             incoming, outgoing, server_side=server_side, server_hostname=server_hostname, session=session
         )

@@ -5,24 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-
 import logging
 import sys
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import TextIO, cast
 
 import pytest
 import structlog
 from aiohttp import web
+from leaks import LEAKS
+from support import FIXTURES, SIMULATED_TICKS, created_series_simulator, free_port, simulated
 
 import exporter.daemon
 from exporter.config import parse_config
 from exporter.daemon import Daemon
 from exporter.logs import configure
-from leaks import LEAKS
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
-from support import FIXTURES, SIMULATED_TICKS, created_series_simulator, free_port, simulated
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -31,7 +32,8 @@ TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 def _logs():
     """Debug logs, every line of which is also searched for secrets (see leaks.py)."""
     configure("debug", "console")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_SearchedLog(sys.stderr)))
+    searched = cast(TextIO, _SearchedLog(sys.stderr))  # the PrintLogger only writes and flushes it
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=searched))
     handler = _SearchedHandler()
     logging.getLogger().addHandler(handler)
     yield
@@ -68,7 +70,7 @@ def _pages_searched():
         except web.HTTPException as exc:
             LEAKS.search("page", exc.text or "")
             raise
-        if isinstance(response, web.Response) and response.body is not None:
+        if isinstance(response, web.Response) and isinstance(response.body, bytes):
             LEAKS.search("page", response.body)
         return response
 
@@ -177,7 +179,7 @@ class Upstream:
         self.hits[request.path] += 1
         response = web.StreamResponse(headers={"Content-Type": TEXT_0_0_4})
         await response.prepare(request)
-        line = b"big_gauge{i=\"%d\"} 1\n"
+        line = b'big_gauge{i="%d"} 1\n'
         for chunk in range(64):
             await response.write(b"".join(line % (chunk * 1000 + i) for i in range(1000)))
         return response
@@ -201,7 +203,7 @@ class Upstream:
 
 
 @pytest.fixture
-async def upstream(aiohttp_server) -> Upstream:
+async def upstream(aiohttp_server) -> AsyncIterator[Upstream]:
     up = Upstream()
     server = await aiohttp_server(up.app, host="127.0.0.1")
     up.url = str(server.make_url("")).rstrip("/")
@@ -259,7 +261,9 @@ async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 async def poll_target(target_yaml: str) -> Snapshot:
     """Poll one target, given as the YAML of one `targets:` item, once through the daemon's own poll path."""
-    config = parse_config("defaults: {interval: 5s, timeout: 2s, retries: 0}\ntargets:\n  - " + target_yaml.strip() + "\n")
+    config = parse_config(
+        "defaults: {interval: 5s, timeout: 2s, retries: 0}\ntargets:\n  - " + target_yaml.strip() + "\n"
+    )
     shared = Shared()
     try:
         poller = TargetPoller(config.targets[0], Store(), shared)

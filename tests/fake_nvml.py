@@ -106,8 +106,12 @@ def eight_gpus() -> list[FakeGPU]:
     gpus[2].unsupported = {"nvmlDeviceGetUtilizationRates"}
     gpus[5].name = "NVIDIA L4"
     gpus[5].unsupported = {
-        "nvmlDeviceGetFanSpeed", "nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetRemappedRows",
-        "nvmlDeviceGetSerial", "nvmlDeviceGetMigMode", "memory_temperature",
+        "nvmlDeviceGetFanSpeed",
+        "nvmlDeviceGetTotalEccErrors",
+        "nvmlDeviceGetRemappedRows",
+        "nvmlDeviceGetSerial",
+        "nvmlDeviceGetMigMode",
+        "memory_temperature",
     }
     return gpus
 
@@ -116,7 +120,12 @@ class FakeNVML(types.ModuleType):
     """Stands in for the `pynvml` module. `calls` counts each function called, per GPU index."""
 
     def __init__(
-        self, gpus: list[FakeGPU], *, library_missing: bool = False, driver: str = "550.54.15", cuda: int = 12040,
+        self,
+        gpus: list[FakeGPU],
+        *,
+        library_missing: bool = False,
+        driver: str = "550.54.15",
+        cuda: int = 12040,
         driver_lacks: frozenset[str] = frozenset(),
     ):
         super().__init__("pynvml")
@@ -157,8 +166,16 @@ class FakeNVML(types.ModuleType):
         block = gpu.blocks.get(name)
         if block is not None:
             block.wait(60)
-        if name in gpu.unsupported and (handle.mig is None or name != "nvmlDeviceGetUtilizationRates"):
+        if name in gpu.unsupported and (
+            handle is None or handle.mig is None or name != "nvmlDeviceGetUtilizationRates"
+        ):
             raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return gpu
+
+    def _device(self, name: str, handle: Handle) -> FakeGPU:
+        """`_enter` for a call on a device handle, which always has its GPU."""
+        gpu = self._enter(name, handle)
+        assert gpu is not None
         return gpu
 
     def called(self, name: str, gpu: int | None = None) -> int:
@@ -207,28 +224,28 @@ class FakeNVML(types.ModuleType):
         return Handle(gpu)
 
     def nvmlDeviceGetIndex(self, handle: Handle) -> int:
-        return self._enter("nvmlDeviceGetIndex", handle).index
+        return self._device("nvmlDeviceGetIndex", handle).index
 
     # -- identity ---------------------------------------------------------------------------
 
     def nvmlDeviceGetUUID(self, handle: Handle) -> str:
-        return self._enter("nvmlDeviceGetUUID", handle).uuid
+        return self._device("nvmlDeviceGetUUID", handle).uuid
 
     def nvmlDeviceGetName(self, handle: Handle) -> str:
-        gpu = self._enter("nvmlDeviceGetName", handle)
+        gpu = self._device("nvmlDeviceGetName", handle)
         return f"{gpu.name} MIG {handle.mig.profile}" if handle.mig else gpu.name
 
     def nvmlDeviceGetPciInfo(self, handle: Handle) -> SimpleNamespace:
-        gpu = self._enter("nvmlDeviceGetPciInfo", handle)
+        gpu = self._device("nvmlDeviceGetPciInfo", handle)
         return SimpleNamespace(busId=gpu.bus_id.encode())  # a ctypes char array: bytes
 
     def nvmlDeviceGetSerial(self, handle: Handle) -> str:
-        return self._enter("nvmlDeviceGetSerial", handle).serial
+        return self._device("nvmlDeviceGetSerial", handle).serial
 
     # -- readings ---------------------------------------------------------------------------
 
     def nvmlDeviceGetUtilizationRates(self, handle: Handle) -> SimpleNamespace:
-        gpu = self._enter("nvmlDeviceGetUtilizationRates", handle)
+        gpu = self._device("nvmlDeviceGetUtilizationRates", handle)
         if handle.mig is not None:
             if handle.mig.utilization is None:
                 raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
@@ -236,106 +253,114 @@ class FakeNVML(types.ModuleType):
         return SimpleNamespace(gpu=gpu.utilization[0], memory=gpu.utilization[1])
 
     def nvmlDeviceGetEncoderUtilization(self, handle: Handle) -> list[int]:
-        return [self._enter("nvmlDeviceGetEncoderUtilization", handle).encoder, 167000]
+        return [self._device("nvmlDeviceGetEncoderUtilization", handle).encoder, 167000]
 
     def nvmlDeviceGetDecoderUtilization(self, handle: Handle) -> list[int]:
-        return [self._enter("nvmlDeviceGetDecoderUtilization", handle).decoder, 167000]
+        return [self._device("nvmlDeviceGetDecoderUtilization", handle).decoder, 167000]
 
     def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> SimpleNamespace:
-        gpu = self._enter("nvmlDeviceGetMemoryInfo", handle)
-        total, used = (handle.mig.memory_total, handle.mig.memory_used) if handle.mig else (gpu.memory_total, gpu.memory_used)
+        gpu = self._device("nvmlDeviceGetMemoryInfo", handle)
+        total, used = (
+            (handle.mig.memory_total, handle.mig.memory_used) if handle.mig else (gpu.memory_total, gpu.memory_used)
+        )
         return SimpleNamespace(total=total, used=used, free=total - used)
 
     def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
-        return self._enter("nvmlDeviceGetPowerUsage", handle).power_mw
+        return self._device("nvmlDeviceGetPowerUsage", handle).power_mw
 
     def nvmlDeviceGetEnforcedPowerLimit(self, handle: Handle) -> int:
-        return self._enter("nvmlDeviceGetEnforcedPowerLimit", handle).power_limit_mw
+        return self._device("nvmlDeviceGetEnforcedPowerLimit", handle).power_limit_mw
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Handle) -> int:
-        return self._enter("nvmlDeviceGetTotalEnergyConsumption", handle).energy_mj
+        return self._device("nvmlDeviceGetTotalEnergyConsumption", handle).energy_mj
 
     def nvmlDeviceGetTemperatureV(self, handle: Handle, sensor: int) -> int:
         assert sensor == pynvml.NVML_TEMPERATURE_GPU
-        return self._enter("nvmlDeviceGetTemperatureV", handle).temperature
+        return self._device("nvmlDeviceGetTemperatureV", handle).temperature
 
     def nvmlDeviceGetTemperature(self, handle: Handle, sensor: int) -> int:
         assert sensor == pynvml.NVML_TEMPERATURE_GPU
-        return self._enter("nvmlDeviceGetTemperature", handle).temperature
+        return self._device("nvmlDeviceGetTemperature", handle).temperature
 
     def nvmlDeviceGetFieldValues(self, handle: Handle, field_ids: list[int]) -> list[SimpleNamespace]:
-        gpu = self._enter("nvmlDeviceGetFieldValues", handle)
+        gpu = self._device("nvmlDeviceGetFieldValues", handle)
         values = []
         for field_id in field_ids:
             assert field_id == pynvml.NVML_FI_DEV_MEMORY_TEMP, field_id
             # Per-field failures come back in nvmlReturn, not as an exception, as in NVML.
             supported = "memory_temperature" not in gpu.unsupported
-            values.append(SimpleNamespace(
-                fieldId=field_id,
-                nvmlReturn=pynvml.NVML_SUCCESS if supported else pynvml.NVML_ERROR_NOT_SUPPORTED,
-                valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
-                value=SimpleNamespace(uiVal=gpu.memory_temperature if supported else 0),
-            ))
+            values.append(
+                SimpleNamespace(
+                    fieldId=field_id,
+                    nvmlReturn=pynvml.NVML_SUCCESS if supported else pynvml.NVML_ERROR_NOT_SUPPORTED,
+                    valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_INT,
+                    value=SimpleNamespace(uiVal=gpu.memory_temperature if supported else 0),
+                )
+            )
         return values
 
     def nvmlDeviceGetClockInfo(self, handle: Handle, clock: int) -> int:
-        gpu = self._enter("nvmlDeviceGetClockInfo", handle)
+        gpu = self._device("nvmlDeviceGetClockInfo", handle)
         return {pynvml.NVML_CLOCK_SM: gpu.sm_mhz, pynvml.NVML_CLOCK_MEM: gpu.memory_mhz}[clock]
 
     def nvmlDeviceGetFanSpeed(self, handle: Handle) -> int:
-        return self._enter("nvmlDeviceGetFanSpeed", handle).fan_percent
+        return self._device("nvmlDeviceGetFanSpeed", handle).fan_percent
 
     def nvmlDeviceGetPcieThroughput(self, handle: Handle, counter: int) -> int:
-        gpu = self._enter("nvmlDeviceGetPcieThroughput", handle)
-        return {pynvml.NVML_PCIE_UTIL_RX_BYTES: gpu.pcie_rx_kib, pynvml.NVML_PCIE_UTIL_TX_BYTES: gpu.pcie_tx_kib}[counter]
+        gpu = self._device("nvmlDeviceGetPcieThroughput", handle)
+        return {pynvml.NVML_PCIE_UTIL_RX_BYTES: gpu.pcie_rx_kib, pynvml.NVML_PCIE_UTIL_TX_BYTES: gpu.pcie_tx_kib}[
+            counter
+        ]
 
     def nvmlDeviceGetPcieReplayCounter(self, handle: Handle) -> int:
-        return self._enter("nvmlDeviceGetPcieReplayCounter", handle).pcie_replays
+        return self._device("nvmlDeviceGetPcieReplayCounter", handle).pcie_replays
 
     def nvmlDeviceGetPerformanceState(self, handle: Handle) -> int:
-        return self._enter("nvmlDeviceGetPerformanceState", handle).pstate
+        return self._device("nvmlDeviceGetPerformanceState", handle).pstate
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Handle) -> int:
-        return self._enter("nvmlDeviceGetCurrentClocksEventReasons", handle).clock_event_reasons
+        return self._device("nvmlDeviceGetCurrentClocksEventReasons", handle).clock_event_reasons
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Handle) -> int:
-        return self._enter("nvmlDeviceGetCurrentClocksThrottleReasons", handle).clock_event_reasons
+        return self._device("nvmlDeviceGetCurrentClocksThrottleReasons", handle).clock_event_reasons
 
     def nvmlDeviceGetTotalEccErrors(self, handle: Handle, error_type: int, counter_type: int) -> int:
-        gpu = self._enter("nvmlDeviceGetTotalEccErrors", handle)
+        gpu = self._device("nvmlDeviceGetTotalEccErrors", handle)
         assert counter_type == pynvml.NVML_VOLATILE_ECC
         return gpu.ecc[0] if error_type == pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED else gpu.ecc[1]
 
     def nvmlDeviceGetRemappedRows(self, handle: Handle) -> tuple[int, int, int, int]:
-        return self._enter("nvmlDeviceGetRemappedRows", handle).remapped_rows
+        return self._device("nvmlDeviceGetRemappedRows", handle).remapped_rows
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Handle) -> list[SimpleNamespace]:
-        gpu = self._enter("nvmlDeviceGetComputeRunningProcesses", handle)
+        gpu = self._device("nvmlDeviceGetComputeRunningProcesses", handle)
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, _, used in gpu.processes]
 
     # -- MIG --------------------------------------------------------------------------------
 
     def nvmlDeviceGetMigMode(self, handle: Handle) -> list[int]:
-        gpu = self._enter("nvmlDeviceGetMigMode", handle)
+        gpu = self._device("nvmlDeviceGetMigMode", handle)
         mode = pynvml.NVML_DEVICE_MIG_ENABLE if gpu.mig is not None else pynvml.NVML_DEVICE_MIG_DISABLE
         return [mode, mode]
 
     def nvmlDeviceGetMaxMigDeviceCount(self, handle: Handle) -> int:
-        self._enter("nvmlDeviceGetMaxMigDeviceCount", handle)
+        self._device("nvmlDeviceGetMaxMigDeviceCount", handle)
         return 7
 
     def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Handle, index: int) -> Handle:
-        gpu = self._enter("nvmlDeviceGetMigDeviceHandleByIndex", handle)
+        gpu = self._device("nvmlDeviceGetMigDeviceHandleByIndex", handle)
         if gpu.mig is None or index >= len(gpu.mig):
             raise nvml_error(pynvml.NVML_ERROR_NOT_FOUND)
         return Handle(gpu, gpu.mig[index])
 
     def nvmlDeviceGetGpuInstanceId(self, handle: Handle) -> int:
-        self._enter("nvmlDeviceGetGpuInstanceId", handle)
+        self._device("nvmlDeviceGetGpuInstanceId", handle)
+        assert handle.mig is not None, "not a MIG device handle"
         return handle.mig.gpu_instance
 
     def nvmlDeviceGetComputeInstanceId(self, handle: Handle) -> int:
-        self._enter("nvmlDeviceGetComputeInstanceId", handle)
+        self._device("nvmlDeviceGetComputeInstanceId", handle)
+        assert handle.mig is not None, "not a MIG device handle"
         return handle.mig.compute_instance
 
     # -- events -----------------------------------------------------------------------------
@@ -348,7 +373,7 @@ class FakeNVML(types.ModuleType):
         self._enter("nvmlEventSetFree")
 
     def nvmlDeviceRegisterEvents(self, handle: Handle, event_types: int, event_set: object) -> None:
-        self._enter("nvmlDeviceRegisterEvents", handle)
+        self._device("nvmlDeviceRegisterEvents", handle)
 
     def nvmlEventSetWait_v2(self, event_set: object, timeout_ms: int) -> SimpleNamespace:
         self._enter("nvmlEventSetWait_v2")
@@ -357,6 +382,9 @@ class FakeNVML(types.ModuleType):
                 raise nvml_error(pynvml.NVML_ERROR_TIMEOUT)
             index, xid = self.xid_events.pop(0)
         return SimpleNamespace(
-            device=Handle(self.gpus[index]), eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=xid,
-            gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF,
+            device=Handle(self.gpus[index]),
+            eventType=pynvml.nvmlEventTypeXidCriticalError,
+            eventData=xid,
+            gpuInstanceId=0xFFFFFFFF,
+            computeInstanceId=0xFFFFFFFF,
         )

@@ -6,11 +6,11 @@ from __future__ import annotations
 import subprocess
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as strict_openmetrics
+from support import BodyReader
 
 from exporter.collector import Collector
 from exporter.config import parse_config
 from exporter.parse import ParseError
-from support import BodyReader
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.sources.base import Payload, SourceError
@@ -36,12 +36,15 @@ class BodySource:
         pass
 
 
-async def serve(bodies: list[bytes], *, openmetrics: bool = False, target: str = "name: t, type: http, url: http://h/m",
-                store: Store | None = None) -> Store:
+async def serve(
+    bodies: list[bytes],
+    *,
+    openmetrics: bool = False,
+    target: str = "name: t, type: http, url: http://h/m",
+    store: Store | None = None,
+) -> Store:
     """Poll a target once per body, through unify, conform, normalize, relabel and the store."""
-    config = parse_config(
-        "defaults: {interval: 5s, timeout: 2s, retries: 0}\ntargets:\n  - {" + target + "}\n"
-    )
+    config = parse_config("defaults: {interval: 5s, timeout: 2s, retries: 0}\ntargets:\n  - {" + target + "}\n")
     store = store or Store()
     poller = TargetPoller(config.targets[0], store, Shared())
     poller.source = BodySource(bodies, openmetrics)

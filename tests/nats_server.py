@@ -19,7 +19,6 @@ from pathlib import Path
 
 import aiohttp
 import nkeys
-
 from support import free_port, require_tool
 
 
@@ -31,16 +30,14 @@ class NATSServer:
         self.port = free_port()
         self.monitor_port = free_port()
         self.config_file = folder / f"nats-{self.port}.conf"
-        self.config_file.write_text(
-            f"listen: 127.0.0.1:{self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n{config}\n"
-        )
+        self.config_file.write_text(f"listen: 127.0.0.1:{self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n{config}\n")
         self.process: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    async def start(self) -> "NATSServer":
+    async def start(self) -> NATSServer:
         self.process = await asyncio.create_subprocess_exec(
             self.binary, "-c", str(self.config_file), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -96,7 +93,9 @@ def _jwt(signer: nkeys.KeyPair, subject: str, name: str, claims: dict) -> str:
     """A NATS JWT (v2): ed25519-nkey signed, as `nsc` would write it."""
     header = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
     body = {"iat": int(time.time()), "iss": signer.public_key.decode(), "name": name, "sub": subject, "nats": claims}
-    body["jti"] = base64.b32encode(hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()).decode().rstrip("=")
+    body["jti"] = (
+        base64.b32encode(hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()).decode().rstrip("=")
+    )
     payload = _b64(json.dumps(body).encode())
     return f"{header}.{payload}.{_b64(signer.sign(f'{header}.{payload}'.encode()))}"
 
@@ -106,7 +105,9 @@ _UNLIMITED = {"subs": -1, "data": -1, "payload": -1}
 
 def _creds(folder: Path, name: str, account: nkeys.KeyPair) -> Path:
     user, seed = _keypair(nkeys.PREFIX_BYTE_USER)
-    token = _jwt(account, user.public_key.decode(), name, {"pub": {}, "sub": {}, **_UNLIMITED, "type": "user", "version": 2})
+    token = _jwt(
+        account, user.public_key.decode(), name, {"pub": {}, "sub": {}, **_UNLIMITED, "type": "user", "version": 2}
+    )
     path = folder / f"{name}.creds"
     path.write_text(
         f"-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n"
@@ -123,7 +124,9 @@ def jwt_auth(folder: Path) -> tuple[str, Path, Path]:
     operator_jwt = _jwt(operator, operator.public_key.decode(), "operator", {"type": "operator", "version": 2})
     limits = {**_UNLIMITED, "imports": -1, "exports": -1, "wildcards": True, "conn": -1, "leaf": -1}
     account_jwt = _jwt(
-        operator, account.public_key.decode(), "inference",
+        operator,
+        account.public_key.decode(),
+        "inference",
         {"limits": limits, "default_permissions": {"pub": {}, "sub": {}}, "type": "account", "version": 2},
     )
     config = (

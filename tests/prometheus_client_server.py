@@ -34,29 +34,50 @@ def build_registry(utf8: bool = False):
 
     registry = CollectorRegistry()
     labels = list(MODEL)
-    Gauge("vllm:num_requests_running", "Number of requests in model execution batches.", labels, registry=registry).labels(**MODEL).set(3)
-    Gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels, registry=registry).labels(**MODEL).set(1)
-    Gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels, registry=registry).labels(**MODEL).set(0.25)
-    Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", labels, registry=registry).labels(**MODEL).inc(1234)
-    Counter("vllm:generation_tokens", "Number of generation tokens processed.", labels, registry=registry).labels(**MODEL).inc(567)
+    Gauge(
+        "vllm:num_requests_running", "Number of requests in model execution batches.", labels, registry=registry
+    ).labels(**MODEL).set(3)
+    Gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels, registry=registry).labels(
+        **MODEL
+    ).set(1)
+    Gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels, registry=registry).labels(
+        **MODEL
+    ).set(0.25)
+    Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", labels, registry=registry).labels(**MODEL).inc(
+        1234
+    )
+    Counter("vllm:generation_tokens", "Number of generation tokens processed.", labels, registry=registry).labels(
+        **MODEL
+    ).inc(567)
     success = Counter(
-        "vllm:request_success", "Count of successfully processed requests.", [*labels, "finished_reason"], registry=registry
+        "vllm:request_success",
+        "Count of successfully processed requests.",
+        [*labels, "finished_reason"],
+        registry=registry,
     )
     success.labels(**MODEL, finished_reason="stop").inc(40)
     success.labels(**MODEL, finished_reason="length").inc(2)
     ttft = Histogram(
-        "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", labels,
-        buckets=TTFT_BUCKETS, registry=registry,
+        "vllm:time_to_first_token_seconds",
+        "Histogram of time to first token in seconds.",
+        labels,
+        buckets=TTFT_BUCKETS,
+        registry=registry,
     )
     e2e = Histogram(
-        "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", labels,
-        buckets=LATENCY_BUCKETS, registry=registry,
+        "vllm:e2e_request_latency_seconds",
+        "Histogram of e2e request latency in seconds.",
+        labels,
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
     )
     for seconds in (0.004, 0.03, 0.03, 0.09, 0.3, 1.2):
         ttft.labels(**MODEL).observe(seconds)
         e2e.labels(**MODEL).observe(seconds * 20)
     if utf8:
-        Gauge("vllm.lora.adapters", "A family whose name needs UTF-8.", ["gpu.index"], registry=registry).labels("0").set(2)
+        Gauge("vllm.lora.adapters", "A family whose name needs UTF-8.", ["gpu.index"], registry=registry).labels(
+            "0"
+        ).set(2)
     return registry
 
 

@@ -5,8 +5,9 @@
 #    (/bin/kill) and chromium (the targets page is checked in a headless browser), with apt-get,
 #    when missing;
 #  - python3-venv, when this Python cannot make a virtual environment;
-#  - the package with its test and dynamo extras into .venv (Dynamo's runtime, for protocol: dynamo);
-#  - the oldest prometheus_client a backend pins into .venv-prometheus-client-oldest (the version matrix).
+#  - the package with its test, lint and dynamo extras into .venv (Dynamo's runtime, for protocol: dynamo);
+#  - the oldest prometheus_client a backend pins into .venv-prometheus-client-oldest (the version matrix);
+# then checks the tree with ruff (format and lint) and mypy, settings in pyproject.toml, and fails on any finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +37,23 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; "$PYTHON" -m venv .venv; }
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dynamo]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,lint,dynamo]'
+
+# Format, lint and types before the tests: all three run, so that one run shows every finding.
+lint_failed=""
+if ! .venv/bin/ruff format --check .; then
+  echo "tests/run.sh: formatting differs: run '.venv/bin/ruff format .'" >&2
+  lint_failed=1
+fi
+if ! .venv/bin/ruff check .; then
+  echo "tests/run.sh: lint findings: run '.venv/bin/ruff check --fix .', then fix the rest by hand" >&2
+  lint_failed=1
+fi
+if ! .venv/bin/mypy; then
+  echo "tests/run.sh: type errors: fix them (settings under [tool.mypy] in pyproject.toml)" >&2
+  lint_failed=1
+fi
+[ -z "$lint_failed" ] || exit 1
 
 # The oldest prometheus_client a backend pins (vLLM: >= 0.18.0), in a venv of its own, for
 # tests/test_prometheus_client_versions.py (which checks this is the release it expects).

@@ -65,7 +65,9 @@ class SimulatedVLLM:
         self.waiting.labels(*labels).set(rnd.randint(0, 5))
         self.kv.labels(*labels).set(round(rnd.uniform(0.1, 0.9), 3))
         for index in range(requests):
-            reason = "error" if index < errors else "abort" if index < errors + aborts else rnd.choice(("stop", "length"))
+            reason = (
+                "error" if index < errors else "abort" if index < errors + aborts else rnd.choice(("stop", "length"))
+            )
             self.finished.labels(*labels, reason).inc()
             self.prompt.labels(*labels).inc(rnd.randint(10, 900))
             self.generation.labels(*labels).inc(rnd.randint(5, 300))
@@ -82,7 +84,9 @@ class SimulatedVLLM:
                 if sample.name.endswith("_created"):
                     continue
                 if metric.type == "counter":
-                    key = sample.name + (f"/{sample.labels['finished_reason']}" if "finished_reason" in sample.labels else "")
+                    key = sample.name + (
+                        f"/{sample.labels['finished_reason']}" if "finished_reason" in sample.labels else ""
+                    )
                     out.counters[key] = sample.value
                 elif metric.type == "gauge":
                     out.gauges[sample.name] = sample.value

@@ -9,6 +9,10 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from exporter.store import Snapshot, Store
 
 REPO = Path(__file__).resolve().parents[1]
 #: Real /metrics payloads captured from real servers; `../shared/fixtures` beside the checkout. A
@@ -18,7 +22,7 @@ FIXTURES = Path(os.environ.get("INFERENCE_EXPORTER_FIXTURES", REPO.parent / "sha
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
 
 #: The runtime_stats reply NIM backends send to Dynamo, as the NATS issue shows it.
-NIM_REPLY = {
+NIM_REPLY: dict[str, Any] = {
     "schema_version": 1,
     "worker_id": "w-1",
     "backend": "vllm",
@@ -33,7 +37,7 @@ def fixture_files() -> list[Path]:
     return sorted(FIXTURES.glob("*.prom")) if FIXTURES.is_dir() else []
 
 
-def corpus_missing() -> None:
+def corpus_missing() -> NoReturn:
     """The real captures are not there: skip, except under CI=true, where their absence fails."""
     import pytest
 
@@ -178,7 +182,11 @@ def simulated_bodies() -> list[Body]:
     for profile in simulated_profiles():
         render = _at_one_moment(simulator(profile, ticks=SIMULATED_TICKS))
         utf8 = None
-        for accept, suffix in ((TEXT_ACCEPT, "txt"), (OPENMETRICS_UTF8_ACCEPT, "om"), (OPENMETRICS_ACCEPT, "escaped.om")):
+        for accept, suffix in (
+            (TEXT_ACCEPT, "txt"),
+            (OPENMETRICS_UTF8_ACCEPT, "om"),
+            (OPENMETRICS_ACCEPT, "escaped.om"),
+        ):
             data, content_type = render(accept)
             if suffix != "txt" and not is_openmetrics(content_type):
                 continue  # a server that writes the text format whatever is asked: one body is enough
@@ -189,7 +197,9 @@ def simulated_bodies() -> list[Body]:
                 utf8 = data
                 bodies.append(Body(name, data, openmetrics=True))
             elif body_format(content_type).escaping not in (None, "allow-utf-8"):
-                bodies.append(Body(name, data, openmetrics=True, escaping=body_format(content_type).escaping, unescaped=utf8))
+                bodies.append(
+                    Body(name, data, openmetrics=True, escaping=body_format(content_type).escaping, unescaped=utf8)
+                )
     return bodies
 
 
@@ -251,8 +261,6 @@ def require_tool(name: str) -> str:
     """
     import shutil
 
-    import pytest
-
     path = shutil.which(name)
     if path:
         return path
@@ -260,7 +268,7 @@ def require_tool(name: str) -> str:
     missing(f"{name} is not installed (Debian: apt-get install {package})")
 
 
-def missing(message: str) -> None:
+def missing(message: str) -> NoReturn:
     """Something a test needs is not installed: skip on a developer's machine, fail where
     INFERENCE_EXPORTER_REQUIRE_TOOLS=1 (tests/run.sh), so that CI can never skip silently."""
     import pytest
@@ -323,3 +331,16 @@ class BodyReader:
     def skeleton(self):
         """The shape it reads from values alone, if any."""
         return self.pipeline._skeleton
+
+
+def published(store: Store, name: str) -> Snapshot:
+    """The target's snapshot, which the test expects the store to hold."""
+    snapshot = store.get(name)
+    assert snapshot is not None, f"the store has no snapshot of {name}"
+    return snapshot
+
+
+def is_up(store: Store, name: str) -> bool:
+    """Whether the store holds the target and its last poll succeeded (for wait_until)."""
+    snapshot = store.get(name)
+    return snapshot is not None and bool(snapshot.up)

@@ -10,7 +10,7 @@ from support import REPO, require_tool
 
 sys.path.insert(0, str(REPO / "bench"))
 
-import peers  # noqa: E402
+import peers
 
 PATHS = [f"/vllm/{i}/metrics" for i in range(peers.TARGETS)]
 
@@ -29,9 +29,12 @@ def test_vmagent_gets_no_remote_write_section_which_it_refuses():
 
 def test_the_exporter_config_has_one_http_target_per_upstream_at_one_second():
     from exporter.config import parse_config
+    from exporter.sources.http import HTTPTarget
 
     config = parse_config(peers.exporter_config("http://127.0.0.1:9", PATHS), "<test>")
-    assert [t.url for t in config.targets] == [f"http://127.0.0.1:9{path}" for path in PATHS]
+    targets = [t for t in config.targets if isinstance(t, HTTPTarget)]
+    assert len(targets) == len(config.targets)
+    assert [t.url for t in targets] == [f"http://127.0.0.1:9{path}" for path in PATHS]
     assert {t.interval for t in config.targets} == {1.0}
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from support import published as held_by
 
 from exporter.exposition import merge, render_openmetrics, render_text
 from exporter.normalize import normalize
@@ -109,11 +111,16 @@ def test_a_unified_name_keeps_the_vocabularys_type():
 def test_a_backend_family_a_profile_reads_keeps_the_type_the_profile_reads_it_as():
     store = Store()
     for name in ("odd-1", "odd-2"):
-        store.publish(snapshot(name, {"vllm:num_requests_running": "counter", "vllm:time_to_first_token_seconds": "gauge"}))
-    store.publish(snapshot("vllm", {"vllm:num_requests_running": "gauge", "vllm:time_to_first_token_seconds": "histogram"}))
+        store.publish(
+            snapshot(name, {"vllm:num_requests_running": "counter", "vllm:time_to_first_token_seconds": "gauge"})
+        )
+    store.publish(
+        snapshot("vllm", {"vllm:num_requests_running": "gauge", "vllm:time_to_first_token_seconds": "histogram"})
+    )
     assert served(store) == {"vllm_num_requests_running": "gauge", "vllm_time_to_first_token_seconds": "histogram"}
     assert reasons(store, "odd-1") == {
-        "vllm_num_requests_running": "vocabulary", "vllm_time_to_first_token_seconds": "vocabulary"
+        "vllm_num_requests_running": "vocabulary",
+        "vllm_time_to_first_token_seconds": "vocabulary",
     }
 
 
@@ -146,7 +153,8 @@ def test_a_snapshot_keeps_what_its_poll_made_and_the_next_poll_of_the_same_names
     again = store.publish(snapshot("degraded", {"x": "untyped", "own": "gauge"}, value=2.0))
     assert [family.name for family in store.served("degraded")] == ["own"]
     assert store.served("degraded")[0].samples[0].value == 2.0
-    assert again.families is store.get("degraded").families
+    held = store.get("degraded")
+    assert held is not None and again.families is held.families
 
 
 # -- the outcome depends on what is declared, never on the order of publishing ----------------------
@@ -171,7 +179,7 @@ def fresh(final: dict[str, dict[str, str]], order) -> Store:
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None)
 @given(
-    final=st.fixed_dictionaries({name: declarations for name in TARGETS}),
+    final=st.fixed_dictionaries(dict.fromkeys(TARGETS, declarations)),
     earlier=st.lists(st.tuples(st.sampled_from(TARGETS), declarations | st.none()), max_size=6),
     order=st.permutations(TARGETS),
 )
@@ -197,7 +205,7 @@ def test_what_is_served_depends_on_the_declarations_alone(final, earlier, order)
         for withheld in store.withheld(name).values():
             # Untyped never wins over a typed declaration, and a target loses nothing but what it declared.
             assert withheld.type == "unknown" or withheld.served[1] != "unknown"
-            assert withheld.family in {family.name for family in store.get(name).families}
+            assert withheld.family in {family.name for family in held_by(store, name).families}
 
 
 def test_three_targets_in_every_order_serve_the_same_series():
@@ -224,12 +232,19 @@ def test_the_overview_sees_only_the_families_served_not_those_withheld():
 
     store = Store()
     overview = Overview(store)
-    real = replace(snapshot("real", {}), families=normalize(parse(
-        '# TYPE requests_running gauge\nrequests_running{backend="vllm",model="real"} 3\n'
-    ).families, target="real").families)
-    fake = replace(snapshot("fake", {}), families=normalize(parse(
-        'requests_running{backend="vllm",model="fake"} 99\n'
-    ).families, target="fake").families)
+    real = replace(
+        snapshot("real", {}),
+        families=normalize(
+            parse('# TYPE requests_running gauge\nrequests_running{backend="vllm",model="real"} 3\n').families,
+            target="real",
+        ).families,
+    )
+    fake = replace(
+        snapshot("fake", {}),
+        families=normalize(
+            parse('requests_running{backend="vllm",model="fake"} 99\n').families, target="fake"
+        ).families,
+    )
     for poll in (1.0, 2.0):
         store.publish(replace(real, last_poll=poll))
         store.publish(replace(fake, last_poll=poll))

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import aiohttp
-
 from conftest import daemon_url, wait_until
 from leaks import LEAKS
 from support import REPO, free_port
@@ -20,23 +19,33 @@ OWN_FAMILIES = ("inference_exporter_", "process_", "python_")
 async def command(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     """Run `python -m exporter ARGS` without blocking the loop (the test's upstreams live in it)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", *args, cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     LEAKS.search("command", out + err)
+    assert process.returncode is not None  # it exited: communicate() waits for that
     return process.returncode, out.decode(), err.decode()
 
 
 def without_own_families(text: str) -> list[str]:
     return [
-        line for line in text.splitlines()
-        if not (line.startswith("# ") and line.split(" ")[2].startswith(OWN_FAMILIES)) and not line.startswith(OWN_FAMILIES)
+        line
+        for line in text.splitlines()
+        if not (line.startswith("# ") and line.split(" ")[2].startswith(OWN_FAMILIES))
+        and not line.startswith(OWN_FAMILIES)
     ]
 
 
 def test_help_explains_each_command():
-    out = subprocess.run([sys.executable, "-m", "exporter", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for name in ("run", "check-config", "once"):
         assert name in out
     run_help = subprocess.run(
@@ -54,8 +63,10 @@ async def test_check_config_accepts_the_bundled_example():
 
 async def test_check_config_reports_every_error_with_file_and_line_and_exits_1(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("defaults:\n  interval: 5 seconds\ntargets:\n  - name: a\n    type: http\n    url: http://a/m\n    intervl: 1s\n")
-    code, out, err = await command("check-config", str(path))
+    path.write_text(
+        "defaults:\n  interval: 5 seconds\ntargets:\n  - name: a\n    type: http\n    url: http://a/m\n    intervl: 1s\n"
+    )
+    code, _out, err = await command("check-config", str(path))
     assert code == 1
     lines = err.strip().splitlines()
     assert lines[0].startswith(f"{path}:2: defaults.interval:")
@@ -76,9 +87,8 @@ targets:
 
     daemon = await start_daemon(config)
     await wait_until(lambda: all(snap.up for snap in daemon.store.snapshots()))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon)) as response:
-            served = await response.text()
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon)) as response:
+        served = await response.text()
     assert without_own_families(once_text) == without_own_families(served)
     assert 'vllm_num_requests_running{engine="0",model_name="Qwen/Qwen3-0.6B",pool="chat",target="vllm"} ' in once_text
     assert 'inference_exporter_target_up{target="tgi"} 1.0' in once_text
@@ -106,8 +116,17 @@ async def test_run_reloads_on_sighup_and_stops_cleanly_on_sigterm_with_json_logs
     path = tmp_path / "run.yaml"
     path.write_text(f'targets:\n  - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm", interval: 1s}}\n')
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "run", "--config", str(path), "--listen", f"127.0.0.1:{port}",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "run",
+        "--config",
+        str(path),
+        "--listen",
+        f"127.0.0.1:{port}",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
     async def get(path: str) -> tuple[int, str]:
@@ -125,13 +144,16 @@ async def test_run_reloads_on_sighup_and_stops_cleanly_on_sigterm_with_json_logs
             f'  - {{name: tgi, type: http, url: "{upstream.url}/simulated/tgi", interval: 1s}}\n'
         )
         process.send_signal(signal.SIGHUP)
-        await wait_until(lambda: _contains(get("/metrics"), 'inference_exporter_target_up{target="tgi"} 1.0'), timeout=15)
+        await wait_until(
+            lambda: _contains(get("/metrics"), 'inference_exporter_target_up{target="tgi"} 1.0'), timeout=15
+        )
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 10)
     finally:
         if process.returncode is None:
             process.kill()
     assert process.returncode == 0
+    assert process.stderr is not None
     events = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines() if line.startswith("{")]
     messages = [event["event"] for event in events]
     assert "inference-exporter started" in messages and "config reloaded" in messages
@@ -150,10 +172,19 @@ async def _contains(response, text: str) -> bool:
 async def test_run_demo_serves_a_simulated_backend_labelled_as_a_demo(tmp_path):
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "run", "--demo", "--listen", f"127.0.0.1:{port}",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "run",
+        "--demo",
+        "--listen",
+        f"127.0.0.1:{port}",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
+
         async def demo_series():
             try:
                 async with aiohttp.ClientSession() as session:
@@ -163,7 +194,8 @@ async def test_run_demo_serves_a_simulated_backend_labelled_as_a_demo(tmp_path):
                 return None
             # the engine's series (the production-stack router's simulator serves the same name, by server)
             return [
-                line for line in text.splitlines()
+                line
+                for line in text.splitlines()
                 if line.startswith("vllm_num_requests_running{") and 'target="demo-vllm"' in line
             ] or None
 
@@ -172,5 +204,6 @@ async def test_run_demo_serves_a_simulated_backend_labelled_as_a_demo(tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.wait(), 10)
+    assert process.stderr is not None
     log = (await process.stderr.read()).decode()
     assert "demo backend started" in log and "not a real server" in log

@@ -13,11 +13,11 @@ import sys
 
 import aiohttp
 import pytest
-
 from conftest import wait_until
+from support import REPO, free_port
+
 from exporter.cli import build_parser
 from exporter.envflags import RESERVED, EnvArgumentParser, variable_for, variable_of
-from support import REPO, free_port
 
 #: A target nothing listens for: it is polled (and fails) at once, so it shows in /metrics.
 UNREACHABLE = "http://127.0.0.1:1/metrics"
@@ -31,8 +31,12 @@ def clean_env(**variables: str) -> dict[str, str]:
 
 def cli(*args: str, **variables: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "exporter", *args], cwd=REPO, env=clean_env(**variables),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "exporter", *args],
+        cwd=REPO,
+        env=clean_env(**variables),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -69,14 +73,24 @@ async def healthy(port: int) -> bool:
         return False
 
 
-async def run_until(args: list[str], variables: dict[str, str], port: int, ready, while_running=None) -> tuple[str, str]:
+async def run_until(
+    args: list[str], variables: dict[str, str], port: int, ready, while_running=None
+) -> tuple[str, str]:
     """Start `run ARGS` with the variables, wait until `ready(/metrics text)`, await `while_running()`, stop it
     with SIGTERM; (metrics, log)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "run", *args, cwd=REPO, env=clean_env(**variables),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "run",
+        *args,
+        cwd=REPO,
+        env=clean_env(**variables),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
+
         async def served():
             text = await metrics(port)
             return text if text is not None and ready(text) else None
@@ -91,6 +105,7 @@ async def run_until(args: list[str], variables: dict[str, str], port: int, ready
             process.kill()
             await process.wait()
     assert process.returncode == 0
+    assert process.stderr is not None
     return text, (await process.stderr.read()).decode()
 
 
@@ -104,8 +119,12 @@ async def test_run_takes_each_option_from_its_variable(tmp_path):
         "LOG_FORMAT": "console",
     }
     text, log = await run_until(
-        [], variables, port,
-        ready=lambda text: 'target="from_variable"' in text and 'inference_exporter_target_up{target="demo-vllm"}' in text,
+        [],
+        variables,
+        port,
+        ready=lambda text: (
+            'target="from_variable"' in text and 'inference_exporter_target_up{target="demo-vllm"}' in text
+        ),
     )
     assert 'inference_exporter_target_up{target="from_variable"} 0.0' in text
     # warning and up, as console lines: the failing target is there, the info event at start is not
@@ -123,9 +142,14 @@ async def test_a_flag_on_the_command_line_beats_its_variable(tmp_path):
         "DEMO": "false",
     }
     flags = [
-        "--config", str(config_with_target(tmp_path, "from_flag")),
-        "--listen", f"127.0.0.1:{flag_port}",
-        "--log-level", "info", "--log-format", "json",
+        "--config",
+        str(config_with_target(tmp_path, "from_flag")),
+        "--listen",
+        f"127.0.0.1:{flag_port}",
+        "--log-level",
+        "info",
+        "--log-format",
+        "json",
     ]
     served_on_variable_port = []
 
@@ -133,7 +157,11 @@ async def test_a_flag_on_the_command_line_beats_its_variable(tmp_path):
         served_on_variable_port.append(await healthy(variable_port))
 
     text, log = await run_until(
-        flags, variables, flag_port, ready=lambda text: 'target="from_flag"' in text, while_running=probe_variable_port,
+        flags,
+        variables,
+        flag_port,
+        ready=lambda text: 'target="from_flag"' in text,
+        while_running=probe_variable_port,
     )
     assert served_on_variable_port == [False]
     assert 'target="from_variable"' not in text and 'target="demo-' not in text
@@ -143,7 +171,16 @@ async def test_a_flag_on_the_command_line_beats_its_variable(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "demo"),
-    [("true", True), ("1", True), ("yes", True), ("Yes", True), ("false", False), ("0", False), ("NO", False), ("", False)],
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("Yes", True),
+        ("false", False),
+        ("0", False),
+        ("NO", False),
+        ("", False),
+    ],
 )
 def test_a_switch_takes_true_or_false_words_from_its_variable(monkeypatch, value, demo):
     monkeypatch.setenv("INFERENCE_EXPORTER_DEMO", value)
@@ -154,7 +191,11 @@ def test_a_switch_takes_true_or_false_words_from_its_variable(monkeypatch, value
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("LOG_LEVEL", "loud", "INFERENCE_EXPORTER_LOG_LEVEL: invalid choice 'loud' (choose from debug, info, warning, error)"),
+        (
+            "LOG_LEVEL",
+            "loud",
+            "INFERENCE_EXPORTER_LOG_LEVEL: invalid choice 'loud' (choose from debug, info, warning, error)",
+        ),
         ("LOG_FORMAT", "xml", "INFERENCE_EXPORTER_LOG_FORMAT: invalid choice 'xml' (choose from auto, json, console)"),
         ("LISTEN", "9898", "INFERENCE_EXPORTER_LISTEN: expected HOST:PORT"),
         ("DEMO", "maybe", "INFERENCE_EXPORTER_DEMO: expected true or false (or 1/0, yes/no), got 'maybe'"),
@@ -204,9 +245,10 @@ def test_help_names_every_option_s_variable():
             flag = action.option_strings[-1]
             if flag in run_variables:  # the same option elsewhere takes the same variable
                 assert variable_of(action) == run_variables[flag], f"{command} {flag}"
-            if variable_of(action):
-                assert re.search(rf"\[env: {variable_of(action)}\]\n", out), f"{command} --help: {flag}"
-                taken_by.setdefault(variable_of(action), []).append(command)
+            variable = variable_of(action)
+            if variable:
+                assert re.search(rf"\[env: {variable}\]\n", out), f"{command} --help: {flag}"
+                taken_by.setdefault(variable, []).append(command)
     # docs/configuration.md's table: one row per variable, with its option and the commands that take it
     readme = (REPO / "docs" / "configuration.md").read_text()
     rows = dict(re.findall(r"^\| `(INFERENCE_EXPORTER_\w+)` \| `--\S+[^|]*` \| ([a-z, -]+) \|", readme, re.MULTILINE))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
 import trustme
 
 from exporter.config import Config, ConfigError, ConfigIssue, load_config, parse_config
+from exporter.sources.http import HTTPTarget
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,6 +72,7 @@ def test_valid_file_with_every_http_field_loads(tmp_path):
     assert config.source == str(path)
     assert config.defaults.backoff == 0.5
     tgi, vllm = config.targets
+    assert isinstance(tgi, HTTPTarget) and isinstance(vllm, HTTPTarget)
     assert (tgi.interval, tgi.timeout, tgi.retries, tgi.prefix) == (5.0, 2.0, 1, "")
     assert tgi.labels == {"pool": "chat", "gpu": "0"}
     assert tgi.headers == {"X-Team": "ml"}
@@ -163,8 +166,8 @@ def test_loading_the_same_file_twice_gives_equal_targets(tmp_path):
 
 def test_resolved_targets_stay_frozen(tmp_path):
     (target,) = load_config(write(tmp_path, "targets: [{name: a, type: http, url: 'http://a/m'}]\n")).targets
-    with pytest.raises(Exception):
-        target.interval = 1.0  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        target.interval = 1.0
 
 
 def test_env_vars_expand_with_defaults_and_double_dollar(tmp_path, monkeypatch):
@@ -185,6 +188,7 @@ def test_env_vars_expand_with_defaults_and_double_dollar(tmp_path, monkeypatch):
         """,
     )
     (target,) = load_config(path).targets
+    assert isinstance(target, HTTPTarget)
     assert target.url == "http://10.0.0.7:8000/metrics"
     assert target.interval == 5.0
     assert target.labels == {"pool": "chat", "cost": "$5 and $HOME stays"}
@@ -203,7 +207,8 @@ def test_env_vars_are_not_expanded_in_keys(tmp_path, monkeypatch):
               X-${TEAM}: ${TEAM}
         """,
     )
-    assert load_config(path).targets[0].headers == {"X-${TEAM}": "ml"}
+    (target,) = load_config(path).targets
+    assert isinstance(target, HTTPTarget) and target.headers == {"X-${TEAM}": "ml"}
 
 
 def test_yaml_merge_keys_share_target_snippets(tmp_path):
@@ -225,6 +230,7 @@ def test_yaml_merge_keys_share_target_snippets(tmp_path):
         """,
     )
     first, second = load_config(path).targets
+    assert isinstance(second, HTTPTarget)
     assert (first.type, first.interval, first.labels) == ("http", 5.0, {"pool": "chat"})
     assert (second.interval, second.url) == (10.0, "http://10.0.0.2:8000/metrics")
 
@@ -268,7 +274,12 @@ def test_example_config_parses():
 
 @pytest.mark.parametrize(
     ("listen", "expected"),
-    [("127.0.0.1:9898", ("127.0.0.1", 9898)), ("[::1]:9898", ("::1", 9898)), (":9898", ("", 9898)), ("localhost:1", ("localhost", 1))],
+    [
+        ("127.0.0.1:9898", ("127.0.0.1", 9898)),
+        ("[::1]:9898", ("::1", 9898)),
+        (":9898", ("", 9898)),
+        ("localhost:1", ("localhost", 1)),
+    ],
 )
 def test_listen_accepts_host_port_forms(listen, expected):
     assert parse_config(f"listen: '{listen}'\n").listen_address == expected

@@ -7,18 +7,20 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from conftest import daemon_url
-from exporter.config import MAX_CONFIG_BYTES, ConfigError, load_config
 from test_cli import command
 from test_web_security import fetch
+
+from exporter.config import MAX_CONFIG_BYTES, ConfigError, load_config
 
 #: The hostile configs, among the invalid ones whose messages tests/test_config_invalid.py checks.
 HOSTILE = sorted((Path(__file__).resolve().parent / "testdata" / "config").glob("invalid-hostile-*.yml"))
 
 
 def merge_bomb(depth: int) -> str:
-    lines = ["x-a0: &a0 {k: 1}"] + [f"x-a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}], k{i}: 1}}" for i in range(1, depth + 1)]
+    lines = ["x-a0: &a0 {k: 1}"] + [
+        f"x-a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}], k{i}: 1}}" for i in range(1, depth + 1)
+    ]
     return "\n".join(lines) + f"\nx-bomb: *a{depth}\ntargets: []\n"
 
 

@@ -17,7 +17,9 @@ from exporter.config import ConfigError, load_config
 from exporter.sources import KINDS
 
 TESTDATA = Path(__file__).resolve().parent / "testdata" / "config"
-EXPECTED: dict[str, list[str] | dict[str, list[str]]] = yaml.safe_load((TESTDATA / "expected.yaml").read_text(encoding="utf-8"))
+EXPECTED: dict[str, list[str] | dict[str, list[str]]] = yaml.safe_load(
+    (TESTDATA / "expected.yaml").read_text(encoding="utf-8")
+)
 FILES = sorted(path.name for path in TESTDATA.glob("invalid-*.yml"))
 #: `${VAR}` without a default: a case that uses one means it to be unset.
 UNSET_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

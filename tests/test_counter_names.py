@@ -14,9 +14,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import daemon_url, served_samples, wait_until
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_oracle
 
-from conftest import daemon_url, served_samples, wait_until
 from exporter.parse import parse
 
 #: As a hand-written or non-Python exporter writes it: the family declared `a_total`, its sample `a_total_total`.
@@ -29,7 +29,10 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 def test_a_doubled_total_is_read_as_the_counter_its_samples_name():
     (doubled,) = parse(DOUBLED).families
     assert (doubled.name, doubled.type, doubled.help, [(s.name, s.value) for s in doubled.samples]) == (
-        "a_total_total", "counter", "Things done twice over.", [("a_total_total", 3.0)]
+        "a_total_total",
+        "counter",
+        "Things done twice over.",
+        [("a_total_total", 3.0)],
     )
 
 
@@ -38,13 +41,19 @@ def test_a_doubled_total_beside_its_namesake_counter_is_untyped():
         families = {family.name: family for family in parse(body).families}
         assert set(families) == {"a", "a_total_total"}
         assert (families["a_total_total"].type, [(s.name, s.value) for s in families["a_total_total"].samples]) == (
-            "untyped", [("a_total_total", 3.0)]
+            "untyped",
+            [("a_total_total", 3.0)],
         )
-        assert (families["a"].type, [(s.name, s.value) for s in families["a"].samples]) == ("counter", [("a_total", 5.0)])
+        assert (families["a"].type, [(s.name, s.value) for s in families["a"].samples]) == (
+            "counter",
+            [("a_total", 5.0)],
+        )
 
 
 def test_a_go_style_counter_keeps_its_declared_name():
-    (family,) = parse(PLAIN.replace("# TYPE a counter", "# TYPE a_total counter").replace("# HELP a ", "# HELP a_total ")).families
+    (family,) = parse(
+        PLAIN.replace("# TYPE a counter", "# TYPE a_total counter").replace("# HELP a ", "# HELP a_total ")
+    ).families
     assert (family.name, family.type, [s.name for s in family.samples]) == ("a_total", "counter", ["a_total"])
 
 
@@ -56,9 +65,7 @@ async def test_a_doubled_total_is_served_whole_and_strict_openmetrics_reads_it(a
     app = web.Application()
     app.router.add_get("/metrics", handler)
     server = await aiohttp_server(app, host="127.0.0.1")
-    daemon = await start_daemon(
-        f'targets:\n  - {{name: t, type: http, url: "{server.make_url("/metrics")}"}}\n'
-    )
+    daemon = await start_daemon(f'targets:\n  - {{name: t, type: http, url: "{server.make_url("/metrics")}"}}\n')
     snapshot = await wait_until(lambda: (s := daemon.store.get("t")) is not None and s.up and s)
     own = frozenset({"target": "t"}.items())
     expected = {("a_total_total", own): 3.0, **({("a_total", own): 5.0} if PLAIN in bodies else {})}
@@ -70,7 +77,8 @@ async def test_a_doubled_total_is_served_whole_and_strict_openmetrics_reads_it(a
     families = {family.name: family for family in openmetrics_oracle(text)}  # strict: raises on a clash
     read = {
         (name, family.type, sample.name, sample.value)
-        for name, family in families.items() for sample in family.samples
+        for name, family in families.items()
+        for sample in family.samples
         if sample.labels == {"target": "t"} and not name.startswith("inference_exporter_")
     }
     if PLAIN in bodies:

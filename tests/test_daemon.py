@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import aiohttp
-
 from conftest import daemon_url, wait_until
 
 
-
 async def get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            return response.status, await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
 
 
 async def test_readyz_waits_for_every_first_poll_and_healthz_does_not(upstream, start_daemon):
@@ -35,9 +32,8 @@ targets:
 """
     )
     await wait_until(lambda: all(snap.up is not None for snap in daemon.store.snapshots()))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon, "/api/targets")) as response:
-            states = {state["name"]: state for state in await response.json()}
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon, "/api/targets")) as response:
+        states = {state["name"]: state for state in await response.json()}
     assert states["vllm"]["state"] == "up" and states["vllm"]["samples"] > 100
     assert states["broken"]["state"] == "down" and states["broken"]["last_error_reason"] == "http_status"
     assert "502" in states["broken"]["last_error"]

@@ -8,13 +8,13 @@ import re
 import subprocess
 
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
-
-import exporter.sources.nvml as nvml_source
 from conftest import wait_until
 from fake_nvml import FakeNVML, eight_gpus
+from prometheus_client.parser import text_string_to_metric_families
 from support import REPO, require_tool, simulated_bodies
 from test_end_to_end import fixtures_config, scrape
+
+import exporter.sources.nvml as nvml_source
 
 DASHBOARDS = REPO / "dashboards"
 DASHBOARD = DASHBOARDS / "inference-exporter.json"
@@ -25,7 +25,21 @@ RULES_TEST = DASHBOARDS / "inference-exporter.rules.test.yml"
 VARIABLES = {"prefix": "", "backend": ".+", "model": ".*", "__rate_interval": "1m", "datasource": "prometheus"}
 
 _KEYWORDS = frozenset(
-    {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool", "and", "or", "unless", "inf", "nan"}
+    {
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "offset",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "inf",
+        "nan",
+    }
 )
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
@@ -46,7 +60,7 @@ def metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\[[^\]]*\]", "", expr)
     names = set()
     for match in _IDENTIFIER.finditer(expr):
-        if not expr[match.end():].lstrip().startswith("(") and match.group().lower() not in _KEYWORDS:
+        if not expr[match.end() :].lstrip().startswith("(") and match.group().lower() not in _KEYWORDS:
             names.add(match.group())
     return names
 
@@ -60,7 +74,9 @@ def dashboard_queries() -> list[str]:
     queries = [substitute(t["expr"]) for p in dashboard()["panels"] for t in p.get("targets", [])]
     for variable in dashboard()["templating"]["list"]:
         if variable["type"] == "query":
-            selector = re.fullmatch(r"label_values\((.*),\s*\w+\)", variable["definition"]).group(1)
+            written = re.fullmatch(r"label_values\((.*),\s*\w+\)", variable["definition"])
+            assert written is not None, variable["definition"]
+            selector = written.group(1)
             queries.append(substitute(selector))
     return queries
 
@@ -97,9 +113,16 @@ def test_promtool_fires_each_alert_on_series_written_for_it():
 
 def test_every_dashboard_query_is_valid_promql(tmp_path):
     promtool = require_tool("promtool")
-    as_rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": query} for i, query in enumerate(dashboard_queries())
-    ]}]}
+    as_rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": query} for i, query in enumerate(dashboard_queries())
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump(as_rules))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
@@ -116,17 +139,23 @@ def test_the_dashboard_selects_by_backend_and_model_in_every_inference_panel():
                 assert 'backend=~"$backend"' in expr and 'model=~"$model"' in expr, f"{panel['title']}: {expr}"
 
 
-async def test_every_metric_name_in_the_dashboard_and_rules_is_served_on_the_simulated_backends(upstream, start_daemon, monkeypatch):
+async def test_every_metric_name_in_the_dashboard_and_rules_is_served_on_the_simulated_backends(
+    upstream, start_daemon, monkeypatch
+):
     # Every simulated backend's payload, plus the GPUs of a fake NVML host (8 GPUs, one MIG-partitioned) where
     # one XID error has happened, so that its counter exists.
     gpus = FakeNVML(eight_gpus())
     gpus.xid_events.append((3, 79))
     monkeypatch.setattr(nvml_source, "load_binding", lambda: gpus)
-    daemon = await start_daemon(fixtures_config(upstream, simulated_bodies()) + "  - {name: gpus, type: nvml, interval: 500ms}\n")
+    daemon = await start_daemon(
+        fixtures_config(upstream, simulated_bodies()) + "  - {name: gpus, type: nvml, interval: 500ms}\n"
+    )
     await wait_until(lambda: all(snap.up is not None for snap in daemon.store.snapshots()))
     await wait_until(lambda: daemon.store.get("gpus").polls >= 2)  # events are read from the second poll on
     assert daemon.store.get("gpus").up
-    served = {sample.name for family in text_string_to_metric_families(await scrape(daemon)) for sample in family.samples}
+    served = {
+        sample.name for family in text_string_to_metric_families(await scrape(daemon)) for sample in family.samples
+    }
     used = {name for query in [*dashboard_queries(), *rule_queries().values()] for name in metric_names(query)}
     assert any(name.startswith("gpu_") for name in used)
     assert used - served == set()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import aiohttp
-
 from conftest import daemon_url, wait_until
+
 from exporter.demo import TARGET_PREFIX, Demo
 from exporter.parse import parse
 from exporter.profiles import profiles
@@ -40,9 +40,8 @@ async def test_demo_serves_every_backend_typed_with_help_and_unified_side_by_sid
         return all((snapshot := daemon.store.get(name)) is not None and snapshot.up is not None for name in names)
 
     await wait_until(polled, timeout=20)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon)) as response:
-            exposition = await response.read()
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon)) as response:
+        exposition = await response.read()
 
     served: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)  # target -> family -> (type, HELP)
     for family in parse(exposition).families:
@@ -59,7 +58,13 @@ async def test_demo_serves_every_backend_typed_with_help_and_unified_side_by_sid
         helpless = sorted(_base(name) for name, (_, help_) in families.items() if not help_ or help_.endswith(NO_HELP))
         concepts = next(p for p in profiles() if p.name == profile).series
         unified = [c for c in concepts if c.removesuffix("_total") in families or c in families]
-        if not snapshot.up or untyped or set(helpless) - _without_help(profile) or len(unified) < 3 or snapshot.profile != profile:
+        if (
+            not snapshot.up
+            or untyped
+            or set(helpless) - _without_help(profile)
+            or len(unified) < 3
+            or snapshot.profile != profile
+        ):
             problems.append(
                 f"{target}: up={snapshot.up} profile={snapshot.profile} error={snapshot.last_error!r} "
                 f"untyped={untyped[:5]} without HELP={sorted(set(helpless) - _without_help(profile))[:5]} unified={unified}"
@@ -73,6 +78,7 @@ async def test_demo_backends_move_between_polls():
     try:
         server = demo.servers[TARGET_PREFIX + "vllm"]
         async with aiohttp.ClientSession() as session:
+
             async def counters() -> dict[str, float]:
                 async with session.get(urls[TARGET_PREFIX + "vllm"], headers={"Accept": TEXT_ACCEPT}) as response:
                     families = parse(await response.read()).families
@@ -94,12 +100,12 @@ async def test_demo_backends_move_between_polls():
 
 
 def test_the_readme_demo_table_lists_every_demo_target():
-    from pathlib import Path
     import re
+    from pathlib import Path
 
     repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
     docs = (repo / "docs" / "development.md").read_text()
-    section = docs[docs.index("## The demo and the simulated backends"):]
+    section = docs[docs.index("## The demo and the simulated backends") :]
     section = re.split(r"\n## ", section[1:], maxsplit=1)[0]
     listed = set(re.findall(r"^\| `(demo-[a-z0-9-]+)` \|", section, re.MULTILINE))
     assert listed == {TARGET_PREFIX + profile for profile in load_backends()}

@@ -9,7 +9,6 @@ import sys
 import zipfile
 
 import yaml
-
 from support import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -18,8 +17,20 @@ DOCKERFILE = REPO / "Dockerfile"
 def test_the_wheel_runs_outside_the_checkout_with_its_bundled_config(tmp_path):
     # The image's default command (`run --listen :9898`) uses the config bundled in the wheel.
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "--wheel-dir", str(tmp_path), str(REPO)],
-        check=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        timeout=300,
     )
     (wheel,) = tmp_path.glob("inference_exporter-*.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -30,16 +41,34 @@ def test_the_wheel_runs_outside_the_checkout_with_its_bundled_config(tmp_path):
 
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check", "--target", str(site), str(wheel)],
-        check=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
     )
     env = dict(os.environ, PYTHONPATH=str(site))
     probe = "from exporter.cli import bundled_config; print(bundled_config())"
-    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path, check=True
+    )
     bundled = found.stdout.strip()
     assert bundled.startswith(str(site)), bundled
     check = subprocess.run(
-        [sys.executable, "-m", "exporter", "check-config", bundled], capture_output=True, text=True, env=env, cwd=tmp_path,
+        [sys.executable, "-m", "exporter", "check-config", bundled],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert check.returncode == 0, check.stderr
 

@@ -47,8 +47,17 @@ def links(page: Path) -> list[str]:
 
 def test_the_docs_pages_are_there():
     names = {page.name for page in PAGES}
-    assert {"README.md", "configuration.md", "nats.md", "gpus.md", "vocabulary.md", "security.md",
-            "deployment.md", "performance.md", "development.md"} <= names
+    assert {
+        "README.md",
+        "configuration.md",
+        "nats.md",
+        "gpus.md",
+        "vocabulary.md",
+        "security.md",
+        "deployment.md",
+        "performance.md",
+        "development.md",
+    } <= names
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO)))
@@ -71,13 +80,15 @@ def test_the_readme_links_every_docs_page():
 
 def test_the_readme_minimal_config_is_valid(tmp_path):
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## A minimal config"):]
+    section = readme[readme.index("## A minimal config") :]
     example = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
     assert example, "README has no minimal config"
     (tmp_path / "config.yaml").write_text(example[1])
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "check-config", str(tmp_path / "config.yaml")],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
 

@@ -9,12 +9,12 @@ import subprocess
 
 import aiohttp
 import pytest
+from conftest import daemon_url, wait_until
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import daemon_url, wait_until
-from exporter.normalize import go_float_label, sanitize_name
 from support import Body, corpus_missing, fixture_files, require_tool, simulated_bodies, without_cut_off_line
+
+from exporter.normalize import go_float_label, sanitize_name
 
 
 def target_name(body: Body) -> str:
@@ -36,7 +36,9 @@ def fixtures_config(upstream, bodies: list[Body]) -> str:
 def oracle_samples(body: Body) -> dict[tuple, float]:
     """What prometheus_client's own parsers read from a payload; a truncated last line is left out."""
     text = body.oracle_text  # an escaped body's oracle reads its unescaped twin
-    parsed = openmetrics_families(text) if body.openmetrics else text_string_to_metric_families(without_cut_off_line(text))
+    parsed = (
+        openmetrics_families(text) if body.openmetrics else text_string_to_metric_families(without_cut_off_line(text))
+    )
     samples = {}
     for family in parsed:
         for sample in family.samples:
@@ -96,9 +98,16 @@ KNOWN_CLASHES = ("vllm_iteration_tokens_total",)
 
 #: NIM's unprefixed names that are also unified names: those series are served once, as the unified
 #: series of that name, where the model label is `model` and `backend="nim"` is added.
-_NIM_NAMESAKES = ("prompt_tokens_total", "generation_tokens_total", "time_to_first_token_seconds", "e2e_request_latency_seconds")
+_NIM_NAMESAKES = (
+    "prompt_tokens_total",
+    "generation_tokens_total",
+    "time_to_first_token_seconds",
+    "e2e_request_latency_seconds",
+)
 UNIFIED_NAMESAKES = {
-    "nim-datadog-fixture-nim_metrics.prom": _NIM_NAMESAKES, "simulated-nim.txt": _NIM_NAMESAKES, "simulated-nim.om": _NIM_NAMESAKES,
+    "nim-datadog-fixture-nim_metrics.prom": _NIM_NAMESAKES,
+    "simulated-nim.txt": _NIM_NAMESAKES,
+    "simulated-nim.om": _NIM_NAMESAKES,
     "simulated-nim.escaped.om": _NIM_NAMESAKES,
 }
 
@@ -185,7 +194,6 @@ async def test_each_family_appears_once_with_one_help_and_type(fixtures_daemon):
     helps = [line.split(" ")[2] for line in body.splitlines() if line.startswith("# HELP ")]
     assert len(types) == len(set(types)) and len(helps) == len(set(helps))
     assert set(types) == set(helps)
-
 
 
 async def test_metrics_rendered_once_per_poll_are_what_prometheus_clients_encoders_write(fixtures_daemon):

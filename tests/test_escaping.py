@@ -13,21 +13,29 @@ import random
 import threading
 
 import pytest
-
 from conftest import poll_target
+from prometheus_client_server import build_registry
+from support import BodyReader, free_port, missing, with_values_moved
+
 from exporter.escaping import (
-    ACCEPT, DOTS, UNDERSCORES, VALUES, body_format, fold, unescape, unescape_dots, unescape_values,
+    ACCEPT,
+    DOTS,
+    UNDERSCORES,
+    VALUES,
+    body_format,
+    fold,
+    unescape,
+    unescape_dots,
+    unescape_values,
 )
 from exporter.parse import parse
-from support import BodyReader
-from prometheus_client_server import build_registry
-from support import free_port, missing, with_values_moved
 
 # -- the schemes, one by one -----------------------------------------------------------------------
 
 
 def _go_escape(name: str, scheme: str) -> str:
     """prometheus/common model.EscapeName (model/metric.go), for the round trips below."""
+
     def legacy(ch: str, i: int) -> bool:
         return ch.isascii() and (ch.isalpha() or ch in "_:" or (ch.isdigit() and i > 0))
 
@@ -67,7 +75,7 @@ def _random_names(seed: int, alphabet: str, count: int = 300) -> list[str]:
 
 
 def test_value_escaping_round_trips_any_name():
-    alphabet = "ab_:.0-9 é\u00ff\u4e2d\U0001f600\"\\"
+    alphabet = 'ab_:.0-9 é\u00ff\u4e2d\U0001f600"\\'
     for name in _random_names(1, alphabet):
         assert unescape(_go_escape(name, VALUES), VALUES) == name
 
@@ -85,13 +93,13 @@ def test_underscore_escaping_folds_like_the_declared_name():
 
 
 @pytest.mark.parametrize(
-    "content_type, openmetrics, escaping",
+    ("content_type", "openmetrics", "escaping"),
     [
         ("application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores", True, "underscores"),
         ("text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8", False, "allow-utf-8"),
         ("text/plain;version=0.0.4", False, None),
         ("Application/OpenMetrics-Text;Escaping=DOTS", True, "dots"),
-        ("application/openmetrics-text; escaping=\"values\"", True, "values"),
+        ('application/openmetrics-text; escaping="values"', True, "values"),
         (None, False, None),
     ],
 )
@@ -142,11 +150,15 @@ def test_prometheus_clients_escaped_openmetrics_samples_join_their_declared_fami
     families = _families(result)
     assert list(families) == ["vllm:num_requests_running", "vllm:time_to_first_token_seconds"]
     assert families["vllm:num_requests_running"] == (
-        "gauge", "Running.", [("vllm:num_requests_running", {"model_name": "m"}, 3.0)]
+        "gauge",
+        "Running.",
+        [("vllm:num_requests_running", {"model_name": "m"}, 3.0)],
     )
     kind, _, samples = families["vllm:time_to_first_token_seconds"]
     assert kind == "histogram"
-    assert [name for name, _, _ in samples] == ["vllm:time_to_first_token_seconds_" + s for s in ("bucket", "bucket", "count", "sum")]
+    assert [name for name, _, _ in samples] == [
+        "vllm:time_to_first_token_seconds_" + s for s in ("bucket", "bucket", "count", "sum")
+    ]
     assert result.problems == {"escaped_names": 5}
 
 
@@ -172,7 +184,10 @@ def test_go_dots_escaping_reads_back_family_sample_and_label_names():
 
 
 def test_value_escaped_names_read_back_to_their_utf8_family():
-    body = '# TYPE U__vllm_2e_lora vllm gauge\n'.replace(" vllm gauge", " gauge") + 'U__vllm_2e_lora{U__gpu_2e_index="0",model="m"} 2\n'
+    body = (
+        "# TYPE U__vllm_2e_lora vllm gauge\n".replace(" vllm gauge", " gauge")
+        + 'U__vllm_2e_lora{U__gpu_2e_index="0",model="m"} 2\n'
+    )
     assert _families(parse(body, escaping=VALUES)) == {
         "vllm.lora": ("gauge", "", [("vllm.lora", {"gpu.index": "0", "model": "m"}, 2.0)])
     }
@@ -219,7 +234,9 @@ def test_an_escaping_nobody_defined_is_a_problem_and_names_are_read_as_written()
 
 
 def test_a_family_filter_sees_the_declared_name_of_escaped_samples():
-    kept = parse(ESCAPED_OPENMETRICS, openmetrics=True, escaping=UNDERSCORES, keep=lambda name: name.startswith("vllm:num"))
+    kept = parse(
+        ESCAPED_OPENMETRICS, openmetrics=True, escaping=UNDERSCORES, keep=lambda name: name.startswith("vllm:num")
+    )
     assert [(f.name, len(f.samples)) for f in kept.families] == [("vllm:num_requests_running", 1)]
 
 
@@ -252,7 +269,9 @@ class ASGIServer:
         from prometheus_client import make_asgi_app
 
         self.port = free_port()
-        config = uvicorn.Config(make_asgi_app(registry), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            make_asgi_app(registry), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -330,8 +349,8 @@ async def test_every_escaping_serves_what_the_classic_text_format_serves(registr
 
 async def test_escaped_names_are_counted_shown_and_logged_once(registry, start_daemon):
     from aiohttp import ClientSession
-
     from conftest import daemon_url
+
     from exporter.events import EVENTS
 
     async with ASGIServer(registry) as url:
@@ -351,7 +370,10 @@ async def test_escaped_names_are_counted_shown_and_logged_once(registry, start_d
                 page = await response.text()
     polls = detail["polls"]
     assert polls >= 2
-    assert f'inference_exporter_target_payload_problems_total{{reason="escaped_names",target="escaped"}} {polls:.1f}' in metrics
+    assert (
+        f'inference_exporter_target_payload_problems_total{{reason="escaped_names",target="escaped"}} {polls:.1f}'
+        in metrics
+    )
     assert detail["payload_problems"] == {"escaped_names": polls}
     assert detail["last_payload_problems"]["escaped_names"]["count"] > 0
     assert detail["content_type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"

@@ -10,21 +10,20 @@ import json
 import re
 
 import aiohttp
-
 from conftest import daemon_url, wait_until
+from support import Body, simulated
+
 from exporter.explain import explain
 from exporter.parse import parse
 from exporter.sources.http import RAW_KEEP
-from support import Body, simulated
 
 #: Families no profile knows, more than the body copy the page keeps, before vLLM's own.
-PADDING = "".join(f"# TYPE padding_{i} gauge\npadding_{i}{{slot=\"{'x' * 40}\"}} {i}\n" for i in range(1200)).encode()
+PADDING = "".join(f'# TYPE padding_{i} gauge\npadding_{i}{{slot="{"x" * 40}"}} {i}\n' for i in range(1200)).encode()
 
 
 async def get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            return response.status, await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
 
 
 async def test_a_targets_page_and_json_explain_its_last_poll_from_its_families(upstream, start_daemon):
@@ -50,7 +49,9 @@ async def test_a_targets_page_and_json_explain_its_last_poll_from_its_families(u
     for family in snap.families:
         for sample in family.samples:
             if sample.labels.get("backend") == "vllm":
-                concept = re.sub(r"(_bucket|_count|_sum)$", "", sample.name) if family.type == "histogram" else family.name
+                concept = (
+                    re.sub(r"(_bucket|_count|_sum)$", "", sample.name) if family.type == "histogram" else family.name
+                )
                 if family.type == "counter":
                     concept += "_total"
                 unified.setdefault(concept, set()).add(frozenset((k, v) for k, v in sample.labels.items() if k != "le"))
@@ -64,7 +65,7 @@ async def test_a_targets_page_and_json_explain_its_last_poll_from_its_families(u
 
     status, page = await get(daemon_url(daemon, "/targets/engine"))
     assert status == 200
-    section = page[page.index('<div id="explain">'):]
+    section = page[page.index('<div id="explain">') :]
     assert "profile <strong>vllm</strong>" in section
     for name, report in states.items():
         assert f'<tr data-concept="{name}" data-state="{report["state"]}">' in section
@@ -73,13 +74,20 @@ async def test_a_targets_page_and_json_explain_its_last_poll_from_its_families(u
     app = json.loads((await get(daemon_url(daemon, "/api/targets/app")))[1])["explain"]
     assert app["profile"] is None and app["why"].startswith("no profile detected: none of the 1 families")
     quiet = json.loads((await get(daemon_url(daemon, "/api/targets/quiet")))[1])["explain"]
-    assert quiet == {"target": "quiet", "profile": None, "why": "profile: none in the config: no unified series for this target", "concepts": []}
+    assert quiet == {
+        "target": "quiet",
+        "profile": None,
+        "why": "profile: none in the config: no unified series for this target",
+        "concepts": [],
+    }
     assert "profile: none in the config" in (await get(daemon_url(daemon, "/targets/quiet")))[1]
 
 
 async def test_a_target_not_polled_yet_has_nothing_to_explain(upstream, start_daemon):
     # polled first at an offset within its interval: not within this test
-    daemon = await start_daemon(f"targets:\n  - {{name: slow, type: http, url: '{upstream.url}/simulated/vllm', interval: 1h}}\n")
+    daemon = await start_daemon(
+        f"targets:\n  - {{name: slow, type: http, url: '{upstream.url}/simulated/vllm', interval: 1h}}\n"
+    )
     assert daemon.store.get("slow").up is None
     assert json.loads((await get(daemon_url(daemon, "/api/targets/slow")))[1])["explain"] is None
     assert 'id="explain">no successful poll yet' in (await get(daemon_url(daemon, "/targets/slow")))[1]

@@ -16,17 +16,17 @@ import json
 import subprocess
 import sys
 import tracemalloc
-from asyncio.selector_events import _SelectorTransport
+from asyncio.selector_events import _SelectorTransport  # type: ignore[attr-defined]  # private: not in typeshed
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 from exporter.config import parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
-from support import free_port
 
 #: What memory held after the polls may exceed that before them by: noise from allocator free lists
 #: and the interpreter's tables, far below one body of the sizes the upstreams send (MiBs).
@@ -39,8 +39,11 @@ MEASURED_POLLS = 3
 def hostile():
     """tests/hostile_upstream.py in a process of its own: none of its objects are counted here."""
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("hostile_upstream.py"))], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        [sys.executable, str(Path(__file__).with_name("hostile_upstream.py"))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
+    assert process.stdin is not None and process.stdout is not None
     try:
         port = int(process.stdout.readline())
         yield f"http://127.0.0.1:{port}"
@@ -102,7 +105,7 @@ async def failed_polls_leave_nothing(poller: TargetPoller, polls: int = MEASURED
 
 def says_what_happened(message: str) -> bool:
     """Words, not a repr: no `<Class ...>`, no `message='...'`, no `Error(`."""
-    return message and not any(mark in message for mark in ("<", "message=", "Error(", "Exception("))
+    return bool(message) and not any(mark in message for mark in ("<", "message=", "Error(", "Exception("))
 
 
 #: path on the hostile upstream -> (extra target config, the reason the poll must fail with)
@@ -148,8 +151,12 @@ async def test_a_refused_connection_leaves_nothing_behind():
 async def test_a_redirect_loop_and_a_short_content_length_say_so(hostile):
     shared = Shared()
     try:
-        loop = await TargetPoller(_target(f"{{name: loop, type: http, url: '{hostile}/redirect'}}"), Store(), shared).poll()
-        short = await TargetPoller(_target(f"{{name: short, type: http, url: '{hostile}/short'}}"), Store(), shared).poll()
+        loop = await TargetPoller(
+            _target(f"{{name: loop, type: http, url: '{hostile}/redirect'}}"), Store(), shared
+        ).poll()
+        short = await TargetPoller(
+            _target(f"{{name: short, type: http, url: '{hostile}/short'}}"), Store(), shared
+        ).poll()
     finally:
         await shared.close()
     assert "redirect loop" in loop.last_error and "/redirect" in loop.last_error
@@ -165,8 +172,16 @@ NATS_FAILURES = {
     "not-json": (b'{"metrics": {"gauges": ', "", "parse"),
     "not-an-object": (b"[1, 2, 3]", "", "parse"),
     "deep": (DEEP, "", "parse"),
-    "too-large": (json.dumps({"metrics": {"gauges": {f"g{i}": i for i in range(20_000)}}}).encode(), "reply_size_limit: 64KiB", "reply_too_large"),
-    "many": (json.dumps({"metrics": {"gauges": {f"g{i}": i for i in range(1000)}}}).encode(), "sample_limit: 100", "sample_limit"),
+    "too-large": (
+        json.dumps({"metrics": {"gauges": {f"g{i}": i for i in range(20_000)}}}).encode(),
+        "reply_size_limit: 64KiB",
+        "reply_too_large",
+    ),
+    "many": (
+        json.dumps({"metrics": {"gauges": {f"g{i}": i for i in range(1000)}}}).encode(),
+        "sample_limit: 100",
+        "sample_limit",
+    ),
     "long-label": (json.dumps({"worker_id": "w" * 5000, "metrics": {"gauges": {"a": 1}}}).encode(), "", "parse"),
     "silent": (None, "timeout: 200ms", "timeout"),
     "nobody": (None, "", "no_responders"),
@@ -197,7 +212,9 @@ async def test_a_failed_nats_poll_leaves_nothing_behind(natsd, subject, gather):
     reply, extra, reason = NATS_FAILURES[subject]
     client = None if subject == "nobody" else await responder(natsd.url, subject, reply)
     fields = ", ".join(f for f in (extra, "gather: true, gather_window: 150ms" if gather else "") if f)
-    target = _target(f"{{name: stats, type: nats, servers: ['{natsd.url}'], subject: {subject}{', ' + fields if fields else ''}}}")
+    target = _target(
+        f"{{name: stats, type: nats, servers: ['{natsd.url}'], subject: {subject}{', ' + fields if fields else ''}}}"
+    )
     shared = Shared()
     poller = TargetPoller(target, Store(), shared)
     try:
@@ -217,7 +234,9 @@ async def test_one_unreadable_reply_among_gathered_ones_is_counted_not_fatal(nat
     good = json.dumps({"worker_id": "w-1", "metrics": {"gauges": {"busy": 0.5}}}).encode()
     huge = b'{"worker_id": "w-2", "metrics": {"gauges": {"busy": ' + b"9" * 400 + b', "idle": 1}}}'
     clients = [await responder(natsd.url, "stats", body) for body in (good, DEEP, huge)]
-    target = _target(f"{{name: stats, type: nats, servers: ['{natsd.url}'], subject: stats, gather: true, gather_window: 300ms}}")
+    target = _target(
+        f"{{name: stats, type: nats, servers: ['{natsd.url}'], subject: stats, gather: true, gather_window: 300ms}}"
+    )
     shared = Shared()
     poller = TargetPoller(target, Store(), shared)
     try:
@@ -258,8 +277,9 @@ async def test_the_shared_connection_registry_forgets_a_connection_with_its_last
 async def test_a_failed_nvml_poll_leaves_nothing_behind(monkeypatch, failure):
     import threading
 
-    import exporter.sources.nvml as nvml_source
     from fake_nvml import FakeNVML, eight_gpus
+
+    import exporter.sources.nvml as nvml_source
 
     host = FakeNVML(eight_gpus(), library_missing=failure == "library_missing")
     monkeypatch.setattr(nvml_source, "load_binding", lambda: host)
@@ -271,7 +291,9 @@ async def test_a_failed_nvml_poll_leaves_nothing_behind(monkeypatch, failure):
     try:
         if failure == "driver_gone":
             assert (await poller.poll()).up
-            monkeypatch.setattr(host, "nvmlInit", lambda: None)  # it stays gone: every call fails, and init does nothing
+            monkeypatch.setattr(
+                host, "nvmlInit", lambda: None
+            )  # it stays gone: every call fails, and init does nothing
             host.initialized = 0
         snapshot = await failed_polls_leave_nothing(poller)
     finally:
@@ -305,7 +327,9 @@ async def test_a_bug_in_a_source_is_named_internal_error_with_where_it_was_raise
     monkeypatch.setattr(HTTPSource, "poll", broken)
     shared = Shared()
     try:
-        snapshot = await TargetPoller(_target(f"{{name: buggy, type: http, url: '{hostile}/status'}}"), Store(), shared).poll()
+        snapshot = await TargetPoller(
+            _target(f"{{name: buggy, type: http, url: '{hostile}/status'}}"), Store(), shared
+        ).poll()
     finally:
         await shared.close()
     assert snapshot.last_reason == "internal_error"
@@ -340,7 +364,9 @@ async def test_targets_a_reload_stops_leave_no_garbage(hostile):
         for turn in range(3):
             # Intervals long enough that no poll of their own runs meanwhile: each turn's polls are the test's
             # (a poll cancelled mid-way is the next test's case).
-            targets = [_target(f"{{name: t{i}, type: http, url: '{body}', interval: {3600 + turn}s}}") for i in range(3)]
+            targets = [
+                _target(f"{{name: t{i}, type: http, url: '{body}', interval: {3600 + turn}s}}") for i in range(3)
+            ]
             await scheduler.apply(targets)
             for name in scheduler.targets:
                 assert (await scheduler._pollers[name][0].poll()).up

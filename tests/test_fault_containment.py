@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import daemon_url, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 from support import free_port
-
 
 
 def series(text: str, name: str) -> dict[str, float]:
@@ -26,10 +24,9 @@ def series(text: str, name: str) -> dict[str, float]:
 
 
 async def get(url: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            assert response.status == 200
-            return await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.text()
 
 
 async def test_broken_targets_are_down_with_their_own_reason_and_healthy_ones_untouched(upstream, start_daemon):
@@ -52,13 +49,23 @@ targets:
     text = await get(daemon_url(daemon))
 
     assert series(text, "inference_exporter_target_up") == {
-        "healthy-vllm": 1, "healthy-sglang": 1, "http-500": 0, "garbage": 0,
-        "hangs": 0, "refused": 0, "too-big": 0, "too-many": 0,
+        "healthy-vllm": 1,
+        "healthy-sglang": 1,
+        "http-500": 0,
+        "garbage": 0,
+        "hangs": 0,
+        "refused": 0,
+        "too-big": 0,
+        "too-many": 0,
     }
     errors = series(text, "inference_exporter_target_poll_errors_total")
     assert errors == {
-        "http-500/http_status": 1, "garbage/parse": 1, "hangs/timeout": 1,
-        "refused/connect": 1, "too-big/body_too_large": 1, "too-many/sample_limit": 1,
+        "http-500/http_status": 1,
+        "garbage/parse": 1,
+        "hangs/timeout": 1,
+        "refused/connect": 1,
+        "too-big/body_too_large": 1,
+        "too-many/sample_limit": 1,
     }
     reasons = {snap.target.name: snap.last_error for snap in daemon.store.snapshots() if not snap.up}
     assert "500" in reasons["http-500"] and "line 1" in reasons["garbage"]
@@ -68,7 +75,7 @@ targets:
     samples = series(text, "inference_exporter_target_samples")
     assert samples["healthy-vllm"] > 100 and samples["healthy-sglang"] > 10
     assert all(samples[name] == 0 for name in ("http-500", "garbage", "hangs", "refused", "too-big", "too-many"))
-    assert 'vllm_num_requests_running{' in text and 'target="healthy-vllm"' in text
+    assert "vllm_num_requests_running{" in text and 'target="healthy-vllm"' in text
     upstream_targets = {
         sample.labels.get("target")
         for family in text_string_to_metric_families(text)
@@ -91,9 +98,8 @@ targets:
     text = await asyncio.wait_for(get(daemon_url(daemon)), timeout=5)
     assert daemon.store.get("hangs").up is None, "the hanging poll must still be in flight during the scrape"
     assert series(text, "inference_exporter_target_up") == {"healthy": 1}
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon, "/readyz")) as response:
-            assert response.status == 503 and "hangs" in await response.text()
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon, "/readyz")) as response:
+        assert response.status == 503 and "hangs" in await response.text()
 
 
 async def test_failed_target_drops_its_series_instead_of_repeating_old_values(upstream, start_daemon):

@@ -10,6 +10,7 @@ from support import REPO
 
 def harness():
     spec = importlib.util.spec_from_file_location("fuzz", REPO / "bench" / "fuzz.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -9,17 +9,26 @@ import zlib
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import poll_target
+from support import body_of, corpora, every_body, published, require_tool, simulated_bodies
 
 import exporter.exposition as exposition
-from conftest import poll_target
+import exporter.web
 from exporter.collector import Collector
-from exporter.exposition import Body, openmetrics_parts, render_openmetrics, render_text, text_parts
+from exporter.exposition import Body, Chunks, openmetrics_parts, render_openmetrics, render_text, text_parts
+from exporter.normalize import SeriesFamily
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
-import exporter.web
 from exporter.web import build_app
-from support import body_of, corpora, every_body, require_tool, simulated_bodies
+
+
+def rendered(family: SeriesFamily) -> Chunks:
+    """The text the pipeline rendered for a served family (every one it serves has it)."""
+    assert family.chunks is not None
+    return family.chunks
+
+
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 FORMATS = {"openmetrics": (openmetrics_parts, render_openmetrics), "text": (text_parts, render_text)}
 
@@ -66,8 +75,8 @@ async def test_gzip_body_of_many_targets_mixing_kept_and_new_pieces(upstream, fm
     large = [family for family in families if len(exposition.chunks(family).openmetrics) >= exposition.DEFLATE_ALONE]
     assert len(large) > 20  # chunks deflated alone, and smaller ones deflated in runs
     for family in families[::2]:  # half as an earlier scrape left them, half for this scrape to deflate
-        for key in ("openmetrics", "inside", *family.chunks.outside):
-            family.chunks.deflated(key)
+        for key in ("openmetrics", "inside", *rendered(family).outside):
+            rendered(family).deflated(key)
     collector = Collector(store)  # with process metrics: our own families, deflated by each scrape
     body, plain = gzip_of(collector, fmt)
     text = one_member(body)
@@ -111,8 +120,8 @@ async def test_a_new_poll_is_never_served_from_the_previous_polls_deflated_text(
                 body, plain = gzip_of(collector, fmt)
                 assert one_member(body) == plain
                 assert f'requests_total{{path="/p007",target="changing"}} {value + 7}.0\n'.encode() in plain
-            (family,) = [f for f in store.get("changing").families]
-            assert family.chunks.twin("openmetrics") is not None and family.chunks.twin("inside") is not None
+            (family,) = list(published(store, "changing").families)
+            assert rendered(family).twin("openmetrics") is not None and rendered(family).twin("inside") is not None
     finally:
         await shared.close()
 
@@ -128,9 +137,9 @@ async def test_a_poll_is_deflated_by_its_first_gzip_scrape_in_each_format_and_ne
     def deflated() -> set[str]:
         return {
             key
-            for family in store.get("vllm").families
-            for key in ("openmetrics", "inside", *family.chunks.outside)
-            if family.chunks.twin(key) is not None
+            for family in published(store, "vllm").families
+            for key in ("openmetrics", "inside", *rendered(family).outside)
+            if rendered(family).twin(key) is not None
         }
 
     try:
@@ -142,10 +151,10 @@ async def test_a_poll_is_deflated_by_its_first_gzip_scrape_in_each_format_and_ne
         assert deflated() == set()
         first, _ = gzip_of(collector, "text")
         assert deflated() == {"inside"}
-        kept = {family.name: family.chunks.twin("inside") for family in store.get("vllm").families}
+        kept = {family.name: rendered(family).twin("inside") for family in published(store, "vllm").families}
         again, _ = gzip_of(collector, "text")
         assert again == first
-        assert all(family.chunks.twin("inside") is kept[family.name] for family in store.get("vllm").families)
+        assert all(rendered(family).twin("inside") is kept[family.name] for family in published(store, "vllm").families)
         gzip_of(collector, "openmetrics")
         assert deflated() == {"inside", "openmetrics"}
         await poller.poll()  # a new poll: new text, nothing deflated yet
@@ -180,13 +189,24 @@ async def test_curl_and_aiohttp_read_the_gzipped_metrics(still_server, accept):
             assert await response.read() == plain
     curl = require_tool("curl")
     process = await asyncio.create_subprocess_exec(
-        curl, "--silent", "--show-error", "--fail", "--compressed", "--header", f"Accept: {accept}",
-        "--write-out", "%{size_download}", "--output", "-", still_server,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        curl,
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--compressed",
+        "--header",
+        f"Accept: {accept}",
+        "--write-out",
+        "%{size_download}",
+        "--output",
+        "-",
+        still_server,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
-    size = out[len(plain):]
+    size = out[len(plain) :]
     assert out[: len(plain)] == plain and int(size) == len(compressed)  # curl downloaded it compressed
 
 
@@ -205,9 +225,9 @@ async def test_the_serving_side_deflates_a_poll_ahead_only_while_gzip_scrapes_ta
             ahead.pending.result()  # what it was given so far is done
         return {
             key
-            for family in store.get("vllm").families
+            for family in published(store, "vllm").families
             for key in ("openmetrics", "inside")
-            if family.chunks.twin(key) is not None
+            if rendered(family).twin(key) is not None
         }
 
     try:

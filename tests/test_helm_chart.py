@@ -19,11 +19,9 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from support import REPO, require_tool
 
 from exporter.cli import build_parser
-from exporter.config import parse_config
-from exporter.daemon import poll_once
-from support import REPO, require_tool
 
 CHART = REPO / "helm" / "inference-exporter"
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.
@@ -31,26 +29,48 @@ KUBE_VERSIONS = ("1.25", kubernetes_validate.latest_version())
 #: Prometheus operator kinds: kubernetes-validate has no schemas for custom resources.
 OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
-CASES = {
+CASES: dict[str, dict] = {
     "defaults": {},
     "host-network": {"hostNetwork": True},
     "service-monitor-rules-dashboard": {
-        "serviceMonitor": {"enabled": True, "interval": "15s", "scrapeTimeout": "5s", "additionalLabels": {"release": "kps"}},
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": "15s",
+            "scrapeTimeout": "5s",
+            "additionalLabels": {"release": "kps"},
+        },
         "prometheusRule": {
-            "enabled": True, "for": "5m", "additionalLabels": {"release": "kps"},
+            "enabled": True,
+            "for": "5m",
+            "additionalLabels": {"release": "kps"},
             "extraRules": [{"alert": "VllmQueueLong", "expr": "vllm_num_requests_waiting > 50", "for": "10m"}],
         },
         "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Inference"}},
     },
-    "pod-monitor-without-service": {"podMonitor": {"enabled": True}, "service": {"enabled": False}, "prometheusRule": {"enabled": True}},
+    "pod-monitor-without-service": {
+        "podMonitor": {"enabled": True},
+        "service": {"enabled": False},
+        "prometheusRule": {"enabled": True},
+    },
     "custom-config": {
         "config": {
             "prefix": "",
             "defaults": {"interval": "5s", "timeout": "2s", "retries": 1},
             "targets": [
-                {"name": "vllm", "type": "http", "url": "http://${NODE_IP}:8000/metrics", "labels": {"pool": "chat", "gpu_node": "${NODE_NAME}"}},
+                {
+                    "name": "vllm",
+                    "type": "http",
+                    "url": "http://${NODE_IP}:8000/metrics",
+                    "labels": {"pool": "chat", "gpu_node": "${NODE_NAME}"},
+                },
                 # Large integers must reach the config as integers, not 2e+06.
-                {"name": "sglang", "type": "http", "url": "http://${NODE_IP}:30000/metrics", "interval": "30s", "sample_limit": 2000000},
+                {
+                    "name": "sglang",
+                    "type": "http",
+                    "url": "http://${NODE_IP}:30000/metrics",
+                    "interval": "30s",
+                    "sample_limit": 2000000,
+                },
             ],
         },
         "port": 9400,
@@ -112,8 +132,15 @@ def test_every_rendered_manifest_is_valid_for_the_kubernetes_api(chart, values):
             continue
         for version in KUBE_VERSIONS:
             kubernetes_validate.validate(obj, version, strict=True)
-    expected_crds = {kind for kind, part in (("ServiceMonitor", "serviceMonitor"), ("PodMonitor", "podMonitor"),
-                                             ("PrometheusRule", "prometheusRule")) if values.get(part, {}).get("enabled")}
+    expected_crds = {
+        kind
+        for kind, part in (
+            ("ServiceMonitor", "serviceMonitor"),
+            ("PodMonitor", "podMonitor"),
+            ("PrometheusRule", "prometheusRule"),
+        )
+        if values.get(part, {}).get("enabled")
+    }
     assert unchecked == expected_crds
 
 
@@ -131,7 +158,16 @@ def restricted_violations(spec: dict) -> list[str]:
     AppArmor/SELinux/sysctl controls are left out: the chart sets none of them.
     """
     found = [f"{field}: true" for field in ("hostNetwork", "hostPID", "hostIPC") if spec.get(field)]
-    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+    allowed_volumes = {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
     for volume in spec.get("volumes", []):
         kinds = set(volume) - {"name"}
         if not kinds <= allowed_volumes:
@@ -176,16 +212,22 @@ def test_host_network_leaves_the_restricted_standard_and_notes_say_so(chart):
 
 BAD_VALUES = {
     "misspelled top-level key": ({"hostNetwrok": True}, "additional properties 'hostNetwrok' not allowed"),
-    "listen in the config": ({"config": {"listen": ":9898"}}, "at '/config': additional properties 'listen' not allowed"),
+    "listen in the config": (
+        {"config": {"listen": ":9898"}},
+        "at '/config': additional properties 'listen' not allowed",
+    ),
     "port as a string": ({"port": "9898"}, "at '/port': got string, want integer"),
     "misspelled monitor key": ({"serviceMonitor": {"enabled": True, "intervall": "1m"}}, "'intervall' not allowed"),
     "duration without unit": ({"podMonitor": {"enabled": True, "interval": "30"}}, "at '/podMonitor/interval'"),
-    "target without type": ({"config": {"targets": [{"name": "vllm"}]}}, "at '/config/targets/0': missing property 'type'"),
+    "target without type": (
+        {"config": {"targets": [{"name": "vllm"}]}},
+        "at '/config/targets/0': missing property 'type'",
+    ),
     "unknown log level": ({"logLevel": "verbose"}, "at '/logLevel'"),
 }
 
 
-@pytest.mark.parametrize("values,message", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+@pytest.mark.parametrize(("values", "message"), BAD_VALUES.values(), ids=BAD_VALUES.keys())
 def test_values_that_break_the_schema_are_rejected(chart, values, message):
     with pytest.raises(helm.HelmValuesError) as error:
         chart.render(values, name="ie", namespace="monitoring")
@@ -211,7 +253,11 @@ def test_rendered_config_and_command_line_are_accepted_by_the_exporter(chart, va
     defined = {entry["name"] for entry in container(objects)["env"]}
     assert {"NODE_NAME", "NODE_IP", "POD_NAME", "POD_NAMESPACE"} <= defined
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", "check-config", str(config)], capture_output=True, text=True, env=env, cwd=REPO,
+        [sys.executable, "-m", "exporter", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     targets = len(values.get("config", {}).get("targets", []))
@@ -238,7 +284,10 @@ def test_nvml_sees_all_gpus_without_requesting_any(chart):
 
 
 def test_monitors_scrape_the_metrics_port_with_the_interval_and_timeout_from_values(chart):
-    for kind, part, endpoints in (("ServiceMonitor", "serviceMonitor", "endpoints"), ("PodMonitor", "podMonitor", "podMetricsEndpoints")):
+    for kind, part, endpoints in (
+        ("ServiceMonitor", "serviceMonitor", "endpoints"),
+        ("PodMonitor", "podMonitor", "podMetricsEndpoints"),
+    ):
         objects = render(chart, {part: {"enabled": True, "interval": "20s", "scrapeTimeout": "7s"}})
         monitor = objects[f"{kind}/ie-inference-exporter"]
         (endpoint,) = monitor["spec"][endpoints]
@@ -258,19 +307,25 @@ def test_alert_rules_pass_promtool(chart, tmp_path):
     rules = rule["spec"]["groups"][0]["rules"]
     assert rules[0]["alert"] == "InferenceExporterDown" and rules[0]["expr"] == 'up{job="ie-inference-exporter"} == 0'
     shipped = yaml.safe_load((REPO / "dashboards" / "inference-exporter.rules.yml").read_text())["groups"][0]["rules"]
-    assert rules[1 : 1 + len(shipped)] == shipped, "the chart serves every alert of dashboards/inference-exporter.rules.yml, unchanged"
+    assert rules[1 : 1 + len(shipped)] == shipped, (
+        "the chart serves every alert of dashboards/inference-exporter.rules.yml, unchanged"
+    )
 
 
 def test_chart_ships_the_dashboard_and_rules_of_dashboards_unchanged(chart):
     """The chart can only read files inside itself: its copies must stay equal to dashboards/ (tested there)."""
-    for shipped, copy in (
+    for shipped, copied in (
         ("inference-exporter.json", "dashboards/inference-exporter.json"),
         ("inference-exporter.rules.yml", "rules/inference-exporter.rules.yml"),
     ):
-        assert (REPO / "helm" / "inference-exporter" / copy).read_text() == (REPO / "dashboards" / shipped).read_text()
+        assert (REPO / "helm" / "inference-exporter" / copied).read_text() == (
+            REPO / "dashboards" / shipped
+        ).read_text()
     configmap = render(chart, {"grafanaDashboard": {"enabled": True}})["ConfigMap/ie-inference-exporter-dashboard"]
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert json.loads(configmap["data"]["inference-exporter.json"]) == json.loads((REPO / "dashboards" / "inference-exporter.json").read_text())
+    assert json.loads(configmap["data"]["inference-exporter.json"]) == json.loads(
+        (REPO / "dashboards" / "inference-exporter.json").read_text()
+    )
 
 
 def test_notes_warn_when_no_target_is_configured(chart):
@@ -296,6 +351,9 @@ def test_readme_values_example_installs(chart, tmp_path):
     config.write_text(objects["ConfigMap/ie-inference-exporter"]["data"]["config.yaml"])
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "check-config", str(config)],
-        capture_output=True, text=True, env=dict(os.environ, NODE_IP="10.0.0.7"), cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, NODE_IP="10.0.0.7"),
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr

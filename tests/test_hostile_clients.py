@@ -68,8 +68,9 @@ async def test_a_reload_changes_the_limits(start_daemon):
 
 
 async def test_a_tls_client_that_never_finishes_its_handshake_is_closed(start_daemon, tmp_path):
-    from exporter.webconfig import WebSecurity
     from test_web_security import Certs
+
+    from exporter.webconfig import WebSecurity
 
     Certs(tmp_path)
     web = tmp_path / "web.yml"

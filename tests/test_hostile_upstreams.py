@@ -4,9 +4,8 @@ as something strict OpenMetrics readers reject."""
 from __future__ import annotations
 
 import pytest
-
 from hostile import exposition, promtool_problems, serve, strictly_parsed
-from support import require_tool
+from support import published, require_tool
 
 OM = "application/openmetrics-text"
 
@@ -36,12 +35,12 @@ async def test_a_dunder_metric_name_from_upstream_is_served_as_exported():
 @pytest.mark.parametrize("kind", ["untyped", "counter", "gauge"])
 async def test_an_upstream_cannot_serve_under_our_own_names_and_our_target_up_stays(kind):
     suffix = "_total" if kind == "counter" else ""
-    body = f"# TYPE inference_exporter_target_up {kind}\ninference_exporter_target_up{suffix}{{target=\"x\"}} 1\n"
+    body = f'# TYPE inference_exporter_target_up {kind}\ninference_exporter_target_up{suffix}{{target="x"}} 1\n'
     store = await serve([body.encode()])
     served = names_and_labels(exposition(store))
     assert served["inference_exporter_target_up"] == [{"target": "t"}], "ours only, and there"
     assert {"exported_target": "x", "target": "t"} in served[f"exported_inference_exporter_target_up{suffix}"]
-    assert store.get("t").dropped["renamed_reserved"] == 1
+    assert published(store, "t").dropped["renamed_reserved"] == 1
 
 
 async def test_relabeling_cannot_move_a_series_into_our_names_or_leave_scratch_labels():
@@ -87,7 +86,7 @@ async def test_a_family_strict_readers_reject_is_served_untyped_and_the_scrape_p
     text = exposition(store)
     families = {family.name: family for family in strictly_parsed(text)}
     assert families["good"].samples[0].value == 1
-    assert store.get("t").dropped["served_untyped"] >= 1
+    assert published(store, "t").dropped["served_untyped"] >= 1
     assert not promtool_problems(exposition(store, openmetrics=False), require_tool("promtool"))
 
 
@@ -95,7 +94,7 @@ async def test_a_family_is_checked_every_poll_not_only_when_its_shape_changes():
     bodies = [b"# TYPE c counter\nc_total %d\n" % value for value in (1, 2, 3, -4)]
     store = await serve(bodies)  # the third poll made a template; the fourth has the same shape
     assert strictly_parsed(exposition(store))
-    assert store.get("t").dropped["served_untyped"] == 1
+    assert published(store, "t").dropped["served_untyped"] == 1
 
 
 async def test_a_vllm_histogram_count_alone_makes_no_unified_histogram():
@@ -106,7 +105,7 @@ async def test_a_vllm_histogram_count_alone_makes_no_unified_histogram():
 
 
 @pytest.mark.parametrize(
-    "limit, body",
+    ("limit", "body"),
     [
         ("label_limit: 2", b'x{a="1",b="2",c="3"} 1\n'),
         ("label_name_length_limit: 5", b'x{abcdef="1"} 1\n'),
@@ -116,7 +115,6 @@ async def test_a_vllm_histogram_count_alone_makes_no_unified_histogram():
 )
 async def test_label_limits_fail_the_poll_with_their_reason(aiohttp_server, limit, body):
     from aiohttp import web
-
     from conftest import poll_target
 
     async def metrics(request):

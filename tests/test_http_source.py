@@ -19,6 +19,7 @@ import trustme
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from support import simulated, simulated_bodies, simulated_dynamo_vllm_worker, simulated_value
 
 from exporter.config import ConfigError, parse_config
 from exporter.pipeline import read
@@ -26,7 +27,6 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Payload, Shared
 from exporter.sources.http import RAW_KEEP, HTTPSource
 from exporter.store import Store
-from support import simulated, simulated_bodies, simulated_dynamo_vllm_worker, simulated_value
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_1_0_0 = "application/openmetrics-text; version=1.0.0"
@@ -83,6 +83,7 @@ def text_response(body: bytes, **headers: str) -> web.Response:
 async def read_poll(source: HTTPSource) -> Payload:
     """One poll of the source, its body read as the target's pipeline reads it (limits included)."""
     payload = await source.poll()
+    assert payload.exposition is not None  # an http source hands over the body
     result = read(payload.exposition)
     dropped = {"truncated_line": result.truncated_lines} if result.truncated_lines else {}
     return replace(payload, families=result.families, problems=result.problems, dropped=dropped)
@@ -117,7 +118,7 @@ def media_ranges(accept: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 async def test_request_prefers_openmetrics_and_accepts_text_0_0_4(aiohttp_server, shared):
-    seen = {}
+    seen: dict[str, str] = {}
 
     async def handler(request: web.Request) -> web.Response:
         seen.update(request.headers)
@@ -135,7 +136,7 @@ async def test_request_prefers_openmetrics_and_accepts_text_0_0_4(aiohttp_server
 
 
 async def test_request_asks_for_gzip_and_names_the_exporter(aiohttp_server, shared):
-    seen = {}
+    seen: dict[str, str] = {}
 
     async def handler(request: web.Request) -> web.Response:
         seen.update(request.headers)
@@ -149,7 +150,7 @@ async def test_request_asks_for_gzip_and_names_the_exporter(aiohttp_server, shar
 
 
 async def test_request_carries_the_targets_custom_headers(aiohttp_server, shared):
-    seen = {}
+    seen: dict[str, str] = {}
 
     async def handler(request: web.Request) -> web.Response:
         seen.update(request.headers)
@@ -182,7 +183,10 @@ async def test_gzip_compressed_body_is_decoded_and_parsed(aiohttp_server, shared
     blocks = family(payload, "dynamo_component_total_blocks")
     assert blocks.type == "gauge"
     assert values(blocks) == {
-        ("dynamo_component_total_blocks", (("dp_rank", "0"), ("dynamo_component", "backend"), ("model", "Qwen/Qwen3-0.6B"))): 5943.0
+        (
+            "dynamo_component_total_blocks",
+            (("dp_rank", "0"), ("dynamo_component", "backend"), ("model", "Qwen/Qwen3-0.6B")),
+        ): 5943.0
     }
     assert family(payload, "vllm:num_requests_running").type == "gauge"
 
@@ -247,9 +251,9 @@ async def test_redirect_to_the_real_metrics_path_is_followed(aiohttp_server, sha
 
     summary = family(payload, "nv_inference_queue_summary_us")
     assert summary.type == "summary"
-    assert values(summary)[("nv_inference_queue_summary_us_count", (("model", "tensorrt_llm"), ("version", "1")))] == simulated_value(
-        "triton", "nv_inference_queue_summary_us_count"
-    )
+    assert values(summary)[
+        ("nv_inference_queue_summary_us_count", (("model", "tensorrt_llm"), ("version", "1")))
+    ] == simulated_value("triton", "nv_inference_queue_summary_us_count")
 
 
 async def test_raw_body_is_kept_for_debugging(aiohttp_server, shared):

@@ -49,7 +49,11 @@ def loaded(modules: list[str]) -> list[str]:
 
 async def run_script(*args: str) -> dict:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()[-2000:]

@@ -8,21 +8,30 @@ import signal
 import socket
 import sys
 
+from support import REPO, free_port
+
 from exporter.config import parse_config
 from exporter.scheduler import Scheduler
 from exporter.sources import Shared
 from exporter.store import Store
-from support import REPO, free_port
 
 
 async def run(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", *args, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "exporter",
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
 def targets(interval: str, count: int = 20):
-    lines = "".join(f"  - {{name: t{i}, type: http, url: 'http://127.0.0.1:9/{i}', interval: {interval}}}\n" for i in range(count))
+    lines = "".join(
+        f"  - {{name: t{i}, type: http, url: 'http://127.0.0.1:9/{i}', interval: {interval}}}\n" for i in range(count)
+    )
     return parse_config("targets:\n" + lines).targets
 
 
@@ -62,6 +71,7 @@ async def test_sigterm_right_after_sighup_stops_cleanly(tmp_path):
     for trial in range(3):
         port = free_port()
         process = await run("run", "--config", str(path), "--listen", f"127.0.0.1:{port}", "--log-format", "json")
+        assert process.stderr is not None
         while b"inference-exporter started" not in await asyncio.wait_for(process.stderr.readline(), 30):
             pass
         path.write_text("targets:\n" + lines.replace("5s", f"{6 + trial}s"))  # every target restarts

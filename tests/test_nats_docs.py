@@ -13,20 +13,21 @@ import subprocess
 import sys
 
 import pytest
+from nats_server import NATSServer
+from support import REPO
 
 from exporter.config import parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
+from exporter.sources.nats import NATSTarget
 from exporter.store import Store
-from nats_server import NATSServer
-from support import REPO
 
 README = (REPO / "docs" / "nats.md").read_text()
 EXAMPLE_URL = "nats://127.0.0.1:4222"
 
 
 def nats_section() -> str:
-    return README[README.index("# NATS targets"):]
+    return README[README.index("# NATS targets") :]
 
 
 def blocks(language: str) -> list[str]:
@@ -56,7 +57,9 @@ async def run_program(tmp_path):
         started.append(await asyncio.create_subprocess_exec(sys.executable, str(path), stderr=subprocess.PIPE))
         deadline = asyncio.get_running_loop().time() + 15
         while not await server.subscribed(subject):
-            assert started[-1].returncode is None, (await started[-1].stderr.read()).decode()
+            stderr = started[-1].stderr
+            assert stderr is not None
+            assert started[-1].returncode is None, (await stderr.read()).decode()
             assert asyncio.get_running_loop().time() < deadline, "the snippet never subscribed"
             await asyncio.sleep(0.05)
 
@@ -96,15 +99,23 @@ async def test_readme_micro_example_works_as_written(natsd, run_program):
 
     assert snapshot.up, snapshot.last_error
     names = {s.name for f in snapshot.families for s in f.samples}
-    assert {"nats_micro_endpoint_requests_total", "nats_micro_endpoint_processing_time_seconds_total", "nats_micro_info"} <= names
+    assert {
+        "nats_micro_endpoint_requests_total",
+        "nats_micro_endpoint_processing_time_seconds_total",
+        "nats_micro_info",
+    } <= names
     info = next(s for f in snapshot.families for s in f.samples if s.name == "nats_micro_info")
     assert info.labels["service"] == "inference" and info.labels["description"] == "demo"
 
 
 def test_readme_dynamo_example_is_a_valid_target():
     target = parse_config(readme_target("dynamo")).targets[0]
+    assert isinstance(target, NATSTarget)
     assert (target.protocol, target.endpoint, target.discovery, target.request_plane) == (
-        "dynamo", "dynamo.backend.runtime_stats", "file", "nats"
+        "dynamo",
+        "dynamo.backend.runtime_stats",
+        "file",
+        "nats",
     )
 
 
@@ -115,13 +126,17 @@ def test_commented_nats_targets_in_the_example_config_are_valid_when_uncommented
     for line in lines[start + 1 :]:
         if line.startswith("  # Credentials and TLS"):
             break
-        body = line[len("  # "):]
-        if line.startswith("  # ") and (body.startswith("- ") or body.startswith("  ")):
+        body = line[len("  # ") :]
+        if line.startswith("  # ") and (body.startswith(("- ", "  "))):
             uncommented.append("  " + body)
 
     config = parse_config("targets:\n" + "\n".join(uncommented) + "\n", "config.example.yaml (uncommented)")
+    targets = [target for target in config.targets if isinstance(target, NATSTarget)]
+    assert len(targets) == len(config.targets)
 
-    assert {target.name: target.protocol for target in config.targets} == {
-        "nim-backend": "runtime_stats", "inference-service": "micro", "dynamo-backend": "dynamo",
+    assert {target.name: target.protocol for target in targets} == {
+        "nim-backend": "runtime_stats",
+        "inference-service": "micro",
+        "dynamo-backend": "dynamo",
     }
-    assert all(server.startswith("nats://127.0.0.1:") for target in config.targets for server in target.servers)
+    assert all(server.startswith("nats://127.0.0.1:") for target in targets for server in target.servers)

@@ -14,11 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import wait_until
 from nats_server import NATSServer
 from support import missing
-
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +27,33 @@ def _dynamo_runtime():
     except ImportError:
         missing("ai-dynamo-runtime is not installed (pip install -e '.[dynamo]'; tests/run.sh does)")
 
+
 WORKER = Path(__file__).with_name("dynamo_worker.py")
 ENDPOINT = "demo.backend.runtime_stats"
+
+
+class Workers:
+    """`await workers(worker_id)` starts a Dynamo worker registered in the `discovery` folder."""
+
+    def __init__(self, nats_url: str, discovery: Path) -> None:
+        self.nats_url, self.discovery = nats_url, discovery
+        self.started: list[asyncio.subprocess.Process] = []
+
+    async def __call__(self, worker_id: str, request_plane: str = "nats") -> asyncio.subprocess.Process:
+        env = {
+            **os.environ,
+            "NATS_SERVER": self.nats_url,
+            "DYN_FILE_KV": str(self.discovery),
+            "DYN_LOG": "error",
+            "DYN_REQUEST_PLANE": request_plane,
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(WORKER), ENDPOINT, worker_id, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self.started.append(process)
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), 30) == b"serving\n"
+        return process
 
 
 @pytest.fixture
@@ -38,23 +61,9 @@ async def workers(natsd, tmp_path):
     """Start real Dynamo workers serving runtime_stats on ENDPOINT; each is killed at the end."""
     discovery = tmp_path / "discovery"
     discovery.mkdir()
-    started: list[asyncio.subprocess.Process] = []
-
-    async def start(worker_id: str, request_plane: str = "nats") -> asyncio.subprocess.Process:
-        env = {
-            **os.environ, "NATS_SERVER": natsd.url, "DYN_FILE_KV": str(discovery), "DYN_LOG": "error",
-            "DYN_REQUEST_PLANE": request_plane,
-        }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, str(WORKER), ENDPOINT, worker_id, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        started.append(process)
-        assert await asyncio.wait_for(process.stdout.readline(), 30) == b"serving\n"
-        return process
-
-    start.discovery = discovery
+    start = Workers(natsd.url, discovery)
     yield start
-    for process in started:
+    for process in start.started:
         if process.returncode is None:
             process.kill()
             await process.wait()
@@ -96,17 +105,24 @@ async def test_real_dynamo_workers_are_polled_each_instance_with_its_own_series(
 
     assert len(first) == 2, first
     worker_ids = {
-        sample.labels["worker_id"] for family in daemon.store.get("dynamo").families for sample in family.samples
+        sample.labels["worker_id"]
+        for family in daemon.store.get("dynamo").families
+        for sample in family.samples
         if sample.labels.get("backend") != "nim"  # unified series fold the workers
     }
     assert worker_ids == {"w-1", "w-2"}
     for instance, values in first.items():
         assert values["kv_cache_usage_perc"] == 0.25 and values["active_requests"] == 3
-        assert later[instance]["total_requests_total"] > values["total_requests_total"], "the counter moves between polls"
+        assert later[instance]["total_requests_total"] > values["total_requests_total"], (
+            "the counter moves between polls"
+        )
     types = {family.name: family.type for family in daemon.store.get("dynamo").families}
     assert types == {
-        "kv_cache_usage_perc": "gauge", "active_requests": "gauge", "total_requests": "counter",
-        "kv_cache_usage_ratio": "gauge", "requests_running": "gauge",  # NIM's profile reads the replies too
+        "kv_cache_usage_perc": "gauge",
+        "active_requests": "gauge",
+        "total_requests": "counter",
+        "kv_cache_usage_ratio": "gauge",
+        "requests_running": "gauge",  # NIM's profile reads the replies too
     }
 
 

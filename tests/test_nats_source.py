@@ -9,6 +9,7 @@ or, for a running daemon, on its /metrics and nats-server's own /connz.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import ssl
 from pathlib import Path
@@ -19,21 +20,19 @@ import nkeys
 import pytest
 import structlog
 import trustme
+from conftest import daemon_url, wait_until
 from nats.micro import add_service
 from nats.micro.request import Request
+from nats_server import NATSServer, jwt_auth
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support import NIM_REPLY, free_port, simulated_dynamo_vllm_worker
 
-from conftest import daemon_url, wait_until
 from exporter.collector import Collector, registry_for
 from exporter.config import ConfigError, parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Snapshot, Store
-from nats_server import NATSServer, jwt_auth
-from support import NIM_REPLY, free_port, simulated_dynamo_vllm_worker
-
-
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -89,21 +88,26 @@ async def clients():
         await client.close()
 
 
+class Pollers:
+    """`pollers(target)`: a TargetPoller on a test-wide Store (`.store`) and Shared."""
+
+    def __init__(self) -> None:
+        self.store, self.shared = Store(), Shared()
+        self.made: list[TargetPoller] = []
+
+    def __call__(self, target) -> TargetPoller:
+        self.made.append(TargetPoller(target, self.store, self.shared))
+        return self.made[-1]
+
+
 @pytest.fixture
 async def poller():
     """A TargetPoller on a test-wide Store and Shared; `(await poller(t).poll())` is a Snapshot."""
-    store, shared = Store(), Shared()
-    made: list[TargetPoller] = []
-
-    def make(target) -> TargetPoller:
-        made.append(TargetPoller(target, store, shared))
-        return made[-1]
-
-    make.store = store
+    make = Pollers()
     yield make
-    for each in made:
+    for each in make.made:
         await each.close()
-    await shared.close()
+    await make.shared.close()
 
 
 async def respond_with(client, subject: str, reply) -> None:
@@ -122,7 +126,9 @@ def served(snapshot: Snapshot) -> dict[tuple[str, frozenset], float]:
     profile makes of a runtime_stats reply (backend="nim", see test_vocabulary.py) are left out."""
     return {
         (s.name, frozenset(s.labels.items())): s.value
-        for f in snapshot.families for s in f.samples if s.labels.get("backend") != "nim"
+        for f in snapshot.families
+        for s in f.samples
+        if s.labels.get("backend") != "nim"
     }
 
 
@@ -148,7 +154,9 @@ def self_metric(store: Store, name: str) -> dict[tuple, float]:
 # -- runtime_stats ------------------------------------------------------------------------------
 
 
-async def test_runtime_stats_gauges_and_counters_are_served_with_worker_and_backend_labels(nats_servers, clients, poller):
+async def test_runtime_stats_gauges_and_counters_are_served_with_worker_and_backend_labels(
+    nats_servers, clients, poller
+):
     server = await nats_servers()
     backend = await clients(server.url)
     reply = {**NIM_REPLY, "uptime": "3d", "metrics": {**NIM_REPLY["metrics"], "histograms": {"x": [1, 2]}}}
@@ -157,15 +165,18 @@ async def test_runtime_stats_gauges_and_counters_are_served_with_worker_and_back
     snapshot = await poller(nats_target(server.url, "subject: nim.backend.runtime_stats")).poll()
 
     assert snapshot.up, snapshot.last_error
-    who = dict(worker_id="w-1", backend="vllm", target="stats")
+    who = {"worker_id": "w-1", "backend": "vllm", "target": "stats"}
     assert served(snapshot) == {
         ("kv_cache_usage_perc", labels(**who)): 0.3,
         ("active_requests", labels(**who)): 5.0,
         ("total_requests_total", labels(**who)): 120.0,
     }
     assert types(snapshot) == {
-        "kv_cache_usage_perc": "gauge", "active_requests": "gauge", "total_requests": "counter",
-        "kv_cache_usage_ratio": "gauge", "requests_running": "gauge",  # NIM's profile reads the reply too
+        "kv_cache_usage_perc": "gauge",
+        "active_requests": "gauge",
+        "total_requests": "counter",
+        "kv_cache_usage_ratio": "gauge",
+        "requests_running": "gauge",  # NIM's profile reads the reply too
     }
 
 
@@ -174,8 +185,12 @@ async def test_runtime_stats_values_follow_the_responder_between_polls(nats_serv
     backend = await clients(server.url)
     state = {"active": 1, "total": 10}
     await respond_with(
-        backend, "nim.backend.runtime_stats",
-        lambda: {"worker_id": "w-1", "metrics": {"gauges": {"active_requests": state["active"]}, "counters": {"total_requests": state["total"]}}},
+        backend,
+        "nim.backend.runtime_stats",
+        lambda: {
+            "worker_id": "w-1",
+            "metrics": {"gauges": {"active_requests": state["active"]}, "counters": {"total_requests": state["total"]}},
+        },
     )
     polling = poller(nats_target(server.url, "subject: nim.backend.runtime_stats"))
     who = labels(worker_id="w-1", target="stats")
@@ -194,7 +209,9 @@ async def test_gather_keeps_every_instances_reply_and_the_default_only_the_first
         instance = await clients(server.url)
         await respond_with(instance, "nim.backend.runtime_stats", {**NIM_REPLY, "worker_id": worker})
 
-    gathered = await poller(nats_target(server.url, "subject: nim.backend.runtime_stats\ngather: true\ngather_window: 300ms", name="all")).poll()
+    gathered = await poller(
+        nats_target(server.url, "subject: nim.backend.runtime_stats\ngather: true\ngather_window: 300ms", name="all")
+    ).poll()
     first = await poller(nats_target(server.url, "subject: nim.backend.runtime_stats", name="first")).poll()
 
     assert gathered.up, gathered.last_error
@@ -220,9 +237,15 @@ async def test_prometheus_text_reply_is_parsed_as_an_http_body_would_be(nats_ser
     assert sum(len(f.samples) for f in raw) == len(lines)
     assert snapshot.profile == "vllm"
     assert types(snapshot)["vllm_num_requests_running"] == "gauge"
-    assert served(snapshot)[
-        ("dynamo_component_total_blocks", labels(dp_rank="0", dynamo_component="backend", model="Qwen/Qwen3-0.6B", target="stats"))
-    ] == 5943.0
+    assert (
+        served(snapshot)[
+            (
+                "dynamo_component_total_blocks",
+                labels(dp_rank="0", dynamo_component="backend", model="Qwen/Qwen3-0.6B", target="stats"),
+            )
+        ]
+        == 5943.0
+    )
 
 
 # -- faults ------------------------------------------------------------------------------------
@@ -300,7 +323,9 @@ async def test_an_unreadable_reply_among_gathered_ones_is_dropped_and_counted(na
 
     assert snapshot.up, snapshot.last_error
     assert {dict(key[1])["worker_id"] for key in served(snapshot)} == {"w-1", "w-2"}
-    assert self_metric(polling.store, "inference_exporter_target_dropped_samples_total") == {("stats", "invalid_reply"): 1.0}
+    assert self_metric(polling.store, "inference_exporter_target_dropped_samples_total") == {
+        ("stats", "invalid_reply"): 1.0
+    }
 
 
 # -- micro --------------------------------------------------------------------------------------
@@ -321,7 +346,10 @@ async def start_micro_instances(clients, url: str, count: int, *, failing: int |
             await request.respond(b"ok")
 
         service = await add_service(
-            client, name="inference", version="1.2.3", description=f"inference replica {index}",
+            client,
+            name="inference",
+            version="1.2.3",
+            description=f"inference replica {index}",
             stats_handler=lambda endpoint: {"kv_blocks": 42, "model": "llama", "bad-key": 1},
         )
         await service.add_endpoint(name="generate", handler=generate, queue_group=f"replica-{index}")
@@ -346,18 +374,22 @@ async def test_micro_stats_of_every_instance_are_served_per_endpoint(nats_server
     assert snapshot.up, snapshot.last_error
     values = served(snapshot)
     for index, service in enumerate(services):
-        who = dict(service="inference", instance_id=service.id, version="1.2.3", target="stats")
+        who = {"service": "inference", "instance_id": service.id, "version": "1.2.3", "target": "stats"}
         endpoint = labels(**who, endpoint="generate", subject="generate")
         assert values[("nats_micro_endpoint_requests_total", endpoint)] == 4
         assert values[("nats_micro_endpoint_errors_total", endpoint)] == (4 if index == 2 else 0)
         processing = values[("nats_micro_endpoint_processing_time_seconds_total", endpoint)]
         assert 0 < processing < 1, "nanoseconds are served as seconds"
-        assert values[("nats_micro_endpoint_average_processing_time_seconds", endpoint)] == pytest.approx(processing / 4, rel=0.01)
+        assert values[("nats_micro_endpoint_average_processing_time_seconds", endpoint)] == pytest.approx(
+            processing / 4, rel=0.01
+        )
         assert values[("nats_micro_endpoint_data_kv_blocks", endpoint)] == 42
         assert values[("nats_micro_info", labels(**who, description=f"inference replica {index}"))] == 1
     assert types(snapshot)["nats_micro_endpoint_requests"] == "counter"
     assert types(snapshot)["nats_micro_endpoint_average_processing_time_seconds"] == "gauge"
-    assert self_metric(polling.store, "inference_exporter_target_dropped_samples_total") == {("stats", "invalid_metric"): 3.0}
+    assert self_metric(polling.store, "inference_exporter_target_dropped_samples_total") == {
+        ("stats", "invalid_metric"): 3.0
+    }
 
 
 async def test_micro_counters_only_go_up_between_polls(nats_servers, clients, poller):
@@ -365,8 +397,11 @@ async def test_micro_counters_only_go_up_between_polls(nats_servers, clients, po
     await start_micro_instances(clients, server.url, 2, failing=1)
     requester = await clients(server.url)
     polling = poller(nats_target(server.url, "protocol: micro\nservice: inference\ngather_window: 300ms"))
-    counters = ("nats_micro_endpoint_requests_total", "nats_micro_endpoint_errors_total",
-                "nats_micro_endpoint_processing_time_seconds_total")
+    counters = (
+        "nats_micro_endpoint_requests_total",
+        "nats_micro_endpoint_errors_total",
+        "nats_micro_endpoint_processing_time_seconds_total",
+    )
 
     readings = []
     for _ in range(3):
@@ -376,10 +411,13 @@ async def test_micro_counters_only_go_up_between_polls(nats_servers, clients, po
         readings.append({key: value for key, value in served(snapshot).items() if key[0] in counters})
 
     assert len(readings[0]) == 2 * len(counters)
-    for before, after in zip(readings, readings[1:]):
+    for before, after in itertools.pairwise(readings):
         assert before.keys() == after.keys()
         assert all(after[key] >= before[key] for key in before)
-        assert sum(after[k] for k in after if k[0] == counters[0]) == sum(before[k] for k in before if k[0] == counters[0]) + 4
+        assert (
+            sum(after[k] for k in after if k[0] == counters[0])
+            == sum(before[k] for k in before if k[0] == counters[0]) + 4
+        )
 
 
 async def test_micro_service_without_instances_fails_with_no_responders(nats_servers, poller):
@@ -394,7 +432,9 @@ async def test_micro_service_without_instances_fails_with_no_responders(nats_ser
 # -- the shared connection ----------------------------------------------------------------------
 
 
-async def test_targets_with_the_same_servers_and_credentials_share_one_connection(nats_servers, clients, tmp_path, start_daemon):
+async def test_targets_with_the_same_servers_and_credentials_share_one_connection(
+    nats_servers, clients, tmp_path, start_daemon
+):
     server = await nats_servers("authorization { users = [ {user: a, password: pa}, {user: b, password: pb} ] }")
     (tmp_path / "pa").write_text("pa\n")
     (tmp_path / "pb").write_text("pb\n")
@@ -414,7 +454,10 @@ targets:
     await wait_until(lambda: all(snap.up is not None for snap in daemon.store.snapshots()))
 
     assert {snap.target.name: snap.up for snap in daemon.store.snapshots()} == {
-        "one": True, "two": True, "three": False, "other-user": True,
+        "one": True,
+        "two": True,
+        "three": False,
+        "other-user": True,
     }
     assert await server.exporter_connections() == 2
 
@@ -467,9 +510,8 @@ targets:
         assert await server.exporter_connections() == 1, f"cycle {cycle}"
         await wait_until(lambda: len(asyncio.all_tasks()) == tasks_before, timeout=3)
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon)) as response:
-            text = await response.text()
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon)) as response:
+        text = await response.text()
     assert 'inference_exporter_target_poll_errors_total{reason="nats_disconnected",target="stats"}' in text
     assert 'inference_exporter_target_up{target="stats"} 1.0' in text
 
@@ -495,15 +537,21 @@ def secret_file(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-async def test_token_server_rejects_a_wrong_token_with_a_logged_error_and_accepts_the_right_one(nats_servers, clients, poller, tmp_path):
+async def test_token_server_rejects_a_wrong_token_with_a_logged_error_and_accepts_the_right_one(
+    nats_servers, clients, poller, tmp_path
+):
     server = await nats_servers('authorization { token: "s3cret-token" }')
     await respond_with(await clients(server.url, token="s3cret-token"), "nim.backend.runtime_stats", NIM_REPLY)
     wrong = secret_file(tmp_path, "wrong", "not-the-token")
     right = secret_file(tmp_path, "right", "s3cret-token")
 
     with structlog.testing.capture_logs() as logs:
-        refused = await poller(nats_target(server.url, f"subject: nim.backend.runtime_stats\ntoken_file: {q(wrong)}", name="wrong")).poll()
-    accepted = await poller(nats_target(server.url, f"subject: nim.backend.runtime_stats\ntoken_file: {q(right)}", name="right")).poll()
+        refused = await poller(
+            nats_target(server.url, f"subject: nim.backend.runtime_stats\ntoken_file: {q(wrong)}", name="wrong")
+        ).poll()
+    accepted = await poller(
+        nats_target(server.url, f"subject: nim.backend.runtime_stats\ntoken_file: {q(right)}", name="right")
+    ).poll()
 
     assert (refused.up, refused.last_reason) == (False, "auth")
     assert "rejected the credentials" in refused.last_error and "not-the-token" not in refused.last_error
@@ -513,21 +561,35 @@ async def test_token_server_rejects_a_wrong_token_with_a_logged_error_and_accept
     assert accepted.up, accepted.last_error
 
 
-async def test_user_password_server_rejects_a_wrong_password_and_accepts_the_right_one(nats_servers, clients, poller, tmp_path):
+async def test_user_password_server_rejects_a_wrong_password_and_accepts_the_right_one(
+    nats_servers, clients, poller, tmp_path
+):
     server = await nats_servers("authorization { user: scraper, password: pa55word }")
-    await respond_with(await clients(server.url, user="scraper", password="pa55word"), "nim.backend.runtime_stats", NIM_REPLY)
+    await respond_with(
+        await clients(server.url, user="scraper", password="pa55word"), "nim.backend.runtime_stats", NIM_REPLY
+    )
     wrong = secret_file(tmp_path, "wrong", "guess")
     right = secret_file(tmp_path, "right", "pa55word")
 
-    refused = await poller(nats_target(server.url, f"subject: nim.backend.runtime_stats\nuser: scraper\npassword_file: {q(wrong)}", name="wrong")).poll()
-    accepted = await poller(nats_target(server.url, f"subject: nim.backend.runtime_stats\nuser: scraper\npassword_file: {q(right)}", name="right")).poll()
+    refused = await poller(
+        nats_target(
+            server.url, f"subject: nim.backend.runtime_stats\nuser: scraper\npassword_file: {q(wrong)}", name="wrong"
+        )
+    ).poll()
+    accepted = await poller(
+        nats_target(
+            server.url, f"subject: nim.backend.runtime_stats\nuser: scraper\npassword_file: {q(right)}", name="right"
+        )
+    ).poll()
 
     assert (refused.up, refused.last_reason) == (False, "auth")
     assert accepted.up, accepted.last_error
     assert served(accepted)[("total_requests_total", labels(worker_id="w-1", backend="vllm", target="right"))] == 120
 
 
-async def test_nkey_server_accepts_the_seed_from_a_file_and_rejects_another_seed(nats_servers, clients, poller, tmp_path):
+async def test_nkey_server_accepts_the_seed_from_a_file_and_rejects_another_seed(
+    nats_servers, clients, poller, tmp_path
+):
     seed = nkeys.encode_seed(b"\x01" * 32, nkeys.PREFIX_BYTE_USER)
     other = nkeys.encode_seed(b"\x02" * 32, nkeys.PREFIX_BYTE_USER)
     public = nkeys.from_seed(bytearray(seed)).public_key.decode()
@@ -536,8 +598,12 @@ async def test_nkey_server_accepts_the_seed_from_a_file_and_rejects_another_seed
     good = secret_file(tmp_path, "user.nk", seed.decode())
     bad = secret_file(tmp_path, "other.nk", other.decode())
 
-    accepted = await poller(nats_target(server.url, f"subject: nim.backend.runtime_stats\nnkey_seed_file: {q(good)}", name="good")).poll()
-    refused = await poller(nats_target(server.url, f"subject: nim.backend.runtime_stats\nnkey_seed_file: {q(bad)}", name="bad")).poll()
+    accepted = await poller(
+        nats_target(server.url, f"subject: nim.backend.runtime_stats\nnkey_seed_file: {q(good)}", name="good")
+    ).poll()
+    refused = await poller(
+        nats_target(server.url, f"subject: nim.backend.runtime_stats\nnkey_seed_file: {q(bad)}", name="bad")
+    ).poll()
 
     assert accepted.up, accepted.last_error
     assert (refused.up, refused.last_reason) == (False, "auth")
@@ -551,8 +617,11 @@ async def tls_server(nats_servers, clients, tmp_path):
     client_cert = ca.issue_cert("scraper@example.com")
     files = {}
     for name, blob in (
-        ("ca.pem", ca.cert_pem), ("server.pem", server_cert.cert_chain_pems[0]), ("server-key.pem", server_cert.private_key_pem),
-        ("client.pem", client_cert.cert_chain_pems[0]), ("client-key.pem", client_cert.private_key_pem),
+        ("ca.pem", ca.cert_pem),
+        ("server.pem", server_cert.cert_chain_pems[0]),
+        ("server-key.pem", server_cert.private_key_pem),
+        ("client.pem", client_cert.cert_chain_pems[0]),
+        ("client-key.pem", client_cert.private_key_pem),
     ):
         blob.write_to_path(str(tmp_path / name))
         files[name] = q(tmp_path / name)
@@ -580,7 +649,9 @@ async def test_tls_server_that_verifies_clients_accepts_our_certificate(tls_serv
 async def test_tls_server_refuses_a_client_without_a_certificate(tls_server, poller):
     url, files = tls_server
 
-    snapshot = await poller(nats_target(url, f"subject: nim.backend.runtime_stats\ntls: {{ca_file: {files['ca.pem']}}}")).poll()
+    snapshot = await poller(
+        nats_target(url, f"subject: nim.backend.runtime_stats\ntls: {{ca_file: {files['ca.pem']}}}")
+    ).poll()
 
     # The server rejects it with a TLS alert; whether that alert or only the reset reaches the
     # client first is a race in the TLS 1.3 handshake, so either reason is right.
@@ -601,10 +672,13 @@ async def test_tls_server_with_a_certificate_we_do_not_trust_fails_with_tls(tls_
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    ("extra", "message"),
     [
         ("protocol: micro", "service is required for protocol micro"),
-        ("subject: a.b\nservice: inference", "service belongs to protocol micro, but this target's protocol is runtime_stats"),
+        (
+            "subject: a.b\nservice: inference",
+            "service belongs to protocol micro, but this target's protocol is runtime_stats",
+        ),
         ("protocol: dynamo\nendpoint: ns.backend", "expected a Dynamo endpoint namespace.component.endpoint"),
         ("subject: a.*", "no spaces or wildcards"),
         ("subject: a.b\nuser: scraper", "user and password_file go together"),
@@ -624,13 +698,19 @@ def test_credentials_in_a_server_url_are_refused_without_echoing_them():
     assert "hunter2" not in str(caught.value)
 
 
-async def test_jwt_server_accepts_a_creds_file_and_rejects_one_from_an_unknown_account(nats_servers, clients, poller, tmp_path):
+async def test_jwt_server_accepts_a_creds_file_and_rejects_one_from_an_unknown_account(
+    nats_servers, clients, poller, tmp_path
+):
     config, creds, stranger = jwt_auth(tmp_path)
     server = await nats_servers(config)
     await respond_with(await clients(server.url, user_credentials=str(creds)), "nim.backend.runtime_stats", NIM_REPLY)
 
-    accepted = await poller(nats_target(server.url, f"subject: nim.backend.runtime_stats\ncreds_file: {q(creds)}", name="good")).poll()
-    refused = await poller(nats_target(server.url, f"subject: nim.backend.runtime_stats\ncreds_file: {q(stranger)}", name="bad")).poll()
+    accepted = await poller(
+        nats_target(server.url, f"subject: nim.backend.runtime_stats\ncreds_file: {q(creds)}", name="good")
+    ).poll()
+    refused = await poller(
+        nats_target(server.url, f"subject: nim.backend.runtime_stats\ncreds_file: {q(stranger)}", name="bad")
+    ).poll()
 
     assert accepted.up, accepted.last_error
     assert (refused.up, refused.last_reason) == (False, "auth")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from exporter.family import Family, Sample
 from support import simulated
+
+from exporter.family import Family, Sample
 from exporter.normalize import apply_prefix, normalize, sanitize_name
 
 
@@ -34,10 +35,17 @@ def test_prefix_is_applied_once():
 def test_every_sample_gets_target_and_static_labels_and_clashing_upstream_labels_are_renamed():
     out = normalize(
         [fam("up_gauge", "gauge", ("up_gauge", {"target": "upstream", "pool": "a", "model": "m"}, 1.0))],
-        target="vllm", labels={"pool": "chat"},
+        target="vllm",
+        labels={"pool": "chat"},
     )
     sample = by_name(out)["up_gauge"].samples[0]
-    assert sample.labels == {"exported_target": "upstream", "exported_pool": "a", "model": "m", "target": "vllm", "pool": "chat"}
+    assert sample.labels == {
+        "exported_target": "upstream",
+        "exported_pool": "a",
+        "model": "m",
+        "target": "vllm",
+        "pool": "chat",
+    }
 
 
 def test_counter_without_total_is_served_with_total():
@@ -49,8 +57,16 @@ def test_counter_without_total_is_served_with_total():
 
 def test_counter_named_with_total_keeps_one_total_and_its_created():
     out = normalize(
-        [fam("vllm:prompt_tokens", "counter", ("vllm:prompt_tokens_total", {}, 5.0), ("vllm:prompt_tokens_created", {}, 17.0))],
-        target="t", prefix="gpu",
+        [
+            fam(
+                "vllm:prompt_tokens",
+                "counter",
+                ("vllm:prompt_tokens_total", {}, 5.0),
+                ("vllm:prompt_tokens_created", {}, 17.0),
+            )
+        ],
+        target="t",
+        prefix="gpu",
     )
     family = by_name(out)["gpu_vllm_prompt_tokens"]
     assert [s.name for s in family.samples] == ["gpu_vllm_prompt_tokens_total", "gpu_vllm_prompt_tokens_created"]
@@ -60,9 +76,12 @@ def test_histogram_keeps_buckets_sum_and_count_in_any_order_and_its_help():
     out = normalize(
         [
             fam(
-                "ttft_seconds", "histogram",
-                ("ttft_seconds_count", {}, 2.0), ("ttft_seconds_bucket", {"le": "+Inf"}, 2.0),
-                ("ttft_seconds_sum", {}, 0.5), ("ttft_seconds_bucket", {"le": "0.1"}, 1.0),
+                "ttft_seconds",
+                "histogram",
+                ("ttft_seconds_count", {}, 2.0),
+                ("ttft_seconds_bucket", {"le": "+Inf"}, 2.0),
+                ("ttft_seconds_sum", {}, 0.5),
+                ("ttft_seconds_bucket", {"le": "0.1"}, 1.0),
                 help="Time to first token.",
             )
         ],
@@ -70,7 +89,12 @@ def test_histogram_keeps_buckets_sum_and_count_in_any_order_and_its_help():
     )
     family = by_name(out)["ttft_seconds"]
     assert family.type == "histogram" and family.help == "Time to first token."
-    assert sorted(s.name for s in family.samples) == ["ttft_seconds_bucket", "ttft_seconds_bucket", "ttft_seconds_count", "ttft_seconds_sum"]
+    assert sorted(s.name for s in family.samples) == [
+        "ttft_seconds_bucket",
+        "ttft_seconds_bucket",
+        "ttft_seconds_count",
+        "ttft_seconds_sum",
+    ]
 
 
 def test_histogram_with_buckets_lacking_le_is_served_as_untyped_families():
@@ -85,7 +109,9 @@ def test_family_without_help_gets_one_and_empty_families_vanish():
 
 
 def test_duplicate_series_are_collapsed_last_wins_and_counted():
-    out = normalize([fam("g", "gauge", ("g", {"a": "1"}, 1.0), ("g", {"a": "1"}, 2.0), ("g", {"a": "2"}, 3.0))], target="t")
+    out = normalize(
+        [fam("g", "gauge", ("g", {"a": "1"}, 1.0), ("g", {"a": "1"}, 2.0), ("g", {"a": "2"}, 3.0))], target="t"
+    )
     assert [s.value for s in by_name(out)["g"].samples] == [2.0, 3.0]
     assert out.dropped == {"duplicate": 1}
 
@@ -106,7 +132,10 @@ def test_created_gauges_of_the_classic_text_format_are_folded_into_their_counter
     )
     assert list(by_name(out)) == ["req"]
     assert [(s.name, s.labels["a"]) for s in by_name(out)["req"].samples] == [
-        ("req_total", "1"), ("req_created", "1"), ("req_total", "2"), ("req_created", "2"),
+        ("req_total", "1"),
+        ("req_created", "1"),
+        ("req_total", "2"),
+        ("req_created", "2"),
     ]
 
 
@@ -127,7 +156,9 @@ def test_a_target_polled_again_with_the_same_series_is_served_exactly_as_before_
     assert _served(again) == _served(first)
     assert again.dropped == first.dropped
 
-    moved = re.sub(rb'(\nvllm:num_requests_running\{engine="0",model_name="Qwen/Qwen3-0.6B"\}) [^\n]+', rb"\1 7777.0", body)
+    moved = re.sub(
+        rb'(\nvllm:num_requests_running\{engine="0",model_name="Qwen/Qwen3-0.6B"\}) [^\n]+', rb"\1 7777.0", body
+    )
     assert moved != body
     running = {f.name: f for f in _poll(parse(moved).families).families}["vllm_num_requests_running"]
     assert [s.value for s in running.samples] == [7777.0]

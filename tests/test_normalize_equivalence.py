@@ -8,6 +8,7 @@ labels, `__name__`-like and UTF-8 names, values that need escaping, names that s
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections import Counter
@@ -17,7 +18,16 @@ from hypothesis import strategies as st
 
 from exporter.exposition import series_head
 from exporter.family import Family, Sample
-from exporter.normalize import exposition_names, fold_created, go_float_label, is_reserved_name, normalize, sanitize_name, served_base, served_type
+from exporter.normalize import (
+    exposition_names,
+    fold_created,
+    go_float_label,
+    is_reserved_name,
+    normalize,
+    sanitize_name,
+    served_base,
+    served_type,
+)
 
 EXAMPLES = int(os.environ.get("EQUIVALENCE_EXAMPLES", "300"))
 
@@ -91,7 +101,7 @@ def reference(families: list[Family], *, target: str, labels: dict[str, str], pr
             parts = [(part, "unknown") for part in by_name.values()]
         for part, kind in parts:
             name = served_base(part.name, kind, prefix)
-            if name.startswith("exported_") and is_reserved_name(name[len("exported_"):]):
+            if name.startswith("exported_") and is_reserved_name(name[len("exported_") :]):
                 dropped["renamed_reserved"] += len(part.samples)
             if name not in served:
                 if any(claimed.get(n, name) != name for n in exposition_names(name, kind)):
@@ -109,7 +119,7 @@ def reference(families: list[Family], *, target: str, labels: dict[str, str], pr
                 raw_base = part.name[: -len("_info")]
             series = served[name][2]
             for sample in part.samples:
-                suffix = sample.name[len(raw_base):] if sample.name.startswith(raw_base) else ""
+                suffix = sample.name[len(raw_base) :] if sample.name.startswith(raw_base) else ""
                 if kind == "counter" and suffix in ("", "_total"):
                     suffix = "_total"
                 elif kind == "info":
@@ -135,7 +145,7 @@ def reference(families: list[Family], *, target: str, labels: dict[str, str], pr
                 group = frozenset((key, value) for key, value in entry[1].items() if key != bound)
                 if group not in seen:
                     seen.append(group)
-                rank = _SUFFIX_RANK.get(entry[0][len(name):], 4)
+                rank = _SUFFIX_RANK.get(entry[0][len(name) :], 4)
                 return seen.index(group), rank, _number(entry[1].get(bound)) or 0.0
 
             entries = sorted(entries, key=position)
@@ -158,10 +168,29 @@ def served(normalized):
     return families, normalized.dropped
 
 
-FAMILY_NAMES = st.sampled_from(["h", "h", "a:b", "a_b", "c_total", "c", "__name__", "inference_exporter_x", "i_info", "s"])
-KINDS = st.sampled_from(["histogram", "histogram", "gaugehistogram", "summary", "counter", "gauge", "untyped", "info", "stateset"])
+FAMILY_NAMES = st.sampled_from(
+    ["h", "h", "a:b", "a_b", "c_total", "c", "__name__", "inference_exporter_x", "i_info", "s"]
+)
+KINDS = st.sampled_from(
+    ["histogram", "histogram", "gaugehistogram", "summary", "counter", "gauge", "untyped", "info", "stateset"]
+)
 LABEL_NAMES = st.sampled_from(
-    ["a", "b", "model", "target", "pool", "exported_target", "__name__", "__x", "a:b", "a_b", "ä", "x(y)", "quantile", "le"]
+    [
+        "a",
+        "b",
+        "model",
+        "target",
+        "pool",
+        "exported_target",
+        "__name__",
+        "__x",
+        "a:b",
+        "a_b",
+        "ä",
+        "x(y)",
+        "quantile",
+        "le",
+    ]
 )
 LABEL_VALUES = st.sampled_from(["1", "x", "Qwen/Qwen3-0.6B", 'say "hi"', "back\\slash", "new\nline", "%(a)s", "{}", ""])
 BOUNDS = st.sampled_from(["1", "1.0", "0.5", "5e-1", "Inf", "+Inf", "+Inf", "-1", "1e6", "0.0001", "NaN", "abc", "1_0"])
@@ -211,7 +240,9 @@ def families(draw):
         out.append(Family(name, kind, draw(st.sampled_from(["", "help"])), "", samples))
     if draw(st.booleans()):  # the classic text format's creation times, as a gauge family of their own
         base = draw(st.sampled_from(["h", "c", "s"]))
-        out.append(Family(base + "_created", "gauge", "", "", [Sample(base + "_created", dict(draw(label_sets())), 1.0)]))
+        out.append(
+            Family(base + "_created", "gauge", "", "", [Sample(base + "_created", dict(draw(label_sets())), 1.0)])
+        )
     return out
 
 
@@ -228,32 +259,47 @@ def test_normalize_serves_what_a_plain_per_sample_reading_serves(upstream, stati
 def test_the_reference_sees_the_odd_cases_the_property_is_for():
     """A fixed example of each odd case, so that the comparison above is known to reach them."""
     upstream = [
-        Family("h", "histogram", "", "", [
-            Sample("h_bucket", {"le": "Inf", "a": "1"}, 3.0),
-            Sample("h_sum", {"a": "1"}, 2.0),
-            Sample("h_bucket", {"a": "1", "le": "1"}, 1.0),
-            Sample("h_count", {"a": "1"}, 3.0),
-            Sample("h_bucket", {"a": "1", "le": "1.0"}, 2.0),  # the same bucket as `1`: the last wins
-        ]),
+        Family(
+            "h",
+            "histogram",
+            "",
+            "",
+            [
+                Sample("h_bucket", {"le": "Inf", "a": "1"}, 3.0),
+                Sample("h_sum", {"a": "1"}, 2.0),
+                Sample("h_bucket", {"a": "1", "le": "1"}, 1.0),
+                Sample("h_count", {"a": "1"}, 3.0),
+                Sample("h_bucket", {"a": "1", "le": "1.0"}, 2.0),  # the same bucket as `1`: the last wins
+            ],
+        ),
         Family("g", "gauge", "", "", [Sample("g", {"target": "x", "__name__": "y", "v": 'a"b'}, 1.0)]),
         # Two upstream label names served as one: still two upstream series (a series is known by its
         # upstream labels, which the rename does not change).
         Family("r", "gauge", "", "", [Sample("r", {"a:b": "1"}, 1.0), Sample("r", {"a_b": "1"}, 2.0)]),
         # Two counters served under one name, their series told apart by other label names.
-        Family("c:d", "counter", "", "", [Sample("c:d_total", {"x": "1"}, 1.0), Sample("c:d_created", {"x": "1"}, 9.0)]),
+        Family(
+            "c:d", "counter", "", "", [Sample("c:d_total", {"x": "1"}, 1.0), Sample("c:d_created", {"x": "1"}, 9.0)]
+        ),
         Family("c_d", "counter", "", "", [Sample("c_d_total", {"y": "1"}, 2.0), Sample("c_d_total", {"x": "1"}, 3.0)]),
     ]
     families, dropped = served(normalize(upstream, target="t", labels={"pool": "p"}))
     assert (families, dropped) == reference(upstream, target="t", labels={"pool": "p"}, prefix="")
     histogram = families[0]
     assert [(name, dict(labels).get("le")) for name, labels, _ in histogram[3]] == [
-        ("h_bucket", "1.0"), ("h_bucket", "+Inf"), ("h_count", None), ("h_sum", None),
+        ("h_bucket", "1.0"),
+        ("h_bucket", "+Inf"),
+        ("h_count", None),
+        ("h_sum", None),
     ]
-    assert [value for *_, value in histogram[3]][0] == 2.0
+    assert next(value for *_, value in histogram[3]) == 2.0
     assert dropped == {"duplicate": 2}  # the bucket `1.0` after `1`, and `c_d_total{x="1"}` after `c:d`'s
     assert families[1][4] == ['g{exported___name__="y",exported_target="x",pool="p",target="t",v="a\\"b"} ']
     assert [value for *_, value in families[2][3]] == [1.0, 2.0]
-    assert [(name, value) for name, _, value in families[3][3]] == [("c_d_total", 3.0), ("c_d_created", 9.0), ("c_d_total", 2.0)]
+    assert [(name, value) for name, _, value in families[3][3]] == [
+        ("c_d_total", 3.0),
+        ("c_d_created", 9.0),
+        ("c_d_total", 2.0),
+    ]
 
 
 def reference_histogram_plan(family: Family):
@@ -263,7 +309,7 @@ def reference_histogram_plan(family: Family):
     count_suffix, sum_suffix = ("_gcount", "_gsum") if gauge else ("_count", "_sum")
     groups: dict[frozenset, dict] = {}
     for i, sample in enumerate(family.samples):
-        suffix = sample.name[len(name):]
+        suffix = sample.name[len(name) :]
         if suffix == "_bucket":
             bound = _number(sample.labels.get("le"))
             if bound is None or bound != bound:
@@ -275,7 +321,7 @@ def reference_histogram_plan(family: Family):
                 return None
             group = groups.setdefault(frozenset(sample.labels.items()), {"buckets": {}, "count": None, "sum": None})
             group["count" if suffix == count_suffix else "sum"] = i
-    checks = {"nonneg": [], "integer": [], "ordered": [], "equal": [], "not_nan": []}
+    checks: dict[str, list] = {"nonneg": [], "integer": [], "ordered": [], "equal": [], "not_nan": []}
     for group in groups.values():
         buckets = sorted(group["buckets"].items())
         if not buckets or buckets[-1][0] != math.inf:
@@ -289,7 +335,7 @@ def reference_histogram_plan(family: Family):
         positions = [i for _, i in buckets]
         checks["nonneg"] += positions
         checks["integer"] += positions
-        checks["ordered"] += list(zip(positions, positions[1:]))
+        checks["ordered"] += list(itertools.pairwise(positions))
         if count is not None:
             checks["nonneg"] += [count] + ([total] if not gauge or not negative else [])
             checks["integer"].append(count)
@@ -299,7 +345,11 @@ def reference_histogram_plan(family: Family):
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(["histogram", "gaugehistogram"]).flatmap(lambda kind: st.tuples(st.just(kind), histogram_like("h", kind))))
+@given(
+    st.sampled_from(["histogram", "gaugehistogram"]).flatmap(
+        lambda kind: st.tuples(st.just(kind), histogram_like("h", kind))
+    )
+)
 def test_conform_plans_a_histogram_as_a_per_sample_reading_does(drawn):
     from exporter.conform import _Plan, _plan_histogram
 

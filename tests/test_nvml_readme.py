@@ -7,8 +7,10 @@ import re
 import subprocess
 
 import pytest
+from fake_nvml import FakeNVML, eight_gpus
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support import REPO, capture, require_tool
 
 import exporter.sources.nvml as nvml_source
 from exporter.collector import Collector, registry_for
@@ -16,8 +18,6 @@ from exporter.config import parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
-from fake_nvml import FakeNVML, eight_gpus
-from support import REPO, capture, require_tool
 
 DCGM_FIXTURE = "dcgm-exporter-datadog-fixture-metrics.prom"
 
@@ -25,7 +25,7 @@ DCGM_FIXTURE = "dcgm-exporter-datadog-fixture-metrics.prom"
 def readme_table(heading: str) -> list[list[str]]:
     """The rows (cells, markdown stripped of nothing) of the first table under `heading`."""
     text = (REPO / "docs" / "gpus.md").read_text()
-    section = text[text.index(heading):]
+    section = text[text.index(heading) :]
     rows = []
     for line in section.splitlines()[1:]:
         if line.startswith("#"):
@@ -57,8 +57,12 @@ async def served(monkeypatch) -> str:
 
 
 def served_names(text: str) -> set[str]:
-    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples
-            if sample.name.startswith("gpu_")}
+    return {
+        sample.name
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("gpu_")
+    }
 
 
 def test_the_readme_lists_exactly_the_families_the_source_can_serve():

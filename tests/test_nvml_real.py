@@ -13,10 +13,10 @@ import sys
 import pynvml
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import REPO
 
 from exporter.config import parse_config
 from exporter.daemon import poll_once
-from support import REPO
 
 
 def nvml_is_usable() -> bool:
@@ -33,7 +33,9 @@ HAS_DRIVER = nvml_is_usable()
 
 @pytest.mark.skipif(not HAS_DRIVER, reason="no NVIDIA driver here: run this on a machine with a GPU")
 async def test_real_driver_every_gpu_is_read_and_labelled():
-    config = parse_config("defaults: {interval: 15s, timeout: 10s, retries: 0}\ntargets:\n  - {name: gpus, type: nvml, processes: true}\n")
+    config = parse_config(
+        "defaults: {interval: 15s, timeout: 10s, retries: 0}\ntargets:\n  - {name: gpus, type: nvml, processes: true}\n"
+    )
     text, failed = await poll_once(config)
     body = text.decode()
     print(body)  # what the real GPUs gave, for the person running this
@@ -57,8 +59,17 @@ async def test_without_a_driver_once_says_what_is_missing(tmp_path):
     config = tmp_path / "gpus.yaml"
     config.write_text("targets:\n  - {name: gpus, type: nvml}\n")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "once", "--config", str(config), "--log-level", "error",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "once",
+        "--config",
+        str(config),
+        "--log-level",
+        "error",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1

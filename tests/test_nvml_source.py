@@ -8,27 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from conftest import daemon_url, wait_until
+from fake_nvml import FakeGPU, FakeMIG, FakeNVML, eight_gpus
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 import exporter.sources.nvml as nvml_source
-from conftest import daemon_url, wait_until
 from exporter.collector import Collector, registry_for
 from exporter.config import ConfigError, parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
-from fake_nvml import FakeGPU, FakeMIG, FakeNVML, eight_gpus
 
 GiB = 2**30
 
 
 @pytest.fixture
-def host(monkeypatch) -> FakeNVML:
+def host(monkeypatch) -> Iterator[FakeNVML]:
     """The fake NVML every nvml target in this test loads instead of pynvml."""
     fake = FakeNVML(eight_gpus())
     monkeypatch.setattr(nvml_source, "load_binding", lambda: fake)
@@ -122,7 +123,10 @@ async def test_every_gpu_is_served_in_base_units_with_gpu_and_uuid_labels(gpus):
         if family.name.startswith("gpu_"):
             for sample in family.samples:
                 assert sample.labels["target"] == "gpus"
-                assert sample.labels["uuid"] == f"GPU-{int(sample.labels['gpu']):08x}-0000-4000-8000-{int(sample.labels['gpu']):012x}"
+                assert (
+                    sample.labels["uuid"]
+                    == f"GPU-{int(sample.labels['gpu']):08x}-0000-4000-8000-{int(sample.labels['gpu']):012x}"
+                )
 
 
 async def test_gpu_info_names_each_gpu_and_the_driver(gpus):
@@ -137,15 +141,22 @@ async def test_gpu_info_names_each_gpu_and_the_driver(gpus):
     first = info["0"]
     assert first.value == 1
     assert first.labels == {
-        "target": "gpus", "gpu": "0", "uuid": "GPU-00000000-0000-4000-8000-000000000000",
-        "name": "NVIDIA H100 80GB HBM3", "pci_bus_id": "00000000:18:00.0", "serial": "1654321000",
-        "driver_version": "550.54.15", "cuda_driver_version": "12.4",
+        "target": "gpus",
+        "gpu": "0",
+        "uuid": "GPU-00000000-0000-4000-8000-000000000000",
+        "name": "NVIDIA H100 80GB HBM3",
+        "pci_bus_id": "00000000:18:00.0",
+        "serial": "1654321000",
+        "driver_version": "550.54.15",
+        "cuda_driver_version": "12.4",
     }
     assert info["5"].labels["name"] == "NVIDIA L4" and info["5"].labels["serial"] == ""
 
 
 async def test_clock_event_reasons_are_one_labelled_zero_or_one_gauge_per_reason(host, gpus):
-    host.gpus[1].clock_event_reasons = host.nvmlClocksEventReasonSwPowerCap | host.nvmlClocksEventReasonHwThermalSlowdown
+    host.gpus[1].clock_event_reasons = (
+        host.nvmlClocksEventReasonSwPowerCap | host.nvmlClocksEventReasonHwThermalSlowdown
+    )
     await gpus.poll()
     reasons = {
         dict(labels)["reason"]: value
@@ -153,14 +164,23 @@ async def test_clock_event_reasons_are_one_labelled_zero_or_one_gauge_per_reason
         if dict(labels)["gpu"] == "1"
     }
     assert reasons == {
-        "gpu_idle": 0, "applications_clocks_setting": 0, "sw_power_cap": 1, "hw_slowdown": 0, "sync_boost": 0,
-        "sw_thermal_slowdown": 0, "hw_thermal_slowdown": 1, "hw_power_brake_slowdown": 0, "display_clock_setting": 0,
+        "gpu_idle": 0,
+        "applications_clocks_setting": 0,
+        "sw_power_cap": 1,
+        "hw_slowdown": 0,
+        "sync_boost": 0,
+        "sw_thermal_slowdown": 0,
+        "hw_thermal_slowdown": 1,
+        "hw_power_brake_slowdown": 0,
+        "display_clock_setting": 0,
     }
 
 
 async def test_a_driver_without_the_newer_functions_still_reports_through_the_older_ones(monkeypatch):
     gpu = FakeGPU(0, temperature=55, clock_event_reasons=0x4)
-    fake = FakeNVML([gpu], driver_lacks=frozenset({"nvmlDeviceGetTemperatureV", "nvmlDeviceGetCurrentClocksEventReasons"}))
+    fake = FakeNVML(
+        [gpu], driver_lacks=frozenset({"nvmlDeviceGetTemperatureV", "nvmlDeviceGetCurrentClocksEventReasons"})
+    )
     monkeypatch.setattr(nvml_source, "load_binding", lambda: fake)
     poller = Poller(nvml_target())
     try:
@@ -183,7 +203,8 @@ async def test_ecc_errors_and_remapped_rows_are_counters(host, gpus):
     text = gpus.metrics()
     gpu4 = lambda name: {  # noqa: E731
         tuple(sorted((k, v) for k, v in labels if k != "gpu")): value
-        for labels, value in series(text, name).items() if dict(labels)["gpu"] == "4"
+        for labels, value in series(text, name).items()
+        if dict(labels)["gpu"] == "4"
     }
     assert gpu4("gpu_ecc_errors_total") == {(("type", "corrected"),): 12, (("type", "uncorrected"),): 1}
     assert gpu4("gpu_remapped_rows_total") == {(("cause", "correctable"),): 3, (("cause", "uncorrectable"),): 1}
@@ -197,7 +218,10 @@ async def test_xid_errors_are_counted_by_code_from_the_event_api(host, gpus):
     await gpus.poll()
     host.xid_events += [(3, 79)]
     await gpus.poll()
-    xids = {(dict(labels)["gpu"], dict(labels)["xid"]): value for labels, value in series(gpus.metrics(), "gpu_xid_errors_total").items()}
+    xids = {
+        (dict(labels)["gpu"], dict(labels)["xid"]): value
+        for labels, value in series(gpus.metrics(), "gpu_xid_errors_total").items()
+    }
     assert xids == {("3", "79"): 3, ("6", "48"): 1}
 
 
@@ -227,13 +251,17 @@ async def test_mig_utilization_is_served_where_nvml_reports_it(monkeypatch):
         util = series(poller.metrics(), "gpu_mig_utilization_ratio")
     finally:
         await poller.close()
-    assert util == {frozenset({("gpu", "0"), ("gpu_instance", "3"), ("compute_instance", "1"), ("profile", "1g.10gb")}): 0.25}
+    assert util == {
+        frozenset({("gpu", "0"), ("gpu_instance", "3"), ("compute_instance", "1"), ("profile", "1g.10gb")}): 0.25
+    }
 
 
 async def test_process_memory_is_served_per_process_when_asked(gpus):
     await gpus.poll()
-    memory = {(dict(labels)["gpu"], dict(labels)["pid"], dict(labels)["process"]): value
-              for labels, value in series(gpus.metrics(), "gpu_process_memory_used_bytes").items()}
+    memory = {
+        (dict(labels)["gpu"], dict(labels)["pid"], dict(labels)["process"]): value
+        for labels, value in series(gpus.metrics(), "gpu_process_memory_used_bytes").items()
+    }
     assert memory[("3", "1003", "python3")] == 4 * GiB
     assert len(memory) == 8
 
@@ -278,17 +306,25 @@ async def test_fields_a_gpu_does_not_support_are_skipped_said_once_at_debug_and_
     text = gpus.metrics()
     for name in ("gpu_fan_speed_ratio", "gpu_memory_temperature_celsius", "gpu_row_remap_failure"):
         assert 5 not in by_gpu(text, name) and 4 in by_gpu(text, name), name
-    assert {dict(labels)["gpu"] for labels in series(text, "gpu_ecc_errors_total")} == {str(i) for i in range(8)} - {"5"}
+    assert {dict(labels)["gpu"] for labels in series(text, "gpu_ecc_errors_total")} == {str(i) for i in range(8)} - {
+        "5"
+    }
     # The rest of GPU 5 is served.
     assert by_gpu(text, "gpu_power_usage_watts")[5] == 150
 
     assert host.called("nvmlDeviceGetFanSpeed", 5) == 1 and host.called("nvmlDeviceGetFanSpeed", 4) == 3
     said = [(e["gpu"], e["field"], e["log_level"]) for e in logs if e["event"].startswith("GPU field not available")]
-    assert sorted(said) == sorted([
-        (2, "utilization", "debug"), (2, "mig_utilization", "debug"),
-        (5, "fan_speed", "debug"), (5, "memory_temperature", "debug"), (5, "ecc_errors", "debug"),
-        (5, "remapped_rows", "debug"), (5, "mig", "debug"),
-    ])
+    assert sorted(said) == sorted(
+        [
+            (2, "utilization", "debug"),
+            (2, "mig_utilization", "debug"),
+            (5, "fan_speed", "debug"),
+            (5, "memory_temperature", "debug"),
+            (5, "ecc_errors", "debug"),
+            (5, "remapped_rows", "debug"),
+            (5, "mig", "debug"),
+        ]
+    )
 
 
 # -- a GPU that is lost --------------------------------------------------------------------------
@@ -304,8 +340,11 @@ async def test_a_lost_gpu_loses_its_series_and_is_counted_while_the_others_keep_
         snap = await gpus.poll()
     text = gpus.metrics()
     assert snap.up is True
-    assert not any(dict(labels).get("gpu") == "7" for family in ("gpu_info", "gpu_power_usage_watts", "gpu_xid_errors_total")
-                   for labels in series(text, family))
+    assert not any(
+        dict(labels).get("gpu") == "7"
+        for family in ("gpu_info", "gpu_power_usage_watts", "gpu_xid_errors_total")
+        for labels in series(text, family)
+    )
     assert set(by_gpu(text, "gpu_power_usage_watts")) == set(range(7))
     assert self_metric(text, "inference_exporter_target_dropped_samples_total") == {"gpus/gpu_lost": 2}
     assert self_metric(text, "inference_exporter_target_up") == {"gpus": 1}
@@ -393,10 +432,9 @@ async def test_closing_a_target_with_a_stuck_call_does_not_wait_for_it_and_shuts
 
 
 async def get(url: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            assert response.status == 200
-            return await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.text()
 
 
 async def test_a_stuck_call_holds_up_neither_the_scrape_nor_other_targets(host, upstream, start_daemon):
@@ -410,7 +448,9 @@ targets:
   - {{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}
 """
     )
-    await wait_until(lambda: daemon.store.get("gpu-stuck").errors.get("timeout", 0) >= 2 and daemon.store.get("gpus-fine").up)
+    await wait_until(
+        lambda: daemon.store.get("gpu-stuck").errors.get("timeout", 0) >= 2 and daemon.store.get("gpus-fine").up
+    )
     # A scrape that waited on the stuck call would never end: the guard only catches that.
     text = await asyncio.wait_for(get(daemon_url(daemon)), timeout=10)
 

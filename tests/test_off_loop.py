@@ -14,12 +14,12 @@ from aiohttp import web
 from exporter.config import parse_config
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
-from exporter.store import Store
+from exporter.store import Snapshot, Store
 
 SERIES = 50_000
 
 
-async def loop_turns_during(work_started: threading.Event, work_done: threading.Event, poll) -> tuple[object, int]:
+async def loop_turns_during(work_started: threading.Event, work_done: threading.Event, poll) -> tuple[Snapshot, int]:
     """Poll, counting the event loop's turns between the start and the end of the watched work."""
     turns = 0
 
@@ -58,8 +58,11 @@ async def test_a_large_body_is_parsed_and_normalized_while_the_event_loop_turns(
 
     app.router.add_get("/metrics", respond)
     server = await aiohttp_server(app, host="127.0.0.1")
-    target = parse_config(f"targets:\n  - {{name: big, type: http, url: '{server.make_url('/metrics')}', timeout: 9s, interval: 10s}}\n").targets[0]
-    poller = TargetPoller(target, Store(), Shared())
+    target = parse_config(
+        f"targets:\n  - {{name: big, type: http, url: '{server.make_url('/metrics')}', timeout: 9s, interval: 10s}}\n"
+    ).targets[0]
+    shared = Shared()
+    poller = TargetPoller(target, Store(), shared)
     stages = {}
     for stage in ("parse", "normalize"):
         stages[stage] = (threading.Event(), threading.Event())
@@ -74,7 +77,7 @@ async def test_a_large_body_is_parsed_and_normalized_while_the_event_loop_turns(
         _, normalize_turns = await loop_turns_during(*stages["normalize"], poller.poll)
     finally:
         await poller.close()
-        await poller.source._shared.close()
+        await shared.close()
     assert snapshot.up and snapshot.sample_count == SERIES
     assert parse_turns > 0, "the event loop stood still while the body was parsed"
     assert normalize_turns > 0, "the event loop stood still while the families were normalized"

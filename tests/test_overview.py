@@ -7,14 +7,18 @@ import asyncio
 import contextlib
 import csv
 import io
+import itertools
 import json
 import math
 import re
 
 import aiohttp
 import pytest
-
 from conftest import daemon_url
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from simulated_vllm import Served, SimulatedVLLM
+
 from exporter.collector import Collector
 from exporter.config import ConfigError, parse_config
 from exporter.overview.live import Overview
@@ -25,7 +29,6 @@ from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
 from exporter.web import build_app
-from simulated_vllm import Served, SimulatedVLLM
 
 INF = math.inf
 OUTCOME_OF = {"stop": "success", "length": "success", "abort": "abort", "error": "error"}
@@ -42,15 +45,17 @@ LATENCY_OF = {
 def counter_increase(values: list[float]) -> float:
     """Sum of rises; after a drop (a restart) the new value is all that was counted since."""
     total = 0.0
-    for before, after in zip(values, values[1:]):
+    for before, after in itertools.pairwise(values):
         total += after if after < before else after - before
     return total
 
 
 def finished(served: Served, outcome: str | None = None) -> float:
     return sum(
-        value for key, value in served.counters.items()
-        if key.startswith("vllm:request_success_total/") and (outcome is None or OUTCOME_OF[key.rsplit("/", 1)[1]] == outcome)
+        value
+        for key, value in served.counters.items()
+        if key.startswith("vllm:request_success_total/")
+        and (outcome is None or OUTCOME_OF[key.rsplit("/", 1)[1]] == outcome)
     )
 
 
@@ -105,10 +110,9 @@ async def one_target_watched(aiohttp_server, config_text: str):
 
 
 async def get_json(server, path: str) -> dict:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url(path)) as response:
-            assert response.status == 200, await response.text()
-            return await response.json()
+    async with aiohttp.ClientSession() as session, session.get(server.make_url(path)) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
 
 
 async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_across_a_reset_and_an_outage(
@@ -139,7 +143,13 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
         during = await get_json(server, "/api/overview")
         row = during["backends"][0]
         assert row["state"] == "down" and row["health"] == "unhealthy"
-        for name in ("requests_running", "kv_cache_usage_ratio", "request_rate", "error_rate", "generation_tokens_per_second"):
+        for name in (
+            "requests_running",
+            "kv_cache_usage_ratio",
+            "request_rate",
+            "error_rate",
+            "generation_tokens_per_second",
+        ):
             assert row[name] is None, name
         assert row["ttft_seconds"] == {"p50": None, "p90": None, "p99": None}
         assert row["history"]["request_rate"][-1] is None, "a down poll is a gap in the sparkline, not a zero"
@@ -172,7 +182,9 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
         counter_increase([finished(s, "error") for s in served]) / counter_increase([finished(s) for s in served])
     )
     assert row["prompt_tokens_per_second"] == approx(rate([s.counters["vllm:prompt_tokens_total"] for s in served]))
-    assert row["generation_tokens_per_second"] == approx(rate([s.counters["vllm:generation_tokens_total"] for s in served]))
+    assert row["generation_tokens_per_second"] == approx(
+        rate([s.counters["vllm:generation_tokens_total"] for s in served])
+    )
     for name, histogram in LATENCY_OF.items():
         for q in (0.5, 0.9, 0.99):
             assert row[name][f"p{q * 100:g}"] == approx(expected_quantile(q, served, histogram)), (name, q)
@@ -183,8 +195,14 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
 
     history = row["history"]
     assert len(history["times"]) == len(polls) + 1, "every poll, the failed one included"
-    assert all(value is None or value >= 0 for name in ("request_rate", "generation_tokens_per_second") for value in history[name])
-    assert history["request_rate"][failed_at] is None and history["requests_running"][failed_at] is None, "the failed poll"
+    assert all(
+        value is None or value >= 0
+        for name in ("request_rate", "generation_tokens_per_second")
+        for value in history[name]
+    )
+    assert history["request_rate"][failed_at] is None and history["requests_running"][failed_at] is None, (
+        "the failed poll"
+    )
 
     ratio = row["error_ratio"]
     assert row["health"] == ("unhealthy" if ratio >= 0.05 else "degraded" if ratio >= 0.01 else "healthy")
@@ -198,10 +216,9 @@ async def test_the_csv_has_one_row_per_target_and_model_with_the_json_values(sim
             simulated.step(20, errors=1)
             await poller.poll()
     report = await get_json(server, "/api/overview")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url("/api/overview.csv")) as response:
-            assert response.content_type == "text/csv"
-            rows = list(csv.DictReader(io.StringIO(await response.text())))
+    async with aiohttp.ClientSession() as session, session.get(server.make_url("/api/overview.csv")) as response:
+        assert response.content_type == "text/csv"
+        rows = list(csv.DictReader(io.StringIO(await response.text())))
     assert list(rows[0]) == list(CSV_COLUMNS)
     assert len(rows) == len(report["backends"]) == 1
     row, entry = rows[0], report["backends"][0]
@@ -232,7 +249,9 @@ async def test_label_values_from_an_upstream_are_escaped_on_the_page_and_defused
 
 async def test_a_bad_window_is_refused_and_one_beyond_keep_too(simulated, aiohttp_server):
     store = Store()
-    server = await overview_server(aiohttp_server, store, Overview(store, OverviewSettings(keep="5m")))
+    server = await overview_server(
+        aiohttp_server, store, Overview(store, OverviewSettings.model_validate({"keep": "5m"}))
+    )
     async with aiohttp.ClientSession() as session:
         for window, status in (("5m", 200), ("1m", 200), ("15m", 400), ("soon", 400), ("<b>", 400)):
             async with session.get(server.make_url("/api/overview"), params={"window": window}) as response:
@@ -244,9 +263,8 @@ async def test_a_bad_window_is_refused_and_one_beyond_keep_too(simulated, aiohtt
 async def test_the_page_works_without_a_script_by_refreshing(simulated, aiohttp_server):
     store = Store()
     server = await overview_server(aiohttp_server, store, Overview(store))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url("/overview")) as response:
-            page = await response.text()
+    async with aiohttp.ClientSession() as session, session.get(server.make_url("/overview")) as response:
+        page = await response.text()
     assert re.search(r'<noscript><meta http-equiv="refresh" content="\d+"></noscript>', page)
     assert not re.search(r'(src|href)="(https?:)?//', page) and "<link" not in page and "@import" not in page
 
@@ -255,7 +273,7 @@ async def test_the_page_works_without_a_script_by_refreshing(simulated, aiohttp_
 
 
 def test_a_row_keeps_at_most_max_points_however_often_it_is_polled():
-    windows = Windows(OverviewSettings(keep="10m"))
+    windows = Windows(OverviewSettings.model_validate({"keep": "10m"}))
     from exporter.overview.windows import Row
 
     row = Row("t", "backend", "m")
@@ -286,7 +304,7 @@ async def test_the_stream_delivers_at_least_three_messages_in_three_and_a_half_s
             assert response.status == 200 and response.content_type == "text/event-stream"
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 3.5
-            with pytest.raises(TimeoutError):
+            with pytest.raises(TimeoutError):  # noqa: PT012 (the stream is read until the deadline ends it)
                 async with asyncio.timeout_at(deadline):
                     async for line in response.content:
                         if line.startswith(b"data: "):
@@ -300,8 +318,9 @@ async def test_the_stream_delivers_at_least_three_messages_in_three_and_a_half_s
 
 
 async def test_gpus_of_nvml_targets_show_utilisation_memory_and_power(monkeypatch, aiohttp_server):
-    from exporter.sources import nvml as nvml_source
     from fake_nvml import FakeNVML, eight_gpus
+
+    from exporter.sources import nvml as nvml_source
 
     fake = FakeNVML(eight_gpus())
     monkeypatch.setattr(nvml_source, "load_binding", lambda: fake)
@@ -330,8 +349,9 @@ OVERVIEW_PATHS = ("/overview", "/api/overview", "/api/overview.csv", "/api/overv
 
 
 async def test_basic_auth_and_tls_apply_to_all_four_overview_endpoints(simulated, start_daemon, tmp_path):
-    from exporter.webconfig import WebSecurity
     from test_web_security import PASSWORD, Certs, basic, hashed
+
+    from exporter.webconfig import WebSecurity
 
     certs = Certs(tmp_path)
     web_config = tmp_path / "web.yml"
@@ -339,7 +359,8 @@ async def test_basic_auth_and_tls_apply_to_all_four_overview_endpoints(simulated
         f"tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\nbasic_auth_users:\n  prometheus: {hashed(PASSWORD)}\n"
     )
     daemon = await start_daemon(
-        f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', interval: 1s}}\n", web_security=WebSecurity(web_config)
+        f"targets:\n  - {{name: sim, type: http, url: '{simulated.url}', interval: 1s}}\n",
+        web_security=WebSecurity(web_config),
     )
     connector = aiohttp.TCPConnector(ssl=certs.client_context())
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -371,8 +392,12 @@ def test_histogram_quantile_follows_prometheus_at_the_edges():
     assert histogram_quantile(0.75, bounds, (0, 4, 8, 8)) == pytest.approx(0.75)
     assert math.isnan(histogram_quantile(0.5, (INF,), (5,))), "a summary's count alone gives no quantile"
     assert math.isnan(histogram_quantile(0.5, (0.1, 1.0), (1, 2))), "no +Inf bucket"
-    assert histogram_quantile(0.5, (-1.0, 0.0, INF), (5, 10, 10)) == -1.0, "a first bound not above 0 is returned as it is"
-    assert histogram_quantile(0.75, bounds, (2, 1, 4, 4)) == pytest.approx(0.75), "counts forced monotonic: (2, 2, 4, 4)"
+    assert histogram_quantile(0.5, (-1.0, 0.0, INF), (5, 10, 10)) == -1.0, (
+        "a first bound not above 0 is returned as it is"
+    )
+    assert histogram_quantile(0.75, bounds, (2, 1, 4, 4)) == pytest.approx(0.75), (
+        "counts forced monotonic: (2, 2, 4, 4)"
+    )
 
 
 def test_increase_counts_a_reset_as_what_was_counted_since():
@@ -381,9 +406,6 @@ def test_increase_counts_a_reset_as_what_was_counted_since():
     assert increase([10, 15, 3, 8]) == 5 + 3 + 5
     assert increase([5]) == 0 and increase([]) == 0
     assert increase([4, 4, 4]) == 0
-
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)
@@ -406,9 +428,10 @@ def test_histogram_quantile_equals_the_interpolation_computed_here(counts, width
 
 
 def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_config_the_defaults(simulated):
+    from support import REPO
+
     from exporter.config import load_config
     from exporter.overview.report import report
-    from support import REPO
 
     section = (REPO / "docs" / "overview.md").read_text()
     documented = set(re.findall(r"`([a-z_0-9]+)(?:\[\])?`", section))
@@ -416,11 +439,11 @@ def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_co
     windows = Overview(store).windows
     top = report(windows, 60.0)
     assert set(top) <= documented, set(top) - documented
-    from exporter.overview.report import _no_series, _empty_gpu
+    from exporter.overview.report import _empty_gpu, _no_series
 
     for entry in (_no_series("t", "up", None, ""), _empty_gpu("g", "up", "")):
         assert set(entry) - {"reason"} <= documented, set(entry) - documented
-    csv_text = re.sub(r"\s+", " ", section[section.index("## `/api/overview.csv`"):])
+    csv_text = re.sub(r"\s+", " ", section[section.index("## `/api/overview.csv`") :])
     assert ", ".join(CSV_COLUMNS) in csv_text
     assert load_config(REPO / "config.example.yaml").overview == OverviewSettings()
 
@@ -452,10 +475,12 @@ def test_thinned_polls_lose_no_reset():
 
     windows = Windows(spacing=10.0)  # polls every second, kept every 10 s or so
     row = windows.rows[("t", "backend", "m")] = Row("t", "backend", "m")
-    windows.targets["t"] = Snapshot(parse_config("targets: [{name: t, type: http, url: 'http://h/'}]").targets[0], up=True)
+    windows.targets["t"] = Snapshot(
+        parse_config("targets: [{name: t, type: http, url: 'http://h/'}]").targets[0], up=True
+    )
     raw = [100.0, 110.0, 120.0, 5.0, 15.0, 25.0, 35.0, 45.0, 55.0, 65.0, 75.0, 85.0, 95.0, 105.0]  # a restart at 3
     for second, value in enumerate(raw):
-        counters = [None] * len(COUNTER_SLOTS)
+        counters: list[float | None] = [None] * len(COUNTER_SLOTS)
         counters[COUNTER_SLOTS.index("finished")] = value
         windows._add(row, Point(1000.0 + second, True, (1.0, 0.0, 0.5), row.counters_read(counters), (None,) * 3))
     assert len(row.points) < len(raw)
@@ -469,8 +494,7 @@ async def test_streams_beyond_the_cap_are_told_to_retry_later(monkeypatch, aioht
     monkeypatch.setattr(routes, "MAX_STREAMS", 1)
     store = Store()
     server = await overview_server(aiohttp_server, store, Overview(store))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url("/api/overview/stream")) as first:
-            assert first.status == 200 and (await first.content.readline()).startswith(b"retry:")
-            async with session.get(server.make_url("/api/overview/stream")) as second:
-                assert second.status == 503 and second.headers["Retry-After"] == "10"
+    async with aiohttp.ClientSession() as session, session.get(server.make_url("/api/overview/stream")) as first:
+        assert first.status == 200 and (await first.content.readline()).startswith(b"retry:")
+        async with session.get(server.make_url("/api/overview/stream")) as second:
+            assert second.status == 503 and second.headers["Retry-After"] == "10"

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from conftest import daemon_url, wait_until
-from exporter.sources import nvml as nvml_source
 from fake_nvml import FakeNVML, eight_gpus
 from simulated_vllm import SimulatedVLLM
 from support import REPO, free_port, require_tool
+
+from exporter.sources import nvml as nvml_source
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 
@@ -57,9 +57,18 @@ async def chromium(url: str, profile: Path):
     binary = require_tool("chromium")
     port = free_port()
     flags = [
-        "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
-        "--no-proxy-server", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
+        "--headless",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--no-proxy-server",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--remote-debugging-port={port}",
+        "--remote-debugging-address=127.0.0.1",
         "--window-size=1920,1600",
     ]
     if os.geteuid() == 0:
@@ -69,6 +78,7 @@ async def chromium(url: str, profile: Path):
     )
     try:
         async with aiohttp.ClientSession() as session:
+
             async def page_socket():
                 try:
                     async with session.get(f"http://127.0.0.1:{port}/json/list") as response:

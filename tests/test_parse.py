@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter as Multiset
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, Summary
@@ -13,10 +14,10 @@ from prometheus_client.exposition import generate_latest as text_exposition
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_exposition
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_oracle
 from prometheus_client.parser import text_string_to_metric_families as text_oracle
+from support import body_of, capture, corpora, every_body, simulated
 
 from exporter.family import Family, Sample
 from exporter.parse import ParseError, ParseResult, is_openmetrics, parse
-from support import body_of, capture, corpora, every_body, simulated
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...], object]
 
@@ -50,11 +51,11 @@ def family(result: ParseResult, name: str) -> Family:
     return matches[0]
 
 
-def samples_of(text: str, **kwargs) -> list[Sample]:
+def samples_of(text: str | bytes, **kwargs) -> list[Sample]:
     return [s for f in parse(text, **kwargs).families for s in f.samples]
 
 
-def only_sample(text: str, **kwargs) -> Sample:
+def only_sample(text: str | bytes, **kwargs) -> Sample:
     samples = samples_of(text, **kwargs)
     assert len(samples) == 1, samples
     return samples[0]
@@ -84,7 +85,9 @@ def test_every_payload_reads_the_same_samples_as_prometheus_client(payload):
     expected = oracle_samples(openmetrics_oracle(text) if body.openmetrics else text_oracle(text))
 
     cold = parse(data, openmetrics=body.openmetrics, escaping=body.escaping)
-    warm = parse(data, openmetrics=body.openmetrics, escaping=body.escaping)  # second time round the sample heads come from the cache
+    warm = parse(
+        data, openmetrics=body.openmetrics, escaping=body.escaping
+    )  # second time round the sample heads come from the cache
 
     assert expected, "the oracle read nothing: the comparison would prove nothing"
     assert our_samples(cold, as_text_oracle_names=not body.openmetrics) == expected
@@ -93,7 +96,7 @@ def test_every_payload_reads_the_same_samples_as_prometheus_client(payload):
 
 def test_payloads_parse_as_str_the_same_as_bytes():
     for body in every_body():
-        form = {"openmetrics": body.openmetrics, "escaping": body.escaping}
+        form: dict[str, Any] = {"openmetrics": body.openmetrics, "escaping": body.escaping}
         assert parse(body.data.decode(), **form) == parse(body.data, **form), body.name
 
 
@@ -234,7 +237,9 @@ def test_counter_samples_without_total_belong_to_their_counter():
     success = family(result, "nv_inference_request_success")
     assert success.type == "counter"
     assert success.help == "Number of successful inference requests, all batch sizes"
-    assert [(s.name, s.labels) for s in success.samples] == [("nv_inference_request_success", {"model": "tensorrt_llm", "version": "1"})]
+    assert [(s.name, s.labels) for s in success.samples] == [
+        ("nv_inference_request_success", {"model": "tensorrt_llm", "version": "1"})
+    ]
 
 
 def test_type_without_help_gives_empty_help():
@@ -242,7 +247,9 @@ def test_type_without_help_gives_empty_help():
 
     concat = family(result, "tgi_batch_concat")
     assert (concat.type, concat.help) == ("counter", "")
-    assert {s.name for s in concat.samples} == {"tgi_batch_concat"} and all("reason" in s.labels for s in concat.samples)
+    assert {s.name for s in concat.samples} == {"tgi_batch_concat"} and all(
+        "reason" in s.labels for s in concat.samples
+    )
 
 
 # --- the real captures: irregularities as they were found ---------------------------------------
@@ -297,7 +304,7 @@ def test_truncated_last_line_is_dropped_and_counted():
 
 
 def test_colons_in_names_are_kept():
-    sample = only_sample("# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine=\"0\"} 2\n")
+    sample = only_sample('# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine="0"} 2\n')
     assert sample == Sample("vllm:num_requests_running", {"engine": "0"}, 2.0)
 
 
@@ -322,7 +329,7 @@ def test_crlf_line_endings():
 
 
 def test_no_trailing_newline_keeps_a_complete_last_line():
-    result = parse("a 1\nb{x=\"y\"} 2")
+    result = parse('a 1\nb{x="y"} 2')
     assert result.truncated_lines == 0
     assert [s.value for f in result.families for s in f.samples] == [1.0, 2.0]
 
@@ -496,7 +503,7 @@ def test_openmetrics_exemplars_are_dropped():
     text = (
         "# TYPE c counter\n"
         'c_total{a="b"} 4 # {trace_id="abc",span="x}y"} 1.0 1700000000.123\n'
-        "c_total 5 # {trace_id=\"def\"} 2\n"
+        'c_total 5 # {trace_id="def"} 2\n'
         "# TYPE h histogram\n"
         'h_bucket{le="0.1"} 1 # {trace_id="e\\"f"} 0.05\n'
         "# EOF\n"
@@ -514,9 +521,9 @@ def test_openmetrics_counter_family_without_total_takes_total_and_created():
 
 def test_openmetrics_info_stateset_gaugehistogram_and_unknown_types():
     text = (
-        "# TYPE build info\nbuild_info{version=\"1\"} 1\n"
-        "# TYPE state stateset\nstate{state=\"a\"} 1\nstate{state=\"b\"} 0\n"
-        "# TYPE wait gaugehistogram\nwait_bucket{le=\"+Inf\"} 2\nwait_gcount 2\nwait_gsum 1.5\n"
+        '# TYPE build info\nbuild_info{version="1"} 1\n'
+        '# TYPE state stateset\nstate{state="a"} 1\nstate{state="b"} 0\n'
+        '# TYPE wait gaugehistogram\nwait_bucket{le="+Inf"} 2\nwait_gcount 2\nwait_gsum 1.5\n'
         "# TYPE odd unknown\nodd 3\n"
         "# EOF\n"
     )
@@ -668,7 +675,9 @@ def test_a_filtered_parse_is_the_unfiltered_one_without_the_unwanted_families(pa
     body = body_of(payload)
     whole = parse(body.data, openmetrics=body.openmetrics, escaping=body.escaping)
     unwanted = {f.name for f in whole.families[::2]}  # every other family, whatever it holds
-    filtered = parse(body.data, openmetrics=body.openmetrics, escaping=body.escaping, keep=lambda name: name not in unwanted)
+    filtered = parse(
+        body.data, openmetrics=body.openmetrics, escaping=body.escaping, keep=lambda name: name not in unwanted
+    )
     expected = [(f.name, f.type, f.samples) for f in whole.families if f.name not in unwanted]
     assert [(f.name, f.type, f.samples) for f in filtered.families] == expected
     assert filtered.truncated_lines == whole.truncated_lines

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,30 +17,91 @@ from exporter.parse import ParseError, _decode, _parse_by_line, parse
 NAMES = ["a", "a_total", "a_bucket", "a_sum", "a_count", "a_created", "b", "b_total", "a_total_total", "c:x", "d_info"]
 LABEL_NAMES = ["l", "le", "model", "q", "_x"]
 #: Label values with what could confuse a reader that splits on quotes and separators.
-LABEL_VALUES = ["x", "", "0.5", "+Inf", "a b", "}", "{", ",l=", "=", "a=", " , ", "#", "K\u00f8benhavn", "\u2603 1", "\t"]
+LABEL_VALUES = [
+    "x",
+    "",
+    "0.5",
+    "+Inf",
+    "a b",
+    "}",
+    "{",
+    ",l=",
+    "=",
+    "a=",
+    " , ",
+    "#",
+    "K\u00f8benhavn",
+    "\u2603 1",
+    "\t",
+]
 VALUES = ["1", "2", "2.5", "NaN", "+Inf", "-0", "1e3", "1\u00a0", "1\x0b"]
 #: Values only the careful reader judges, and refuses (`_`, non-ASCII digits, words, hex).
 BAD_VALUES = ["1_0", "abc", "0x1", "\u0661", ".", "\r"]
 #: Lines that are not plain samples, yet read: metadata, comments, blanks, timestamps, exemplars,
 #: quoted UTF-8 names, escapes, blanks and tabs in odd places.
 ODD_LINES = [
-    "# HELP a some help", "# HELP a_total \"quoted\" help", "# TYPE a histogram", "# TYPE a counter", "# TYPE a_total counter",
-    "# TYPE b gauge", "# TYPE b_total counter", "# TYPE d info", "# UNIT a seconds", "# EOF", "# a comment {}", "#", "",
-    " ", "\t", "a 1 1700000000000", 'a{l="x"} 1 1700000000', 'a_bucket{le="1"} 2 # {trace_id="t"} 1.5',
-    'a_bucket{le="1"} 2 # {trace_id="t"} 1.5 1700000000', '{"a.b",l="x"} 1', '{"a.b"} 2', 'a{"l.m"="x"} 1',
-    'a{l="a\\"b"} 1', 'a{l="a\\\\b"} 1', 'a{l="a\\nb"} 1', "a  1", "a\t1", " a 1", 'a{ l = "x" , q="y" , } 1',
-    'a{l="x",} 1', "a{} 1", "a_total_total 1", 'a{l="x"} 1\t', 'a_sum{l="x"} 3 ',
+    "# HELP a some help",
+    '# HELP a_total "quoted" help',
+    "# TYPE a histogram",
+    "# TYPE a counter",
+    "# TYPE a_total counter",
+    "# TYPE b gauge",
+    "# TYPE b_total counter",
+    "# TYPE d info",
+    "# UNIT a seconds",
+    "# EOF",
+    "# a comment {}",
+    "#",
+    "",
+    " ",
+    "\t",
+    "a 1 1700000000000",
+    'a{l="x"} 1 1700000000',
+    'a_bucket{le="1"} 2 # {trace_id="t"} 1.5',
+    'a_bucket{le="1"} 2 # {trace_id="t"} 1.5 1700000000',
+    '{"a.b",l="x"} 1',
+    '{"a.b"} 2',
+    'a{"l.m"="x"} 1',
+    'a{l="a\\"b"} 1',
+    'a{l="a\\\\b"} 1',
+    'a{l="a\\nb"} 1',
+    "a  1",
+    "a\t1",
+    " a 1",
+    'a{ l = "x" , q="y" , } 1',
+    'a{l="x",} 1',
+    "a{} 1",
+    "a_total_total 1",
+    'a{l="x"} 1\t',
+    'a_sum{l="x"} 3 ',
 ]
 #: Lines the reader refuses.
 BAD_LINES = [
-    'a{l="x"}1', 'a{l="x} 1', 'a{l="x"', 'a{1l="x"} 1', 'a{l="x",l="y"} 1', 'a{l=x} 1', 'a{l="x"} 1 2 3', "a.b 1",
-    'a{l="x"}} 1', 'a{l="x"}{q="y"} 1', "1a 1", 'a{l="x"} ', "# TYPE a nonsense", "# HELP",
-    'a{l="x} 1', 'b{l="x} 1', 'a{l="x",q="} 1', 'a{l=""x"} 1', 'a{l="x"}" 1', 'b_total{l="x\\"} 1',
+    'a{l="x"}1',
+    'a{l="x} 1',
+    'a{l="x"',
+    'a{1l="x"} 1',
+    'a{l="x",l="y"} 1',
+    "a{l=x} 1",
+    'a{l="x"} 1 2 3',
+    "a.b 1",
+    'a{l="x"}} 1',
+    'a{l="x"}{q="y"} 1',
+    "1a 1",
+    'a{l="x"} ',
+    "# TYPE a nonsense",
+    "# HELP",
+    'a{l="x} 1',
+    'b{l="x} 1',
+    'a{l="x",q="} 1',
+    'a{l=""x"} 1',
+    'a{l="x"}" 1',
+    'b_total{l="x\\"} 1',
 ]
 
 
 @st.composite
-def plain_lines(draw, values=st.sampled_from(VALUES)) -> str:
+def plain_lines(draw, values=st.sampled_from(VALUES)) -> str:  # noqa: B008 (a strategy, built once, is the default)
     name = draw(st.sampled_from(NAMES))
     names = draw(st.lists(st.sampled_from(LABEL_NAMES), max_size=3, unique=True))
     labels = ",".join(f'{label}="{draw(st.sampled_from(LABEL_VALUES))}"' for label in names)
@@ -127,13 +189,10 @@ def test_a_body_of_plain_lines_keeps_each_series_as_written():
 
 def test_an_error_after_many_plain_lines_names_its_own_line():
     body = "".join(f'a{{i="{i}"}} {i}\n' for i in range(5000)) + 'a{i="x"} one\n'
-    try:
+    with pytest.raises(ParseError) as caught:
         parse(body)
-    except ParseError as error:
-        assert error.line == 5001
-        assert "one" in error.message
-    else:
-        raise AssertionError("no error")
+    assert caught.value.line == 5001
+    assert "one" in caught.value.message
 
 
 def test_a_body_larger_than_one_piece_reads_as_one():
@@ -153,7 +212,9 @@ def test_a_head_with_an_odd_number_of_quotes_in_a_family_not_kept_is_skipped_and
 
 def test_a_body_whose_first_piece_has_timestamps_reads_the_same_as_the_line_reader_reads_it():
     """After a piece of mostly odd lines the rest goes to the line reader whole: same result."""
-    body = "".join(f"a{{i=\"{i}\"}} {i} 1700000000\n" for i in range(50)) + "".join(f"a{{i=\"{i}\"}} {i}\n" for i in range(50))
+    body = "".join(f'a{{i="{i}"}} {i} 1700000000\n' for i in range(50)) + "".join(
+        f'a{{i="{i}"}} {i}\n' for i in range(50)
+    )
     with pieces_of(100):
         fast = parse(body)
     assert fast == _parse_by_line(body, 0, False, None, None, {}, [], None)

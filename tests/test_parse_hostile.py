@@ -3,29 +3,36 @@ beyond what one target serves."""
 
 from __future__ import annotations
 
-import sys
-
 import math
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_oracle
 from prometheus_client.parser import text_string_to_metric_families as text_oracle
+from support import BodyReader
 
 from exporter.parse import ParseError, parse
-from support import BodyReader
 
 
 def readable(result) -> list:
     """A parse result as comparable values (NaN equal to NaN)."""
     return [
-        (f.name, f.type, f.help, f.unit, [(s.name, s.labels, "NaN" if math.isnan(s.value) else s.value) for s in f.samples])
+        (
+            f.name,
+            f.type,
+            f.help,
+            f.unit,
+            [(s.name, s.labels, "NaN" if math.isnan(s.value) else s.value) for s in f.samples],
+        )
         for f in result.families
     ]
 
 
 def read_both(reader: BodyReader, body: bytes, openmetrics: bool):
+    fast: tuple[str, object]
+    slow: tuple[str, object]
     try:
         fast = ("ok", readable(reader.parse(body, openmetrics=openmetrics)))
     except ParseError as exc:
@@ -83,12 +90,33 @@ def test_help_keeps_leading_unicode_whitespace_as_prometheus_client_does(openmet
 VALUES = st.sampled_from(["1", "2", "2", "NaN", "1_0"])
 #: Lines servers write, and lines the fast path must not misread: timestamps, exemplars (spaced or not),
 #: text after `# EOF`, blanks and tabs in odd places, escapes, a `}` inside a label value, `\r`.
-LINES = st.sampled_from([
-    "a {v}", 'a{{l="x"}} {v}', "b_total {v}", 'c{{l="y"}} {v} 123', "c {v} 5",
-    'd{{q="1"}} {v} # {{t="1"}} {w}', 'd{{q="2"}} {v} #{{t="1"}} {w}', "d {v} # {{t=\"1\"}} {w}",
-    "# HELP a help", "# HELP a \u00a0nbsp", "# TYPE a gauge", "# TYPE b counter", "# EOF", "# EOF", "# c {v}",
-    'e{{l="a\\"b"}} {v}', "", "a {v}\r", "a  {v}", "a\t{v}", 'f{{l="{v} }}"}} {v}', "b {w}", "a {v} {w}",
-])
+LINES = st.sampled_from(
+    [
+        "a {v}",
+        'a{{l="x"}} {v}',
+        "b_total {v}",
+        'c{{l="y"}} {v} 123',
+        "c {v} 5",
+        'd{{q="1"}} {v} # {{t="1"}} {w}',
+        'd{{q="2"}} {v} #{{t="1"}} {w}',
+        'd {v} # {{t="1"}} {w}',
+        "# HELP a help",
+        "# HELP a \u00a0nbsp",
+        "# TYPE a gauge",
+        "# TYPE b counter",
+        "# EOF",
+        "# EOF",
+        "# c {v}",
+        'e{{l="a\\"b"}} {v}',
+        "",
+        "a {v}\r",
+        "a  {v}",
+        "a\t{v}",
+        'f{{l="{v} }}"}} {v}',
+        "b {w}",
+        "a {v} {w}",
+    ]
+)
 
 
 @st.composite

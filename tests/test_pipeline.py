@@ -10,16 +10,22 @@ import gc
 import weakref
 
 import pytest
+from support import simulated, with_values_moved
 
 from exporter.config import parse_config
+from exporter.exposition import chunks
 from exporter.pipeline import Output, Pipeline
 from exporter.scheduler import TargetPoller
-from exporter.sources import Shared
 from exporter.skeleton import Skeleton
+from exporter.sources import Shared
 from exporter.sources.base import Exposition
 from exporter.store import Store
 from exporter.template import Template
-from support import simulated, with_values_moved
+
+
+def texts(output: Output) -> list[bytes]:
+    """Each served family's OpenMetrics text, as the poll rendered it."""
+    return [chunks(family).openmetrics for family in output.families]
 
 
 def target(extra: str = ""):
@@ -52,7 +58,7 @@ def test_two_targets_share_nothing_they_remember():
     assert one._skeleton is not None and other._skeleton is None and other._template is None
     served = other.run(exposition=Exposition(with_values_moved(body, 7)))
     expected = Pipeline(target()).run(exposition=Exposition(with_values_moved(body, 7)))
-    assert [f.chunks.openmetrics for f in served.families] == [f.chunks.openmetrics for f in expected.families]
+    assert texts(served) == texts(expected)
 
 
 def test_a_polls_output_is_immutable_and_rendered():
@@ -79,7 +85,7 @@ def test_a_body_that_fails_leaves_nothing_remembered_and_the_next_good_one_is_re
     assert pipeline._skeleton is None
     again = pipeline.run(exposition=Exposition(with_values_moved(body, 5)))
     fresh = Pipeline(target()).run(exposition=Exposition(with_values_moved(body, 5)))
-    assert [f.chunks.openmetrics for f in again.families] == [f.chunks.openmetrics for f in fresh.families]
+    assert texts(again) == texts(fresh)
 
 
 def test_a_target_polled_once_remembers_nothing_and_serves_what_a_remembering_one_serves():
@@ -89,8 +95,8 @@ def test_a_target_polled_once_remembers_nothing_and_serves_what_a_remembering_on
     again = once.run(exposition=Exposition(body))
     assert once._skeleton is None and once._template is None and once._last_body is None and once._last_shapes is None
     expected = Pipeline(target()).run(exposition=Exposition(body))
-    assert [f.chunks.openmetrics for f in served.families] == [f.chunks.openmetrics for f in expected.families]
-    assert [f.chunks.openmetrics for f in again.families] == [f.chunks.openmetrics for f in expected.families]
+    assert texts(served) == texts(expected)
+    assert texts(again) == texts(expected)
 
 
 def test_no_module_keeps_a_cache_of_what_upstreams_send():

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 
 import aiohttp
-
 from conftest import wait_until
 from support import free_port, require_tool, simulated_value
-
 
 
 @contextlib.asynccontextmanager
@@ -26,9 +24,12 @@ scrape_configs:
 """
     )
     process = await asyncio.create_subprocess_exec(
-        binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         yield f"http://127.0.0.1:{port}"
@@ -88,10 +89,13 @@ targets:
 
         running = await wait_until(
             lambda: query(session, base, 'vllm_num_requests_running{model_name="Qwen/Qwen3-0.6B",pool="chat"}'),
-            timeout=30, interval=0.5,
+            timeout=30,
+            interval=0.5,
         )
         assert running == {"vllm": simulated_value("vllm", "vllm:num_requests_running")}
-        assert await query(session, base, "vllm_prompt_tokens_total") == {"vllm": simulated_value("vllm", "vllm:prompt_tokens_total")}
+        assert await query(session, base, "vllm_prompt_tokens_total") == {
+            "vllm": simulated_value("vllm", "vllm:prompt_tokens_total")
+        }
         # Triton's counter has no _total upstream; Prometheus stores it under the conventional name.
         assert await query(session, base, 'nv_inference_request_success_total{model="tensorrt_llm"}') == {
             "triton": simulated_value("triton", "nv_inference_request_success")

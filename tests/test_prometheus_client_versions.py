@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import poll_target
 from support import REPO, missing
 from test_escaping import served
@@ -42,8 +41,13 @@ def _oldest_python() -> str:
 async def _serve(python: str):
     """Start tests/prometheus_client_server.py under `python`: (process, URL, prometheus_client version)."""
     process = await asyncio.create_subprocess_exec(
-        python, str(SERVER), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
+        python,
+        str(SERVER),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
     )
+    assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)
     port, version = line.decode().split()
     return process, f"http://127.0.0.1:{port}/metrics", version
@@ -82,9 +86,9 @@ async def _poll(url: str, accept: str | None):
 
 
 async def test_the_oldest_and_newest_prometheus_client_serve_the_same_families_through_every_handler(servers):
-    import prometheus_client
-
     from importlib.metadata import version
+
+    import prometheus_client
 
     assert set(servers) == {OLDEST, version("prometheus_client")}, servers
     assert version("prometheus_client") != OLDEST, prometheus_client.__file__
@@ -92,7 +96,9 @@ async def test_the_oldest_and_newest_prometheus_client_serve_the_same_families_t
     kinds = {name: value[0] for name, value in reference.items()}
     assert kinds["vllm_time_to_first_token_seconds"] == "histogram"
     assert kinds["vllm_request_success"] == "counter"
-    assert {"requests_running", "kv_cache_usage_ratio", "time_to_first_token_seconds", "requests_finished"} <= set(kinds)
+    assert {"requests_running", "kv_cache_usage_ratio", "time_to_first_token_seconds", "requests_finished"} <= set(
+        kinds
+    )
     for release, url in servers.items():
         for what, accept in ACCEPTS.items():
             snapshot = await _poll(url, accept)

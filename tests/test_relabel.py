@@ -7,8 +7,8 @@ relabel tests do; what a target then serves is checked through the daemon's poll
 from __future__ import annotations
 
 import pytest
-
 from conftest import poll_target, served_samples
+
 from exporter.config import ConfigError, parse_config
 from exporter.relabel import RelabelConfig, Relabeler
 
@@ -16,7 +16,9 @@ SERIES = {"target": "vllm", "model_name": "Qwen/Qwen3-0.6B", "engine": "0", "poo
 
 
 def relabel(name: str = "vllm_num_requests_running", labels: dict | None = None, *rules: dict):
-    return Relabeler([RelabelConfig(**rule) for rule in rules]).process(name, dict(SERIES if labels is None else labels))
+    return Relabeler([RelabelConfig(**rule) for rule in rules]).process(
+        name, dict(SERIES if labels is None else labels)
+    )
 
 
 # -- keep and drop ------------------------------------------------------------------------------------------
@@ -58,7 +60,12 @@ def test_dot_matches_a_newline_in_a_label_value_as_re2s_s_flag_does():
 
 
 def test_replace_writes_the_expanded_replacement_to_the_target_label():
-    rule = {"source_labels": ["model_name"], "regex": "(?P<org>[^/]+)/(.*)", "target_label": "model", "replacement": "${2}@$org"}
+    rule = {
+        "source_labels": ["model_name"],
+        "regex": "(?P<org>[^/]+)/(.*)",
+        "target_label": "model",
+        "replacement": "${2}@$org",
+    }
     assert relabel("x", None, rule)[1]["model"] == "Qwen3-0.6B@Qwen"
 
 
@@ -86,7 +93,7 @@ def test_replace_can_rename_a_series_through_its_name_label():
 
 
 def test_labeldrop_removes_matching_labels_but_never_target():
-    name, labels = relabel("x", None, {"action": "labeldrop", "regex": "engine|target|pool"})
+    _name, labels = relabel("x", None, {"action": "labeldrop", "regex": "engine|target|pool"})
     assert labels == {"target": "vllm", "model_name": "Qwen/Qwen3-0.6B"}
 
 
@@ -111,7 +118,9 @@ def test_rules_apply_in_order_each_seeing_the_last_ones_result():
 
 
 def config_error(rules_yaml: str) -> str:
-    text = f"targets:\n  - name: a\n    type: http\n    url: http://a/metrics\n    metric_relabel_configs:\n{rules_yaml}"
+    text = (
+        f"targets:\n  - name: a\n    type: http\n    url: http://a/metrics\n    metric_relabel_configs:\n{rules_yaml}"
+    )
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "c.yaml")
     return str(caught.value)
@@ -162,7 +171,12 @@ async def test_a_histogram_renamed_whole_stays_a_histogram(upstream):
     )
     (family,) = [f for f in snapshot.families if f.name == "ttft_seconds"]
     assert family.type == "histogram"
-    assert {s.name for s in family.samples} == {"ttft_seconds_bucket", "ttft_seconds_count", "ttft_seconds_sum", "ttft_seconds_created"}
+    assert {s.name for s in family.samples} == {
+        "ttft_seconds_bucket",
+        "ttft_seconds_count",
+        "ttft_seconds_sum",
+        "ttft_seconds_created",
+    }
     assert not [f for f in snapshot.families if f.name.startswith("vllm_time_to_first_token")]
 
 

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from support import REPO
 
 from exporter.release import HeapTrim, drop_frames
-from support import REPO
 
 CHURN = """
 import threading
@@ -59,6 +59,7 @@ def test_drop_frames_cuts_every_chained_exception_from_its_frames():
     except ValueError as exc:
         caught = exc
     inner = caught.__context__
+    assert inner is not None
     drop_frames(caught)
     assert caught.__traceback__ is None and inner.__traceback__ is None
     assert str(caught) == "outer"

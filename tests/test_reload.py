@@ -16,12 +16,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import structlog
-
 from conftest import daemon_url, wait_until
+from support import free_port, is_up
+
 from exporter.config import load_config
 from exporter.daemon import Daemon
 from exporter.events import EVENTS
-from support import free_port
 
 #: How often the tests' daemons look at their config file (the default is 1s).
 WATCH = 0.1
@@ -103,7 +103,7 @@ class Scraper:
         self.misses: list[set[str]] = []
         self._task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "Scraper":
+    async def __aenter__(self) -> Scraper:
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -124,9 +124,8 @@ class Scraper:
 
 
 async def scrape(daemon, path: str = "/metrics") -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon, path)) as response:
-            return await response.text()
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon, path)) as response:
+        return await response.text()
 
 
 async def test_edits_and_configmap_swaps_never_cost_a_healthy_target_a_series(upstream, watched_daemon, tmp_path):
@@ -186,13 +185,13 @@ async def test_sighup_reloads_the_config(upstream, tmp_path):
     daemon = Daemon(load_config(path), config_path=path, listen=f"127.0.0.1:{free_port()}", watch_interval=None)
     running = asyncio.create_task(daemon.run())
     try:
-        await wait_until(lambda: daemon.store.get("vllm") is not None and daemon.store.get("vllm").up)
+        await wait_until(lambda: is_up(daemon.store, "vllm"))
         path.write_text(targets_yaml(upstream, f'  - {{name: tgi, type: http, url: "{upstream.url}/simulated/tgi"}}'))
         await asyncio.sleep(2 * WATCH)
         assert daemon.store.get("tgi") is None, "this daemon does not watch the file: only the signal reloads"
 
         os.kill(os.getpid(), signal.SIGHUP)
-        await wait_until(lambda: daemon.store.get("tgi") is not None and daemon.store.get("tgi").up)
+        await wait_until(lambda: is_up(daemon.store, "tgi"))
     finally:
         daemon.stop()
         await asyncio.wait_for(running, 10)

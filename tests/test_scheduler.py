@@ -65,7 +65,7 @@ async def test_limits_are_not_retried(upstream):
 
 def test_first_polls_are_spread_over_the_interval():
     offsets = sorted(first_poll_offset(f"target-{i}", 10.0) for i in range(200))
-    assert 0 <= offsets[0] and offsets[-1] < 10.0
+    assert offsets[0] >= 0 and offsets[-1] < 10.0
     # every tenth of the interval gets some targets: no thundering herd at start-up
     assert {int(offset) for offset in offsets} == set(range(10))
     assert first_poll_offset("vllm", 15.0) == first_poll_offset("vllm", 15.0)

@@ -10,19 +10,21 @@ import json
 from urllib.parse import quote
 
 from aiohttp import web
-
 from conftest import daemon_url, wait_until
-from exporter.events import EVENTS
 from leaks import LEAKS, MARK
 from test_web_security import fetch
 
+from exporter.events import EVENTS
+
 #: Characters that percent-encoding, JSON and HTML each write differently.
-ODD = "é/+&<\"x"
+ODD = 'é/+&<"x'
 
 
 def echo_app() -> web.Application:
     async def echo(request: web.Request) -> web.Response:
-        lines = [f"{request.method} {request.url} ({request.path_qs})"] + [f"{k}: {v}" for k, v in request.headers.items()]
+        lines = [f"{request.method} {request.url} ({request.path_qs})"] + [
+            f"{k}: {v}" for k, v in request.headers.items()
+        ]
         status = 200 if request.path.startswith("/ok") else 502
         if status == 200:  # a body that quotes the request in its comments, served as metrics
             return web.Response(text="".join(f"# {line}\n" for line in lines) + "up_gauge 1\n")
@@ -40,7 +42,9 @@ def every_form(secret: str, user: str = "scraper") -> set[str]:
     return forms
 
 
-async def test_no_form_of_any_configured_secret_shows_on_pages_json_errors_or_logs(aiohttp_server, start_daemon, tmp_path):
+async def test_no_form_of_any_configured_secret_shows_on_pages_json_errors_or_logs(
+    aiohttp_server, start_daemon, tmp_path
+):
     server = await aiohttp_server(echo_app(), host="127.0.0.1")
     base = str(server.make_url("")).rstrip("/")
     secrets = {name: f"{name}-{MARK}-{ODD}" for name in ("inline", "file", "token", "apikey", "authz")}
@@ -50,15 +54,18 @@ async def test_no_form_of_any_configured_secret_shows_on_pages_json_errors_or_lo
     for secret in (*secrets.values(), url_password):
         for form in every_form(secret):
             LEAKS.remember(form)
-    quoted = lambda text: json.dumps(text)  # YAML double-quoted string
+
+    def quoted(text):
+        return json.dumps(text)  # YAML double-quoted string
+
     config = f"""
 defaults: {{interval: 1s, retries: 0}}
 targets:
-  - {{name: inline, type: http, url: "{base}/fail", basic_auth: {{username: scraper, password: {quoted(secrets['inline'])}}}}}
-  - {{name: file, type: http, url: "{base}/fail", basic_auth: {{username: scraper, password_file: "{tmp_path / 'password'}"}}}}
-  - {{name: token, type: http, url: "{base}/ok", bearer_token_file: "{tmp_path / 'token'}"}}
-  - {{name: headers, type: http, url: "{base}/fail", headers: {{X-Api-Key: {quoted(secrets['apikey'])}, Authorization: {quoted('Bearer ' + secrets['authz'])}}}}}
-  - {{name: url, type: http, url: "http://scraper:{url_password}@{base.split('//')[1]}/fail?x=1"}}
+  - {{name: inline, type: http, url: "{base}/fail", basic_auth: {{username: scraper, password: {quoted(secrets["inline"])}}}}}
+  - {{name: file, type: http, url: "{base}/fail", basic_auth: {{username: scraper, password_file: "{tmp_path / "password"}"}}}}
+  - {{name: token, type: http, url: "{base}/ok", bearer_token_file: "{tmp_path / "token"}"}}
+  - {{name: headers, type: http, url: "{base}/fail", headers: {{X-Api-Key: {quoted(secrets["apikey"])}, Authorization: {quoted("Bearer " + secrets["authz"])}}}}}
+  - {{name: url, type: http, url: "http://scraper:{url_password}@{base.split("//")[1]}/fail?x=1"}}
 """
     daemon = await start_daemon(config)
     await wait_until(lambda: all(snap.polls >= 1 for snap in daemon.store.snapshots()), timeout=15)
@@ -68,7 +75,7 @@ targets:
     names = [snap.target.name for snap in daemon.store.snapshots()]
     shown = []
     for path in ["/targets", "/api/targets", *(f"/targets/{n}" for n in names), *(f"/api/targets/{n}" for n in names)]:
-        status, _, body = await fetch(daemon_url(daemon, path))
+        _status, _, body = await fetch(daemon_url(daemon, path))
         shown.append(body)
     shown += [snap.last_error for snap in daemon.store.snapshots()]
     shown += [repr(event.fields) for name in names for event in EVENTS.recent(name)]
@@ -83,7 +90,12 @@ def test_forms_cover_basic_auth_headers_percent_encoding_and_escapes():
     from exporter.redact import forms_of
 
     forms = set(forms_of(["pa ss/wörd"], ["bob"]))
-    assert {"pa ss/wörd", "pa%20ss%2Fw%C3%B6rd", "pa+ss%2Fw%C3%B6rd", base64.b64encode("bob:pa ss/wörd".encode()).decode()} <= forms
+    assert {
+        "pa ss/wörd",
+        "pa%20ss%2Fw%C3%B6rd",
+        "pa+ss%2Fw%C3%B6rd",
+        base64.b64encode("bob:pa ss/wörd".encode()).decode(),
+    } <= forms
     assert "pa ss/w\\u00f6rd" in forms and "p" not in forms
 
 
@@ -111,20 +123,30 @@ def test_any_secret_in_any_echoed_form_is_scrubbed_from_any_text(secret, user, a
     folder = tmp_path_factory.mktemp("secret")
     (folder / "password").write_text(secret + "\n")
     try:
+        http = {"type": "http", "url": "http://h/m"}
         targets = [
-            HTTPTarget(name="a", type="http", url="http://h/m", basic_auth={"username": user, "password": secret}),
-            HTTPTarget(name="b", type="http", url="http://h/m", basic_auth={"username": user, "password_file": str(folder / "password")}),
-            HTTPTarget(name="c", type="http", url="http://h/m", headers={"X-Api-Key": secret}),
+            HTTPTarget.model_validate({"name": "a", **http, "basic_auth": {"username": user, "password": secret}}),
+            HTTPTarget.model_validate(
+                {"name": "b", **http, "basic_auth": {"username": user, "password_file": str(folder / "password")}}
+            ),
+            HTTPTarget.model_validate({"name": "c", **http, "headers": {"X-Api-Key": secret}}),
         ]
     except ValidationError:
         return
     form = {
-        "raw": secret, "quote": quote(secret), "quote_safe": quote(secret, safe=""), "file_line": secret.strip(),
+        "raw": secret,
+        "quote": quote(secret),
+        "quote_safe": quote(secret, safe=""),
+        "file_line": secret.strip(),
         "basic": base64.b64encode(f"{user}:{secret}".encode()).decode(),
-        "json": json.dumps(secret, ensure_ascii=False)[1:-1], "json_ascii": json.dumps(secret)[1:-1], "html": html.escape(secret),
+        "json": json.dumps(secret, ensure_ascii=False)[1:-1],
+        "json_ascii": json.dumps(secret)[1:-1],
+        "html": html.escape(secret),
     }[encode]
     if len(form.strip()) < 4:
         return  # too short to scrub (a one-letter secret would garble every line)
     text = around[0] + form + around[1]
     for target in targets if encode != "basic" else targets[:2]:  # basic auth needs the user configured
+        if target.name == "b" and secret != secret.rstrip("\r\n"):
+            continue  # read_secret drops a file's trailing line breaks: b's password is not `secret`
         assert form not in Secrets(target).scrub(text).replace("<secret>", "\0")

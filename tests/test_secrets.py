@@ -8,14 +8,14 @@ it first configures every kind of secret there is and drives every path that cou
 from __future__ import annotations
 
 import pytest
-
 from conftest import daemon_url, wait_until
-from exporter.events import EVENTS
-from exporter.webconfig import WebSecurity
 from leaks import LEAKS, MARK
 from support import free_port
 from test_cli import command
 from test_web_security import basic, fetch, hashed
+
+from exporter.events import EVENTS
+from exporter.webconfig import WebSecurity
 
 WEB_PASSWORD = f"web-{MARK}-9"
 

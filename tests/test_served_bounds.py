@@ -9,14 +9,14 @@ import random
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import daemon_url, poll_target
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
+from support import Body, capture, captures
 
-from conftest import daemon_url, poll_target
 from exporter.events import EVENTS
 from exporter.normalize import go_float_label
-from support import Body, capture, captures
 
 #: As the Gateway API Inference Extension's endpoint picker writes its histograms (le="Inf"),
 #: with other spellings Go's ParseFloat reads beside it.
@@ -37,7 +37,9 @@ epp_queue_seconds_count 2
 """
 
 
-@pytest.mark.parametrize("value", [0.0, 1.0, -1.0, 0.005, 2.5, 10.0, 123456.0, 1e6, 1234567.5, 1e-4, 1e-5, 1e22, 5e-324])
+@pytest.mark.parametrize(
+    "value", [0.0, 1.0, -1.0, 0.005, 2.5, 10.0, 123456.0, 1e6, 1234567.5, 1e-4, 1e-5, 1e22, 5e-324]
+)
 def test_bounds_are_written_as_prometheus_client_writes_them(value):
     assert go_float_label(value) == floatToGoString(value)
 
@@ -50,7 +52,12 @@ def test_bounds_match_prometheus_client_over_many_values():
 
 
 def test_infinities_and_nan_have_their_go_names():
-    assert [go_float_label(v) for v in (float("inf"), float("-inf"), float("nan"), -2.5e7)] == ["+Inf", "-Inf", "NaN", "-2.5e+07"]
+    assert [go_float_label(v) for v in (float("inf"), float("-inf"), float("nan"), -2.5e7)] == [
+        "+Inf",
+        "-Inf",
+        "NaN",
+        "-2.5e+07",
+    ]
 
 
 @pytest.fixture
@@ -78,7 +85,10 @@ async def test_bounds_are_served_canonical_and_strict_openmetrics_parsers_accept
     quantiles = [s.labels["quantile"] for s in parsed["epp_queue_seconds"].samples if "quantile" in s.labels]
     assert quantiles == ["0.5", "1.0"]
     assert 'le="+Inf"' in text and 'le="Inf"' not in text
-    assert {f.name for f in text_string_to_metric_families(text)} >= {"epp_request_duration_seconds", "epp_queue_seconds"}
+    assert {f.name for f in text_string_to_metric_families(text)} >= {
+        "epp_request_duration_seconds",
+        "epp_queue_seconds",
+    }
 
 
 async def test_one_bound_spelled_two_ways_is_one_series(upstream):

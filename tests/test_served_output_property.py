@@ -5,24 +5,43 @@ from __future__ import annotations
 
 import os
 
+from hostile import exposition, promtool_problems, serve, strictly_parsed
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import require_tool
 
 from exporter.store import Store
-from hostile import exposition, promtool_problems, serve, strictly_parsed
-from support import require_tool
 
 #: Examples per run: HOSTILE_EXAMPLES=2000 for a longer hunt (about a minute per thousand).
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "60"))
 NAMES = st.sampled_from(
-    ["a", "b_total", "h", "h_bucket", "s", "i", "__d", "inference_exporter_target_up", "vllm:x", "x_created", "st",
-     # names a backend profile reads, so that the unified families are made from hostile input too
-     "vllm:time_to_first_token_seconds", "vllm:num_requests_running", "vllm:prompt_tokens", "vllm:kv_cache_usage_perc"]
+    [
+        "a",
+        "b_total",
+        "h",
+        "h_bucket",
+        "s",
+        "i",
+        "__d",
+        "inference_exporter_target_up",
+        "vllm:x",
+        "x_created",
+        "st",
+        # names a backend profile reads, so that the unified families are made from hostile input too
+        "vllm:time_to_first_token_seconds",
+        "vllm:num_requests_running",
+        "vllm:prompt_tokens",
+        "vllm:kv_cache_usage_perc",
+    ]
 )
-TYPES = st.sampled_from(["counter", "gauge", "histogram", "summary", "untyped", "info", "stateset", "gaugehistogram", None])
+TYPES = st.sampled_from(
+    ["counter", "gauge", "histogram", "summary", "untyped", "info", "stateset", "gaugehistogram", None]
+)
 SUFFIXES = st.sampled_from(["", "", "_total", "_bucket", "_count", "_sum", "_created", "_info", "_gcount", "_gsum"])
 LABEL_NAMES = st.sampled_from(["l", "le", "le", "quantile", "__name__", "target", "__x", "st", "exported_target"])
-LABEL_VALUES = st.sampled_from(["1", "+Inf", "NaN", "0.5", "x", "inf", "-1", "2", "x\ry", "\u2028\u0085", "a\\\\", "\x00"])
+LABEL_VALUES = st.sampled_from(
+    ["1", "+Inf", "NaN", "0.5", "x", "inf", "-1", "2", "x\ry", "\u2028\u0085", "a\\\\", "\x00"]
+)
 HELPS = st.sampled_from(["help", "with \\\\ backslash", "\u00a0lead", "", "x\ry", "\x00\u2028", "trailing\u2003 "])
 VALUES = st.sampled_from(["0", "1", "2", "-1", "2.5", "NaN", "+Inf", "-Inf", "1e3", "1"])
 
@@ -53,7 +72,11 @@ def polls(draw):
     return openmetrics, bodies
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(polls(), min_size=1, max_size=2))
 async def test_served_output_always_parses_strictly_and_our_target_up_is_ours(targets):
     store = Store()

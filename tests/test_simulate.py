@@ -7,11 +7,12 @@ import gzip
 
 import aiohttp
 import pytest
-
 from conftest import poll_target
+
 from exporter.parse import is_openmetrics, parse
 from exporter.profiles import profiles
 from exporter.simulate import OPENMETRICS_ACCEPT, SIMULATORS, TEXT_ACCEPT, PythonSimulator, SimulatedServer, simulator
+from exporter.simulate.backends.llamacpp import LlamaCppSimulator
 from exporter.simulate.base import load_backends
 from exporter.simulate.textformat import c_stream, rust_display, shortest
 
@@ -39,8 +40,12 @@ def test_every_profile_has_a_simulator():
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_a_seed_gives_the_same_numbers(profile):
-    assert samples(*simulator(profile, seed=3, ticks=12).render(TEXT_ACCEPT)) == samples(*simulator(profile, seed=3, ticks=12).render(TEXT_ACCEPT))
-    assert samples(*simulator(profile, seed=3, ticks=12).render(TEXT_ACCEPT)) != samples(*simulator(profile, seed=4, ticks=12).render(TEXT_ACCEPT))
+    assert samples(*simulator(profile, seed=3, ticks=12).render(TEXT_ACCEPT)) == samples(
+        *simulator(profile, seed=3, ticks=12).render(TEXT_ACCEPT)
+    )
+    assert samples(*simulator(profile, seed=3, ticks=12).render(TEXT_ACCEPT)) != samples(
+        *simulator(profile, seed=4, ticks=12).render(TEXT_ACCEPT)
+    )
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -56,7 +61,11 @@ def test_counters_rise_histograms_fill_and_gauges_wander(profile):
     after = samples(*sim.render(TEXT_ACCEPT))
 
     def of_type(kind: str, suffixes: tuple[str, ...] = ("",)) -> list[tuple]:
-        return [key for key in after if any(key[0] == name + suffix for name, t in types.items() if t == kind for suffix in suffixes)]
+        return [
+            key
+            for key in after
+            if any(key[0] == name + suffix for name, t in types.items() if t == kind for suffix in suffixes)
+        ]
 
     counters = of_type("counter", ("", "_total"))
     counts = of_type("histogram", ("_count",)) + of_type("summary", ("_count",))
@@ -75,7 +84,9 @@ async def test_a_simulator_is_read_through_its_profile_as_typed_families_with_he
     url = await server.start()
     try:
         model = "" if SIMULATORS[profile].model else ", model: demo/model"
-        snapshot = await poll_target(f'{{name: t, type: http, url: "{url}"{model}, headers: {{Accept: "{TEXT_ACCEPT}"}}}}')
+        snapshot = await poll_target(
+            f'{{name: t, type: http, url: "{url}"{model}, headers: {{Accept: "{TEXT_ACCEPT}"}}}}'
+        )
     finally:
         await server.stop()
     assert snapshot.up, snapshot.last_error
@@ -95,8 +106,14 @@ async def test_a_python_backend_answers_through_prometheus_clients_asgi_app(prof
     url = await server.start()
     try:
         async with aiohttp.ClientSession(auto_decompress=False) as session:
-            async with session.get(url + "/", headers={"Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "gzip"}) as response:
-                openmetrics_type, encoding, body = response.headers["Content-Type"], response.headers.get("Content-Encoding"), await response.read()
+            async with session.get(
+                url + "/", headers={"Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "gzip"}
+            ) as response:
+                openmetrics_type, encoding, body = (
+                    response.headers["Content-Type"],
+                    response.headers.get("Content-Encoding"),
+                    await response.read(),
+                )
             async with session.get(url, headers={"Accept": TEXT_ACCEPT}) as response:
                 text_type = response.headers["Content-Type"]
     finally:
@@ -115,7 +132,12 @@ def test_a_non_python_backend_answers_its_text_whatever_is_asked(profile):
 
 def test_each_library_writes_numbers_its_own_way():
     assert [shortest(v) for v in (3.0, 0.1, 15.330000000000002, 1e20)] == ["3", "0.1", "15.330000000000002", "1e+20"]
-    assert [rust_display(v) for v in (3.0, 1e-7, 1e20, float("inf"))] == ["3", "0.0000001", "100000000000000000000", "+Inf"]
+    assert [rust_display(v) for v in (3.0, 1e-7, 1e20, float("inf"))] == [
+        "3",
+        "0.0000001",
+        "100000000000000000000",
+        "+Inf",
+    ]
     assert [c_stream(v) for v in (6886.0, 2903.634, 1234567.0)] == ["6886", "2903.63", "1.23457e+06"]
 
 
@@ -124,11 +146,17 @@ def test_library_styles_show_in_the_text():
     assert "\n\n# HELP tgi_request_count " in tgi and "# HELP tgi_batch_concat" not in tgi  # blank lines; undescribed
     assert tgi.index("# TYPE tgi_queue_size gauge") < tgi.index("# TYPE tgi_request_duration histogram")
     triton = simulator("triton", ticks=5).render()[0].decode()
-    assert triton.index("nv_inference_request_summary_us_count{") < triton.index('nv_inference_request_summary_us{model="tensorrt_llm",version="1",quantile="0.5"}')
+    assert triton.index("nv_inference_request_summary_us_count{") < triton.index(
+        'nv_inference_request_summary_us{model="tensorrt_llm",version="1",quantile="0.5"}'
+    )
     frontend = simulator("dynamo-frontend", ticks=5).render()[0].decode()
     names = [line.split()[2] for line in frontend.splitlines() if line.startswith("# TYPE")]
     assert names == sorted(names)
     llamacpp = simulator("llamacpp", ticks=5)
+    assert isinstance(llamacpp, LlamaCppSimulator)
     llamacpp.prompt_tokens.inc(1_234_567)  # past a million, a std::stringstream writes six digits
-    assert f"llamacpp:prompt_tokens_total {'%g' % llamacpp.prompt_tokens.labels().value}\n" in llamacpp.render()[0].decode()
+    assert (
+        f"llamacpp:prompt_tokens_total {f'{llamacpp.prompt_tokens.labels().value:g}'}\n"
+        in llamacpp.render()[0].decode()
+    )
     assert "e+06\n" in llamacpp.render()[0].decode()

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 
+from support import BodyReader, simulated, with_values_moved
+
 import exporter.template
 from exporter.exposition import prerender
 from exporter.family import shape_of
 from exporter.normalize import Normalized, fold_created, normalize
 from exporter.parse import parse
 from exporter.template import Template, values_of
-from support import BodyReader, simulated, with_values_moved
 
 
 def template_of(families, stages):
     """The template of what `stages` make of `families`, as the pipeline makes it (rendered first)."""
     made = stages(families)
-    return Template.of(families, tuple(map(shape_of, families)), stages, Normalized(prerender(made.families), made.dropped))
+    return Template.of(
+        families, tuple(map(shape_of, families)), stages, Normalized(prerender(made.families), made.dropped)
+    )
 
 
 def steady_families(body: bytes, polls: int = 4):
@@ -45,7 +48,9 @@ def test_folded_created_series_keep_the_shape_the_pipeline_handed_out():
         (f.name, f.type, f.help, f.unit, f.samples, f.shape) for f in expected
     ]
     # and a family's shape tells its series apart
-    other = fold_created(BodyReader().parse(with_values_moved(body, 3).replace(b'model_name="', b'model_name="x')).families)
+    other = fold_created(
+        BodyReader().parse(with_values_moved(body, 3).replace(b'model_name="', b'model_name="x')).families
+    )
     assert [f.shape for f in other if f.samples and any("model_name" in s.labels for s in f.samples)] != [
         f.shape for f in expected if f.samples and any("model_name" in s.labels for s in f.samples)
     ]
@@ -76,10 +81,15 @@ def test_a_filled_template_reads_its_series_back_once_and_serves_each_fill_its_o
     values = values_of(families)
     for step in (1, 2, 3):
         filled = template.fill([value + step for value in values])
-        expected = stages([
-            dataclasses.replace(f, samples=[dataclasses.replace(s, value=s.value + step) for s in f.samples]) for f in families
-        ])
-        assert [(f.name, list(f.samples)) for f in filled.families] == [(f.name, list(f.samples)) for f in expected.families]
+        expected = stages(
+            [
+                dataclasses.replace(f, samples=[dataclasses.replace(s, value=s.value + step) for s in f.samples])
+                for f in families
+            ]
+        )
+        assert [(f.name, list(f.samples)) for f in filled.families] == [
+            (f.name, list(f.samples)) for f in expected.families
+        ]
     assert len(parses) == len(filled.families)  # once per family, on the first fill read
 
 
@@ -94,4 +104,6 @@ def test_a_template_keeps_the_series_only_of_families_read_after_it_was_made():
     assert all(family._series is None for family in template._families)  # its own check read them all
     filled = template.fill(values_of(families))
     list(filled.families[0].samples)
-    assert [family._series is not None for family in template._families] == [True] + [False] * (len(filled.families) - 1)
+    assert [family._series is not None for family in template._families] == [True] + [False] * (
+        len(filled.families) - 1
+    )

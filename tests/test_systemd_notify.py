@@ -14,10 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
-
-from exporter.systemd import Notifier
 from support import REPO, free_port
 
+from exporter.systemd import Notifier
 
 
 class NotifySocket:
@@ -71,8 +70,18 @@ async def test_daemon_notifies_ready_once_listening_then_pings_the_watchdog(upst
     env = dict(os.environ, NOTIFY_SOCKET=notify_socket.address, WATCHDOG_USEC="400000")  # pings every 200 ms
     env.pop("WATCHDOG_PID", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-        cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "run",
+        "--config",
+        str(config),
+        "--listen",
+        f"127.0.0.1:{port}",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         ready = await notify_socket.receive()
@@ -102,8 +111,18 @@ async def test_sighup_reload_is_announced_as_reloading_then_ready(upstream, noti
     env = dict(os.environ, NOTIFY_SOCKET=notify_socket.address)
     env.pop("WATCHDOG_USEC", None)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-        cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "exporter",
+        "run",
+        "--config",
+        str(config),
+        "--listen",
+        f"127.0.0.1:{port}",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         assert "READY=1" in await notify_socket.receive()
@@ -113,7 +132,10 @@ async def test_sighup_reload_is_announced_as_reloading_then_ready(upstream, noti
         assert reloading[0] == "RELOADING=1"
         assert reloading[1].startswith("MONOTONIC_USEC=") and int(reloading[1].split("=")[1]) > 0
         done = await notify_socket.receive()
-        assert done == ["READY=1", f"STATUS=config reload failed, kept the running config; serving on 127.0.0.1:{port}, polling 1 targets"]
+        assert done == [
+            "READY=1",
+            f"STATUS=config reload failed, kept the running config; serving on 127.0.0.1:{port}, polling 1 targets",
+        ]
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 10)

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from exporter.cli import build_parser
 from support import REPO, require_tool
+
+from exporter.cli import build_parser
 
 UNIT = REPO / "systemd" / "inference-exporter.service"
 #: Where docs/deployment.md installs the command; the unit runs it from there.
@@ -40,14 +41,19 @@ def test_unit_hardening_exposure_is_2_0_or_lower():
     analyze = require_tool("systemd-analyze")
     result = subprocess.run(
         [analyze, "security", "--offline=yes", "--no-pager", "--threshold=20", str(UNIT)],
-        capture_output=True, text=True, timeout=60, cwd=UNIT.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=UNIT.parent,
     )
     match = re.search(r"Overall exposure level for inference-exporter\.service: (\d+\.\d+) (\w+)", result.stdout)
     assert match, result.stdout + result.stderr
     print(f"systemd-analyze security --offline=yes: exposure {match[1]} {match[2]}")
     assert float(match[1]) <= 2.0 and match[2] == "OK"
     assert result.returncode == 0, "exposure above --threshold=20 (2.0)"
-    assert f"`systemd-analyze security` rates it {match[1]}" in (REPO / "docs" / "deployment.md").read_text(), "docs/deployment.md states another figure"
+    assert f"`systemd-analyze security` rates it {match[1]}" in (REPO / "docs" / "deployment.md").read_text(), (
+        "docs/deployment.md states another figure"
+    )
 
 
 def test_unit_command_line_is_one_the_cli_accepts():

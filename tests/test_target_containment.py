@@ -9,10 +9,10 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import TEXT_0_0_4, daemon_url, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import TEXT_0_0_4, daemon_url, wait_until
 from exporter.config import parse_config
 from exporter.daemon import poll_once
 
@@ -27,16 +27,31 @@ def vllm_payload() -> bytes:
     registry = CollectorRegistry()
     labels = ["model_name", "engine"]
     series = ("tiny", "0")
-    Gauge("vllm:num_requests_running", "Number of requests in model execution batches.", labels, registry=registry).labels(*series).set(3)
-    Gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels, registry=registry).labels(*series).set(1)
-    Gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels, registry=registry).labels(*series).set(0.25)
-    Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", labels, registry=registry).labels(*series).inc(120)
-    Counter("vllm:generation_tokens", "Number of generation tokens processed.", labels, registry=registry).labels(*series).inc(80)
+    Gauge(
+        "vllm:num_requests_running", "Number of requests in model execution batches.", labels, registry=registry
+    ).labels(*series).set(3)
+    Gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels, registry=registry).labels(
+        *series
+    ).set(1)
+    Gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels, registry=registry).labels(
+        *series
+    ).set(0.25)
+    Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", labels, registry=registry).labels(*series).inc(
+        120
+    )
+    Counter("vllm:generation_tokens", "Number of generation tokens processed.", labels, registry=registry).labels(
+        *series
+    ).inc(80)
     Counter(
-        "vllm:request_success", "Count of successfully processed requests.", [*labels, "finished_reason"], registry=registry
+        "vllm:request_success",
+        "Count of successfully processed requests.",
+        [*labels, "finished_reason"],
+        registry=registry,
     ).labels(*series, "stop").inc(4)
     for name, value in (("vllm:time_to_first_token_seconds", 0.05), ("vllm:e2e_request_latency_seconds", 1.5)):
-        Histogram(name, "Histogram of " + name, labels, buckets=(0.1, 1.0, 10.0), registry=registry).labels(*series).observe(value)
+        Histogram(name, "Histogram of " + name, labels, buckets=(0.1, 1.0, 10.0), registry=registry).labels(
+            *series
+        ).observe(value)
     return generate_latest(registry)
 
 
@@ -99,13 +114,14 @@ def own_samples(text: str, name: str) -> dict[tuple, float]:
 
 
 async def get(url: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            assert response.status == 200
-            return await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        return await response.text()
 
 
-async def test_a_degraded_target_costs_healthy_ones_no_series_in_either_poll_order_and_once_agrees(backends, start_daemon):
+async def test_a_degraded_target_costs_healthy_ones_no_series_in_either_poll_order_and_once_agrees(
+    backends, start_daemon
+):
     names = ["healthy-a", "degraded", "healthy-b"]
     alone_text, failed = await poll_once(parse_config(config(backends.url, ["healthy-a"]), "alone.yaml"))
     assert not failed

@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 
 import aiohttp
-
 from conftest import daemon_url, wait_until
-from exporter.scheduler import first_poll_offset
 from leaks import LEAKS
 from support import REPO, require_tool, simulated
+
+from exporter.scheduler import first_poll_offset
 
 #: Screenshots land here (gitignored), for a person or CI to look at.
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -27,15 +27,13 @@ def pending_name() -> str:
 
 
 async def get(url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url) as response:
-            return response.status, await response.text()
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
 
 
 async def targets_json(daemon) -> dict[str, dict]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon, "/api/targets")) as response:
-            return {state["name"]: state for state in await response.json()}
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon, "/api/targets")) as response:
+        return {state["name"]: state for state in await response.json()}
 
 
 async def three_states(upstream, start_daemon):
@@ -57,8 +55,15 @@ async def browser(*args: str, url: str, profile: Path) -> str:
     """Debian's chromium, headless, on loopback only; returns what it prints (the DOM for --dump-dom)."""
     chromium = require_tool("chromium")
     flags = [
-        "--headless", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
-        "--no-proxy-server", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--headless",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--no-proxy-server",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         f"--user-data-dir={profile}",
     ]
     if os.geteuid() == 0:
@@ -102,7 +107,9 @@ async def test_the_targets_page_in_a_browser_shows_every_target_with_its_state_a
 
     debugging = ARTIFACTS / "target-broken.png"
     await browser(
-        f"--screenshot={debugging}", "--window-size=1200,1400", url=daemon_url(daemon, "/targets/broken"),
+        f"--screenshot={debugging}",
+        "--window-size=1200,1400",
+        url=daemon_url(daemon, "/targets/broken"),
         profile=tmp_path / "chromium",
     )
     assert debugging.read_bytes().startswith(b"\x89PNG")

@@ -12,21 +12,20 @@ import math
 
 import pytest
 from aiohttp import web
-
 from conftest import TEXT_0_0_4
+from support import BodyReader, body_of, corpora, with_values_moved
+
 from exporter.config import parse_config
 from exporter.exposition import chunks, prerender
-from exporter.family import Family, Sample
-from exporter.family import shape_of
+from exporter.family import Family, Sample, shape_of
 from exporter.normalize import Normalized, normalize
 from exporter.parse import ParseError, parse
-from support import BodyReader
 from exporter.pipeline import Pipeline
 from exporter.scheduler import TargetPoller
 from exporter.sources import Shared
 from exporter.store import Store
 from exporter.template import Template, values_of
-from support import body_of, corpora, with_values_moved
+
 CONFIGS = {
     "defaults": "",
     "prefix, labels, relabeling": (
@@ -45,6 +44,7 @@ class Body:
     def __init__(self) -> None:
         self.body = b""
         self.content_type = TEXT_0_0_4
+        self.url = ""  # where it is served, once it is
 
     async def handle(self, request: web.Request) -> web.Response:
         return web.Response(body=self.body, headers={"Content-Type": self.content_type})
@@ -73,11 +73,17 @@ def served(snapshot) -> list:
     out = []
     for family in snapshot.families:
         rendered = chunks(family)
-        out.append((
-            family.name, family.type, family.help,
-            [(s.name, s.labels, repr(s.value), s.timestamp, s.exemplar) for s in family.samples],
-            rendered.openmetrics, rendered.inside, rendered.outside,
-        ))
+        out.append(
+            (
+                family.name,
+                family.type,
+                family.help,
+                [(s.name, s.labels, repr(s.value), s.timestamp, s.exemplar) for s in family.samples],
+                rendered.openmetrics,
+                rendered.inside,
+                rendered.outside,
+            )
+        )
     return out
 
 
@@ -103,9 +109,7 @@ async def test_a_poll_with_new_values_is_served_as_a_first_poll_of_that_body_wou
     finally:
         await shared.close()
     assert served(reused) == served(first)
-    assert {reason: count for reason, count in reused.dropped.items()} == {
-        reason: 3 * count for reason, count in first.dropped.items()
-    }
+    assert dict(reused.dropped.items()) == {reason: 3 * count for reason, count in first.dropped.items()}
 
 
 @pytest.mark.parametrize("payload", corpora())
@@ -116,8 +120,12 @@ def test_the_reader_reads_a_body_of_the_last_shape_as_the_parser_does(payload):
         moved = with_values_moved(payload.data, step)
         again = reader.parse(moved, openmetrics=payload.openmetrics, escaping=payload.escaping)
         expected = parse(moved, openmetrics=payload.openmetrics, escaping=payload.escaping)
-        assert [(f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in again.families] == [
-            (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in expected.families
+        assert [
+            (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples])
+            for f in again.families
+        ] == [
+            (f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples])
+            for f in expected.families
         ]
         assert again.truncated_lines == expected.truncated_lines
     assert all(family.shape is not None for family in again.families)  # made from the last shape
@@ -199,7 +207,10 @@ def test_stages_that_compute_a_value_get_no_template():
 
     def doubling(families):
         return normalize(
-            [Family(f.name, f.type, f.help, samples=[Sample(s.name, s.labels, s.value * 2) for s in f.samples]) for f in families],
+            [
+                Family(f.name, f.type, f.help, samples=[Sample(s.name, s.labels, s.value * 2) for s in f.samples])
+                for f in families
+            ],
             target="t",
         )
 
@@ -215,7 +226,7 @@ def test_stages_that_compute_a_value_get_no_template():
     template = Template.of(families, shapes, plain_stages, made(plain_stages))
     assert template is not None
     filled = template.fill([5.0, math.nan])
-    assert [s.value for s in filled.families[0].samples][0] == 5.0
+    assert next(s.value for s in filled.families[0].samples) == 5.0
     assert math.isnan(filled.families[0].samples[1].value)
     assert chunks(filled.families[0]).openmetrics == b'x{a="1",target="t"} 5.0\nx{a="2",target="t"} NaN\n'
     assert values_of(families) == [2.0, 3.0]

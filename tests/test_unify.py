@@ -20,26 +20,47 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import TEXT_0_0_4, daemon_url, poll_target, served_samples, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import TEXT_0_0_4, daemon_url, poll_target, served_samples, wait_until
-from exporter import profiles
-from exporter.simulate import OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT
 from support import (
-    REPO, Body, capture, created_series_simulator, fixture_files, simulated, simulated_profiles, simulated_value,
+    REPO,
+    Body,
+    capture,
+    created_series_simulator,
+    fixture_files,
+    simulated,
+    simulated_profiles,
+    simulated_value,
     without_cut_off_line,
 )
 
+from exporter import profiles
+from exporter.simulate import OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT
+
 #: The unified family names, as the issue fixes them (no prefix configured in these tests).
 UNIFIED = {
-    "requests_running", "requests_waiting", "kv_cache_usage_ratio", "prefix_cache_hit_tokens_total",
-    "prefix_cache_query_tokens_total", "time_to_first_token_seconds", "inter_token_latency_seconds",
-    "e2e_request_latency_seconds", "request_queue_time_seconds", "prompt_tokens_total", "generation_tokens_total",
-    "requests_finished_total", "requests_preempted_total", "kv_cache_capacity_tokens", "requests_running_limit",
-    "speculative_draft_tokens_total", "speculative_accepted_tokens_total", "request_prefill_time_seconds",
-    "request_decode_time_seconds", "request_time_per_output_token_seconds",
+    "requests_running",
+    "requests_waiting",
+    "kv_cache_usage_ratio",
+    "prefix_cache_hit_tokens_total",
+    "prefix_cache_query_tokens_total",
+    "time_to_first_token_seconds",
+    "inter_token_latency_seconds",
+    "e2e_request_latency_seconds",
+    "request_queue_time_seconds",
+    "prompt_tokens_total",
+    "generation_tokens_total",
+    "requests_finished_total",
+    "requests_preempted_total",
+    "kv_cache_capacity_tokens",
+    "requests_running_limit",
+    "speculative_draft_tokens_total",
+    "speculative_accepted_tokens_total",
+    "request_prefill_time_seconds",
+    "request_decode_time_seconds",
+    "request_time_per_output_token_seconds",
 }
 SUCCESS = {"stop": "success", "length": "success", "repetition": "success", "abort": "abort", "error": "error"}
 
@@ -139,7 +160,12 @@ class Histogram_:
             model_labels = backend.labels(labels)
             if name == self.metric + "_bucket":
                 le = float(labels["le"])
-                out[(concept + "_bucket", frozenset({**model_labels, "le": le if math.isinf(le) else le / self.divisor}.items()))] += value
+                out[
+                    (
+                        concept + "_bucket",
+                        frozenset({**model_labels, "le": le if math.isinf(le) else le / self.divisor}.items()),
+                    )
+                ] += value
             elif name == self.metric + "_count":
                 out[(concept + "_count", frozenset(model_labels.items()))] += value
                 if not any(n == self.metric + "_bucket" for n, _, _ in raw):
@@ -170,9 +196,11 @@ class Product_:
             else:
                 rest = {k: v for k, v in labels.items() if k not in self.match}
                 value *= next(
-                    v for n, l, v in raw
-                    if n == self.times and self.times_match.items() <= l.items()
-                    and {k: x for k, x in l.items() if k not in self.times_match} == rest
+                    v
+                    for n, named, v in raw
+                    if n == self.times
+                    and self.times_match.items() <= named.items()
+                    and {k: x for k, x in named.items() if k not in self.times_match} == rest
                 )
             out[(concept, frozenset(backend.labels(labels).items()))] = value
         return out
@@ -188,7 +216,7 @@ class MeanFromCounters_:
 
     def expect(self, concept, backend, raw):
         out = {}
-        counts = {frozenset(l.items()): v for n, l, v in raw if n == self.count}
+        counts = {frozenset(named.items()): v for n, named, v in raw if n == self.count}
         for name, labels, value in raw:
             if name == self.total and frozenset(labels.items()) in counts:
                 model_labels = backend.labels(labels)
@@ -313,8 +341,10 @@ TRITON_TRTLLM = {
     "requests_waiting": Gauge_("nv_trt_llm_request_metrics", {"request_type": "waiting"}),
     "kv_cache_usage_ratio": Gauge_("nv_trt_llm_kv_cache_block_metrics", {"kv_cache_block_type": "fraction"}),
     "kv_cache_capacity_tokens": Product_(
-        "nv_trt_llm_kv_cache_block_metrics", match={"kv_cache_block_type": "max"},
-        times="nv_trt_llm_kv_cache_block_metrics", times_match={"kv_cache_block_type": "tokens_per"},
+        "nv_trt_llm_kv_cache_block_metrics",
+        match={"kv_cache_block_type": "max"},
+        times="nv_trt_llm_kv_cache_block_metrics",
+        times_match={"kv_cache_block_type": "tokens_per"},
     ),
     "requests_running_limit": Gauge_("nv_trt_llm_request_metrics", {"request_type": "max"}),
 }
@@ -325,8 +355,12 @@ TRITON_COUNTERS = {
         Counter_("nv_inference_request_failure", outcome="error"),  # no `reason` before Triton 2.49
     ),
     # a default server's latency counters: their mean, as a +Inf-only histogram
-    "e2e_request_latency_seconds": MeanFromCounters_("nv_inference_request_duration_us", "nv_inference_request_success", 1e6),
-    "request_queue_time_seconds": MeanFromCounters_("nv_inference_queue_duration_us", "nv_inference_request_success", 1e6),
+    "e2e_request_latency_seconds": MeanFromCounters_(
+        "nv_inference_request_duration_us", "nv_inference_request_success", 1e6
+    ),
+    "request_queue_time_seconds": MeanFromCounters_(
+        "nv_inference_queue_duration_us", "nv_inference_request_success", 1e6
+    ),
 }
 GIE = Backend("gie-epp", "model_name")
 #: Triton's docs sample is malformed (buckets without `_bucket`): only its `_count` and `_sum` are a histogram.
@@ -337,7 +371,8 @@ TRITON_SUMMARY = {"request_queue_time_seconds": Histogram_("nv_inference_queue_s
 SIMULATED_SGLANG = {
     **SGLANG,
     "requests_finished_total": outcomes(
-        Counter_("sglang:num_requests_total", outcome="success"), Counter_("sglang:num_aborted_requests_total", outcome="abort")
+        Counter_("sglang:num_requests_total", outcome="success"),
+        Counter_("sglang:num_aborted_requests_total", outcome="abort"),
     ),
 }
 SIMULATED_TGI = {
@@ -356,24 +391,36 @@ SIMULATED_TRITON = {
     "generation_tokens_total": Counter_("nv_llm_output_token_len_sum"),
     "requests_finished_total": outcomes(
         Counter_("nv_inference_request_success", outcome="success"),
-        Counter_("nv_inference_request_failure", outcome_label="reason",
-                 rename={"CANCELED": "abort", "REJECTED": "error", "BACKEND": "error", "OTHER": "error"}),
+        Counter_(
+            "nv_inference_request_failure",
+            outcome_label="reason",
+            rename={"CANCELED": "abort", "REJECTED": "error", "BACKEND": "error", "OTHER": "error"},
+        ),
     ),
 }
 #: Dynamo 1.6's worker: the KV gauge without its `kvstats_` prefix, labelled with the model.
 DYNAMO_WORKER = {
     "requests_running": Gauge_("dynamo_component_inflight_requests", {"dynamo_endpoint": "generate"}),
     "kv_cache_usage_ratio": Gauge_("dynamo_component_gpu_cache_usage_percent"),
-    "e2e_request_latency_seconds": Histogram_("dynamo_component_request_duration_seconds", match={"dynamo_endpoint": "generate"}),
+    "e2e_request_latency_seconds": Histogram_(
+        "dynamo_component_request_duration_seconds", match={"dynamo_endpoint": "generate"}
+    ),
 }
 #: A Dynamo 0.x worker: the deprecated `kvstats_` gauge, which names no model.
-DYNAMO_WORKER_DEPRECATED = {**DYNAMO_WORKER, "kv_cache_usage_ratio": Gauge_("dynamo_component_kvstats_gpu_cache_usage_percent")}
+DYNAMO_WORKER_DEPRECATED = {
+    **DYNAMO_WORKER,
+    "kv_cache_usage_ratio": Gauge_("dynamo_component_kvstats_gpu_cache_usage_percent"),
+}
 #: llama.cpp today: `prompt_tokens_total` excludes the cached tokens, which `prompt_tokens_cached_total` counts.
 LLAMACPP = {
     "requests_running": Gauge_("llamacpp:requests_processing"),
     "requests_waiting": Gauge_("llamacpp:requests_deferred"),
-    "prompt_tokens_total": Sum_((Counter_("llamacpp:prompt_tokens_total"), Counter_("llamacpp:prompt_tokens_cached_total"))),
-    "prefix_cache_query_tokens_total": Sum_((Counter_("llamacpp:prompt_tokens_total"), Counter_("llamacpp:prompt_tokens_cached_total"))),
+    "prompt_tokens_total": Sum_(
+        (Counter_("llamacpp:prompt_tokens_total"), Counter_("llamacpp:prompt_tokens_cached_total"))
+    ),
+    "prefix_cache_query_tokens_total": Sum_(
+        (Counter_("llamacpp:prompt_tokens_total"), Counter_("llamacpp:prompt_tokens_cached_total"))
+    ),
     "prefix_cache_hit_tokens_total": Counter_("llamacpp:prompt_tokens_cached_total"),
     "generation_tokens_total": Counter_("llamacpp:tokens_predicted_total"),
 }
@@ -385,6 +432,8 @@ LLAMACPP_BEFORE_CACHED = {
     "prefix_cache_query_tokens_total": Counter_("llamacpp:prompt_tokens_total"),
     "generation_tokens_total": Counter_("llamacpp:tokens_predicted_total"),
 }
+
+
 @dataclass
 class Gauges_:
     """A gauge whose series of one model add up (`sum`) or of which the fullest counts (`max`)."""
@@ -397,7 +446,9 @@ class Gauges_:
         for name, labels, value in raw:
             if name == self.metric:
                 key = (concept, frozenset(backend.labels(labels).items()))
-                out[key] = (max(out[key], value) if self.combine == "max" else out[key] + value) if key in out else value
+                out[key] = (
+                    (max(out[key], value) if self.combine == "max" else out[key] + value) if key in out else value
+                )
         return out
 
 
@@ -407,9 +458,18 @@ VLLM_REASONS = {"stop": "success", "length": "success", "repetition": "success",
 LMDEPLOY_REASONS = {
     f"ResponseType.{kind}": outcome
     for kind, outcome in {
-        "SUCCESS": "success", "FINISH": "success", "CANCEL": "abort", "ENGINE_STOP_ERROR": "error", "SESSION_REPEAT": "error",
-        "SESSION_NOT_EXIST": "error", "HANDLER_NOT_EXIST": "error", "INPUT_LENGTH_ERROR": "error",
-        "INTERNAL_ENGINE_ERROR": "error", "PREFIX_CACHE_CONFLICT": "error", "NO_QUEUE": "error", "NOT_SUPPORTED": "error",
+        "SUCCESS": "success",
+        "FINISH": "success",
+        "CANCEL": "abort",
+        "ENGINE_STOP_ERROR": "error",
+        "SESSION_REPEAT": "error",
+        "SESSION_NOT_EXIST": "error",
+        "HANDLER_NOT_EXIST": "error",
+        "INPUT_LENGTH_ERROR": "error",
+        "INTERNAL_ENGINE_ERROR": "error",
+        "PREFIX_CACHE_CONFLICT": "error",
+        "NO_QUEUE": "error",
+        "NOT_SUPPORTED": "error",
         "OUT_OF_MEMORY": "error",
     }.items()
 }
@@ -417,92 +477,126 @@ LMDEPLOY_REASONS = {
 #: The profiles added for today's backends, each read from its simulator: how it names the model and
 #: where each concept comes from.
 NEW_PROFILES: dict[str, tuple[Backend, dict]] = {
-    "trtllm": (Backend("trtllm", "model_name"), {
-        "requests_running": G("trtllm_num_requests_running"),
-        "requests_waiting": G("trtllm_num_requests_waiting"),
-        "kv_cache_usage_ratio": G("trtllm_kv_cache_utilization", "max"),
-        "prefix_cache_hit_tokens_total": C("trtllm_prompt_cached_tokens_total"),
-        "time_to_first_token_seconds": H("trtllm_time_to_first_token_seconds"),
-        "e2e_request_latency_seconds": H("trtllm_e2e_request_latency_seconds"),
-        "request_queue_time_seconds": H("trtllm_request_queue_time_seconds"),
-        "prompt_tokens_total": C("trtllm_prompt_tokens_total"),
-        "generation_tokens_total": C("trtllm_generation_tokens_total"),
-        "requests_finished_total": [
-            C("trtllm_request_success_total", outcome_label="finished_reason",
-              rename={"stop": "success", "length": "success", "cancelled": "abort", "timeout": "error"}),
-            C("trtllm_request_error_total", outcome="error"),
-        ],
-        "kv_cache_capacity_tokens": Product_("trtllm_kv_cache_max_blocks", times="trtllm_kv_cache_tokens_per_block"),
-        "requests_running_limit": G("trtllm_max_num_active_requests"),
-        "speculative_draft_tokens_total": C("trtllm_spec_decode_num_draft_tokens_total"),
-        "speculative_accepted_tokens_total": C("trtllm_spec_decode_num_accepted_tokens_total"),
-        "request_prefill_time_seconds": H("trtllm_request_prefill_time_seconds"),
-        "request_decode_time_seconds": H("trtllm_request_decode_time_seconds"),
-        "request_time_per_output_token_seconds": H("trtllm_time_per_output_token_seconds"),
-    }),
-    "lmdeploy": (Backend("lmdeploy", "model_name"), {
-        "requests_running": G("lmdeploy:num_requests_running"),
-        "requests_waiting": G("lmdeploy:num_requests_waiting"),
-        "kv_cache_usage_ratio": G("lmdeploy:gpu_cache_usage_perc", "max"),
-        "prefix_cache_hit_tokens_total": C("lmdeploy:cached_tokens_total"),
-        "time_to_first_token_seconds": H("lmdeploy:time_to_first_token_seconds"),
-        "inter_token_latency_seconds": H("lmdeploy:time_per_output_token_seconds"),
-        "e2e_request_latency_seconds": H("lmdeploy:e2e_request_latency_seconds"),
-        "request_queue_time_seconds": H("lmdeploy:request_queue_time_seconds"),
-        "prompt_tokens_total": C("lmdeploy:prompt_tokens_total"),
-        "generation_tokens_total": C("lmdeploy:generation_tokens_total"),
-        "requests_finished_total": C("lmdeploy:request_success_total", outcome_label="finished_reason", rename=LMDEPLOY_REASONS),
-        "speculative_draft_tokens_total": C("lmdeploy:spec_decode_num_draft_tokens_total"),
-        "speculative_accepted_tokens_total": C("lmdeploy:spec_decode_num_accepted_tokens_total"),
-        "request_prefill_time_seconds": H("lmdeploy:request_prefill_time_seconds"),
-        "request_decode_time_seconds": H("lmdeploy:request_decode_time_seconds"),
-    }),
-    "ray-serve-llm": (Backend("ray-serve-llm", "model_name"), {
-        "requests_running": G("ray_vllm_num_requests_running"),
-        "requests_waiting": G("ray_vllm_num_requests_waiting"),
-        "kv_cache_usage_ratio": G("ray_vllm_kv_cache_usage_perc", "max"),
-        "prefix_cache_hit_tokens_total": C("ray_vllm_prefix_cache_hits_total"),
-        "prefix_cache_query_tokens_total": C("ray_vllm_prefix_cache_queries_total"),
-        "time_to_first_token_seconds": H("ray_vllm_time_to_first_token_seconds"),
-        "inter_token_latency_seconds": H("ray_vllm_inter_token_latency_seconds"),
-        "e2e_request_latency_seconds": H("ray_vllm_e2e_request_latency_seconds"),
-        "request_queue_time_seconds": H("ray_vllm_request_queue_time_seconds"),
-        "prompt_tokens_total": C("ray_vllm_prompt_tokens_total"),
-        "generation_tokens_total": C("ray_vllm_generation_tokens_total"),
-        "requests_finished_total": C("ray_vllm_request_success_total", outcome_label="finished_reason", rename=VLLM_REASONS),
-        "requests_preempted_total": C("ray_vllm_num_preemptions_total"),
-        "request_prefill_time_seconds": H("ray_vllm_request_prefill_time_seconds"),
-        "request_decode_time_seconds": H("ray_vllm_request_decode_time_seconds"),
-        "request_time_per_output_token_seconds": H("ray_vllm_request_time_per_output_token_seconds"),
-    }),
+    "trtllm": (
+        Backend("trtllm", "model_name"),
+        {
+            "requests_running": G("trtllm_num_requests_running"),
+            "requests_waiting": G("trtllm_num_requests_waiting"),
+            "kv_cache_usage_ratio": G("trtllm_kv_cache_utilization", "max"),
+            "prefix_cache_hit_tokens_total": C("trtllm_prompt_cached_tokens_total"),
+            "time_to_first_token_seconds": H("trtllm_time_to_first_token_seconds"),
+            "e2e_request_latency_seconds": H("trtllm_e2e_request_latency_seconds"),
+            "request_queue_time_seconds": H("trtllm_request_queue_time_seconds"),
+            "prompt_tokens_total": C("trtllm_prompt_tokens_total"),
+            "generation_tokens_total": C("trtllm_generation_tokens_total"),
+            "requests_finished_total": [
+                C(
+                    "trtllm_request_success_total",
+                    outcome_label="finished_reason",
+                    rename={"stop": "success", "length": "success", "cancelled": "abort", "timeout": "error"},
+                ),
+                C("trtllm_request_error_total", outcome="error"),
+            ],
+            "kv_cache_capacity_tokens": Product_(
+                "trtllm_kv_cache_max_blocks", times="trtllm_kv_cache_tokens_per_block"
+            ),
+            "requests_running_limit": G("trtllm_max_num_active_requests"),
+            "speculative_draft_tokens_total": C("trtllm_spec_decode_num_draft_tokens_total"),
+            "speculative_accepted_tokens_total": C("trtllm_spec_decode_num_accepted_tokens_total"),
+            "request_prefill_time_seconds": H("trtllm_request_prefill_time_seconds"),
+            "request_decode_time_seconds": H("trtllm_request_decode_time_seconds"),
+            "request_time_per_output_token_seconds": H("trtllm_time_per_output_token_seconds"),
+        },
+    ),
+    "lmdeploy": (
+        Backend("lmdeploy", "model_name"),
+        {
+            "requests_running": G("lmdeploy:num_requests_running"),
+            "requests_waiting": G("lmdeploy:num_requests_waiting"),
+            "kv_cache_usage_ratio": G("lmdeploy:gpu_cache_usage_perc", "max"),
+            "prefix_cache_hit_tokens_total": C("lmdeploy:cached_tokens_total"),
+            "time_to_first_token_seconds": H("lmdeploy:time_to_first_token_seconds"),
+            "inter_token_latency_seconds": H("lmdeploy:time_per_output_token_seconds"),
+            "e2e_request_latency_seconds": H("lmdeploy:e2e_request_latency_seconds"),
+            "request_queue_time_seconds": H("lmdeploy:request_queue_time_seconds"),
+            "prompt_tokens_total": C("lmdeploy:prompt_tokens_total"),
+            "generation_tokens_total": C("lmdeploy:generation_tokens_total"),
+            "requests_finished_total": C(
+                "lmdeploy:request_success_total", outcome_label="finished_reason", rename=LMDEPLOY_REASONS
+            ),
+            "speculative_draft_tokens_total": C("lmdeploy:spec_decode_num_draft_tokens_total"),
+            "speculative_accepted_tokens_total": C("lmdeploy:spec_decode_num_accepted_tokens_total"),
+            "request_prefill_time_seconds": H("lmdeploy:request_prefill_time_seconds"),
+            "request_decode_time_seconds": H("lmdeploy:request_decode_time_seconds"),
+        },
+    ),
+    "ray-serve-llm": (
+        Backend("ray-serve-llm", "model_name"),
+        {
+            "requests_running": G("ray_vllm_num_requests_running"),
+            "requests_waiting": G("ray_vllm_num_requests_waiting"),
+            "kv_cache_usage_ratio": G("ray_vllm_kv_cache_usage_perc", "max"),
+            "prefix_cache_hit_tokens_total": C("ray_vllm_prefix_cache_hits_total"),
+            "prefix_cache_query_tokens_total": C("ray_vllm_prefix_cache_queries_total"),
+            "time_to_first_token_seconds": H("ray_vllm_time_to_first_token_seconds"),
+            "inter_token_latency_seconds": H("ray_vllm_inter_token_latency_seconds"),
+            "e2e_request_latency_seconds": H("ray_vllm_e2e_request_latency_seconds"),
+            "request_queue_time_seconds": H("ray_vllm_request_queue_time_seconds"),
+            "prompt_tokens_total": C("ray_vllm_prompt_tokens_total"),
+            "generation_tokens_total": C("ray_vllm_generation_tokens_total"),
+            "requests_finished_total": C(
+                "ray_vllm_request_success_total", outcome_label="finished_reason", rename=VLLM_REASONS
+            ),
+            "requests_preempted_total": C("ray_vllm_num_preemptions_total"),
+            "request_prefill_time_seconds": H("ray_vllm_request_prefill_time_seconds"),
+            "request_decode_time_seconds": H("ray_vllm_request_decode_time_seconds"),
+            "request_time_per_output_token_seconds": H("ray_vllm_request_time_per_output_token_seconds"),
+        },
+    ),
     # The router's gauges name no model (only `server`): they take the one model its counters name.
-    "vllm-router": (Backend("vllm-router", "model"), {
-        "requests_running": G("vllm:num_requests_running"),
-        "e2e_request_latency_seconds": H("vllm:request_latency_seconds"),
-        "prompt_tokens_total": C("vllm:input_tokens_total"),
-        "generation_tokens_total": C("vllm:output_tokens_total"),
-        "requests_finished_total": C("vllm:request_latency_seconds_count", outcome_label="status", rename={"success": "success", "error": "error"}),
-    }),
-    "gie-epp": (Backend("gie-epp", "model_name"), {
-        "requests_running": G("inference_objective_running_requests"),
-        "kv_cache_usage_ratio": G("inference_pool_average_kv_cache_utilization", "max"),
-        "time_to_first_token_seconds": H("inference_objective_request_ttft_seconds"),
-        "e2e_request_latency_seconds": H("inference_objective_request_duration_seconds"),
-        "prompt_tokens_total": C("inference_objective_input_tokens_sum"),
-        "generation_tokens_total": C("inference_objective_output_tokens_sum"),
-        "requests_finished_total": [
-            C("inference_objective_request_duration_seconds_count", outcome="success"),
-            C("inference_objective_request_error_total", outcome="error"),
-        ],
-        "request_time_per_output_token_seconds": H("inference_objective_normalized_time_per_output_token_seconds"),
-    }),
-    "tei": (Backend("tei", None), {
-        "requests_waiting": G("te_queue_size"),
-        "e2e_request_latency_seconds": H("te_request_duration"),
-        "request_queue_time_seconds": H("te_request_queue_duration"),
-        "prompt_tokens_total": C("te_request_input_length_sum"),
-        "requests_finished_total": [C("te_request_success", outcome="success"), C("te_request_failure", outcome="error")],
-    }),
+    "vllm-router": (
+        Backend("vllm-router", "model"),
+        {
+            "requests_running": G("vllm:num_requests_running"),
+            "e2e_request_latency_seconds": H("vllm:request_latency_seconds"),
+            "prompt_tokens_total": C("vllm:input_tokens_total"),
+            "generation_tokens_total": C("vllm:output_tokens_total"),
+            "requests_finished_total": C(
+                "vllm:request_latency_seconds_count",
+                outcome_label="status",
+                rename={"success": "success", "error": "error"},
+            ),
+        },
+    ),
+    "gie-epp": (
+        Backend("gie-epp", "model_name"),
+        {
+            "requests_running": G("inference_objective_running_requests"),
+            "kv_cache_usage_ratio": G("inference_pool_average_kv_cache_utilization", "max"),
+            "time_to_first_token_seconds": H("inference_objective_request_ttft_seconds"),
+            "e2e_request_latency_seconds": H("inference_objective_request_duration_seconds"),
+            "prompt_tokens_total": C("inference_objective_input_tokens_sum"),
+            "generation_tokens_total": C("inference_objective_output_tokens_sum"),
+            "requests_finished_total": [
+                C("inference_objective_request_duration_seconds_count", outcome="success"),
+                C("inference_objective_request_error_total", outcome="error"),
+            ],
+            "request_time_per_output_token_seconds": H("inference_objective_normalized_time_per_output_token_seconds"),
+        },
+    ),
+    "tei": (
+        Backend("tei", None),
+        {
+            "requests_waiting": G("te_queue_size"),
+            "e2e_request_latency_seconds": H("te_request_duration"),
+            "request_queue_time_seconds": H("te_request_queue_duration"),
+            "prompt_tokens_total": C("te_request_input_length_sum"),
+            "requests_finished_total": [
+                C("te_request_success", outcome="success"),
+                C("te_request_failure", outcome="error"),
+            ],
+        },
+    ),
 }
 SIMULATED: dict[str, tuple[Backend, dict]] = {
     "dynamo-frontend": (Backend("dynamo-frontend", "model"), DYNAMO_FRONTEND),
@@ -534,22 +628,45 @@ EXPECTED: dict[str, tuple[Backend | None, dict]] = {
     "vllm-v0fork-batchinggap-cache_config_server_0.prom": (Backend("vllm", "model_name"), VLLM_V0),
     "vllm-v1-dynamo-worker-metrics_examples-vllm.prom": (Backend("vllm", "model_name"), VLLM_V1),
     # The endpoint picker's golden files, one family each (pkg/epp/metrics/testdata, release-1.5)
-    "gie-epp-testdata-input_tokens_metric.prom": (GIE, {"prompt_tokens_total": Counter_("inference_objective_input_tokens_sum")}),
-    "gie-epp-testdata-kv_cache_avg_metrics.prom": (GIE, {"kv_cache_usage_ratio": Gauge_("inference_pool_average_kv_cache_utilization")}),
-    "gie-epp-testdata-output_tokens_metric.prom": (GIE, {"generation_tokens_total": Counter_("inference_objective_output_tokens_sum")}),
+    "gie-epp-testdata-input_tokens_metric.prom": (
+        GIE,
+        {"prompt_tokens_total": Counter_("inference_objective_input_tokens_sum")},
+    ),
+    "gie-epp-testdata-kv_cache_avg_metrics.prom": (
+        GIE,
+        {"kv_cache_usage_ratio": Gauge_("inference_pool_average_kv_cache_utilization")},
+    ),
+    "gie-epp-testdata-output_tokens_metric.prom": (
+        GIE,
+        {"generation_tokens_total": Counter_("inference_objective_output_tokens_sum")},
+    ),
     "gie-epp-testdata-queue_avg_size_metrics.prom": (GIE, {}),  # an average per pod, not requests waiting
-    "gie-epp-testdata-request_duration_seconds_metric.prom": (GIE, {
-        "e2e_request_latency_seconds": Histogram_("inference_objective_request_duration_seconds"),
-        "requests_finished_total": Counter_("inference_objective_request_duration_seconds_count", outcome="success"),
-    }),
-    "gie-epp-testdata-request_error_total_metric.prom": (GIE, {
-        "requests_finished_total": Counter_("inference_objective_request_error_total", outcome="error"),
-    }),
+    "gie-epp-testdata-request_duration_seconds_metric.prom": (
+        GIE,
+        {
+            "e2e_request_latency_seconds": Histogram_("inference_objective_request_duration_seconds"),
+            "requests_finished_total": Counter_(
+                "inference_objective_request_duration_seconds_count", outcome="success"
+            ),
+        },
+    ),
+    "gie-epp-testdata-request_error_total_metric.prom": (
+        GIE,
+        {
+            "requests_finished_total": Counter_("inference_objective_request_error_total", outcome="error"),
+        },
+    ),
     "gie-epp-testdata-request_total_metric.prom": (GIE, {}),  # requests received, not finished
-    "gie-epp-testdata-request_ttft_seconds_metric.prom": (GIE, {
-        "time_to_first_token_seconds": Histogram_("inference_model_request_ttft_seconds"),
-    }),
-    "gie-epp-testdata-running_requests_metrics.prom": (GIE, {"requests_running": Gauge_("inference_objective_running_requests")}),
+    "gie-epp-testdata-request_ttft_seconds_metric.prom": (
+        GIE,
+        {
+            "time_to_first_token_seconds": Histogram_("inference_model_request_ttft_seconds"),
+        },
+    ),
+    "gie-epp-testdata-running_requests_metrics.prom": (
+        GIE,
+        {"requests_running": Gauge_("inference_objective_running_requests")},
+    ),
 }
 
 
@@ -557,7 +674,9 @@ def expected_series(backend: Backend | None, rules: dict, text: str, target: str
     raw = raw_samples(text)
     if backend is not None and backend.model_label and not backend.model:
         named = {labels[backend.model_label] for _, labels, _ in raw if labels.get(backend.model_label)}
-        backend = Backend(backend.profile, backend.model_label, payload_model=next(iter(named)) if len(named) == 1 else None)
+        backend = Backend(
+            backend.profile, backend.model_label, payload_model=next(iter(named)) if len(named) == 1 else None
+        )
     out = {}
     for concept, rule in rules.items():
         for part in rule if isinstance(rule, list) else [rule]:
@@ -595,7 +714,9 @@ def test_every_fixture_has_an_expectation():
 
 
 @pytest.mark.parametrize("profile", sorted(SIMULATED))
-async def test_each_simulated_backend_is_detected_and_yields_each_unified_series_from_its_raw_payload(upstream, profile):
+async def test_each_simulated_backend_is_detected_and_yields_each_unified_series_from_its_raw_payload(
+    upstream, profile
+):
     backend, rules = SIMULATED[profile]
     snapshot = await poll_target(f'{{name: t, type: http, url: "{upstream.url}/simulated/{profile}"}}')
     assert snapshot.up, snapshot.last_error
@@ -644,8 +765,12 @@ async def test_a_current_and_a_deprecated_name_yield_one_series_from_the_current
     registry = CollectorRegistry()
     Gauge("vllm:kv_cache_usage_perc", "current", ["model_name"], registry=registry).labels("m").set(0.75)
     Gauge("vllm:gpu_cache_usage_perc", "deprecated", ["model_name"], registry=registry).labels("m").set(0.25)
-    Histogram("vllm:inter_token_latency_seconds", "current", ["model_name"], buckets=[0.1], registry=registry).labels("m").observe(0.05)
-    old = Histogram("vllm:time_per_output_token_seconds", "deprecated", ["model_name"], buckets=[0.1], registry=registry)
+    Histogram("vllm:inter_token_latency_seconds", "current", ["model_name"], buckets=[0.1], registry=registry).labels(
+        "m"
+    ).observe(0.05)
+    old = Histogram(
+        "vllm:time_per_output_token_seconds", "deprecated", ["model_name"], buckets=[0.1], registry=registry
+    )
     for _ in range(3):
         old.labels("m").observe(0.5)
     snapshot = await poll_target(f'{{name: t, type: http, url: "{bodies("both", registry)}"}}')
@@ -658,7 +783,9 @@ async def test_a_current_and_a_deprecated_name_yield_one_series_from_the_current
 
 async def test_a_deprecated_name_is_used_when_the_current_one_is_absent(bodies):
     registry = CollectorRegistry()  # an older SGLang: inter-token latency under its old name only
-    Gauge("sglang:num_running_reqs", "The number of running requests.", ["model_name"], registry=registry).labels("m").set(2)
+    Gauge("sglang:num_running_reqs", "The number of running requests.", ["model_name"], registry=registry).labels(
+        "m"
+    ).set(2)
     old = Histogram("sglang:time_per_output_token_seconds", "old", ["model_name"], buckets=[0.1], registry=registry)
     for _ in range(7):
         old.labels("m").observe(0.02)
@@ -685,25 +812,44 @@ async def test_profile_in_the_config_overrides_detection(upstream):
 async def test_profile_none_serves_no_unified_series(upstream):
     snapshot = await poll_target(f'{{name: t, type: http, url: "{upstream.url}/simulated/vllm", profile: none}}')
     assert snapshot.profile is None and unified_served(snapshot) == {}
-    assert ("vllm_num_requests_running", frozenset({"engine": "0", "model_name": "Qwen/Qwen3-0.6B", "target": "t"}.items())) in served_samples(snapshot)
+    assert (
+        "vllm_num_requests_running",
+        frozenset({"engine": "0", "model_name": "Qwen/Qwen3-0.6B", "target": "t"}.items()),
+    ) in served_samples(snapshot)
 
 
 async def test_raw_false_serves_only_the_unified_vocabulary(upstream):
     snapshot = await poll_target(f'{{name: t, type: http, url: "{upstream.url}/simulated/vllm", raw: false}}')
     assert {family.name for family in snapshot.families} == {
-        "requests_running", "requests_waiting", "kv_cache_usage_ratio", "prefix_cache_hit_tokens", "prefix_cache_query_tokens",
-        "time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds",
-        "request_queue_time_seconds", "prompt_tokens", "generation_tokens", "requests_finished", "kv_cache_capacity_tokens",
-        "requests_preempted", "request_prefill_time_seconds", "request_decode_time_seconds",
+        "requests_running",
+        "requests_waiting",
+        "kv_cache_usage_ratio",
+        "prefix_cache_hit_tokens",
+        "prefix_cache_query_tokens",
+        "time_to_first_token_seconds",
+        "inter_token_latency_seconds",
+        "e2e_request_latency_seconds",
+        "request_queue_time_seconds",
+        "prompt_tokens",
+        "generation_tokens",
+        "requests_finished",
+        "kv_cache_capacity_tokens",
+        "requests_preempted",
+        "request_prefill_time_seconds",
+        "request_decode_time_seconds",
         "request_time_per_output_token_seconds",
     }
 
 
 async def test_a_raw_family_named_like_a_unified_one_is_served_once_as_the_unified_series(upstream):
     snapshot = await poll_target(f'{{name: t, type: http, url: "{upstream.url}/simulated/nim"}}')
-    prompt = {labels: value for (name, labels), value in served_samples(snapshot).items() if name == "prompt_tokens_total"}
+    prompt = {
+        labels: value for (name, labels), value in served_samples(snapshot).items() if name == "prompt_tokens_total"
+    }
     assert prompt == {
-        frozenset({"backend": "nim", "model": "meta/llama-3.1-8b-instruct", "target": "t"}.items()): simulated_value("nim", "prompt_tokens_total")
+        frozenset({"backend": "nim", "model": "meta/llama-3.1-8b-instruct", "target": "t"}.items()): simulated_value(
+            "nim", "prompt_tokens_total"
+        )
     }
     assert snapshot.dropped == {}
 
@@ -748,9 +894,7 @@ async def test_the_model_comes_from_the_config_where_the_backend_names_none(upst
 
 
 async def test_prefix_applies_to_unified_families_too(upstream):
-    snapshot = await poll_target(
-        f'{{name: t, type: http, url: "{upstream.url}/simulated/sglang", prefix: llm}}'
-    )
+    snapshot = await poll_target(f'{{name: t, type: http, url: "{upstream.url}/simulated/sglang", prefix: llm}}')
     names = {name for name, _ in unified_served(snapshot)}
     assert "llm_requests_running" in names and "llm_time_to_first_token_seconds_bucket" in names
 
@@ -766,8 +910,11 @@ async def test_llamacpp_names_map_to_the_vocabulary(bodies):
     labels = frozenset({"backend": "llamacpp", "model": "qwen2.5-7b", "target": "t"}.items())
     assert snapshot.profile == "llamacpp"
     assert unified_served(snapshot) == {
-        ("requests_running", labels): 2.0, ("requests_waiting", labels): 1.0, ("kv_cache_usage_ratio", labels): 0.5,
-        ("prompt_tokens_total", labels): 6886.0, ("generation_tokens_total", labels): 3469.0,
+        ("requests_running", labels): 2.0,
+        ("requests_waiting", labels): 1.0,
+        ("kv_cache_usage_ratio", labels): 0.5,
+        ("prompt_tokens_total", labels): 6886.0,
+        ("generation_tokens_total", labels): 3469.0,
         # a build from before the cached-tokens counter: every prompt token was looked up in the cache
         ("prefix_cache_query_tokens_total", labels): 6886.0,
     }
@@ -777,7 +924,9 @@ async def test_engines_and_ranks_of_one_model_add_up_and_the_kv_cache_takes_the_
     registry = CollectorRegistry()
     running = Gauge("vllm:num_requests_running", "r", ["model_name", "engine"], registry=registry)
     usage = Gauge("vllm:kv_cache_usage_perc", "u", ["model_name", "engine"], registry=registry)
-    ttft = Histogram("vllm:time_to_first_token_seconds", "t", ["model_name", "engine"], buckets=[0.1, 1], registry=registry)
+    ttft = Histogram(
+        "vllm:time_to_first_token_seconds", "t", ["model_name", "engine"], buckets=[0.1, 1], registry=registry
+    )
     for engine, (count, ratio, seconds) in enumerate([(3, 0.5, 0.05), (4, 0.9, 0.5)]):
         running.labels("m", str(engine)).set(count)
         usage.labels("m", str(engine)).set(ratio)
@@ -807,7 +956,9 @@ async def test_an_allowlist_reads_only_the_families_it_names(upstream):
         'allow_families: ["vllm:num_requests_.*", "dynamo_component_uptime_seconds"], deny_families: [".*waiting"]}'
     )
     assert {name for name, _ in served_samples(snapshot)} == {
-        "vllm_num_requests_running", "dynamo_component_uptime_seconds", "requests_running",
+        "vllm_num_requests_running",
+        "dynamo_component_uptime_seconds",
+        "requests_running",
     }
 
 
@@ -826,20 +977,26 @@ targets:
 """
     )
     await wait_until(lambda: all(snap.up for snap in daemon.store.snapshots()))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(daemon_url(daemon, "/api/targets")) as response:
-            states = {state["name"]: state["profile"] for state in await response.json()}
+    async with aiohttp.ClientSession() as session, session.get(daemon_url(daemon, "/api/targets")) as response:
+        states = {state["name"]: state["profile"] for state in await response.json()}
     assert states == {"vllm": "vllm", "gpu": None}
 
 
 async def test_once_says_on_stderr_which_profile_each_target_uses(upstream, tmp_path):
     config = tmp_path / "once.yaml"
-    config.write_text(
-        f"targets:\n  - {{name: nim, type: http, url: \"{upstream.url}/simulated/nim\"}}\n"
-    )
+    config.write_text(f'targets:\n  - {{name: nim, type: http, url: "{upstream.url}/simulated/nim"}}\n')
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "once", "--config", str(config), "--log-format", "json", cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "once",
+        "--config",
+        str(config),
+        "--log-format",
+        "json",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     events = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
@@ -848,7 +1005,9 @@ async def test_once_says_on_stderr_which_profile_each_target_uses(upstream, tmp_
         e for e in events if e["event"] == "profile in use"
     ).items()
     running = simulated_value("nim", "num_requests_running")
-    assert f'requests_running{{backend="nim",model="meta/llama-3.1-8b-instruct",target="nim"}} {running!r}' in out.decode()
+    assert (
+        f'requests_running{{backend="nim",model="meta/llama-3.1-8b-instruct",target="nim"}} {running!r}' in out.decode()
+    )
 
 
 def test_every_profile_file_loads_and_names_a_distinct_backend():
@@ -867,7 +1026,8 @@ def target_error(extra: str) -> str:
 def test_an_unknown_profile_is_a_config_error_that_lists_the_known_ones():
     assert target_error("    profile: vlm\n") == (
         "c.yaml:5: targets[0].profile: unknown profile 'vlm'; expected one of: "
-        + ", ".join(p.name for p in profiles.profiles()) + ", none"
+        + ", ".join(p.name for p in profiles.profiles())
+        + ", none"
     )
 
 
@@ -927,14 +1087,18 @@ def vocabulary_table() -> str:
     for concept in profiles.CONCEPTS:
         lines.append(f"| `{concept}` | " + " | ".join(cell(p, concept) for p in loaded) + " |")
     lines.append(
-        "| *model label* | " + " | ".join(f"`{p.model_label}`" if p.model_label else "config `model:`" for p in loaded) + " |"
+        "| *model label* | "
+        + " | ".join(f"`{p.model_label}`" if p.model_label else "config `model:`" for p in loaded)
+        + " |"
     )
     return "\n".join(lines) + "\n"
 
 
 def test_the_readme_vocabulary_table_is_the_one_the_profiles_make():
     table = vocabulary_table()
-    assert table in (REPO / "docs" / "vocabulary.md").read_text(), "docs/vocabulary.md's table is stale; it should read:\n" + table
+    assert table in (REPO / "docs" / "vocabulary.md").read_text(), (
+        "docs/vocabulary.md's table is stale; it should read:\n" + table
+    )
 
 
 def test_merged_histograms_count_at_each_bound_the_most_each_series_holds_up_to_it():
@@ -946,7 +1110,7 @@ def test_merged_histograms_count_at_each_bound_the_most_each_series_holds_up_to_
 
     rng = random.Random(8)
     for _ in range(200):
-        parts = []
+        parts: list[tuple[dict[float, float], float, float | None]] = []
         for _ in range(rng.randint(1, 4)):
             bounds = rng.sample([0.1, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf], rng.randint(1, 7))
             parts.append(({bound: float(rng.randint(-3, 50)) for bound in bounds}, 0.0, None))

@@ -14,16 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import poll_target, served_samples, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
-
-from conftest import poll_target, served_samples, wait_until
-from exporter.config import ConfigError, parse_config
-from exporter.simulate import TEXT_ACCEPT, SimulatedServer, simulator
-from exporter.simulate.base import load_backends
 from support import NIM_REPLY, REPO
 from test_unify import NEW_PROFILES as RULES
 from test_unify import assert_same_series, expected_series, raw_samples, unified_served
+
+from exporter.config import ConfigError, parse_config
+from exporter.simulate import TEXT_ACCEPT, SimulatedServer, simulator
+from exporter.simulate.base import load_backends
 
 OUTCOMES = {"success", "abort", "error"}
 
@@ -51,7 +51,9 @@ def test_every_new_profile_has_rules_and_a_simulator():
 async def test_every_simulated_backend_finishes_requests_only_as_success_abort_or_error(profile):
     model = None if simulator(profile).model else "demo/model"
     snapshot, _ = await poll_simulated(profile, model=model)
-    outcomes = {dict(labels)["outcome"] for name, labels in unified_served(snapshot) if name == "requests_finished_total"}
+    outcomes = {
+        dict(labels)["outcome"] for name, labels in unified_served(snapshot) if name == "requests_finished_total"
+    }
     assert outcomes <= OUTCOMES
 
 
@@ -87,7 +89,9 @@ async def bodies(aiohttp_server):
     served: dict[str, bytes] = {}
 
     async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=served[request.match_info["name"]], headers={"Content-Type": "text/plain; version=0.0.4"})
+        return web.Response(
+            body=served[request.match_info["name"]], headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
 
     app = web.Application()
     app.router.add_get("/{name}", handler)
@@ -105,23 +109,38 @@ def series(snapshot, name: str) -> dict[frozenset, float]:
     return {labels: value for (n, labels), value in unified_served(snapshot).items() if n == name}
 
 
-def of(**labels: str) -> frozenset:
+def of(**labels: object) -> frozenset:
     return frozenset({"target": "t", **labels}.items())
 
 
-async def test_a_dynamo_workers_current_kv_gauge_is_read_before_the_deprecated_one_and_every_series_names_the_model(bodies):
+async def test_a_dynamo_workers_current_kv_gauge_is_read_before_the_deprecated_one_and_every_series_names_the_model(
+    bodies,
+):
     registry = CollectorRegistry()
     # lib/runtime/src/metrics/prometheus_names.rs (kvstats): labels model, dynamo_component, dp_rank
-    usage = Gauge("dynamo_component_gpu_cache_usage_percent", "GPU cache usage as a percentage (0.0-1.0)",
-                  ["model", "dynamo_component", "dp_rank"], registry=registry)
+    usage = Gauge(
+        "dynamo_component_gpu_cache_usage_percent",
+        "GPU cache usage as a percentage (0.0-1.0)",
+        ["model", "dynamo_component", "dp_rank"],
+        registry=registry,
+    )
     usage.labels("Qwen/Qwen3-0.6B", "backend", "0").set(0.25)
     usage.labels("Qwen/Qwen3-0.6B", "backend", "1").set(0.75)
-    Gauge("dynamo_component_total_blocks", "Total number of KV cache blocks", ["model", "dynamo_component", "dp_rank"],
-          registry=registry).labels("Qwen/Qwen3-0.6B", "backend", "0").set(1024)
-    Gauge("dynamo_component_kvstats_gpu_cache_usage_percent", "deprecated", ["dynamo_component"], registry=registry).labels("backend").set(0.1)
-    Gauge("dynamo_component_inflight_requests", "in flight", ["dynamo_component", "dynamo_endpoint"],
-          registry=registry).labels("backend", "generate").set(3)  # the work handler's gauges name no model
-    snapshot = await poll_target(f'{{name: t, type: http, url: "{bodies("worker", registry)}", profile: dynamo-worker}}')
+    Gauge(
+        "dynamo_component_total_blocks",
+        "Total number of KV cache blocks",
+        ["model", "dynamo_component", "dp_rank"],
+        registry=registry,
+    ).labels("Qwen/Qwen3-0.6B", "backend", "0").set(1024)
+    Gauge(
+        "dynamo_component_kvstats_gpu_cache_usage_percent", "deprecated", ["dynamo_component"], registry=registry
+    ).labels("backend").set(0.1)
+    Gauge(
+        "dynamo_component_inflight_requests", "in flight", ["dynamo_component", "dynamo_endpoint"], registry=registry
+    ).labels("backend", "generate").set(3)  # the work handler's gauges name no model
+    snapshot = await poll_target(
+        f'{{name: t, type: http, url: "{bodies("worker", registry)}", profile: dynamo-worker}}'
+    )
     model = {"backend": "dynamo-worker", "model": "Qwen/Qwen3-0.6B"}
     assert series(snapshot, "kv_cache_usage_ratio") == {of(**model): 0.75}
     assert series(snapshot, "requests_running") == {of(**model): 3.0}
@@ -143,8 +162,12 @@ async def test_vllms_repetition_is_a_success(bodies):
 
 async def test_llamacpp_prompt_tokens_are_the_uncached_plus_the_cached_and_the_cached_are_prefix_hits(bodies):
     registry = CollectorRegistry()  # tools/server/server-context.cpp since 2026-08-13
-    Counter("llamacpp:prompt_tokens", "Total prompt processing tokens (excluding cached tokens).", registry=registry).inc(12345)
-    Counter("llamacpp:prompt_tokens_cached", "Total prompt processing tokens (cached tokens).", registry=registry).inc(678)
+    Counter(
+        "llamacpp:prompt_tokens", "Total prompt processing tokens (excluding cached tokens).", registry=registry
+    ).inc(12345)
+    Counter("llamacpp:prompt_tokens_cached", "Total prompt processing tokens (cached tokens).", registry=registry).inc(
+        678
+    )
     Counter("llamacpp:tokens_predicted", "Total predicted tokens.", registry=registry).inc(99)
     Counter("llamacpp:spec_decode_num_draft_tokens", "drafted", registry=registry).inc(300)
     Counter("llamacpp:spec_decode_num_accepted_tokens", "accepted", registry=registry).inc(150)
@@ -160,17 +183,30 @@ async def test_llamacpp_prompt_tokens_are_the_uncached_plus_the_cached_and_the_c
 async def test_the_profiles_fallbacks_read_a_simulated_older_build(old):
     """The simulators serve today's names; their older builds serve the deprecated ones the profiles
     still read after them (Dynamo 0.x's `kvstats_*` gauges, llama.cpp without the cached counter)."""
-    from exporter.simulate.backends.dynamo import DeprecatedDynamoWorkerSimulator
-    from exporter.simulate.backends.llamacpp import LlamaCppBeforeCachedSimulator
     from test_unify import DYNAMO_WORKER_DEPRECATED, LLAMACPP_BEFORE_CACHED, Backend
 
+    from exporter.simulate.backends.dynamo import DeprecatedDynamoWorkerSimulator
+    from exporter.simulate.backends.llamacpp import LlamaCppBeforeCachedSimulator
+
     sim, backend, rules, model = {
-        "dynamo-worker": (DeprecatedDynamoWorkerSimulator(), Backend("dynamo-worker", "model"), DYNAMO_WORKER_DEPRECATED, None),
-        "llamacpp": (LlamaCppBeforeCachedSimulator(), Backend("llamacpp", None, model="qwen"), LLAMACPP_BEFORE_CACHED, "qwen"),
+        "dynamo-worker": (
+            DeprecatedDynamoWorkerSimulator(),
+            Backend("dynamo-worker", "model"),
+            DYNAMO_WORKER_DEPRECATED,
+            None,
+        ),
+        "llamacpp": (
+            LlamaCppBeforeCachedSimulator(),
+            Backend("llamacpp", None, model="qwen"),
+            LLAMACPP_BEFORE_CACHED,
+            "qwen",
+        ),
     }[old]
     sim.advance(12)
     text = sim.render(TEXT_ACCEPT)[0].decode()
-    assert ("kvstats_gpu_cache_usage_percent" in text) if old == "dynamo-worker" else ("prompt_tokens_cached" not in text)
+    assert (
+        ("kvstats_gpu_cache_usage_percent" in text) if old == "dynamo-worker" else ("prompt_tokens_cached" not in text)
+    )
     server = SimulatedServer(sim, ticking=False)
     url = await server.start()
     try:
@@ -190,7 +226,9 @@ async def test_a_default_triton_gives_mean_latencies_from_its_counters_and_failu
     failure = Counter("nv_inference_request_failure", "failed", ["model", "reason", "version"], registry=registry)
     for reason, count in {"REJECTED": 1, "CANCELED": 2, "BACKEND": 3, "OTHER": 4}.items():
         failure.labels("llama", reason, "1").inc(count)
-    Counter("nv_inference_request_duration_us", "request", labels, registry=registry).labels("llama", "1").inc(8_000_000)
+    Counter("nv_inference_request_duration_us", "request", labels, registry=registry).labels("llama", "1").inc(
+        8_000_000
+    )
     Counter("nv_inference_queue_duration_us", "queue", labels, registry=registry).labels("llama", "1").inc(400_000)
     snapshot = await poll_target(f'{{name: t, type: http, url: "{bodies("triton", registry)}"}}')
     model = {"backend": "triton", "model": "llama"}
@@ -200,7 +238,9 @@ async def test_a_default_triton_gives_mean_latencies_from_its_counters_and_failu
     assert served[("e2e_request_latency_seconds_bucket", of(**model, le=math.inf))] == 40.0
     assert served[("request_queue_time_seconds_sum", of(**model))] == 0.4
     assert series(snapshot, "requests_finished_total") == {
-        of(**model, outcome="success"): 40.0, of(**model, outcome="abort"): 2.0, of(**model, outcome="error"): 8.0,
+        of(**model, outcome="success"): 40.0,
+        of(**model, outcome="abort"): 2.0,
+        of(**model, outcome="error"): 8.0,
     }
 
 
@@ -216,7 +256,12 @@ async def test_sglang_retractions_are_preemptions_and_its_pool_size_the_kv_capac
 
 async def test_dynamo_frontend_outcomes_come_from_error_type_and_cached_tokens_are_prefix_hits(bodies):
     registry = CollectorRegistry()  # prometheus_names.rs frontend_service: status and error_type
-    requests = Counter("dynamo_frontend_requests", "requests", ["model", "endpoint", "request_type", "status", "error_type"], registry=registry)
+    requests = Counter(
+        "dynamo_frontend_requests",
+        "requests",
+        ["model", "endpoint", "request_type", "status", "error_type"],
+        registry=registry,
+    )
     requests.labels("m", "chat_completions", "stream", "success", "").inc(20)
     requests.labels("m", "chat_completions", "stream", "error", "cancelled").inc(3)
     requests.labels("m", "chat_completions", "unary", "error", "internal").inc(2)
@@ -227,7 +272,9 @@ async def test_dynamo_frontend_outcomes_come_from_error_type_and_cached_tokens_a
     snapshot = await poll_target(f'{{name: t, type: http, url: "{bodies("frontend", registry)}"}}')
     model = {"backend": "dynamo-frontend", "model": "m"}
     assert series(snapshot, "requests_finished_total") == {
-        of(**model, outcome="success"): 20.0, of(**model, outcome="abort"): 3.0, of(**model, outcome="error"): 3.0,
+        of(**model, outcome="success"): 20.0,
+        of(**model, outcome="abort"): 3.0,
+        of(**model, outcome="error"): 3.0,
     }
     assert series(snapshot, "prefix_cache_hit_tokens_total") == {of(**model): 555.0}
 
@@ -235,7 +282,10 @@ async def test_dynamo_frontend_outcomes_come_from_error_type_and_cached_tokens_a
 async def test_tgi_failures_by_err_are_errors():
     snapshot, text = await poll_simulated("tgi", model="bigscience/bloom")
     failed = sum(value for name, labels, value in raw_samples(text) if name == "tgi_request_failure")
-    assert series(snapshot, "requests_finished_total")[of(backend="tgi", model="bigscience/bloom", outcome="error")] == failed
+    assert (
+        series(snapshot, "requests_finished_total")[of(backend="tgi", model="bigscience/bloom", outcome="error")]
+        == failed
+    )
 
 
 # -- NATS replies go through the same profiles --------------------------------------------------------------
@@ -271,10 +321,17 @@ async def test_nims_runtime_stats_over_nats_become_unified_series(natsd):
         await client.close()
     assert snapshot.up, snapshot.last_error
     assert snapshot.profile == "nim"
-    unified = {(name, labels): value for (name, labels), value in served_samples(snapshot).items() if dict(labels).get("backend") == "nim"}
+    unified = {
+        (name, labels): value
+        for (name, labels), value in served_samples(snapshot).items()
+        if dict(labels).get("backend") == "nim"
+    }
     model = frozenset({"backend": "nim", "model": "nim/llama", "target": "stats"}.items())
     gauges = NIM_REPLY["metrics"]["gauges"]
-    assert unified == {("kv_cache_usage_ratio", model): gauges["kv_cache_usage_perc"], ("requests_running", model): float(gauges["active_requests"])}
+    assert unified == {
+        ("kv_cache_usage_ratio", model): gauges["kv_cache_usage_perc"],
+        ("requests_running", model): float(gauges["active_requests"]),
+    }
 
 
 # -- profiles an operator writes ----------------------------------------------------------------------------
@@ -312,7 +369,7 @@ def write_config(tmp_path: Path, url: str, profile_text: str = ACME) -> Path:
     config.write_text(
         "defaults: {interval: 200ms, timeout: 150ms, retries: 0}\n"
         "profile_files: [profiles/*.yaml]\n"
-        f"targets:\n  - {{name: t, type: http, url: \"{url}\"}}\n"
+        f'targets:\n  - {{name: t, type: http, url: "{url}"}}\n'
     )
     return config
 
@@ -326,12 +383,16 @@ async def test_an_operators_profile_for_a_made_up_backend_serves_its_unified_ser
     model = {"backend": "acme", "model": "acme-7b"}
     assert series(snapshot, "requests_running") == {of(**model): 3.0}
     assert series(snapshot, "requests_finished_total") == {
-        of(**model, outcome="success"): 9.0, of(**model, outcome="abort"): 1.0, of(**model, outcome="error"): 2.0,
+        of(**model, outcome="success"): 9.0,
+        of(**model, outcome="abort"): 1.0,
+        of(**model, outcome="error"): 2.0,
     }
 
 
 def test_a_mistake_in_an_operators_profile_names_its_file_and_line(tmp_path):
-    wrong = ACME.replace("    - metric: acme_busy_slots", "    - metrc: acme_busy_slots").replace("others: error", "others: failed")
+    wrong = ACME.replace("    - metric: acme_busy_slots", "    - metrc: acme_busy_slots").replace(
+        "others: error", "others: failed"
+    )
     config = write_config(tmp_path, "http://127.0.0.1:1/metrics", wrong)
     with pytest.raises(ConfigError) as caught:
         parse_config(config.read_text(), str(config))
@@ -341,7 +402,10 @@ def test_a_mistake_in_an_operators_profile_names_its_file_and_line(tmp_path):
     write_config(tmp_path, "http://127.0.0.1:1/metrics", fixed)
     with pytest.raises(ConfigError) as caught:
         parse_config(config.read_text(), str(config))
-    assert f"{profile}:10: series.requests_finished_total: outcome 'failed' is not one of: success, abort, error" in str(caught.value)
+    assert (
+        f"{profile}:10: series.requests_finished_total: outcome 'failed' is not one of: success, abort, error"
+        in str(caught.value)
+    )
 
 
 def test_a_profile_glob_that_matches_nothing_is_an_error_at_its_config_line(tmp_path):
@@ -355,8 +419,14 @@ def test_a_profile_glob_that_matches_nothing_is_an_error_at_its_config_line(tmp_
 async def test_check_config_shows_the_operators_profiles(bodies, tmp_path):
     config = write_config(tmp_path, "http://127.0.0.1:1/metrics")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "check-config", str(config), cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "check-config",
+        str(config),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
@@ -371,7 +441,10 @@ async def test_a_reload_picks_up_an_edit_to_an_operators_profile(bodies, tmp_pat
     model = {"backend": "acme", "model": "acme-7b"}
     assert series(daemon.store.get("t"), "requests_running") == {of(**model): 3.0}
     # the operator maps one more concept and points running requests at the other gauge
-    edited = ACME.replace("acme_busy_slots", "acme_free_slots") + "  requests_running_limit:\n    - metric: acme_busy_slots\n"
+    edited = (
+        ACME.replace("acme_busy_slots", "acme_free_slots")
+        + "  requests_running_limit:\n    - metric: acme_busy_slots\n"
+    )
     (tmp_path / "profiles" / "acme.yaml").write_text(edited)
     assert await daemon.reload()
     await wait_until(lambda: series(daemon.store.get("t"), "requests_running_limit") == {of(**model): 3.0})
@@ -399,10 +472,20 @@ async def test_an_edit_to_a_profile_file_alone_is_noticed_like_an_edit_to_the_co
 
 async def run_explain(config: Path, target: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "explain", "--config", str(config), "--target", target, cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "exporter",
+        "explain",
+        "--config",
+        str(config),
+        "--target",
+        target,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None  # it exited: communicate() waits for that
     return process.returncode, out.decode(), err.decode()
 
 
@@ -411,7 +494,9 @@ async def test_explain_says_which_profile_matched_and_where_each_concept_comes_f
     url = await server.start()
     try:
         config = tmp_path / "config.yaml"
-        config.write_text(f'targets:\n  - {{name: trt, type: http, url: "{url}", headers: {{Accept: "{TEXT_ACCEPT}"}}}}\n')
+        config.write_text(
+            f'targets:\n  - {{name: trt, type: http, url: "{url}", headers: {{Accept: "{TEXT_ACCEPT}"}}}}\n'
+        )
         code, out, err = await run_explain(config, "trt")
     finally:
         await server.stop()
@@ -420,7 +505,10 @@ async def test_explain_says_which_profile_matched_and_where_each_concept_comes_f
     assert lines[0] == "target trt: profile trtllm"
     assert lines[1].startswith("  detected: family 'trtllm_") and "matches 'trtllm_.+' of profile trtllm" in lines[1]
     running = next(line for line in lines if " requests_running " in f" {line[2:]} ")
-    assert running.startswith("+ requests_running") and "1 series from trtllm_num_requests_running (choice 1 of 1)" in running
+    assert (
+        running.startswith("+ requests_running")
+        and "1 series from trtllm_num_requests_running (choice 1 of 1)" in running
+    )
     capacity = next(line for line in lines if "kv_cache_capacity_tokens" in line)
     assert "trtllm_kv_cache_max_blocks" in capacity and "trtllm_kv_cache_tokens_per_block" in capacity
     itl = next(line for line in lines if "inter_token_latency_seconds" in line)

@@ -10,12 +10,12 @@ import aiohttp
 import bcrypt
 import pytest
 import trustme
-
 from conftest import daemon_url, wait_until
-from exporter.webconfig import WebSecurity, load_web_config
 from leaks import LEAKS
 from support import REPO
 from test_cli import command
+
+from exporter.webconfig import WebSecurity, load_web_config
 
 PASSWORD = "scrape-s3cr3t-pw"
 WRONG = "wrong-s3cr3t-pw"
@@ -123,7 +123,9 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(certs, secured_
 
 
 async def test_min_version_refuses_an_older_client(certs, secured_daemon):
-    daemon = await secured_daemon("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  min_version: TLS13\n")
+    daemon = await secured_daemon(
+        "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n  min_version: TLS13\n"
+    )
     with pytest.raises(aiohttp.ClientError):
         await fetch(https_url(daemon, "/healthz"), ssl_context=certs.client_context(max_version=ssl.TLSVersion.TLSv1_2))
     assert (await fetch(https_url(daemon, "/healthz"), ssl_context=certs.client_context()))[0] == 200

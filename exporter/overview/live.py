@@ -19,7 +19,8 @@ class Overview:
         self.store = store
         self.windows = Windows(settings, spacing=spacing)
         for name in [snapshot.target.name for snapshot in store.snapshots()]:
-            self.windows.observe(store.served_snapshot(name))
+            if (served := store.served_snapshot(name)) is not None:  # always: the name was just listed
+                self.windows.observe(served)
         store.observers.append(self.windows.observe)
         #: (window, wall-clock second, polls seen) -> the report as JSON; streams in the same second share one.
         self._encoded: dict[tuple[float, int, int], bytes] = {}
@@ -47,5 +48,7 @@ class Overview:
         data = self._encoded.get(key)
         if data is None:
             self._encoded = {k: v for k, v in self._encoded.items() if k[1] == second}
-            data = self._encoded[key] = json.dumps(self.report(window), separators=(",", ":"), ensure_ascii=False).encode()
+            data = self._encoded[key] = json.dumps(
+                self.report(window), separators=(",", ":"), ensure_ascii=False
+            ).encode()
         return data

@@ -15,7 +15,6 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-
 #: Seconds between reloads when the script cannot run (inside <noscript>).
 NOSCRIPT_REFRESH = 5
 
@@ -104,9 +103,21 @@ CSP = (
 )
 
 BACKEND_HEADINGS = (
-    "target / model", "health", "running", "waiting", "KV cache", "requests", "success / abort / error",
-    "error ratio", "abort ratio", "TTFT p50 / p90 / p99", "inter-token p50 / p90 / p99", "end-to-end p50 / p90 / p99",
-    "prompt tokens", "generated tokens", "why",
+    "target / model",
+    "health",
+    "running",
+    "waiting",
+    "KV cache",
+    "requests",
+    "success / abort / error",
+    "error ratio",
+    "abort ratio",
+    "TTFT p50 / p90 / p99",
+    "inter-token p50 / p90 / p99",
+    "end-to-end p50 / p90 / p99",
+    "prompt tokens",
+    "generated tokens",
+    "why",
 )
 GPU_HEADINGS = ("target", "GPU", "UUID", "state", "utilisation", "memory used", "power")
 
@@ -170,10 +181,15 @@ def _backend_row(b: dict[str, Any], t: dict[str, Any]) -> str:
     waiting = b["requests_waiting"]
     waiting_cell = (
         _level("degraded", f"{_num(waiting)} · degraded")
-        if t["waiting_degraded"] and waiting is not None and waiting >= t["waiting_degraded"] else _e(_num(waiting))
+        if t["waiting_degraded"] and waiting is not None and waiting >= t["waiting_degraded"]
+        else _e(_num(waiting))
     )
     kv = b["kv_cache_usage_ratio"]
-    kv_cell = _level("degraded", f"{_pct(kv)} · degraded") if kv is not None and kv >= t["kv_cache_degraded"] else _e(_pct(kv))
+    kv_cell = (
+        _level("degraded", f"{_pct(kv)} · degraded")
+        if kv is not None and kv >= t["kv_cache_degraded"]
+        else _e(_pct(kv))
+    )
     cells = [
         ("", who),
         ("", health),
@@ -208,7 +224,12 @@ def _gpu_row(g: dict[str, Any]) -> str:
         ("small", _e(g["uuid"])),
         ("", f'<span class="s-{_e(g["state"])}">{_e(g["state"])}</span>'),
         ("num", _e(_pct(g["utilization_ratio"])) + spark(h["utilization_ratio"])),
-        ("num", _e(f"{_bytes(g['memory_used_bytes'])} / {_bytes(g['memory_total_bytes'])} ({_pct(g['memory_used_ratio'])})")),
+        (
+            "num",
+            _e(
+                f"{_bytes(g['memory_used_bytes'])} / {_bytes(g['memory_total_bytes'])} ({_pct(g['memory_used_ratio'])})"
+            ),
+        ),
         ("num", _e(power) + spark(h["power_watts"])),
     ]
     tds = "".join(f'<td class="{css}">{cell}</td>' if css else f"<td>{cell}</td>" for css, cell in cells)
@@ -219,7 +240,8 @@ def spark(values: list[float | None]) -> str:
     """An 80x18 inline SVG line of the values, scaled to their maximum, broken where a value is missing."""
     finite = [v for v in values if v is not None]
     top = max(finite, default=0.0)
-    lines, line = [], []
+    lines: list[list[str]] = []
+    line: list[str] = []
     for index, value in enumerate(values):
         if value is None:
             lines.append(line)
@@ -294,4 +316,3 @@ def _span(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g}m"
     return f"{seconds:g}s"
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from exporter.overview.promql import histogram_quantile
@@ -34,7 +34,8 @@ def report(windows: Windows, window: float, now: float | None = None) -> dict[st
     """The whole overview over the last `window` seconds, as /api/overview serves it."""
     now = time.time() if now is None else now
     settings = windows.settings
-    backends, gpus = [], []
+    backends: list[dict[str, Any]] = []
+    gpus: list[dict[str, Any]] = []
     for name, snapshot in windows.targets.items():
         rows = [row for key, row in windows.rows.items() if key[0] == name]
         state = "pending" if snapshot.up is None else ("up" if snapshot.up else "down")
@@ -103,6 +104,7 @@ def _backend_entry(row: Row, points: list[Point], state: str, settings: Overview
     up = [point for point in points if point.up and point.counters]
     latest = points[-1] if points else None
     current = latest is not None and latest.up and bool(latest.gauges)
+    gauges = latest.gauges if latest is not None and current and state == "up" else None
     entry: dict[str, Any] = {
         "target": row.target,
         "model": row.key or None,
@@ -116,7 +118,7 @@ def _backend_entry(row: Row, points: list[Point], state: str, settings: Overview
         },
     }
     for name in GAUGES:
-        entry[name] = _num(latest.gauges[_GAUGE[name]]) if current and state == "up" else None
+        entry[name] = _num(gauges[_GAUGE[name]]) if gauges is not None else None
     rates = {slot: _rate(up, _SLOT[slot]) if state == "up" else None for slot in COUNTER_SLOTS}
     entry["request_rate"] = rates["finished"]
     entry["success_rate"] = rates["finished_success"]
@@ -139,11 +141,24 @@ def _backend_entry(row: Row, points: list[Point], state: str, settings: Overview
 def _no_series(target: str, state: str, profile: str | None, reason: str) -> dict[str, Any]:
     """A target that is configured but gave no unified series (yet): it is listed all the same."""
     entry: dict[str, Any] = {
-        "target": target, "model": None, "backend": profile, "state": state,
+        "target": target,
+        "model": None,
+        "backend": profile,
+        "state": state,
         "window": {"samples": 0, "from": None, "to": None, "seconds": 0.0},
     }
-    for name in (*GAUGES, "request_rate", "success_rate", "abort_rate", "error_rate", "prompt_tokens_per_second",
-                 "generation_tokens_per_second", "requests_finished", "error_ratio", "abort_ratio"):
+    for name in (
+        *GAUGES,
+        "request_rate",
+        "success_rate",
+        "abort_rate",
+        "error_rate",
+        "prompt_tokens_per_second",
+        "generation_tokens_per_second",
+        "requests_finished",
+        "error_ratio",
+        "abort_ratio",
+    ):
         entry[name] = None
     for label in LATENCIES:
         entry[label] = {_q(q): None for q in QUANTILES}
@@ -152,7 +167,10 @@ def _no_series(target: str, state: str, profile: str | None, reason: str) -> dic
     elif state == "pending":
         entry["health"], entry["reasons"] = "unknown", ["not polled yet"]
     else:
-        entry["health"], entry["reasons"] = "unknown", ["no unified series: no backend profile recognised (see /targets)"]
+        entry["health"], entry["reasons"] = (
+            "unknown",
+            ["no unified series: no backend profile recognised (see /targets)"],
+        )
     entry["history"] = _history([])
     return entry
 
@@ -195,7 +213,11 @@ def verdict(entry: dict[str, Any], settings: OverviewSettings) -> tuple[str, lis
 def _gpu(row: Row, state: str, window: float, now: float) -> dict[str, Any]:
     points = in_window(row, window, now)
     latest = points[-1] if points else None
-    values = latest.gauges if latest is not None and latest.up and latest.gauges and state == "up" else (None,) * len(GPU_GAUGES)
+    values = (
+        latest.gauges
+        if latest is not None and latest.up and latest.gauges and state == "up"
+        else (None,) * len(GPU_GAUGES)
+    )
     utilization, used, total, power = (_num(value) for value in values)
     return {
         "target": row.target,
@@ -209,7 +231,9 @@ def _gpu(row: Row, state: str, window: float, now: float) -> dict[str, Any]:
         "power_watts": power,
         "history": {
             "times": [round(point.time, 3) for point in _thin(points)],
-            "utilization_ratio": [_num(point.gauges[0]) if point.up and point.gauges else None for point in _thin(points)],
+            "utilization_ratio": [
+                _num(point.gauges[0]) if point.up and point.gauges else None for point in _thin(points)
+            ],
             "power_watts": [_num(point.gauges[3]) if point.up and point.gauges else None for point in _thin(points)],
         },
     }
@@ -217,40 +241,57 @@ def _gpu(row: Row, state: str, window: float, now: float) -> dict[str, Any]:
 
 def _empty_gpu(target: str, state: str, reason: str) -> dict[str, Any]:
     return {
-        "target": target, "gpu": None, "uuid": "", "state": state, "utilization_ratio": None,
-        "memory_used_bytes": None, "memory_total_bytes": None, "memory_used_ratio": None, "power_watts": None,
-        "reason": reason or None, "history": {"times": [], "utilization_ratio": [], "power_watts": []},
+        "target": target,
+        "gpu": None,
+        "uuid": "",
+        "state": state,
+        "utilization_ratio": None,
+        "memory_used_bytes": None,
+        "memory_total_bytes": None,
+        "memory_used_ratio": None,
+        "power_watts": None,
+        "reason": reason or None,
+        "history": {"times": [], "utilization_ratio": [], "power_watts": []},
     }
 
 
 # -- arithmetic over points ------------------------------------------------------------------------
 
 
-def _ends(points: list[Point], slot: int) -> tuple[Point, Point] | None:
-    """The first and last points that read this counter (its values are reset-corrected totals)."""
+def _ends(points: list[Point], slot: int) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """(time, value) of the first and last points that read this counter (its values are reset-corrected
+    totals)."""
     first = next((point for point in points if point.counters[slot] is not None), None)
     last = next((point for point in reversed(points) if point.counters[slot] is not None), None)
-    return None if first is None or last is None or first is last else (first, last)
+    if first is None or last is None or first is last:
+        return None
+    before, after = first.counters[slot], last.counters[slot]
+    assert before is not None and after is not None  # what the two searches above looked for
+    return (first.time, before), (last.time, after)
 
 
 def _increase(points: list[Point], slot: int) -> float | None:
     ends = _ends(points, slot)
-    return None if ends is None else _round(ends[1].counters[slot] - ends[0].counters[slot])
+    return None if ends is None else _round(ends[1][1] - ends[0][1])
 
 
 def _rate(points: list[Point], slot: int) -> float | None:
     ends = _ends(points, slot)
-    if ends is None or ends[1].time <= ends[0].time:
+    if ends is None or ends[1][0] <= ends[0][0]:
         return None
-    first, last = ends
-    return _round((last.counters[slot] - first.counters[slot]) / (last.time - first.time))
+    (first_time, first), (last_time, last) = ends
+    return _round((last - first) / (last_time - first_time))
 
 
 def _quantiles(points: list[Point], index: int) -> dict[str, float | None]:
     """histogram_quantile over each bucket's increase in the window: the last reading less the first of
     the same run (the same bounds)."""
     last = next((h for point in reversed(points) if (h := point.histograms[index]) is not None), None)
-    first = next((h for point in points if (h := point.histograms[index]) is not None and h[2] == last[2]), None) if last else None
+    first = (
+        next((h for point in points if (h := point.histograms[index]) is not None and h[2] == last[2]), None)
+        if last
+        else None
+    )
     if last is None or first is None or first is last:
         return {_q(q): None for q in QUANTILES}
     bounds = last[0]
@@ -260,31 +301,40 @@ def _quantiles(points: list[Point], index: int) -> dict[str, float | None]:
 
 def _history(points: list[Point]) -> dict[str, list]:
     """Per-point values for the sparklines: gauges as read, rates between consecutive polls; gaps for down polls."""
-    running, kv, requests, tokens, times = [], [], [], [], []
+    running: list[float | None] = []
+    kv: list[float | None] = []
+    requests: list[float | None] = []
+    tokens: list[float | None] = []
+    times: list[float] = []
     finished, generated = _SLOT["finished"], _SLOT["generation_tokens_total"]
     r, k = _GAUGE["requests_running"], _GAUGE["kv_cache_usage_ratio"]
     previous: Point | None = None
     for point in _thin(points):
         times.append(round(point.time, 3))
         if not point.up or not point.gauges:
-            running.append(None), kv.append(None), requests.append(None), tokens.append(None)
+            for values in (running, kv, requests, tokens):
+                values.append(None)
             previous = point if point.up else previous
             continue
         gauges, counters = point.gauges, point.counters
         running.append(_num(gauges[r]))
         kv.append(_num(gauges[k]))
         if previous is None or not previous.counters or point.time <= previous.time:
-            requests.append(None), tokens.append(None)
+            requests.append(None)
+            tokens.append(None)
         else:
             span, before = point.time - previous.time, previous.counters
-            requests.append(None if counters[finished] is None or before[finished] is None
-                            else round((counters[finished] - before[finished]) / span, 4))
-            tokens.append(None if counters[generated] is None or before[generated] is None
-                          else round((counters[generated] - before[generated]) / span, 4))
+            done, done_before = counters[finished], before[finished]
+            made, made_before = counters[generated], before[generated]
+            requests.append(None if done is None or done_before is None else round((done - done_before) / span, 4))
+            tokens.append(None if made is None or made_before is None else round((made - made_before) / span, 4))
         previous = point
     return {
-        "times": times, "requests_running": running, "kv_cache_usage_ratio": kv,
-        "request_rate": requests, "generation_tokens_per_second": tokens,
+        "times": times,
+        "requests_running": running,
+        "kv_cache_usage_ratio": kv,
+        "request_rate": requests,
+        "generation_tokens_per_second": tokens,
     }
 
 
@@ -316,4 +366,4 @@ def _round(value: float) -> float:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="milliseconds")

@@ -35,10 +35,25 @@ RETRY_MS = 2000
 
 #: The CSV's columns, in order: one row per target and model.
 CSV_COLUMNS = (
-    "target", "model", "backend", "state", "health", "reasons", "window_seconds", "samples",
-    "requests_running", "requests_waiting", "kv_cache_usage_ratio",
-    "request_rate", "success_rate", "abort_rate", "error_rate", "error_ratio", "abort_ratio",
-    "prompt_tokens_per_second", "generation_tokens_per_second",
+    "target",
+    "model",
+    "backend",
+    "state",
+    "health",
+    "reasons",
+    "window_seconds",
+    "samples",
+    "requests_running",
+    "requests_waiting",
+    "kv_cache_usage_ratio",
+    "request_rate",
+    "success_rate",
+    "abort_rate",
+    "error_rate",
+    "error_ratio",
+    "abort_ratio",
+    "prompt_tokens_per_second",
+    "generation_tokens_per_second",
     *(f"{name.removesuffix('_seconds')}_{_q(q)}_seconds" for name in LATENCIES for q in QUANTILES),
 )
 
@@ -102,14 +117,18 @@ async def overview_csv(request: web.Request) -> web.Response:
     for row in report["backends"]:
         writer.writerow([_cell(value) for value in csv_row(row, report["window_seconds"])])
     return web.Response(
-        text=out.getvalue(), content_type="text/csv",
+        text=out.getvalue(),
+        content_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="overview.csv"', "Cache-Control": "no-store"},
     )
 
 
 def csv_row(row: dict[str, Any], window: float) -> list[Any]:
     values: dict[str, Any] = {
-        **row, "reasons": "; ".join(row["reasons"]), "window_seconds": window, "samples": row["window"]["samples"],
+        **row,
+        "reasons": "; ".join(row["reasons"]),
+        "window_seconds": window,
+        "samples": row["window"]["samples"],
     }
     for name in LATENCIES:
         for q in QUANTILES:
@@ -132,8 +151,9 @@ async def overview_stream(request: web.Request) -> web.StreamResponse:
     overview = request.app[OVERVIEW_KEY]
     window = _window(request)
     if overview.streams >= MAX_STREAMS:
-        raise web.HTTPServiceUnavailable(text=f"too many overview streams (at most {MAX_STREAMS}); retry later\n",
-                                         headers={"Retry-After": "10"})
+        raise web.HTTPServiceUnavailable(
+            text=f"too many overview streams (at most {MAX_STREAMS}); retry later\n", headers={"Retry-After": "10"}
+        )
     stopping = request.app[STOPPING_KEY]
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}

@@ -31,11 +31,15 @@ class OverviewSettings(BaseModel):
     waiting_degraded: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "OverviewSettings":
+    def _consistent(self) -> OverviewSettings:
         if self.keep > MAX_KEEP:
-            _fail(f"keep {format_duration(self.keep)} is longer than {format_duration(MAX_KEEP)}: windows are held in memory")
+            _fail(
+                f"keep {format_duration(self.keep)} is longer than {format_duration(MAX_KEEP)}: windows are held in memory"
+            )
         if self.window > self.keep:
-            _fail(f"window {format_duration(self.window)} is longer than keep {format_duration(self.keep)}, the history kept for it")
+            _fail(
+                f"window {format_duration(self.window)} is longer than keep {format_duration(self.keep)}, the history kept for it"
+            )
         for kind in ("error", "abort"):
             degraded, unhealthy = getattr(self, f"{kind}_ratio_degraded"), getattr(self, f"{kind}_ratio_unhealthy")
             if degraded > unhealthy:

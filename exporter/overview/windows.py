@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from exporter.normalize import apply_prefix
 from exporter.overview.promql import rise
@@ -72,15 +73,15 @@ class Row:
     key: str  # the model ("" when the backend names none) or the GPU index
     backend: str | None = None
     uuid: str = ""
-    points: deque[Point] | None = None
+    points: deque[Point] = field(init=False)
     #: The last raw reading of each counter, and its reset-corrected total.
-    raw: list[float | None] | None = None
-    corrected: list[float] | None = None
+    raw: list[float | None] = field(init=False)
+    corrected: list[float] = field(init=False)
     #: The last raw (bounds, counts) of each histogram, its corrected counts and its run.
-    raw_histograms: list[tuple[tuple[float, ...], tuple[float, ...]] | None] | None = None
-    histograms: list[Histogram | None] | None = None
+    raw_histograms: list[tuple[tuple[float, ...], tuple[float, ...]] | None] = field(init=False)
+    histograms: list[Histogram | None] = field(init=False)
     #: window -> (what it was made from, the report's entry for this row): see report._backend.
-    reports: dict | None = None
+    reports: dict[float, tuple[tuple[Any, ...], dict[str, Any]]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.reports = {}
@@ -104,7 +105,9 @@ class Row:
             out.append(self.corrected[slot])
         return tuple(out)
 
-    def histogram_read(self, index: int, reading: tuple[tuple[float, ...], tuple[float, ...]] | None) -> Histogram | None:
+    def histogram_read(
+        self, index: int, reading: tuple[tuple[float, ...], tuple[float, ...]] | None
+    ) -> Histogram | None:
         """Raw (bounds, cumulative counts) -> reset-corrected counts, each bucket a counter of its own as in
         `rate(x_bucket[w])`. New bounds start a new run, from which alone later increases are taken."""
         if reading is None:
@@ -114,7 +117,11 @@ class Row:
         if before is None or kept is None or before[0] != bounds:
             corrected = (bounds, array("d", bytes(8 * len(counts))), (kept[2] + 1) if kept is not None else 0)
         else:
-            corrected = (bounds, array("d", [total + rise(old, new) for total, old, new in zip(kept[1], before[1], counts)]), kept[2])
+            corrected = (
+                bounds,
+                array("d", [total + rise(old, new) for total, old, new in zip(kept[1], before[1], counts)]),
+                kept[2],
+            )
         self.raw_histograms[index] = reading
         self.histograms[index] = corrected
         return corrected
@@ -233,6 +240,7 @@ class Windows:
                     if bound is not None:
                         row_values["buckets"].setdefault(concept, {})[bound] = sample.value
         time = snapshot.last_poll
+        assert time is not None  # observe() reads polls only
         seen = set()
         for model, row_values in values.items():
             row = self._row(snapshot.target.name, "backend", model)
@@ -272,6 +280,8 @@ class Windows:
         return bounds, tuple(count for _, count in ordered)
 
     def _observe_gpus(self, snapshot: Snapshot) -> None:
+        time = snapshot.last_poll
+        assert time is not None  # observe() reads polls only
         prefix = snapshot.target.prefix or ""
         names = {apply_prefix(name, prefix): index for index, name in enumerate(GPU_GAUGES)}
         values: dict[str, list[float | None]] = {}
@@ -290,7 +300,7 @@ class Windows:
             row = self._row(snapshot.target.name, "gpu", gpu)
             if row is not None:
                 row.uuid = uuids[gpu]
-                self._add(row, Point(snapshot.last_poll, True, tuple(gauges)))
+                self._add(row, Point(time, True, tuple(gauges)))
 
 
 @dataclass(frozen=True)

@@ -54,14 +54,22 @@ CONCEPTS: dict[str, Concept] = {
     "requests_preempted_total": Concept(
         "counter", "Requests evicted from the running batch (preempted, retracted) to be recomputed or resumed later."
     ),
-    "kv_cache_capacity_tokens": Concept("gauge", "Tokens the KV cache holds when full (summed over engines and ranks)."),
+    "kv_cache_capacity_tokens": Concept(
+        "gauge", "Tokens the KV cache holds when full (summed over engines and ranks)."
+    ),
     "requests_running_limit": Concept(
         "gauge", "Most requests the backend runs at once (its max_num_seqs, maximum batch size or slots)."
     ),
     "speculative_draft_tokens_total": Concept("counter", "Tokens proposed by speculative decoding's draft."),
-    "speculative_accepted_tokens_total": Concept("counter", "Draft tokens of speculative decoding the target model accepted."),
-    "request_prefill_time_seconds": Concept("histogram", "Time a request spent in prefill, from being scheduled to its first token."),
-    "request_decode_time_seconds": Concept("histogram", "Time a request spent decoding, from its first token to its last."),
+    "speculative_accepted_tokens_total": Concept(
+        "counter", "Draft tokens of speculative decoding the target model accepted."
+    ),
+    "request_prefill_time_seconds": Concept(
+        "histogram", "Time a request spent in prefill, from being scheduled to its first token."
+    ),
+    "request_decode_time_seconds": Concept(
+        "histogram", "Time a request spent decoding, from its first token to its last."
+    ),
     "request_time_per_output_token_seconds": Concept(
         "histogram", "A request's mean time per output token after its first: one observation per request."
     ),
@@ -96,7 +104,7 @@ class Source(BaseModel):
     #: a histogram with its `+Inf` bucket only, whose mean is all it says.
     count: str | None = None
     #: Gauges only: multiply by this upstream gauge, matched by its own labels (blocks times tokens per block).
-    times: "Factor | None" = None
+    times: Factor | None = None
     #: Gauges only: the value is the product of these labels' values (an `_info` gauge's `num_gpu_blocks`
     #: and `block_size`); a sample whose labels are not numbers is left out.
     value_labels: list[str] = Field(default_factory=list)
@@ -182,7 +190,7 @@ class Profile(BaseModel):
         return patterns
 
     @model_validator(mode="after")
-    def _sources_fit_concepts(self) -> "Profile":
+    def _sources_fit_concepts(self) -> Profile:
         for concept_name, choices in self.series.items():
             concept = CONCEPTS.get(concept_name)
             if concept is None:

@@ -32,6 +32,15 @@ from exporter.simulate.base import (
 from exporter.simulate.server import SimulatedServer
 
 __all__ = [
-    "OPENMETRICS_ACCEPT", "OPENMETRICS_UTF8_ACCEPT", "SIMULATORS", "TEXT_ACCEPT", "PythonSimulator", "SimulatedServer", "Simulator",
-    "TextSimulator", "register", "render", "simulator",
+    "OPENMETRICS_ACCEPT",
+    "OPENMETRICS_UTF8_ACCEPT",
+    "SIMULATORS",
+    "TEXT_ACCEPT",
+    "PythonSimulator",
+    "SimulatedServer",
+    "Simulator",
+    "TextSimulator",
+    "register",
+    "render",
+    "simulator",
 ]

@@ -44,7 +44,9 @@ _loaded = False
 def register(cls: type[Simulator]) -> type[Simulator]:
     """Class decorator: make `cls` the simulator of its `profile`."""
     if cls.profile in SIMULATORS and SIMULATORS[cls.profile] is not cls:
-        raise ValueError(f"two simulators for profile {cls.profile!r}: {SIMULATORS[cls.profile].__name__}, {cls.__name__}")
+        raise ValueError(
+            f"two simulators for profile {cls.profile!r}: {SIMULATORS[cls.profile].__name__}, {cls.__name__}"
+        )
     SIMULATORS[cls.profile] = cls
     return cls
 
@@ -161,7 +163,9 @@ class TextSimulator(Simulator):
         super().__init__(seed)
         self.metrics: list[TextMetric] = []
 
-    def metric(self, name: str, type_: str, help_: str | None, labelnames: tuple[str, ...] = (), **kwargs) -> TextMetric:
+    def metric(
+        self, name: str, type_: str, help_: str | None, labelnames: tuple[str, ...] = (), **kwargs
+    ) -> TextMetric:
         """Define one metric family (in the order the real server writes them)."""
         metric = TextMetric(name, type_, help_, tuple(labelnames), **kwargs)
         self.metrics.append(metric)

@@ -49,7 +49,11 @@ class Load:
     def step(self, rng: random.Random) -> list[Request]:
         self.seconds += 1
         self.running = max(0, min(self.capacity, self.running + rng.randint(-3, 4)))
-        self.waiting = max(0, self.waiting + rng.randint(-2, 2)) if self.running > self.capacity * 3 // 4 else max(0, self.waiting - 1)
+        self.waiting = (
+            max(0, self.waiting + rng.randint(-2, 2))
+            if self.running > self.capacity * 3 // 4
+            else max(0, self.waiting - 1)
+        )
         self.kv_usage = round(min(1.0, self.running / self.capacity * rng.uniform(0.7, 1.0)), 4)
         self.preempted = int(self.kv_usage > 0.95 and rng.random() < 0.3)
         self.preemptions += self.preempted
@@ -60,9 +64,13 @@ class Load:
         max_tokens = rng.choice((128, 256, 512, 1024, 2048))
         generated = min(max_tokens, int(rng.lognormvariate(5.0, 0.8)) + 1)
         roll = rng.random()
-        reason = "error" if roll < 0.005 else "abort" if roll < 0.02 else "length" if generated == max_tokens else "stop"
+        reason = (
+            "error" if roll < 0.005 else "abort" if roll < 0.02 else "length" if generated == max_tokens else "stop"
+        )
         queue = rng.expovariate(1 / 0.05) if self.waiting else rng.uniform(0.0, 0.004)
         ttft = queue + prompt * rng.uniform(0.00005, 0.0002) + rng.uniform(0.005, 0.03)
         itl = rng.lognormvariate(-3.9, 0.3)
         cached = int(prompt * rng.choice((0.0, 0.0, 0.25, 0.5, 0.9)))
-        return Request(prompt, generated, max_tokens, cached, queue, ttft, itl, ttft + itl * max(0, generated - 1), reason)
+        return Request(
+            prompt, generated, max_tokens, cached, queue, ttft, itl, ttft + itl * max(0, generated - 1), reason
+        )

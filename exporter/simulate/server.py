@@ -85,11 +85,20 @@ async def answer(simulator: Simulator, request: web.Request, asgi=None) -> web.R
 async def _call_asgi(app, request: web.Request) -> web.Response:
     """Answer one aiohttp request with an ASGI app (HTTP, one request body, one response)."""
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": request.method,
-        "scheme": request.scheme, "path": request.path, "raw_path": request.raw_path.encode(),
-        "query_string": request.query_string.encode(), "root_path": "",
-        "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in request.headers.items()],
-        "client": None, "server": None,
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": request.scheme,
+        "path": request.path,
+        "raw_path": request.raw_path.encode(),
+        "query_string": request.query_string.encode(),
+        "root_path": "",
+        "headers": [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in request.headers.items()
+        ],
+        "client": None,
+        "server": None,
     }
     body = await request.read()
     received = False

@@ -52,7 +52,7 @@ def c_stream(value: float) -> str:
         return "nan"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    return "%g" % value
+    return f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,9 @@ class TextMetric:
         key = tuple(str(value) for value in values)
         series = self.series.get(key)
         if series is None:
-            series = self.series[key] = Series(buckets=[0] * (len(self.buckets) + 1) if self.type == "histogram" else [])
+            series = self.series[key] = Series(
+                buckets=[0] * (len(self.buckets) + 1) if self.type == "histogram" else []
+            )
         return _Child(self, series)
 
     # A metric without labels is its own only series.
@@ -190,10 +192,12 @@ def write_text(metrics: list[TextMetric], style: TextStyle) -> str:
             if style.sort_labels:
                 pairs.sort()
 
+            # Called only in this iteration, for this series: the loop variables it reads are the current ones.
             def line(suffix: str, value: float | int, extra: tuple[str, str] | None = None) -> str:
-                labels = pairs + [extra] if extra else pairs
+                labels = pairs + [extra] if extra else pairs  # noqa: B023
                 body = ",".join(f'{name}="{_escape_value(value)}"' for name, value in labels)
-                return f"{metric.name}{suffix}{{{body}}} {number(value)}\n" if body else f"{metric.name}{suffix} {number(value)}\n"
+                name = metric.name  # noqa: B023
+                return f"{name}{suffix}{{{body}}} {number(value)}\n" if body else f"{name}{suffix} {number(value)}\n"
 
             if metric.type in ("counter", "gauge"):
                 out.append(line("", series.value))
@@ -208,10 +212,7 @@ def write_text(metrics: list[TextMetric], style: TextStyle) -> str:
                     parts.append(line("_bucket", cumulative, ("le", number(bound))))
             else:
                 ordered = sorted(series.window)
-                parts = [
-                    line("", _quantile(ordered, q), ("quantile", number(q)))
-                    for q in metric.quantiles
-                ]
+                parts = [line("", _quantile(ordered, q), ("quantile", number(q))) for q in metric.quantiles]
             out.extend(totals + parts if style.count_sum_first else parts + totals)
         if style.blank_line_after_family:
             out.append("\n")

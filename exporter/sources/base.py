@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from exporter import profiles
 from exporter.family import Family
@@ -122,7 +132,7 @@ class TargetConfig(BaseModel):
     def operator_profiles(self) -> tuple[profiles.Profile, ...]:
         return self._operator_profiles
 
-    def with_profiles(self, extra: tuple[profiles.Profile, ...]) -> "TargetConfig":
+    def with_profiles(self, extra: tuple[profiles.Profile, ...]) -> TargetConfig:
         """This target, able to use these operator profiles beside the shipped ones."""
         if extra == self._operator_profiles:
             return self
@@ -140,7 +150,7 @@ class TargetConfig(BaseModel):
         return name
 
     @model_validator(mode="after")
-    def _serves_something(self) -> "TargetConfig":
+    def _serves_something(self) -> TargetConfig:
         if not self.raw and self.profile == profiles.NONE:
             raise ValueError("raw: false with profile: none would serve nothing; keep one of them")
         return self

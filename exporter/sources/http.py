@@ -39,7 +39,7 @@ class BasicAuth(BaseModel):
     password_file: ReadableFile | None = None
 
     @model_validator(mode="after")
-    def _one_password(self) -> "BasicAuth":
+    def _one_password(self) -> BasicAuth:
         if (self.password is None) == (self.password_file is None):
             raise ValueError("set exactly one of password or password_file")
         return self
@@ -55,7 +55,7 @@ class TLSConfig(BaseModel):
     insecure_skip_verify: bool = False
 
     @model_validator(mode="after")
-    def _cert_and_key(self) -> "TLSConfig":
+    def _cert_and_key(self) -> TLSConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together: set both or neither")
         self.context()  # a file that is not PEM is a config error, reported with its line
@@ -105,7 +105,7 @@ class HTTPTarget(TargetConfig):
         return value
 
     @model_validator(mode="after")
-    def _one_credential(self) -> "HTTPTarget":
+    def _one_credential(self) -> HTTPTarget:
         given = [k for k in ("basic_auth", "bearer_token", "bearer_token_file") if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"set at most one of basic_auth, bearer_token, bearer_token_file (got {', '.join(given)})")
@@ -157,7 +157,8 @@ class HTTPSource:
             return {**self._headers, "Authorization": f"Bearer {token}"}
         auth = self.target.basic_auth
         if auth is not None:
-            password = auth.password if auth.password is not None else read_secret(auth.password_file)
+            # exactly one of the two is set (BasicAuth checks)
+            password = auth.password if auth.password_file is None else read_secret(auth.password_file)
             userpass = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
             return {**self._headers, "Authorization": f"Basic {userpass}"}
         return self._headers
@@ -185,12 +186,11 @@ class HTTPSource:
             raise SourceError("tls", f"cannot load the TLS files of {url}: {exc}") from None
         server_name = self.target.tls.server_name if self.target.tls else None
         try:
-            async with session.get(
-                url, headers=headers, ssl=ssl_context, server_hostname=server_name
-            ) as response:
+            async with session.get(url, headers=headers, ssl=ssl_context, server_hostname=server_name) as response:
                 if not 200 <= response.status < 300:
                     raise SourceError(
-                        "http_status", f"{url} answered HTTP {response.status} {response.reason or ''}".rstrip(),
+                        "http_status",
+                        f"{url} answered HTTP {response.status} {response.reason or ''}".rstrip(),
                         raw=await _error_body(response),
                     )
                 body = await self._read_body(response)
@@ -202,7 +202,14 @@ class HTTPSource:
         self._check_sample_lines(body)
         raw = bytes(body[:RAW_KEEP])
         exposition = Exposition(
-            bytes(body), form.openmetrics, form.escaping, url, self._keep, self.target.sample_limit, self._label_limits, raw
+            bytes(body),
+            form.openmetrics,
+            form.escaping,
+            url,
+            self._keep,
+            self.target.sample_limit,
+            self._label_limits,
+            raw,
         )
         return Payload([], {}, raw, {}, shown_content_type(content_type), exposition)
 
@@ -216,13 +223,17 @@ class HTTPSource:
         count = len(_SAMPLE_LINE.findall(body)) - (not body.endswith(b"\n"))  # a cut-off last line is dropped
         if count > limit:
             raise SourceError(
-                "sample_limit", f"{self.target.url} returned {count} samples, over the sample_limit of {limit}", retryable=False
+                "sample_limit",
+                f"{self.target.url} returned {count} samples, over the sample_limit of {limit}",
+                retryable=False,
             )
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.target.body_size_limit
-        if response.content_length is not None and response.content_length > limit and not response.headers.get(
-            "Content-Encoding"
+        if (
+            response.content_length is not None
+            and response.content_length > limit
+            and not response.headers.get("Content-Encoding")
         ):
             raise self._too_large(limit)
         body = bytearray()
@@ -271,7 +282,9 @@ def _client_error(url: str, exc: aiohttp.ClientError) -> SourceError:
         return SourceError("bad_redirect", f"{url} redirected to a URL that cannot be followed: {exc}", retryable=False)
     if isinstance(exc, aiohttp.ClientPayloadError):
         if "content length" in str(exc).lower() or "not completed" in str(exc).lower():
-            return SourceError("read", f"{url} closed the connection before the end of the body its Content-Length announced")
+            return SourceError(
+                "read", f"{url} closed the connection before the end of the body its Content-Length announced"
+            )
         return SourceError("read", f"{url} sent a body that cannot be read: {_first_line(exc)}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return SourceError("read", f"{url} closed the connection before its answer was complete")
@@ -300,7 +313,8 @@ def _invalid_response(url: str, exc: aiohttp.ClientResponseError) -> SourceError
         )
     what = (exc.message or "").split("\n", 1)[0].rstrip(":") or f"status {exc.status}"
     return SourceError(
-        "invalid_response", f"{url} answered with something that is not valid HTTP ({what}{': ' + repr(excerpt) if excerpt else ''})"
+        "invalid_response",
+        f"{url} answered with something that is not valid HTTP ({what}{': ' + repr(excerpt) if excerpt else ''})",
     )
 
 

@@ -113,7 +113,9 @@ class NATSTarget(TargetConfig):
         for server in servers:
             url = urlsplit(server)
             if url.scheme not in _SCHEMES or not url.hostname:
-                raise ValueError(f"expected a server URL like nats://127.0.0.1:4222 (nats, tls, ws or wss), got {server!r}")
+                raise ValueError(
+                    f"expected a server URL like nats://127.0.0.1:4222 (nats, tls, ws or wss), got {server!r}"
+                )
             if url.username or url.password:
                 raise ValueError(
                     f"a server URL for {url.hostname} carries credentials; put them in user + password_file or token_file instead"
@@ -124,7 +126,9 @@ class NATSTarget(TargetConfig):
     @classmethod
     def _subject(cls, subject: str | None) -> str | None:
         if subject is not None and not _SUBJECT.match(subject):
-            raise ValueError(f"expected a NATS subject like nim.backend.runtime_stats (no spaces or wildcards), got {subject!r}")
+            raise ValueError(
+                f"expected a NATS subject like nim.backend.runtime_stats (no spaces or wildcards), got {subject!r}"
+            )
         return subject
 
     @field_validator("service")
@@ -142,11 +146,13 @@ class NATSTarget(TargetConfig):
         return endpoint
 
     @model_validator(mode="after")
-    def _fits_protocol(self) -> "NATSTarget":
+    def _fits_protocol(self) -> NATSTarget:
         for protocol, keys in _PROTOCOL_KEYS.items():
             stray = [key for key in keys if key in self.model_fields_set and protocol != self.protocol]
             if stray:
-                raise ValueError(f"{', '.join(stray)} belongs to protocol {protocol}, but this target's protocol is {self.protocol}")
+                raise ValueError(
+                    f"{', '.join(stray)} belongs to protocol {protocol}, but this target's protocol is {self.protocol}"
+                )
         required = _REQUIRED_KEY[self.protocol]
         if getattr(self, required) is None:
             raise ValueError(f"{required} is required for protocol {self.protocol}")
@@ -192,7 +198,15 @@ class NATSSource:
         self._dynamo: DynamoRuntime | None = None
         self._dynamo_client: Any = None
         if target.protocol == "dynamo":
-            key = json.dumps([target.connection_key, target.discovery, str(target.discovery_dir), target.etcd_endpoints, target.request_plane])
+            key = json.dumps(
+                [
+                    target.connection_key,
+                    target.discovery,
+                    str(target.discovery_dir),
+                    target.etcd_endpoints,
+                    target.request_plane,
+                ]
+            )
             self._dynamo_key = f"dynamo {key}"
             self._dynamo = shared.get(self._dynamo_key, lambda: DynamoRuntime(target))
             self._dynamo.acquire()
@@ -268,11 +282,15 @@ class NATSSource:
             info.cancel()
             await asyncio.gather(info, return_exceptions=True)
             if isinstance(exc, SourceError) and exc.reason == "no_responders":
-                raise SourceError("no_responders", f"no instance of micro-service {service!r} is running ({stats_subject})") from None
+                raise SourceError(
+                    "no_responders", f"no instance of micro-service {service!r} is running ({stats_subject})"
+                ) from None
             raise
         identities = await info
         if not replies:
-            raise SourceError("timeout", f"no instance of micro-service {service!r} answered {stats_subject} within {window:g}s")
+            raise SourceError(
+                "timeout", f"no instance of micro-service {service!r} answered {stats_subject} within {window:g}s"
+            )
         dropped: Counter[str] = Counter()
         builder = _MicroFamilies(dropped, SampleBudget(self.target.sample_limit, f"the {stats_subject} replies"))
         problems: list[Problem] = []
@@ -316,7 +334,8 @@ class NATSSource:
                     instances = list(await client.wait_for_instances())
             except TimeoutError:
                 raise SourceError(
-                    "no_responders", f"no instance of Dynamo endpoint {path} is registered ({target.discovery} discovery)"
+                    "no_responders",
+                    f"no instance of Dynamo endpoint {path} is registered ({target.discovery} discovery)",
                 ) from None
         calls = {instance: asyncio.ensure_future(_dynamo_call(client, instance)) for instance in instances}
         try:
@@ -423,7 +442,9 @@ class Gatherer:
             self._client, self._prefix = client, client.new_inbox()
             try:
                 await client.subscribe(
-                    self._prefix + ".*", cb=self._receive, pending_msgs_limit=4 * GATHER_LIMIT,
+                    self._prefix + ".*",
+                    cb=self._receive,
+                    pending_msgs_limit=4 * GATHER_LIMIT,
                     pending_bytes_limit=64 * 1024 * 1024,
                 )
             except BaseException:
@@ -460,7 +481,7 @@ class Gatherer:
 
 
 class _Gathering:
-    __slots__ = ("replies", "kept", "budget", "no_responders", "full")
+    __slots__ = ("budget", "full", "kept", "no_responders", "replies")
 
     def __init__(self, budget: int):
         self.replies: list[bytes] = []
@@ -505,7 +526,7 @@ class Problem(NamedTuple):
     text: str
 
     @classmethod
-    def of(cls, exc: ValueError) -> "Problem":
+    def of(cls, exc: ValueError) -> Problem:
         return cls(isinstance(exc, ReplyTooLarge), str(exc))
 
 
@@ -651,7 +672,7 @@ def runtime_stats_families(
     if samples is not None:  # counted before any is made
         samples.take(sum(len(members) for _, _, members in groups if members))
     families: list[Family] = []
-    for group, kind, members in groups:
+    for _group, kind, members in groups:
         if members is None:
             continue
         for name, value in members.items():
@@ -672,8 +693,14 @@ _MICRO = "nats_micro_"
 _MICRO_HELP = {
     "endpoint_requests": ("counter", "Requests the endpoint of this micro-service instance has received."),
     "endpoint_errors": ("counter", "Requests the endpoint of this micro-service instance answered with an error."),
-    "endpoint_processing_time_seconds": ("counter", "Time the endpoint of this micro-service instance spent on requests."),
-    "endpoint_average_processing_time_seconds": ("gauge", "Average time the endpoint of this instance spends on one request."),
+    "endpoint_processing_time_seconds": (
+        "counter",
+        "Time the endpoint of this micro-service instance spent on requests.",
+    ),
+    "endpoint_average_processing_time_seconds": (
+        "gauge",
+        "Average time the endpoint of this instance spends on one request.",
+    ),
     "info": ("gauge", "Identity of a micro-service instance from $SRV.INFO; always 1."),
 }
 
@@ -707,8 +734,13 @@ class _MicroFamilies:
         }
         description = _label_value(identity.get("description") or "", "description")
         endpoint_labels = [  # every label checked, and the samples counted, before any sample is made
-            {**service, "endpoint": _label_value(e.get("name", ""), "endpoint name"), "subject": _label_value(e.get("subject", ""), "subject")}
-            if isinstance(e, dict) else None
+            {
+                **service,
+                "endpoint": _label_value(e.get("name", ""), "endpoint name"),
+                "subject": _label_value(e.get("subject", ""), "subject"),
+            }
+            if isinstance(e, dict)
+            else None
             for e in endpoints
         ]
         if self.samples is not None:
@@ -730,13 +762,18 @@ class _MicroFamilies:
                 else:
                     self.dropped["invalid_metric"] += 1
             data = endpoint.get("data")
-            for key, value in (data.items() if isinstance(data, dict) else ()):
+            for key, value in data.items() if isinstance(data, dict) else ():
                 if not _is_number(value):
                     continue  # text and nested members of `data` are not metrics
                 if len(key) > NAME_LENGTH_LIMIT or not _DATA_KEY.match(key):
                     self.dropped["invalid_metric"] += 1
                     continue
-                self._add(f"endpoint_data_{key}", dict(labels), float(value), help_text=f"Member {key!r} of the endpoint's stats data.")
+                self._add(
+                    f"endpoint_data_{key}",
+                    dict(labels),
+                    float(value),
+                    help_text=f"Member {key!r} of the endpoint's stats data.",
+                )
 
     def families(self) -> list[Family]:
         return list(self._families.values())
@@ -805,7 +842,9 @@ class NATSConnection:
         error = self._error
         detail = _describe(error) if error is not None else "still connecting"
         if self._was_connected:
-            return SourceError("nats_disconnected", f"the connection to {self.where} is down, nats-py is reconnecting ({detail})")
+            return SourceError(
+                "nats_disconnected", f"the connection to {self.where} is down, nats-py is reconnecting ({detail})"
+            )
         if error is None:
             return SourceError("connect", f"cannot connect to {self.where}: {detail}")
         if _is_auth_error(error):
@@ -816,7 +855,9 @@ class NATSConnection:
                 retryable=False,
             )
         if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)) or _is_nkeys_error(error):
-            return SourceError("credentials", f"cannot use the credential file for {self.where}: {detail}", retryable=False)
+            return SourceError(
+                "credentials", f"cannot use the credential file for {self.where}: {detail}", retryable=False
+            )
         if isinstance(error, ssl.SSLError) or (isinstance(error, ValueError) and "TLS" in str(error)):
             return SourceError("tls", f"TLS with {self.where} failed: {detail}")
         return SourceError("connect", f"cannot connect to {self.where}: {detail}")
@@ -948,10 +989,21 @@ def _excerpt(body: bytes, limit: int = 60) -> str:
 
 #: Every environment variable Dynamo's runtime reads that a target's config decides.
 _DYNAMO_ENV = (
-    "NATS_SERVER", "NATS_AUTH_USERNAME", "NATS_AUTH_PASSWORD", "NATS_AUTH_TOKEN", "NATS_AUTH_NKEY",
-    "NATS_AUTH_CREDENTIALS_FILE", "NATS_TLS_CA_CERT_PATH", "NATS_TLS_CLIENT_CERT_PATH", "NATS_TLS_CLIENT_KEY_PATH",
-    "NATS_TLS_INSECURE", "NATS_STARTUP_CONNECT_TIMEOUT_SECONDS", "ETCD_ENDPOINTS", "ETCD_STARTUP_CONNECT_TIMEOUT_SECONDS",
-    "DYN_FILE_KV", "DYN_LOG",
+    "NATS_SERVER",
+    "NATS_AUTH_USERNAME",
+    "NATS_AUTH_PASSWORD",
+    "NATS_AUTH_TOKEN",
+    "NATS_AUTH_NKEY",
+    "NATS_AUTH_CREDENTIALS_FILE",
+    "NATS_TLS_CA_CERT_PATH",
+    "NATS_TLS_CLIENT_CERT_PATH",
+    "NATS_TLS_CLIENT_KEY_PATH",
+    "NATS_TLS_INSECURE",
+    "NATS_STARTUP_CONNECT_TIMEOUT_SECONDS",
+    "ETCD_ENDPOINTS",
+    "ETCD_STARTUP_CONNECT_TIMEOUT_SECONDS",
+    "DYN_FILE_KV",
+    "DYN_LOG",
 )
 
 
@@ -1049,9 +1101,15 @@ class DynamoRuntime:
                 retryable=False,
             ) from None
         except Exception as exc:
-            raise SourceError("dynamo", f"cannot start Dynamo's runtime ({target.discovery} discovery): {exc}") from None
-        log.info("dynamo runtime started", servers=", ".join(target.servers), discovery=target.discovery,
-                 request_plane=target.request_plane)
+            raise SourceError(
+                "dynamo", f"cannot start Dynamo's runtime ({target.discovery} discovery): {exc}"
+            ) from None
+        log.info(
+            "dynamo runtime started",
+            servers=", ".join(target.servers),
+            discovery=target.discovery,
+            request_plane=target.request_plane,
+        )
         return runtime
 
     async def close(self) -> None:

@@ -14,9 +14,10 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Annotated, Any, Callable, Iterable, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import structlog
 from pydantic import Field, field_validator
@@ -65,9 +66,18 @@ def load_binding() -> ModuleType:
 
 #: Every family this source can serve: name -> (type, HELP). Counters' samples carry `_total`.
 FAMILIES: dict[str, tuple[str, str]] = {
-    "gpu_info": ("gauge", "Always 1; the labels say which GPU it is (name, uuid, PCI bus id, serial) and which driver runs it."),
-    "gpu_utilization_ratio": ("gauge", "Share of the last sample period (1/6 s to 1 s by product) in which a kernel ran on the GPU."),
-    "gpu_memory_utilization_ratio": ("gauge", "Share of the last sample period in which device memory was read or written."),
+    "gpu_info": (
+        "gauge",
+        "Always 1; the labels say which GPU it is (name, uuid, PCI bus id, serial) and which driver runs it.",
+    ),
+    "gpu_utilization_ratio": (
+        "gauge",
+        "Share of the last sample period (1/6 s to 1 s by product) in which a kernel ran on the GPU.",
+    ),
+    "gpu_memory_utilization_ratio": (
+        "gauge",
+        "Share of the last sample period in which device memory was read or written.",
+    ),
     "gpu_encoder_utilization_ratio": ("gauge", "Share of the last sample period in which the video encoder was busy."),
     "gpu_decoder_utilization_ratio": ("gauge", "Share of the last sample period in which the video decoder was busy."),
     "gpu_memory_used_bytes": ("gauge", "Device memory allocated, reserved memory included."),
@@ -85,8 +95,14 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "gpu_pcie_transmit_bytes_per_second": ("gauge", "PCIe traffic out of the GPU over the driver's last 20 ms sample."),
     "gpu_pcie_replays": ("counter", "PCIe transfers retried, since the driver was loaded."),
     "gpu_performance_state": ("gauge", "Performance state: 0 (P0, the fastest) to 15 (P15, the slowest)."),
-    "gpu_clock_event_reason": ("gauge", "1 while the reason in the label holds the clocks down (throttles them), else 0."),
-    "gpu_ecc_errors": ("counter", "ECC errors in device memory since the driver was loaded, by type (corrected, uncorrected)."),
+    "gpu_clock_event_reason": (
+        "gauge",
+        "1 while the reason in the label holds the clocks down (throttles them), else 0.",
+    ),
+    "gpu_ecc_errors": (
+        "counter",
+        "ECC errors in device memory since the driver was loaded, by type (corrected, uncorrected).",
+    ),
     "gpu_remapped_rows": ("counter", "Device memory rows remapped, by the cause (correctable, uncorrectable errors)."),
     "gpu_row_remap_pending": ("gauge", "1 if a row remap waits for the next GPU reset, else 0."),
     "gpu_row_remap_failure": ("gauge", "1 if remapping a row has failed (the GPU needs service), else 0."),
@@ -237,7 +253,9 @@ class Sampler:
         # function it calls by an unversioned name (nvmlDeviceGetComputeRunningProcesses on old drivers).
         mismatch = getattr(nvml, "NVMLLibraryMismatchError", None)
         self._unsupported_errors = (
-            nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound, nvml.NVMLError_NoPermission,
+            nvml.NVMLError_NotSupported,
+            nvml.NVMLError_FunctionNotFound,
+            nvml.NVMLError_NoPermission,
             *((mismatch,) if mismatch else ()),
         )
         self._fatal_errors = (
@@ -297,8 +315,12 @@ class Sampler:
             self.gpus = [_GPU(index) for index in wanted]
             missing = [index for index in wanted if index >= count]
             if missing:
-                log.warning("configured GPUs are not on this host; counted as lost", target=self.target.name,
-                            missing=missing, gpus_on_host=count)
+                log.warning(
+                    "configured GPUs are not on this host; counted as lost",
+                    target=self.target.name,
+                    missing=missing,
+                    gpus_on_host=count,
+                )
             try:
                 self.event_set = self.call("nvmlEventSetCreate")
             except self.nvml.NVMLError as exc:
@@ -362,8 +384,14 @@ class Sampler:
             poll.dropped["gpu_lost"] += 1
             if not gpu.lost:
                 gpu.lost = True
-                log.warning("GPU is lost; its series are dropped until it is back", target=self.target.name,
-                            gpu=gpu.index, uuid=gpu.info["uuid"] if gpu.info else None, call=self.calling, error=str(exc))
+                log.warning(
+                    "GPU is lost; its series are dropped until it is back",
+                    target=self.target.name,
+                    gpu=gpu.index,
+                    uuid=gpu.info["uuid"] if gpu.info else None,
+                    call=self.calling,
+                    error=str(exc),
+                )
             return
         except self._fatal_errors:
             raise
@@ -395,8 +423,12 @@ class Sampler:
             self.unsupported.add((gpu.index, name))
             denied = isinstance(exc, self.nvml.NVMLError_NoPermission)
             (log.warning if denied else log.debug)(
-                "GPU field not available; not asking for it again", target=self.target.name, gpu=gpu.index,
-                field=name, call=self.calling, error=str(exc),
+                "GPU field not available; not asking for it again",
+                target=self.target.name,
+                gpu=gpu.index,
+                field=name,
+                call=self.calling,
+                error=str(exc),
             )
             return None
         except self.nvml.NVMLError as exc:
@@ -408,8 +440,12 @@ class Sampler:
         first = (gpu.index, name) not in self._failed
         self._failed.add((gpu.index, name))
         (log.warning if first else log.debug)(
-            "reading a GPU field failed; skipped this poll", target=self.target.name, gpu=gpu.index,
-            field=name, call=self.calling, error=str(exc),
+            "reading a GPU field failed; skipped this poll",
+            target=self.target.name,
+            gpu=gpu.index,
+            field=name,
+            call=self.calling,
+            error=str(exc),
         )
 
     # -- identity and events ----------------------------------------------------------------
@@ -421,8 +457,10 @@ class Sampler:
             "pci_bus_id": "",
             "serial": "",
         }
-        for key, read in (("pci_bus_id", lambda: self.call("nvmlDeviceGetPciInfo", handle).busId),
-                          ("serial", lambda: self.call("nvmlDeviceGetSerial", handle))):
+        for key, read in (
+            ("pci_bus_id", lambda: self.call("nvmlDeviceGetPciInfo", handle).busId),
+            ("serial", lambda: self.call("nvmlDeviceGetSerial", handle)),
+        ):
             try:
                 info[key] = _text(read())
             except self._unsupported_errors:
@@ -496,13 +534,20 @@ class Sampler:
 
     def _utilization(self, gpu: _GPU) -> list[Reading]:
         rates = self.call("nvmlDeviceGetUtilizationRates", gpu.handle)
-        return [("gpu_utilization_ratio", {}, rates.gpu / 100), ("gpu_memory_utilization_ratio", {}, rates.memory / 100)]
+        return [
+            ("gpu_utilization_ratio", {}, rates.gpu / 100),
+            ("gpu_memory_utilization_ratio", {}, rates.memory / 100),
+        ]
 
     def _encoder(self, gpu: _GPU) -> list[Reading]:
-        return [("gpu_encoder_utilization_ratio", {}, self.call("nvmlDeviceGetEncoderUtilization", gpu.handle)[0] / 100)]
+        return [
+            ("gpu_encoder_utilization_ratio", {}, self.call("nvmlDeviceGetEncoderUtilization", gpu.handle)[0] / 100)
+        ]
 
     def _decoder(self, gpu: _GPU) -> list[Reading]:
-        return [("gpu_decoder_utilization_ratio", {}, self.call("nvmlDeviceGetDecoderUtilization", gpu.handle)[0] / 100)]
+        return [
+            ("gpu_decoder_utilization_ratio", {}, self.call("nvmlDeviceGetDecoderUtilization", gpu.handle)[0] / 100)
+        ]
 
     def _memory(self, gpu: _GPU) -> list[Reading]:
         memory = self.call("nvmlDeviceGetMemoryInfo", gpu.handle)
@@ -534,7 +579,9 @@ class Sampler:
         return [("gpu_memory_temperature_celsius", {}, getattr(value.value, _VALUE_MEMBERS[value.valueType]))]
 
     def _sm_clock(self, gpu: _GPU) -> list[Reading]:
-        return [("gpu_sm_clock_hertz", {}, self.call("nvmlDeviceGetClockInfo", gpu.handle, self.nvml.NVML_CLOCK_SM) * 1e6)]
+        return [
+            ("gpu_sm_clock_hertz", {}, self.call("nvmlDeviceGetClockInfo", gpu.handle, self.nvml.NVML_CLOCK_SM) * 1e6)
+        ]
 
     def _memory_clock(self, gpu: _GPU) -> list[Reading]:
         mhz = self.call("nvmlDeviceGetClockInfo", gpu.handle, self.nvml.NVML_CLOCK_MEM)
@@ -562,13 +609,23 @@ class Sampler:
     def _clock_event_reasons(self, gpu: _GPU) -> list[Reading]:
         names = ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons")  # 535+, older
         mask = self.call_newest(names, gpu.handle)
-        return [("gpu_clock_event_reason", {"reason": label}, 1 if mask & bit else 0) for label, bit in self._reasons.items()]
+        return [
+            ("gpu_clock_event_reason", {"reason": label}, 1 if mask & bit else 0)
+            for label, bit in self._reasons.items()
+        ]
 
     def _ecc(self, gpu: _GPU) -> list[Reading]:
         nvml = self.nvml
-        kinds = (("corrected", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED), ("uncorrected", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED))
+        kinds = (
+            ("corrected", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED),
+            ("uncorrected", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
+        )
         return [
-            ("gpu_ecc_errors", {"type": kind}, self.call("nvmlDeviceGetTotalEccErrors", gpu.handle, code, nvml.NVML_VOLATILE_ECC))
+            (
+                "gpu_ecc_errors",
+                {"type": kind},
+                self.call("nvmlDeviceGetTotalEccErrors", gpu.handle, code, nvml.NVML_VOLATILE_ECC),
+            )
             for kind, code in kinds
         ]
 
@@ -608,7 +665,7 @@ class Sampler:
                 ("gpu_mig_memory_total_bytes", labels, memory.total),
             ]
             # NVML reports no utilization per MIG instance on the GPUs we know of; where one does, serve it.
-            rates = self._read(gpu, "mig_utilization", lambda _: self.call("nvmlDeviceGetUtilizationRates", mig))
+            rates = self._read(gpu, "mig_utilization", lambda _: self.call("nvmlDeviceGetUtilizationRates", mig))  # noqa: B023 (called now)
             if rates is not None:
                 readings.append(("gpu_mig_utilization_ratio", labels, rates.gpu / 100))
         return readings
@@ -641,8 +698,10 @@ class Sampler:
 def describe_init_error(exc: Exception, nvml: ModuleType) -> str:
     """What an operator needs to hear when nvmlInit fails."""
     if isinstance(exc, nvml.NVMLError_LibraryNotFound):
-        return ("NVML library libnvidia-ml.so.1 not found: install the NVIDIA driver, or run the container "
-                "with the NVIDIA container toolkit (--gpus all / runtime nvidia)")
+        return (
+            "NVML library libnvidia-ml.so.1 not found: install the NVIDIA driver, or run the container "
+            "with the NVIDIA container toolkit (--gpus all / runtime nvidia)"
+        )
     if isinstance(exc, nvml.NVMLError_DriverNotLoaded):
         return "the NVIDIA kernel driver is not loaded (nvidia-smi says more)"
     if isinstance(exc, nvml.NVMLError_NoPermission):
@@ -698,18 +757,25 @@ class NVMLSource:
         except self.nvml.NVMLError as exc:
             self._init_failures += 1
             self._init_error = describe_init_error(exc, self.nvml)
-            most = max(0, int(INIT_BACKOFF_MAX / self.target.interval) - 1)
+            interval = self.target.interval
+            assert interval is not None  # the config resolves it for every target
+            most = max(0, int(INIT_BACKOFF_MAX / interval) - 1)
             self._polls_to_skip = min(2 ** (self._init_failures - 1) - 1, most)
             (log.error if self._init_failures == 1 else log.debug)(
                 "NVML is not available; GPU metrics are down, retrying with backoff",
-                target=self.target.name, error=self._init_error, attempt=self._init_failures,
-                next_attempt_in_s=round((self._polls_to_skip + 1) * self.target.interval, 3),
+                target=self.target.name,
+                error=self._init_error,
+                attempt=self._init_failures,
+                next_attempt_in_s=round((self._polls_to_skip + 1) * interval, 3),
             )
             raise SourceError("nvml_unavailable", self._init_error, retryable=False) from None
         self._started = True
         log.info(
-            "NVML started", target=self.target.name, driver=self.sampler.driver_version,
-            cuda=self.sampler.cuda_version, gpus=[gpu.index for gpu in self.sampler.gpus],
+            "NVML started",
+            target=self.target.name,
+            driver=self.sampler.driver_version,
+            cuda=self.sampler.cuda_version,
+            gpus=[gpu.index for gpu in self.sampler.gpus],
             after_failed_attempts=self._init_failures,
         )
         self._init_failures = 0
@@ -742,8 +808,12 @@ class NVMLSource:
         worker.stop()
         self._started = False
         deadline = time.monotonic() + CLOSE_GRACE
-        while not done.done() and time.monotonic() < deadline:
+        # `done` is the worker thread's future, which may never finish: polled, so that close is bounded.
+        while not done.done() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if not done.done():
-            log.warning("an NVML call is still stuck; nvmlShutdown runs when it returns", target=self.target.name,
-                        call=self.sampler.describe_call())
+            log.warning(
+                "an NVML call is still stuck; nvmlShutdown runs when it returns",
+                target=self.target.name,
+                call=self.sampler.describe_call(),
+            )

@@ -49,15 +49,55 @@ class DynamoFrontendSimulator(TextSimulator):
         self.load = Load(capacity=64)
         self.disconnected = m("dynamo_frontend_disconnected_clients", "gauge", "Number of disconnected clients")
         self.inflight = m("dynamo_frontend_inflight_requests", "gauge", "Number of inflight requests", model)
-        self.queued = m("dynamo_frontend_queued_requests", "gauge", "Number of requests in HTTP processing queue", model)
-        self.input_tokens = m("dynamo_frontend_input_sequence_tokens", "histogram", "Input sequence length in tokens", model, buckets=INPUT_TOKEN_BUCKETS)
-        self.output_tokens = m("dynamo_frontend_output_sequence_tokens", "histogram", "Output sequence length in tokens", model, buckets=OUTPUT_TOKEN_BUCKETS)
-        self.output_total = m("dynamo_frontend_output_tokens_total", "counter", "Total number of output tokens generated (updates in real-time)", model)
-        self.itl = m("dynamo_frontend_inter_token_latency_seconds", "histogram", "Inter-token latency in seconds", model, buckets=ITL_BUCKETS)
-        self.ttft = m("dynamo_frontend_time_to_first_token_seconds", "histogram", "Time to first token in seconds", model, buckets=TTFT_BUCKETS)
-        self.duration = m("dynamo_frontend_request_duration_seconds", "histogram", "Duration of LLM requests", model, buckets=DURATION_BUCKETS)
+        self.queued = m(
+            "dynamo_frontend_queued_requests", "gauge", "Number of requests in HTTP processing queue", model
+        )
+        self.input_tokens = m(
+            "dynamo_frontend_input_sequence_tokens",
+            "histogram",
+            "Input sequence length in tokens",
+            model,
+            buckets=INPUT_TOKEN_BUCKETS,
+        )
+        self.output_tokens = m(
+            "dynamo_frontend_output_sequence_tokens",
+            "histogram",
+            "Output sequence length in tokens",
+            model,
+            buckets=OUTPUT_TOKEN_BUCKETS,
+        )
+        self.output_total = m(
+            "dynamo_frontend_output_tokens_total",
+            "counter",
+            "Total number of output tokens generated (updates in real-time)",
+            model,
+        )
+        self.itl = m(
+            "dynamo_frontend_inter_token_latency_seconds",
+            "histogram",
+            "Inter-token latency in seconds",
+            model,
+            buckets=ITL_BUCKETS,
+        )
+        self.ttft = m(
+            "dynamo_frontend_time_to_first_token_seconds",
+            "histogram",
+            "Time to first token in seconds",
+            model,
+            buckets=TTFT_BUCKETS,
+        )
+        self.duration = m(
+            "dynamo_frontend_request_duration_seconds",
+            "histogram",
+            "Duration of LLM requests",
+            model,
+            buckets=DURATION_BUCKETS,
+        )
         self.requests = m(
-            "dynamo_frontend_requests_total", "counter", "Total number of LLM requests processed", ("endpoint", "model", "request_type", "status"),
+            "dynamo_frontend_requests_total",
+            "counter",
+            "Total number of LLM requests processed",
+            ("endpoint", "model", "request_type", "status"),
         )
         for name, help_, value in (
             ("context_length", "Maximum context length in tokens for a worker serving the model", 40960),
@@ -107,26 +147,68 @@ class DynamoWorkerSimulator(TextSimulator):
         m = self.metric
         self.load = Load(capacity=64, kv_blocks=5943)
         endpoint = ("dynamo_component", "dynamo_endpoint", "dynamo_namespace", "model")
-        self.inflight = m("dynamo_component_inflight_requests", "gauge", "Number of requests currently being processed by work handler", endpoint)
+        self.inflight = m(
+            "dynamo_component_inflight_requests",
+            "gauge",
+            "Number of requests currently being processed by work handler",
+            endpoint,
+        )
         if self.deprecated_names:
             # lib/runtime/src/metrics/prometheus_names.rs, Dynamo 0.6: `kvstats_` names, no model label.
-            kv = ("dynamo_component", "dynamo_namespace")
+            kv: tuple[str, ...] = ("dynamo_component", "dynamo_namespace")
             self.kv_labels: tuple[str, ...] = ("backend", "dynamo")
-            self.active_blocks = m("dynamo_component_kvstats_active_blocks", "gauge", "Number of active KV cache blocks currently in use", kv)
-            self.usage = m("dynamo_component_kvstats_gpu_cache_usage_percent", "gauge", "GPU cache usage as a percentage (0.0-1.0)", kv)
-            self.hit_rate = m("dynamo_component_kvstats_gpu_prefix_cache_hit_rate", "gauge", "GPU prefix cache hit rate as a percentage (0.0-1.0)", kv)
-            self.total_blocks = m("dynamo_component_kvstats_total_blocks", "gauge", "Total number of KV cache blocks available", kv)
+            self.active_blocks = m(
+                "dynamo_component_kvstats_active_blocks",
+                "gauge",
+                "Number of active KV cache blocks currently in use",
+                kv,
+            )
+            self.usage = m(
+                "dynamo_component_kvstats_gpu_cache_usage_percent",
+                "gauge",
+                "GPU cache usage as a percentage (0.0-1.0)",
+                kv,
+            )
+            self.hit_rate = m(
+                "dynamo_component_kvstats_gpu_prefix_cache_hit_rate",
+                "gauge",
+                "GPU prefix cache hit rate as a percentage (0.0-1.0)",
+                kv,
+            )
+            self.total_blocks = m(
+                "dynamo_component_kvstats_total_blocks", "gauge", "Total number of KV cache blocks available", kv
+            )
         else:
             kv = ("dp_rank", "dynamo_component", "model")
             self.kv_labels = ("0", "backend", MODEL)
-            self.usage = m("dynamo_component_gpu_cache_usage_percent", "gauge", "GPU cache usage as a percentage (0.0-1.0)", kv)
-            self.total_blocks = m("dynamo_component_total_blocks", "gauge", "Total number of KV cache blocks available on the worker", kv)
-        self.request_bytes = m("dynamo_component_request_bytes_total", "counter", "Total number of bytes received in requests by work handler", endpoint)
-        self.duration = m(
-            "dynamo_component_request_duration_seconds", "histogram", "Time spent processing requests by work handler", endpoint, buckets=DEFAULT_BUCKETS,
+            self.usage = m(
+                "dynamo_component_gpu_cache_usage_percent", "gauge", "GPU cache usage as a percentage (0.0-1.0)", kv
+            )
+            self.total_blocks = m(
+                "dynamo_component_total_blocks", "gauge", "Total number of KV cache blocks available on the worker", kv
+            )
+        self.request_bytes = m(
+            "dynamo_component_request_bytes_total",
+            "counter",
+            "Total number of bytes received in requests by work handler",
+            endpoint,
         )
-        self.requests = m("dynamo_component_requests_total", "counter", "Total number of requests processed by work handler", endpoint)
-        self.response_bytes = m("dynamo_component_response_bytes_total", "counter", "Total number of bytes sent in responses by work handler", endpoint)
+        self.duration = m(
+            "dynamo_component_request_duration_seconds",
+            "histogram",
+            "Time spent processing requests by work handler",
+            endpoint,
+            buckets=DEFAULT_BUCKETS,
+        )
+        self.requests = m(
+            "dynamo_component_requests_total", "counter", "Total number of requests processed by work handler", endpoint
+        )
+        self.response_bytes = m(
+            "dynamo_component_response_bytes_total",
+            "counter",
+            "Total number of bytes sent in responses by work handler",
+            endpoint,
+        )
         self.uptime = m("dynamo_component_uptime_seconds", "gauge", "Total uptime of the DistributedRuntime in seconds")
         self.total_blocks.labels(*self.kv_labels).set(self.load.kv_blocks)
         for name in self.ENDPOINTS:
@@ -143,7 +225,9 @@ class DynamoWorkerSimulator(TextSimulator):
         if self.deprecated_names:
             self.active_blocks.labels(*self.kv_labels).set(int(load.kv_usage * load.kv_blocks))
             prompt = sum(request.prompt_tokens for request in finished)
-            self.hit_rate.labels(*self.kv_labels).set(sum(request.cached_tokens for request in finished) / prompt if prompt else 0.0)
+            self.hit_rate.labels(*self.kv_labels).set(
+                sum(request.cached_tokens for request in finished) / prompt if prompt else 0.0
+            )
         for request in finished:
             self.requests.labels(*generate).inc()
             self.request_bytes.labels(*generate).inc(request.prompt_tokens * 4 + 600)

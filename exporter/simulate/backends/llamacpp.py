@@ -38,14 +38,22 @@ class LlamaCppSimulator(TextSimulator):
         m = self.metric
         self.load = Load(capacity=4)
         self.prompt_tokens = m("llamacpp:prompt_tokens_total", "counter", "Number of prompt tokens processed.")
-        self.prompt_cached = m("llamacpp:prompt_tokens_cached_total", "counter", "Number of prompt tokens reused from the cache.") if self.cached_counter else None
+        self.prompt_cached = (
+            m("llamacpp:prompt_tokens_cached_total", "counter", "Number of prompt tokens reused from the cache.")
+            if self.cached_counter
+            else None
+        )
         self.prompt_seconds = m("llamacpp:prompt_seconds_total", "counter", "Prompt process time")
         self.predicted = m("llamacpp:tokens_predicted_total", "counter", "Number of generation tokens processed.")
         self.predicted_seconds = m("llamacpp:tokens_predicted_seconds_total", "counter", "Predict process time")
         self.decodes = m("llamacpp:n_decode_total", "counter", "Total number of llama_decode() calls")
-        self.busy_slots = m("llamacpp:n_busy_slots_per_decode", "counter", "Average number of busy slots per llama_decode() call")
+        self.busy_slots = m(
+            "llamacpp:n_busy_slots_per_decode", "counter", "Average number of busy slots per llama_decode() call"
+        )
         self.prompt_rate = m("llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.")
-        self.predicted_rate = m("llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.")
+        self.predicted_rate = m(
+            "llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s."
+        )
         self.processing = m("llamacpp:requests_processing", "gauge", "Number of requests processing.")
         self.deferred = m("llamacpp:requests_deferred", "gauge", "Number of requests deferred.")
         for metric in self.metrics:

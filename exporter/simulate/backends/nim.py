@@ -47,19 +47,62 @@ class NIMSimulator(PythonSimulator):
         self.running = Gauge("num_requests_running", "Number of requests currently running on GPU.", labels, registry=r)
         self.waiting = Gauge("num_requests_waiting", "Number of requests waiting to be processed.", labels, registry=r)
         self.max_requests = Gauge("num_request_max", "Max number of concurrently running requests.", labels, registry=r)
-        self.kv_usage = Gauge("gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", labels, registry=r)
+        self.kv_usage = Gauge(
+            "gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", labels, registry=r
+        )
         self.prompt_tokens = Counter("prompt_tokens", "Number of prefill tokens processed.", labels, registry=r)
-        self.generation_tokens = Counter("generation_tokens", "Number of generation tokens processed.", labels, registry=r)
-        self.ttft = Histogram("time_to_first_token_seconds", "Histogram of time to first token in seconds.", labels, buckets=TTFT_BUCKETS, registry=r)
-        self.tpot = Histogram("time_per_output_token_seconds", "Histogram of time per output token in seconds.", labels, buckets=TPOT_BUCKETS, registry=r)
-        self.e2e = Histogram("e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", labels, buckets=E2E_BUCKETS, registry=r)
-        self.request_prompt = Histogram("request_prompt_tokens", "Number of prefill tokens processed.", labels, buckets=TOKEN_BUCKETS, registry=r)
-        self.request_generation = Histogram("request_generation_tokens", "Number of generation tokens processed.", labels, buckets=TOKEN_BUCKETS, registry=r)
-        self.finish = Counter("request_finish", "Count of finished requests, differentiated by finish reason as label.", (*labels, "finished_reason"), registry=r)
+        self.generation_tokens = Counter(
+            "generation_tokens", "Number of generation tokens processed.", labels, registry=r
+        )
+        self.ttft = Histogram(
+            "time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            labels,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "time_per_output_token_seconds",
+            "Histogram of time per output token in seconds.",
+            labels,
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "e2e_request_latency_seconds",
+            "Histogram of end to end request latency in seconds.",
+            labels,
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.request_prompt = Histogram(
+            "request_prompt_tokens", "Number of prefill tokens processed.", labels, buckets=TOKEN_BUCKETS, registry=r
+        )
+        self.request_generation = Histogram(
+            "request_generation_tokens",
+            "Number of generation tokens processed.",
+            labels,
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.finish = Counter(
+            "request_finish",
+            "Count of finished requests, differentiated by finish reason as label.",
+            (*labels, "finished_reason"),
+            registry=r,
+        )
         self.success = Counter("request_success", "Count of successful requests.", labels, registry=r)
         self.failure = Counter("request_failure", "Count of failed requests.", labels, registry=r)
         self.max_requests.labels(MODEL).set(MAX_REQUESTS)
-        for metric in (self.running, self.waiting, self.kv_usage, self.prompt_tokens, self.generation_tokens, self.success, self.failure):
+        for metric in (
+            self.running,
+            self.waiting,
+            self.kv_usage,
+            self.prompt_tokens,
+            self.generation_tokens,
+            self.success,
+            self.failure,
+        ):
             metric.labels(MODEL)
 
     def tick(self, rng: random.Random) -> None:

@@ -51,20 +51,50 @@ class TGISimulator(TextSimulator):
         self.batch_concat = m("tgi_batch_concat", "counter", None, ("reason",))
         self.count = m("tgi_request_count", "counter", "Total number of requests")
         self.failure = m("tgi_request_failure", "counter", None, ("err",))
-        self.inference_success = m("tgi_batch_inference_success", "counter", "Number of successful inference calls per method (prefill or decode)", ("method",))
-        self.inference_count = m("tgi_batch_inference_count", "counter", "Inference calls per method (prefill or decode)", ("method",))
+        self.inference_success = m(
+            "tgi_batch_inference_success",
+            "counter",
+            "Number of successful inference calls per method (prefill or decode)",
+            ("method",),
+        )
+        self.inference_count = m(
+            "tgi_batch_inference_count", "counter", "Inference calls per method (prefill or decode)", ("method",)
+        )
         self.queue_size = m("tgi_queue_size", "gauge", "Current queue size")
         self.max_tokens = m("tgi_batch_current_max_tokens", "gauge", "Maximum tokens for the current batch")
         self.batch_size = m("tgi_batch_current_size", "gauge", "Current batch size")
-        self.input_length = m("tgi_request_input_length", "histogram", "Input token length per request", buckets=_length_buckets(MAX_INPUT_TOKENS))
-        self.max_new_tokens = m("tgi_request_max_new_tokens", "histogram", "Maximum new tokens per request", buckets=_length_buckets(MAX_TOTAL_TOKENS))
-        self.generated = m("tgi_request_generated_tokens", "histogram", "Generated tokens per request", buckets=_length_buckets(MAX_TOTAL_TOKENS))
+        self.input_length = m(
+            "tgi_request_input_length",
+            "histogram",
+            "Input token length per request",
+            buckets=_length_buckets(MAX_INPUT_TOKENS),
+        )
+        self.max_new_tokens = m(
+            "tgi_request_max_new_tokens",
+            "histogram",
+            "Maximum new tokens per request",
+            buckets=_length_buckets(MAX_TOTAL_TOKENS),
+        )
+        self.generated = m(
+            "tgi_request_generated_tokens",
+            "histogram",
+            "Generated tokens per request",
+            buckets=_length_buckets(MAX_TOTAL_TOKENS),
+        )
         self.duration = m("tgi_request_duration", "histogram", "Request duration", buckets=d)
         self.validation = m("tgi_request_validation_duration", "histogram", "Request validation duration", buckets=d)
         self.queue = m("tgi_request_queue_duration", "histogram", "Request queue duration", buckets=d)
         self.inference = m("tgi_request_inference_duration", "histogram", "Request inference duration", buckets=d)
-        self.per_token = m("tgi_request_mean_time_per_token_duration", "histogram", "Mean time per token per request", buckets=d)
-        self.forward = m("tgi_batch_forward_duration", "histogram", "Batch forward duration per method (prefill or decode)", ("method",), buckets=d)
+        self.per_token = m(
+            "tgi_request_mean_time_per_token_duration", "histogram", "Mean time per token per request", buckets=d
+        )
+        self.forward = m(
+            "tgi_batch_forward_duration",
+            "histogram",
+            "Batch forward duration per method (prefill or decode)",
+            ("method",),
+            buckets=d,
+        )
         self.skipped = m("tgi_request_skipped_tokens", "summary", "Speculated tokens per request")
         for metric in (self.success, self.count, self.queue_size, self.max_tokens, self.batch_size):
             metric.labels()

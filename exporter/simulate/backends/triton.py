@@ -40,35 +40,93 @@ class TritonSimulator(TextSimulator):
         super().__init__(seed)
         m, mv = self.metric, ("model", "version")
         self.load = Load(capacity=512, kv_blocks=KV_BLOCKS)
-        self.request_metrics = m("nv_trt_llm_request_metrics", "gauge", "TRT LLM request metrics", ("model", "request_type", "version"))
-        self.memory = m("nv_trt_llm_runtime_memory_metrics", "gauge", "TRT LLM runtime memory metrics", ("memory_type", "model", "version"))
-        self.kv_blocks = m("nv_trt_llm_kv_cache_block_metrics", "gauge", "TRT LLM KV cache block metrics", ("kv_cache_block_type", "model", "version"))
+        self.request_metrics = m(
+            "nv_trt_llm_request_metrics", "gauge", "TRT LLM request metrics", ("model", "request_type", "version")
+        )
+        self.memory = m(
+            "nv_trt_llm_runtime_memory_metrics",
+            "gauge",
+            "TRT LLM runtime memory metrics",
+            ("memory_type", "model", "version"),
+        )
+        self.kv_blocks = m(
+            "nv_trt_llm_kv_cache_block_metrics",
+            "gauge",
+            "TRT LLM KV cache block metrics",
+            ("kv_cache_block_type", "model", "version"),
+        )
         self.batcher = m(
-            "nv_trt_llm_inflight_batcher_metrics", "gauge", "TRT LLM inflight_batcher-specific metrics",
+            "nv_trt_llm_inflight_batcher_metrics",
+            "gauge",
+            "TRT LLM inflight_batcher-specific metrics",
             ("inflight_batcher_specific_metric", "model", "version"),
         )
-        self.general = m("nv_trt_llm_general_metrics", "gauge", "General TRT LLM metrics", ("general_type", "model", "version"))
-        self.success = m("nv_inference_request_success", "counter", "Number of successful inference requests, all batch sizes", mv)
-        self.failure = m("nv_inference_request_failure", "counter", "Number of failed inference requests, all batch sizes", ("model", "reason", "version"))
-        self.count = m("nv_inference_count", "counter", "Number of inferences performed (does not include cached requests)", mv)
-        self.exec_count = m("nv_inference_exec_count", "counter", "Number of model executions performed (does not include cached requests)", mv)
-        self.pending = m("nv_inference_pending_request_count", "gauge", "Instantaneous number of pending requests awaiting execution per-model.", mv)
-        self.request_us = m("nv_inference_request_duration_us", "counter", "Cumulative inference request duration in microseconds (includes cached requests)", mv)
-        self.queue_us = m("nv_inference_queue_duration_us", "counter", "Cumulative inference queuing duration in microseconds (includes cached requests)", mv)
+        self.general = m(
+            "nv_trt_llm_general_metrics", "gauge", "General TRT LLM metrics", ("general_type", "model", "version")
+        )
+        self.success = m(
+            "nv_inference_request_success", "counter", "Number of successful inference requests, all batch sizes", mv
+        )
+        self.failure = m(
+            "nv_inference_request_failure",
+            "counter",
+            "Number of failed inference requests, all batch sizes",
+            ("model", "reason", "version"),
+        )
+        self.count = m(
+            "nv_inference_count", "counter", "Number of inferences performed (does not include cached requests)", mv
+        )
+        self.exec_count = m(
+            "nv_inference_exec_count",
+            "counter",
+            "Number of model executions performed (does not include cached requests)",
+            mv,
+        )
+        self.pending = m(
+            "nv_inference_pending_request_count",
+            "gauge",
+            "Instantaneous number of pending requests awaiting execution per-model.",
+            mv,
+        )
+        self.request_us = m(
+            "nv_inference_request_duration_us",
+            "counter",
+            "Cumulative inference request duration in microseconds (includes cached requests)",
+            mv,
+        )
+        self.queue_us = m(
+            "nv_inference_queue_duration_us",
+            "counter",
+            "Cumulative inference queuing duration in microseconds (includes cached requests)",
+            mv,
+        )
         self.request_summary = m(
-            "nv_inference_request_summary_us", "summary", "Summary of inference request duration in microseconds (includes cached requests)", mv,
+            "nv_inference_request_summary_us",
+            "summary",
+            "Summary of inference request duration in microseconds (includes cached requests)",
+            mv,
             quantiles=SUMMARY_QUANTILES,
         )
         self.queue_summary = m(
-            "nv_inference_queue_summary_us", "summary", "Summary of inference queuing duration in microseconds (includes cached requests)", mv,
+            "nv_inference_queue_summary_us",
+            "summary",
+            "Summary of inference queuing duration in microseconds (includes cached requests)",
+            mv,
             quantiles=SUMMARY_QUANTILES,
         )
         self.first_response = m(
-            "nv_inference_first_response_histogram_ms", "histogram", "Duration from request to first response in milliseconds", mv,
+            "nv_inference_first_response_histogram_ms",
+            "histogram",
+            "Duration from request to first response in milliseconds",
+            mv,
             buckets=FIRST_RESPONSE_BUCKETS,
         )
-        self.input_tokens = m("nv_llm_input_token_len", "histogram", "TRT LLM input token length per request", mv, buckets=TOKEN_BUCKETS)
-        self.output_tokens = m("nv_llm_output_token_len", "histogram", "TRT LLM output token length per request", mv, buckets=TOKEN_BUCKETS)
+        self.input_tokens = m(
+            "nv_llm_input_token_len", "histogram", "TRT LLM input token length per request", mv, buckets=TOKEN_BUCKETS
+        )
+        self.output_tokens = m(
+            "nv_llm_output_token_len", "histogram", "TRT LLM output token length per request", mv, buckets=TOKEN_BUCKETS
+        )
         self.gpu_utilization = m("nv_gpu_utilization", "gauge", "GPU utilization rate [0.0 - 1.0)", ("gpu_uuid",))
         self.gpu_memory_used = m("nv_gpu_memory_used_bytes", "gauge", "GPU used memory, in bytes", ("gpu_uuid",))
         self.iterations = 0
@@ -83,10 +141,15 @@ class TritonSimulator(TextSimulator):
         load, of = self.load, (MODEL, "1")
         finished = load.step(rng)
         used = int(load.kv_usage * KV_BLOCKS)
-        for kind, value in (("active", load.running), ("waiting", load.waiting), ("context", rng.randint(0, 4)), ("scheduled", load.running)):
+        for kind, value in (
+            ("active", load.running),
+            ("waiting", load.waiting),
+            ("context", rng.randint(0, 4)),
+            ("scheduled", load.running),
+        ):
             self.request_metrics.labels(MODEL, kind, "1").set(value)
-        for kind, value in (("fraction", round(used / KV_BLOCKS, 4)), ("used", used), ("free", KV_BLOCKS - used)):
-            self.kv_blocks.labels(kind, MODEL, "1").set(value)
+        for kind, blocks in (("fraction", round(used / KV_BLOCKS, 4)), ("used", used), ("free", KV_BLOCKS - used)):
+            self.kv_blocks.labels(kind, MODEL, "1").set(blocks)
         self.batcher.labels("generation_requests", MODEL, "1").set(load.running)
         self.batcher.labels("total_context_tokens", MODEL, "1").set(rng.randint(0, 4) * 512)
         self.batcher.labels("micro_batch_id", MODEL, "1").set(0)
@@ -95,7 +158,9 @@ class TritonSimulator(TextSimulator):
         self.general.labels("timestamp", MODEL, "1").set(1_760_000_000 + self.ticks)
         self.pending.labels(*of).set(load.waiting)
         self.exec_count.labels(*of).inc(rng.randint(20, 40))
-        self.gpu_utilization.labels("GPU-5f1a9c2e-0000-4000-8000-000000000000").set(round(min(1.0, load.running / 64 + 0.2), 2))
+        self.gpu_utilization.labels("GPU-5f1a9c2e-0000-4000-8000-000000000000").set(
+            round(min(1.0, load.running / 64 + 0.2), 2)
+        )
         self.gpu_memory_used.labels("GPU-5f1a9c2e-0000-4000-8000-000000000000").set(72_000_000_000 + used * 1_000_000)
         for request in finished:
             if request.finished_reason == "error":

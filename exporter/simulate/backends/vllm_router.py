@@ -39,17 +39,29 @@ class VLLMRouterSimulator(PythonSimulator):
         self.prefill = Gauge("vllm:num_prefill_requests", "Number of Prefill Requests", server, registry=r)
         self.decoding = Gauge("vllm:num_decoding_requests", "Number of Decoding Requests", server, registry=r)
         self.incoming = Counter(
-            "vllm:num_incoming_requests", "Total valid incoming requests to router (including when no backends available).", ("model",), registry=r
+            "vllm:num_incoming_requests",
+            "Total valid incoming requests to router (including when no backends available).",
+            ("model",),
+            registry=r,
         )
         self.healthy = Gauge("vllm:healthy_pods_total", "Number of healthy vLLM pods", server, registry=r)
         self.avg_latency = Gauge("vllm:avg_latency", "Average end-to-end request latency", server, registry=r)
         self.avg_itl = Gauge("vllm:avg_itl", "Average Inter-Token Latency", server, registry=r)
-        self.input_tokens = Counter("vllm:input_tokens_total", "Total input tokens processed", ("server", "model"), registry=r)
-        self.output_tokens = Counter("vllm:output_tokens_total", "Total output tokens generated", ("server", "model"), registry=r)
-        self.errors = Counter("vllm:request_errors_total", "Total request errors", ("server", "model", "error_type"), registry=r)
+        self.input_tokens = Counter(
+            "vllm:input_tokens_total", "Total input tokens processed", ("server", "model"), registry=r
+        )
+        self.output_tokens = Counter(
+            "vllm:output_tokens_total", "Total output tokens generated", ("server", "model"), registry=r
+        )
+        self.errors = Counter(
+            "vllm:request_errors_total", "Total request errors", ("server", "model", "error_type"), registry=r
+        )
         self.latency = Histogram(
-            "vllm:request_latency_seconds", "End-to-end request latency observed at the router", ("server", "model", "status"),
-            buckets=LATENCY_BUCKETS, registry=r,
+            "vllm:request_latency_seconds",
+            "End-to-end request latency observed at the router",
+            ("server", "model", "status"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         for server_url in SERVERS:
             self.healthy.labels(server_url).set(1)
@@ -65,7 +77,9 @@ class VLLMRouterSimulator(PythonSimulator):
             self.hit_rate.labels(server_url).set(round(rng.uniform(0.1, 0.5), 4))
             lengths = [request.generation_tokens for request in finished]
             self.avg_decoding_length.labels(server_url).set(sum(lengths) / len(lengths) if lengths else 0)
-            self.avg_latency.labels(server_url).set(sum(r.e2e_seconds for r in finished) / len(finished) if finished else 0)
+            self.avg_latency.labels(server_url).set(
+                sum(r.e2e_seconds for r in finished) / len(finished) if finished else 0
+            )
             self.avg_itl.labels(server_url).set(sum(r.itl_seconds for r in finished) / len(finished) if finished else 0)
             for request in finished:
                 self.incoming.labels(MODEL).inc()
