@@ -402,7 +402,7 @@ class _Shape:
     __slots__ = ("formattable", "groups", "names", "same", "source")
 
     def __init__(self, labeller: _Labeller, names: tuple[str, ...]):
-        renamed = tuple(map(labeller.rename, names))
+        renamed = labeller.renamed(names)
         self.names = renamed + tuple(labeller.own)
         self.source = dict(zip(renamed, names))
         self.same = renamed == names
@@ -421,31 +421,45 @@ class _Labeller:
         self._with_own: Callable[..., dict[str, str]] = functools.partial(dict, **self.own)
         #: the own labels as a %-format writes them: escaped, `%` doubled
         self._own_text = {name: _escape(value).replace("%", "%%") for name, value in self.own.items()}
-        self._renames: dict[str, str] = {}
+        self._renames: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._shapes: dict[tuple[str, ...], _Shape] = {}
         self._heads: dict[tuple[str, tuple[str, ...]], str] = {}
 
-    def rename(self, name: str) -> str:
-        renamed = self._renames.get(name)
+    def renamed(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The served names of one series' upstream label names: sanitized; `__`-prefixed ones (Prometheus's)
+        with `exported_` in front; and one that clashes with `target` or a static label with `exported_` in
+        front until it names no other label of the series, as Prometheus renames a scraped label that
+        clashes with a target label (`target` -> `exported_target`, or `exported_exported_target` where
+        the series has an `exported_target` of its own)."""
+        renamed = self._renames.get(names)
         if renamed is None:
-            renamed = sanitize_name(name)
-            if renamed.startswith("__"):  # reserved for Prometheus: `__name__` twice fails the whole scrape
-                renamed = EXPORTED + renamed
-            while renamed in self.own:
-                renamed = "exported_" + renamed
-            self._renames[name] = renamed
+            plain = [EXPORTED + name if name.startswith("__") else name for name in map(sanitize_name, names)]
+            taken = {*plain, *self.own}
+            for index, name in enumerate(plain):
+                if name in self.own:
+                    while name in taken:
+                        name = EXPORTED + name
+                    taken.add(name)
+                    plain[index] = name
+            renamed = self._renames[names] = tuple(plain)
         return renamed
 
-    def renames_apart(self, names: Iterable[str]) -> bool:
-        """Whether no two of these upstream label names are served under one name."""
-        names = set(names)
-        return len(set(map(self.rename, names))) == len(names)
+    def renames_apart(self, series_names: Iterable[tuple[str, ...]]) -> bool:
+        """Whether each upstream label name is served under one name, and no two under the same one, in
+        every series with these tuples of label names."""
+        served_as: dict[str, str] = {}
+        taken_by: dict[str, str] = {}
+        for names in series_names:
+            for name, served in zip(names, self.renamed(names), strict=True):
+                if served_as.setdefault(name, served) != served or taken_by.setdefault(served, name) != name:
+                    return False
+        return True
 
     def labels(self, upstream: dict[str, str]) -> dict[str, str]:
         """One sample's served labels: its own, renamed where they clash, then `target` and the static ones."""
         if not upstream:
             return dict(self.own)
-        labels = {self.rename(name): value for name, value in upstream.items()}
+        labels = dict(zip(self.renamed(tuple(upstream)), upstream.values(), strict=True))
         labels.update(self.own)
         return labels
 
@@ -738,9 +752,7 @@ def normalize(
     labeller = _Labeller(target, labels or {})
     assembler = Assembler()
     servable = list(_servable(families, assembler.dropped))
-    by_head = labeller.renames_apart(
-        itertools.chain.from_iterable(itertools.chain.from_iterable(each.distinct) for each in servable)
-    )
+    by_head = labeller.renames_apart(itertools.chain.from_iterable(each.distinct for each in servable))
     for each in servable:
         family, kind = each.family, each.kind
         raw = family.name

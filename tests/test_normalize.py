@@ -171,3 +171,17 @@ def test_two_upstream_families_served_under_one_name_are_merged_heads_and_all():
     merged = by_name(_poll(both))["a_b"]
     assert sorted((s.labels["x"], s.value) for s in merged.samples) == [("1", 2.0), ("2", 3.0)]
     assert merged.heads == tuple(f'a_b{{pool="a",target="t",x="{s.labels["x"]}"}} ' for s in merged.samples)
+
+
+def test_an_upstream_target_label_beside_an_exported_target_label_is_renamed_apart_as_prometheus_does():
+    """Prometheus (scrape.go, mutateSampleLabels) puts `exported_` in front of a scraped label that clashes
+    with a target label until the name is free: both upstream labels are served, whatever their order."""
+    samples = [
+        Sample("h", {"target": "1", "exported_target": "x"}, 1.0),
+        Sample("h", {"exported_target": "y", "target": "2"}, 2.0),
+    ]
+    out = normalize([Family("h", "gauge", "H.", samples=samples)], target="t")
+    assert [s.labels for s in out.families[0].samples] == [
+        {"exported_exported_target": "1", "exported_target": "x", "target": "t"},
+        {"exported_exported_target": "2", "exported_target": "y", "target": "t"},
+    ]

@@ -76,12 +76,16 @@ def _well_formed(family: Family, kind: str) -> bool:
 def reference(families: list[Family], *, target: str, labels: dict[str, str], prefix: str):
     own = {"target": target, **labels}
 
-    def rename(label: str) -> str:
+    def rename(label: str, upstream: dict[str, str]) -> str:
+        """Prometheus's rule: a label that clashes with a target label gets `exported_` in front until its
+        name is free of the target's labels and the series' other labels."""
         served = sanitize_name(label)
         if served.startswith("__"):
             served = "exported_" + served
-        while served in own:
-            served = "exported_" + served
+        if served in own:
+            others = {sanitize_name(other) for other in upstream if other != label} | set(own)
+            while served in others:
+                served = "exported_" + served
         return served
 
     dropped: Counter[str] = Counter()
@@ -128,7 +132,7 @@ def reference(families: list[Family], *, target: str, labels: dict[str, str], pr
                 bound = {"histogram": "le", "gaugehistogram": "le", "summary": "quantile"}.get(kind)
                 if bound in upstream and _number(upstream[bound]) is not None:
                     upstream[bound] = go_float_label(_number(upstream[bound]))
-                out = {rename(key): value for key, value in upstream.items()}
+                out = {rename(key, upstream): value for key, value in upstream.items()}
                 out.update(own)
                 key = (name + suffix, frozenset(upstream.items()))
                 if key in series:
@@ -361,3 +365,14 @@ def test_conform_plans_a_histogram_as_a_per_sample_reading_does(drawn):
     assert planned == (expected is not None)
     if planned:
         assert {check: sorted(getattr(plan, check)) for check in expected} == expected
+
+
+def test_a_summary_whose_series_has_target_and_exported_target_groups_as_the_reference_does():
+    """Found by the property: served `target` and `exported_target` once took one served name, so that
+    a series' `_count` and its quantiles fell into different groups."""
+    labels = {"exported_target": "x", "target": "1"}
+    samples = [Sample("h_count", dict(labels), 1.0)]
+    samples += [Sample("h", {"quantile": "1", "target": "1", "exported_target": "x"}, 1.0) for _ in range(4)]
+    upstream = [Family("h", "summary", "", "", samples)]
+    expected = reference(upstream, target="t", labels={}, prefix="")
+    assert served(normalize(upstream, target="t", labels={}, prefix="")) == expected
