@@ -77,8 +77,8 @@ class Pipeline:
         #: Families strict OpenMetrics readers would reject -> untyped ones (exporter.conform).
         self.conform = Conformer()
         self.relabel = Relabeler(target.metric_relabel_configs)
-        #: The last body read the long way: its shape's key, with what a skeleton is made from.
-        self._last_body: tuple | None = None
+        #: The shape key of the last body read the long way (a skeleton is made when the next one has it).
+        self._last_key: tuple | None = None
         self._skeleton: Skeleton | None = None
         #: The shapes of the last families served the long way, and the template made of them.
         self._last_shapes: tuple | None = None
@@ -135,20 +135,20 @@ class Pipeline:
             family.shape = shape_of(family)
         if key is None:
             self._forget_body()
-        elif self._last_body is not None and self._last_body[0] == key:
+        elif key == self._last_key:
             # The second body of this shape running: worth a skeleton, made from this parse (which
             # must have read exactly the lines the split found, or there is none).
             assert parts is not None  # `key` is made from them
             self._skeleton = Skeleton.of(key, parts, order, result)
-            self._last_body = None
+            self._last_key = None
         else:
             self._skeleton = None
-            self._last_body = (key,)
+            self._last_key = key
         return result
 
     def _forget_body(self) -> None:
         self._skeleton = None
-        self._last_body = None
+        self._last_key = None
 
     # -- families -> served -------------------------------------------------------------------------
 
@@ -156,18 +156,21 @@ class Pipeline:
         target = self.target
         return self.relabel(normalize(families, target=target.name, labels=target.labels, prefix=target.prefix or ""))
 
+    def _long_way(self, families: list[Family]) -> Normalized:
+        """What the stages make of the families, rendered."""
+        normalized = self._stages(families)
+        return Normalized(prerender(normalized.families), normalized.dropped)
+
     def _serve(self, families: list[Family]) -> Normalized:
         """Served through the template when the families have its shapes, else the long way (and that
         poll's shapes become the next template's, when the next poll has them too)."""
         if not self.remember:
-            normalized = self._stages(families)
-            return Normalized(prerender(normalized.families), normalized.dropped)
+            return self._long_way(families)
         template = self._template
         shapes = tuple(map(shape_of, families))
         if template is not None and template.shapes == shapes:
             return template.fill(values_of(families))
-        normalized = self._stages(families)
-        normalized = Normalized(prerender(normalized.families), normalized.dropped)
+        normalized = self._long_way(families)
         self._template = None
         if shapes != self._last_shapes:
             self._last_shapes = shapes
@@ -194,14 +197,7 @@ def read(exposition: Exposition, order: list[Sample | None] | None = None) -> Pa
         keep=exposition.keep,
         order=order,
     )
-    if exposition.sample_limit:
-        count = sum(len(family.samples) for family in result.families)
-        if count > exposition.sample_limit:
-            raise SourceError(
-                "sample_limit",
-                f"{exposition.where} returned {count} samples, over the sample_limit of {exposition.sample_limit}",
-                retryable=False,
-            )
+    exposition.check_samples(sum(len(family.samples) for family in result.families))
     if exposition.label_limits:
         problem = label_problem(result.families, *exposition.label_limits)
         if problem is not None:

@@ -68,7 +68,7 @@ def test_a_reader_remembers_nothing_of_bodies_whose_shape_changes_every_poll():
         reader.parse(("\n".join(lines) + "\n" + "\n".join(f"m{i} {poll}" for i in range(500)) + "\n").encode())
         assert reader.skeleton is None
         # of the last body, only its shape's key: a few bytes, not its lines
-        assert reader.pipeline._last_body is not None and sys.getsizeof(reader.pipeline._last_body[0][-1]) < 100
+        assert reader.pipeline._last_key is not None and sys.getsizeof(reader.pipeline._last_key[-1]) < 100
     steady = b"# HELP x y\nx 1\n"
     reader.parse(steady)
     reader.parse(steady)

@@ -93,7 +93,7 @@ def test_a_target_polled_once_remembers_nothing_and_serves_what_a_remembering_on
     once = Pipeline(target(), remember=False)
     served = once.run(exposition=Exposition(body))
     again = once.run(exposition=Exposition(body))
-    assert once._skeleton is None and once._template is None and once._last_body is None and once._last_shapes is None
+    assert once._skeleton is None and once._template is None and once._last_key is None and once._last_shapes is None
     expected = Pipeline(target()).run(exposition=Exposition(body))
     assert texts(served) == texts(expected)
     assert texts(again) == texts(expected)

@@ -70,6 +70,16 @@ class Exposition:
     #: The start of the body, kept with a parse error for the target's page.
     raw: bytes = b""
 
+    def check_samples(self, count: int) -> None:
+        """Fail the poll when `count` samples are over the target's sample_limit (a source counts the
+        body's sample lines before it is parsed, the pipeline the samples it parsed)."""
+        if self.sample_limit and count > self.sample_limit:
+            raise SourceError(
+                "sample_limit",
+                f"{self.where} returned {count} samples, over the sample_limit of {self.sample_limit}",
+                retryable=False,
+            )
+
 
 @dataclass(slots=True)
 class Payload:

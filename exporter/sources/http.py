@@ -199,7 +199,6 @@ class HTTPSource:
             raise _client_error(url, exc) from None
 
         form = body_format(content_type)
-        self._check_sample_lines(body)
         raw = bytes(body[:RAW_KEEP])
         exposition = Exposition(
             bytes(body),
@@ -211,22 +210,13 @@ class HTTPSource:
             self._label_limits,
             raw,
         )
+        # Over the sample_limit before it is parsed: its sample lines counted (a C regex scan, cheap beside a
+        # parse) where no allow/deny list makes some of them not count.
+        if exposition.sample_limit and not (self.target.allow_families or self.target.deny_families):
+            exposition.check_samples(
+                len(_SAMPLE_LINE.findall(body)) - (not body.endswith(b"\n"))
+            )  # a cut-off last line is dropped
         return Payload([], {}, raw, {}, shown_content_type(content_type), exposition)
-
-    def _check_sample_lines(self, body: bytes) -> None:
-        """Fail a body over the sample_limit before it is parsed: its sample lines are counted (a C regex
-        scan, cheap beside a parse) where no allow/deny list makes some of them not count. The pipeline counts the
-        samples it parsed against the same limit."""
-        limit = self.target.sample_limit
-        if not limit or self.target.allow_families or self.target.deny_families:
-            return
-        count = len(_SAMPLE_LINE.findall(body)) - (not body.endswith(b"\n"))  # a cut-off last line is dropped
-        if count > limit:
-            raise SourceError(
-                "sample_limit",
-                f"{self.target.url} returned {count} samples, over the sample_limit of {limit}",
-                retryable=False,
-            )
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.target.body_size_limit
