@@ -313,6 +313,8 @@ class AheadDeflater:
         self._targets = targets
         #: target -> when its last poll was published (time.monotonic)
         self._published: dict[str, float] = {}
+        #: how many targets may be remembered before those no longer in the store are forgotten
+        self._bound = 16
         #: the key of the chunks a gzip scrape read ("openmetrics", or "inside" for text) -> when
         self._scraped: dict[str, float] = {}
         #: What was last handed to the ingest thread (for tests to wait on).
@@ -327,9 +329,10 @@ class AheadDeflater:
         now = time.monotonic()
         previous = self._published.get(target)
         self._published[target] = now
-        if len(self._published) > 2 * len(self._targets()) + 16:
+        if len(self._published) > self._bound:  # targets that went are forgotten now and then, not looked up each poll
             names = set(self._targets())
             self._published = {name: at for name, at in self._published.items() if name in names}
+            self._bound = 2 * len(names) + 16
         keys = [key for key, at in self._scraped.items() if previous is not None and at >= previous]
         if not keys:
             return

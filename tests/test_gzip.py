@@ -244,3 +244,14 @@ async def test_the_serving_side_deflates_a_poll_ahead_only_while_gzip_scrapes_ta
         assert deflated() == {"inside"}
     finally:
         await shared.close()
+
+
+def test_the_ahead_deflater_forgets_targets_that_left_the_store():
+    from exporter.exposition import AheadDeflater
+
+    alive: list[str] = []
+    ahead = AheadDeflater(lambda: alive)
+    for number in range(1000):  # targets come and go, as reloads rename them
+        alive[:] = [f"t{number}"]
+        ahead.observe([], f"t{number}")
+    assert len(ahead._published) <= 2 * len(alive) + 16
