@@ -1,4 +1,4 @@
-"""What settling clashes between targets costs (exporter.claims), when a target's families change.
+"""What settling clashes between targets costs (exporter.serve.claims), when a target's families change.
 
 A target's usual poll brings the same family names and types as the last one and costs the store
 nothing here (Store.publish's fast path); these are the polls that change them: a fleet coming up,
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.claims import Claims
+from exporter.serve.claims import Claims
 
 TYPES = ("gauge", "counter", "histogram")
 

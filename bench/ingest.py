@@ -23,10 +23,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from support import bench_bodies, bench_vllm_body, with_values_moved  # noqa: E402
 
-from exporter.config import parse_config  # noqa: E402
-from exporter.daemon import tune_garbage_collection  # noqa: E402
-from exporter.parse import parse  # noqa: E402
-from exporter.pipeline import Pipeline  # noqa: E402
+from exporter.config.loader import parse_config  # noqa: E402
+from exporter.format.parse import parse  # noqa: E402
+from exporter.pipeline.target import Pipeline  # noqa: E402
+from exporter.runtime.daemon import tune_garbage_collection  # noqa: E402
 from exporter.sources.base import Exposition  # noqa: E402
 
 #: Versions of each payload polled in turn: the same series, each version's values raised by one.

@@ -27,12 +27,12 @@ import nats  # noqa: E402
 from nats.micro import add_service  # noqa: E402
 from nats_server import NATSServer  # noqa: E402
 
-from exporter.config import parse_config  # noqa: E402
-from exporter.logs import configure  # noqa: E402
-from exporter.scheduler import TargetPoller  # noqa: E402
+from exporter.config.loader import parse_config  # noqa: E402
+from exporter.core.logs import configure  # noqa: E402
+from exporter.runtime.scheduler import TargetPoller  # noqa: E402
+from exporter.serve.store import Store  # noqa: E402
 from exporter.sources import Shared  # noqa: E402
 from exporter.sources.nats import NATSTarget  # noqa: E402
-from exporter.store import Store  # noqa: E402
 
 REPLY = {
     "worker_id": "w-1",

@@ -2,7 +2,7 @@
 
 A first poll, and every poll of a target whose series changed, takes this way in full, with nothing
 remembered from earlier polls. The body is parsed once, outside the timings; each stage then runs on
-what the one before it made, as a poller runs them (exporter.scheduler). Prints a table of each
+what the one before it made, as a poller runs them (exporter.runtime.scheduler). Prints a table of each
 stage's best time over `--repeat` runs in each of `--rounds` processes, in µs per sample, and a digest
 of what the stages served (names, types, HELP, samples, heads, dropped counts): with `--compare ROOT`,
 the same is measured for the checkout at ROOT (another worktree, or `git archive` of a commit), its
@@ -49,13 +49,13 @@ STAGES = ("unify", "conform", "normalize", "relabel (no rules)", "relabel (1 rul
 def _measure(root: str, body_path: str, repeat: int) -> dict:
     """In this process, with `root`'s exporter package first on the path."""
     sys.path[:0] = [root, str(Path(root) / "bench"), str(Path(root) / "tests")]
-    from exporter.config import parse_config
-    from exporter.conform import Conformer
-    from exporter.daemon import tune_garbage_collection
-    from exporter.normalize import normalize
-    from exporter.parse import parse
-    from exporter.relabel import Relabeler
-    from exporter.unify import Unifier
+    from exporter.config.loader import parse_config
+    from exporter.format.parse import parse
+    from exporter.pipeline.conform import Conformer
+    from exporter.pipeline.normalize import normalize
+    from exporter.pipeline.relabel import Relabeler
+    from exporter.pipeline.unify import Unifier
+    from exporter.runtime.daemon import tune_garbage_collection
 
     tune_garbage_collection()
     if body_path:

@@ -28,13 +28,13 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from fake_nvml import FakeNVML, eight_gpus  # noqa: E402
 from prometheus_client.exposition import generate_latest  # noqa: E402
 
-from exporter.collector import Collector, registry_for  # noqa: E402
-from exporter.config import parse_config  # noqa: E402
-from exporter.logs import configure  # noqa: E402
-from exporter.scheduler import TargetPoller  # noqa: E402
+from exporter.config.loader import parse_config  # noqa: E402
+from exporter.core.logs import configure  # noqa: E402
+from exporter.runtime.scheduler import TargetPoller  # noqa: E402
+from exporter.serve.collector import Collector, registry_for  # noqa: E402
+from exporter.serve.store import Store  # noqa: E402
 from exporter.sources import Payload, Shared  # noqa: E402
 from exporter.sources.nvml import NVMLSource, NVMLTarget  # noqa: E402
-from exporter.store import Store  # noqa: E402
 
 INTERVAL = 1.0
 

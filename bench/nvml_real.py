@@ -19,13 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prometheus_client.exposition import generate_latest
 
-from exporter.collector import Collector, registry_for
-from exporter.config import parse_config
-from exporter.logs import configure
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import parse_config
+from exporter.core.logs import configure
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.collector import Collector, registry_for
+from exporter.serve.store import Store
 from exporter.sources import Shared
 from exporter.sources.nvml import NVMLSource
-from exporter.store import Store
 
 
 async def main(polls: int, interval: float, processes: bool) -> int:

@@ -140,9 +140,9 @@ async def main(args: argparse.Namespace) -> int:
     from fake_nvml import FakeNVML, eight_gpus
 
     import exporter.sources.nvml
-    from exporter.config import parse_config
-    from exporter.daemon import Daemon
-    from exporter.logs import configure
+    from exporter.config.loader import parse_config
+    from exporter.core.logs import configure
+    from exporter.runtime.daemon import Daemon
 
     configure("warning", "console")
     fake = FakeNVML(eight_gpus())

@@ -1,14 +1,14 @@
 """The long way's parse on a first poll: `parse()` without caches, on the 199k-sample payload.
 
 Prints samples per CPU-second (best of --repeat, one core) for the line reader alone (what `parse`
-did before it read plain lines many at once: `exporter.parse._parse_by_line`), for `parse`, and for
+did before it read plain lines many at once: `exporter.format.parse._parse_by_line`), for `parse`, and for
 prometheus_client's parser on the same bytes, with ratios measured in this run. Three bodies: the
 payload in the text format, the same families rendered by prometheus_client's OpenMetrics writer, and
 the text body with `keep` dropping about half of the families. No assertions:
 
     .venv/bin/python bench/parse_long_way.py [--samples N] [--repeat N] [--body FILE] [--default-gc]
 
-By default the garbage collector runs as the daemon sets it (exporter.daemon.tune_garbage_collection);
+By default the garbage collector runs as the daemon sets it (exporter.runtime.daemon.tune_garbage_collection);
 --default-gc keeps CPython's thresholds, which make each parse pay several full collections.
 """
 
@@ -29,8 +29,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 from scenarios import bench_vllm_body, scaled_body  # noqa: E402
 
-from exporter.daemon import tune_garbage_collection  # noqa: E402
-from exporter.parse import _decode, _parse_by_line, parse  # noqa: E402
+from exporter.format.parse import _decode, _parse_by_line, parse  # noqa: E402
+from exporter.runtime.daemon import tune_garbage_collection  # noqa: E402
 
 
 def payload(samples: int) -> bytes:
@@ -136,7 +136,7 @@ def main() -> None:
         else:  # it has no `keep`: reading every family is not the same work
             reference_columns = f"{'-':>14} {line_reader / ours:>9.2f}x {'-':>10}"
         print(f"{label:16} {samples:>8} {samples / line_reader:>14,.0f} {samples / ours:>10,.0f} {reference_columns}")
-    print("line reader: parse before it read plain lines many at once (exporter.parse._parse_by_line)")
+    print("line reader: parse before it read plain lines many at once (exporter.format.parse._parse_by_line)")
 
 
 if __name__ == "__main__":

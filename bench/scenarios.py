@@ -533,8 +533,8 @@ async def measure(
     profile: Path | None = None,
 ) -> RunResult:
     """Start a daemon on `config_text`, wait until `wait_for` targets are up, measure `seconds` of it being scraped."""
-    from exporter.config import parse_config
-    from exporter.daemon import Daemon
+    from exporter.config.loader import parse_config
+    from exporter.runtime.daemon import Daemon
 
     config = parse_config(config_text, "<bench>")
     notes = [] if reset_peak_rss() else ["peak RSS is since the process started (/proc/self/clear_refs not writable)"]
@@ -555,7 +555,7 @@ async def measure(
         if config.targets:
             # Warm-up, not measured: scraping for one interval, as Prometheus has been doing before any
             # window one would look at. The first gzip scrapes deflate every target's text themselves,
-            # until each target's poller sees it scraped and deflates its next poll (exporter.exposition).
+            # until each target's poller sees it scraped and deflates its next poll (exporter.pipeline.exposition).
             warm = await upstreams.scrape(f"http://{listen}/metrics", longest, every, headers)
             if warm["latencies"]:
                 notes.append(
@@ -822,7 +822,7 @@ def table(result: ScenarioResult) -> list[str]:
 
 
 async def main(args: argparse.Namespace) -> int:
-    from exporter.logs import configure
+    from exporter.core.logs import configure
 
     configure("error", "console")
     source, _ = bench_vllm_body()

@@ -70,10 +70,10 @@ def timed(phase, info):
         pauses.append((time.monotonic(), time.monotonic() - began[0], info["generation"]))
 gc.callbacks.append(timed)
 if sys.argv[2] == "no-release":
-    import exporter.release as release
+    import exporter.runtime.release as release
     release.limit_arenas = lambda *args: False
     release.HeapTrim.available = property(lambda self: False)
-import exporter.daemon as daemon
+import exporter.runtime.daemon as daemon
 start = daemon.Daemon.start
 async def counted(self):
     await start(self)

@@ -28,8 +28,8 @@ VERSIONS = 8
 def measure(polls: int, repeat: int) -> dict:
     from support import bench_vllm_body, with_values_moved
 
-    from exporter.config import parse_config
-    from exporter.overview.windows import _wanted_names
+    from exporter.config.loader import parse_config
+    from exporter.serve.overview.windows import _wanted_names
 
     name, body = bench_vllm_body()
     config = parse_config(
@@ -60,10 +60,10 @@ def measure(polls: int, repeat: int) -> dict:
 
 def _ingest(target):
     """body -> served families, deflated for one gzip OpenMetrics scrape, as the checkout under test does it:
-    its target pipeline (exporter.pipeline), or before there was one, the source's reader and the poller's stages."""
+    its target pipeline (exporter.pipeline.target), or before there was one, the source's reader and the poller's stages."""
     try:
-        from exporter.exposition import DEFLATE_ALONE
-        from exporter.pipeline import Pipeline
+        from exporter.pipeline.exposition import DEFLATE_ALONE
+        from exporter.pipeline.target import Pipeline
         from exporter.sources.base import Exposition
     except ImportError:
         return _ingest_before_the_pipeline(target)
@@ -82,11 +82,11 @@ def _ingest(target):
 
 
 def _ingest_before_the_pipeline(target):
-    from exporter.parse import BodyReader  # type: ignore[attr-defined]  # an older checkout's (--compare)
-    from exporter.scheduler import TargetPoller
+    from exporter.format.parse import BodyReader  # type: ignore[attr-defined]  # an older checkout's (--compare)
+    from exporter.runtime.scheduler import TargetPoller
+    from exporter.serve.store import Store
     from exporter.sources import Shared
     from exporter.sources.base import Payload
-    from exporter.store import Store
 
     poller = TargetPoller(target, Store(), Shared())
     reader = BodyReader()

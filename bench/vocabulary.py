@@ -15,12 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from exporter.config import parse_config
-from exporter.logs import configure
-from exporter.normalize import normalize
-from exporter.parse import parse
-from exporter.relabel import RelabelConfig, Relabeler
-from exporter.unify import Unifier
+from exporter.config.loader import parse_config
+from exporter.core.logs import configure
+from exporter.format.parse import parse
+from exporter.pipeline.normalize import normalize
+from exporter.pipeline.relabel import RelabelConfig, Relabeler
+from exporter.pipeline.unify import Unifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import FIXTURES, bench_bodies

@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from support import free_port
 
-from exporter.config import parse_config
-from exporter.daemon import Daemon
-from exporter.logs import configure
-from exporter.webconfig import WebSecurity
+from exporter.config.loader import parse_config
+from exporter.config.web import WebSecurity
+from exporter.core.logs import configure
+from exporter.runtime.daemon import Daemon
 
 PASSWORD = "bench-password"
 

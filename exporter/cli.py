@@ -9,8 +9,8 @@ from importlib import resources
 from pathlib import Path
 
 from exporter import __version__
+from exporter.core.logs import FORMATS, LEVELS, configure
 from exporter.envflags import EnvArgumentParser
-from exporter.logs import FORMATS, LEVELS, configure
 
 DESCRIPTION = """\
 One Prometheus scrape target per GPU inference host. inference-exporter polls the
@@ -61,7 +61,7 @@ _WEB_CONFIG: dict = {
 
 def listen_address(value: str) -> str:
     """--listen's type: `HOST:PORT` as the config's `listen` accepts it, checked before anything starts."""
-    from exporter.config import parse_listen
+    from exporter.config.loader import parse_listen
 
     try:
         parse_listen(value)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(path: Path):
-    from exporter.config import ConfigError, load_config
+    from exporter.config.loader import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -173,8 +173,8 @@ def _load(path: Path):
 
 def _load_web(path: Path | None):
     """The web config's live view, None without one; False if the file is bad (its errors printed)."""
-    from exporter.config import ConfigError
-    from exporter.webconfig import WebSecurity
+    from exporter.config.loader import ConfigError
+    from exporter.config.web import WebSecurity
 
     if path is None:
         return None
@@ -186,7 +186,7 @@ def _load_web(path: Path | None):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from exporter.daemon import Daemon, ListenError
+    from exporter.runtime.daemon import Daemon, ListenError
 
     path = args.config or bundled_config()
     config = _load(path)
@@ -222,7 +222,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _once(args: argparse.Namespace) -> int:
-    from exporter.daemon import poll_once, tune_garbage_collection
+    from exporter.runtime.daemon import poll_once, tune_garbage_collection
 
     tune_garbage_collection()  # as the daemon: else a large first poll makes full collections, each over every sample
 
@@ -244,8 +244,8 @@ def _once(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from exporter.explain import poll_and_explain
-    from exporter.redact import scrub, secret_values
+    from exporter.core.redact import scrub, secret_values
+    from exporter.serve.explain import poll_and_explain
     from exporter.sources import SourceError
 
     config = _load(args.config)

@@ -17,13 +17,13 @@ from aiohttp import web
 from leaks import LEAKS
 from support import FIXTURES, SIMULATED_TICKS, created_series_simulator, free_port, simulated
 
-import exporter.daemon
-from exporter.config import parse_config
-from exporter.daemon import Daemon
-from exporter.logs import configure
-from exporter.scheduler import TargetPoller
+import exporter.runtime.daemon
+from exporter.config.loader import parse_config
+from exporter.core.logs import configure
+from exporter.runtime.daemon import Daemon
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.store import Snapshot, Store
 from exporter.sources import Shared
-from exporter.store import Snapshot, Store
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -74,7 +74,7 @@ def _pages_searched():
             LEAKS.search("page", response.body)
         return response
 
-    build_app = exporter.daemon.build_app
+    build_app = exporter.runtime.daemon.build_app
 
     def searched_app(*args, **kwargs):
         app = build_app(*args, **kwargs)
@@ -82,7 +82,7 @@ def _pages_searched():
         return app
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(exporter.daemon, "build_app", searched_app)
+        patch.setattr(exporter.runtime.daemon, "build_app", searched_app)
         yield
 
 

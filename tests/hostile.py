@@ -8,13 +8,13 @@ import subprocess
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as strict_openmetrics
 from support import BodyReader
 
-from exporter.collector import Collector
-from exporter.config import parse_config
-from exporter.parse import ParseError
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import parse_config
+from exporter.format.parse import ParseError
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.collector import Collector
+from exporter.serve.store import Store
 from exporter.sources import Shared
 from exporter.sources.base import Payload, SourceError
-from exporter.store import Store
 
 
 class BodySource:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from exporter.store import Snapshot, Store
+    from exporter.serve.store import Snapshot, Store
 
 REPO = Path(__file__).resolve().parents[1]
 #: Real /metrics payloads captured from real servers; `../shared/fixtures` beside the checkout. A
@@ -96,7 +96,7 @@ def created_series_simulator(profile: str, *, ticks: int = SIMULATED_TICKS, seed
 
 def simulated_value(profile: str, sample: str, **labels: str) -> float:
     """The value of the one sample named `sample` (with at least `labels`) in `simulated(profile)`."""
-    from exporter.parse import parse
+    from exporter.format.parse import parse
 
     found = [
         s.value
@@ -174,8 +174,8 @@ def simulated_bodies() -> list[Body]:
     """Every simulator's body, as the classic text format, as it answers an OpenMetrics Accept that
     keeps names as they are (`escaping=allow-utf-8`), and as it answers one without `escaping`
     (prometheus_client then escapes names: `escaping=underscores`)."""
-    from exporter.escaping import body_format
-    from exporter.parse import is_openmetrics
+    from exporter.format.escaping import body_format
+    from exporter.format.parse import is_openmetrics
     from exporter.simulate import OPENMETRICS_ACCEPT, OPENMETRICS_UTF8_ACCEPT, TEXT_ACCEPT, simulator
 
     bodies = []
@@ -312,12 +312,12 @@ def with_values_moved(body: bytes, step: int) -> bytes:
 
 
 class BodyReader:
-    """One target pipeline's reading of bodies (exporter.pipeline.Pipeline.read_body), driven as a parser:
+    """One target pipeline's reading of bodies (exporter.pipeline.target.Pipeline.read_body), driven as a parser:
     it remembers the last body's shape, and reads a body of that shape from its values alone."""
 
     def __init__(self) -> None:
-        from exporter.config import parse_config
-        from exporter.pipeline import Pipeline
+        from exporter.config.loader import parse_config
+        from exporter.pipeline.target import Pipeline
 
         target = parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/metrics'}\n").targets[0]
         self.pipeline = Pipeline(target)

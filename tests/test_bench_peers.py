@@ -28,7 +28,7 @@ def test_vmagent_gets_no_remote_write_section_which_it_refuses():
 
 
 def test_the_exporter_config_has_one_http_target_per_upstream_at_one_second():
-    from exporter.config import parse_config
+    from exporter.config.loader import parse_config
     from exporter.sources.http import HTTPTarget
 
     config = parse_config(peers.exporter_config("http://127.0.0.1:9", PATHS), "<test>")

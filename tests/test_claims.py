@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from support import published as held_by
 
-from exporter.exposition import merge, render_openmetrics, render_text
-from exporter.normalize import normalize
-from exporter.parse import parse
+from exporter.format.parse import parse
+from exporter.pipeline.exposition import merge, render_openmetrics, render_text
+from exporter.pipeline.normalize import normalize
+from exporter.serve.store import Snapshot, Store
 from exporter.sources.http import HTTPTarget
-from exporter.store import Snapshot, Store
 
 #: Upstream text of one family of each type (values from `value`), as a classic text payload writes it.
 SHAPES = {
@@ -228,7 +228,7 @@ def test_the_overview_sees_only_the_families_served_not_those_withheld():
     is not shown on the overview either: it reads what the store serves, as Prometheus would."""
     from dataclasses import replace
 
-    from exporter.overview.live import Overview
+    from exporter.serve.overview.live import Overview
 
     store = Store()
     overview = Overview(store)

@@ -9,7 +9,7 @@ import pydantic
 import pytest
 import trustme
 
-from exporter.config import Config, ConfigError, ConfigIssue, load_config, parse_config
+from exporter.config.loader import Config, ConfigError, ConfigIssue, load_config, parse_config
 from exporter.sources.http import HTTPTarget
 
 REPO = Path(__file__).resolve().parents[1]

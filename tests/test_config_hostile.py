@@ -11,7 +11,7 @@ from conftest import daemon_url
 from test_cli import command
 from test_web_security import fetch
 
-from exporter.config import MAX_CONFIG_BYTES, ConfigError, load_config
+from exporter.config.loader import MAX_CONFIG_BYTES, ConfigError, load_config
 
 #: The hostile configs, among the invalid ones whose messages tests/test_config_invalid.py checks.
 HOSTILE = sorted((Path(__file__).resolve().parent / "testdata" / "config").glob("invalid-hostile-*.yml"))
@@ -64,10 +64,10 @@ async def test_metrics_keep_answering_while_a_reload_reads_a_slow_config(start_d
 
 
 async def test_a_poll_with_no_time_left_fails_as_a_timeout_without_a_negative_one():
-    from exporter.config import parse_config
-    from exporter.scheduler import TargetPoller
+    from exporter.config.loader import parse_config
+    from exporter.runtime.scheduler import TargetPoller
+    from exporter.serve.store import Store
     from exporter.sources import Shared
-    from exporter.store import Store
 
     config = parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/m', retries: 0}\n")
     shared = Shared()

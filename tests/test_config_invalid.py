@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.config import ConfigError, load_config
+from exporter.config.loader import ConfigError, load_config
 from exporter.sources import KINDS
 
 TESTDATA = Path(__file__).resolve().parent / "testdata" / "config"

@@ -17,7 +17,7 @@ from aiohttp import web
 from conftest import daemon_url, served_samples, wait_until
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_oracle
 
-from exporter.parse import parse
+from exporter.format.parse import parse
 
 #: As a hand-written or non-Python exporter writes it: the family declared `a_total`, its sample `a_total_total`.
 DOUBLED = "# HELP a_total Things done twice over.\n# TYPE a_total counter\na_total_total 3\n"

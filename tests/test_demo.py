@@ -8,9 +8,9 @@ from collections import defaultdict
 import aiohttp
 from conftest import daemon_url, wait_until
 
-from exporter.demo import TARGET_PREFIX, Demo
-from exporter.parse import parse
+from exporter.format.parse import parse
 from exporter.profiles import profiles
+from exporter.runtime.demo import TARGET_PREFIX, Demo
 from exporter.simulate import SIMULATORS, TEXT_ACCEPT, simulator
 from exporter.simulate.base import load_backends
 

@@ -14,7 +14,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 from support import Body, corpus_missing, fixture_files, require_tool, simulated_bodies, without_cut_off_line
 
-from exporter.normalize import go_float_label, sanitize_name
+from exporter.pipeline.normalize import go_float_label, sanitize_name
 
 
 def target_name(body: Body) -> str:
@@ -201,7 +201,7 @@ async def test_metrics_rendered_once_per_poll_are_what_prometheus_clients_encode
     from prometheus_client.exposition import generate_latest
     from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-    from exporter.collector import Collector, registry_for
+    from exporter.serve.collector import Collector, registry_for
 
     await fixtures_daemon.scheduler.close()  # hold the store still while both render it
     collector = Collector(fixtures_daemon.store, process_metrics=False)

@@ -17,7 +17,7 @@ from conftest import poll_target
 from prometheus_client_server import build_registry
 from support import BodyReader, free_port, missing, with_values_moved
 
-from exporter.escaping import (
+from exporter.format.escaping import (
     ACCEPT,
     DOTS,
     UNDERSCORES,
@@ -28,7 +28,7 @@ from exporter.escaping import (
     unescape_dots,
     unescape_values,
 )
-from exporter.parse import parse
+from exporter.format.parse import parse
 
 # -- the schemes, one by one -----------------------------------------------------------------------
 
@@ -351,7 +351,7 @@ async def test_escaped_names_are_counted_shown_and_logged_once(registry, start_d
     from aiohttp import ClientSession
     from conftest import daemon_url
 
-    from exporter.events import EVENTS
+    from exporter.core.events import EVENTS
 
     async with ASGIServer(registry) as url:
         daemon = await start_daemon(

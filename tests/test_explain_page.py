@@ -13,8 +13,8 @@ import aiohttp
 from conftest import daemon_url, wait_until
 from support import Body, simulated
 
-from exporter.explain import explain
-from exporter.parse import parse
+from exporter.format.parse import parse
+from exporter.serve.explain import explain
 from exporter.sources.http import RAW_KEEP
 
 #: Families no profile knows, more than the body copy the page keeps, before vLLM's own.

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from support import free_port
 
-from exporter.config import parse_config
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import parse_config
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.store import Snapshot, Store
 from exporter.sources import Shared
-from exporter.store import Snapshot, Store
 
 #: What memory held after the polls may exceed that before them by: noise from allocator free lists
 #: and the interpreter's tables, far below one body of the sizes the upstreams send (MiBs).
@@ -54,7 +54,7 @@ def hostile():
 
 def _target(yaml_target: str, defaults: str = "{interval: 10s, timeout: 5s, retries: 1, backoff: 10ms}"):
     # A timeout long enough for a parse slowed by tracemalloc: a poll that timed out would leave its
-    # parse running in the ingest thread (exporter.offload), holding its body until it is done.
+    # parse running in the ingest thread (exporter.core.offload), holding its body until it is done.
     return parse_config(f"defaults: {defaults}\ntargets:\n  - {yaml_target}\n").targets[0]
 
 
@@ -254,7 +254,7 @@ async def test_one_unreadable_reply_among_gathered_ones_is_counted_not_fatal(nat
 
 async def test_the_shared_connection_registry_forgets_a_connection_with_its_last_target():
     """300 reloads that each changed a NATS target's servers once left 302 entries behind."""
-    from exporter.scheduler import Scheduler
+    from exporter.runtime.scheduler import Scheduler
 
     store, shared = Store(), Shared()
     scheduler = Scheduler(store, shared)
@@ -304,7 +304,7 @@ async def test_a_failed_nvml_poll_leaves_nothing_behind(monkeypatch, failure):
 
 
 async def test_a_body_over_the_sample_limit_is_refused_before_it_is_parsed(hostile, monkeypatch):
-    import exporter.pipeline as pipeline_module
+    import exporter.pipeline.target as pipeline_module
 
     parsed = []
     monkeypatch.setattr(pipeline_module, "parse", lambda *args, **kwargs: parsed.append(1))
@@ -355,7 +355,7 @@ async def _cyclic_garbage_of(step) -> Counter[str]:
 async def test_targets_a_reload_stops_leave_no_garbage(hostile):
     """Every reload that restarted a target left the old poller, its caches and its last families in
     a reference cycle, for a full collection to find."""
-    from exporter.scheduler import Scheduler
+    from exporter.runtime.scheduler import Scheduler
 
     body = f"{hostile}/many"  # 20,000 series, polled well
     shared = Shared()
@@ -383,7 +383,7 @@ async def test_a_poll_a_reload_cancels_mid_way_keeps_nothing_it_read(hostile):
     series, cut off by their timeout or by the reload) frees what that poll read at once: the
     CancelledError's frames held the parsed families, in a cycle with the task. What aiohttp's own
     objects of a cancelled request keep in cycles (a transport, a ServerDisconnectedError) is not ours."""
-    from exporter.scheduler import Scheduler
+    from exporter.runtime.scheduler import Scheduler
 
     shared = Shared()
     scheduler = Scheduler(Store(), shared)

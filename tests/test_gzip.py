@@ -12,15 +12,22 @@ from aiohttp import web
 from conftest import poll_target
 from support import body_of, corpora, every_body, published, require_tool, simulated_bodies
 
-import exporter.exposition as exposition
-import exporter.web
-from exporter.collector import Collector
-from exporter.exposition import Body, Chunks, openmetrics_parts, render_openmetrics, render_text, text_parts
-from exporter.normalize import SeriesFamily
-from exporter.scheduler import TargetPoller
+import exporter.pipeline.exposition as exposition
+import exporter.serve.web
+from exporter.pipeline.exposition import (
+    Body,
+    Chunks,
+    SeriesFamily,
+    openmetrics_parts,
+    render_openmetrics,
+    render_text,
+    text_parts,
+)
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.collector import Collector
+from exporter.serve.store import Store
+from exporter.serve.web import build_app
 from exporter.sources import Shared
-from exporter.store import Store
-from exporter.web import build_app
 
 
 def rendered(family: SeriesFamily) -> Chunks:
@@ -107,7 +114,7 @@ async def test_a_new_poll_is_never_served_from_the_previous_polls_deflated_text(
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     server = await aiohttp_server(app, host="127.0.0.1")
-    from exporter.config import parse_config
+    from exporter.config.loader import parse_config
 
     config = parse_config(f"targets: [{{name: changing, type: http, url: '{server.make_url('/metrics')}'}}]\n")
     store, shared = Store(), Shared()
@@ -129,7 +136,7 @@ async def test_a_new_poll_is_never_served_from_the_previous_polls_deflated_text(
 async def test_a_poll_is_deflated_by_its_first_gzip_scrape_in_each_format_and_never_by_its_poller(upstream):
     """Pollers are told nothing of scrapes: the first gzip scrape of a poll deflates its large chunks in
     the format it asked for, and later scrapes of that poll take them as they are."""
-    from exporter.config import parse_config
+    from exporter.config.loader import parse_config
 
     config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/simulated/vllm'}}]\n")
     store, shared = Store(), Shared()
@@ -213,12 +220,12 @@ async def test_curl_and_aiohttp_read_the_gzipped_metrics(still_server, accept):
 async def test_the_serving_side_deflates_a_poll_ahead_only_while_gzip_scrapes_take_the_polls_before(upstream):
     """/metrics tells the ahead deflater of gzip scrapes; the poll published after one is deflated in that
     scrape's format before any scrape asks, and a poll after an unscraped one is not."""
-    from exporter.config import parse_config
+    from exporter.config.loader import parse_config
 
     config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/simulated/vllm'}}]\n")
     store, shared = Store(), Shared()
     app = build_app(store, Collector(store, process_metrics=False), is_ready=lambda: True)
-    ahead = app[exporter.web.AHEAD_KEY]
+    ahead = app[exporter.serve.web.AHEAD_KEY]
 
     def deflated() -> set[str]:
         if ahead.pending is not None:
@@ -247,7 +254,7 @@ async def test_the_serving_side_deflates_a_poll_ahead_only_while_gzip_scrapes_ta
 
 
 def test_the_ahead_deflater_forgets_targets_that_left_the_store():
-    from exporter.exposition import AheadDeflater
+    from exporter.pipeline.exposition import AheadDeflater
 
     alive: list[str] = []
     ahead = AheadDeflater(lambda: alive)

@@ -70,7 +70,7 @@ async def test_a_reload_changes_the_limits(start_daemon):
 async def test_a_tls_client_that_never_finishes_its_handshake_is_closed(start_daemon, tmp_path):
     from test_web_security import Certs
 
-    from exporter.webconfig import WebSecurity
+    from exporter.config.web import WebSecurity
 
     Certs(tmp_path)
     web = tmp_path / "web.yml"

@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from support import simulated, simulated_bodies, simulated_dynamo_vllm_worker, simulated_value
 
-from exporter.config import ConfigError, parse_config
-from exporter.pipeline import read
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import ConfigError, parse_config
+from exporter.pipeline.target import read
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.store import Store
 from exporter.sources import Payload, Shared
 from exporter.sources.http import RAW_KEEP, HTTPSource
-from exporter.store import Store
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_1_0_0 = "application/openmetrics-text; version=1.0.0"

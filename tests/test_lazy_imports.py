@@ -16,8 +16,8 @@ OPTIONAL = ("nats", "pynvml", "bcrypt", "dynamo")
 DAEMON_SCRIPT = """
 import asyncio, json, sys
 import aiohttp
-from exporter.config import parse_config
-from exporter.daemon import Daemon
+from exporter.config.loader import parse_config
+from exporter.runtime.daemon import Daemon
 
 async def main(url, listen):
     config = parse_config('targets:\\n  - {name: vllm, type: http, url: "' + url + '", interval: 1s}\\n', "<test>")
@@ -70,7 +70,7 @@ async def test_a_daemon_with_only_an_http_target_imports_no_nats_nvml_bcrypt_or_
 
 async def test_importing_every_module_the_cli_loads_imports_none_of_them():
     script = (
-        "import json, sys; import exporter.cli, exporter.daemon, exporter.web, exporter.webauth, exporter.sources; "
+        "import json, sys; import exporter.cli, exporter.runtime.daemon, exporter.serve.web, exporter.serve.webauth, exporter.sources; "
         "print(json.dumps({'modules': sorted(sys.modules)}))"
     )
     result = await run_script("-c", script)

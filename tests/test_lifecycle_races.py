@@ -10,10 +10,10 @@ import sys
 
 from support import REPO, free_port
 
-from exporter.config import parse_config
-from exporter.scheduler import Scheduler
+from exporter.config.loader import parse_config
+from exporter.runtime.scheduler import Scheduler
+from exporter.serve.store import Store
 from exporter.sources import Shared
-from exporter.store import Store
 
 
 async def run(*args: str) -> asyncio.subprocess.Process:

@@ -16,11 +16,11 @@ import pytest
 from nats_server import NATSServer
 from support import REPO
 
-from exporter.config import parse_config
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import parse_config
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.store import Store
 from exporter.sources import Shared
 from exporter.sources.nats import NATSTarget
-from exporter.store import Store
 
 README = (REPO / "docs" / "nats.md").read_text()
 EXAMPLE_URL = "nats://127.0.0.1:4222"

@@ -28,11 +28,11 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import NIM_REPLY, free_port, simulated_dynamo_vllm_worker
 
-from exporter.collector import Collector, registry_for
-from exporter.config import ConfigError, parse_config
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import ConfigError, parse_config
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.collector import Collector, registry_for
+from exporter.serve.store import Snapshot, Store
 from exporter.sources import Shared
-from exporter.store import Snapshot, Store
 
 # -- helpers ------------------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ import re
 
 from support import simulated
 
-from exporter.family import Family, Sample
-from exporter.normalize import apply_prefix, normalize, sanitize_name
+from exporter.core.family import Family, Sample
+from exporter.pipeline.normalize import apply_prefix, normalize, sanitize_name
 
 
 def fam(name, kind, *samples, help=""):
@@ -148,7 +148,7 @@ def _served(normalized):
 
 
 def test_a_target_polled_again_with_the_same_series_is_served_exactly_as_before_with_its_new_values():
-    from exporter.parse import parse
+    from exporter.format.parse import parse
 
     body = simulated("vllm")
     first = _poll(parse(body).families)

@@ -16,9 +16,9 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.exposition import series_head
-from exporter.family import Family, Sample
-from exporter.normalize import (
+from exporter.core.family import Family, Sample
+from exporter.pipeline.exposition import series_head
+from exporter.pipeline.normalize import (
     exposition_names,
     fold_created,
     go_float_label,
@@ -355,7 +355,7 @@ def reference_histogram_plan(family: Family):
     )
 )
 def test_conform_plans_a_histogram_as_a_per_sample_reading_does(drawn):
-    from exporter.conform import _Plan, _plan_histogram
+    from exporter.pipeline.conform import _Plan, _plan_histogram
 
     kind, samples = drawn
     family = Family("h", kind, "", "", list(samples))

@@ -13,11 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import REPO, capture, require_tool
 
 import exporter.sources.nvml as nvml_source
-from exporter.collector import Collector, registry_for
-from exporter.config import parse_config
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import parse_config
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.collector import Collector, registry_for
+from exporter.serve.store import Store
 from exporter.sources import Shared
-from exporter.store import Store
 
 DCGM_FIXTURE = "dcgm-exporter-datadog-fixture-metrics.prom"
 

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import REPO
 
-from exporter.config import parse_config
-from exporter.daemon import poll_once
+from exporter.config.loader import parse_config
+from exporter.runtime.daemon import poll_once
 
 
 def nvml_is_usable() -> bool:

@@ -19,11 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 import exporter.sources.nvml as nvml_source
-from exporter.collector import Collector, registry_for
-from exporter.config import ConfigError, parse_config
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import ConfigError, parse_config
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.collector import Collector, registry_for
+from exporter.serve.store import Store
 from exporter.sources import Shared
-from exporter.store import Store
 
 GiB = 2**30
 

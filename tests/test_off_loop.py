@@ -11,10 +11,10 @@ import threading
 
 from aiohttp import web
 
-from exporter.config import parse_config
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import parse_config
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.store import Snapshot, Store
 from exporter.sources import Shared
-from exporter.store import Snapshot, Store
 
 SERIES = 50_000
 
@@ -66,7 +66,7 @@ async def test_a_large_body_is_parsed_and_normalized_while_the_event_loop_turns(
     stages = {}
     for stage in ("parse", "normalize"):
         stages[stage] = (threading.Event(), threading.Event())
-    import exporter.pipeline as pipeline_module
+    import exporter.pipeline.target as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "parse", watched(pipeline_module.parse, *stages["parse"]))
     monkeypatch.setattr(pipeline_module, "normalize", watched(pipeline_module.normalize, *stages["normalize"]))

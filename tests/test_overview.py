@@ -19,16 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from simulated_vllm import Served, SimulatedVLLM
 
-from exporter.collector import Collector
-from exporter.config import ConfigError, parse_config
-from exporter.overview.live import Overview
-from exporter.overview.routes import CSV_COLUMNS
-from exporter.overview.settings import OverviewSettings
-from exporter.overview.windows import MAX_POINTS, Point, Windows
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import ConfigError, parse_config
+from exporter.config.overview import OverviewSettings
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.collector import Collector
+from exporter.serve.overview.live import Overview
+from exporter.serve.overview.routes import CSV_COLUMNS
+from exporter.serve.overview.windows import MAX_POINTS, Point, Windows
+from exporter.serve.store import Store
+from exporter.serve.web import build_app
 from exporter.sources import Shared
-from exporter.store import Store
-from exporter.web import build_app
 
 INF = math.inf
 OUTCOME_OF = {"stop": "success", "length": "success", "abort": "abort", "error": "error"}
@@ -161,7 +161,7 @@ async def test_rates_and_percentiles_match_the_raw_counter_and_bucket_rises_acro
         report = await get_json(server, "/api/overview")
 
     row = report["backends"][0]
-    from exporter.overview.report import _no_series
+    from exporter.serve.overview.report import _no_series
 
     assert set(row) == set(_no_series("t", "up", None, "")) | {"untracked_rows"}, "one shape for every row"
     times = [t for t, _ in polls]
@@ -274,7 +274,7 @@ async def test_the_page_works_without_a_script_by_refreshing(simulated, aiohttp_
 
 def test_a_row_keeps_at_most_max_points_however_often_it_is_polled():
     windows = Windows(OverviewSettings.model_validate({"keep": "10m"}))
-    from exporter.overview.windows import Row
+    from exporter.serve.overview.windows import Row
 
     row = Row("t", "backend", "m")
     for second in range(5000):
@@ -351,7 +351,7 @@ OVERVIEW_PATHS = ("/overview", "/api/overview", "/api/overview.csv", "/api/overv
 async def test_basic_auth_and_tls_apply_to_all_four_overview_endpoints(simulated, start_daemon, tmp_path):
     from test_web_security import PASSWORD, Certs, basic, hashed
 
-    from exporter.webconfig import WebSecurity
+    from exporter.config.web import WebSecurity
 
     certs = Certs(tmp_path)
     web_config = tmp_path / "web.yml"
@@ -383,7 +383,7 @@ async def test_basic_auth_and_tls_apply_to_all_four_overview_endpoints(simulated
 
 
 def test_histogram_quantile_follows_prometheus_at_the_edges():
-    from exporter.overview.promql import histogram_quantile
+    from exporter.serve.overview.promql import histogram_quantile
 
     bounds = (0.1, 0.5, 1.0, INF)
     assert histogram_quantile(0.5, bounds, (0, 0, 0, 0)) != histogram_quantile(0.5, bounds, (0, 0, 0, 0)), "NaN"
@@ -401,7 +401,7 @@ def test_histogram_quantile_follows_prometheus_at_the_edges():
 
 
 def test_increase_counts_a_reset_as_what_was_counted_since():
-    from exporter.overview.promql import increase
+    from exporter.serve.overview.promql import increase
 
     assert increase([10, 15, 3, 8]) == 5 + 3 + 5
     assert increase([5]) == 0 and increase([]) == 0
@@ -415,7 +415,7 @@ def test_increase_counts_a_reset_as_what_was_counted_since():
     st.sampled_from((0.01, 0.25, 0.5, 0.9, 0.99, 1.0)),
 )
 def test_histogram_quantile_equals_the_interpolation_computed_here(counts, widths, q):
-    from exporter.overview.promql import histogram_quantile
+    from exporter.serve.overview.promql import histogram_quantile
 
     bounds = [float(sum(widths[: i + 1])) for i in range(len(counts))] + [INF]
     cumulative = [float(sum(counts[: i + 1])) for i in range(len(counts))]
@@ -430,8 +430,8 @@ def test_histogram_quantile_equals_the_interpolation_computed_here(counts, width
 def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_config_the_defaults(simulated):
     from support import REPO
 
-    from exporter.config import load_config
-    from exporter.overview.report import report
+    from exporter.config.loader import load_config
+    from exporter.serve.overview.report import report
 
     section = (REPO / "docs" / "overview.md").read_text()
     documented = set(re.findall(r"`([a-z_0-9]+)(?:\[\])?`", section))
@@ -439,7 +439,7 @@ def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_co
     windows = Overview(store).windows
     top = report(windows, 60.0)
     assert set(top) <= documented, set(top) - documented
-    from exporter.overview.report import _empty_gpu, _no_series
+    from exporter.serve.overview.report import _empty_gpu, _no_series
 
     for entry in (_no_series("t", "up", None, ""), _empty_gpu("g", "up", "")):
         assert set(entry) - {"reason"} <= documented, set(entry) - documented
@@ -449,12 +449,12 @@ def test_the_readme_documents_every_json_field_and_csv_column_and_the_example_co
 
 
 def test_models_beyond_the_cap_are_left_out_and_counted(monkeypatch):
-    from exporter.normalize import normalize
-    from exporter.overview import windows as windows_module
-    from exporter.overview.report import report
-    from exporter.parse import parse
-    from exporter.store import Snapshot
-    from exporter.unify import Unifier
+    from exporter.format.parse import parse
+    from exporter.pipeline.normalize import normalize
+    from exporter.pipeline.unify import Unifier
+    from exporter.serve.overview import windows as windows_module
+    from exporter.serve.overview.report import report
+    from exporter.serve.store import Snapshot
 
     monkeypatch.setattr(windows_module, "MAX_MODELS_PER_TARGET", 2)
     text = "".join(f'vllm:num_requests_running{{model_name="m{i}"}} {i}\n' for i in range(5))
@@ -469,9 +469,9 @@ def test_models_beyond_the_cap_are_left_out_and_counted(monkeypatch):
 
 
 def test_thinned_polls_lose_no_reset():
-    from exporter.overview.report import report
-    from exporter.overview.windows import COUNTER_SLOTS, Row
-    from exporter.store import Snapshot
+    from exporter.serve.overview.report import report
+    from exporter.serve.overview.windows import COUNTER_SLOTS, Row
+    from exporter.serve.store import Snapshot
 
     windows = Windows(spacing=10.0)  # polls every second, kept every 10 s or so
     row = windows.rows[("t", "backend", "m")] = Row("t", "backend", "m")
@@ -489,7 +489,7 @@ def test_thinned_polls_lose_no_reset():
 
 
 async def test_streams_beyond_the_cap_are_told_to_retry_later(monkeypatch, aiohttp_server):
-    from exporter.overview import routes
+    from exporter.serve.overview import routes
 
     monkeypatch.setattr(routes, "MAX_STREAMS", 1)
     store = Store()

@@ -1,4 +1,4 @@
-"""exporter.parse against prometheus_client's parsers on both corpora (the simulated backends' bodies,
+"""exporter.format.parse against prometheus_client's parsers on both corpora (the simulated backends' bodies,
 the real captures), and one test per irregularity."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as text_oracle
 from support import body_of, capture, corpora, every_body, simulated
 
-from exporter.family import Family, Sample
-from exporter.parse import ParseError, ParseResult, is_openmetrics, parse
+from exporter.core.family import Family, Sample
+from exporter.format.parse import ParseError, ParseResult, is_openmetrics, parse
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...], object]
 

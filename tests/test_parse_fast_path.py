@@ -1,4 +1,4 @@
-"""`parse` reads the plain sample lines of a body many at once (exporter.parse._RunReader) and hands
+"""`parse` reads the plain sample lines of a body many at once (exporter.format.parse._RunReader) and hands
 every other line to the line reader. Property: on any body, plain lines mixed with odd ones, it reads
 exactly what the line reader reads alone (`_parse_by_line`), or fails with the same error."""
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import exporter.parse
-from exporter.parse import ParseError, _decode, _parse_by_line, parse
+import exporter.format.parse
+from exporter.format.parse import ParseError, _decode, _parse_by_line, parse
 
 NAMES = ["a", "a_total", "a_bucket", "a_sum", "a_count", "a_created", "b", "b_total", "a_total_total", "c:x", "d_info"]
 LABEL_NAMES = ["l", "le", "model", "q", "_x"]
@@ -130,11 +130,11 @@ def bodies(draw) -> bytes:
 @contextlib.contextmanager
 def pieces_of(size: int):
     """The fast pass reads a body `size` characters (and the rest of the line) at a time."""
-    kept, exporter.parse._CHUNK = exporter.parse._CHUNK, size
+    kept, exporter.format.parse._CHUNK = exporter.format.parse._CHUNK, size
     try:
         yield
     finally:
-        exporter.parse._CHUNK = kept
+        exporter.format.parse._CHUNK = kept
 
 
 def read(read_body) -> tuple:

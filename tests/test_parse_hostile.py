@@ -13,7 +13,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as text_oracle
 from support import BodyReader
 
-from exporter.parse import ParseError, parse
+from exporter.format.parse import ParseError, parse
 
 
 def readable(result) -> list:

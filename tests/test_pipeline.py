@@ -1,4 +1,4 @@
-"""A target's pipeline (exporter.pipeline): the one owner of what a target remembers between polls.
+"""A target's pipeline (exporter.pipeline.target): the one owner of what a target remembers between polls.
 
 What it remembers lives and dies with its target; what a poll makes is a value scrapes only read.
 """
@@ -12,15 +12,15 @@ import weakref
 import pytest
 from support import simulated, with_values_moved
 
-from exporter.config import parse_config
-from exporter.exposition import chunks
-from exporter.pipeline import Output, Pipeline
-from exporter.scheduler import TargetPoller
-from exporter.skeleton import Skeleton
+from exporter.config.loader import parse_config
+from exporter.pipeline.exposition import chunks
+from exporter.pipeline.skeleton import Skeleton
+from exporter.pipeline.target import Output, Pipeline
+from exporter.pipeline.template import Template
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.store import Store
 from exporter.sources import Shared
 from exporter.sources.base import Exposition
-from exporter.store import Store
-from exporter.template import Template
 
 
 def texts(output: Output) -> list[bytes]:
@@ -108,7 +108,7 @@ def test_no_module_keeps_a_cache_of_what_upstreams_send():
 
     import exporter
 
-    allowed = {"exporter.profiles._compiled", "exporter.profiles.profiles", "exporter.claims.vocabulary"}
+    allowed = {"exporter.profiles._compiled", "exporter.profiles.profiles", "exporter.serve.claims.vocabulary"}
     found = set()
     for module in pkgutil.walk_packages(exporter.__path__, "exporter."):
         if module.name.startswith("exporter.simulate") or module.name.endswith("__main__"):

@@ -59,16 +59,16 @@ async def query(session, base, promql: str) -> dict[str, float]:
 
 
 async def test_prometheus_scrapes_the_daemon_and_reads_upstream_values(upstream, start_daemon, tmp_path, monkeypatch):
-    import exporter.web
+    import exporter.serve.web
 
-    bodies: list[exporter.web.Body] = []
+    bodies: list[exporter.serve.web.Body] = []
 
-    class Seen(exporter.web.Body):
+    class Seen(exporter.serve.web.Body):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             bodies.append(self)
 
-    monkeypatch.setattr(exporter.web, "Body", Seen)
+    monkeypatch.setattr(exporter.serve.web, "Body", Seen)
     daemon = await start_daemon(
         f"""
 defaults: {{interval: 1s, timeout: 800ms}}

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from conftest import poll_target, served_samples
 
-from exporter.config import ConfigError, parse_config
-from exporter.relabel import RelabelConfig, Relabeler
+from exporter.config.loader import ConfigError, parse_config
+from exporter.pipeline.relabel import RelabelConfig, Relabeler
 
 SERIES = {"target": "vllm", "model_name": "Qwen/Qwen3-0.6B", "engine": "0", "pool": "chat"}
 

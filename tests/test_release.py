@@ -8,11 +8,11 @@ import sys
 import pytest
 from support import REPO
 
-from exporter.release import HeapTrim, drop_frames
+from exporter.runtime.release import HeapTrim, drop_frames
 
 CHURN = """
 import threading
-from exporter.release import HeapTrim, rss_bytes
+from exporter.runtime.release import HeapTrim, rss_bytes
 
 def churn():  # bodies finished in a worker thread: 200 MB in malloc'd blocks, a few of which stay
     blocks = [bytes(2000) + bytes([i % 256]) for i in range(100_000)]

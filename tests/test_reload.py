@@ -19,9 +19,9 @@ import structlog
 from conftest import daemon_url, wait_until
 from support import free_port, is_up
 
-from exporter.config import load_config
-from exporter.daemon import Daemon
-from exporter.events import EVENTS
+from exporter.config.loader import load_config
+from exporter.core.events import EVENTS
+from exporter.runtime.daemon import Daemon
 
 #: How often the tests' daemons look at their config file (the default is 1s).
 WATCH = 0.1

@@ -6,10 +6,10 @@ import asyncio
 import gc
 from collections import Counter
 
-from exporter.config import parse_config
-from exporter.scheduler import TargetPoller, first_poll_offset
+from exporter.config.loader import parse_config
+from exporter.runtime.scheduler import TargetPoller, first_poll_offset
+from exporter.serve.store import Store
 from exporter.sources import Shared
-from exporter.store import Store
 
 
 def one_target(yaml_target: str, defaults: str = "{interval: 5s, timeout: 1s, retries: 2, backoff: 50ms}"):

@@ -14,7 +14,7 @@ from conftest import daemon_url, wait_until
 from leaks import LEAKS, MARK
 from test_web_security import fetch
 
-from exporter.events import EVENTS
+from exporter.core.events import EVENTS
 
 #: Characters that percent-encoding, JSON and HTML each write differently.
 ODD = 'é/+&<"x'
@@ -87,7 +87,7 @@ targets:
 
 
 def test_forms_cover_basic_auth_headers_percent_encoding_and_escapes():
-    from exporter.redact import forms_of
+    from exporter.core.redact import forms_of
 
     forms = set(forms_of(["pa ss/wörd"], ["bob"]))
     assert {
@@ -117,7 +117,7 @@ SECRET_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), m
 def test_any_secret_in_any_echoed_form_is_scrubbed_from_any_text(secret, user, around, encode, tmp_path_factory):
     from pydantic import ValidationError
 
-    from exporter.redact import Secrets
+    from exporter.core.redact import Secrets
     from exporter.sources.http import HTTPTarget
 
     folder = tmp_path_factory.mktemp("secret")

@@ -14,8 +14,8 @@ from support import free_port
 from test_cli import command
 from test_web_security import basic, fetch, hashed
 
-from exporter.events import EVENTS
-from exporter.webconfig import WebSecurity
+from exporter.config.web import WebSecurity
+from exporter.core.events import EVENTS
 
 WEB_PASSWORD = f"web-{MARK}-9"
 

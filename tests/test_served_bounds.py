@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 from support import Body, capture, captures
 
-from exporter.events import EVENTS
-from exporter.normalize import go_float_label
+from exporter.core.events import EVENTS
+from exporter.pipeline.normalize import go_float_label
 
 #: As the Gateway API Inference Extension's endpoint picker writes its histograms (le="Inf"),
 #: with other spellings Go's ParseFloat reads beside it.
@@ -108,9 +108,9 @@ GIE_EPP = [param for param in captures() if param.values[0] is None or param.val
 
 @pytest.mark.parametrize("fixture", GIE_EPP)
 def test_the_gateway_api_inference_extension_captures_serve_as_strict_openmetrics(fixture):
-    from exporter.exposition import merge, render_openmetrics
-    from exporter.normalize import normalize
-    from exporter.parse import parse
+    from exporter.format.parse import parse
+    from exporter.pipeline.exposition import merge, render_openmetrics
+    from exporter.pipeline.normalize import normalize
 
     fixture = capture(fixture)  # without the corpus: skipped, and failed under CI=true (tests/support.py)
     families = normalize(parse(fixture.read_bytes()).families, target="epp").families
@@ -130,7 +130,7 @@ async def test_no_profile_detected_is_said_as_such(upstream):
 
 async def test_a_bound_spelled_otherwise_keeps_its_histogram_typed(upstream):
     """`le="inf"` and `le="1"` are read as the numbers they are and served `+Inf` and `1.0`: the check
-    for what strict readers reject (exporter.conform) must not split a histogram normalize makes valid."""
+    for what strict readers reject (exporter.pipeline.conform) must not split a histogram normalize makes valid."""
     body = b'# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="inf"} 1\nh_count 1\nh_sum 1\n'
     url = upstream.serve(Body("h", body))
     snapshot = await poll_target(f"{{name: h, type: http, url: '{url}', profile: none}}")

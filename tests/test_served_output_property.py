@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from support import require_tool
 
-from exporter.store import Store
+from exporter.serve.store import Store
 
 #: Examples per run: HOSTILE_EXAMPLES=2000 for a longer hunt (about a minute per thousand).
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "60"))

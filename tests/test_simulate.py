@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from conftest import poll_target
 
-from exporter.parse import is_openmetrics, parse
+from exporter.format.parse import is_openmetrics, parse
 from exporter.profiles import profiles
 from exporter.simulate import OPENMETRICS_ACCEPT, SIMULATORS, TEXT_ACCEPT, PythonSimulator, SimulatedServer, simulator
 from exporter.simulate.backends.llamacpp import LlamaCppSimulator

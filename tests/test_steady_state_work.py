@@ -11,12 +11,12 @@ import dataclasses
 
 from support import BodyReader, simulated, with_values_moved
 
-import exporter.template
-from exporter.exposition import prerender
-from exporter.family import shape_of
-from exporter.normalize import Normalized, fold_created, normalize
-from exporter.parse import parse
-from exporter.template import Template, values_of
+import exporter.pipeline.template
+from exporter.core.family import shape_of
+from exporter.format.parse import parse
+from exporter.pipeline.exposition import prerender
+from exporter.pipeline.normalize import Normalized, fold_created, normalize
+from exporter.pipeline.template import Template, values_of
 
 
 def template_of(families, stages):
@@ -77,7 +77,7 @@ def test_a_filled_template_reads_its_series_back_once_and_serves_each_fill_its_o
         parses.append(1)
         return parse(*args, **kwargs)
 
-    monkeypatch.setattr(exporter.template, "parse", counted)
+    monkeypatch.setattr(exporter.pipeline.template, "parse", counted)
     values = values_of(families)
     for step in (1, 2, 3):
         filled = template.fill([value + step for value in values])

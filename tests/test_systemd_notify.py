@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 from support import REPO, free_port
 
-from exporter.systemd import Notifier
+from exporter.runtime.systemd import Notifier
 
 
 class NotifySocket:

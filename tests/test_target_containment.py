@@ -13,8 +13,8 @@ from conftest import TEXT_0_0_4, daemon_url, wait_until
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import parse_config
-from exporter.daemon import poll_once
+from exporter.config.loader import parse_config
+from exporter.runtime.daemon import poll_once
 
 OWN = ("inference_exporter_", "process_", "python_")
 

@@ -14,7 +14,7 @@ from conftest import daemon_url, wait_until
 from leaks import LEAKS
 from support import REPO, require_tool, simulated
 
-from exporter.scheduler import first_poll_offset
+from exporter.runtime.scheduler import first_poll_offset
 
 #: Screenshots land here (gitignored), for a person or CI to look at.
 ARTIFACTS = REPO / "tests" / "artifacts"

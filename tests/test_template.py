@@ -1,7 +1,7 @@
 """A poll whose families only changed their values is served from the last poll's output, filled in.
 
-A target's pipeline (exporter.pipeline) takes two shortcuts, the skeleton (exporter.skeleton) and the
-template (exporter.template): every
+A target's pipeline (exporter.pipeline.target) takes two shortcuts, the skeleton (exporter.pipeline.skeleton) and the
+template (exporter.pipeline.template): every
 test here holds them to what the long way (a full parse, normalize, relabel, render) gives for the
 same body, on every payload of both corpora (the simulated backends, the real captures), and shows that any other change of a body takes the long way.
 """
@@ -15,16 +15,16 @@ from aiohttp import web
 from conftest import TEXT_0_0_4
 from support import BodyReader, body_of, corpora, with_values_moved
 
-from exporter.config import parse_config
-from exporter.exposition import chunks, prerender
-from exporter.family import Family, Sample, shape_of
-from exporter.normalize import Normalized, normalize
-from exporter.parse import ParseError, parse
-from exporter.pipeline import Pipeline
-from exporter.scheduler import TargetPoller
+from exporter.config.loader import parse_config
+from exporter.core.family import Family, Sample, shape_of
+from exporter.format.parse import ParseError, parse
+from exporter.pipeline.exposition import chunks, prerender
+from exporter.pipeline.normalize import Normalized, normalize
+from exporter.pipeline.target import Pipeline
+from exporter.pipeline.template import Template, values_of
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.store import Store
 from exporter.sources import Shared
-from exporter.store import Store
-from exporter.template import Template, values_of
 
 CONFIGS = {
     "defaults": "",
@@ -251,7 +251,7 @@ async def test_series_that_appear_and_go_between_polls_are_served_as_they_come(b
 
 
 def test_a_template_is_made_once_a_second_poll_has_the_same_shapes_and_never_for_churning_series(monkeypatch):
-    import exporter.pipeline
+    import exporter.pipeline.target
 
     calls = []
 
@@ -259,7 +259,7 @@ def test_a_template_is_made_once_a_second_poll_has_the_same_shapes_and_never_for
         calls.append(len(families))
         return normalize(families, **options)
 
-    monkeypatch.setattr(exporter.pipeline, "normalize", counted)
+    monkeypatch.setattr(exporter.pipeline.target, "normalize", counted)
     target = parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/', profile: none}\n").targets[0]
 
     def poll(pipeline, value, series="a"):

@@ -1016,7 +1016,7 @@ def test_every_profile_file_loads_and_names_a_distinct_backend():
 
 
 def target_error(extra: str) -> str:
-    from exporter.config import ConfigError, parse_config
+    from exporter.config.loader import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as caught:
         parse_config(f"targets:\n  - name: a\n    type: http\n    url: http://a/metrics\n{extra}", "c.yaml")
@@ -1106,7 +1106,7 @@ def test_merged_histograms_count_at_each_bound_the_most_each_series_holds_up_to_
     out plainly on random buckets (cumulative, and not: a broken upstream must not break the sum)."""
     import random
 
-    from exporter.unify import _Histogram
+    from exporter.pipeline.unify import _Histogram
 
     rng = random.Random(8)
     for _ in range(200):

@@ -21,7 +21,7 @@ from support import NIM_REPLY, REPO
 from test_unify import NEW_PROFILES as RULES
 from test_unify import assert_same_series, expected_series, raw_samples, unified_served
 
-from exporter.config import ConfigError, parse_config
+from exporter.config.loader import ConfigError, parse_config
 from exporter.simulate import TEXT_ACCEPT, SimulatedServer, simulator
 from exporter.simulate.base import load_backends
 
@@ -296,9 +296,9 @@ async def test_nims_runtime_stats_over_nats_become_unified_series(natsd):
 
     import nats
 
-    from exporter.scheduler import TargetPoller
+    from exporter.runtime.scheduler import TargetPoller
+    from exporter.serve.store import Store
     from exporter.sources import Shared
-    from exporter.store import Store
 
     client = await nats.connect(natsd.url)
 

@@ -15,7 +15,7 @@ from leaks import LEAKS
 from support import REPO
 from test_cli import command
 
-from exporter.webconfig import WebSecurity, load_web_config
+from exporter.config.web import WebSecurity, load_web_config
 
 PASSWORD = "scrape-s3cr3t-pw"
 WRONG = "wrong-s3cr3t-pw"

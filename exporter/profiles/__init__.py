@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from exporter.family_filter import anchored
+from exporter.core.rules import anchored
 
 DIRECTORY = Path(__file__).parent
 #: `profile: none` in a target's config: no unified series for it.

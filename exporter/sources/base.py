@@ -6,10 +6,9 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,13 +19,11 @@ from pydantic import (
 )
 
 from exporter import profiles
-from exporter.family import Family
-from exporter.fields import Duration, Interval, Timeout
-from exporter.redact import redact_urls
-from exporter.relabel import RelabelConfig, check_regex
+from exporter.core.family import Family
+from exporter.core.fields import Duration, Interval, Timeout
+from exporter.core.redact import redact_urls
+from exporter.core.rules import Regex, RelabelConfig
 
-#: A fully anchored regular expression, checked when the config is loaded.
-Regex = Annotated[str, AfterValidator(check_regex)]
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = frozenset({"target"})
 
@@ -58,11 +55,11 @@ class Exposition:
 
     data: bytes
     openmetrics: bool = False
-    #: The Content-Type's `escaping` parameter (exporter.escaping), which says how names were written.
+    #: The Content-Type's `escaping` parameter (exporter.format.escaping), which says how names were written.
     escaping: str | None = None
     #: Where it came from (the URL), for error messages.
     where: str = ""
-    #: Which families are wanted, by name (exporter.family_filter); None for all.
+    #: Which families are wanted, by name (exporter.pipeline.family_filter); None for all.
     keep: Callable[[str], bool] | None = None
     #: At most this many samples (0: no limit), and the label limits: (count, name length, value length).
     sample_limit: int = 0
@@ -84,7 +81,7 @@ class Exposition:
 @dataclass(slots=True)
 class Payload:
     """What one successful poll returns: the families, or the exposition body they are to be read from
-    (exporter.pipeline reads it), plus what the source had to drop on the way."""
+    (exporter.pipeline.target reads it), plus what the source had to drop on the way."""
 
     families: list[Family]
     #: Samples or lines dropped but not fatal, by reason (e.g. `truncated_line`).
@@ -92,7 +89,7 @@ class Payload:
     #: The raw body as received, for debugging views; sources may leave it empty.
     raw: bytes = b""
     #: Where the body's sample lines did not match its declared families, by reason (see
-    #: exporter.parse.ParseResult.problems): counted, logged once and shown, never silent.
+    #: exporter.format.parse.ParseResult.problems): counted, logged once and shown, never silent.
     problems: dict[str, int] = field(default_factory=dict)
     #: The body's Content-Type as the server sent it (bounded, printable), where there is one.
     content_type: str = ""

@@ -14,10 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from yarl import URL
 
 from exporter import __version__
-from exporter.escaping import ACCEPT, body_format, shown_content_type
-from exporter.family_filter import family_filter
-from exporter.fields import ByteSize, ReadableFile, read_secret
-from exporter.redact import redact_url
+from exporter.core.fields import ByteSize, ReadableFile, read_secret
+from exporter.core.redact import redact_url
+from exporter.format.escaping import ACCEPT, body_format, shown_content_type
 from exporter.sources.base import Exposition, Payload, Shared, SourceError, TargetConfig
 
 USER_AGENT = f"inference-exporter/{__version__}"
@@ -143,7 +142,6 @@ class HTTPSource:
         self.target = target
         self._shared = shared
         self._tls: tuple[tuple[float, ...], ssl.SSLContext] | None = None
-        self._keep = family_filter(target.allow_families, target.deny_families)
         limits = (target.label_limit, target.label_name_length_limit, target.label_value_length_limit)
         self._label_limits = limits if any(limits) else None
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
@@ -205,7 +203,7 @@ class HTTPSource:
             form.openmetrics,
             form.escaping,
             url,
-            self._keep,
+            None,  # the pipeline's family filter (exporter.pipeline.target)
             self.target.sample_limit,
             self._label_limits,
             raw,

@@ -30,10 +30,10 @@ import structlog
 from pydantic import Field, field_validator, model_validator
 
 from exporter import __version__
-from exporter.family import Family, Sample
-from exporter.fields import ByteSize, Duration, ReadableFile, read_secret
-from exporter.offload import OFF_LOOP_BYTES, Lane
-from exporter.parse import ParseError, parse
+from exporter.core.family import Family, Sample
+from exporter.core.fields import ByteSize, Duration, ReadableFile, read_secret
+from exporter.core.offload import OFF_LOOP_BYTES, Lane
+from exporter.format.parse import ParseError, parse
 from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 from exporter.sources.http import RAW_KEEP, TLSConfig
 

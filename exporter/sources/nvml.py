@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import structlog
 from pydantic import Field, field_validator
 
-from exporter.family import Family, Sample
+from exporter.core.family import Family, Sample
 from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 
 log = structlog.get_logger("exporter.sources.nvml")

@@ -1,0 +1,372 @@
+"""Render /metrics from the store: each target's families are rendered once per poll, not once per scrape.
+
+prometheus_client's encoders format every sample on every call: far too much CPU per scrape for an
+aggregator's series (docs/performance.md). A target's families only change when it is polled, so the
+poll renders each family's text once (exporter.pipeline.target, `prerender`), and a scrape concatenates
+those pieces under one HELP/TYPE per name. The output is what `generate_latest` and the OpenMetrics
+`generate_latest` write, line for line: the same name munging, label order and escaping, and
+`floatToGoString` for values.
+
+gzip works the same way. A family's large chunks are deflated once, by the first gzip scrape that
+needs them, into pieces that refer to nothing before them and are kept with the text they were made
+from; a scrape writes those pieces one after another in one gzip member, and deflates only the
+HELP/TYPE lines and small chunks itself (see Body).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample as PromSample
+from prometheus_client.utils import floatToGoString
+
+from exporter.core import offload
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesFamily:
+    """One family as served: a valid name, a prometheus_client type, HELP, ready-made samples."""
+
+    name: str
+    type: str
+    help: str
+    samples: Sequence[PromSample]
+    #: Each sample's `name{labels} ` as served, where normalize already wrote them.
+    heads: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+    #: Its text as /metrics serves it (exporter.pipeline.exposition.Chunks), rendered by the pipeline once per
+    #: poll; None for families rendered by each scrape (our own metrics).
+    chunks: Chunks | None = field(default=None, compare=False, repr=False)
+
+
+#: Suffixes the classic text format moves out of a family into gauge families of their own.
+_OUTSIDE_SUFFIXES = ("_created", "_gsum", "_gcount")
+#: Type names as the classic text format writes them (prometheus_client's munging).
+_TEXT_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
+
+
+def _escape_value(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def series_head(name: str, labels: dict[str, str]) -> str:
+    """`name{a="1",b="2"} `: everything of a sample line before its value."""
+    if labels:
+        pairs = ",".join(f'{key}="{_escape_value(labels[key])}"' for key in sorted(labels))
+        return f"{name}{{{pairs}}} "
+    return name + " "
+
+
+def go_floats(values: Iterable[float]) -> list[str]:
+    """`floatToGoString` of each value, quicker: for a finite float below a million, `repr` is Go's text."""
+    return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else floatToGoString(v) for v in values]
+
+
+class Chunks:
+    """One family's rendered samples: classic text (inside the family / moved out by suffix) and
+    OpenMetrics, as bytes, so that a scrape joins bytes and never encodes the same text again.
+
+    Immutable once made, like the family it belongs to; its deflated twins (`deflated`) are worked
+    out from it on first use and kept with it, so that they never outlive the text they were made from."""
+
+    __slots__ = ("_twins", "inside", "openmetrics", "outside")
+
+    def __init__(self, inside: bytes, outside: dict[str, bytes], openmetrics: bytes):
+        self.inside = inside
+        self.outside = outside
+        self.openmetrics = openmetrics
+        self._twins: dict[str, bytes] = {}
+
+    @classmethod
+    def of(cls, family: SeriesFamily) -> Chunks:
+        """Render a family's samples."""
+        name = family.name
+        heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
+        lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats([s.value for s in family.samples]))]
+        openmetrics = "".join(lines).encode()
+        moved = [
+            (i, suffix) for i, s in enumerate(family.samples) if (suffix := s.name[len(name) :]) in _OUTSIDE_SUFFIXES
+        ]
+        if not moved:
+            return cls(openmetrics, {}, openmetrics)
+        outside: dict[str, list[str]] = {}
+        for index, suffix in moved:
+            outside.setdefault(suffix, []).append(lines[index])
+            lines[index] = ""
+        return cls(
+            "".join(lines).encode(), {suffix: "".join(texts).encode() for suffix, texts in outside.items()}, openmetrics
+        )
+
+    def text(self, key: str) -> bytes:
+        """The chunk under `key`: "openmetrics", "inside", or a moved suffix."""
+        if key == "openmetrics":
+            return self.openmetrics
+        return self.inside if key == "inside" else self.outside[key]
+
+    def twin(self, key: str) -> bytes | None:
+        """The deflated twin of the chunk under `key`, if one was made."""
+        return self._twins.get(key)
+
+    def deflated(self, key: str) -> bytes:
+        """The deflated twin of the chunk under `key`, made on first use. Two scrapes at once (in worker
+        threads) may both make it: the same bytes either way."""
+        twin = self._twins.get(key)
+        if twin is None:
+            twin = self._twins[key] = deflate(self.text(key))
+        return twin
+
+
+def chunks(family: SeriesFamily) -> Chunks:
+    """The family's rendered text: as the pipeline rendered it, or made now (our own metrics, per scrape)."""
+    return family.chunks if family.chunks is not None else Chunks.of(family)
+
+
+def prerender(families: Iterable[SeriesFamily]) -> tuple[SeriesFamily, ...]:
+    """The families with their text rendered, in the poller, so that scrapes only concatenate."""
+    return tuple(
+        family if family.chunks is not None else replace(family, chunks=Chunks.of(family)) for family in families
+    )
+
+
+def _as_family(metric: Metric) -> SeriesFamily:
+    # Made for one scrape, not rendered ahead: a deflated twin of its text would be thrown away with it (see Body).
+    return SeriesFamily(metric.name, metric.type, metric.documentation, tuple(metric.samples))
+
+
+def merge(target_families: Iterable[Iterable[SeriesFamily]], own: Iterable[Metric]) -> dict[str, list[SeriesFamily]]:
+    """Families by name across targets, in order of first appearance, then our own metrics merged in
+    where the name is free or the type agrees (the store already keeps targets' types consistent)."""
+    merged: dict[str, list[SeriesFamily]] = {}
+    for families in target_families:
+        for family in families:
+            merged.setdefault(family.name, []).append(family)
+    for metric in own:
+        family = _as_family(metric)
+        present = merged.get(family.name)
+        if present is None:
+            merged[family.name] = [family]
+        elif present[0].type == family.type:
+            present.append(family)
+    return merged
+
+
+def _help_text(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+#: One piece of an exposition, in order: the bytes, and where a deflated twin of them may be kept
+#: (the family's rendered Chunks and the chunk's key), or None for text made by the scrape itself
+#: (HELP/TYPE lines, our own metrics).
+Part = tuple[bytes, Chunks | None, str]
+
+
+def text_parts(merged: dict[str, list[SeriesFamily]]) -> Iterator[Part]:
+    """The classic text format 0.0.4, as prometheus_client.exposition.generate_latest writes it, in pieces."""
+    for name, families in merged.items():
+        first = families[0]
+        kind = first.type
+        served = name + "_total" if kind == "counter" else name + "_info" if kind == "info" else name
+        help_text = _help_text(first.help)
+        yield f"# HELP {served} {help_text}\n# TYPE {served} {_TEXT_TYPES.get(kind, kind)}\n".encode(), None, ""
+        moved: dict[str, list[tuple[bytes, Chunks | None]]] = {}
+        for family in families:
+            rendered, kept = chunks(family), family.chunks
+            yield rendered.inside, kept, "inside"
+            for suffix, text in rendered.outside.items():
+                moved.setdefault(suffix, []).append((text, kept))
+        for suffix in sorted(moved):
+            yield f"# HELP {name}{suffix} {help_text}\n# TYPE {name}{suffix} gauge\n".encode(), None, ""
+            for text, kept in moved[suffix]:
+                yield text, kept, suffix
+
+
+def openmetrics_parts(merged: dict[str, list[SeriesFamily]]) -> Iterator[Part]:
+    """OpenMetrics 1.0, as prometheus_client.openmetrics.exposition.generate_latest writes it, in pieces."""
+    for name, families in merged.items():
+        first = families[0]
+        help_text = _help_text(first.help).replace('"', r"\"")
+        yield f"# HELP {name} {help_text}\n# TYPE {name} {first.type}\n".encode(), None, ""
+        for family in families:
+            yield chunks(family).openmetrics, family.chunks, "openmetrics"
+    yield b"# EOF\n", None, ""
+
+
+def render_text(merged: dict[str, list[SeriesFamily]]) -> bytes:
+    """The classic text format 0.0.4, as prometheus_client.exposition.generate_latest writes it."""
+    return b"".join([part[0] for part in text_parts(merged)])
+
+
+def render_openmetrics(merged: dict[str, list[SeriesFamily]]) -> bytes:
+    """OpenMetrics 1.0, as prometheus_client.openmetrics.exposition.generate_latest writes it."""
+    return b"".join([part[0] for part in openmetrics_parts(merged)])
+
+
+# -- gzip, from pieces deflated once per poll ---------------------------------------------------
+
+#: A family's chunk at least this long gets a deflated twin, made once and kept with its (immutable)
+#: text. Shorter chunks and the HELP/TYPE lines are deflated by each scrape, each run of them
+#: together: alone they compress poorly (no context), and deflating them costs a scrape little
+#: (a small share of the body). The pieces cannot refer to each other, so the body is somewhat
+#: larger than gzip over the whole text at the same level (1); the figures are in docs/performance.md.
+DEFLATE_ALONE = 1024
+#: A gzip member's header: deflate, no name, mtime 0, fastest (XFL 4), Unix; as zlib writes it at level 1.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\x03"
+#: An empty fixed-Huffman block marked final: what ends the deflate stream after the last piece.
+_LAST_BLOCK = zlib.compressobj(1, zlib.DEFLATED, -15).flush()
+#: The CRC-32 of the text is taken over runs of about this much, each joined first: few calls, so few
+#: handovers of the GIL (zlib.crc32 releases it for anything over 5 kB), and buffers that malloc
+#: reuses, where joining a whole large body page-faulted fresh memory for much of a scrape.
+_CRC_RUN = 1 << 20
+
+
+def deflate(data: bytes) -> bytes:
+    """Raw deflate (level 1) of `data` that refers to nothing before it and ends byte-aligned on a
+    non-final block (a full flush): pieces like this, concatenated, are one valid deflate stream.
+
+    Each thread reuses one compressor: a full flush forgets everything before it, and gives the
+    bytes a fresh compressor would, while a fresh compressor costs more to set up (its 256 kB of
+    state) than deflating a 1 kB piece, and a large body is thousands of pieces."""
+    compressor = getattr(_compressors, "compressor", None)
+    if compressor is None:
+        compressor = _compressors.compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+
+#: One compressor per thread that deflates (the event loop, scrapes' worker threads).
+_compressors = threading.local()
+
+
+class Body:
+    """One scrape's body, in two steps.
+
+    Gathering, on the event loop, takes references to the text and deflated twins that families keep,
+    and for gzip deflates the HELP/TYPE lines and runs of small chunks: Python-level work and many
+    small calls (milliseconds for an aggregator's series: docs/performance.md). `finish()`,
+    which may run in a worker thread, does the rest in a few large calls that release the GIL, so that
+    it runs beside the event loop rather than taking turns with it (each handover of the GIL to a busy
+    loop can cost the thread 5 ms): joining the text; or for gzip, the CRC-32 of the text for the
+    trailer and the twins still to make (the first gzip scrape of each poll makes them). `size` is the
+    length of the text, uncompressed.
+
+    The gzip member is its header, then raw deflate pieces each made by a fresh compressor and ended
+    by a sync flush (byte-aligned, not final, no reference to anything before it), so that pieces made
+    apart join into one valid deflate stream; then an empty final block, the CRC-32 and the length."""
+
+    def __init__(self, parts: Iterable[Part], *, gzip: bool = False):
+        self.gzip = gzip
+        #: Every piece of text, in order: the body itself, or what the gzip trailer's CRC and length cover.
+        self.texts: list[bytes] = []
+        #: The gzip member, in order, with empty places for the twins `missing`: (index, chunks, key).
+        self.out: list[bytes] = []
+        self.missing: list[tuple[int, Chunks, str]] = []
+        if gzip:
+            self._gather(parts)
+        else:
+            self.texts = [part[0] for part in parts]
+        self.size = sum(map(len, self.texts))
+
+    def _gather(self, parts: Iterable[Part]) -> None:
+        texts, out, missing = self.texts, self.out, self.missing
+        out.append(_GZIP_HEADER)
+        fresh: list[bytes] = []
+        for data, kept, key in parts:
+            if not data:
+                continue
+            texts.append(data)
+            if kept is None or len(data) < DEFLATE_ALONE:
+                fresh.append(data)
+                continue
+            if fresh:
+                out.append(deflate(b"".join(fresh)))
+                fresh = []
+            piece = kept.twin(key)
+            if piece is None:
+                missing.append((len(out), kept, key))
+                out.append(b"")
+            else:
+                out.append(piece)
+        if fresh:
+            out.append(deflate(b"".join(fresh)))
+
+    def finish(self) -> bytes:
+        """The body: the text joined, or one gzip member that decompresses to exactly that text."""
+        if not self.gzip:
+            return b"".join(self.texts)
+        out = self.out
+        for index, kept, key in self.missing:
+            out[index] = kept.deflated(key)
+        crc, run, length = 0, [], 0
+        for text in self.texts:
+            run.append(text)
+            length += len(text)
+            if length >= _CRC_RUN:
+                crc, run, length = zlib.crc32(b"".join(run), crc), [], 0
+        crc = zlib.crc32(b"".join(run), crc)
+        return b"".join([*out, _LAST_BLOCK, struct.pack("<II", crc, self.size & 0xFFFFFFFF)])
+
+
+class AheadDeflater:
+    """The serving side's guess at what its next gzip scrapes want: when a gzip scrape came since a
+    target's last poll was published, its new poll's large chunks are deflated as soon as it is
+    published, in that scrape's format, so that the next scrape finds them ready rather than making them
+    (an aggregator's every poll is scraped, and deflating a whole poll was most of a scrape's time:
+    docs/performance.md). A GPU host polled every second and scraped every 15 deflates only the poll
+    after a scraped one in vain; the others are left to the scrape that serves them, if any. Pollers
+    know nothing of it: /metrics tells it of gzip scrapes, and it watches the store for polls. It
+    deflates in the ingest thread (exporter.core.offload), between polls' pieces of work.
+    """
+
+    def __init__(self, targets: Callable[[], Collection[str]]):
+        #: The target names in the store, to forget targets that went.
+        self._targets = targets
+        #: target -> when its last poll was published (time.monotonic)
+        self._published: dict[str, float] = {}
+        #: how many targets may be remembered before those no longer in the store are forgotten
+        self._bound = 16
+        #: the key of the chunks a gzip scrape read ("openmetrics", or "inside" for text) -> when
+        self._scraped: dict[str, float] = {}
+        #: What was last handed to the ingest thread (for tests to wait on).
+        self.pending: concurrent.futures.Future | None = None
+
+    def scraped(self, *, openmetrics: bool) -> None:
+        """A gzip scrape in this format is being served now."""
+        self._scraped["openmetrics" if openmetrics else "inside"] = time.monotonic()
+
+    def observe(self, families: Iterable[SeriesFamily], target: str) -> None:
+        """A new poll of `target` is published: these are the families it serves."""
+        now = time.monotonic()
+        previous = self._published.get(target)
+        self._published[target] = now
+        if len(self._published) > self._bound:  # targets that went are forgotten now and then, not looked up each poll
+            names = set(self._targets())
+            self._published = {name: at for name, at in self._published.items() if name in names}
+            self._bound = 2 * len(names) + 16
+        keys = [key for key, at in self._scraped.items() if previous is not None and at >= previous]
+        if not keys:
+            return
+        large = [f.chunks for f in families if f.chunks is not None and len(f.chunks.openmetrics) >= DEFLATE_ALONE]
+        if large:
+            # In the ingest thread, after the polls queued there: a thread of its own would take turns with
+            # that one for the GIL at every piece (zlib lets go of it), each turn up to the switch interval.
+            self.pending = offload.submit(_deflate_ahead, large, keys)
+
+
+def _deflate_ahead(large: list[Chunks], keys: list[str]) -> None:
+    for kept in large:
+        for key in keys:
+            for part in (key, *kept.outside) if key == "inside" else (key,):
+                if len(kept.text(part)) >= DEFLATE_ALONE:
+                    kept.deflated(part)
+
+
+def render_gzip(parts: Iterable[Part]) -> bytes:
+    """The exposition these parts join to, as one gzip member (see Body)."""
+    return Body(parts, gzip=True).finish()

@@ -1,0 +1,102 @@
+"""A body's families made again from its values alone, when it has the shape of one parsed before.
+
+Nearly every server writes each sample line as `name{labels} value`, and a target's next body
+usually has the same lines with new values. One C-speed split of the body (PLAIN_SAMPLE) separates
+the values from everything else; when everything else is as it was, the families are the last
+parse's with the new values, made without reading a label.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import cast
+
+from exporter.core.family import Family, Sample, shape_of
+from exporter.format.parse import ParseResult
+
+__all__ = ["PLAIN_SAMPLE", "Skeleton"]
+
+#: A sample line as nearly every server writes it: `name` or `name{labels}`, one blank, the value (ASCII
+#: without `_`, as Go's ParseFloat reads it), the end of the line (or body). A line with a timestamp, an
+#: exemplar or blanks elsewhere does not match. Split on it, a body (with a newline put in front) gives
+#: [text before the first sample line, its series, its value, text up to the next one, ...].
+PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`-~]+)\r?(?=\n|\Z)")
+
+
+class Skeleton:
+    """A parsed body with its sample values taken out: per family, which split value each sample takes."""
+
+    __slots__ = ("families", "key", "problems", "truncated")
+
+    def __init__(self, key: tuple, families: list[tuple], truncated: int, problems: dict[str, int]):
+        #: The shape of the bodies this reads (exporter.pipeline.target's body key).
+        self.key = key
+        #: per family: (name, type, help, unit, shape, sample names, labels, indexes of its values
+        #: or a slice of them). Not the
+        #: series' text: what reads a family of this shape needs its labels, and its shape says the rest.
+        self.families = families
+        self.truncated = truncated
+        self.problems = problems
+
+    @classmethod
+    def of(cls, key: tuple, parts: list[bytes], order: list[Sample | None], result: ParseResult) -> Skeleton | None:
+        """The skeleton of a body split into `parts` and parsed into `result` (`order`: the Sample of each
+        sample line, None where skipped as unwanted); None unless the split found exactly the sample lines
+        the parser read, each with the value the parser read (then there is no fast way for this body)."""
+        values, series = parts[2::3], parts[1::3]
+        if len(values) != len(order):
+            return None
+        index_of: dict[int, int] = {}
+        for number, (text, sample) in enumerate(zip(values, order)):
+            if sample is None:
+                continue
+            # The split and the parser must have read the same line: a line the split skipped (a
+            # timestamp) and one it found that the parser did not (after `# EOF`, or an exemplar's
+            # value) would otherwise pair one line's series with another's value.
+            if sample.key is None or sample.key.encode() != series[number]:
+                return None
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+            if value != sample.value and not (value != value and sample.value != sample.value):
+                return None
+            index_of[id(sample)] = number
+        families = []
+        for family in result.families:
+            found = [index_of.get(id(sample)) for sample in family.samples]
+            if None in found:
+                return None
+            positions = cast("list[int]", found)
+            indexes: list[int] | slice = positions
+            if positions and positions == list(range(positions[0], positions[0] + len(positions))):
+                indexes = slice(
+                    positions[0], positions[0] + len(positions)
+                )  # lines one after another: no positions kept
+            families.append(
+                (
+                    family.name,
+                    family.type,
+                    family.help,
+                    family.unit,
+                    shape_of(family),
+                    [sample.name for sample in family.samples],
+                    [sample.labels for sample in family.samples],
+                    indexes,
+                )
+            )
+        return cls(key, families, result.truncated_lines, dict(result.problems))
+
+    def again(self, parts: list[bytes]) -> ParseResult | None:
+        """The families of a body of this shape split into `parts`; None when a value is not a number
+        (the parser then says where)."""
+        try:
+            values = list(map(float, parts[2::3]))
+        except ValueError:
+            return None
+        families = []
+        for name, kind, help_text, unit, shape, names, labels, indexes in self.families:
+            taken = values[indexes] if indexes.__class__ is slice else [values[i] for i in indexes]
+            samples = list(map(Sample, names, labels, taken))
+            families.append(Family(name, kind, help_text, unit, samples, shape))
+        return ParseResult(families, self.truncated, dict(self.problems))

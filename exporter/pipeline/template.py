@@ -1,0 +1,251 @@
+"""A poll served by filling its values into the last poll's output, when nothing but the values changed.
+
+A target's families usually keep their shape from one poll to the next: the same names, types, HELP
+and series, new numbers. Normalizing, relabeling and rendering depend on the shape alone, and carry each
+value through unchanged, so their output for one poll says where every value of the next one goes.
+A Template is that output with the values left out. It is made by running the stages once more on the
+same families with each value replaced by its own position (0.0, 1.0, 2.0, ...), so that every value
+served tells which upstream value it was; then it is checked by filling in the real values, which must
+give back exactly what the stages made. A stage that ever computed a value would fail that check and
+simply go without a template.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Callable, Sequence
+
+from prometheus_client.samples import Sample as PromSample
+
+from exporter.core.family import Family, Sample
+from exporter.format.parse import parse
+from exporter.pipeline.exposition import _OUTSIDE_SUFFIXES, Chunks, SeriesFamily, go_floats, series_head
+from exporter.pipeline.normalize import Normalized
+
+__all__ = ["Template", "values_of"]
+
+
+def values_of(families: Sequence[Family]) -> list[float]:
+    """Every sample value of a poll's families, in order: what a template is filled with."""
+    return [sample.value for family in families for sample in family.samples]
+
+
+def _picker(positions: list[int]) -> Callable[[Sequence], Sequence]:
+    """A C-speed `lambda seq: tuple(seq[i] for i in positions)`. Positions mostly run one after another
+    (a family's samples, in order), and then what is kept is where each run starts and ends, not a
+    number per position: picking is a slice per run."""
+    runs = _runs(positions)
+    if len(runs) == 1:
+        return operator.itemgetter(runs[0])
+    if 4 * len(runs) <= len(positions):
+        slices = tuple(runs)
+        return lambda seq: list(itertools.chain.from_iterable(map(seq.__getitem__, slices)))
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda seq: (seq[only],)
+    if not positions:
+        return lambda seq: ()
+    return operator.itemgetter(*positions)
+
+
+def _runs(positions: list[int]) -> list[slice]:
+    """The positions as slices of consecutive ones, in order."""
+    runs: list[slice] = []
+    start: int | None = None  # None until the first position
+    previous = 0
+    for position in positions:
+        if start is None or position != previous + 1:
+            if start is not None:
+                runs.append(slice(start, previous + 1))
+            start = position
+        previous = position
+    if start is not None:
+        runs.append(slice(start, previous + 1))
+    return runs
+
+
+class _Text:
+    """Sample lines less their values, and where each family's piece of them starts and ends: filled
+    in by one join for the whole poll, encoded once, and cut into pieces per family."""
+
+    def __init__(self, pieces: Sequence[Sequence[str]], order: list[int]):
+        #: each line's head (the same strings the other _Text of a template holds: no copies)
+        self._heads = [head for piece in pieces for head in piece]
+        self._count = len(order)
+        self._order = _picker(order) if order != list(range(len(order))) else None
+        #: per piece: (its lines' bytes less their values, index of its first value, index after its last)
+        self._bounds = []
+        first = 0
+        for piece in pieces:
+            fixed = sum(len(head.encode()) + 1 for head in piece)
+            self._bounds.append((fixed, first, first + len(piece)))
+            first += len(piece)
+
+    def cut(self, texts: Sequence[str]) -> list[bytes]:
+        """Each piece's bytes with these value texts (given in the order of the values, not the lines)."""
+        if self._order is not None:
+            texts = self._order(texts)
+        elif len(texts) != self._count:
+            texts = texts[: self._count]  # the first values only
+        parts = ["\n"] * (3 * len(texts))  # head, value, newline for each line
+        parts[0::3], parts[1::3] = self._heads, texts
+        whole = "".join(parts).encode()
+        ends = list(itertools.accumulate(map(len, texts), initial=0))
+        out, at = [], 0
+        for fixed, first, last in self._bounds:
+            size = fixed + ends[last] - ends[first]
+            out.append(whole[at : at + size])
+            at += size
+        return out
+
+
+class _Samples(Sequence):
+    """A filled family's samples as prometheus_client Samples, made when someone reads them: scrapes
+    read the rendered text, and only the collector path (`once`, registries) and the overview read
+    samples. Their names and labels are read back from that text once per template (see
+    `_FamilyTemplate.series`), so a template keeps labels only for the families someone reads."""
+
+    __slots__ = ("_chunks", "_made", "_template", "_values")
+
+    def __init__(self, chunks: Chunks, values: Sequence[float], template: _FamilyTemplate):
+        self._chunks, self._values, self._template = chunks, values, template
+        self._made: tuple[PromSample, ...] | None = None
+
+    def _all(self) -> tuple[PromSample, ...]:
+        made = self._made
+        if made is None:
+            made = self._made = tuple(
+                PromSample(name, labels, value, None, None)
+                for (name, labels), value in zip(self._template.series(self._chunks), self._values)
+            )
+        return made
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, index):
+        return self._all()[index]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        return self._all() == (other._all() if isinstance(other, _Samples) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+class _FamilyTemplate:
+    """One served family without its values: its name, type and HELP, and its samples' place in the poll."""
+
+    __slots__ = ("_series", "first", "help", "last", "moved", "name", "type")
+
+    def __init__(self, family: SeriesFamily, first: int, last: int, moved: list[str]):
+        self.name, self.type, self.help = family.name, family.type, family.help
+        self.first, self.last = first, last  # its samples among all the poll's served samples
+        #: the suffixes the classic text format moves out of the family, in the order it writes them
+        self.moved = moved
+        self._series: list[tuple[str, dict[str, str]]] | None = None
+
+    def series(self, chunks: Chunks) -> list[tuple[str, dict[str, str]]]:
+        """(name, labels) of each sample line, in order: read back from one fill's OpenMetrics text the
+        first time someone reads this family's samples, then kept, since every fill of this template
+        writes the same series (only the values differ). Every poll's reader (the overview) would
+        otherwise parse the same series again, poll after poll."""
+        series = self._series
+        if series is None:
+            lines: list = []
+            parse(chunks.openmetrics, order=lines)
+            series = self._series = [(line.name, line.labels) for line in lines]
+        return series
+
+    def forget_series(self) -> None:
+        self._series = None
+
+
+def _openmetrics(family: SeriesFamily) -> bytes:
+    assert family.chunks is not None  # normalize writes every family it serves
+    return family.chunks.openmetrics
+
+
+class Template:
+    """What one poll's families became, without the values: `fill` serves a poll of the same shapes."""
+
+    __slots__ = ("_dropped", "_families", "_openmetrics", "_pick", "_text", "shapes")
+
+    def __init__(self, shapes_: tuple, served: list[tuple[SeriesFamily, list[int]]], dropped: dict[str, int]):
+        self.shapes = shapes_
+        self._dropped = dropped
+        self._families: list[_FamilyTemplate] = []
+        takes: list[int] = []
+        openmetrics: list[Sequence[str]] = []
+        text: list[list[str]] = []
+        text_order: list[int] = []
+        for family, family_takes in served:
+            first = len(takes)
+            takes += family_takes
+            heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
+            openmetrics.append(heads)
+            # The classic text format: samples with these suffixes go after the family, one piece per suffix.
+            inside: list[int] = []
+            outside: dict[str, list[int]] = {}
+            for index, sample in enumerate(family.samples):
+                suffix = sample.name[len(family.name) :]
+                (outside.setdefault(suffix, []) if suffix in _OUTSIDE_SUFFIXES else inside).append(index)
+            if outside:
+                for positions in (inside, *outside.values()):
+                    text.append([heads[i] for i in positions])
+                    text_order += [first + i for i in positions]
+            self._families.append(_FamilyTemplate(family, first, len(takes), list(outside)))
+        self._pick = _picker(takes)
+        self._openmetrics = _Text(openmetrics, list(range(len(takes))))
+        self._text = _Text(text, text_order) if text else None
+
+    @classmethod
+    def of(
+        cls, families: Sequence[Family], shapes: tuple, stages: Callable[[list[Family]], Normalized], made: Normalized
+    ) -> Template | None:
+        """The template of `made`, which `stages` made from `families`; None where the stages did more
+        than carry values through (then each poll of this shape goes through the stages)."""
+        tagged, position = [], 0
+        for family in families:
+            samples = [Sample(s.name, s.labels, float(position + i), s.key) for i, s in enumerate(family.samples)]
+            position += len(samples)
+            tagged.append(Family(family.name, family.type, family.help, family.unit, samples))
+        served: list[tuple[SeriesFamily, list[int]]] = []
+        for out in stages(tagged).families:
+            takes = [int(sample.value) for sample in out.samples]
+            if any(take != sample.value or not 0 <= take < position for take, sample in zip(takes, out.samples)):
+                return None
+            served.append((out, takes))
+        template = cls(shapes, served, dict(made.dropped))
+        again = template.fill(values_of(families))
+        if again.families != made.families or any(
+            _openmetrics(a) != _openmetrics(b) for a, b in zip(again.families, made.families)
+        ):
+            return None
+        for kept in template._families:
+            kept.forget_series()  # the check read every family's: keep only those read again later
+        return template
+
+    def fill(self, values: list[float]) -> Normalized:
+        """The output of a poll whose families have this template's shapes, from their values."""
+        served = self._pick(values)
+        texts = go_floats(served)
+        openmetrics = self._openmetrics.cut(texts)
+        text = iter(self._text.cut(texts) if self._text is not None else ())
+        families = []
+        for template, chunk in zip(self._families, openmetrics):
+            if template.moved:
+                inside, outside = next(text), {suffix: next(text) for suffix in template.moved}
+            else:
+                inside, outside = chunk, {}
+            rendered = Chunks(inside, outside, chunk)
+            samples = _Samples(rendered, served[template.first : template.last], template)
+            families.append(SeriesFamily(template.name, template.type, template.help, samples, chunks=rendered))
+        return Normalized(tuple(families), dict(self._dropped))
