@@ -647,7 +647,7 @@ async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
     notes = []
     if not with_nats:
         notes.append(
-            "NATS targets left out: this checkout has no `type: nats` (exporter/sources/nats.py, branch nats); "
+            "NATS targets left out: this checkout has no `type: nats` (exporter/sources/nats/, branch nats); "
             "the responders are ready for when it is merged"
         )
     upstreams = await Upstreams({"vllm": 8, "nats": 2 if with_nats else 0}).start()
