@@ -23,7 +23,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from exporter import __version__
 from exporter.collector import Collector, target_exposition
 from exporter.escaping import PAYLOAD_PROBLEMS
-from exporter.events import EVENTS, Event, TargetEvents
+from exporter.events import Event, TargetEvents
 from exporter.explain import explain_snapshot
 from exporter.exposition import AheadDeflater, Body, openmetrics_parts, text_parts
 from exporter.overview.live import Overview
@@ -54,7 +54,7 @@ def build_app(
     *,
     is_ready: Callable[[], bool],
     security: WebSecurity | None = None,
-    events: TargetEvents = EVENTS,
+    events: TargetEvents | None = None,
     overview: Overview | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[scrub_secrets])
@@ -63,7 +63,7 @@ def build_app(
     app[STORE_KEY] = store
     app[COLLECTOR_KEY] = collector
     app[READY_KEY] = is_ready
-    app[EVENTS_KEY] = events
+    app[EVENTS_KEY] = events if events is not None else TargetEvents()  # the daemon passes its own
     if security is not None:
         secure(app, security)
     app.add_routes(

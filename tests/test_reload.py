@@ -21,7 +21,6 @@ from support import free_port, is_up
 
 from exporter.config import load_config
 from exporter.daemon import Daemon
-from exporter.events import EVENTS
 
 #: How often the tests' daemons look at their config file (the default is 1s).
 WATCH = 0.1
@@ -138,7 +137,7 @@ async def test_edits_and_configmap_swaps_never_cost_a_healthy_target_a_series(up
     await wait_until(lambda: all(snap.up for snap in daemon.store.snapshots()))
     baseline = series_of(await scrape(daemon), "vllm")
     assert len(baseline) > 100
-    started = lambda: [e for e in EVENTS.recent("vllm") if e.message == "target started" and e.time >= since]  # noqa: E731
+    started = lambda: [e for e in daemon.events.recent("vllm") if e.message == "target started" and e.time >= since]  # noqa: E731
     assert len(started()) == 1
 
     async with Scraper(daemon_url(daemon), "vllm", baseline) as scraper:

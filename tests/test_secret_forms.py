@@ -14,8 +14,6 @@ from conftest import daemon_url, wait_until
 from leaks import LEAKS, MARK
 from test_web_security import fetch
 
-from exporter.events import EVENTS
-
 #: Characters that percent-encoding, JSON and HTML each write differently.
 ODD = 'é/+&<"x'
 
@@ -78,7 +76,7 @@ targets:
         _status, _, body = await fetch(daemon_url(daemon, path))
         shown.append(body)
     shown += [snap.last_error for snap in daemon.store.snapshots()]
-    shown += [repr(event.fields) for name in names for event in EVENTS.recent(name)]
+    shown += [repr(event.fields) for name in names for event in daemon.events.recent(name)]
     everything = "\n".join(shown)
     for secret in (*secrets.values(), url_password):
         for form in every_form(secret):
