@@ -28,15 +28,13 @@ from exporter.fields import Duration, Interval, Timeout, format_duration, parse_
 from exporter.listener import ServerLimits
 from exporter.overview.settings import OverviewSettings
 from exporter.profiles import Profile
+from exporter.secret import holds_secret
 from exporter.sources import KINDS, TargetConfig
 
 _PREFIX = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
 _LISTEN_EXPECTED = "expected HOST:PORT like 127.0.0.1:9898, [::1]:9898 or :9898 (all interfaces)"
-#: Values under these keys are secrets (or may be): errors about them never show the value.
-_SECRET_WORDS = ("password", "token", "secret", "auth", "key", "credential", "cookie")
-_SECRET_PARENTS = ("headers",)
 #: Fields a target inherits from `defaults` when it leaves them unset (if its schema has them).
 _INHERITED = ("interval", "timeout", "retries", "backoff")
 #: Snippet keys at the top level (anchors for merge keys), ignored by the schema.
@@ -644,7 +642,7 @@ class _Reader:
         kind, ctx = error["type"], error.get("ctx", {})
         if kind in ("value_error", "assertion_error") and "error" in ctx:
             return str(ctx["error"])
-        secret = _is_secret(path)
+        secret = holds_secret(_type_at(error["loc"], self.root))
         value = error.get("input")
         got = "" if secret and not isinstance(value, (dict, list)) and value is not None else f", got {_show(value)}"
         if kind == "string_type":
@@ -691,6 +689,17 @@ def _locate(
 
     Discriminator tags (`('targets', 0, 'http', 'url')`) and pydantic's own markers are not keys.
     """
+    path, current = _walk(loc, root)
+    model = _unwrap(current)
+    return path, model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _type_at(loc: tuple[Any, ...], root: type[BaseModel]) -> Any:
+    """The schema's type at a pydantic error location (None where the schema has no such key)."""
+    return _walk(loc, root)[1]
+
+
+def _walk(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[tuple[str | int, ...], Any]:
     path: list[str | int] = []
     current: Any = root
     for part in loc:
@@ -702,8 +711,7 @@ def _locate(
             continue
         path.append(part)
         current = _child_type(unwrapped, part)
-    model = _unwrap(current)
-    return tuple(path), model if isinstance(model, type) and issubclass(model, BaseModel) else None
+    return tuple(path), current
 
 
 def _unwrap(tp: Any) -> Any:
@@ -774,13 +782,6 @@ def _duration_or_none(value: Any) -> float | None:
         return parse_duration(value)
     except ValueError:
         return None
-
-
-def _is_secret(path: tuple[str | int, ...]) -> bool:
-    keys = [part.lower() for part in path if isinstance(part, str)]
-    return any(word in key for key in keys for word in _SECRET_WORDS) or any(
-        key in _SECRET_PARENTS for key in keys[:-1]
-    )
 
 
 def _format_path(path: tuple[str | int, ...]) -> str:

@@ -76,11 +76,12 @@ def test_valid_file_with_every_http_field_loads(tmp_path):
     assert (tgi.interval, tgi.timeout, tgi.retries, tgi.prefix) == (5.0, 2.0, 1, "")
     assert tgi.labels == {"pool": "chat", "gpu": "0"}
     assert tgi.headers == {"X-Team": "ml"}
-    assert tgi.bearer_token_file == tmp_path / "token"
+    assert tgi.bearer_token_file is not None and tgi.bearer_token_file.path == tmp_path / "token"
     assert tgi.tls is not None and tgi.tls.server_name == "tgi.internal"
     assert tgi.body_size_limit == 16 * 1024 * 1024
     assert tgi.sample_limit == 5000
-    assert vllm.basic_auth is not None and vllm.basic_auth.password == "hunter2"
+    assert vllm.basic_auth is not None and vllm.basic_auth.password is not None
+    assert vllm.basic_auth.password.reveal() == "hunter2" and str(vllm.basic_auth.password) == "<secret>"
 
 
 def test_target_without_interval_inherits_defaults(tmp_path):

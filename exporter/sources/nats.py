@@ -31,9 +31,10 @@ from pydantic import Field, field_validator, model_validator
 
 from exporter import __version__
 from exporter.family import Family, Sample
-from exporter.fields import ByteSize, Duration, ReadableFile, read_secret
+from exporter.fields import ByteSize, Duration
 from exporter.offload import OFF_LOOP_BYTES, Lane
 from exporter.parse import ParseError, parse
+from exporter.secret import SecretFile
 from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 from exporter.sources.http import RAW_KEEP, TLSConfig
 
@@ -97,10 +98,10 @@ class NATSTarget(TargetConfig):
     request_plane: Literal["tcp", "nats"] = "tcp"
     # credentials: read from files, again at each (re)connection
     user: str | None = None
-    password_file: ReadableFile | None = None
-    token_file: ReadableFile | None = None
-    creds_file: ReadableFile | None = None
-    nkey_seed_file: ReadableFile | None = None
+    password_file: SecretFile | None = None
+    token_file: SecretFile | None = None
+    creds_file: SecretFile | None = None
+    nkey_seed_file: SecretFile | None = None
     tls: TLSConfig | None = None
     #: The largest reply read; a larger one is not decoded (`reply_too_large`, or dropped among gathered ones).
     reply_size_limit: ByteSize = Field(default=1024 * 1024, gt=0)
@@ -933,9 +934,9 @@ class NATSConnection:
         }
         if target.user is not None and target.password_file is not None:
             options["user"] = target.user
-            options["password"] = functools.partial(read_secret, target.password_file)
+            options["password"] = functools.partial(_reveal, target.password_file)
         if target.token_file is not None:
-            options["token"] = functools.partial(read_secret, target.token_file)
+            options["token"] = functools.partial(_reveal, target.token_file)
         if target.creds_file is not None:
             options["user_credentials"] = str(target.creds_file)
         if target.nkey_seed_file is not None:
@@ -956,6 +957,12 @@ class NATSConnection:
         if client is not None and not client.is_closed:
             with contextlib.suppress(Exception):
                 await client.close()
+
+
+def _reveal(file: SecretFile) -> str:
+    """A credential file's contents, read now (a rotated secret is used at the next connection), for the
+    server it authenticates to."""
+    return file.read().reveal()
 
 
 def _server(client: Client) -> str:
@@ -1020,11 +1027,11 @@ def dynamo_environment(target: NATSTarget) -> dict[str, str | None]:
     env["DYN_LOG"] = os.environ.get("DYN_LOG", "warn")  # its per-request info lines would flood our log
     if target.user is not None and target.password_file is not None:
         env["NATS_AUTH_USERNAME"] = target.user
-        env["NATS_AUTH_PASSWORD"] = read_secret(target.password_file)
+        env["NATS_AUTH_PASSWORD"] = _reveal(target.password_file)
     if target.token_file is not None:
-        env["NATS_AUTH_TOKEN"] = read_secret(target.token_file)
+        env["NATS_AUTH_TOKEN"] = _reveal(target.token_file)
     if target.nkey_seed_file is not None:
-        env["NATS_AUTH_NKEY"] = read_secret(target.nkey_seed_file).strip()
+        env["NATS_AUTH_NKEY"] = _reveal(target.nkey_seed_file).strip()
     if target.creds_file is not None:
         env["NATS_AUTH_CREDENTIALS_FILE"] = str(target.creds_file)
     if target.tls is not None:
