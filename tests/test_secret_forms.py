@@ -146,5 +146,5 @@ def test_any_secret_in_any_echoed_form_is_scrubbed_from_any_text(secret, user, a
     text = around[0] + form + around[1]
     for target in targets if encode != "basic" else targets[:2]:  # basic auth needs the user configured
         if target.name == "b" and secret != secret.rstrip("\r\n"):
-            continue  # read_secret drops a file's trailing line breaks: b's password is not `secret`
+            continue  # SecretFile.read drops a file's trailing line breaks: b's password is not `secret`
         assert form not in Secrets(target).scrub(text).replace("<secret>", "\0")
