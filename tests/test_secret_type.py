@@ -359,3 +359,18 @@ def test_a_path_is_not_a_secret(tmp_path):
     assert target.redacted()["bearer_token_file"] == str(path)
     assert Secrets(target).scrub("x contents-1234 x") == f"x {SHOWN} x"
     assert target.bearer_token_file is not None and Path(target.bearer_token_file) == path
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "{name: n, type: nats, subject: a.b, servers: ['ftp://scraper:pw-%s-url@nats.test:4222']}",
+        "{name: n, type: nats, subject: a.b, servers: ['nats://scraper:pw-%s-url@nats.test:4222']}",
+        "{name: h, type: http, url: 'ftp://scraper:pw-%s-url@h.test/metrics'}",
+    ],
+)
+def test_a_url_password_is_not_quoted_by_the_error_about_its_url(target):
+    with pytest.raises(ConfigError) as caught:
+        parse_config("targets:\n  - " + target % MARK + "\n")
+    text = str(caught.value)
+    assert MARK not in text and ("nats.test" in text or "h.test" in text), text

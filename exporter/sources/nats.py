@@ -34,6 +34,7 @@ from exporter.family import Family, Sample
 from exporter.fields import ByteSize, Duration
 from exporter.offload import OFF_LOOP_BYTES, Lane
 from exporter.parse import ParseError, parse
+from exporter.redact import redact_url
 from exporter.secret import SecretFile
 from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
 from exporter.sources.http import RAW_KEEP, TLSConfig
@@ -115,7 +116,7 @@ class NATSTarget(TargetConfig):
             url = urlsplit(server)
             if url.scheme not in _SCHEMES or not url.hostname:
                 raise ValueError(
-                    f"expected a server URL like nats://127.0.0.1:4222 (nats, tls, ws or wss), got {server!r}"
+                    f"expected a server URL like nats://127.0.0.1:4222 (nats, tls, ws or wss), got {redact_url(server)!r}"
                 )
             if url.username or url.password:
                 raise ValueError(
