@@ -1,8 +1,9 @@
 """Keeping secrets out of what we show: URL passwords redacted, and every form of a config's secrets scrubbed.
 
 What is secret is said by the schema's types (exporter.secret): the values of a config's `Secret`
-fields and the contents of its `SecretFile`s are exactly the ones to scrub, whatever the kind; a
-URL's password is the one secret found by parsing (a URL is text that sources send and show). An
+fields, its `SecretURL`s' passwords and the contents of its `SecretFile`s are exactly the ones to
+scrub, whatever the kind (a URL-shaped string elsewhere, such as a label's value, is parsed for a
+password too, as a net). An
 upstream's error page may echo the request (its `Authorization: Basic <base64 of user:password>`
 header, the URL with its password percent-encoded), and what we show is HTML or JSON: so `Secrets`
 knows each value in every form it can take there, and `REGISTRY` holds the live configs' Secrets
@@ -15,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import re
 import weakref
 from collections.abc import Iterable, MutableMapping
 from pathlib import Path
@@ -24,22 +24,16 @@ from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from pydantic import BaseModel
 
-from exporter.secret import SHOWN, SecretFile, secrets_in
+from exporter.secret import SHOWN, URL_PASSWORD, SecretFile, redact_url, secrets_in
 
 SECRET = SHOWN
-#: `scheme://user:password@host...`: the password ends at the last `@` of the authority.
-_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):(?P<password>[^/?#]*)@")
 #: Shorter values are not scrubbed from messages: a one-letter password would garble every line.
 MIN_SCRUBBED = 4
 
 
-def redact_url(value: str) -> str:
-    """`http://user:pw@host/x` -> `http://user:<secret>@host/x`; other strings unchanged."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['head']}:{SECRET}@", value, count=1)
-
-
 def redact_urls(data: Any) -> Any:
-    """Every URL password in a config dump (strings, lists and dicts, nested) redacted."""
+    """Every URL password in a config dump (strings, lists and dicts, nested) redacted: a net under the
+    fields typed SecretURL, for URLs written where no schema expects one (a label's value)."""
     if isinstance(data, str):
         return redact_url(data)
     if isinstance(data, list):
@@ -50,7 +44,8 @@ def redact_urls(data: Any) -> Any:
 
 
 def _url_passwords(data: Any, found: set[str]) -> None:
-    """The password of every `scheme://user:password@host` in a config dump, as written and percent-decoded."""
+    """The password of every `scheme://user:password@host` in a config dump, as written and percent-decoded:
+    the same net as `redact_urls` (a SecretURL's password is found by its type, and shows redacted here)."""
     if isinstance(data, dict):
         for value in data.values():
             _url_passwords(value, found)
@@ -58,7 +53,7 @@ def _url_passwords(data: Any, found: set[str]) -> None:
         for value in data:
             _url_passwords(value, found)
     elif isinstance(data, str):
-        match = _URL_PASSWORD.match(data)
+        match = URL_PASSWORD.match(data)
         if match:
             found.update({match["password"], unquote(match["password"])})
 

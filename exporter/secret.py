@@ -1,7 +1,8 @@
 """The `Secret` type: a config value that is never shown, in any form, anywhere we write.
 
 Every field of the config schema that holds a credential is typed `Secret` (a value written in
-the config) or `SecretFile` (a file whose contents are one). Everything else follows from the
+the config), `SecretFile` (a file whose contents are one) or `SecretURL` (a URL whose userinfo may
+carry a password). Everything else follows from the
 type, not from the field's name: a Secret's str, repr, format and JSON form are `<secret>`, a
 config shown on a page or printed shows `<secret>` in its place, a config error never quotes what
 was written where a Secret belongs, and exporter.redact scrubs the values of every Secret (and
@@ -13,16 +14,25 @@ This module imports nothing of the exporter's, so that any schema can use it.
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import unquote
 
 from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
 #: What is shown wherever a secret would be.
 SHOWN = "<secret>"
+#: `scheme://user:password@host...`: the password ends at the last `@` of the authority.
+URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):(?P<password>[^/?#]*)@")
+
+
+def redact_url(value: str) -> str:
+    """`http://user:pw@host/x` -> `http://user:<secret>@host/x`; other strings unchanged."""
+    return URL_PASSWORD.sub(lambda m: f"{m['head']}:{SHOWN}@", value, count=1)
 
 
 class Secret:
@@ -138,10 +148,77 @@ def _secret_file_of(value: object) -> SecretFile:
     return SecretFile(path)
 
 
+class SecretURL:
+    """A URL whose userinfo may carry a password (`http://user:pw@host/metrics`). Shown, in str, repr and
+    JSON, with `<secret>` in the password's place; `reveal()` gives it whole, for the request."""
+
+    __slots__ = ("_shown", "_url")
+
+    def __init__(self, url: str):
+        if not isinstance(url, str):
+            raise TypeError(f"a SecretURL holds a string, not {type(url).__name__}")
+        self._url = url
+        self._shown = redact_url(url)
+
+    def reveal(self) -> str:
+        return self._url
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """Its password, as written (percent-encoded) and as sent; none without one."""
+        match = URL_PASSWORD.match(self._url)
+        if match is None:
+            return ()
+        written = match["password"]
+        return tuple(Secret(form) for form in dict.fromkeys((written, unquote(written))))
+
+    def __str__(self) -> str:
+        return self._shown
+
+    def __repr__(self) -> str:
+        return repr(self._shown)
+
+    def __format__(self, spec: str) -> str:
+        return format(self._shown, spec)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretURL) and other._url == self._url
+
+    def __hash__(self) -> int:
+        return hash((SecretURL, self._url))
+
+    def __copy__(self) -> SecretURL:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SecretURL:
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a SecretURL is not pickled: it would be written out in full")
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _secret_url_of,
+            serialization=core_schema.plain_serializer_function_ser_schema(str, when_used="json"),
+            json_schema_input_schema=core_schema.str_schema(),
+        )
+
+
+def _secret_url_of(value: object) -> SecretURL:
+    if isinstance(value, SecretURL):
+        return value
+    if isinstance(value, str):
+        return SecretURL(value)
+    raise PydanticCustomError("string_type", "Input should be a valid string")
+
+
 def secrets_in(value: object) -> Iterator[Secret | SecretFile]:
-    """Every Secret and SecretFile in a config: a model's fields, lists, tuples and dicts, nested."""
+    """Every Secret and SecretFile in a config (a URL's password is a Secret): a model's fields, lists,
+    tuples and dicts, nested."""
     if isinstance(value, (Secret, SecretFile)):
         yield value
+    elif isinstance(value, SecretURL):
+        yield from value.secrets()
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
             yield from secrets_in(getattr(value, name))
@@ -154,9 +231,9 @@ def secrets_in(value: object) -> Iterator[Secret | SecretFile]:
 
 
 def holds_secret(annotation: Any, _seen: frozenset[Any] = frozenset()) -> bool:
-    """Whether a schema type is, or may contain, a Secret or SecretFile (a config error at such a
-    place never shows what was written there)."""
-    if annotation in (Secret, SecretFile):
+    """Whether a schema type is, or may contain, a Secret, SecretFile or SecretURL (a config error at such
+    a place never shows what was written there)."""
+    if annotation in (Secret, SecretFile, SecretURL):
         return True
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if annotation in _seen:

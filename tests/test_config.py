@@ -190,7 +190,7 @@ def test_env_vars_expand_with_defaults_and_double_dollar(tmp_path, monkeypatch):
     )
     (target,) = load_config(path).targets
     assert isinstance(target, HTTPTarget)
-    assert target.url == "http://10.0.0.7:8000/metrics"
+    assert str(target.url) == "http://10.0.0.7:8000/metrics"
     assert target.interval == 5.0
     assert target.labels == {"pool": "chat", "cost": "$5 and $HOME stays"}
 
@@ -233,7 +233,7 @@ def test_yaml_merge_keys_share_target_snippets(tmp_path):
     first, second = load_config(path).targets
     assert isinstance(second, HTTPTarget)
     assert (first.type, first.interval, first.labels) == ("http", 5.0, {"pool": "chat"})
-    assert (second.interval, second.url) == (10.0, "http://10.0.0.2:8000/metrics")
+    assert (second.interval, str(second.url)) == (10.0, "http://10.0.0.2:8000/metrics")
 
 
 def test_merge_of_several_snippets_takes_the_first_one_that_has_a_key(tmp_path):

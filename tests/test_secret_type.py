@@ -18,6 +18,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Union
+from urllib.parse import quote
 
 import pytest
 import structlog
@@ -31,7 +32,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from exporter.config import ConfigError, parse_config, parse_model
 from exporter.redact import Secrets
-from exporter.secret import SHOWN, Secret, SecretFile
+from exporter.secret import SHOWN, Secret, SecretFile, SecretURL
 from exporter.sources import KINDS, TargetConfig
 from exporter.store import Snapshot
 from exporter.web import target_state
@@ -134,7 +135,7 @@ def _unwrap(tp: Any) -> Any:
 def _paths(tp: Any, path: tuple[str, ...], seen: frozenset) -> Iterator[tuple[tuple[str, ...], Any]]:
     tp = _unwrap(tp)
     origin = typing.get_origin(tp)
-    if tp in (Secret, SecretFile):
+    if tp in (Secret, SecretFile, SecretURL):
         yield path, tp
     elif origin in (Union, types.UnionType):
         args = [_unwrap(arg) for arg in typing.get_args(tp) if arg is not type(None)]
@@ -164,6 +165,7 @@ SECRET_FIELDS = _secret_fields()
 def test_the_walk_finds_the_secret_fields_we_know_of():
     found = {(kind, ".".join(path)) for kind, path, _ in SECRET_FIELDS}
     assert {
+        ("http", "url"),
         ("http", "bearer_token"),
         ("http", "bearer_token_file"),
         ("http", "basic_auth.password"),
@@ -247,6 +249,9 @@ def test_every_secret_field_is_hidden_on_every_surface(kind, path, leaf_type, va
         secret = _TLS.private_key_pem.bytes().decode() if path[-1] == "key_file" else value
         file.write_text(secret + "\n")
         leaf: Any = str(file)
+    elif leaf_type is SecretURL:  # the password in its userinfo, as written (percent-encoded) and as sent
+        secret = value
+        leaf = f"http://scraper:{quote(value, safe='')}@h.test/metrics"
     else:
         secret = leaf = value
     root = _root(kind)
@@ -258,6 +263,8 @@ def test_every_secret_field_is_hidden_on_every_surface(kind, path, leaf_type, va
         raise AssertionError(f"{kind} {'.'.join(path)}: the test cannot build a valid config ({exc})") from None
 
     secret_lines = [line for line in secret.splitlines() if len(line) >= 4] or [secret]
+    if leaf_type is SecretURL:
+        secret_lines.append(quote(value, safe=""))
     shown = [repr(model), str(model), f"{model}", model.model_dump_json(), json.dumps(model.model_dump(mode="json"))]
     if isinstance(model, TargetConfig):
         shown += [json.dumps(model.redacted()), json.dumps(target_state(Snapshot(model)))]  # /api/targets, pages
@@ -374,3 +381,32 @@ def test_a_url_password_is_not_quoted_by_the_error_about_its_url(target):
         parse_config("targets:\n  - " + target % MARK + "\n")
     text = str(caught.value)
     assert MARK not in text and ("nats.test" in text or "h.test" in text), text
+
+
+def test_a_url_shows_its_password_as_secret_and_reveals_it_for_the_request():
+    url = SecretURL(f"http://scraper:pw%2F{MARK}@h.test:8000/metrics")
+    for text in (str(url), repr(url), f"{url}", f"{[url]}", TypeAdapter(SecretURL).dump_json(url).decode()):
+        assert MARK not in text and f"scraper:{SHOWN}@h.test:8000/metrics" in text, text
+    assert url.reveal() == f"http://scraper:pw%2F{MARK}@h.test:8000/metrics"
+    assert [secret.reveal() for secret in url.secrets()] == [f"pw%2F{MARK}", f"pw/{MARK}"]
+    assert SecretURL("http://h.test/metrics").secrets() == () and str(SecretURL("http://h/m")) == "http://h/m"
+
+
+async def test_a_failed_poll_names_its_url_with_the_password_hidden_by_the_source_itself():
+    """Not only scrubbed afterwards: the source never writes the password into its message."""
+    from support import free_port
+
+    from exporter.sources import Shared, SourceError
+    from exporter.sources.http import HTTPSource, HTTPTarget
+
+    target = HTTPTarget.model_validate(
+        {"name": "u", "type": "http", "url": f"http://scraper:pw-{MARK}-src@127.0.0.1:{free_port()}/metrics"}
+    )
+    shared = Shared()
+    try:
+        with pytest.raises(SourceError) as caught:
+            await HTTPSource(target, shared).poll()
+    finally:
+        await shared.close()
+    assert caught.value.reason == "connect"
+    assert MARK not in caught.value.message and f"scraper:{SHOWN}@127.0.0.1" in caught.value.message

@@ -19,7 +19,7 @@ from exporter.escaping import ACCEPT, body_format, shown_content_type
 from exporter.family_filter import family_filter
 from exporter.fields import ByteSize, ReadableFile
 from exporter.redact import redact_url
-from exporter.secret import Secret, SecretFile
+from exporter.secret import Secret, SecretFile, SecretURL
 from exporter.sources.base import Exposition, Payload, Shared, SourceError, TargetConfig
 
 USER_AGENT = f"inference-exporter/{__version__}"
@@ -112,7 +112,8 @@ class TLSConfig(BaseModel):
 
 class HTTPTarget(TargetConfig):
     type: Literal["http"]
-    url: str
+    #: Shown (pages, errors, the log) with `<secret>` for a password in it; revealed only for the request.
+    url: SecretURL
     headers: Headers = Field(default_factory=dict)
     basic_auth: BasicAuth | None = None
     bearer_token: Secret | None = None
@@ -128,10 +129,10 @@ class HTTPTarget(TargetConfig):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        url = URL(value)
+    def _http_url(cls, value: SecretURL) -> SecretURL:
+        url = URL(value.reveal())
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"expected an http:// or https:// URL with a host, got {redact_url(value)!r}")
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {str(value)!r}")
         return value
 
     @model_validator(mode="after")
@@ -197,7 +198,7 @@ class HTTPSource:
 
     async def poll(self) -> Payload:
         session = self._shared.get("http.session", _session)
-        url = self.target.url
+        url = str(self.target.url)  # as shown: its password, if any, is <secret> in every message below
         try:
             headers = self._request_headers()
         except OSError as exc:  # a credential file that vanished since the config was loaded
@@ -208,7 +209,9 @@ class HTTPSource:
             raise SourceError("tls", f"cannot load the TLS files of {url}: {exc}") from None
         server_name = self.target.tls.server_name if self.target.tls else None
         try:
-            async with session.get(url, headers=headers, ssl=ssl_context, server_hostname=server_name) as response:
+            async with session.get(
+                self.target.url.reveal(), headers=headers, ssl=ssl_context, server_hostname=server_name
+            ) as response:
                 if not 200 <= response.status < 300:
                     raise SourceError(
                         "http_status",
