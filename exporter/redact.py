@@ -54,7 +54,7 @@ def _url_passwords(data: Any, found: set[str]) -> None:
             _url_passwords(value, found)
     elif isinstance(data, str):
         match = URL_PASSWORD.match(data)
-        if match:
+        if match and match["password"] != SHOWN:  # a SecretURL's dump: its password is already hidden
             found.update({match["password"], unquote(match["password"])})
 
 
