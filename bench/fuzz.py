@@ -73,7 +73,7 @@ def fuzz_parser(data: bytes) -> None:
 
     openmetrics = data[:1] == b"\x01"
     bodies = (data[1:] if openmetrics else data).split(SEPARATOR)[:3]
-    target = HTTPTarget(name="t", type="http", url="http://h/m")
+    target = HTTPTarget.model_validate({"name": "t", "type": "http", "url": "http://h/m"})
     reader = Pipeline(target)
     for body in [bodies[0], *bodies]:
         try:

@@ -244,7 +244,7 @@ def _once(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from exporter.core.redact import scrub, secret_values
+    from exporter.core.redact import Secrets
     from exporter.serve.explain import poll_and_explain
     from exporter.sources import SourceError
 
@@ -259,9 +259,7 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         explanation = asyncio.run(poll_and_explain(target))
     except SourceError as exc:
-        print(
-            f"target {target.name} failed: {exc.reason}: {scrub(exc.message, secret_values(target))}", file=sys.stderr
-        )
+        print(f"target {target.name} failed: {exc.reason}: {Secrets(target).scrub(exc.message)}", file=sys.stderr)
         return 1
     sys.stdout.write(explanation.text())
     return 0

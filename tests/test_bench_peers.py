@@ -34,7 +34,7 @@ def test_the_exporter_config_has_one_http_target_per_upstream_at_one_second():
     config = parse_config(peers.exporter_config("http://127.0.0.1:9", PATHS), "<test>")
     targets = [t for t in config.targets if isinstance(t, HTTPTarget)]
     assert len(targets) == len(config.targets)
-    assert [t.url for t in targets] == [f"http://127.0.0.1:9{path}" for path in PATHS]
+    assert [str(t.url) for t in targets] == [f"http://127.0.0.1:9{path}" for path in PATHS]
     assert {t.interval for t in config.targets} == {1.0}
 
 

@@ -33,7 +33,9 @@ def _text(family: str, kind: str, value: float) -> str:
 
 
 def target(name: str, prefix: str | None = None) -> HTTPTarget:
-    return HTTPTarget(name=name, type="http", url="http://127.0.0.1:1/metrics", prefix=prefix)
+    return HTTPTarget.model_validate(
+        {"name": name, "type": "http", "url": "http://127.0.0.1:1/metrics", "prefix": prefix}
+    )
 
 
 def snapshot(name: str, declared: dict[str, str], value: float = 1.0, prefix: str | None = None) -> Snapshot:

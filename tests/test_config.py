@@ -76,11 +76,12 @@ def test_valid_file_with_every_http_field_loads(tmp_path):
     assert (tgi.interval, tgi.timeout, tgi.retries, tgi.prefix) == (5.0, 2.0, 1, "")
     assert tgi.labels == {"pool": "chat", "gpu": "0"}
     assert tgi.headers == {"X-Team": "ml"}
-    assert tgi.bearer_token_file == tmp_path / "token"
+    assert tgi.bearer_token_file is not None and tgi.bearer_token_file.path == tmp_path / "token"
     assert tgi.tls is not None and tgi.tls.server_name == "tgi.internal"
     assert tgi.body_size_limit == 16 * 1024 * 1024
     assert tgi.sample_limit == 5000
-    assert vllm.basic_auth is not None and vllm.basic_auth.password == "hunter2"
+    assert vllm.basic_auth is not None and vllm.basic_auth.password is not None
+    assert vllm.basic_auth.password.reveal() == "hunter2" and str(vllm.basic_auth.password) == "<secret>"
 
 
 def test_target_without_interval_inherits_defaults(tmp_path):
@@ -189,7 +190,7 @@ def test_env_vars_expand_with_defaults_and_double_dollar(tmp_path, monkeypatch):
     )
     (target,) = load_config(path).targets
     assert isinstance(target, HTTPTarget)
-    assert target.url == "http://10.0.0.7:8000/metrics"
+    assert str(target.url) == "http://10.0.0.7:8000/metrics"
     assert target.interval == 5.0
     assert target.labels == {"pool": "chat", "cost": "$5 and $HOME stays"}
 
@@ -232,7 +233,7 @@ def test_yaml_merge_keys_share_target_snippets(tmp_path):
     first, second = load_config(path).targets
     assert isinstance(second, HTTPTarget)
     assert (first.type, first.interval, first.labels) == ("http", 5.0, {"pool": "chat"})
-    assert (second.interval, second.url) == (10.0, "http://10.0.0.2:8000/metrics")
+    assert (second.interval, str(second.url)) == (10.0, "http://10.0.0.2:8000/metrics")
 
 
 def test_merge_of_several_snippets_takes_the_first_one_that_has_a_key(tmp_path):

@@ -351,8 +351,6 @@ async def test_escaped_names_are_counted_shown_and_logged_once(registry, start_d
     from aiohttp import ClientSession
     from conftest import daemon_url
 
-    from exporter.core.events import EVENTS
-
     async with ASGIServer(registry) as url:
         daemon = await start_daemon(
             "defaults: {interval: 1h, timeout: 5s}\n"
@@ -378,7 +376,7 @@ async def test_escaped_names_are_counted_shown_and_logged_once(registry, start_d
     assert detail["last_payload_problems"]["escaped_names"]["count"] > 0
     assert detail["content_type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
     assert 'id="payload-problems"' in page and "escaped_names" in page
-    said = [e for e in EVENTS.recent("escaped") if e.message == "payload does not match its declared families"]
+    said = [e for e in daemon.events.recent("escaped") if e.message == "payload does not match its declared families"]
     assert [e.fields["reason"] for e in said] == ["escaped_names"]
     assert "vllm_time_to_first_token_seconds_bucket{" in metrics  # and the family served, typed
     assert "# TYPE vllm_time_to_first_token_seconds histogram" in metrics

@@ -20,7 +20,6 @@ from conftest import daemon_url, wait_until
 from support import free_port, is_up
 
 from exporter.config.loader import load_config
-from exporter.core.events import EVENTS
 from exporter.runtime.daemon import Daemon
 
 #: How often the tests' daemons look at their config file (the default is 1s).
@@ -138,7 +137,7 @@ async def test_edits_and_configmap_swaps_never_cost_a_healthy_target_a_series(up
     await wait_until(lambda: all(snap.up for snap in daemon.store.snapshots()))
     baseline = series_of(await scrape(daemon), "vllm")
     assert len(baseline) > 100
-    started = lambda: [e for e in EVENTS.recent("vllm") if e.message == "target started" and e.time >= since]  # noqa: E731
+    started = lambda: [e for e in daemon.events.recent("vllm") if e.message == "target started" and e.time >= since]  # noqa: E731
     assert len(started()) == 1
 
     async with Scraper(daemon_url(daemon), "vllm", baseline) as scraper:

@@ -14,8 +14,6 @@ from conftest import daemon_url, wait_until
 from leaks import LEAKS, MARK
 from test_web_security import fetch
 
-from exporter.core.events import EVENTS
-
 #: Characters that percent-encoding, JSON and HTML each write differently.
 ODD = 'é/+&<"x'
 
@@ -78,7 +76,7 @@ targets:
         _status, _, body = await fetch(daemon_url(daemon, path))
         shown.append(body)
     shown += [snap.last_error for snap in daemon.store.snapshots()]
-    shown += [repr(event.fields) for name in names for event in EVENTS.recent(name)]
+    shown += [repr(event.fields) for name in names for event in daemon.events.recent(name)]
     everything = "\n".join(shown)
     for secret in (*secrets.values(), url_password):
         for form in every_form(secret):
@@ -148,5 +146,5 @@ def test_any_secret_in_any_echoed_form_is_scrubbed_from_any_text(secret, user, a
     text = around[0] + form + around[1]
     for target in targets if encode != "basic" else targets[:2]:  # basic auth needs the user configured
         if target.name == "b" and secret != secret.rstrip("\r\n"):
-            continue  # read_secret drops a file's trailing line breaks: b's password is not `secret`
+            continue  # SecretFile.read drops a file's trailing line breaks: b's password is not `secret`
         assert form not in Secrets(target).scrub(text).replace("<secret>", "\0")

@@ -15,7 +15,6 @@ from test_cli import command
 from test_web_security import basic, fetch, hashed
 
 from exporter.config.web import WebSecurity
-from exporter.core.events import EVENTS
 
 WEB_PASSWORD = f"web-{MARK}-9"
 
@@ -75,7 +74,7 @@ async def test_no_configured_secret_appears_in_any_log_line_page_or_command_outp
     assert (await fetch(daemon_url(daemon), auth=basic("prometheus", f"wrong-{MARK}-10")))[0] == 401
     assert daemon.store.get("url-up").up and daemon.store.get("files").up and daemon.store.get("token-file").up
     assert not daemon.store.get("url-password").up and not daemon.store.get("bearer").up
-    assert any("<secret>" in str(event.fields.get("error")) for event in EVENTS.recent("url-password")), (
+    assert any("<secret>" in str(event.fields.get("error")) for event in daemon.events.recent("url-password")), (
         "the failure quoted the URL, its password scrubbed"
     )
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 from support import Body, capture, captures
 
-from exporter.core.events import EVENTS
+from exporter.core.events import TargetEvents
 from exporter.pipeline.normalize import go_float_label
 
 #: As the Gateway API Inference Extension's endpoint picker writes its histograms (le="Inf"),
@@ -121,9 +121,9 @@ def test_the_gateway_api_inference_extension_captures_serve_as_strict_openmetric
 
 async def test_no_profile_detected_is_said_as_such(upstream):
     url = upstream.serve(Body("plain", b"# TYPE unrelated_gauge gauge\nunrelated_gauge 1\n"))
-    EVENTS.forget("plain")
-    await poll_target(f"{{name: plain, type: http, url: '{url}'}}")
-    said = [event.message for event in EVENTS.recent("plain")]
+    with TargetEvents().recording() as events:
+        await poll_target(f"{{name: plain, type: http, url: '{url}'}}")
+    said = [event.message for event in events.recent("plain")]
     assert "no profile detected: serving the raw families only" in said
     assert "profile in use" not in said
 

@@ -27,14 +27,8 @@ from exporter.config.schema import (
     _timing_problem,
 )
 from exporter.core.fields import parse_duration, shown
+from exporter.core.secret import holds_secret
 from exporter.sources import KINDS
-
-#: Values under these keys are secrets (or may be): errors about them never show the value.
-_SECRET_WORDS = ("password", "token", "secret", "auth", "key", "credential", "cookie")
-
-
-_SECRET_PARENTS = ("headers",)
-
 
 #: A config has hundreds of nodes; this bounds what aliases may expand to ("billion laughs").
 #: The most values (scalars, lists, mappings) a config may hold, counted as it is parsed and again with
@@ -477,7 +471,7 @@ class Reader:
         kind, ctx = error["type"], error.get("ctx", {})
         if kind in ("value_error", "assertion_error") and "error" in ctx:
             return str(ctx["error"])
-        secret = _is_secret(path)
+        secret = holds_secret(_type_at(error["loc"], self.root))
         value = error.get("input")
         got = "" if secret and not isinstance(value, (dict, list)) and value is not None else f", got {shown(value)}"
         if kind == "string_type":
@@ -524,6 +518,17 @@ def _locate(
 
     Discriminator tags (`('targets', 0, 'http', 'url')`) and pydantic's own markers are not keys.
     """
+    path, current = _walk(loc, root)
+    model = _unwrap(current)
+    return path, model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _type_at(loc: tuple[Any, ...], root: type[BaseModel]) -> Any:
+    """The schema's type at a pydantic error location (None where the schema has no such key)."""
+    return _walk(loc, root)[1]
+
+
+def _walk(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[tuple[str | int, ...], Any]:
     path: list[str | int] = []
     current: Any = root
     for part in loc:
@@ -535,8 +540,7 @@ def _locate(
             continue
         path.append(part)
         current = _child_type(unwrapped, part)
-    model = _unwrap(current)
-    return tuple(path), model if isinstance(model, type) and issubclass(model, BaseModel) else None
+    return tuple(path), current
 
 
 def _unwrap(tp: Any) -> Any:
@@ -607,13 +611,6 @@ def _duration_or_none(value: Any) -> float | None:
         return parse_duration(value)
     except ValueError:
         return None
-
-
-def _is_secret(path: tuple[str | int, ...]) -> bool:
-    keys = [part.lower() for part in path if isinstance(part, str)]
-    return any(word in key for key in keys for word in _SECRET_WORDS) or any(
-        key in _SECRET_PARENTS for key in keys[:-1]
-    )
 
 
 def _format_path(path: tuple[str | int, ...]) -> str:

@@ -22,6 +22,8 @@ import structlog
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from exporter.config.reader import ConfigError, parse_model, read_text
+from exporter.core.redact import REGISTRY, Secrets
+from exporter.core.secret import Secret
 from exporter.core.watch import Stamp, file_stamp
 
 log = structlog.get_logger("exporter.config.web")
@@ -72,13 +74,14 @@ def _refuse(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-def _bcrypt_hash(value: str) -> str:
-    if not _BCRYPT_HASH.match(value):  # the value is a password's hash: never shown
+def _bcrypt_hash(value: Secret) -> Secret:
+    if not _BCRYPT_HASH.match(value.reveal()):  # the value is a password's hash: never shown
         raise ValueError(f"expected a bcrypt hash ($2y$10$ and 53 more characters); {_HASH_HINT}")
     return value
 
 
-BcryptHash = Annotated[str, AfterValidator(_bcrypt_hash)]
+#: A password's bcrypt hash: a Secret (a hash can be cracked offline), revealed only to check a password.
+BcryptHash = Annotated[Secret, AfterValidator(_bcrypt_hash)]
 
 
 def _header_name(name: str) -> str:
@@ -209,7 +212,7 @@ class WebConfig(BaseModel):
     tls_server_config: TLSServerConfig | None = None
     http_server_config: HTTPServerConfig = HTTPServerConfig()
     #: User name -> bcrypt hash. Empty: no authentication.
-    basic_auth_users: dict[str, BcryptHash] = Field(default_factory=dict, repr=False)
+    basic_auth_users: dict[str, BcryptHash] = Field(default_factory=dict)
     rate_limit: Any = None
 
     refuse_unsupported = field_validator("rate_limit")(classmethod(lambda cls, value, info: _refuse(value, info)))
@@ -266,6 +269,8 @@ class WebSecurity:
         self.path = path
         stamp = file_stamp(path)
         self.config = load_web_config(path)  # ConfigError: the daemon does not start
+        #: Its hashes, scrubbed from the log and pages like a target's secrets.
+        self._secrets = REGISTRY.add(Secrets(self.config))
         self._stamps, self._context = self._tls_state(stamp, self.config)
 
     @property
@@ -321,6 +326,8 @@ class WebSecurity:
             return
         changed = config != self.config
         self.config, self._stamps, self._context = config, stamps, context
+        REGISTRY.discard(self._secrets)
+        self._secrets = REGISTRY.add(Secrets(config))
         log.info(
             "web config reloaded" if changed else "TLS files reloaded", file=str(self.path), tls=context is not None
         )

@@ -1,4 +1,6 @@
-"""Config value types shared by every target kind: durations, byte sizes and secret files."""
+"""Config value types shared by every target kind: durations, byte sizes and readable files.
+
+Secrets and secret files have their own types, in exporter.core.secret."""
 
 from __future__ import annotations
 
@@ -99,14 +101,10 @@ Timeout = Annotated[
 ]
 #: Bytes, written in the config as `10MiB`, `512KB` or a plain integer.
 ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]
-#: A file that must exist and be readable when the config is loaded; read again at each use
-#: so that a rotated secret is picked up without a reload.
+#: A file that must exist and be readable when the config is loaded (a CA or a certificate), read again at
+#: each use so that a renewed one is picked up without a reload. A file whose contents are a credential is
+#: an exporter.core.secret.SecretFile.
 ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
-
-
-def read_secret(path: Path) -> str:
-    """The content of a secret file, without the trailing newline editors add."""
-    return path.read_text(encoding="utf-8").rstrip("\r\n")
 
 
 def shown(value: Any) -> str:

@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from exporter.core.events import EVENTS
+from exporter.core import events
 from exporter.core.redact import REGISTRY
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -29,7 +29,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             REGISTRY,  # every configured secret, in every form, scrubbed before anything keeps or writes the event
-            EVENTS,
+            events.record,  # into the rings of the daemon whose work logged it (exporter.core.events)
             _at_least(logging.getLevelName(level.upper())),
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info if as_json else structlog.processors.StackInfoRenderer(),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -67,7 +68,8 @@ class Lane:
         self._running = None
         if not off_loop:
             return work(*args, **kwargs)
-        future = _worker().submit(work, *args, **kwargs)
+        # In the caller's context: what the work logs reaches its daemon's event rings (exporter.core.events).
+        future = _worker().submit(contextvars.copy_context().run, work, *args, **kwargs)
         self._running = future
         try:
             return await asyncio.wrap_future(future)

@@ -1,13 +1,14 @@
-"""Keeping secrets out of what we show: URL passwords redacted, and every form of a target's secrets scrubbed.
+"""Keeping secrets out of what we show: URL passwords redacted, and every form of a config's secrets scrubbed.
 
-A target's `redacted()` config is the one place that knows which of its values are secret; the
-values it hides, and the contents of its secret files (`password_file`, `bearer_token_file`...), are
-therefore exactly the ones to scrub, whatever the kind. An upstream's error page may echo the request
-(its `Authorization: Basic <base64 of user:password>` header, the URL with its password
-percent-encoded), and what we show is HTML or JSON: so `Secrets` knows each value in every form it
-can take there, and `REGISTRY` holds the live targets' Secrets for the three places that show text:
-the log (a structlog processor, before the per-target event rings), the pages and JSON (a web
-middleware), and each poll's stored error and raw body.
+What is secret is said by the schema's types (exporter.core.secret): the values of a config's `Secret`
+fields, its `SecretURL`s' passwords and the contents of its `SecretFile`s are exactly the ones to
+scrub, whatever the kind (a URL-shaped string elsewhere, such as a label's value, is parsed for a
+password too, as a net). An
+upstream's error page may echo the request (its `Authorization: Basic <base64 of user:password>`
+header, the URL with its password percent-encoded), and what we show is HTML or JSON: so `Secrets`
+knows each value in every form it can take there, and `REGISTRY` holds the live configs' Secrets
+for the three places that show text: the log (a structlog processor, before the per-target event
+rings), the pages and JSON (a web middleware), and each poll's stored error and raw body.
 """
 
 from __future__ import annotations
@@ -15,37 +16,24 @@ from __future__ import annotations
 import base64
 import html
 import json
-import re
 import weakref
 from collections.abc import Iterable, MutableMapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
+from pydantic import BaseModel
 
-class TargetConfig(Protocol):
-    """What redaction reads of a target's config (exporter.sources.base.TargetConfig): its values, and
-    the same with its secrets hidden."""
+from exporter.core.secret import SHOWN, URL_PASSWORD, SecretFile, redact_url, secrets_in
 
-    def model_dump(self, *, mode: str) -> dict[str, Any]: ...
-
-    def redacted(self) -> dict[str, Any]: ...
-
-
-SECRET = "<secret>"
-#: `scheme://user:password@host...`: the password ends at the last `@` of the authority.
-_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):(?P<password>[^/?#]*)@")
+SECRET = SHOWN
 #: Shorter values are not scrubbed from messages: a one-letter password would garble every line.
 MIN_SCRUBBED = 4
 
 
-def redact_url(value: str) -> str:
-    """`http://user:pw@host/x` -> `http://user:<secret>@host/x`; other strings unchanged."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['head']}:{SECRET}@", value, count=1)
-
-
 def redact_urls(data: Any) -> Any:
-    """Every URL password in a config dump (strings, lists and dicts, nested) redacted."""
+    """Every URL password in a config dump (strings, lists and dicts, nested) redacted: a net under the
+    fields typed SecretURL, for URLs written where no schema expects one (a label's value)."""
     if isinstance(data, str):
         return redact_url(data)
     if isinstance(data, list):
@@ -55,26 +43,19 @@ def redact_urls(data: Any) -> Any:
     return data
 
 
-def secret_values(target: TargetConfig) -> tuple[str, ...]:
-    """The values `target.redacted()` hides (passwords, tokens, secret headers, URL passwords), longest first."""
-    found: set[str] = set()
-    _differences(target.model_dump(mode="json"), target.redacted(), found)
-    return tuple(sorted((value for value in found if len(value) >= MIN_SCRUBBED), key=len, reverse=True))
-
-
-def _differences(full: Any, shown: Any, found: set[str]) -> None:
-    if isinstance(full, dict):
-        for key, value in full.items():
-            _differences(value, shown.get(key) if isinstance(shown, dict) else None, found)
-    elif isinstance(full, list):
-        for index, value in enumerate(full):
-            _differences(value, shown[index] if isinstance(shown, list) and index < len(shown) else None, found)
-    elif isinstance(full, str) and full != shown:
-        match = _URL_PASSWORD.match(full)
-        if match and isinstance(shown, str) and redact_url(full) == shown:
+def _url_passwords(data: Any, found: set[str]) -> None:
+    """The password of every `scheme://user:password@host` in a config dump, as written and percent-decoded:
+    the same net as `redact_urls` (a SecretURL's password is found by its type, and shows redacted here)."""
+    if isinstance(data, dict):
+        for value in data.values():
+            _url_passwords(value, found)
+    elif isinstance(data, list):
+        for value in data:
+            _url_passwords(value, found)
+    elif isinstance(data, str):
+        match = URL_PASSWORD.match(data)
+        if match and match["password"] != SHOWN:  # a SecretURL's dump: its password is already hidden
             found.update({match["password"], unquote(match["password"])})
-        else:
-            found.add(full)
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -83,23 +64,6 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
         if secret in text:
             text = text.replace(secret, SECRET)
     return text
-
-
-#: Words that make a `*_file` field a secret file: its contents are scrubbed too.
-_SECRET_FILE_WORDS = ("password", "token", "secret", "key", "nkey", "cred", "auth")
-
-
-def _secret_files(data: Any, found: list[Path]) -> None:
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if isinstance(key, str) and key.endswith("_file") and isinstance(value, str):
-                if any(word in key[: -len("_file")] for word in _SECRET_FILE_WORDS):
-                    found.append(Path(value))
-            else:
-                _secret_files(value, found)
-    elif isinstance(data, list):
-        for item in data:
-            _secret_files(item, found)
 
 
 def _usernames(data: Any, found: set[str]) -> None:
@@ -143,19 +107,26 @@ def forms_of(values: Iterable[str], usernames: Iterable[str] = ()) -> tuple[str,
 
 
 class Secrets:
-    """One target's secrets in every form (see `forms_of`); the files' contents are read again when
-    they change, so a rotated password is scrubbed too."""
+    """One config's secrets (a target's, the web config's) in every form (see `forms_of`): its Secrets'
+    values, its URLs' passwords and its SecretFiles' contents, read again when they change, so that a
+    rotated password is scrubbed too."""
 
     __slots__ = ("__weakref__", "_files", "_forms", "_stamps", "_users", "_values")
 
-    def __init__(self, target: TargetConfig):
-        dumped = target.model_dump(mode="json")
-        self._values = secret_values(target)
+    def __init__(self, config: BaseModel):
+        dumped = config.model_dump(mode="json")
+        values: set[str] = set()
+        files: list[Path] = []
+        for secret in secrets_in(config):
+            if isinstance(secret, SecretFile):
+                files.append(secret.path)
+            else:
+                values.add(secret.reveal())
+        _url_passwords(dumped, values)
+        self._values = tuple(sorted(values))
         users: set[str] = set()
         _usernames(dumped, users)
         self._users = tuple(sorted(users))
-        files: list[Path] = []
-        _secret_files(dumped, files)
         self._files = tuple(files)
         self._stamps: tuple | None = None
         self._forms: tuple[str, ...] = ()
@@ -197,7 +168,8 @@ def _stamp(path: Path) -> tuple:
 
 
 class SecretRegistry:
-    """The Secrets of every live target (held weakly: a poller owns its target's), for the log and pages."""
+    """The Secrets of every live config (held weakly: a poller owns its target's, the web security its
+    file's), for the log and pages."""
 
     def __init__(self) -> None:
         self._live: weakref.WeakSet[Secrets] = weakref.WeakSet()

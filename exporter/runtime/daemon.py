@@ -14,6 +14,7 @@ from aiohttp import web
 
 from exporter.config.loader import Config, ConfigError, load_config, parse_listen
 from exporter.config.web import WebSecurity
+from exporter.core.events import TargetEvents
 from exporter.core.fields import format_duration
 from exporter.core.watch import FileWatch
 from exporter.runtime.demo import Demo
@@ -86,7 +87,9 @@ class Daemon:
         self._site: web.TCPSite | None = None
         self.store = Store()
         self.shared = Shared()
-        self.scheduler = Scheduler(self.store, self.shared)
+        #: Each target's recent log events, for its page: this daemon's own, shared with no other.
+        self.events = TargetEvents()
+        self.scheduler = Scheduler(self.store, self.shared, self.events)
         #: The listening side's connection cap and header deadline; a reload changes its limits in place.
         self.guard = Guard(config.server)
         self.collector = Collector(self.store, listener=self.guard)
@@ -143,6 +146,7 @@ class Daemon:
                 self.collector,
                 is_ready=lambda: self._started,
                 security=self.web_security,
+                events=self.events,
                 overview=self.overview,
             ),
             guard=self.guard,

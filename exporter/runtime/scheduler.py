@@ -18,7 +18,7 @@ from typing import TypeVar
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
 
-from exporter.core.events import EVENTS
+from exporter.core.events import TargetEvents
 from exporter.core.offload import OFF_LOOP_BYTES, OFF_LOOP_SAMPLES, Lane
 from exporter.core.redact import REGISTRY, Secrets
 from exporter.format.escaping import PAYLOAD_PROBLEMS
@@ -93,9 +93,19 @@ def _resolved(value: T | None, name: str) -> T:
 class TargetPoller:
     """Polls one target and publishes each outcome as a new Snapshot."""
 
-    def __init__(self, target: TargetConfig, store: Store, shared: Shared, *, remember: bool = True):
+    def __init__(
+        self,
+        target: TargetConfig,
+        store: Store,
+        shared: Shared,
+        *,
+        remember: bool = True,
+        events: TargetEvents | None = None,
+    ):
         self.target = target
         self.store = store
+        #: Where what its polls log goes for the target's page (None: wherever the caller's context says).
+        self.events = events
         self.source: Source = create_source(target, shared)
         #: This target's secrets in every form, scrubbed from its errors and raw bodies before they are
         #: stored, and (through the registry) from every log line and page.
@@ -114,6 +124,12 @@ class TargetPoller:
 
     async def poll(self, *, budget: float | None = None) -> Snapshot:
         """Poll once, with retries inside `budget` seconds (default: the interval), and publish the outcome."""
+        if self.events is None:
+            return await self._poll(budget)
+        with self.events.recording():
+            return await self._poll(budget)
+
+    async def _poll(self, budget: float | None) -> Snapshot:
         target = self.target
         interval, timeout = _resolved(target.interval, "interval"), _resolved(target.timeout, "timeout")
         budget = interval if budget is None else budget
@@ -299,9 +315,11 @@ class TargetPoller:
 class Scheduler:
     """Runs one TargetPoller task per configured target; `apply` moves from one target list to another."""
 
-    def __init__(self, store: Store, shared: Shared):
+    def __init__(self, store: Store, shared: Shared, events: TargetEvents | None = None):
         self.store = store
         self.shared = shared
+        #: Its targets' recent log events, for their pages: the daemon's own (exporter.core.events).
+        self.events = events if events is not None else TargetEvents()
         self._pollers: dict[str, tuple[TargetPoller, asyncio.Task]] = {}
         #: apply and close one at a time: a SIGTERM during a reload's apply found targets it was stopping
         self._changing = asyncio.Lock()
@@ -312,16 +330,20 @@ class Scheduler:
         async with self._changing:
             if self._closed:  # a reload that lost the race with stopping: nothing to start
                 return
-            wanted = {target.name: target for target in targets}
-            for name, (poller, _) in list(self._pollers.items()):
-                if wanted.get(name) != poller.target:
-                    await self._stop(name, forget=name not in wanted)
-            for name, target in wanted.items():
-                if name not in self._pollers:
-                    self._start(target)
+            with self.events.recording():  # and the pollers' tasks, started here, inherit it
+                await self._apply(targets)
+
+    async def _apply(self, targets: list[TargetConfig]) -> None:
+        wanted = {target.name: target for target in targets}
+        for name, (poller, _) in list(self._pollers.items()):
+            if wanted.get(name) != poller.target:
+                await self._stop(name, forget=name not in wanted)
+        for name, target in wanted.items():
+            if name not in self._pollers:
+                self._start(target)
 
     def _start(self, target: TargetConfig) -> None:
-        poller = TargetPoller(target, self.store, self.shared)
+        poller = TargetPoller(target, self.store, self.shared, events=self.events)
         task = asyncio.create_task(poller.run(), name=f"poll {target.name}")
         self._pollers[target.name] = (poller, task)
         log.debug("target started", target=target.name, type=target.type, interval=target.interval)
@@ -336,13 +358,14 @@ class Scheduler:
         log.debug("target stopped", target=name)
         if forget:
             self.store.remove(name)
-            EVENTS.forget(name)
+            self.events.forget(name)
 
     async def close(self) -> None:
         async with self._changing:
             self._closed = True
-            for name in list(self._pollers):
-                await self._stop(name, forget=False)
+            with self.events.recording():
+                for name in list(self._pollers):
+                    await self._stop(name, forget=False)
 
     @property
     def targets(self) -> list[str]:

@@ -22,7 +22,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
 from exporter.config.web import WebSecurity
-from exporter.core.events import EVENTS, Event, TargetEvents
+from exporter.core.events import Event, TargetEvents
 from exporter.core.redact import REGISTRY
 from exporter.format.escaping import PAYLOAD_PROBLEMS
 from exporter.pipeline.exposition import AheadDeflater, Body, openmetrics_parts, text_parts
@@ -54,7 +54,7 @@ def build_app(
     *,
     is_ready: Callable[[], bool],
     security: WebSecurity | None = None,
-    events: TargetEvents = EVENTS,
+    events: TargetEvents | None = None,
     overview: Overview | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[scrub_secrets])
@@ -63,7 +63,7 @@ def build_app(
     app[STORE_KEY] = store
     app[COLLECTOR_KEY] = collector
     app[READY_KEY] = is_ready
-    app[EVENTS_KEY] = events
+    app[EVENTS_KEY] = events if events is not None else TargetEvents()  # the daemon passes its own
     if security is not None:
         secure(app, security)
     app.add_routes(

@@ -22,6 +22,7 @@ import structlog
 from aiohttp import hdrs, web
 
 from exporter.config.web import WebSecurity
+from exporter.core.secret import Secret
 
 log = structlog.get_logger("exporter.serve.webauth")
 
@@ -44,10 +45,10 @@ class PasswordCheck:
         self._pending: dict[bytes, asyncio.Future[bool]] = {}
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
 
-    async def check(self, users: Mapping[str, str], user: str, password: bytes) -> bool:
+    async def check(self, users: Mapping[str, Secret], user: str, password: bytes) -> bool:
         hashed = users.get(user)
         known = hashed is not None
-        hashed_bytes = hashed.encode() if hashed is not None else _DECOY_HASH
+        hashed_bytes = hashed.reveal().encode() if hashed is not None else _DECOY_HASH
         key = hmac.digest(self._key, b"\0".join((user.encode(), hashed_bytes, password)), hashlib.sha256)
         if key in self._results:
             self._results.move_to_end(key)

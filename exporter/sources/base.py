@@ -173,10 +173,8 @@ class TargetConfig(BaseModel):
         return labels
 
     def redacted(self) -> dict[str, Any]:
-        """The target's config for display: secrets are never shown, secret files only by path.
-
-        Kinds with secret fields override this and hide them too; URL passwords are hidden here.
-        """
+        """The target's config for display: every Secret shows as `<secret>` (its JSON form, whatever the
+        kind: exporter.core.secret), a SecretFile by its path, and a URL's password as `<secret>`."""
         return redact_urls(self.model_dump(mode="json", exclude_none=True))
 
 

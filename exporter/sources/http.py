@@ -7,15 +7,17 @@ import base64
 import re
 import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from exporter import __version__
-from exporter.core.fields import ByteSize, ReadableFile, read_secret
+from exporter.core.fields import ByteSize, ReadableFile
 from exporter.core.redact import redact_url
+from exporter.core.secret import Secret, SecretFile, SecretURL
 from exporter.format.escaping import ACCEPT, body_format, shown_content_type
 from exporter.sources.base import Exposition, Payload, Shared, SourceError, TargetConfig
 
@@ -26,16 +28,43 @@ RAW_KEEP = 64 * 1024
 _SAMPLE_LINE = re.compile(rb"^[^#\s]", re.M)
 #: How long an error response's body is waited for (it is only shown, never needed).
 ERROR_BODY_WAIT = 0.5
-#: Request headers whose values are never shown: Authorization, Cookie, X-Api-Key, X-Auth-Token...
-_SECRET_HEADER_WORDS = ("auth", "cookie", "key", "token", "secret", "password", "credential", "session")
+#: Request headers whose values are credentials: Authorization, Cookie, X-Api-Key, X-Auth-Token... A header's
+#: name is the only thing that can say so (its value is any string), so this is the one list of words left:
+#: the schema makes such a header's value a Secret when the config is loaded (`Headers`), and everything
+#: else follows from that type (exporter.core.secret).
+SECRET_HEADER_WORDS = ("auth", "cookie", "key", "token", "secret", "password", "credential", "session")
+
+
+def _header_value(value: object) -> str | Secret:
+    if isinstance(value, (str, Secret)):
+        return value
+    raise PydanticCustomError("string_type", "Input should be a valid string")
+
+
+def _secret_headers(headers: dict[str, str | Secret]) -> dict[str, str | Secret]:
+    """The values of headers whose name says they are credentials, made Secrets."""
+    return {
+        name: Secret(value) if isinstance(value, str) and is_secret_header(name) else value
+        for name, value in headers.items()
+    }
+
+
+def is_secret_header(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_HEADER_WORDS)
+
+
+#: A request header's value: a Secret where the header's name says it is a credential, else text.
+HeaderValue = Annotated[str | Secret, PlainValidator(_header_value)]
+#: Request headers, as the config gives them; the credentials among them are Secrets.
+Headers = Annotated[dict[str, HeaderValue], AfterValidator(_secret_headers)]
 
 
 class BasicAuth(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     username: str
-    password: str | None = Field(default=None, repr=False)
-    password_file: ReadableFile | None = None
+    password: Secret | None = None
+    password_file: SecretFile | None = None
 
     @model_validator(mode="after")
     def _one_password(self) -> BasicAuth:
@@ -49,7 +78,7 @@ class TLSConfig(BaseModel):
 
     ca_file: ReadableFile | None = None
     cert_file: ReadableFile | None = None
-    key_file: ReadableFile | None = None
+    key_file: SecretFile | None = None
     server_name: str | None = None
     insecure_skip_verify: bool = False
 
@@ -62,7 +91,8 @@ class TLSConfig(BaseModel):
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return tuple(path for path in (self.ca_file, self.cert_file, self.key_file) if path is not None)
+        key = self.key_file.path if self.key_file is not None else None
+        return tuple(path for path in (self.ca_file, self.cert_file, key) if path is not None)
 
     def context(self) -> ssl.SSLContext:
         """A client SSLContext from these files; ValueError naming the files if they cannot be loaded."""
@@ -81,11 +111,12 @@ class TLSConfig(BaseModel):
 
 class HTTPTarget(TargetConfig):
     type: Literal["http"]
-    url: str
-    headers: dict[str, str] = Field(default_factory=dict)
+    #: Shown (pages, errors, the log) with `<secret>` for a password in it; revealed only for the request.
+    url: SecretURL
+    headers: Headers = Field(default_factory=dict)
     basic_auth: BasicAuth | None = None
-    bearer_token: str | None = Field(default=None, repr=False)
-    bearer_token_file: ReadableFile | None = None
+    bearer_token: Secret | None = None
+    bearer_token_file: SecretFile | None = None
     tls: TLSConfig | None = None
     body_size_limit: ByteSize = Field(default=16 * 1024 * 1024, gt=0, le=2**63 - 1)
     #: Most samples one poll may return; 0 means no limit (as in Prometheus).
@@ -97,10 +128,10 @@ class HTTPTarget(TargetConfig):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        url = URL(value)
+    def _http_url(cls, value: SecretURL) -> SecretURL:
+        url = URL(value.reveal())
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"expected an http:// or https:// URL with a host, got {redact_url(value)!r}")
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {str(value)!r}")
         return value
 
     @model_validator(mode="after")
@@ -111,17 +142,6 @@ class HTTPTarget(TargetConfig):
         if any(key.lower() == "authorization" for key in self.headers) and given:
             raise ValueError("an Authorization header and basic_auth/bearer_token cannot be combined")
         return self
-
-    def redacted(self) -> dict:
-        shown = super().redacted()
-        if self.bearer_token is not None:
-            shown["bearer_token"] = "<secret>"
-        if self.basic_auth is not None and self.basic_auth.password is not None:
-            shown["basic_auth"]["password"] = "<secret>"
-        for key in list(shown.get("headers", {})):
-            if any(word in key.lower() for word in _SECRET_HEADER_WORDS):
-                shown["headers"][key] = "<secret>"
-        return shown
 
 
 def _session() -> aiohttp.ClientSession:
@@ -144,20 +164,23 @@ class HTTPSource:
         self._tls: tuple[tuple[float, ...], ssl.SSLContext] | None = None
         limits = (target.label_limit, target.label_name_length_limit, target.label_value_length_limit)
         self._label_limits = limits if any(limits) else None
-        self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT, **target.headers}
+        self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
+        for name, value in target.headers.items():  # sent as configured: here is where they are meant to go
+            self._headers[name] = value.reveal() if isinstance(value, Secret) else value
 
     def _request_headers(self) -> dict[str, str]:
         """Headers for one request; credential files are read each time, so rotated secrets are used."""
         token = self.target.bearer_token
         if self.target.bearer_token_file is not None:
-            token = read_secret(self.target.bearer_token_file)
+            token = self.target.bearer_token_file.read()
         if token is not None:
-            return {**self._headers, "Authorization": f"Bearer {token}"}
+            return {**self._headers, "Authorization": f"Bearer {token.reveal()}"}
         auth = self.target.basic_auth
         if auth is not None:
             # exactly one of the two is set (BasicAuth checks)
-            password = auth.password if auth.password_file is None else read_secret(auth.password_file)
-            userpass = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
+            password = auth.password_file.read() if auth.password_file is not None else auth.password
+            assert password is not None
+            userpass = base64.b64encode(f"{auth.username}:{password.reveal()}".encode()).decode()
             return {**self._headers, "Authorization": f"Basic {userpass}"}
         return self._headers
 
@@ -173,7 +196,7 @@ class HTTPSource:
 
     async def poll(self) -> Payload:
         session = self._shared.get("http.session", _session)
-        url = self.target.url
+        url = str(self.target.url)  # as shown: its password, if any, is <secret> in every message below
         try:
             headers = self._request_headers()
         except OSError as exc:  # a credential file that vanished since the config was loaded
@@ -184,7 +207,9 @@ class HTTPSource:
             raise SourceError("tls", f"cannot load the TLS files of {url}: {exc}") from None
         server_name = self.target.tls.server_name if self.target.tls else None
         try:
-            async with session.get(url, headers=headers, ssl=ssl_context, server_hostname=server_name) as response:
+            async with session.get(
+                self.target.url.reveal(), headers=headers, ssl=ssl_context, server_hostname=server_name
+            ) as response:
                 if not 200 <= response.status < 300:
                     raise SourceError(
                         "http_status",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
 import importlib
 import queue
 import threading
@@ -168,7 +170,8 @@ class _Worker:
 
     def submit(self, job: Callable[[], T]) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((future, job))
+        # In the caller's context: what the job logs reaches its daemon's event rings (exporter.core.events).
+        self._jobs.put((future, functools.partial(contextvars.copy_context().run, job)))
         return future
 
     def stop(self) -> None:

@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from exporter.core.fields import ByteSize, Duration, ReadableFile
+from exporter.core.fields import ByteSize, Duration
+from exporter.core.redact import redact_url
+from exporter.core.secret import SecretFile
 from exporter.sources.base import TargetConfig
 from exporter.sources.http import TLSConfig
 
@@ -65,10 +67,10 @@ class NATSTarget(TargetConfig):
     request_plane: Literal["tcp", "nats"] = "tcp"
     # credentials: read from files, again at each (re)connection
     user: str | None = None
-    password_file: ReadableFile | None = None
-    token_file: ReadableFile | None = None
-    creds_file: ReadableFile | None = None
-    nkey_seed_file: ReadableFile | None = None
+    password_file: SecretFile | None = None
+    token_file: SecretFile | None = None
+    creds_file: SecretFile | None = None
+    nkey_seed_file: SecretFile | None = None
     tls: TLSConfig | None = None
     #: The largest reply read; a larger one is not decoded (`reply_too_large`, or dropped among gathered ones).
     reply_size_limit: ByteSize = Field(default=1024 * 1024, gt=0)
@@ -82,7 +84,7 @@ class NATSTarget(TargetConfig):
             url = urlsplit(server)
             if url.scheme not in _SCHEMES or not url.hostname:
                 raise ValueError(
-                    f"expected a server URL like nats://127.0.0.1:4222 (nats, tls, ws or wss), got {server!r}"
+                    f"expected a server URL like nats://127.0.0.1:4222 (nats, tls, ws or wss), got {redact_url(server)!r}"
                 )
             if url.username or url.password:
                 raise ValueError(
@@ -152,3 +154,9 @@ class NATSTarget(TargetConfig):
     @property
     def gather_seconds(self) -> float:
         return min(self.gather_window, GATHER_SHARE * (self.timeout or self.gather_window))
+
+
+def _reveal(file: SecretFile) -> str:
+    """A credential file's contents, read now (a rotated secret is used at the next connection), for the
+    server it authenticates to."""
+    return file.read().reveal()

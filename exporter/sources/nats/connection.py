@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from exporter import __version__
-from exporter.core.fields import read_secret
 from exporter.sources.base import SourceError
-from exporter.sources.nats.config import NATSTarget
+from exporter.sources.nats.config import NATSTarget, _reveal
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -276,9 +275,9 @@ class NATSConnection:
         }
         if target.user is not None and target.password_file is not None:
             options["user"] = target.user
-            options["password"] = functools.partial(read_secret, target.password_file)
+            options["password"] = functools.partial(_reveal, target.password_file)
         if target.token_file is not None:
-            options["token"] = functools.partial(read_secret, target.token_file)
+            options["token"] = functools.partial(_reveal, target.token_file)
         if target.creds_file is not None:
             options["user_credentials"] = str(target.creds_file)
         if target.nkey_seed_file is not None:

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from exporter.core.fields import read_secret
 from exporter.sources.base import SourceError
-from exporter.sources.nats.config import NATSTarget
+from exporter.sources.nats.config import NATSTarget, _reveal
 
 if TYPE_CHECKING:
     pass
@@ -54,11 +53,11 @@ def dynamo_environment(target: NATSTarget) -> dict[str, str | None]:
     env["DYN_LOG"] = os.environ.get("DYN_LOG", "warn")  # its per-request info lines would flood our log
     if target.user is not None and target.password_file is not None:
         env["NATS_AUTH_USERNAME"] = target.user
-        env["NATS_AUTH_PASSWORD"] = read_secret(target.password_file)
+        env["NATS_AUTH_PASSWORD"] = _reveal(target.password_file)
     if target.token_file is not None:
-        env["NATS_AUTH_TOKEN"] = read_secret(target.token_file)
+        env["NATS_AUTH_TOKEN"] = _reveal(target.token_file)
     if target.nkey_seed_file is not None:
-        env["NATS_AUTH_NKEY"] = read_secret(target.nkey_seed_file).strip()
+        env["NATS_AUTH_NKEY"] = _reveal(target.nkey_seed_file).strip()
     if target.creds_file is not None:
         env["NATS_AUTH_CREDENTIALS_FILE"] = str(target.creds_file)
     if target.tls is not None:
