@@ -22,7 +22,7 @@ from typing import cast
 from exporter.family import Family, shape_of
 from exporter.normalize import _LABELS, _NAME, _group_keys, _shapes
 
-__all__ = ["Conformer"]
+__all__ = ["Conformer", "values_rule"]
 
 #: The plan of a family that can never be served with its type (its structure breaks a rule).
 _BROKEN = "broken"
@@ -84,6 +84,18 @@ class _Plan:
             left, right = picked([a for a, _ in self.equal]), picked([b for _, b in self.equal])
             checks.append(lambda values: all(map(operator.eq, left(values), right(values))))
         return checks
+
+    @classmethod
+    def joined(cls, plans: list[tuple[int, _Plan]]) -> _Plan:
+        """One plan that holds where each of `plans` holds, each on the values from its offset on: the
+        rules of several families checked at once on their values laid end to end."""
+        joined = cls()
+        for offset, plan in plans:
+            for name in ("nonneg", "not_negative", "integer", "not_nan", "ones", "bools"):
+                getattr(joined, name).extend(offset + position for position in getattr(plan, name))
+            for name in ("ordered", "equal"):
+                getattr(joined, name).extend((offset + a, offset + b) for a, b in getattr(plan, name))
+        return joined
 
     def empty(self) -> bool:
         return not (
@@ -219,6 +231,15 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
     plan.integer += bucket_positions
     plan.ordered += itertools.compress(itertools.pairwise(bucket_positions), same_group)
     return True
+
+
+def values_rule(family: Family) -> _Plan | None:
+    """What decides, poll after poll, whether a family of this one's shape is served with its type: its
+    values (a _Plan, whose `holds` says), or None where its shape alone does (it always is, or never)."""
+    if family.type in ("gauge", "untyped", "unknown") or not family.samples:
+        return None
+    plan = _plan(family)
+    return plan if isinstance(plan, _Plan) else None
 
 
 class Conformer:

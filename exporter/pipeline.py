@@ -8,19 +8,23 @@ poll and is the only thing that remembers anything between polls. What a poll ma
 `Output`: immutable, with each family's text already rendered. Scrapes read it and never write
 back; nothing in here is told what scrapes do.
 
-A target's polls usually differ in their values alone: the same series, HELP and TYPE lines, new
-numbers. So the pipeline remembers one thing, the *shape* of the last poll (everything but the
-values), and what each stage made of it:
+A target's bodies usually differ in their values alone: the same lines, new numbers. So the
+pipeline remembers one thing, the *shape* of its last bodies (everything but the values, known by
+the body key, `_body_key`), once two bodies running had it, and what the stages made of it:
 
 - a `Skeleton` (exporter.skeleton) makes the families of a body of that shape from its values alone,
   with one C-speed split of the body and a float per sample instead of a parse;
-- a `Template` (exporter.template) makes the served families, rendered, from their values alone.
+- a `Steady` (exporter.steady) makes the served output of such a body from its values alone, with
+  no families at all: the unifier's arithmetic compiled, conform's rules on the values, a template.
 
-Unify and conform run on every poll: they compute values (sums, ratios, unit changes) and decide
-on values (a histogram whose counts go down is served untyped), which no template could keep. A
-poll of another shape takes the long way through every stage, and becomes the shape remembered
-when the next poll has it too (so a target whose series change on every poll never pays for one).
-Everything remembered is the size of one poll of this target.
+That is the fast path, and `run` reads as it goes: split the body, and if its key is the shape's,
+`Steady.fill` its values. Every other poll takes the long way through every stage, which is the
+reference: a Steady is made from a long-way poll, checked against it, and gives way to it on any
+poll whose values would take another decision (a histogram count that is not whole, a family
+served untyped). Everything remembered is the size of one poll of this target.
+
+Sources that hand over families (NATS, NVML) take the long way with a template of the families'
+shapes instead (`_serve`): no body, no key.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from exporter.parse import ParseError, ParseResult, parse
 from exporter.relabel import Relabeler
 from exporter.skeleton import PLAIN_SAMPLE, Skeleton
 from exporter.sources.base import Exposition, Payload, SourceError, TargetConfig
+from exporter.steady import LongWay, Steady
 from exporter.template import Template, values_of
 from exporter.unify import Unifier
 
@@ -66,8 +71,27 @@ class Output:
         return sum(len(family.samples) for family in self.families)
 
 
+class _Shape:
+    """The shape of a target's last bodies (their key), and what the stages made of it."""
+
+    __slots__ = ("key", "misses", "skeleton", "steady", "tried")
+
+    def __init__(self, skeleton: Skeleton):
+        self.key = skeleton.key
+        self.skeleton = skeleton
+        self.steady: Steady | None = None
+        #: whether a Steady was tried for this shape; polls running that its Steady gave back to the long way
+        self.tried = False
+        self.misses = 0
+
+    def wants_steady(self) -> bool:
+        """Whether to make (again) this shape's Steady from this poll: first after the skeleton, and
+        again when the last one gave two polls running to the long way (its values took another turn)."""
+        return not self.tried or self.misses >= 2
+
+
 class Pipeline:
-    """One target's stages, and the shape of its last poll (see the module's docstring)."""
+    """One target's stages, and the shape of its last bodies (see the module's docstring)."""
 
     def __init__(self, target: TargetConfig, *, remember: bool = True):
         self.target = target
@@ -77,10 +101,11 @@ class Pipeline:
         #: Families strict OpenMetrics readers would reject -> untyped ones (exporter.conform).
         self.conform = Conformer()
         self.relabel = Relabeler(target.metric_relabel_configs)
-        #: The shape key of the last body read the long way (a skeleton is made when the next one has it).
+        #: The key of the last body read the long way (a shape is kept when the next one has it).
         self._last_key: tuple | None = None
-        self._skeleton: Skeleton | None = None
-        #: The shapes of the last families served the long way, and the template made of them.
+        self._shape: _Shape | None = None
+        #: Families handed over by a source: the shapes of the last ones served the long way, and the
+        #: template made of them.
         self._last_shapes: tuple | None = None
         self._template: Template | None = None
         self._failed = False
@@ -88,25 +113,66 @@ class Pipeline:
     def run(self, families: list[Family] | None = None, exposition: Exposition | None = None) -> Output:
         """One poll: a source's families, or its exposition body, to what is served. Raises SourceError
         for a body that cannot be read or is over a limit; nothing about that body is remembered."""
+        if exposition is None:
+            return _output(self._through(families or [], self._serve))
+        split = _split(exposition) if self.remember else None
+        shape = self._shape
+        if split is not None and shape is not None and shape.key == split[1] and shape.steady is not None:
+            values = _values(split[0])
+            served = None if values is None else shape.steady.fill(values)
+            if served is not None:  # the fast path
+                shape.misses = 0
+                return self._steady_output(shape, shape.steady, served, values)
+            shape.misses += 1
+        try:
+            result = self._read(exposition, split)
+        except ParseError as exc:
+            raise _unreadable(exposition, exc) from None
+        # A body the split cannot read (exemplars) is served as a source's families are.
+        way = self._through(result.families, self._long_way if split is not None else self._serve, result)
+        shape = self._shape
+        if split is not None and shape is not None and shape.key == split[1] and shape.wants_steady():
+            self._make_steady(shape, split[0], way)
+        return _output(way)
+
+    def _steady_output(self, shape: _Shape, steady: Steady, served: tuple, values: list[float] | None) -> Output:
+        skeleton = shape.skeleton
+        reading = steady.reading
+        if reading is not None and values is not None:  # what `explain` reads, made only if it does
+            reading = self.unifier.reading_later(reading, lambda: skeleton.families_of(values).families)
+        return Output(served, dict(steady.dropped), dict(steady.problems), steady.profile, reading)
+
+    def _make_steady(self, shape: _Shape, parts: list[bytes], way: LongWay) -> None:
+        shape.tried, shape.misses = True, 0
+        values = _values(parts)
+        shape.steady = None
+        if values is None:
+            return
+        try:
+            shape.steady = Steady.of(values, shape.skeleton, self.unifier, self._stages, way)
+        except Exception:  # a bug here must cost speed, never a poll
+            if not self._failed:
+                self._failed = True
+                log.exception(
+                    "could not make this shape's fast path; its polls take the long way", target=self.target.name
+                )
+
+    def _through(self, families: list[Family], serve, result: ParseResult | None = None) -> LongWay:
+        """The long way: each stage on the last one's families."""
         dropped: dict[str, int] = {}
         problems: dict[str, int] = {}
-        if exposition is not None:
-            try:
-                read = self.read_body(exposition)
-            except ParseError as exc:
-                raise _unreadable(exposition, exc) from None
-            families = read.families
-            problems = dict(read.problems)
-            if read.truncated_lines:
-                dropped["truncated_line"] = read.truncated_lines
-        unified = self.unifier.apply(families or [])
+        if result is not None:
+            problems = dict(result.problems)
+            if result.truncated_lines:
+                dropped["truncated_line"] = result.truncated_lines
+        unified = self.unifier.apply(families)
         conformed, untyped = self.conform(unified.families)
-        normalized = self._serve(conformed)
+        served = serve(conformed)
         if untyped:
             dropped["served_untyped"] = untyped
-        for reason, count in normalized.dropped.items():
+        for reason, count in served.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + count
-        return Output(normalized.families, dropped, problems, unified.profile, unified.reading)
+        return LongWay(unified, conformed, served, dropped, problems)
 
     # -- body -> families ---------------------------------------------------------------------------
 
@@ -114,15 +180,14 @@ class Pipeline:
         """The families of a body: made from the skeleton when the body has its shape, else parsed (and
         a skeleton made when the next body has this one's shape). ParseError or SourceError (a limit)
         when it cannot be read; then nothing is remembered of it."""
-        data = exposition.data
+        return self._read(exposition, _split(exposition) if self.remember else None)
+
+    def _read(self, exposition: Exposition, split: tuple[list[bytes], tuple] | None) -> ParseResult:
         if not self.remember:
             return read(exposition)
-        # Exemplars put a second value on a line, which the split would read as the line's own.
-        parts = None if b"# {" in data else PLAIN_SAMPLE.split(b"\n" + data)
-        key = _body_key(exposition, parts) if parts is not None else None
-        skeleton = self._skeleton
-        if skeleton is not None and parts is not None and key is not None and skeleton.key == key:
-            again = skeleton.again(parts)
+        shape = self._shape
+        if shape is not None and split is not None and shape.key == split[1]:
+            again = shape.skeleton.again(split[0])
             if again is not None:
                 return again
         order: list[Sample | None] = []
@@ -133,21 +198,21 @@ class Pipeline:
             raise
         for family in result.families:  # the shapes a skeleton will hand out, for every poll alike
             family.shape = shape_of(family)
-        if key is None:
+        if split is None:
             self._forget_body()
-        elif key == self._last_key:
+        elif split[1] == self._last_key:
             # The second body of this shape running: worth a skeleton, made from this parse (which
             # must have read exactly the lines the split found, or there is none).
-            assert parts is not None  # `key` is made from them
-            self._skeleton = Skeleton.of(key, parts, order, result)
+            skeleton = Skeleton.of(split[1], split[0], order, result)
+            self._shape = _Shape(skeleton) if skeleton is not None else None
             self._last_key = None
         else:
-            self._skeleton = None
-            self._last_key = key
+            self._shape = None
+            self._last_key = split[1]
         return result
 
     def _forget_body(self) -> None:
-        self._skeleton = None
+        self._shape = None
         self._last_key = None
 
     # -- families -> served -------------------------------------------------------------------------
@@ -162,8 +227,8 @@ class Pipeline:
         return Normalized(prerender(normalized.families), normalized.dropped)
 
     def _serve(self, families: list[Family]) -> Normalized:
-        """Served through the template when the families have its shapes, else the long way (and that
-        poll's shapes become the next template's, when the next poll has them too)."""
+        """Families a source handed over: served through the template when they have its shapes, else
+        the long way (and that poll's shapes become the next template's, when the next poll has them too)."""
         if not self.remember:
             return self._long_way(families)
         template = self._template
@@ -185,6 +250,28 @@ class Pipeline:
                     "could not remember this poll's output; its polls take the long way", target=self.target.name
                 )
         return normalized
+
+
+def _output(way: LongWay) -> Output:
+    return Output(way.served.families, way.dropped, way.problems, way.unified.profile, way.unified.reading)
+
+
+def _split(exposition: Exposition) -> tuple[list[bytes], tuple] | None:
+    """A body split on its sample lines (exporter.skeleton.PLAIN_SAMPLE), and its key; None for a body
+    with exemplars, which put a second value on a line that the split would read as the line's own."""
+    data = exposition.data
+    if b"# {" in data:
+        return None
+    parts = PLAIN_SAMPLE.split(b"\n" + data)
+    return parts, _body_key(exposition, parts)
+
+
+def _values(parts: list[bytes]) -> list[float] | None:
+    """The sample values of a split body, in order; None when one is not a number (the parser says where)."""
+    try:
+        return list(map(float, parts[2::3]))
+    except ValueError:
+        return None
 
 
 def read(exposition: Exposition, order: list[Sample | None] | None = None) -> ParseResult:
