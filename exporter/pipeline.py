@@ -23,8 +23,10 @@ reference: a Steady is made from a long-way poll, checked against it, and gives 
 poll whose values would take another decision (a histogram count that is not whole, a family
 served untyped). Everything remembered is the size of one poll of this target.
 
-Sources that hand over families (NATS, NVML) take the long way with a template of the families'
-shapes instead (`_serve`): no body, no key.
+What has no Steady takes the long way with a template of its families' shapes instead (`_serve`):
+the families sources hand over (NATS, NVML: no body, no key), bodies with exemplars (which the split
+cannot read), and shapes a Steady could not be made for (a 100k-sample body's unified arithmetic is
+more than exporter.traced compiles).
 """
 
 from __future__ import annotations
@@ -128,12 +130,20 @@ class Pipeline:
             result = self._read(exposition, split)
         except ParseError as exc:
             raise _unreadable(exposition, exc) from None
-        # A body the split cannot read (exemplars) is served as a source's families are.
-        way = self._through(result.families, self._long_way if split is not None else self._serve, result)
+        way = self._through(result.families, self._long_way if self._steady_ahead(split) else self._serve, result)
         shape = self._shape
         if split is not None and shape is not None and shape.key == split[1] and shape.wants_steady():
             self._make_steady(shape, split[0], way)
         return _output(way)
+
+    def _steady_ahead(self, split: tuple[list[bytes], tuple] | None) -> bool:
+        """Whether a body's shape has (or may get) a Steady. Without one (a body with exemplars, which the
+        split cannot read; a shape whose Steady could not be made), the long way serves the families as
+        a source's are: through a template of their shapes, when the last poll had them too."""
+        shape = self._shape
+        if split is None:
+            return False
+        return shape is None or shape.key != split[1] or shape.steady is not None or not shape.tried
 
     def _steady_output(self, shape: _Shape, steady: Steady, served: tuple, values: list[float] | None) -> Output:
         skeleton = shape.skeleton

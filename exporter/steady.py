@@ -33,7 +33,7 @@ from exporter.family import Family
 from exporter.normalize import Normalized, SeriesFamily
 from exporter.skeleton import Skeleton
 from exporter.template import Template
-from exporter.traced import Trace
+from exporter.traced import Trace, TraceError
 from exporter.unify import Reading, Unified, Unifier
 
 __all__ = ["LongWay", "Steady"]
@@ -94,7 +94,10 @@ class Steady:
         something a Steady cannot do again (then this shape's polls take the long way)."""
         unified = way.unified.families
         trace = Trace()
-        traced = unifier.apply(skeleton.families_of(trace.inputs(values)).families)
+        try:
+            traced = unifier.apply(skeleton.families_of(trace.inputs(values)).families)
+        except TraceError:  # an operation a trace cannot replay, or too many of them
+            return None
         if traced.profile != way.unified.profile or _structure(traced.families) != _structure(unified):
             return None
         replay = trace.compile([sample.value for family in traced.families for sample in family.samples])

@@ -179,3 +179,21 @@ def test_a_fast_polls_reading_is_worked_out_only_when_explain_asks():
     expected = Pipeline(target, remember=False).run(exposition=Exposition(with_values_moved(body, 2)))
     assert explain_reading(target, out.reading) == explain_reading(target, expected.reading)
     assert out.reading.index._later is None
+
+
+def test_a_shape_without_a_fast_path_is_served_through_a_template_of_its_families(monkeypatch):
+    """A body whose unified arithmetic is more than a trace compiles (a 100k-sample body's) gets no
+    Steady: its polls take the long way, with a template of its families' shapes, as before."""
+    import exporter.traced
+
+    monkeypatch.setattr(exporter.traced, "MOST_STEPS", 5)
+    body = simulated("vllm")
+    target = target_with()
+    pipeline = Pipeline(target)
+    for step in range(4):
+        out = pipeline.run(exposition=Exposition(with_values_moved(body, step)))
+    shape = pipeline._shape
+    assert shape is not None and shape.tried and shape.steady is None
+    assert pipeline._template is not None
+    expected = Pipeline(target, remember=False).run(exposition=Exposition(with_values_moved(body, 3)))
+    assert served(out, target) == served(expected, target)
