@@ -17,8 +17,8 @@ the body key, `_body_key`), once two bodies running had it, and what the stages 
 - a `Steady` (exporter.steady) makes the served output of such a body from its values alone, with
   no families at all: the unifier's arithmetic compiled, conform's rules on the values, a template.
 
-That is the fast path, and `run` reads as it goes: split the body, and if its key is the shape's,
-`Steady.fill` its values. Every other poll takes the long way through every stage, which is the
+That is the fast path, and `run` reads as it goes: split the body, and if it fits the shape (the same
+text but for its values), `Steady.fill` its values. Every other poll takes the long way through every stage, which is the
 reference: a Steady is made from a long-way poll, checked against it, and gives way to it on any
 poll whose values would take another decision (a histogram count that is not whole, a family
 served untyped). Everything remembered is the size of one poll of this target.
@@ -32,6 +32,7 @@ more than exporter.traced compiles).
 from __future__ import annotations
 
 import hashlib
+import re
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,18 +74,65 @@ class Output:
         return sum(len(family.samples) for family in self.families)
 
 
+class _Body:
+    """A body split on its sample lines (exporter.skeleton.PLAIN_SAMPLE): [text before the first one, its
+    series, its value, text up to the next one, ...]."""
+
+    __slots__ = ("_key", "exposition", "parts")
+
+    def __init__(self, exposition: Exposition):
+        self.exposition = exposition
+        self.parts = PLAIN_SAMPLE.split(b"\n" + exposition.data)
+        self._key: tuple | None = None
+
+    def readable(self) -> bool:
+        """Whether the split read the body's sample lines as the parser would (if it read them): not where
+        an exemplar puts a second value on a line, which the split would read as the line's own."""
+        return _EXEMPLAR.search(self.exposition.data) is None
+
+    @property
+    def key(self) -> tuple:
+        """Its shape, in a few bytes (`_body_key`)."""
+        if self._key is None:
+            self._key = _body_key(self.exposition, self.parts)
+        return self._key
+
+    def values(self) -> list[float] | None:
+        """Its sample values, in order; None when one is not a number (the parser then says where)."""
+        try:
+            return list(map(float, self.parts[2::3]))
+        except ValueError:
+            return None
+
+
 class _Shape:
-    """The shape of a target's last bodies (their key), and what the stages made of it."""
+    """The shape of a target's last bodies, and what the stages made of it."""
 
-    __slots__ = ("key", "misses", "skeleton", "steady", "tried")
+    __slots__ = ("between", "format", "key", "misses", "series", "skeleton", "steady", "tried")
 
-    def __init__(self, skeleton: Skeleton):
-        self.key = skeleton.key
+    def __init__(self, body: _Body, skeleton: Skeleton):
+        self.key = body.key
+        #: What the key is a digest of, kept to compare a steady body with (which then needs no digest):
+        #: the text between sample lines and their series, as the bodies of this shape have them.
+        self.between, self.series = body.parts[0::3], body.parts[1::3]
+        self.format = (body.exposition.openmetrics, body.exposition.escaping)
         self.skeleton = skeleton
         self.steady: Steady | None = None
         #: whether a Steady was tried for this shape; polls running that its Steady gave back to the long way
         self.tried = False
         self.misses = 0
+
+    def fits(self, body: _Body | None) -> bool:
+        """Whether a body has this shape: the same text but for its values (so the same key)."""
+        if body is None:
+            return False
+        parts, exposition = body.parts, body.exposition
+        return (
+            len(parts) == 3 * len(self.series) + 1
+            and (exposition.openmetrics, exposition.escaping) == self.format
+            and parts[1::3] == self.series
+            and parts[0::3] == self.between
+        )
 
     def wants_steady(self) -> bool:
         """Whether to make (again) this shape's Steady from this poll: first after the skeleton, and
@@ -117,33 +165,37 @@ class Pipeline:
         for a body that cannot be read or is over a limit; nothing about that body is remembered."""
         if exposition is None:
             return _output(self._through(families or [], self._serve))
-        split = _split(exposition) if self.remember else None
+        body = _Body(exposition) if self.remember else None
         shape = self._shape
-        if split is not None and shape is not None and shape.key == split[1] and shape.steady is not None:
-            values = _values(split[0])
+        if shape is not None and shape.steady is not None and shape.fits(body):
+            # (a body that fits its shape has no exemplar: its text but for its values is the shape's)
+            assert body is not None  # it fits
+            values = body.values()
             served = None if values is None else shape.steady.fill(values)
             if served is not None:  # the fast path
                 shape.misses = 0
                 return self._steady_output(shape, shape.steady, served, values)
             shape.misses += 1
+        if body is not None and not body.readable():
+            body = None
         try:
-            result = self._read(exposition, split)
+            result = self._read(exposition, body)
         except ParseError as exc:
             raise _unreadable(exposition, exc) from None
-        way = self._through(result.families, self._long_way if self._steady_ahead(split) else self._serve, result)
+        way = self._through(result.families, self._long_way if self._steady_ahead(body) else self._serve, result)
         shape = self._shape
-        if split is not None and shape is not None and shape.key == split[1] and shape.wants_steady():
-            self._make_steady(shape, split[0], way)
+        if body is not None and shape is not None and shape.wants_steady() and shape.fits(body):
+            self._make_steady(shape, body, way)
         return _output(way)
 
-    def _steady_ahead(self, split: tuple[list[bytes], tuple] | None) -> bool:
+    def _steady_ahead(self, body: _Body | None) -> bool:
         """Whether a body's shape has (or may get) a Steady. Without one (a body with exemplars, which the
         split cannot read; a shape whose Steady could not be made), the long way serves the families as
         a source's are: through a template of their shapes, when the last poll had them too."""
         shape = self._shape
-        if split is None:
+        if body is None:
             return False
-        return shape is None or shape.key != split[1] or shape.steady is not None or not shape.tried
+        return shape is None or shape.steady is not None or not shape.tried or not shape.fits(body)
 
     def _steady_output(self, shape: _Shape, steady: Steady, served: tuple, values: list[float] | None) -> Output:
         skeleton = shape.skeleton
@@ -152,9 +204,9 @@ class Pipeline:
             reading = self.unifier.reading_later(reading, lambda: skeleton.families_of(values).families)
         return Output(served, dict(steady.dropped), dict(steady.problems), steady.profile, reading)
 
-    def _make_steady(self, shape: _Shape, parts: list[bytes], way: LongWay) -> None:
+    def _make_steady(self, shape: _Shape, body: _Body, way: LongWay) -> None:
         shape.tried, shape.misses = True, 0
-        values = _values(parts)
+        values = body.values()
         shape.steady = None
         if values is None:
             return
@@ -192,12 +244,12 @@ class Pipeline:
         when it cannot be read; then nothing is remembered of it."""
         return self._read(exposition, _split(exposition) if self.remember else None)
 
-    def _read(self, exposition: Exposition, split: tuple[list[bytes], tuple] | None) -> ParseResult:
+    def _read(self, exposition: Exposition, body: _Body | None) -> ParseResult:
         if not self.remember:
             return read(exposition)
         shape = self._shape
-        if shape is not None and split is not None and shape.key == split[1]:
-            again = shape.skeleton.again(split[0])
+        if shape is not None and body is not None and shape.fits(body):
+            again = shape.skeleton.again(body.parts)
             if again is not None:
                 return again
         order: list[Sample | None] = []
@@ -208,17 +260,17 @@ class Pipeline:
             raise
         for family in result.families:  # the shapes a skeleton will hand out, for every poll alike
             family.shape = shape_of(family)
-        if split is None:
+        if body is None:
             self._forget_body()
-        elif split[1] == self._last_key:
+        elif body.key == self._last_key:
             # The second body of this shape running: worth a skeleton, made from this parse (which
             # must have read exactly the lines the split found, or there is none).
-            skeleton = Skeleton.of(split[1], split[0], order, result)
-            self._shape = _Shape(skeleton) if skeleton is not None else None
+            skeleton = Skeleton.of(body.key, body.parts, order, result)
+            self._shape = _Shape(body, skeleton) if skeleton is not None else None
             self._last_key = None
         else:
             self._shape = None
-            self._last_key = split[1]
+            self._last_key = body.key
         return result
 
     def _forget_body(self) -> None:
@@ -266,22 +318,15 @@ def _output(way: LongWay) -> Output:
     return Output(way.served.families, way.dropped, way.problems, way.unified.profile, way.unified.reading)
 
 
-def _split(exposition: Exposition) -> tuple[list[bytes], tuple] | None:
-    """A body split on its sample lines (exporter.skeleton.PLAIN_SAMPLE), and its key; None for a body
-    with exemplars, which put a second value on a line that the split would read as the line's own."""
-    data = exposition.data
-    if b"# {" in data:
-        return None
-    parts = PLAIN_SAMPLE.split(b"\n" + data)
-    return parts, _body_key(exposition, parts)
+def _split(exposition: Exposition) -> _Body | None:
+    """A body split on its sample lines; None for a body with exemplars, which put a second value on a
+    line that the split would read as the line's own."""
+    body = _Body(exposition)
+    return body if body.readable() else None
 
 
-def _values(parts: list[bytes]) -> list[float] | None:
-    """The sample values of a split body, in order; None when one is not a number (the parser says where)."""
-    try:
-        return list(map(float, parts[2::3]))
-    except ValueError:
-        return None
+#: Where an exemplar starts (a regular expression finds it faster than `in`, whose last byte is common).
+_EXEMPLAR = re.compile(rb"# \{")
 
 
 def read(exposition: Exposition, order: list[Sample | None] | None = None) -> ParseResult:

@@ -135,11 +135,9 @@ class Steady:
         a decision the long way takes on values would come out otherwise (take the long way)."""
         try:
             unified = self._replay(values)
-        except ArithmeticError:  # the long way meets it too, and says so
-            return None
-        if unified is None:
-            return None
-        if self._kept is not None and not self._kept(unified):
+            if unified is None or (self._kept is not None and not self._kept(unified)):
+                return None
+        except (ArithmeticError, TypeError):  # the long way meets the one, and does not need the other
             return None
         for first, end, holds in self._broken:
             if holds(unified[first:end]):
