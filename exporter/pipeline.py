@@ -118,9 +118,9 @@ class _Shape:
         self.tried = False
         self.misses = 0
 
-    def fits(self, body: _Body | None) -> bool:
+    def fits(self, body: _Body) -> bool:
         """Whether a body has this shape: the same text but for its values (its key is this shape's)."""
-        return body is not None and body.key == self.key
+        return body.key == self.key
 
     def wants_steady(self) -> bool:
         """Whether to make (again) this shape's Steady from this poll: first after the skeleton, and
@@ -155,15 +155,15 @@ class Pipeline:
             return _output(self._through(families or [], self._serve))
         body = _Body(exposition) if self.remember else None
         shape = self._shape
-        if shape is not None and shape.steady is not None and shape.fits(body):
-            # (a body that fits its shape has no exemplar: its text but for its values is the shape's body's)
-            assert body is not None  # it fits
+        # The fast path. (A body that fits its shape has no exemplar: its text but for its values is the
+        # text of the body the shape was made of, which had none.)
+        if body is not None and shape is not None and shape.steady is not None and shape.fits(body):
             values = body.values()
             served = None if values is None else shape.steady.fill(values)
-            if served is not None:  # the fast path
+            if served is not None and values is not None:
                 shape.misses = 0
                 return self._steady_output(shape, shape.steady, served, values)
-            shape.misses += 1
+            shape.misses += 1  # a decision on values came out otherwise: the long way, for this poll
         if body is not None and not body.readable():
             body = None
         try:
@@ -185,10 +185,10 @@ class Pipeline:
             return False
         return shape is None or shape.steady is not None or not shape.tried or not shape.fits(body)
 
-    def _steady_output(self, shape: _Shape, steady: Steady, served: tuple, values: list[float] | None) -> Output:
+    def _steady_output(self, shape: _Shape, steady: Steady, served: tuple, values: list[float]) -> Output:
         skeleton = shape.skeleton
         reading = steady.reading
-        if reading is not None and values is not None:  # what `explain` reads, made only if it does
+        if reading is not None:  # what `explain` reads, made only if it does
             reading = self.unifier.reading_later(reading, lambda: skeleton.families_of(values).families)
         return Output(served, dict(steady.dropped), dict(steady.problems), steady.profile, reading)
 

@@ -76,7 +76,7 @@ class Steady:
         self._conformed = conformed
         self._template = template
         #: what the poll it was made of dropped and found: the same for every poll it serves
-        self.dropped, self.problems = way.dropped, way.problems
+        self.dropped, self.problems = dict(way.dropped), dict(way.problems)
         self.profile = way.unified.profile
         self.reading: Reading | None = way.unified.reading
 
