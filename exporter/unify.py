@@ -4,6 +4,11 @@ Unified series carry `backend` (the profile's name) and `model`, plus `outcome` 
 other upstream labels (engine, rank, version) are folded away: counts add up, the KV-cache ratio takes
 the fullest. They are computed from the families as parsed, before names are sanitized, so profiles can
 name upstream metrics as the backends spell them.
+
+A steady poll does not run this module: the pipeline runs it once on traced values (exporter.traced)
+and replays the arithmetic it did on each poll's values (exporter.steady). So its arithmetic on values
+sticks to what a trace replays (+, -, *, /, comparisons, `is_integer`, and `larger` for `max`); anything
+else on a value makes a trace give up (the shape's polls then take the long way), never go wrong.
 """
 
 from __future__ import annotations
