@@ -330,7 +330,8 @@ class BodyReader:
     @property
     def skeleton(self):
         """The shape it reads from values alone, if any."""
-        return self.pipeline._skeleton
+        shape = self.pipeline._shape
+        return None if shape is None else shape.skeleton
 
 
 def published(store: Store, name: str) -> Snapshot:

@@ -15,6 +15,7 @@ from support import simulated, with_values_moved
 from exporter.config.loader import parse_config
 from exporter.pipeline.exposition import chunks
 from exporter.pipeline.skeleton import Skeleton
+from exporter.pipeline.steady import Steady
 from exporter.pipeline.target import Output, Pipeline
 from exporter.pipeline.template import Template
 from exporter.runtime.scheduler import TargetPoller
@@ -39,13 +40,18 @@ async def test_what_a_target_remembers_goes_with_its_poller(upstream):
         poller = TargetPoller(config.targets[0], Store(), shared)
         for _ in range(3):
             assert (await poller.poll()).up
-        assert poller.pipeline._skeleton is not None and poller.pipeline._template is not None
+        shape = poller.pipeline._shape
+        assert shape is not None and shape.steady is not None
+        # (by id: what other tests' outputs still hold, a fast poll's reading its skeleton, is theirs)
+        remembered = {id(shape.skeleton), id(shape.steady), id(shape.steady._template)}
+        del shape
         pipeline = weakref.ref(poller.pipeline)
         await poller.close()
         del poller
         gc.collect()
         assert pipeline() is None
-        assert not [thing for thing in gc.get_objects() if isinstance(thing, Skeleton | Template)]
+        kinds = Skeleton | Steady | Template
+        assert not [thing for thing in gc.get_objects() if isinstance(thing, kinds) and id(thing) in remembered]
     finally:
         await shared.close()
 
@@ -55,7 +61,7 @@ def test_two_targets_share_nothing_they_remember():
     one, other = Pipeline(target()), Pipeline(target())
     for step in range(3):
         one.run(exposition=Exposition(with_values_moved(body, step)))
-    assert one._skeleton is not None and other._skeleton is None and other._template is None
+    assert one._shape is not None and other._shape is None and other._template is None
     served = other.run(exposition=Exposition(with_values_moved(body, 7)))
     expected = Pipeline(target()).run(exposition=Exposition(with_values_moved(body, 7)))
     assert texts(served) == texts(expected)
@@ -77,12 +83,12 @@ def test_a_body_that_fails_leaves_nothing_remembered_and_the_next_good_one_is_re
     pipeline = Pipeline(target())
     for step in range(3):
         pipeline.run(exposition=Exposition(with_values_moved(body, step)))
-    assert pipeline._skeleton is not None
+    assert pipeline._shape is not None
     broken = body.replace(b"\n", b"\n{{{ not a sample\n", 1)
     with pytest.raises(Exception) as failed:
         pipeline.run(exposition=Exposition(broken, where="http://upstream/metrics"))
     assert getattr(failed.value, "reason", None) == "parse"
-    assert pipeline._skeleton is None
+    assert pipeline._shape is None
     again = pipeline.run(exposition=Exposition(with_values_moved(body, 5)))
     fresh = Pipeline(target()).run(exposition=Exposition(with_values_moved(body, 5)))
     assert texts(again) == texts(fresh)
@@ -93,7 +99,7 @@ def test_a_target_polled_once_remembers_nothing_and_serves_what_a_remembering_on
     once = Pipeline(target(), remember=False)
     served = once.run(exposition=Exposition(body))
     again = once.run(exposition=Exposition(body))
-    assert once._skeleton is None and once._template is None and once._last_key is None and once._last_shapes is None
+    assert once._shape is None and once._template is None and once._last_key is None and once._last_shapes is None
     expected = Pipeline(target()).run(exposition=Exposition(body))
     assert texts(served) == texts(expected)
     assert texts(again) == texts(expected)

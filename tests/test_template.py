@@ -98,9 +98,9 @@ async def test_a_poll_with_new_values_is_served_as_a_first_poll_of_that_body_wou
             body.body = with_values_moved(original, step)
             reused = await steady.poll()
         assert reused.up, reused.last_error
-        # Every payload takes the shortcuts: the reader kept its shape, and the poller a template.
-        assert steady.pipeline._skeleton is not None
-        assert steady.pipeline._template is not None
+        # Every payload takes the fast path: a Steady of its shape (or, with exemplars, a template of its families').
+        shape = steady.pipeline._shape
+        assert (shape is not None and shape.steady is not None) or steady.pipeline._template is not None
         fresh, fresh_shared = poller_for(body.url, CONFIGS[config])
         try:
             first = await fresh.poll()

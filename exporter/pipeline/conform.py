@@ -22,7 +22,7 @@ from typing import cast
 from exporter.core.family import Family, shape_of
 from exporter.pipeline.normalize import _LABELS, _NAME, _group_keys, _shapes
 
-__all__ = ["Conformer"]
+__all__ = ["Conformer", "values_rule"]
 
 #: The plan of a family that can never be served with its type (its structure breaks a rule).
 _BROKEN = "broken"
@@ -31,7 +31,18 @@ _BROKEN = "broken"
 class _Plan:
     """Positions of a family's samples (in its sample order) and what each poll's values must satisfy."""
 
-    __slots__ = ("_checks", "bools", "equal", "integer", "nonneg", "not_nan", "not_negative", "ones", "ordered")
+    __slots__ = (
+        "_checks",
+        "bools",
+        "equal",
+        "floats",
+        "integer",
+        "nonneg",
+        "not_nan",
+        "not_negative",
+        "ones",
+        "ordered",
+    )
 
     def __init__(self) -> None:
         self.nonneg: list[int] = []  # >= 0, NaN excluded
@@ -43,6 +54,8 @@ class _Plan:
         self.ordered: list[tuple[int, int]] = []  # value at the first <= value at the second
         self.equal: list[tuple[int, int]] = []
         self._checks: list | None = None
+        #: whether every value checked is a float (not an int: a source's families may have those)
+        self.floats = False
 
     def holds(self, values: list[float]) -> bool:
         """Whether this poll's values keep every rule: each check picks its values with an itemgetter and
@@ -61,11 +74,14 @@ class _Plan:
 
         if self.nonneg:
             get = picked(self.nonneg)
-            checks.append(lambda values: all(map(_ZERO.__le__, get(values))))
+            checks.append(lambda values: all(map(operator.ge, get(values), _ZEROS)))
         if self.not_negative:
             get_nn = picked(self.not_negative)
-            checks.append(lambda values: not any(map(_ZERO.__gt__, get_nn(values))))
-        if self.integer:  # v % 1 is 0.0 for whole numbers, NaN for NaN and the infinities
+            checks.append(lambda values: not any(map(operator.lt, get_nn(values), _ZEROS)))
+        if self.integer and self.floats:  # quicker, but for floats alone (a TypeError for an int)
+            get_whole = picked(self.integer)
+            checks.append(lambda values: all(map(_IS_INTEGER, get_whole(values))))
+        elif self.integer:  # v % 1 is 0.0 for whole numbers, NaN for NaN and the infinities
             get_int = picked(self.integer)
             checks.append(lambda values: all(map(_ZERO.__eq__, map(operator.mod, get_int(values), _ONES))))
         if self.not_nan:
@@ -85,6 +101,19 @@ class _Plan:
             checks.append(lambda values: all(map(operator.eq, left(values), right(values))))
         return checks
 
+    @classmethod
+    def joined(cls, plans: list[tuple[int, _Plan]]) -> _Plan:
+        """One plan that holds where each of `plans` holds, each on the values from its offset on: the
+        rules of several families checked at once on their values laid end to end, which must be floats."""
+        joined = cls()
+        joined.floats = True
+        for offset, plan in plans:
+            for name in ("nonneg", "not_negative", "integer", "not_nan", "ones", "bools"):
+                getattr(joined, name).extend(offset + position for position in getattr(plan, name))
+            for name in ("ordered", "equal"):
+                getattr(joined, name).extend((offset + a, offset + b) for a, b in getattr(plan, name))
+        return joined
+
     def empty(self) -> bool:
         return not (
             self.nonneg
@@ -101,6 +130,8 @@ class _Plan:
 _ZERO, _ONE = 0.0, 1.0
 _BOOLS = frozenset({0.0, 1.0})
 _ONES = itertools.repeat(1.0)
+_ZEROS = itertools.repeat(0.0)
+_IS_INTEGER = float.is_integer
 _VALUE = operator.attrgetter("value")
 
 
@@ -219,6 +250,15 @@ def _plan_histogram(family: Family, plan: _Plan) -> bool:
     plan.integer += bucket_positions
     plan.ordered += itertools.compress(itertools.pairwise(bucket_positions), same_group)
     return True
+
+
+def values_rule(family: Family) -> _Plan | None:
+    """What decides, poll after poll, whether a family of this one's shape is served with its type: its
+    values (a _Plan, whose `holds` says), or None where its shape alone does (it always is, or never)."""
+    if family.type in ("gauge", "untyped", "unknown") or not family.samples:
+        return None
+    plan = _plan(family)
+    return plan if isinstance(plan, _Plan) else None
 
 
 class Conformer:

@@ -94,6 +94,10 @@ class Skeleton:
             values = list(map(float, parts[2::3]))
         except ValueError:
             return None
+        return self.families_of(values)
+
+    def families_of(self, values: list) -> ParseResult:
+        """The families of a body of this shape whose sample lines have these values, in order."""
         families = []
         for name, kind, help_text, unit, shape, names, labels, indexes in self.families:
             taken = values[indexes] if indexes.__class__ is slice else [values[i] for i in indexes]

@@ -233,7 +233,7 @@ class Template:
             kept.forget_series()  # the check read every family's: keep only those read again later
         return template
 
-    def fill(self, values: list[float]) -> Normalized:
+    def fill(self, values: Sequence[float]) -> Normalized:
         """The output of a poll whose families have this template's shapes, from their values."""
         served = self._pick(values)
         texts = go_floats(served)

@@ -4,6 +4,11 @@ Unified series carry `backend` (the profile's name) and `model`, plus `outcome` 
 other upstream labels (engine, rank, version) are folded away: counts add up, the KV-cache ratio takes
 the fullest. They are computed from the families as parsed, before names are sanitized, so profiles can
 name upstream metrics as the backends spell them.
+
+A steady poll does not run this module: the pipeline runs it once on traced values (exporter.pipeline.traced)
+and replays the arithmetic it did on each poll's values (exporter.pipeline.steady). So its arithmetic on values
+sticks to what a trace replays (+, -, *, /, comparisons, `is_integer`, and `larger` for `max`); anything
+else on a value makes a trace give up (the shape's polls then take the long way), never go wrong.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from exporter import profiles
 from exporter.core.family import Family, Sample
 from exporter.pipeline.family_filter import family_filter
 from exporter.pipeline.normalize import exposition_names, fold_created, served_base, served_type
+from exporter.pipeline.traced import larger
 from exporter.profiles import CONCEPTS, FINISHED, Concept, Profile, Source, sources_of
 from exporter.sources.base import TargetConfig
 
@@ -101,12 +107,7 @@ class Unifier:
         self._clashes: tuple[tuple, list[int]] | None = None
 
     def apply(self, families: list[Family]) -> Unified:
-        if self.keep is not None:  # http sources filtered while parsing; the other kinds are filtered here
-            families = [family for family in families if self.keep(family.name)]
-        # One family per metric, whatever the format: the text format's `X_created` gauges go back into
-        # X, so that a raw X dropped for its unified namesake (NIM's histograms) takes them along,
-        # rather than leaving them to be folded into the unified X, whose series they do not match.
-        families = fold_created(families)
+        families = self._kept(families)
         names = tuple([family.name for family in families if family.samples])
         profile = self._profile(names)
         if profile is None:
@@ -115,6 +116,23 @@ class Unifier:
         unified = unify(profile, families, model=self.model, index=index)
         raw = self._beside(profile, unified, families) if self.raw else []
         return Unified(raw + unified, profile.name, Reading(names, profile.name, index))
+
+    def _kept(self, families: list[Family]) -> list[Family]:
+        """The families this target keeps, one per metric."""
+        if self.keep is not None:  # http sources filtered while parsing; the other kinds are filtered here
+            families = [family for family in families if self.keep(family.name)]
+        # One family per metric, whatever the format: the text format's `X_created` gauges go back into
+        # X, so that a raw X dropped for its unified namesake (NIM's histograms) takes them along,
+        # rather than leaving them to be folded into the unified X, whose series they do not match.
+        return fold_created(families)
+
+    def reading_later(self, reading: Reading, families: Callable[[], list[Family]]) -> Reading:
+        """What `explain` reads of a poll of the same shape as `reading`'s, whose families are made from
+        `families` only when someone asks (exporter.pipeline.target's fast path makes none)."""
+        if reading.index is None:
+            return reading  # no profile: the names are the shape's
+        wanted = reading.index.wanted
+        return Reading(reading.names, reading.profile, _SampleIndex.later(lambda: self._kept(families()), wanted))
 
     def _profile(self, names: tuple[str, ...]) -> Profile | None:
         """The profile for a poll whose families with samples have these names."""
@@ -237,14 +255,30 @@ class _SampleIndex:
     """The payload's samples by sample name, only for names the profile reads."""
 
     def __init__(self, families: Iterable[Family], wanted: frozenset[str]):
+        self.wanted = wanted
+        self._later: Callable[[], Iterable[Family]] | None = None
         self._by_name: dict[str, list[Sample]] = defaultdict(list)
         for family in families:
             for sample in family.samples:
                 if sample.name in wanted:
                     self._by_name[sample.name].append(sample)
 
+    @classmethod
+    def later(cls, families: Callable[[], Iterable[Family]], wanted: frozenset[str]) -> _SampleIndex:
+        """The index of `families()`, called the first time the index is read."""
+        index = cls((), wanted)
+        index._later = families
+        return index
+
+    def _made(self) -> dict[str, list[Sample]]:
+        later = self._later
+        if later is not None:
+            self._by_name = _SampleIndex(later(), self.wanted)._by_name
+            self._later = None
+        return self._by_name
+
     def samples(self, name: str, match: dict[str, str]) -> list[Sample]:
-        found = self._by_name.get(name, ())
+        found = self._made().get(name, ())
         if not match:
             return list(found)
         return [s for s in found if all(s.labels.get(key) == value for key, value in match.items())]
@@ -265,7 +299,7 @@ class _SampleIndex:
 
     def models(self, label: str) -> set[str]:
         """Every value of `label` among the samples read."""
-        return {value for samples in self._by_name.values() for s in samples if (value := s.labels.get(label))}
+        return {value for samples in self._made().values() for s in samples if (value := s.labels.get(label))}
 
 
 # -- computing the unified families ------------------------------------------------------------------
@@ -335,7 +369,7 @@ def _no_outcome(labels: dict[str, str]) -> str:
 def _gauges(
     sources: list[Source], index: _SampleIndex, model_of: Callable[[dict[str, str]], str], concept: Concept
 ) -> dict[str, float]:
-    combine = max if concept.combine == "max" else (lambda a, b: a + b)
+    combine = larger if concept.combine == "max" else (lambda a, b: a + b)
     values: dict[str, float] = {}
     for source in sources:
         for sample, value in _gauge_values(source, index):
@@ -345,7 +379,7 @@ def _gauges(
             for sample in index.samples(source.minus, source.match):
                 key = model_of(sample.labels)
                 if key in values:
-                    values[key] = max(0.0, values[key] - sample.value / source.divisor)
+                    values[key] = larger(0.0, values[key] - sample.value / source.divisor)
     return values
 
 
@@ -417,8 +451,9 @@ class _Histogram:
             for index, bound in enumerate(bounds):
                 while position < len(own) and own[position][0] <= bound:
                     value = own[position][1]
-                    if held is None or value > held:
-                        held = value
+                    held = (
+                        value if held is None else larger(held, value)
+                    )  # max, as arithmetic (exporter.pipeline.traced)
                     position += 1
                 if held is not None:
                     totals[index] += held
@@ -492,7 +527,8 @@ def _from_counters(
 
 
 def _is_count(value: float) -> bool:
-    return value >= 0 and math.isfinite(value) and value.is_integer()
+    # Neither NaN nor the infinities are whole: no `math.isfinite`, which a traced value cannot answer.
+    return value >= 0 and value.is_integer()
 
 
 def _without(labels: dict[str, str], name: str) -> frozenset:
