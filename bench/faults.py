@@ -200,7 +200,7 @@ async def run_fault(fault: str, upstream: Upstreams, seconds: float, baseline: i
     folder = Path(tempfile.mkdtemp(prefix="faults-"))
     path = folder / "config.yaml"
     path.write_text(config(upstream, fault))
-    from support import free_port
+    from helpers.support import free_port
 
     port = free_port()
     process = await asyncio.create_subprocess_exec(

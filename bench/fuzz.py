@@ -38,12 +38,9 @@ def parser_seeds() -> list[bytes]:
     seeds = []
     for profile in sorted(load_backends()):
         seeds += [render(profile, seed=1)[0], b"\x01" + render(profile, seed=1, openmetrics=True)[0]]
-    try:
-        from test_hostile_upstreams import BROKEN_FAMILIES
+    from helpers.hostile import BROKEN_FAMILIES
 
-        seeds += [body.encode() for body in BROKEN_FAMILIES.values()]
-    except ImportError:
-        pass
+    seeds += [body.encode() for body in BROKEN_FAMILIES.values()]
     seeds += [b'a{l="v"} 1 # {x="y"} 1\n', b"\x01a 1\nb 2 100\n# EOF\nc 2\n", b"# HELP a \xc2\xa0x\na 1\n"]
     if FIXTURES.is_dir():
         seeds += [path.read_bytes()[:65536] for path in sorted(FIXTURES.glob("*.prom"))]

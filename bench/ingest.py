@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from support import bench_bodies, bench_vllm_body, with_values_moved  # noqa: E402
+from helpers.support import bench_bodies, bench_vllm_body, with_values_moved  # noqa: E402
 
 from exporter.config.loader import parse_config  # noqa: E402
 from exporter.format.parse import parse  # noqa: E402

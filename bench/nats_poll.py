@@ -3,7 +3,7 @@
     .venv/bin/python bench/nats_poll.py [--polls 200] [--cycles 5]
 
 Starts a real nats-server on a loopback port, responders built with nats-py, `nats.micro`
-instances and, when ai-dynamo-runtime is installed, two Dynamo workers (tests/dynamo_worker.py).
+instances and, when ai-dynamo-runtime is installed, two Dynamo workers (tests/helpers/dynamo_worker.py).
 Not a test: nothing is asserted, numbers depend on the machine.
 """
 
@@ -24,8 +24,8 @@ sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("DYN_LOG", "error")  # before anything imports Dynamo's runtime
 
 import nats  # noqa: E402
+from helpers.nats_server import NATSServer  # noqa: E402
 from nats.micro import add_service  # noqa: E402
-from nats_server import NATSServer  # noqa: E402
 
 from exporter.config.loader import parse_config  # noqa: E402
 from exporter.core.logs import configure  # noqa: E402
@@ -84,7 +84,7 @@ async def start_backends(url: str, discovery: str) -> tuple[list, list]:
     for worker in ("w-1", "w-2"):
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(REPO / "tests" / "dynamo_worker.py"),
+            str(REPO / "tests" / "helpers" / "dynamo_worker.py"),
             "demo.backend.runtime_stats",
             worker,
             env=env,

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from fake_nvml import FakeNVML, eight_gpus  # noqa: E402
+from helpers.fake_nvml import FakeNVML, eight_gpus  # noqa: E402
 from prometheus_client.exposition import generate_latest  # noqa: E402
 
 from exporter.config.loader import parse_config  # noqa: E402

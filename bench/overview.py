@@ -3,7 +3,7 @@
     .venv/bin/python bench/overview.py [--seconds 20] [--clients 10] [--targets 8] [--every 0.2]
 
 The daemon runs in this process as `inference-exporter run` builds it (8 simulated vLLM backends with
-traffic, each polled every second, plus 8 GPUs through the fake NVML host of tests/fake_nvml.py), so
+traffic, each polled every second, plus 8 GPUs through the fake NVML host of tests/helpers/fake_nvml.py), so
 that its CPU time is its own. A child process runs the backends, the scraper (GET /metrics every
 `--every` seconds, timed to the last byte, Prometheus 3's headers: OpenMetrics, gzip) and the stream
 clients (each reads /api/overview/stream and counts its messages). The runs alternate without, with,
@@ -26,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from support import free_port  # noqa: E402
+from helpers.support import free_port  # noqa: E402
 
 HEADERS = {
     "Accept": "application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,text/plain;version=1.0.0;q=0.4,"
@@ -44,7 +44,7 @@ def child_main(conn: Any, targets: int) -> None:
 
 async def _child(conn: Any, targets: int) -> None:
     from aiohttp import web
-    from simulated_vllm import SimulatedVLLM
+    from helpers.simulated_vllm import SimulatedVLLM
 
     sims = [SimulatedVLLM(model=f"bench/model-{i}", seed=i) for i in range(targets)]
     app = web.Application()
@@ -137,7 +137,7 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 async def main(args: argparse.Namespace) -> int:
-    from fake_nvml import FakeNVML, eight_gpus
+    from helpers.fake_nvml import FakeNVML, eight_gpus
 
     import exporter.sources.nvml
     from exporter.config.loader import parse_config

@@ -52,8 +52,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
 
+from helpers.support import bench_vllm_body, free_port  # noqa: E402
 from scenarios import PROMETHEUS_HEADERS, Upstreams, machine, scaled_body  # noqa: E402
-from support import bench_vllm_body, free_port  # noqa: E402
 
 SYSTEMS = ("exporter", "vmagent", "prometheus")
 TARGETS = 8

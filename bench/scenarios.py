@@ -16,7 +16,7 @@ scrape); a note says when the daemon fell behind its polls. Each scenario is mea
 baseline run in the same invocation (the same daemon with no targets, or without the hanging
 target), and the difference is printed.
 
-- gpu-host: 8 vLLM V1 HTTP targets, 8 GPUs through the fake NVML host (tests/fake_nvml.py), and
+- gpu-host: 8 vLLM V1 HTTP targets, 8 GPUs through the fake NVML host (tests/helpers/fake_nvml.py), and
   2 NATS runtime_stats targets, all at 1 s; scraped every 5 s. Goals: <= 2% of one core, <= 80 MB.
   Without `type: nats` in this checkout the NATS targets are left out, and the table says so.
 - aggregator: 200 HTTP targets of ~1,000 samples each at 5 s (the captures or simulated bodies in turn, repeated with
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from support import NIM_REPLY, bench_bodies, bench_vllm_body, free_port, with_values_moved  # noqa: E402
+from helpers.support import NIM_REPLY, bench_bodies, bench_vllm_body, free_port, with_values_moved  # noqa: E402
 
 SCENARIOS = ("gpu-host", "aggregator", "isolation")
 #: What Prometheus 3 sends by default (scrape_protocols: OpenMetrics 1.0.0 and 0.0.1, then text 1.0.0 and 0.0.4).
@@ -637,7 +637,7 @@ class ScenarioResult:
 
 
 async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
-    from fake_nvml import FakeNVML, eight_gpus
+    from helpers.fake_nvml import FakeNVML, eight_gpus
 
     import exporter.sources.nvml
 

@@ -50,7 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from support import free_port  # noqa: E402
+from helpers.support import free_port  # noqa: E402
 
 STEADY, STEADY_SERIES, CHURN_SERIES = 8, 1500, 1000
 SCRAPERS = 3

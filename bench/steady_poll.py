@@ -26,7 +26,10 @@ VERSIONS = 8
 
 
 def measure(polls: int, repeat: int) -> dict:
-    from support import bench_vllm_body, with_values_moved
+    try:
+        from helpers.support import bench_vllm_body, with_values_moved
+    except ImportError:  # a checkout from before tests/helpers/ (--compare)
+        from support import bench_vllm_body, with_values_moved  # type: ignore[import-not-found,no-redef]
 
     from exporter.config.loader import parse_config
     from exporter.serve.overview.windows import _wanted_names

@@ -23,7 +23,7 @@ from exporter.pipeline.relabel import RelabelConfig, Relabeler
 from exporter.pipeline.unify import Unifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support import FIXTURES, bench_bodies
+from helpers.support import FIXTURES, bench_bodies
 
 FOLDER = Path(sys.argv[1]) if len(sys.argv) > 1 else FIXTURES
 RULES = [

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from support import free_port
+from helpers.support import free_port
 
 from exporter.config.loader import parse_config
 from exporter.config.web import WebSecurity

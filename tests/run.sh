@@ -56,7 +56,7 @@ fi
 [ -z "$lint_failed" ] || exit 1
 
 # The oldest prometheus_client a backend pins (vLLM: >= 0.18.0), in a venv of its own, for
-# tests/test_prometheus_client_versions.py (which checks this is the release it expects).
+# tests/integration/test_prometheus_client_versions.py (which checks this is the release it expects).
 OLDEST_PROMETHEUS_CLIENT=0.18.0
 OLDEST_VENV=.venv-prometheus-client-oldest
 if ! "$OLDEST_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prometheus_client') != '$OLDEST_PROMETHEUS_CLIENT')" 2>/dev/null; then

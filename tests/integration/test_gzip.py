@@ -1,0 +1,263 @@
+"""/metrics gzipped from pieces deflated once per poll: always exactly the uncompressed body, to every reader."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+
+import aiohttp
+import pytest
+from aiohttp import web
+from helpers.support import body_of, corpora, every_body, poll_target, published, require_tool, simulated_bodies
+
+import exporter.pipeline.exposition as exposition
+import exporter.serve.web
+from exporter.pipeline.exposition import (
+    Body,
+    Chunks,
+    SeriesFamily,
+    openmetrics_parts,
+    render_openmetrics,
+    render_text,
+    text_parts,
+)
+from exporter.runtime.scheduler import TargetPoller
+from exporter.serve.collector import Collector
+from exporter.serve.store import Store
+from exporter.serve.web import build_app
+from exporter.sources import Shared
+
+
+def rendered(family: SeriesFamily) -> Chunks:
+    """The text the pipeline rendered for a served family (every one it serves has it)."""
+    assert family.chunks is not None
+    return family.chunks
+
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+FORMATS = {"openmetrics": (openmetrics_parts, render_openmetrics), "text": (text_parts, render_text)}
+
+
+def one_member(body: bytes) -> bytes:
+    """The text of a body that must be exactly one gzip member, read as Go's and Python's readers do."""
+    assert body[:3] == b"\x1f\x8b\x08"
+    reader = zlib.decompressobj(wbits=31)
+    text = reader.decompress(body) + reader.flush()
+    assert reader.eof and reader.unused_data == b""
+    assert gzip.decompress(body) == text
+    return text
+
+
+def gzip_of(collector: Collector, fmt: str) -> tuple[bytes, bytes]:
+    """(gzip body, uncompressed body) from the same merged families, as one scrape takes them."""
+    parts, render = FORMATS[fmt]
+    merged = collector.merged()
+    return Body(parts(merged), gzip=True).finish(), render(merged)
+
+
+async def fixture_store(upstream, bodies) -> Store:
+    """A store of one target per body, polled once (a poller deflates nothing: scrapes do)."""
+    store = Store()
+    for body in bodies:
+        store.publish(await poll_target(f"{{name: {body.stem[:60]}, type: http, url: '{upstream.serve(body)}'}}"))
+    return store
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("payload", corpora())
+async def test_gzip_body_is_exactly_the_uncompressed_body_for_every_payload(upstream, payload, fmt):
+    collector = Collector(await fixture_store(upstream, [body_of(payload)]), process_metrics=False)
+    cold, plain = gzip_of(collector, fmt)  # every deflated twin made by this scrape
+    assert one_member(cold) == plain
+    warm, _ = gzip_of(collector, fmt)  # every twin kept from the first
+    assert warm == cold
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_gzip_body_of_many_targets_mixing_kept_and_new_pieces(upstream, fmt):
+    store = await fixture_store(upstream, simulated_bodies())
+    families = [family for snap in store.snapshots() for family in snap.families]
+    large = [family for family in families if len(exposition.chunks(family).openmetrics) >= exposition.DEFLATE_ALONE]
+    assert len(large) > 20  # chunks deflated alone, and smaller ones deflated in runs
+    for family in families[::2]:  # half as an earlier scrape left them, half for this scrape to deflate
+        for key in ("openmetrics", "inside", *rendered(family).outside):
+            rendered(family).deflated(key)
+    collector = Collector(store)  # with process metrics: our own families, deflated by each scrape
+    body, plain = gzip_of(collector, fmt)
+    text = one_member(body)
+    # process_cpu_seconds_total and the like may move between the two renders; everything else may not.
+    moving = (b"process_", b"python_gc")
+    assert [line for line in text.splitlines() if not line.startswith(moving)] == [
+        line for line in plain.splitlines() if not line.startswith(moving)
+    ]
+    assert len(body) < len(plain) / 5
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_gzip_body_of_an_empty_store(fmt):
+    body, plain = gzip_of(Collector(Store(), process_metrics=False), fmt)
+    assert one_member(body) == plain and b"inference_exporter_build_info" in plain
+    assert one_member(Body(iter(()), gzip=True).finish()) == b""
+
+
+async def test_a_new_poll_is_never_served_from_the_previous_polls_deflated_text(aiohttp_server):
+    """Twins live with the (immutable) families of one poll: the next poll's new values are what gzip serves."""
+    value = 0
+
+    async def metrics(request):
+        # Large enough that each family's chunk is deflated alone and kept.
+        lines = "".join(f'requests_total{{path="/p{i:03d}"}} {value + i}\n' for i in range(200))
+        return web.Response(text=f"# TYPE requests_total counter\n{lines}", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    from exporter.config.loader import parse_config
+
+    config = parse_config(f"targets: [{{name: changing, type: http, url: '{server.make_url('/metrics')}'}}]\n")
+    store, shared = Store(), Shared()
+    try:
+        poller = TargetPoller(config.targets[0], store, shared)
+        collector = Collector(store, process_metrics=False)
+        for value in (0, 1000, 2000):
+            await poller.poll()
+            for fmt in FORMATS:
+                body, plain = gzip_of(collector, fmt)
+                assert one_member(body) == plain
+                assert f'requests_total{{path="/p007",target="changing"}} {value + 7}.0\n'.encode() in plain
+            (family,) = list(published(store, "changing").families)
+            assert rendered(family).twin("openmetrics") is not None and rendered(family).twin("inside") is not None
+    finally:
+        await shared.close()
+
+
+async def test_a_poll_is_deflated_by_its_first_gzip_scrape_in_each_format_and_never_by_its_poller(upstream):
+    """Pollers are told nothing of scrapes: the first gzip scrape of a poll deflates its large chunks in
+    the format it asked for, and later scrapes of that poll take them as they are."""
+    from exporter.config.loader import parse_config
+
+    config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/simulated/vllm'}}]\n")
+    store, shared = Store(), Shared()
+
+    def deflated() -> set[str]:
+        return {
+            key
+            for family in published(store, "vllm").families
+            for key in ("openmetrics", "inside", *rendered(family).outside)
+            if rendered(family).twin(key) is not None
+        }
+
+    try:
+        poller = TargetPoller(config.targets[0], store, shared)
+        await poller.poll()
+        assert deflated() == set()
+        collector = Collector(store, process_metrics=False)
+        render_openmetrics(collector.merged())  # an uncompressed scrape wants no deflated twins
+        assert deflated() == set()
+        first, _ = gzip_of(collector, "text")
+        assert deflated() == {"inside"}
+        kept = {family.name: rendered(family).twin("inside") for family in published(store, "vllm").families}
+        again, _ = gzip_of(collector, "text")
+        assert again == first
+        assert all(rendered(family).twin("inside") is kept[family.name] for family in published(store, "vllm").families)
+        gzip_of(collector, "openmetrics")
+        assert deflated() == {"inside", "openmetrics"}
+        await poller.poll()  # a new poll: new text, nothing deflated yet
+        assert deflated() == set()
+    finally:
+        await shared.close()
+
+
+@pytest.fixture
+async def still_server(upstream, aiohttp_server):
+    """/metrics over a store that holds still: every payload of both corpora as a target, no process metrics."""
+    store = await fixture_store(upstream, every_body())
+    app = build_app(store, Collector(store, process_metrics=False), is_ready=lambda: True)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return str(server.make_url("/metrics"))
+
+
+@pytest.mark.parametrize("accept", [OPENMETRICS, "text/plain"])
+async def test_curl_and_aiohttp_read_the_gzipped_metrics(still_server, accept):
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(still_server, headers={"Accept": accept, "Accept-Encoding": "identity"}) as response:
+            assert "Content-Encoding" not in response.headers
+            plain = await response.read()
+        async with session.get(still_server, headers={"Accept": accept, "Accept-Encoding": "gzip"}) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert response.headers["Vary"] == "Accept-Encoding"
+            compressed = await response.read()
+    assert len(compressed) < len(plain) / 5
+    assert one_member(compressed) == plain
+    async with aiohttp.ClientSession() as session:  # decompressing as it reads
+        async with session.get(still_server, headers={"Accept": accept, "Accept-Encoding": "gzip"}) as response:
+            assert await response.read() == plain
+    curl = require_tool("curl")
+    process = await asyncio.create_subprocess_exec(
+        curl,
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--compressed",
+        "--header",
+        f"Accept: {accept}",
+        "--write-out",
+        "%{size_download}",
+        "--output",
+        "-",
+        still_server,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    size = out[len(plain) :]
+    assert out[: len(plain)] == plain and int(size) == len(compressed)  # curl downloaded it compressed
+
+
+async def test_the_serving_side_deflates_a_poll_ahead_only_while_gzip_scrapes_take_the_polls_before(upstream):
+    """/metrics tells the ahead deflater of gzip scrapes; the poll published after one is deflated in that
+    scrape's format before any scrape asks, and a poll after an unscraped one is not."""
+    from exporter.config.loader import parse_config
+
+    config = parse_config(f"targets: [{{name: vllm, type: http, url: '{upstream.url}/simulated/vllm'}}]\n")
+    store, shared = Store(), Shared()
+    app = build_app(store, Collector(store, process_metrics=False), is_ready=lambda: True)
+    ahead = app[exporter.serve.web.AHEAD_KEY]
+
+    def deflated() -> set[str]:
+        if ahead.pending is not None:
+            ahead.pending.result()  # what it was given so far is done
+        return {
+            key
+            for family in published(store, "vllm").families
+            for key in ("openmetrics", "inside")
+            if rendered(family).twin(key) is not None
+        }
+
+    try:
+        poller = TargetPoller(config.targets[0], store, shared)
+        await poller.poll()
+        assert deflated() == set()
+        ahead.scraped(openmetrics=True)  # a gzip scrape took that poll (as /metrics says)
+        await poller.poll()
+        assert deflated() == {"openmetrics"}
+        await poller.poll()  # no scrape since the last poll: nothing deflated ahead
+        assert deflated() == set()
+        ahead.scraped(openmetrics=False)
+        await poller.poll()
+        assert deflated() == {"inside"}
+    finally:
+        await shared.close()
+
+
+def test_the_ahead_deflater_forgets_targets_that_left_the_store():
+    from exporter.pipeline.exposition import AheadDeflater
+
+    alive: list[str] = []
+    ahead = AheadDeflater(lambda: alive)
+    for number in range(1000):  # targets come and go, as reloads rename them
+        alive[:] = [f"t{number}"]
+        ahead.observe([], f"t{number}")
+    assert len(ahead._published) <= 2 * len(alive) + 16
