@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from exporter.core.family import Family
 from exporter.pipeline.conform import _Plan, values_rule
-from exporter.pipeline.normalize import Normalized, SeriesFamily
+from exporter.pipeline.exposition import SeriesFamily
+from exporter.pipeline.normalize import Normalized
 from exporter.pipeline.skeleton import Skeleton
 from exporter.pipeline.template import Template
 from exporter.pipeline.traced import Trace, TraceError
