@@ -222,9 +222,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _once(args: argparse.Namespace) -> int:
-    from exporter.daemon import poll_once, tune_garbage_collection
-
-    tune_garbage_collection()  # as the daemon: else a large first poll makes full collections, each over every sample
+    from exporter.once import run_once
 
     config = _load(args.config)
     if config is None:
@@ -236,11 +234,7 @@ def _once(args: argparse.Namespace) -> int:
             f"{args.config}: no target named {', '.join(unknown)}; known: {', '.join(sorted(known))}", file=sys.stderr
         )
         return 1
-    text, failed = asyncio.run(poll_once(config, args.target))
-    sys.stdout.write(text.decode())
-    for snap in failed:
-        print(f"target {snap.target.name} failed: {snap.last_reason}: {snap.last_error}", file=sys.stderr)
-    return 1 if failed else 0
+    return run_once(config, args.target)
 
 
 def _explain(args: argparse.Namespace) -> int:

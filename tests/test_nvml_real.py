@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import REPO
 
 from exporter.config import parse_config
-from exporter.daemon import poll_once
+from exporter.once import poll_once
 
 
 def nvml_is_usable() -> bool:
