@@ -16,11 +16,23 @@ import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, TypeVar, Union
+from typing import Annotated, Any, TypeAlias, TypeVar, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -115,15 +127,26 @@ class Defaults(BaseModel):
         return self
 
 
-def _target_union() -> Any:
-    configs = tuple(kind.config for kind in KINDS.values())
-    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007 - built at run time
+def _of_its_kind(value: Any, info: ValidationInfo) -> TargetConfig:
+    """A target read by its kind's schema, told apart by `type:` (the errors are those of a union
+    told apart by `type:`). The kind's module is imported here, when a config first names it."""
+    if isinstance(value, TargetConfig):  # a Config built in code, of targets already made
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError(
+            "model_attributes_type", "Input should be a valid dictionary or object to extract fields from"
+        )
+    if "type" not in value:
+        raise PydanticCustomError("union_tag_not_found", "Unable to extract tag using discriminator 'type'")
+    tag = value["type"]
+    kind = KINDS.get(tag) if isinstance(tag, str) else None
+    if kind is None:
+        raise PydanticCustomError("union_tag_invalid", "unknown target type {tag}", {"tag": str(tag)})
+    return kind.config.model_validate(value, context=info.context)
 
 
-if TYPE_CHECKING:
-    _AnyTarget: TypeAlias = TargetConfig  # one of the kinds' configs, told apart by `type:`
-else:
-    _AnyTarget = _target_union()
+#: One of the kinds' configs, told apart by `type:` (and dumped as its kind's).
+_AnyTarget: TypeAlias = SerializeAsAny[Annotated[TargetConfig, PlainValidator(_of_its_kind)]]
 
 
 class Config(BaseModel):
@@ -348,6 +371,8 @@ class _Reader:
         self.reported: set[tuple[str | int, ...]] = set()
         #: Paths whose own validator's finding is already reported, key by key (labels).
         self.checked: set[tuple[str | int, ...]] = set()
+        #: What `validate` was last given, for telling its targets' kinds apart in errors.
+        self._data: dict[str, Any] = {}
         self._constructor = yaml.SafeLoader("")
         self._building: list[Node] = []
         self._nodes = 0
@@ -599,6 +624,7 @@ class _Reader:
 
     def validate(self, model: type[M], data: dict[str, Any], context: dict[str, Any] | None = None) -> M:
         """`data` as `model`; ConfigError with every issue found, the reader's own ones included."""
+        self._data = data
         try:
             result = model.model_validate(data, context=context)
         except ValidationError as exc:
@@ -613,7 +639,7 @@ class _Reader:
         for error in exc.errors(include_url=False):
             if error["type"] == "config_check" and checked_already:
                 continue  # the same findings as check(), which said where
-            path, _ = _locate(error["loc"], self.root)
+            path, _ = _locate(error["loc"], self.root, self._kind_of)
             if any(path[:end] in self.reported for end in range(len(path) + 1)):
                 continue
             if path in self.checked and error["type"] == "value_error":
@@ -622,7 +648,7 @@ class _Reader:
             if kind == "missing":
                 self.issue(path[:-1], f"missing required key {path[-1]!r}")
             elif kind == "extra_forbidden":
-                parent = _locate(error["loc"][:-1], self.root)[1]
+                parent = _locate(error["loc"][:-1], self.root, self._kind_of)[1]
                 valid = _keys_of(parent) if parent else []
                 self.issue(path, _unknown_key_message(str(path[-1]), valid))
             elif kind == "union_tag_invalid":
@@ -639,6 +665,14 @@ class _Reader:
             else:
                 scalar = not isinstance(error.get("input"), (dict, list))
                 self.issue(path, self._describe(error, path), line_of="value" if scalar else "key")
+
+    def _kind_of(self, index: int) -> type[BaseModel] | None:
+        """The schema of the validated data's target at `index`, by its `type:`; None if it has no known one."""
+        targets = self._data.get("targets")
+        target = targets[index] if isinstance(targets, list) and 0 <= index < len(targets) else None
+        tag = target.get("type") if isinstance(target, dict) else None
+        kind = KINDS.get(tag) if isinstance(tag, str) else None
+        return kind.config if kind is not None else None
 
     def _describe(self, error: Any, path: tuple[str | int, ...]) -> str:
         kind, ctx = error["type"], error.get("ctx", {})
@@ -685,11 +719,13 @@ _ENV = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(
 
 
 def _locate(
-    loc: tuple[Any, ...], root: type[BaseModel] = Config
+    loc: tuple[Any, ...],
+    root: type[BaseModel] = Config,
+    kind_of: Callable[[int], type[BaseModel] | None] = lambda index: None,
 ) -> tuple[tuple[str | int, ...], type[BaseModel] | None]:
     """A pydantic error location -> (the key path as written, the model that path ends in, if any).
 
-    Discriminator tags (`('targets', 0, 'http', 'url')`) and pydantic's own markers are not keys.
+    Pydantic's own markers are not keys; a target's fields are those of its kind (`kind_of` its index).
     """
     path: list[str | int] = []
     current: Any = root
@@ -697,11 +733,11 @@ def _locate(
         if part == "[key]":
             continue
         unwrapped = _unwrap(current)
-        if root is Config and len(path) == 2 and path[0] == "targets" and isinstance(part, str) and part in KINDS:
-            current = KINDS[part].config
-            continue
         path.append(part)
-        current = _child_type(unwrapped, part)
+        if root is Config and len(path) == 2 and path[0] == "targets" and isinstance(part, int):
+            current = kind_of(part)
+        else:
+            current = _child_type(unwrapped, part)
     model = _unwrap(current)
     return tuple(path), model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
