@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from exporter.family import Family, Sample
 from exporter.profiles import Source
-from exporter.unify import INF, _DefaultModel, _histograms, _SampleIndex
+from exporter.unify import INF, _histograms, _SampleIndex
 
 # -- the reference: one sample at a time --------------------------------------------------------------
 
@@ -124,10 +124,9 @@ def described(merged: dict) -> list:
 def test_histograms_a_family_at_a_time_are_the_sample_by_sample_rule(family, unit, match):
     source = Source(metric="h", unit=unit, match={"engine": "0"} if match else {})
     index = _SampleIndex([family], frozenset({"h_bucket", "h_count", "h_sum"}))
-    default = _DefaultModel(index, _Profile(), None)
 
     def model_of(labels: dict[str, str]) -> str:
-        return labels.get("model_name", "") or default()
+        return labels.get("model_name", "") or "default"
 
     got = {model: histogram.parts for model, histogram in _histograms([source], index, model_of).items()}
     assert described(got) == described(reference_histograms(source, index, model_of))
@@ -138,12 +137,6 @@ def test_histograms_a_family_at_a_time_are_the_sample_by_sample_rule(family, uni
         served = [s for s in histogram.samples("u", {"model": model}) if s.name == "u_bucket"]
         assert [bits(s.value) for s in served] == [bits(total) for total in totals]
         assert len(served) == len(bounds)
-
-
-class _Profile:
-    """What _DefaultModel reads of a profile."""
-
-    model_label = "model_name"
 
 
 def test_two_nan_bounds_of_one_series_are_two_buckets_as_read_one_sample_at_a_time():
