@@ -37,7 +37,6 @@ from pydantic_core import PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter.fields import Duration, Interval, Timeout, format_duration, parse_duration
-from exporter.listener import ServerLimits
 from exporter.overview.settings import OverviewSettings
 from exporter.profiles import Profile
 from exporter.sources import KINDS, TargetConfig
@@ -125,6 +124,17 @@ class Defaults(BaseModel):
             # The built-in timeout shrinks to a short interval, as Prometheus does with its global one.
             object.__setattr__(self, "timeout", self.interval)
         return self
+
+
+class ServerLimits(BaseModel):
+    """`server:` in the config: what one client may take of the listening side (exporter.listener)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: A request's headers must all arrive within this long of its first byte (or of the connection).
+    header_timeout: Duration = 10.0
+    #: Connections open at once; more are answered 503 and closed. Keep it under the file-handle limit.
+    max_connections: int = Field(default=512, ge=1, le=1_000_000)
 
 
 def _of_its_kind(value: Any, info: ValidationInfo) -> TargetConfig:

@@ -18,9 +18,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.web_runner import BaseSite
-from pydantic import BaseModel, ConfigDict, Field
 
-from exporter.fields import Duration
+from exporter.config import ServerLimits
 
 log = structlog.get_logger("exporter.listener")
 
@@ -31,17 +30,6 @@ _REFUSED = (
 )
 #: How often, at most, a warning says that connections were refused or closed (counts are in the metrics).
 WARN_EVERY = 60.0
-
-
-class ServerLimits(BaseModel):
-    """`server:` in the config: what one client may take of the listening side."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: A request's headers must all arrive within this long of its first byte (or of the connection).
-    header_timeout: Duration = 10.0
-    #: Connections open at once; more are answered 503 and closed. Keep it under the file-handle limit.
-    max_connections: int = Field(default=512, ge=1, le=1_000_000)
 
 
 class Guard:

@@ -32,6 +32,8 @@ WEB_SIDE = (
     "exporter.overview.live",
     "exporter.overview.routes",
     "exporter.watch",
+    "exporter.listener",
+    "aiohttp.web",
 )
 
 #: Runs in a fresh interpreter: a daemon with one HTTP target, polled and scraped, then what it imported.
