@@ -16,6 +16,7 @@ HELP/TYPE lines and small chunks itself (see Body).
 from __future__ import annotations
 
 import concurrent.futures
+import operator
 import struct
 import threading
 import time
@@ -31,6 +32,8 @@ from exporter.normalize import SeriesFamily
 
 #: Suffixes the classic text format moves out of a family into gauge families of their own.
 _OUTSIDE_SUFFIXES = ("_created", "_gsum", "_gcount")
+_NAME = operator.attrgetter("name")
+_VALUE = operator.attrgetter("value")
 #: Type names as the classic text format writes them (prometheus_client's munging).
 _TEXT_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
 
@@ -51,6 +54,15 @@ def series_head(name: str, labels: dict[str, str]) -> str:
 
 def go_floats(values: Iterable[float]) -> list[str]:
     """`floatToGoString` of each value, quicker: for a finite float below a million, `repr` is Go's text."""
+    values = list(values)
+    # Usually every value is such a float: checked over all of them at once (a sum is NaN where one is).
+    if (
+        set(map(type, values)) == {float}
+        and (total := sum(values)) == total
+        and min(values) > -1e6
+        and max(values) < 1e6
+    ):
+        return list(map(float.__repr__, values))
     return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else floatToGoString(v) for v in values]
 
 
@@ -74,13 +86,13 @@ class Chunks:
         """Render a family's samples."""
         name = family.name
         heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
-        lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats([s.value for s in family.samples]))]
+        lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats(map(_VALUE, family.samples)))]
         openmetrics = "".join(lines).encode()
-        moved = [
-            (i, suffix) for i, s in enumerate(family.samples) if (suffix := s.name[len(name) :]) in _OUTSIDE_SUFFIXES
-        ]
-        if not moved:
+        names = list(map(_NAME, family.samples))
+        suffixes = {n: suffix for n in set(names) if (suffix := n[len(name) :]) in _OUTSIDE_SUFFIXES}
+        if not suffixes:
             return cls(openmetrics, {}, openmetrics)
+        moved = [(i, suffixes[n]) for i, n in enumerate(names) if n in suffixes]
         outside: dict[str, list[str]] = {}
         for index, suffix in moved:
             outside.setdefault(suffix, []).append(lines[index])
