@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from importlib import resources
 from pathlib import Path
 
 from exporter import __version__
@@ -45,6 +44,8 @@ an empty variable counts as unset). Switches such as --demo take true/false, 1/0
 
 def bundled_config() -> Path:
     """The example config shipped in the wheel, or the one at the top of a source checkout."""
+    from importlib import resources  # only `run` without --config reads it
+
     packaged = resources.files("exporter").joinpath("config.example.yaml")
     if packaged.is_file():
         return Path(str(packaged))
