@@ -16,7 +16,6 @@ HELP/TYPE lines and small chunks itself (see Body).
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import operator
 import struct
 import threading
@@ -55,19 +54,7 @@ def series_head(name: str, labels: dict[str, str]) -> str:
 
 def go_floats(values: Iterable[float]) -> list[str]:
     """`floatToGoString` of each value, quicker: for a finite float below a million, `repr` is Go's text."""
-    values = list(values)
-    if set(map(type, values)) != {float}:
-        return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else floatToGoString(v) for v in values]
-    # Every value's repr, then the few that Go writes otherwise (NaN, the infinities, a million or more:
-    # the `_created` timestamps of a family) found in C and written again.
-    texts = list(map(float.__repr__, values))
-    plain = map(operator.and_, map(_MILLION.__gt__, values), map(_MINUS_MILLION.__lt__, values))
-    for index in itertools.compress(range(len(values)), map(operator.not_, plain)):
-        texts[index] = floatToGoString(values[index])
-    return texts
-
-
-_MILLION, _MINUS_MILLION = 1e6, -1e6
+    return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else floatToGoString(v) for v in values]
 
 
 class Chunks:
