@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from importlib import resources
 from pathlib import Path
 
 from exporter import __version__
@@ -45,6 +44,8 @@ an empty variable counts as unset). Switches such as --demo take true/false, 1/0
 
 def bundled_config() -> Path:
     """The example config shipped in the wheel, or the one at the top of a source checkout."""
+    from importlib import resources  # only `run` without --config reads it
+
     packaged = resources.files("exporter").joinpath("config.example.yaml")
     if packaged.is_file():
         return Path(str(packaged))
@@ -222,9 +223,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _once(args: argparse.Namespace) -> int:
-    from exporter.runtime.daemon import poll_once, tune_garbage_collection
-
-    tune_garbage_collection()  # as the daemon: else a large first poll makes full collections, each over every sample
+    from exporter.runtime.once import run_once
 
     config = _load(args.config)
     if config is None:
@@ -236,11 +235,7 @@ def _once(args: argparse.Namespace) -> int:
             f"{args.config}: no target named {', '.join(unknown)}; known: {', '.join(sorted(known))}", file=sys.stderr
         )
         return 1
-    text, failed = asyncio.run(poll_once(config, args.target))
-    sys.stdout.write(text.decode())
-    for snap in failed:
-        print(f"target {snap.target.name} failed: {snap.last_reason}: {snap.last_error}", file=sys.stderr)
-    return 1 if failed else 0
+    return run_once(config, args.target)
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, Union
 
@@ -175,6 +176,8 @@ class Reader:
         self.reported: set[tuple[str | int, ...]] = set()
         #: Paths whose own validator's finding is already reported, key by key (labels).
         self.checked: set[tuple[str | int, ...]] = set()
+        #: What `validate` was last given, for telling its targets' kinds apart in errors.
+        self._data: dict[str, Any] = {}
         self._constructor = yaml.SafeLoader("")
         self._building: list[Node] = []
         self._nodes = 0
@@ -426,6 +429,7 @@ class Reader:
 
     def validate(self, model: type[M], data: dict[str, Any], context: dict[str, Any] | None = None) -> M:
         """`data` as `model`; ConfigError with every issue found, the reader's own ones included."""
+        self._data = data
         try:
             result = model.model_validate(data, context=context)
         except ValidationError as exc:
@@ -440,7 +444,7 @@ class Reader:
         for error in exc.errors(include_url=False):
             if error["type"] == "config_check" and checked_already:
                 continue  # the same findings as check(), which said where
-            path, _ = _locate(error["loc"], self.root)
+            path, _ = _locate(error["loc"], self.root, self._kind_of)
             if any(path[:end] in self.reported for end in range(len(path) + 1)):
                 continue
             if path in self.checked and error["type"] == "value_error":
@@ -449,7 +453,7 @@ class Reader:
             if kind == "missing":
                 self.issue(path[:-1], f"missing required key {path[-1]!r}")
             elif kind == "extra_forbidden":
-                parent = _locate(error["loc"][:-1], self.root)[1]
+                parent = _locate(error["loc"][:-1], self.root, self._kind_of)[1]
                 valid = keys_of(parent) if parent else []
                 self.issue(path, unknown_key_message(str(path[-1]), valid))
             elif kind == "union_tag_invalid":
@@ -467,11 +471,19 @@ class Reader:
                 scalar = not isinstance(error.get("input"), (dict, list))
                 self.issue(path, self._describe(error, path), line_of="value" if scalar else "key")
 
+    def _kind_of(self, index: int) -> type[BaseModel] | None:
+        """The schema of the validated data's target at `index`, by its `type:`; None if it has no known one."""
+        targets = self._data.get("targets")
+        target = targets[index] if isinstance(targets, list) and 0 <= index < len(targets) else None
+        tag = target.get("type") if isinstance(target, dict) else None
+        kind = KINDS.get(tag) if isinstance(tag, str) else None
+        return kind.config if kind is not None else None
+
     def _describe(self, error: Any, path: tuple[str | int, ...]) -> str:
         kind, ctx = error["type"], error.get("ctx", {})
         if kind in ("value_error", "assertion_error") and "error" in ctx:
             return str(ctx["error"])
-        secret = holds_secret(_type_at(error["loc"], self.root))
+        secret = holds_secret(_type_at(error["loc"], self.root, self._kind_of))
         value = error.get("input")
         got = "" if secret and not isinstance(value, (dict, list)) and value is not None else f", got {shown(value)}"
         if kind == "string_type":
@@ -512,34 +524,38 @@ _ENV = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(
 
 
 def _locate(
-    loc: tuple[Any, ...], root: type[BaseModel] = Config
+    loc: tuple[Any, ...],
+    root: type[BaseModel],
+    kind_of: Callable[[int], type[BaseModel] | None],
 ) -> tuple[tuple[str | int, ...], type[BaseModel] | None]:
     """A pydantic error location -> (the key path as written, the model that path ends in, if any).
 
-    Discriminator tags (`('targets', 0, 'http', 'url')`) and pydantic's own markers are not keys.
+    Pydantic's own markers are not keys; a target's fields are those of its kind (`kind_of` its index).
     """
-    path, current = _walk(loc, root)
+    path, current = _walk(loc, root, kind_of)
     model = _unwrap(current)
     return path, model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _type_at(loc: tuple[Any, ...], root: type[BaseModel]) -> Any:
+def _type_at(loc: tuple[Any, ...], root: type[BaseModel], kind_of: Callable[[int], type[BaseModel] | None]) -> Any:
     """The schema's type at a pydantic error location (None where the schema has no such key)."""
-    return _walk(loc, root)[1]
+    return _walk(loc, root, kind_of)[1]
 
 
-def _walk(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[tuple[str | int, ...], Any]:
+def _walk(
+    loc: tuple[Any, ...], root: type[BaseModel], kind_of: Callable[[int], type[BaseModel] | None]
+) -> tuple[tuple[str | int, ...], Any]:
     path: list[str | int] = []
     current: Any = root
     for part in loc:
         if part == "[key]":
             continue
         unwrapped = _unwrap(current)
-        if root is Config and len(path) == 2 and path[0] == "targets" and isinstance(part, str) and part in KINDS:
-            current = KINDS[part].config
-            continue
         path.append(part)
-        current = _child_type(unwrapped, part)
+        if root is Config and len(path) == 2 and path[0] == "targets" and isinstance(part, int):
+            current = kind_of(part)  # a target's fields are its kind's
+        else:
+            current = _child_type(unwrapped, part)
     return tuple(path), current
 
 

@@ -6,9 +6,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
+from typing import Annotated, Any, TypeAlias
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SerializeAsAny,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from exporter.config.overview import OverviewSettings
@@ -91,15 +101,26 @@ class Defaults(BaseModel):
         return self
 
 
-def _target_union() -> Any:
-    configs = tuple(kind.config for kind in KINDS.values())
-    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007 - built at run time
+def _of_its_kind(value: Any, info: ValidationInfo) -> TargetConfig:
+    """A target read by its kind's schema, told apart by `type:` (the errors are those of a union
+    told apart by `type:`). The kind's module is imported here, when a config first names it."""
+    if isinstance(value, TargetConfig):  # a Config built in code, of targets already made
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError(
+            "model_attributes_type", "Input should be a valid dictionary or object to extract fields from"
+        )
+    if "type" not in value:
+        raise PydanticCustomError("union_tag_not_found", "Unable to extract tag using discriminator 'type'")
+    tag = value["type"]
+    kind = KINDS.get(tag) if isinstance(tag, str) else None
+    if kind is None:
+        raise PydanticCustomError("union_tag_invalid", "unknown target type {tag}", {"tag": str(tag)})
+    return kind.config.model_validate(value, context=info.context)
 
 
-if TYPE_CHECKING:
-    _AnyTarget: TypeAlias = TargetConfig  # one of the kinds' configs, told apart by `type:`
-else:
-    _AnyTarget = _target_union()
+#: One of the kinds' configs, told apart by `type:` (and dumped as its kind's).
+_AnyTarget: TypeAlias = SerializeAsAny[Annotated[TargetConfig, PlainValidator(_of_its_kind)]]
 
 
 class Config(BaseModel):

@@ -16,6 +16,7 @@ HELP/TYPE lines and small chunks itself (see Body).
 from __future__ import annotations
 
 import concurrent.futures
+import operator
 import struct
 import threading
 import time
@@ -47,6 +48,8 @@ class SeriesFamily:
 
 #: Suffixes the classic text format moves out of a family into gauge families of their own.
 _OUTSIDE_SUFFIXES = ("_created", "_gsum", "_gcount")
+_NAME = operator.attrgetter("name")
+_VALUE = operator.attrgetter("value")
 #: Type names as the classic text format writes them (prometheus_client's munging).
 _TEXT_TYPES = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
 
@@ -90,13 +93,13 @@ class Chunks:
         """Render a family's samples."""
         name = family.name
         heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
-        lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats([s.value for s in family.samples]))]
+        lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats(map(_VALUE, family.samples)))]
         openmetrics = "".join(lines).encode()
-        moved = [
-            (i, suffix) for i, s in enumerate(family.samples) if (suffix := s.name[len(name) :]) in _OUTSIDE_SUFFIXES
-        ]
-        if not moved:
+        names = list(map(_NAME, family.samples))
+        suffixes = {n: suffix for n in set(names) if (suffix := n[len(name) :]) in _OUTSIDE_SUFFIXES}
+        if not suffixes:
             return cls(openmetrics, {}, openmetrics)
+        moved = [(i, suffixes[n]) for i, n in enumerate(names) if n in suffixes]
         outside: dict[str, list[str]] = {}
         for index, suffix in moved:
             outside.setdefault(suffix, []).append(lines[index])

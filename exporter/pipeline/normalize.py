@@ -225,11 +225,17 @@ def _as_text(labels: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{name: _escape(value) for name, value in each.items()} for each in labels]
 
 
-def _formatted(labels: list[dict[str, str]], shapes: list, formats: dict) -> list[str]:
-    """Each label dict through its shape's %-format (`formats`: shape -> format)."""
+def _formatted(labels: list[dict[str, str]], keys: list, formats: dict) -> list[str]:
+    """Each label dict written by its key's %-format, from the values its picker reads (`formats`:
+    key -> (format, picker)): positional, which is quicker than a format that looks up each name."""
     if len(formats) == 1:
-        return list(map(next(iter(formats.values())).__mod__, labels))
-    return list(map(str.__mod__, map(formats.__getitem__, shapes), labels))
+        text, pick = next(iter(formats.values()))
+        return list(map(text.__mod__, map(pick, labels)))
+    text_of = {key: text for key, (text, _) in formats.items()}
+    pick_of = {key: pick for key, (_, pick) in formats.items()}
+    return list(
+        map(str.__mod__, map(text_of.__getitem__, keys), map(operator.call, map(pick_of.__getitem__, keys), labels))
+    )
 
 
 def _no_values(labels: dict[str, str]) -> tuple:
@@ -405,7 +411,7 @@ class _Labeller:
         self._own_text = {name: _escape(value).replace("%", "%%") for name, value in self.own.items()}
         self._renames: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._shapes: dict[tuple[str, ...], _Shape] = {}
-        self._heads: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._heads: dict[tuple[str, tuple[str, ...]], tuple[str, Callable]] = {}
 
     def renamed(self, names: tuple[str, ...]) -> tuple[str, ...]:
         """The served names of one series' upstream label names: sanitized; `__`-prefixed ones (Prometheus's)
@@ -462,17 +468,20 @@ class _Labeller:
         values = map(itertools.chain, map(dict.values, labels), itertools.repeat(self._own_values))
         return list(map(dict, map(zip, map(served_names.__getitem__, shapes), values)))
 
-    def head_format(self, sample_name: str, names: tuple[str, ...]) -> str:
-        """The %-format that writes a sample's head (`series_head` of its served name and labels) from its
-        upstream label dict (values escaped)."""
+    def head_format(self, sample_name: str, names: tuple[str, ...]) -> tuple[str, Callable]:
+        """How a sample's head (`series_head` of its served name and labels) is written from its upstream
+        label dict (values escaped): a %-format with a `%s` for each upstream value, and a picker of
+        those values in that order."""
         key = (sample_name, names)
-        text = self._heads.get(key)
-        if text is None:
-            values = {served: f"%({upstream})s" for served, upstream in self.shape(names).source.items()}
-            values.update(self._own_text)
-            pairs = ",".join(f'{name}="{values[name]}"' for name in sorted(values))
-            text = self._heads[key] = f"{sample_name.replace('%', '%%')}{{{pairs}}} "
-        return text
+        head = self._heads.get(key)
+        if head is None:
+            source = self.shape(names).source  # served name -> upstream name (never an own label's name)
+            own = self._own_text
+            order = sorted({*source, *own})
+            pairs = ",".join(f'{name}="{own.get(name, "%s")}"' for name in order)
+            text = f"{sample_name.replace('%', '%%')}{{{pairs}}} "
+            head = self._heads[key] = (text, _picker(tuple(source[name] for name in order if name not in own)))
+        return head
 
     def group(self, names: tuple[str, ...], bound: str) -> tuple[tuple[str, ...], Callable]:
         """How to read a sample's series group (`_group_keys` of its served labels, less the own labels, the

@@ -251,7 +251,8 @@ def profiles() -> tuple[Profile, ...]:
 def load_profile(path: Path) -> Profile:
     """Read and check one profile file; ProfileError says which file and key are wrong."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's reader where PyYAML has it (the same data, ~10x faster: the first poll waits for this)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as exc:
         raise ProfileError(f"{path}: {exc}") from None
     try:

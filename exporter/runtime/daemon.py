@@ -19,12 +19,12 @@ from exporter.core.fields import format_duration
 from exporter.core.watch import FileWatch
 from exporter.runtime.demo import Demo
 from exporter.runtime.release import HeapTrim, limit_arenas
-from exporter.runtime.scheduler import Scheduler, TargetPoller
+from exporter.runtime.scheduler import Scheduler
 from exporter.runtime.systemd import Notifier
 from exporter.serve.collector import Collector
 from exporter.serve.listener import Guard, GuardedRunner, GuardedSite
 from exporter.serve.overview.live import Overview
-from exporter.serve.store import Snapshot, Store
+from exporter.serve.store import Store
 from exporter.serve.web import build_app
 from exporter.sources import Shared, TargetConfig
 from exporter.sources.http import HTTPTarget
@@ -294,20 +294,3 @@ class Daemon:
                     task.cancel()
                 await asyncio.gather(*reloads, return_exceptions=True)
             await self.close()
-
-
-async def poll_once(config: Config, names: list[str] | None = None) -> tuple[bytes, list[Snapshot]]:
-    """Poll the selected targets once each (retries included) -> (the exposition we would serve, failed targets)."""
-    selected = [t for t in config.targets if not names or t.name in names]
-    store, shared = Store(), Shared()
-    try:
-        # Polled once: remembering the shape of each poll, for a next one, would be work for nothing.
-        pollers = [TargetPoller(target, store, shared, remember=False) for target in selected]
-        snapshots = await asyncio.gather(*(poller.poll() for poller in pollers))
-        for poller in pollers:
-            await poller.close()
-    finally:
-        await shared.close()
-    store.config_ok, store.config_loaded_at = True, time.time()
-    text = Collector(store, process_metrics=False).render()
-    return text, [snap for snap in snapshots if not snap.up]

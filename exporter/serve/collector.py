@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 from collections import Counter
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,8 +20,10 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.pipeline.exposition import SeriesFamily, merge, render_openmetrics, render_text
-from exporter.serve.listener import Guard
 from exporter.serve.store import Store
+
+if TYPE_CHECKING:  # the listening side's module loads aiohttp's server, which `once` has no use for
+    from exporter.serve.listener import Guard
 
 SELF = "inference_exporter_"
 

@@ -1,37 +1,45 @@
 """Target kinds: the config `type:` string -> its config schema and its Source class.
 
-Adding a kind is one new module here and one entry in KINDS; nothing else changes.
+Adding a kind is one new module here and one entry in KINDS; nothing else changes. A kind's module
+is imported when a config first names the kind, so that its schema and its dependencies (nats-py,
+nvidia-ml-py, Dynamo's runtime) load only for a config that uses it.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Any
 
 from exporter.sources.base import Payload, Shared, Source, SourceError, TargetConfig
-from exporter.sources.http import HTTPTarget
-from exporter.sources.nats import NATSTarget
-from exporter.sources.nvml import NVMLTarget
 
 
 @dataclass(frozen=True)
 class Kind:
-    config: type[TargetConfig]
-    #: "module:Class" of the Source, imported on first use so that a kind's heavy
-    #: dependencies (nats, pynvml) load only when a config uses that kind.
+    #: "module:Class" of the kind's config schema and of its Source, each imported on first use.
+    schema: str
     source: str
+
+    @property
+    def config(self) -> type[TargetConfig]:
+        """The kind's config schema (a TargetConfig subclass with its own `type` literal)."""
+        return _imported(self.schema)
 
 
 KINDS: dict[str, Kind] = {
-    "http": Kind(HTTPTarget, "exporter.sources.http:HTTPSource"),
-    "nvml": Kind(NVMLTarget, "exporter.sources.nvml:NVMLSource"),
-    "nats": Kind(NATSTarget, "exporter.sources.nats:NATSSource"),
+    "http": Kind("exporter.sources.http:HTTPTarget", "exporter.sources.http:HTTPSource"),
+    "nvml": Kind("exporter.sources.nvml:NVMLTarget", "exporter.sources.nvml:NVMLSource"),
+    "nats": Kind("exporter.sources.nats:NATSTarget", "exporter.sources.nats:NATSSource"),
 }
 
 
 def create_source(target: TargetConfig, shared: Shared) -> Source:
-    module, _, cls = KINDS[target.type].source.partition(":")
-    return getattr(importlib.import_module(module), cls)(target, shared)
+    return _imported(KINDS[target.type].source)(target, shared)
+
+
+def _imported(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = ["KINDS", "Kind", "Payload", "Shared", "Source", "SourceError", "TargetConfig", "create_source"]

@@ -24,8 +24,11 @@ from exporter.sources.base import Exposition, Payload, Shared, SourceError, Targ
 USER_AGENT = f"inference-exporter/{__version__}"
 #: How much of the raw body a snapshot keeps for debugging views.
 RAW_KEEP = 64 * 1024
-#: The start of a sample line: anything but a comment or a blank.
-_SAMPLE_LINE = re.compile(rb"^[^#\s]", re.M)
+#: The start of a sample line: anything but a comment or a blank ...
+_SAMPLE_START = re.compile(rb"[^#\s]")
+#: ... and of every sample line after the first. (`^` with re.M instead tries every position of the
+#: body: 0.13 s rather than 0.03 s over 24 MB.)
+_SAMPLE_LINE = re.compile(rb"\n[^#\s]")
 #: How long an error response's body is waited for (it is only shown, never needed).
 ERROR_BODY_WAIT = 0.5
 #: Request headers whose values are credentials: Authorization, Cookie, X-Api-Key, X-Auth-Token... A header's
@@ -236,9 +239,7 @@ class HTTPSource:
         # Over the sample_limit before it is parsed: its sample lines counted (a C regex scan, cheap beside a
         # parse) where no allow/deny list makes some of them not count.
         if exposition.sample_limit and not (self.target.allow_families or self.target.deny_families):
-            exposition.check_samples(
-                len(_SAMPLE_LINE.findall(body)) - (not body.endswith(b"\n"))
-            )  # a cut-off last line is dropped
+            exposition.check_samples(_sample_lines(body) - (not body.endswith(b"\n")))  # a cut-off last line is dropped
         return Payload([], {}, raw, {}, shown_content_type(content_type), exposition)
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
@@ -266,6 +267,11 @@ class HTTPSource:
 
     async def close(self) -> None:
         """The session is shared and closed with the daemon; nothing of this target's to release."""
+
+
+def _sample_lines(body: bytes) -> int:
+    """How many lines of the body start with anything but `#` or a blank."""
+    return len(_SAMPLE_LINE.findall(body)) + (_SAMPLE_START.match(body) is not None)
 
 
 async def _error_body(response: aiohttp.ClientResponse) -> bytes:

@@ -18,6 +18,8 @@ import pytest
 import trustme
 from aiohttp import web
 from helpers.support import simulated, simulated_bodies, simulated_dynamo_vllm_worker, simulated_value
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -544,3 +546,16 @@ def test_a_tls_file_that_is_not_pem_is_a_config_error_naming_its_line(tmp_path):
         )
     assert str(caught.value).startswith("tls.yaml:5: targets[0].tls:")
     assert str(bogus) in str(caught.value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\n", b"#", b" ", b"\t", b"\r", b"\x0b", b"\x0c", b"a", b"1", b"{"]), max_size=40))
+def test_sample_lines_counted_before_the_parse_are_those_that_start_with_neither_a_comment_nor_a_blank(pieces):
+    """The count the sample_limit is checked against before a parse: lines that start with anything but
+    `#` or a blank, as a multiline `^[^#\\s]` finds them (a slower scan of a large body)."""
+    import re
+
+    from exporter.sources.http import _sample_lines
+
+    body = b"".join(pieces)
+    assert _sample_lines(body) == len(re.findall(rb"^[^#\s]", body, re.M))

@@ -16,7 +16,7 @@ from helpers.support import REPO
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config.loader import parse_config
-from exporter.runtime.daemon import poll_once
+from exporter.runtime.once import poll_once
 
 
 def nvml_is_usable() -> bool:

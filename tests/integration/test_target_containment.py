@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config.loader import parse_config
-from exporter.runtime.daemon import poll_once
+from exporter.runtime.once import poll_once
 
 OWN = ("inference_exporter_", "process_", "python_")
 

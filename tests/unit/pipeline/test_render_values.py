@@ -1,0 +1,29 @@
+"""Sample values are written as prometheus_client writes them (floatToGoString), however they are
+rendered: a whole family of plain floats at once, or one value at a time where one is not."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.utils import floatToGoString
+
+from exporter.pipeline.exposition import go_floats
+
+VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-2e6, max_value=2e6),
+    st.sampled_from([0.0, -0.0, 1e6, -1e6, 999999.9, 1e-5, 5e-324]),
+    st.integers(min_value=-(10**7), max_value=10**7),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(VALUES, max_size=30))
+def test_values_are_written_as_prometheus_client_writes_them(values):
+    assert go_floats(values) == [floatToGoString(value) for value in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=-999999.0, max_value=999999.0), min_size=1, max_size=30))
+def test_a_family_of_plain_floats_is_written_as_prometheus_client_writes_it(values):
+    assert go_floats(iter(values)) == [floatToGoString(value) for value in values]
