@@ -23,9 +23,9 @@ from typing import Any
 
 __all__ = ["Trace", "TraceError", "Traced", "larger"]
 
-#: The most steps (arithmetic, and guards not checked in bulk) one trace compiles: 20,000 compile in
-#: about 0.2 s, once per shape; a target whose unified values take more (a 100k-sample body) is served
-#: the long way, rather than stall its poll for seconds.
+#: The most steps (arithmetic, and guards not checked in bulk) one trace compiles, once per shape; a
+#: target whose unified values take more (a 100k-sample body) is served the long way, rather than stall
+#: its poll for seconds (what compiling costs: docs/performance.md).
 MOST_STEPS = 20_000
 
 

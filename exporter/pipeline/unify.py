@@ -265,7 +265,7 @@ class _SampleIndex:
         self._later: Callable[[], Iterable[Family]] | None = None
         self._by_name: dict[str, list[Sample]] = defaultdict(list)
         # One pass over every sample, a set lookup each: faster than reading each family's names in C
-        # first (7 ms against 15 ms for a body of 199k samples), since most families are not read at all.
+        # first, since most families are not read at all.
         for family in families:
             for sample in family.samples:
                 if sample.name in wanted:

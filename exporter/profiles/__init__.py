@@ -251,7 +251,8 @@ def profiles() -> tuple[Profile, ...]:
 def load_profile(path: Path) -> Profile:
     """Read and check one profile file; ProfileError says which file and key are wrong."""
     try:
-        # libyaml's reader where PyYAML has it (the same data, ~10x faster: the first poll waits for this)
+        # libyaml's reader where PyYAML has it (the same data, faster: the first poll waits for this;
+        # docs/performance.md)
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as exc:
         raise ProfileError(f"{path}: {exc}") from None
