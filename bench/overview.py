@@ -139,14 +139,14 @@ def percentile(values: list[float], share: float) -> float | None:
 async def main(args: argparse.Namespace) -> int:
     from helpers.fake_nvml import FakeNVML, eight_gpus
 
-    import exporter.sources.nvml
+    import exporter.sources.nvml.source
     from exporter.config.loader import parse_config
     from exporter.core.logs import configure
     from exporter.runtime.daemon import Daemon
 
     configure("warning", "console")
     fake = FakeNVML(eight_gpus())
-    exporter.sources.nvml.load_binding = lambda: fake
+    exporter.sources.nvml.source.load_binding = lambda: fake
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     child = context.Process(target=child_main, args=(theirs, args.targets), daemon=True)

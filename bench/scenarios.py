@@ -639,10 +639,10 @@ class ScenarioResult:
 async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
     from helpers.fake_nvml import FakeNVML, eight_gpus
 
-    import exporter.sources.nvml
+    import exporter.sources.nvml.source
 
     fake = FakeNVML(eight_gpus())
-    exporter.sources.nvml.load_binding = lambda: fake  # the daemon's NVML source reads the fake host
+    exporter.sources.nvml.source.load_binding = lambda: fake  # the daemon's NVML source reads the fake host
     with_nats = nats_available()
     notes = []
     if not with_nats:

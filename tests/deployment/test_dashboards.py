@@ -13,7 +13,7 @@ from helpers.support import REPO, require_tool, scrape, simulated_bodies, wait_u
 from helpers.upstream import fixtures_config
 from prometheus_client.parser import text_string_to_metric_families
 
-import exporter.sources.nvml as nvml_source
+import exporter.sources.nvml.source as nvml_source
 
 DASHBOARDS = REPO / "dashboards"
 DASHBOARD = DASHBOARDS / "inference-exporter.json"

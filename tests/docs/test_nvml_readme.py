@@ -12,12 +12,13 @@ from helpers.support import REPO, capture, require_tool
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import exporter.sources.nvml as nvml_source
+import exporter.sources.nvml.source as nvml_source
 from exporter.config.loader import parse_config
 from exporter.runtime.scheduler import TargetPoller
 from exporter.serve.collector import Collector, registry_for
 from exporter.serve.store import Store
 from exporter.sources import Shared
+from exporter.sources.nvml.metrics import FAMILIES
 
 DCGM_FIXTURE = "dcgm-exporter-datadog-fixture-metrics.prom"
 
@@ -67,7 +68,7 @@ def served_names(text: str) -> set[str]:
 
 def test_the_readme_lists_exactly_the_families_the_source_can_serve():
     listed = {row[0].strip("`") for row in readme_table("# GPU metrics (`type: nvml`)")}
-    servable = {name + "_total" if kind == "counter" else name for name, (kind, _) in nvml_source.FAMILIES.items()}
+    servable = {name + "_total" if kind == "counter" else name for name, (kind, _) in FAMILIES.items()}
     assert listed == servable
 
 

@@ -278,7 +278,7 @@ async def test_a_failed_nvml_poll_leaves_nothing_behind(monkeypatch, failure):
 
     from helpers.fake_nvml import FakeNVML, eight_gpus
 
-    import exporter.sources.nvml as nvml_source
+    import exporter.sources.nvml.source as nvml_source
 
     host = FakeNVML(eight_gpus(), library_missing=failure == "library_missing")
     monkeypatch.setattr(nvml_source, "load_binding", lambda: host)

@@ -320,7 +320,7 @@ async def test_the_stream_delivers_at_least_three_messages_in_three_and_a_half_s
 async def test_gpus_of_nvml_targets_show_utilisation_memory_and_power(monkeypatch, aiohttp_server):
     from helpers.fake_nvml import FakeNVML, eight_gpus
 
-    from exporter.sources import nvml as nvml_source
+    from exporter.sources.nvml import source as nvml_source
 
     fake = FakeNVML(eight_gpus())
     monkeypatch.setattr(nvml_source, "load_binding", lambda: fake)

@@ -21,7 +21,7 @@ from helpers.fake_nvml import FakeNVML, eight_gpus
 from helpers.simulated_vllm import SimulatedVLLM
 from helpers.support import REPO, daemon_url, free_port, require_tool, wait_until
 
-from exporter.sources import nvml as nvml_source
+from exporter.sources.nvml import source as nvml_source
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 

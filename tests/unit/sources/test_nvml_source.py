@@ -18,7 +18,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-import exporter.sources.nvml as nvml_source
+import exporter.sources.nvml.source as nvml_source
 from exporter.config.loader import ConfigError, parse_config
 from exporter.runtime.scheduler import TargetPoller
 from exporter.serve.collector import Collector, registry_for

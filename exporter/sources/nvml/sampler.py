@@ -1,195 +1,37 @@
-"""`type: nvml`: the host's NVIDIA GPUs through NVML (nvidia-ml-py), in Prometheus conventions.
-
-What dcgm-exporter reports by default, in base units (docs/gpus.md maps its names to ours). Every
-NVML call runs on one worker thread per target: a call stuck in the driver holds up this target
-alone, and while it is stuck the target reports `timeout` instead of queueing more calls behind it.
-"""
+"""Reading every GPU (and MIG device) of the host once per poll, on the worker thread: NVML's answers
+turned into readings, a GPU that stopped answering said so, XID events counted."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
-import functools
-import importlib
-import queue
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import structlog
-from pydantic import Field, field_validator
 
 from exporter.core.family import Family, Sample
-from exporter.sources.base import Payload, Shared, SourceError, TargetConfig
+from exporter.sources.base import Payload
+from exporter.sources.nvml.config import NVMLTarget
+from exporter.sources.nvml.metrics import (
+    _PSTATE_UNKNOWN,
+    _VALUE_MEMBERS,
+    CLOCK_EVENT_REASONS,
+    FAMILIES,
+    Reading,
+    _text,
+    cuda_version,
+    mig_profile,
+)
 
 log = structlog.get_logger("exporter.sources.nvml")
 
-#: Longest pause between two attempts to initialize NVML on a host without a working driver.
-INIT_BACKOFF_MAX = 300.0
-#: How long close() waits for nvmlShutdown before leaving it to a worker thread that is stuck.
-CLOSE_GRACE = 2.0
+
 #: Most XID events read from the event set in one poll (a storm must not keep a poll going).
 MAX_EVENTS_PER_POLL = 1000
 
-T = TypeVar("T")
 R = TypeVar("R")
-
-
-class NVMLTarget(TargetConfig):
-    type: Literal["nvml"]
-    #: Serve GPU memory per process (one series per process and GPU: opt in, mind the cardinality).
-    processes: bool = False
-    #: Serve PCIe throughput. NVML samples each direction for 20 ms of wall time per GPU and poll
-    #: (most of a poll's time: docs/performance.md), so a host with many GPUs and a short interval or
-    #: timeout may turn it off. The call costs waiting, not CPU.
-    pcie_throughput: bool = True
-    #: GPU indices to read, as nvidia-smi numbers them; unset reads every GPU on the host.
-    devices: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
-
-    @field_validator("devices")
-    @classmethod
-    def _distinct(cls, devices: list[int] | None) -> list[int] | None:
-        if devices is not None and len(set(devices)) != len(devices):
-            raise ValueError(f"each GPU index may be listed once, got {devices}")
-        return devices
-
-
-def load_binding() -> ModuleType:
-    """nvidia-ml-py's `pynvml`. Importing it loads no driver library (nvmlInit does); tests swap in a fake."""
-    return importlib.import_module("pynvml")
-
-
-# -- what we serve --------------------------------------------------------------------------------
-
-#: Every family this source can serve: name -> (type, HELP). Counters' samples carry `_total`.
-FAMILIES: dict[str, tuple[str, str]] = {
-    "gpu_info": (
-        "gauge",
-        "Always 1; the labels say which GPU it is (name, uuid, PCI bus id, serial) and which driver runs it.",
-    ),
-    "gpu_utilization_ratio": (
-        "gauge",
-        "Share of the last sample period (1/6 s to 1 s by product) in which a kernel ran on the GPU.",
-    ),
-    "gpu_memory_utilization_ratio": (
-        "gauge",
-        "Share of the last sample period in which device memory was read or written.",
-    ),
-    "gpu_encoder_utilization_ratio": ("gauge", "Share of the last sample period in which the video encoder was busy."),
-    "gpu_decoder_utilization_ratio": ("gauge", "Share of the last sample period in which the video decoder was busy."),
-    "gpu_memory_used_bytes": ("gauge", "Device memory allocated, reserved memory included."),
-    "gpu_memory_free_bytes": ("gauge", "Device memory not allocated."),
-    "gpu_memory_total_bytes": ("gauge", "Device memory installed."),
-    "gpu_power_usage_watts": ("gauge", "Power drawn by the board, as the driver last measured it."),
-    "gpu_power_limit_watts": ("gauge", "Power limit the driver enforces (the lowest of every limit set)."),
-    "gpu_energy_consumed_joules": ("counter", "Energy the board consumed since the driver was loaded."),
-    "gpu_temperature_celsius": ("gauge", "GPU die temperature."),
-    "gpu_memory_temperature_celsius": ("gauge", "Device memory (HBM) temperature."),
-    "gpu_sm_clock_hertz": ("gauge", "Current clock of the streaming multiprocessors."),
-    "gpu_memory_clock_hertz": ("gauge", "Current clock of device memory."),
-    "gpu_fan_speed_ratio": ("gauge", "Fan speed the driver asks for, as a share of the fan's maximum."),
-    "gpu_pcie_receive_bytes_per_second": ("gauge", "PCIe traffic into the GPU over the driver's last 20 ms sample."),
-    "gpu_pcie_transmit_bytes_per_second": ("gauge", "PCIe traffic out of the GPU over the driver's last 20 ms sample."),
-    "gpu_pcie_replays": ("counter", "PCIe transfers retried, since the driver was loaded."),
-    "gpu_performance_state": ("gauge", "Performance state: 0 (P0, the fastest) to 15 (P15, the slowest)."),
-    "gpu_clock_event_reason": (
-        "gauge",
-        "1 while the reason in the label holds the clocks down (throttles them), else 0.",
-    ),
-    "gpu_ecc_errors": (
-        "counter",
-        "ECC errors in device memory since the driver was loaded, by type (corrected, uncorrected).",
-    ),
-    "gpu_remapped_rows": ("counter", "Device memory rows remapped, by the cause (correctable, uncorrectable errors)."),
-    "gpu_row_remap_pending": ("gauge", "1 if a row remap waits for the next GPU reset, else 0."),
-    "gpu_row_remap_failure": ("gauge", "1 if remapping a row has failed (the GPU needs service), else 0."),
-    "gpu_xid_errors": ("counter", "XID errors the driver reported since this target started, by XID code."),
-    "gpu_mig_memory_used_bytes": ("gauge", "Device memory allocated in a MIG instance."),
-    "gpu_mig_memory_free_bytes": ("gauge", "Device memory not allocated in a MIG instance."),
-    "gpu_mig_memory_total_bytes": ("gauge", "Device memory of a MIG instance."),
-    "gpu_mig_utilization_ratio": ("gauge", "Share of the last sample period in which a kernel ran on a MIG instance."),
-    "gpu_process_memory_used_bytes": ("gauge", "Device memory a process with a CUDA context uses on a GPU."),
-}
-
-#: Clock event (throttle) reasons: our `reason` label -> the suffix of pynvml's constant.
-CLOCK_EVENT_REASONS = {
-    "gpu_idle": "GpuIdle",
-    "applications_clocks_setting": "ApplicationsClocksSetting",
-    "sw_power_cap": "SwPowerCap",
-    "hw_slowdown": "HwSlowdown",
-    "sync_boost": "SyncBoost",
-    "sw_thermal_slowdown": "SwThermalSlowdown",
-    "hw_thermal_slowdown": "HwThermalSlowdown",
-    "hw_power_brake_slowdown": "HwPowerBrakeSlowdown",
-    "display_clock_setting": "DisplayClockSetting",
-}
-
-#: Performance state NVML reports when it does not know one.
-_PSTATE_UNKNOWN = 32
-#: c_nvmlValue_t's member for each NVML_VALUE_TYPE_* (0 double, 1 uint, 2 ulong, 3 ulonglong, 4 sll, 5 sint, 6 ushort).
-_VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
-
-#: One reading: (family, labels beyond gpu and uuid, value).
-Reading = tuple[str, dict[str, str], float]
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def cuda_version(value: int) -> str:
-    """NVML's CUDA driver version number (12040) as people write it (12.4)."""
-    return f"{value // 1000}.{value % 1000 // 10}"
-
-
-def mig_profile(name: str) -> str:
-    """A MIG device's profile from its NVML name ("NVIDIA A100-SXM4-40GB MIG 1g.5gb" -> "1g.5gb")."""
-    _, marker, profile = name.rpartition("MIG ")
-    return profile.strip() if marker else ""
-
-
-# -- the worker thread ----------------------------------------------------------------------------
-
-
-class _Worker:
-    """One daemon thread that runs a target's NVML calls, one job at a time.
-
-    Not a ThreadPoolExecutor: Python joins executor threads at exit, so one call stuck in the
-    driver would keep the daemon from ever stopping. A daemon thread is simply left behind.
-    """
-
-    def __init__(self, name: str):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, job: Callable[[], T]) -> concurrent.futures.Future[T]:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        # In the caller's context: what the job logs reaches its daemon's event rings (exporter.core.events).
-        self._jobs.put((future, functools.partial(contextvars.copy_context().run, job)))
-        return future
-
-    def stop(self) -> None:
-        """End the thread once the jobs already submitted have run."""
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            future, job = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(job())
-            except BaseException as exc:  # handed to the awaiting poll, which decides
-                future.set_exception(exc)
-
-
-# -- sampling, on the worker thread ---------------------------------------------------------------
 
 
 class Unavailable(Exception):
@@ -693,130 +535,3 @@ class Sampler:
                 self._process_names.clear()
             self._process_names[pid] = name
         return name
-
-
-# -- the source -----------------------------------------------------------------------------------
-
-
-def describe_init_error(exc: Exception, nvml: ModuleType) -> str:
-    """What an operator needs to hear when nvmlInit fails."""
-    if isinstance(exc, nvml.NVMLError_LibraryNotFound):
-        return (
-            "NVML library libnvidia-ml.so.1 not found: install the NVIDIA driver, or run the container "
-            "with the NVIDIA container toolkit (--gpus all / runtime nvidia)"
-        )
-    if isinstance(exc, nvml.NVMLError_DriverNotLoaded):
-        return "the NVIDIA kernel driver is not loaded (nvidia-smi says more)"
-    if isinstance(exc, nvml.NVMLError_NoPermission):
-        return "no permission to open the NVIDIA devices (/dev/nvidia*)"
-    if isinstance(exc, nvml.NVMLError_LibRmVersionMismatch):
-        return "the NVML library and the kernel driver differ in version (a driver upgrade without a reboot?)"
-    return f"nvmlInit failed: {exc}"
-
-
-class NVMLSource:
-    """Samples the GPUs on this target's worker thread; one sample in flight at most."""
-
-    def __init__(self, target: NVMLTarget, shared: Shared, *, nvml: ModuleType | None = None):
-        self.target = target
-        self.nvml = nvml if nvml is not None else load_binding()
-        self.sampler = Sampler(self.nvml, target)
-        self._worker: _Worker | None = None
-        self._inflight: concurrent.futures.Future | None = None
-        self._inflight_since = 0.0
-        self._started = False
-        self._init_failures = 0
-        self._polls_to_skip = 0
-        self._init_error = ""
-
-    async def poll(self) -> Payload:
-        self._check_not_stuck()
-        if not self._started:
-            await self._start()
-        try:
-            return await self._run(self.sampler.sample)
-        except Unavailable as exc:
-            self._started = False
-            await self._run(self.sampler.stop)
-            log.error("NVML stopped working; starting it again", target=self.target.name, error=str(exc))
-            raise SourceError("nvml_unavailable", str(exc), retryable=False) from None
-
-    def _check_not_stuck(self) -> None:
-        if self._inflight is not None and not self._inflight.done():
-            stuck = time.monotonic() - self._inflight_since
-            raise SourceError(
-                "timeout",
-                f"NVML call {self.sampler.describe_call()} has not returned for {stuck:.1f}s; "
-                "polls are skipped until it does",
-                retryable=False,
-            )
-
-    async def _start(self) -> None:
-        if self._polls_to_skip > 0:
-            self._polls_to_skip -= 1
-            raise SourceError("nvml_unavailable", f"{self._init_error} (retrying with backoff)", retryable=False)
-        try:
-            await self._run(self.sampler.start)
-        except self.nvml.NVMLError as exc:
-            self._init_failures += 1
-            self._init_error = describe_init_error(exc, self.nvml)
-            interval = self.target.interval
-            assert interval is not None  # the config resolves it for every target
-            most = max(0, int(INIT_BACKOFF_MAX / interval) - 1)
-            self._polls_to_skip = min(2 ** (self._init_failures - 1) - 1, most)
-            (log.error if self._init_failures == 1 else log.debug)(
-                "NVML is not available; GPU metrics are down, retrying with backoff",
-                target=self.target.name,
-                error=self._init_error,
-                attempt=self._init_failures,
-                next_attempt_in_s=round((self._polls_to_skip + 1) * interval, 3),
-            )
-            raise SourceError("nvml_unavailable", self._init_error, retryable=False) from None
-        self._started = True
-        log.info(
-            "NVML started",
-            target=self.target.name,
-            driver=self.sampler.driver_version,
-            cuda=self.sampler.cuda_version,
-            gpus=[gpu.index for gpu in self.sampler.gpus],
-            after_failed_attempts=self._init_failures,
-        )
-        self._init_failures = 0
-
-    async def _run(self, job: Callable[[], T]) -> T:
-        """Run `job` on the worker thread. If the scheduler's timeout cancels the wait, the job runs on
-        and stays in flight: the next poll sees it and reports `timeout` rather than queue behind it."""
-        return await asyncio.wrap_future(self._submit(job))
-
-    def _submit(self, job: Callable[[], T]) -> concurrent.futures.Future[T]:
-        if self._worker is None:
-            self._worker = _Worker(f"nvml {self.target.name}")
-        future = self._worker.submit(job)
-        self._inflight, self._inflight_since = future, time.monotonic()
-        future.add_done_callback(self._note_done)
-        return future
-
-    def _note_done(self, future: concurrent.futures.Future) -> None:
-        took = time.monotonic() - self._inflight_since
-        if self.target.timeout is not None and took > self.target.timeout:
-            log.info("a stuck NVML call returned", target=self.target.name, after_s=round(took, 3))
-
-    async def close(self) -> None:
-        """nvmlShutdown on the worker thread, after any call still in flight; waits a little, never long."""
-        worker, self._worker = self._worker, None
-        if worker is None:
-            return
-        # Submitted even when not started: an nvmlInit stuck now may still succeed, and is then owed a shutdown.
-        done = worker.submit(self.sampler.stop)
-        worker.stop()
-        self._started = False
-        deadline = time.monotonic() + CLOSE_GRACE
-        # `done` is the worker thread's future, which may never finish: polled, so that close is bounded.
-        while not done.done() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        if not done.done():
-            log.warning(
-                "an NVML call is still stuck; nvmlShutdown runs when it returns",
-                target=self.target.name,
-                call=self.sampler.describe_call(),
-            )
