@@ -23,7 +23,7 @@ from exporter.format.parse import parse
 from exporter.pipeline.exposition import _OUTSIDE_SUFFIXES, Chunks, SeriesFamily, go_floats, series_head
 from exporter.pipeline.normalize import Normalized
 
-__all__ = ["Template", "values_of"]
+__all__ = ["Template", "sample_series", "sample_values", "values_of"]
 
 
 def values_of(families: Sequence[Family]) -> list[float]:
@@ -138,6 +138,23 @@ class _Samples(Sequence):
 
     def __repr__(self) -> str:
         return repr(self._all())
+
+
+def sample_values(samples: Sequence) -> tuple[object | None, Sequence[float]]:
+    """A served family's sample values in order, and what every poll of the same shape shares (None
+    where nothing says so): read without making a Sample per sample. Two families with the same shape
+    have the same series, in the same order (`sample_series`): a reader may work out once per shape
+    what it does with each position, and read only the values on every poll."""
+    if isinstance(samples, _Samples):
+        return samples._template, samples._values
+    return None, [sample.value for sample in samples]
+
+
+def sample_series(samples: Sequence) -> Sequence[tuple[str, dict[str, str]]]:
+    """A served family's (name, labels) of each sample, in order, without making a Sample per sample."""
+    if isinstance(samples, _Samples):
+        return samples._template.series(samples._chunks)
+    return [(sample.name, sample.labels) for sample in samples]
 
 
 class _FamilyTemplate:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config.overview import OverviewSettings
 from exporter.pipeline.normalize import apply_prefix
+from exporter.pipeline.template import sample_series, sample_values
 from exporter.profiles import FINISHED
 from exporter.serve.overview.promql import rise
 from exporter.serve.store import Snapshot
@@ -141,6 +143,9 @@ class Windows:
         self.untracked: dict[str, int] = {}
         self._last_poll: dict[str, float | None] = {}
         self._bounds: dict[tuple[float, ...], tuple[float, ...]] = {}
+        #: target -> (its prefix, what its last poll's families of each shape hold for the rows: see
+        #: `_readings_of`), so that a poll of the same shapes reads only its values
+        self._readings: dict[str, tuple[str, dict[object, tuple[_Reading, ...]]]] = {}
         #: Counts the polls observed: a report made since then is out of date.
         self.version = 0
 
@@ -178,6 +183,7 @@ class Windows:
                 del self.targets[name]
                 self._last_poll.pop(name, None)
                 self.untracked.pop(name, None)
+                self._readings.pop(name, None)
         for key in [key for key in self.rows if key[0] not in names]:
             del self.rows[key]
 
@@ -207,38 +213,35 @@ class Windows:
             points.popleft()  # one point at or before the horizon stays, to measure a full window from
 
     def _observe_backend(self, snapshot: Snapshot) -> None:
+        name = snapshot.target.name
         prefix = snapshot.target.prefix or ""
         wanted = _wanted_names(prefix)
-        values: dict[str, dict] = {}
+        kept = self._readings.get(name)
+        readings = kept[1] if kept is not None and kept[0] == prefix else {}
+        now: dict[object, tuple[_Reading, ...]] = {}  # this poll's shapes: the last poll's others are dropped
+        values: dict[str, tuple[dict, dict, dict]] = {}  # model -> (gauges, counters, buckets)
         for family in snapshot.families:
             if family.name not in wanted.families:
                 continue
-            for sample in family.samples:
-                slot = wanted.samples.get(sample.name)
-                labels = sample.labels
-                if slot is None or not ("backend" in labels or "exported_backend" in labels):
-                    continue
-                model = _model_of(labels)
+            shape, numbers = sample_values(family.samples)
+            reading = readings.get(shape) if shape is not None else None
+            if reading is None:
+                reading = _readings_of(sample_series(family.samples), wanted)
+            if shape is not None:
+                now[shape] = reading
+            for index, model, slot, key in reading:
                 row_values = values.get(model)
                 if row_values is None:
-                    row_values = values[model] = {"gauges": {}, "counters": {}, "buckets": {}}
-                kind, concept = slot
-                if kind == "gauge":
-                    row_values["gauges"][concept] = sample.value
-                elif kind == "counter":
-                    counters = row_values["counters"]
-                    if concept == FINISHED:
-                        outcome = labels.get("outcome", "")
-                        counters["finished"] = counters.get("finished", 0.0) + sample.value
-                        if outcome in OUTCOMES:
-                            key = f"finished_{outcome}"
-                            counters[key] = counters.get(key, 0.0) + sample.value
-                    else:
-                        counters[concept] = counters.get(concept, 0.0) + sample.value
-                else:
-                    bound = _bound(labels.get("le"))
-                    if bound is not None:
-                        row_values["buckets"].setdefault(concept, {})[bound] = sample.value
+                    row_values = values[model] = ({}, {}, {})
+                if slot == _GAUGE:
+                    row_values[0][key] = numbers[index]
+                elif slot == _COUNTER:
+                    counters = row_values[1]
+                    counters[key] = counters.get(key, 0.0) + numbers[index]
+                elif slot == _BUCKET:
+                    concept, bound = key
+                    row_values[2].setdefault(concept, {})[bound] = numbers[index]
+        self._readings[name] = (prefix, now)
         time = snapshot.last_poll
         assert time is not None  # observe() reads polls only
         seen = set()
@@ -248,7 +251,7 @@ class Windows:
                 continue
             seen.add(model)
             row.backend = snapshot.profile
-            counters = row_values["counters"]
+            gauges, counters, buckets = row_values
             if "finished" in counters:
                 for outcome in OUTCOMES:  # an outcome not served yet has counted nothing
                     counters.setdefault(f"finished_{outcome}", 0.0)
@@ -257,10 +260,10 @@ class Windows:
                 Point(
                     time,
                     True,
-                    tuple(row_values["gauges"].get(name) for name in GAUGES),
+                    tuple(gauges.get(name) for name in GAUGES),
                     row.counters_read([counters.get(name) for name in COUNTER_SLOTS]),
                     tuple(
-                        row.histogram_read(index, self._histogram(row_values["buckets"].get(name)))
+                        row.histogram_read(index, self._histogram(buckets.get(name)))
                         for index, name in enumerate(HISTOGRAMS)
                     ),
                 ),
@@ -336,7 +339,40 @@ def _wanted_names(prefix: str) -> _Wanted:
     return wanted
 
 
-def _model_of(labels: dict[str, str]) -> str:
+#: What a sample holds for a row: (its position in the family, the row's model, where it goes, its key
+#: there): a gauge's concept, a counter's slot (summed), a bucket's (concept, bound); _NOTHING only
+#: makes the model's row.
+_Reading = tuple[int, str, int, Any]
+_NOTHING, _GAUGE, _COUNTER, _BUCKET = range(4)
+
+
+def _readings_of(series: Sequence[tuple[str, Mapping[str, str]]], wanted: _Wanted) -> tuple[_Reading, ...]:
+    """What each sample of a family (its served series, in order) holds for the rows, in sample order:
+    worked out once per shape, since it depends on names and labels alone."""
+    out: list[_Reading] = []
+    for index, (name, labels) in enumerate(series):
+        slot = wanted.samples.get(name)
+        if slot is None or not ("backend" in labels or "exported_backend" in labels):
+            continue
+        model = _model_of(labels)
+        kind, concept = slot
+        if kind == "gauge":
+            out.append((index, model, _GAUGE, concept))
+        elif kind == "counter":
+            if concept == FINISHED:
+                out.append((index, model, _COUNTER, "finished"))
+                outcome = labels.get("outcome", "")
+                if outcome in OUTCOMES:
+                    out.append((index, model, _COUNTER, f"finished_{outcome}"))
+            else:
+                out.append((index, model, _COUNTER, concept))
+        else:
+            bound = _bound(labels.get("le"))
+            out.append((index, model, _NOTHING, None) if bound is None else (index, model, _BUCKET, (concept, bound)))
+    return tuple(out)
+
+
+def _model_of(labels: Mapping[str, str]) -> str:
     """The backend's model: `exported_model` where the target's own labels took `model`."""
     model = labels.get("exported_model", labels.get("model", ""))
     return model[:MAX_LABEL]
