@@ -12,11 +12,13 @@ import functools
 import math
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity.stop import stop_base
 
 from exporter.core.events import TargetEvents
 from exporter.core.offload import OFF_LOOP_BYTES, OFF_LOOP_SAMPLES, Lane
@@ -28,6 +30,7 @@ from exporter.serve.store import Snapshot, Store
 from exporter.sources import Payload, Shared, Source, SourceError, TargetConfig, create_source
 
 log = structlog.get_logger("exporter.runtime.scheduler")
+T = TypeVar("T")
 
 #: A retry is only worth starting if this share of the timeout is still left before the next interval.
 _MIN_ATTEMPT_SHARE = 0.1
@@ -61,6 +64,34 @@ def _say_retrying(target: str, secrets, state) -> None:
     )
 
 
+def _after(failure: SourceError, attempt: Callable[[], Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """The attempts for tenacity once the first, made without it, failed with `failure`: its first call
+    says that failure again (no request), so that tenacity counts, waits, logs and stops as it would
+    have had it made the first attempt itself; the calls after it attempt."""
+    told: list[SourceError] = [failure]
+
+    async def attempts(*, started: float) -> T:  # `started` is for the stop: see _StopBeforeDelay
+        if told:
+            raise told.pop()
+        return await attempt()
+
+    return attempts
+
+
+class _StopBeforeDelay(stop_base):
+    """tenacity's stop_before_delay, timed from the poll's start (the attempts' `started`), not from
+    when tenacity took over after the first attempt: stop where the next attempt would begin past
+    `max_delay` seconds into the poll."""
+
+    def __init__(self, max_delay: float) -> None:
+        self.max_delay = max(0.0, max_delay)
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        assert retry_state.outcome_timestamp is not None  # tenacity stops after an attempt only
+        since_start = retry_state.outcome_timestamp - retry_state.kwargs["started"]
+        return since_start + retry_state.upcoming_sleep >= self.max_delay
+
+
 def _forget(retrying: AsyncRetrying) -> None:
     """Cut a retry policy's references to itself (the last call's actions, kept in its iteration
     state), so that dropping it frees it at once."""
@@ -78,9 +109,6 @@ def internal_error(exc: BaseException) -> str:
         where = f" at {tb.tb_frame.f_code.co_filename.rpartition('/')[2]}:{tb.tb_lineno}"
     text = str(exc)[:200]
     return f"{type(exc).__name__}{': ' + text if text else ''}{where} (a bug in inference-exporter; the log has its traceback)"
-
-
-T = TypeVar("T")
 
 
 def _resolved(value: T | None, name: str) -> T:
@@ -158,11 +186,17 @@ class TargetPoller:
 
         previous = self._snapshot
         overlapping, self._polling = self._polling, True
-        retrying = self._retrying(budget, fresh=overlapping)
+        retrying: AsyncRetrying | None = None
         payload: Payload
         output: Output
         try:
-            payload, output = await retrying(attempt_once)
+            try:
+                payload, output = await attempt_once()  # most polls: one attempt, and no retry machinery
+            except SourceError as exc:
+                if not _retryable(exc):
+                    raise
+                retrying = self._retrying(budget, fresh=overlapping)
+                payload, output = await retrying(_after(exc, attempt_once), started=started)
         except SourceError as exc:
             drop_frames(exc)  # nothing the poll made outlives it; only the reason and message are kept
             return self._publish_failure(previous, exc, wall, started, attempts)
@@ -176,7 +210,7 @@ class TargetPoller:
             return self._publish_failure(previous, error, wall, started, attempts)
         finally:
             self._polling = overlapping
-            if overlapping:  # a policy of its own, dropped now: its self-references cut first
+            if overlapping and retrying is not None:  # a policy of its own, dropped now: self-references cut first
                 _forget(retrying)
 
         dropped = dict(previous.dropped)
@@ -230,17 +264,18 @@ class TargetPoller:
             )
 
     def _retrying(self, budget: float, *, fresh: bool = False) -> AsyncRetrying:
-        """The retry policy for polls of this budget: attempts, backoff, and no retry that would start
-        too late. Made once and reused: tenacity's retrying objects hold reference cycles, and one per
-        poll left garbage for the cycle collector every poll. A poll overlapping another (tenacity keeps
-        a call's state in the object) gets one of its own."""
+        """The retry policy for polls of this budget, taken up once a poll's first attempt failed (see
+        `_after`): attempts, backoff, and no retry that would start too late. Made once and reused:
+        tenacity's retrying objects hold reference cycles, and one per poll left garbage for the cycle
+        collector every poll. A poll overlapping another (tenacity keeps a call's state in the object)
+        gets one of its own."""
         if not fresh and self._policy is not None and self._policy[0] == budget:
             return self._policy[1]
         target = self.target
         retries, backoff = _resolved(target.retries, "retries"), _resolved(target.backoff, "backoff")
         timeout = _resolved(target.timeout, "timeout")
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(retries + 1) | stop_before_delay(max(0.0, budget - _MIN_ATTEMPT_SHARE * timeout)),
+            stop=stop_after_attempt(retries + 1) | _StopBeforeDelay(budget - _MIN_ATTEMPT_SHARE * timeout),
             wait=wait_exponential_jitter(multiplier=backoff, max=budget / 2, jitter=backoff),
             retry=retry_if_exception(_retryable),
             before_sleep=functools.partial(_say_retrying, target.name, self._secrets),

@@ -113,3 +113,15 @@ async def test_a_poll_leaves_no_garbage_for_the_cycle_collector(upstream):
     finally:
         await shared.close()
     assert not garbage, garbage
+
+
+async def test_no_retry_starts_when_the_first_attempt_left_too_little_of_the_interval(upstream):
+    """The first attempt runs outside tenacity; its time still counts against the interval: a timeout
+    of 480ms in a 500ms interval leaves less than a tenth of the timeout for a retry, so none starts."""
+    target = one_target(
+        f'{{name: hangs, type: http, url: "{upstream.url}/hang"}}',
+        defaults="{interval: 500ms, timeout: 480ms, retries: 2, backoff: 1ms}",
+    )
+    snap = await poll_once(target)
+    assert snap.up is False and snap.last_reason == "timeout"
+    assert upstream.hits["/hang"] == 1 and snap.retries == 0
