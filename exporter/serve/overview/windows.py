@@ -229,18 +229,17 @@ class Windows:
                 reading = _readings_of(sample_series(family.samples), wanted)
             if shape is not None:
                 now[shape] = reading
-            for index, model, slot, key in reading:
-                row_values = values.get(model)
+            for held in reading:
+                row_values = values.get(held.model)
                 if row_values is None:
-                    row_values = values[model] = ({}, {}, {})
-                if slot == _GAUGE:
-                    row_values[0][key] = numbers[index]
-                elif slot == _COUNTER:
-                    counters = row_values[1]
+                    row_values = values[held.model] = ({}, {}, {})
+                gauges, counters, buckets = row_values
+                for concept, index in held.gauges:
+                    gauges[concept] = numbers[index]
+                for key, index in held.counters:
                     counters[key] = counters.get(key, 0.0) + numbers[index]
-                elif slot == _BUCKET:
-                    concept, bound = key
-                    row_values[2].setdefault(concept, {})[bound] = numbers[index]
+                for concept, bounds, indices in held.buckets:
+                    buckets.setdefault(concept, {}).update(zip(bounds, map(numbers.__getitem__, indices)))
         self._readings[name] = (prefix, now)
         time = snapshot.last_poll
         assert time is not None  # observe() reads polls only
@@ -339,37 +338,56 @@ def _wanted_names(prefix: str) -> _Wanted:
     return wanted
 
 
-#: What a sample holds for a row: (its position in the family, the row's model, where it goes, its key
-#: there): a gauge's concept, a counter's slot (summed), a bucket's (concept, bound); _NOTHING only
-#: makes the model's row.
-_Reading = tuple[int, str, int, Any]
-_NOTHING, _GAUGE, _COUNTER, _BUCKET = range(4)
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What one family of one shape holds for one model's row: the positions of its values, by where they
+    go, each in sample order (a gauge's last value counts; a counter's are summed in that order)."""
+
+    model: str
+    #: (concept, position)
+    gauges: tuple[tuple[str, int], ...]
+    #: (counter slot, position)
+    counters: tuple[tuple[str, int], ...]
+    #: (concept, its buckets' bounds, their positions)
+    buckets: tuple[tuple[str, tuple[float, ...], tuple[int, ...]], ...]
 
 
 def _readings_of(series: Sequence[tuple[str, Mapping[str, str]]], wanted: _Wanted) -> tuple[_Reading, ...]:
-    """What each sample of a family (its served series, in order) holds for the rows, in sample order:
-    worked out once per shape, since it depends on names and labels alone."""
-    out: list[_Reading] = []
+    """What a family (its served series, in order) holds for each model's row, the models in the order
+    they first appear: worked out once per shape, since it depends on names and labels alone."""
+    models: dict[str, tuple[list, list, dict[str, tuple[list, list]]]] = {}
     for index, (name, labels) in enumerate(series):
         slot = wanted.samples.get(name)
         if slot is None or not ("backend" in labels or "exported_backend" in labels):
             continue
         model = _model_of(labels)
+        gauges, counters, buckets = models.setdefault(model, ([], [], {}))
         kind, concept = slot
         if kind == "gauge":
-            out.append((index, model, _GAUGE, concept))
+            gauges.append((concept, index))
         elif kind == "counter":
             if concept == FINISHED:
-                out.append((index, model, _COUNTER, "finished"))
+                counters.append(("finished", index))
                 outcome = labels.get("outcome", "")
                 if outcome in OUTCOMES:
-                    out.append((index, model, _COUNTER, f"finished_{outcome}"))
+                    counters.append((f"finished_{outcome}", index))
             else:
-                out.append((index, model, _COUNTER, concept))
+                counters.append((concept, index))
         else:
             bound = _bound(labels.get("le"))
-            out.append((index, model, _NOTHING, None) if bound is None else (index, model, _BUCKET, (concept, bound)))
-    return tuple(out)
+            if bound is not None:  # else the sample counts only in making the model's row
+                bounds, indices = buckets.setdefault(concept, ([], []))
+                bounds.append(bound)
+                indices.append(index)
+    return tuple(
+        _Reading(
+            model,
+            tuple(gauges),
+            tuple(counters),
+            tuple((concept, tuple(bounds), tuple(indices)) for concept, (bounds, indices) in buckets.items()),
+        )
+        for model, (gauges, counters, buckets) in models.items()
+    )
 
 
 def _model_of(labels: Mapping[str, str]) -> str:
