@@ -13,6 +13,7 @@ the two columns of one run, not figures across runs).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -32,7 +33,6 @@ def measure(polls: int, repeat: int) -> dict:
         from support import bench_vllm_body, with_values_moved  # type: ignore[import-not-found,no-redef]
 
     from exporter.config.loader import parse_config
-    from exporter.serve.overview.windows import _wanted_names
 
     name, body = bench_vllm_body()
     config = parse_config(
@@ -41,14 +41,11 @@ def measure(polls: int, repeat: int) -> dict:
     )
     ingest = _ingest(config.targets[0])
     bodies = [with_values_moved(body, step) for step in range(VERSIONS)]
-    wanted = _wanted_names("").families
+    overview = _overview(config.targets[0])
+    polled = itertools.count()
 
-    def poll(data: bytes) -> int:
-        read = 0
-        for family in ingest(data):  # what the overview reads of each poll
-            if family.name in wanted:
-                read += len(list(family.samples))
-        return read
+    def poll(data: bytes) -> None:
+        overview(ingest(data), 1000.0 + next(polled))
 
     for data in bodies[:4]:  # the third body of one shape makes the fast path and the template
         poll(data)
@@ -59,6 +56,31 @@ def measure(polls: int, repeat: int) -> dict:
             poll(bodies[number % VERSIONS])
         best = min(best, time.process_time() - start)
     return {"body": name, "us_per_poll": best / polls * 1e6}
+
+
+def _overview(target):
+    """(families, poll time) -> what the overview does with a poll: its windows' observe, as the store
+    calls it; in a checkout from before the windows, a read of the unified families' samples."""
+    try:
+        from exporter.serve.overview.windows import Windows
+        from exporter.serve.store import Snapshot
+    except ImportError:
+        from exporter.serve.overview.windows import _wanted_names  # type: ignore[attr-defined]  # --compare's
+
+        wanted = _wanted_names("").families
+
+        def read(families, at: float) -> None:
+            for family in families:
+                if family.name in wanted:
+                    list(family.samples)
+
+        return read
+    windows = Windows(spacing=0)
+
+    def observe(families, at: float) -> None:
+        windows.observe(Snapshot(target, tuple(families), up=True, last_poll=at, profile="vllm"))
+
+    return observe
 
 
 def _ingest(target):
