@@ -190,13 +190,17 @@ class TargetPoller:
         payload: Payload
         output: Output
         try:
+            failure: SourceError | None = None
             try:
                 payload, output = await attempt_once()  # most polls: one attempt, and no retry machinery
             except SourceError as exc:
                 if not _retryable(exc):
                     raise
+                failure = exc  # retried outside this block, or what the retries raise would chain to it
+            if failure is not None:
                 retrying = self._retrying(budget, fresh=overlapping)
-                payload, output = await retrying(_after(exc, attempt_once), started=started)
+                payload, output = await retrying(_after(failure, attempt_once), started=started)
+                drop_frames(failure)  # retried with success: its frames were tenacity's
         except SourceError as exc:
             drop_frames(exc)  # nothing the poll made outlives it; only the reason and message are kept
             return self._publish_failure(previous, exc, wall, started, attempts)
