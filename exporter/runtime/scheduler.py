@@ -189,8 +189,8 @@ class TargetPoller:
         retrying: AsyncRetrying | None = None
         payload: Payload
         output: Output
+        failure: SourceError | None = None
         try:
-            failure: SourceError | None = None
             try:
                 payload, output = await attempt_once()  # most polls: one attempt, and no retry machinery
             except SourceError as exc:
@@ -200,7 +200,6 @@ class TargetPoller:
             if failure is not None:
                 retrying = self._retrying(budget, fresh=overlapping)
                 payload, output = await retrying(_after(failure, attempt_once), started=started)
-                drop_frames(failure)  # retried with success: its frames were tenacity's
         except SourceError as exc:
             drop_frames(exc)  # nothing the poll made outlives it; only the reason and message are kept
             return self._publish_failure(previous, exc, wall, started, attempts)
@@ -213,6 +212,7 @@ class TargetPoller:
             drop_frames(exc)
             return self._publish_failure(previous, error, wall, started, attempts)
         finally:
+            drop_frames(failure)  # said again inside tenacity, whose frames its traceback now holds
             self._polling = overlapping
             if overlapping and retrying is not None:  # a policy of its own, dropped now: self-references cut first
                 _forget(retrying)
