@@ -73,20 +73,86 @@ def go_floats(values: Iterable[float]) -> list[str]:
     return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else floatToGoString(v) for v in values]
 
 
+class Classic:
+    """Where one family's lines go in the classic text format, which moves the samples of some suffixes
+    (`_OUTSIDE_SUFFIXES`) out of the family: the positions of the lines that stay inside, and of each
+    moved suffix's, in the order it writes them. The same for every fill of a template's family."""
+
+    __slots__ = ("_inside", "_outside")
+
+    def __init__(self, inside: list[int], outside: dict[str, list[int]]):
+        self._inside = _lines_picker(inside)
+        self._outside = [(suffix, _lines_picker(positions)) for suffix, positions in outside.items()]
+
+    def split(self, openmetrics: bytes) -> tuple[bytes, dict[str, bytes]]:
+        """The classic text's pieces of a family's OpenMetrics sample lines: (inside, {suffix: moved})."""
+        lines = openmetrics.split(b"\n")  # a sample line has no raw newline: label values escape it
+        return self._inside(lines), {suffix: pick(lines) for suffix, pick in self._outside}
+
+
+def _lines_picker(positions: list[int]) -> Callable[[list[bytes]], bytes]:
+    """The lines at these positions, joined and each ended by a newline, at C speed."""
+    if not positions:
+        return lambda lines: b""
+    if positions == list(range(positions[0], positions[-1] + 1)):
+        run = slice(positions[0], positions[-1] + 1)
+        return lambda lines: b"\n".join(lines[run]) + b"\n"
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda lines: lines[only] + b"\n"
+    pick = operator.itemgetter(*positions)
+    return lambda lines: b"\n".join(pick(lines)) + b"\n"
+
+
 class Chunks:
     """One family's rendered samples: classic text (inside the family / moved out by suffix) and
     OpenMetrics, as bytes, so that a scrape joins bytes and never encodes the same text again.
 
     Immutable once made, like the family it belongs to; its deflated twins (`deflated`) are worked
-    out from it on first use and kept with it, so that they never outlive the text they were made from."""
+    out from it on first use and kept with it, so that they never outlive the text they were made from.
+    So is the classic text of a family made by `lazy` (a template's fill): cut out of the OpenMetrics
+    lines the first time a scrape asks for it, since most polls are scraped in OpenMetrics alone (two
+    scrapes at once may both cut it: the same bytes either way)."""
 
-    __slots__ = ("_twins", "inside", "openmetrics", "outside")
+    __slots__ = ("_classic", "_inside", "_outside", "_twins", "openmetrics")
 
     def __init__(self, inside: bytes, outside: dict[str, bytes], openmetrics: bytes):
-        self.inside = inside
-        self.outside = outside
+        self._inside: bytes | None = inside
+        self._outside: dict[str, bytes] | None = outside
         self.openmetrics = openmetrics
+        self._classic: Classic | None = None
         self._twins: dict[str, bytes] = {}
+
+    @classmethod
+    def lazy(cls, openmetrics: bytes, classic: Classic) -> Chunks:
+        """A family's chunks from its OpenMetrics lines alone; its classic text is cut when first read."""
+        made = cls.__new__(cls)
+        made.openmetrics, made._classic, made._twins = openmetrics, classic, {}
+        made._inside = made._outside = None
+        return made
+
+    @property
+    def inside(self) -> bytes:
+        """The classic text of the samples that stay inside the family."""
+        inside = self._inside
+        if inside is None:
+            inside = self._cut()[0]
+        return inside
+
+    @property
+    def outside(self) -> dict[str, bytes]:
+        """The classic text of the samples moved out of the family, by suffix, in the order it writes them."""
+        outside = self._outside
+        if outside is None:
+            outside = self._cut()[1]
+        return outside
+
+    def _cut(self) -> tuple[bytes, dict[str, bytes]]:
+        assert self._classic is not None  # only `lazy` leaves the classic text to make
+        inside, outside = self._classic.split(self.openmetrics)
+        self._outside = outside  # before `_inside`, which a reader checks first
+        self._inside = inside
+        return inside, outside
 
     @classmethod
     def of(cls, family: SeriesFamily) -> Chunks:
