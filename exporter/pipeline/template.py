@@ -69,11 +69,13 @@ class _Text:
     """Sample lines less their values, and where each family's piece of them starts and ends: filled
     in by one join for the whole poll, encoded once, and cut into pieces per family."""
 
-    def __init__(self, pieces: Sequence[Sequence[str]], order: list[int]):
-        #: each line's head (the same strings the other _Text of a template holds: no copies)
-        self._heads = [head for piece in pieces for head in piece]
-        self._count = len(order)
-        self._order = _picker(order) if order != list(range(len(order))) else None
+    def __init__(self, pieces: Sequence[Sequence[str]]):
+        #: [head, value, newline and head, value, ..., newline]: the values' places are every second one
+        self._frame: list[str] = []
+        for head in (head for piece in pieces for head in piece):
+            self._frame += ("\n" + head if self._frame else head, "")
+        self._frame.append("\n")
+        self._count = len(self._frame) // 2
         #: per piece: (its lines' bytes less their values, index of its first value, index after its last)
         self._bounds = []
         first = 0
@@ -83,13 +85,11 @@ class _Text:
             first += len(piece)
 
     def cut(self, texts: Sequence[str]) -> list[bytes]:
-        """Each piece's bytes with these value texts (given in the order of the values, not the lines)."""
-        if self._order is not None:
-            texts = self._order(texts)
-        elif len(texts) != self._count:
+        """Each piece's bytes with these value texts, one per line in order."""
+        if len(texts) != self._count:
             texts = texts[: self._count]  # the first values only
-        parts = ["\n"] * (3 * len(texts))  # head, value, newline for each line
-        parts[0::3], parts[1::3] = self._heads, texts
+        parts = self._frame.copy()
+        parts[1::2] = texts
         whole = "".join(parts).encode()
         ends = list(itertools.accumulate(map(len, texts), initial=0))
         out, at = [], 0
@@ -201,7 +201,7 @@ class Template:
             classic = Classic(inside, outside) if outside else None
             self._families.append(_FamilyTemplate(family, first, len(takes), classic))
         self._pick = _picker(takes)
-        self._openmetrics = _Text(openmetrics, list(range(len(takes))))
+        self._openmetrics = _Text(openmetrics)
 
     @classmethod
     def of(
