@@ -179,7 +179,7 @@ def _rendered(family: SeriesFamily) -> tuple[bytes, bytes, dict[str, bytes]]:
 class Template:
     """What one poll's families became, without the values: `fill` serves a poll of the same shapes."""
 
-    __slots__ = ("_dropped", "_families", "_openmetrics", "_pick", "shapes")
+    __slots__ = ("_dropped", "_families", "_last", "_openmetrics", "_pick", "shapes")
 
     def __init__(self, shapes_: tuple, served: list[tuple[SeriesFamily, list[int]]], dropped: dict[str, int]):
         self.shapes = shapes_
@@ -202,6 +202,10 @@ class Template:
             self._families.append(_FamilyTemplate(family, first, len(takes), classic))
         self._pick = _picker(takes)
         self._openmetrics = _Text(openmetrics)
+        #: the last fill's families, each with its OpenMetrics text: a family whose text comes out the same
+        #: again is served as that family, with what was made of it since (its deflated twins, its classic
+        #: text, its samples as the overview read them)
+        self._last: list[tuple[bytes, SeriesFamily | None]] = []
 
     @classmethod
     def of(
@@ -228,6 +232,7 @@ class Template:
             return None
         for kept in template._families:
             kept.forget_series()  # the check read every family's: keep only those read again later
+        template._last = []  # nor the samples it made of them
         return template
 
     def fill(self, values: Sequence[float]) -> Normalized:
@@ -236,9 +241,17 @@ class Template:
         texts = go_floats(served)
         openmetrics = self._openmetrics.cut(texts)
         families = []
-        for template, chunk in zip(self._families, openmetrics):
+        # Equal text is equal values (floatToGoString tells every two floats apart, -0.0 and 0.0 too), so a
+        # family of the last fill whose text this one repeats serves this one: an idle server's families
+        # cost a comparison, not a family, its text's deflating and its samples' reading, every poll.
+        last = self._last or [(b"", None)] * len(openmetrics)
+        for template, chunk, (before, made) in zip(self._families, openmetrics, last):
+            if chunk == before and made is not None:
+                families.append(made)
+                continue
             classic = template.classic
             rendered = Chunks(chunk, {}, chunk) if classic is None else Chunks.lazy(chunk, classic)
             samples = _Samples(rendered, served[template.first : template.last], template)
             families.append(SeriesFamily(template.name, template.type, template.help, samples, chunks=rendered))
+        self._last = [*zip(openmetrics, families)]
         return Normalized(tuple(families), dict(self._dropped))

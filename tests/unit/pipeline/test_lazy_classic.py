@@ -38,7 +38,12 @@ def test_the_classic_text_cut_from_openmetrics_lines_is_the_family_rendered_whol
 def test_a_fill_cuts_no_classic_text_until_a_scrape_reads_it(monkeypatch):
     cuts: list[bytes] = []
     split = Classic.split
-    monkeypatch.setattr(Classic, "split", lambda self, text: cuts.append(text) or split(self, text))
+
+    def counted(self, text):
+        cuts.append(text)
+        return split(self, text)
+
+    monkeypatch.setattr(Classic, "split", counted)
     family = SeriesFamily(
         "f", "counter", "h", [PromSample("f_total", {}, 1.0, None, None), PromSample("f_created", {}, 2.0, None, None)]
     )
