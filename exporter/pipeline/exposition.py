@@ -70,7 +70,29 @@ def series_head(name: str, labels: dict[str, str]) -> str:
 
 def go_floats(values: Iterable[float]) -> list[str]:
     """`floatToGoString` of each value, quicker: for a finite float below a million, `repr` is Go's text."""
-    return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else floatToGoString(v) for v in values]
+    return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else _go_float(v) for v in values]
+
+
+def _go_float(value: float) -> str:
+    """`floatToGoString` of a value that `repr` does not write as Go does. A float from a million up to
+    1e16 (every `_created` timestamp) is written here as it does, without its checks for the infinities
+    and NaN: `repr` writes it in full with its point after the seventh digit or later, and Go puts that
+    point after the first digit with an exponent."""
+    if _GO_EXPONENTS and value.__class__ is float and 1e6 <= value < 1e16:
+        return _go_exponent(value)
+    return floatToGoString(value)
+
+
+def _go_exponent(value: float) -> str:
+    text = repr(value)
+    point = text.find(".")
+    mantissa = f"{text[0]}.{text[1:point]}{text[point + 1 :]}".rstrip("0.")
+    return f"{mantissa}e+{point - 1:02d}"
+
+
+#: Whether the prometheus_client installed writes exponents as `_go_exponent` does (older releases
+#: wrote `e+010` for 1e10); else every such value goes through its floatToGoString.
+_GO_EXPONENTS = all(_go_exponent(v) == floatToGoString(v) for v in (1e6, 1234567.5, 1e10, 9999999999999998.0))
 
 
 class Classic:
