@@ -20,7 +20,15 @@ from prometheus_client.samples import Sample as PromSample
 
 from exporter.core.family import Family, Sample
 from exporter.format.parse import parse
-from exporter.pipeline.exposition import _OUTSIDE_SUFFIXES, Chunks, Classic, SeriesFamily, go_floats, series_head
+from exporter.pipeline.exposition import (
+    _OUTSIDE_SUFFIXES,
+    Chunks,
+    Classic,
+    SeriesFamily,
+    go_floats,
+    rendered_family,
+    series_head,
+)
 from exporter.pipeline.normalize import Normalized
 
 __all__ = ["Template", "values_of"]
@@ -252,6 +260,6 @@ class Template:
             classic = template.classic
             rendered = Chunks(chunk, {}, chunk) if classic is None else Chunks.lazy(chunk, classic)
             samples = _Samples(rendered, served[template.first : template.last], template)
-            families.append(SeriesFamily(template.name, template.type, template.help, samples, chunks=rendered))
+            families.append(rendered_family(template.name, template.type, template.help, samples, rendered))
         self._last = [*zip(openmetrics, families)]
         return Normalized(tuple(families), dict(self._dropped))

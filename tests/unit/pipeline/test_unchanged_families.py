@@ -72,3 +72,12 @@ def test_polls_that_repeat_some_families_serve_what_the_long_way_serves(polls):
             assert [(s.name, s.labels, repr(s.value)) for s in mine.samples] == [
                 (s.name, s.labels, repr(s.value)) for s in theirs.samples
             ]
+
+
+def test_a_family_made_quickly_is_the_dataclass_made_by_its_constructor():
+    from exporter.pipeline.exposition import Chunks, SeriesFamily, rendered_family
+
+    text = b'a_total{x="1"} 1.0\n'
+    made = rendered_family("a", "counter", "A.", (), Chunks(text, {}, text))
+    assert made == SeriesFamily("a", "counter", "A.", ()) and made.heads is None and chunks(made).openmetrics == text
+    assert hash(made) == hash(SeriesFamily("a", "counter", "A.", ()))
