@@ -2,12 +2,13 @@
 costs from the bytes to what is served and what the overview reads. No network, no event loop: the
 work a poll of a GPU host's vLLM target repeats every second, measured alone.
 
-    .venv/bin/python bench/steady_poll.py [--polls N] [--repeat N] [--compare OTHER_CHECKOUT]
+    .venv/bin/python bench/steady_poll.py [--polls N] [--repeat N] [--idle] [--compare OTHER_CHECKOUT]
 
 Prints microseconds of CPU per poll (the best of --repeat runs of --polls polls). With --compare,
 runs this checkout and OTHER_CHECKOUT's copy of the same work alternately, each in its own process,
 and prints both: a before/after on one machine in one command (shared machines are noisy: compare
-the two columns of one run, not figures across runs).
+the two columns of one run, not figures across runs). With --idle, every poll has the same values (an idle
+server's counters and gauges stay where they were); else each body's values are raised by one.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = 8
 
 
-def measure(polls: int, repeat: int) -> dict:
+def measure(polls: int, repeat: int, idle: bool = False) -> dict:
     try:
         from helpers.support import bench_vllm_body, with_values_moved
     except ImportError:  # a checkout from before tests/helpers/ (--compare)
@@ -41,6 +42,8 @@ def measure(polls: int, repeat: int) -> dict:
     )
     ingest = _ingest(config.targets[0])
     bodies = [with_values_moved(body, step) for step in range(VERSIONS)]
+    if idle:
+        bodies = [bodies[0]] * VERSIONS
     overview = _overview(config.targets[0])
     polled = itertools.count()
 
@@ -130,12 +133,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5, help="alternations with --compare (default 5)")
     parser.add_argument("--compare", metavar="CHECKOUT", help="another checkout of this repository to run alternately")
+    parser.add_argument("--idle", action="store_true", help="the same values every poll (an idle server)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one figure, for --compare
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # whose exporter to import
     args = parser.parse_args()
     sys.path[:0] = [str(args.root), str(args.root / "tests")]
     if args.compare is None:
-        figures = measure(args.polls, args.repeat)
+        figures = measure(args.polls, args.repeat, args.idle)
         if args.json:
             print(json.dumps(figures))
         else:
@@ -149,6 +153,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for label in ("other", "this"):
             command = [sys.executable, str(script), "--polls", str(args.polls), "--repeat", str(args.repeat), "--json"]
+            command += ["--idle"] if args.idle else []
             command += ["--root", str(checkouts[label])]
             out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=checkouts[label])
             runs[label].append(json.loads(out.stdout.strip().splitlines()[-1])["us_per_poll"])

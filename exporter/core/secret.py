@@ -35,7 +35,36 @@ def redact_url(value: str) -> str:
     return URL_PASSWORD.sub(lambda m: f"{m['head']}:{SHOWN}@", value, count=1)
 
 
-class Secret:
+class _Hidden:
+    """What Secret and SecretURL share: they compare and hash by what they hide, copying gives the same
+    object, and pickling, which would write the value out in full, is refused. Each says how it is
+    shown (`__str__`) and what it hides (`_hidden`)."""
+
+    __slots__ = ()
+
+    def _hidden(self) -> str:
+        raise NotImplementedError
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._hidden() == self._hidden()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._hidden()))
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(f"a {type(self).__name__} is not pickled: it would be written out in full")
+
+
+class Secret(_Hidden):
     """A credential. Shown as `<secret>` however it is printed; `reveal()` gives the value."""
 
     __slots__ = ("_value",)
@@ -55,23 +84,8 @@ class Secret:
     def __repr__(self) -> str:
         return SHOWN
 
-    def __format__(self, spec: str) -> str:
-        return format(SHOWN, spec)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash((Secret, self._value))
-
-    def __copy__(self) -> Secret:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
-        return self
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("a Secret is not pickled: it would be written out in full")
+    def _hidden(self) -> str:
+        return self._value
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
@@ -148,7 +162,7 @@ def _secret_file_of(value: object) -> SecretFile:
     return SecretFile(path)
 
 
-class SecretURL:
+class SecretURL(_Hidden):
     """A URL whose userinfo may carry a password (`http://user:pw@host/metrics`). Shown, in str, repr and
     JSON, with `<secret>` in the password's place; `reveal()` gives it whole, for the request."""
 
@@ -177,23 +191,8 @@ class SecretURL:
     def __repr__(self) -> str:
         return repr(self._shown)
 
-    def __format__(self, spec: str) -> str:
-        return format(self._shown, spec)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SecretURL) and other._url == self._url
-
-    def __hash__(self) -> int:
-        return hash((SecretURL, self._url))
-
-    def __copy__(self) -> SecretURL:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> SecretURL:
-        return self
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("a SecretURL is not pickled: it would be written out in full")
+    def _hidden(self) -> str:
+        return self._url
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:

@@ -22,7 +22,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample as PromSample
@@ -44,6 +44,29 @@ class SeriesFamily:
     #: Its text as /metrics serves it (exporter.pipeline.exposition.Chunks), rendered by the pipeline once per
     #: poll; None for families rendered by each scrape (our own metrics).
     chunks: Chunks | None = field(default=None, compare=False, repr=False)
+
+
+def _family_maker() -> Callable[[str, str, str, Sequence[PromSample], Chunks], SeriesFamily]:
+    """`SeriesFamily(name, type, help, samples, chunks=chunks)`, in half the time: its fields set through
+    their slots rather than the frozen dataclass's `object.__setattr__` call per field (a template's fill
+    makes a family per served family, every poll)."""
+    names = ["name", "type", "help", "samples", "heads", "chunks"]
+    if [f.name for f in fields(SeriesFamily)] != names:  # a field added: made by the dataclass, as it says
+        return lambda name, kind, help_, samples, chunks: SeriesFamily(name, kind, help_, samples, chunks=chunks)
+    new = object.__new__
+    name_, kind_, help_, samples_, heads_, chunks_ = (vars(SeriesFamily)[name].__set__ for name in names)
+
+    def family(name: str, kind: str, help: str, samples: Sequence[PromSample], chunks: Chunks) -> SeriesFamily:
+        made = new(SeriesFamily)
+        name_(made, name)
+        kind_(made, kind)
+        help_(made, help)
+        samples_(made, samples)
+        heads_(made, None)
+        chunks_(made, chunks)
+        return made
+
+    return family
 
 
 #: Suffixes the classic text format moves out of a family into gauge families of their own.
@@ -70,7 +93,60 @@ def series_head(name: str, labels: dict[str, str]) -> str:
 
 def go_floats(values: Iterable[float]) -> list[str]:
     """`floatToGoString` of each value, quicker: for a finite float below a million, `repr` is Go's text."""
-    return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else floatToGoString(v) for v in values]
+    return [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else _go_float(v) for v in values]
+
+
+def _go_float(value: float) -> str:
+    """`floatToGoString` of a value that `repr` does not write as Go does. A float from a million up to
+    1e16 (every `_created` timestamp) is written here as it does, without its checks for the infinities
+    and NaN: `repr` writes it in full with its point after the seventh digit or later, and Go puts that
+    point after the first digit with an exponent."""
+    if _GO_EXPONENTS and value.__class__ is float and 1e6 <= value < 1e16:
+        return _go_exponent(value)
+    return floatToGoString(value)
+
+
+def _go_exponent(value: float) -> str:
+    text = repr(value)
+    point = text.find(".")
+    mantissa = f"{text[0]}.{text[1:point]}{text[point + 1 :]}".rstrip("0.")
+    return f"{mantissa}e+{point - 1:02d}"
+
+
+#: Whether the prometheus_client installed writes exponents as `_go_exponent` does (older releases
+#: wrote `e+010` for 1e10); else every such value goes through its floatToGoString.
+_GO_EXPONENTS = all(_go_exponent(v) == floatToGoString(v) for v in (1e6, 1234567.5, 1e10, 9999999999999998.0))
+
+
+class Classic:
+    """Where one family's lines go in the classic text format, which moves the samples of some suffixes
+    (`_OUTSIDE_SUFFIXES`) out of the family: the positions of the lines that stay inside, and of each
+    moved suffix's, in the order it writes them. The same for every fill of a template's family."""
+
+    __slots__ = ("_inside", "_outside")
+
+    def __init__(self, inside: list[int], outside: dict[str, list[int]]):
+        self._inside = _lines_picker(inside)
+        self._outside = [(suffix, _lines_picker(positions)) for suffix, positions in outside.items()]
+
+    def split(self, openmetrics: bytes) -> tuple[bytes, dict[str, bytes]]:
+        """The classic text's pieces of a family's OpenMetrics sample lines: (inside, {suffix: moved})."""
+        lines = openmetrics.split(b"\n")  # a sample line has no raw newline: label values escape it
+        return self._inside(lines), {suffix: pick(lines) for suffix, pick in self._outside}
+
+
+def _lines_picker(positions: list[int]) -> Callable[[list[bytes]], bytes]:
+    """The lines at these positions, joined and each ended by a newline, at C speed."""
+    if not positions:
+        return lambda lines: b""
+    if positions == list(range(positions[0], positions[-1] + 1)):
+        run = slice(positions[0], positions[-1] + 1)
+        return lambda lines: b"\n".join(lines[run]) + b"\n"
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda lines: lines[only] + b"\n"
+    pick = operator.itemgetter(*positions)
+    return lambda lines: b"\n".join(pick(lines)) + b"\n"
 
 
 class Chunks:
@@ -78,15 +154,50 @@ class Chunks:
     OpenMetrics, as bytes, so that a scrape joins bytes and never encodes the same text again.
 
     Immutable once made, like the family it belongs to; its deflated twins (`deflated`) are worked
-    out from it on first use and kept with it, so that they never outlive the text they were made from."""
+    out from it on first use and kept with it, so that they never outlive the text they were made from.
+    So is the classic text of a family made by `lazy` (a template's fill): cut out of the OpenMetrics
+    lines the first time a scrape asks for it, since most polls are scraped in OpenMetrics alone (two
+    scrapes at once may both cut it: the same bytes either way)."""
 
-    __slots__ = ("_twins", "inside", "openmetrics", "outside")
+    __slots__ = ("_classic", "_inside", "_outside", "_twins", "openmetrics")
 
     def __init__(self, inside: bytes, outside: dict[str, bytes], openmetrics: bytes):
-        self.inside = inside
-        self.outside = outside
+        self._inside: bytes | None = inside
+        self._outside: dict[str, bytes] | None = outside
         self.openmetrics = openmetrics
+        self._classic: Classic | None = None
         self._twins: dict[str, bytes] = {}
+
+    @classmethod
+    def lazy(cls, openmetrics: bytes, classic: Classic) -> Chunks:
+        """A family's chunks from its OpenMetrics lines alone; its classic text is cut when first read."""
+        made = cls.__new__(cls)
+        made.openmetrics, made._classic, made._twins = openmetrics, classic, {}
+        made._inside = made._outside = None
+        return made
+
+    @property
+    def inside(self) -> bytes:
+        """The classic text of the samples that stay inside the family."""
+        inside = self._inside
+        if inside is None:
+            inside = self._cut()[0]
+        return inside
+
+    @property
+    def outside(self) -> dict[str, bytes]:
+        """The classic text of the samples moved out of the family, by suffix, in the order it writes them."""
+        outside = self._outside
+        if outside is None:
+            outside = self._cut()[1]
+        return outside
+
+    def _cut(self) -> tuple[bytes, dict[str, bytes]]:
+        assert self._classic is not None  # only `lazy` leaves the classic text to make
+        inside, outside = self._classic.split(self.openmetrics)
+        self._outside = outside  # before `_inside`, which a reader checks first
+        self._inside = inside
+        return inside, outside
 
     @classmethod
     def of(cls, family: SeriesFamily) -> Chunks:
@@ -125,6 +236,10 @@ class Chunks:
         if twin is None:
             twin = self._twins[key] = deflate(self.text(key))
         return twin
+
+
+#: A rendered family, made quickly (see _family_maker).
+rendered_family = _family_maker()
 
 
 def chunks(family: SeriesFamily) -> Chunks:

@@ -20,7 +20,15 @@ from prometheus_client.samples import Sample as PromSample
 
 from exporter.core.family import Family, Sample
 from exporter.format.parse import parse
-from exporter.pipeline.exposition import _OUTSIDE_SUFFIXES, Chunks, SeriesFamily, go_floats, series_head
+from exporter.pipeline.exposition import (
+    _OUTSIDE_SUFFIXES,
+    Chunks,
+    Classic,
+    SeriesFamily,
+    go_floats,
+    rendered_family,
+    series_head,
+)
 from exporter.pipeline.normalize import Normalized
 
 __all__ = ["Template", "sample_series", "sample_values", "values_of"]
@@ -69,11 +77,13 @@ class _Text:
     """Sample lines less their values, and where each family's piece of them starts and ends: filled
     in by one join for the whole poll, encoded once, and cut into pieces per family."""
 
-    def __init__(self, pieces: Sequence[Sequence[str]], order: list[int]):
-        #: each line's head (the same strings the other _Text of a template holds: no copies)
-        self._heads = [head for piece in pieces for head in piece]
-        self._count = len(order)
-        self._order = _picker(order) if order != list(range(len(order))) else None
+    def __init__(self, pieces: Sequence[Sequence[str]]):
+        #: [head, value, newline and head, value, ..., newline]: the values' places are every second one
+        self._frame: list[str] = []
+        for head in (head for piece in pieces for head in piece):
+            self._frame += ("\n" + head if self._frame else head, "")
+        self._frame.append("\n")
+        self._count = len(self._frame) // 2
         #: per piece: (its lines' bytes less their values, index of its first value, index after its last)
         self._bounds = []
         first = 0
@@ -83,13 +93,11 @@ class _Text:
             first += len(piece)
 
     def cut(self, texts: Sequence[str]) -> list[bytes]:
-        """Each piece's bytes with these value texts (given in the order of the values, not the lines)."""
-        if self._order is not None:
-            texts = self._order(texts)
-        elif len(texts) != self._count:
+        """Each piece's bytes with these value texts, one per line in order."""
+        if len(texts) != self._count:
             texts = texts[: self._count]  # the first values only
-        parts = ["\n"] * (3 * len(texts))  # head, value, newline for each line
-        parts[0::3], parts[1::3] = self._heads, texts
+        parts = self._frame.copy()
+        parts[1::2] = texts
         whole = "".join(parts).encode()
         ends = list(itertools.accumulate(map(len, texts), initial=0))
         out, at = [], 0
@@ -160,13 +168,14 @@ def sample_series(samples: Sequence) -> Sequence[tuple[str, dict[str, str]]]:
 class _FamilyTemplate:
     """One served family without its values: its name, type and HELP, and its samples' place in the poll."""
 
-    __slots__ = ("_series", "first", "help", "last", "moved", "name", "type")
+    __slots__ = ("_series", "classic", "first", "help", "last", "name", "type")
 
-    def __init__(self, family: SeriesFamily, first: int, last: int, moved: list[str]):
+    def __init__(self, family: SeriesFamily, first: int, last: int, classic: Classic | None):
         self.name, self.type, self.help = family.name, family.type, family.help
         self.first, self.last = first, last  # its samples among all the poll's served samples
-        #: the suffixes the classic text format moves out of the family, in the order it writes them
-        self.moved = moved
+        #: where the classic text format puts its lines, when it moves some out of the family (else None:
+        #: its classic text is its OpenMetrics text)
+        self.classic = classic
         self._series: list[tuple[str, dict[str, str]]] | None = None
 
     def series(self, chunks: Chunks) -> list[tuple[str, dict[str, str]]]:
@@ -185,15 +194,17 @@ class _FamilyTemplate:
         self._series = None
 
 
-def _openmetrics(family: SeriesFamily) -> bytes:
-    assert family.chunks is not None  # normalize writes every family it serves
-    return family.chunks.openmetrics
+def _rendered(family: SeriesFamily) -> tuple[bytes, bytes, dict[str, bytes]]:
+    """A family's text in every format a scrape serves."""
+    chunks = family.chunks
+    assert chunks is not None  # normalize writes every family it serves
+    return chunks.openmetrics, chunks.inside, chunks.outside
 
 
 class Template:
     """What one poll's families became, without the values: `fill` serves a poll of the same shapes."""
 
-    __slots__ = ("_dropped", "_families", "_openmetrics", "_pick", "_text", "shapes")
+    __slots__ = ("_dropped", "_families", "_last", "_openmetrics", "_pick", "shapes")
 
     def __init__(self, shapes_: tuple, served: list[tuple[SeriesFamily, list[int]]], dropped: dict[str, int]):
         self.shapes = shapes_
@@ -201,8 +212,6 @@ class Template:
         self._families: list[_FamilyTemplate] = []
         takes: list[int] = []
         openmetrics: list[Sequence[str]] = []
-        text: list[list[str]] = []
-        text_order: list[int] = []
         for family, family_takes in served:
             first = len(takes)
             takes += family_takes
@@ -214,14 +223,14 @@ class Template:
             for index, sample in enumerate(family.samples):
                 suffix = sample.name[len(family.name) :]
                 (outside.setdefault(suffix, []) if suffix in _OUTSIDE_SUFFIXES else inside).append(index)
-            if outside:
-                for positions in (inside, *outside.values()):
-                    text.append([heads[i] for i in positions])
-                    text_order += [first + i for i in positions]
-            self._families.append(_FamilyTemplate(family, first, len(takes), list(outside)))
+            classic = Classic(inside, outside) if outside else None
+            self._families.append(_FamilyTemplate(family, first, len(takes), classic))
         self._pick = _picker(takes)
-        self._openmetrics = _Text(openmetrics, list(range(len(takes))))
-        self._text = _Text(text, text_order) if text else None
+        self._openmetrics = _Text(openmetrics)
+        #: the last fill's families, each with its OpenMetrics text: a family whose text comes out the same
+        #: again is served as that family, with what was made of it since (its deflated twins, its classic
+        #: text, its samples as the overview read them)
+        self._last: list[tuple[bytes, SeriesFamily | None]] = []
 
     @classmethod
     def of(
@@ -243,11 +252,12 @@ class Template:
         template = cls(shapes, served, dict(made.dropped))
         again = template.fill(values_of(families))
         if again.families != made.families or any(
-            _openmetrics(a) != _openmetrics(b) for a, b in zip(again.families, made.families)
+            _rendered(a) != _rendered(b) for a, b in zip(again.families, made.families)
         ):
             return None
         for kept in template._families:
             kept.forget_series()  # the check read every family's: keep only those read again later
+        template._last = []  # nor the samples it made of them
         return template
 
     def fill(self, values: Sequence[float]) -> Normalized:
@@ -255,14 +265,18 @@ class Template:
         served = self._pick(values)
         texts = go_floats(served)
         openmetrics = self._openmetrics.cut(texts)
-        text = iter(self._text.cut(texts) if self._text is not None else ())
         families = []
-        for template, chunk in zip(self._families, openmetrics):
-            if template.moved:
-                inside, outside = next(text), {suffix: next(text) for suffix in template.moved}
-            else:
-                inside, outside = chunk, {}
-            rendered = Chunks(inside, outside, chunk)
+        # Equal text is equal values (floatToGoString tells every two floats apart, -0.0 and 0.0 too), so a
+        # family of the last fill whose text this one repeats serves this one: an idle server's families
+        # cost a comparison, not a family, its text's deflating and its samples' reading, every poll.
+        last = self._last or [(b"", None)] * len(openmetrics)
+        for template, chunk, (before, made) in zip(self._families, openmetrics, last):
+            if chunk == before and made is not None:
+                families.append(made)
+                continue
+            classic = template.classic
+            rendered = Chunks(chunk, {}, chunk) if classic is None else Chunks.lazy(chunk, classic)
             samples = _Samples(rendered, served[template.first : template.last], template)
-            families.append(SeriesFamily(template.name, template.type, template.help, samples, chunks=rendered))
+            families.append(rendered_family(template.name, template.type, template.help, samples, rendered))
+        self._last = [*zip(openmetrics, families)]
         return Normalized(tuple(families), dict(self._dropped))

@@ -12,7 +12,8 @@ from exporter.pipeline.exposition import go_floats
 VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(min_value=-2e6, max_value=2e6),
-    st.sampled_from([0.0, -0.0, 1e6, -1e6, 999999.9, 1e-5, 5e-324]),
+    st.floats(min_value=9e5, max_value=2e16),  # Go's exponents, where timestamps are
+    st.sampled_from([0.0, -0.0, 1e6, -1e6, 999999.9, 1e-5, 5e-324, 1e16, 9999999999999998.0, 1.7e9, 1234567.0]),
     st.integers(min_value=-(10**7), max_value=10**7),
 )
 
