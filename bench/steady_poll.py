@@ -68,7 +68,7 @@ def _overview(target):
         from exporter.serve.overview.windows import Windows
         from exporter.serve.store import Snapshot
     except ImportError:
-        from exporter.serve.overview.windows import _wanted_names  # type: ignore[attr-defined]  # --compare's
+        from exporter.serve.overview.windows import _wanted_names  # --compare's
 
         wanted = _wanted_names("").families
 
