@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from collections.abc import Callable
 from typing import cast
 
 from exporter.core.family import Family, shape_of
@@ -107,12 +108,26 @@ class _Plan:
         rules of several families checked at once on their values laid end to end, which must be floats."""
         joined = cls()
         joined.floats = True
+        # One int object per position, however many rules read it (a bucket's count is checked as
+        # not negative, whole and ordered): a fast path keeps them for as long as the target's shape.
+        shared: dict[int, int] = {}
+        at = shared.setdefault
         for offset, plan in plans:
             for name in ("nonneg", "not_negative", "integer", "not_nan", "ones", "bools"):
-                getattr(joined, name).extend(offset + position for position in getattr(plan, name))
+                getattr(joined, name).extend(
+                    at(offset + position, offset + position) for position in getattr(plan, name)
+                )
             for name in ("ordered", "equal"):
-                getattr(joined, name).extend((offset + a, offset + b) for a, b in getattr(plan, name))
+                getattr(joined, name).extend(
+                    (at(offset + a, offset + a), at(offset + b, offset + b)) for a, b in getattr(plan, name)
+                )
         return joined
+
+    def check(self) -> Callable[[list[float]], bool]:
+        """`holds`, compiled, without the plan: what a fast path keeps (its positions held once, by the
+        checks' itemgetters, rather than again in the plan's lists)."""
+        checks = tuple(self._compile())
+        return lambda values: all(check(values) for check in checks)
 
     def empty(self) -> bool:
         return not (
@@ -294,6 +309,12 @@ class Conformer:
         self._plans, self._used = self._used, {}
         self._by_shape, self._by_shape_used = self._by_shape_used, {}
         return (families if out is None else out), split
+
+    def forget(self) -> None:
+        """Drop the plans of the last poll's shapes (a unified family's shape holds its every series): a
+        target its fast path serves does not call this again (exporter.pipeline.steady checks conform's
+        rules itself), and a poll that takes the long way after all works them out again."""
+        self._plans, self._used, self._by_shape, self._by_shape_used = {}, {}, {}, {}
 
     def _plan_of(self, family: Family) -> _Plan | str | None:
         key = family.shape

@@ -202,6 +202,8 @@ class Pipeline:
             return
         try:
             shape.steady = Steady.of(values, shape.skeleton, self.unifier, self._stages, way)
+            if shape.steady is not None:
+                self.conform.forget()  # the Steady checks conform's rules itself
         except Exception:  # a bug here must cost speed, never a poll
             if not self._failed:
                 self._failed = True

@@ -1,0 +1,82 @@
+"""What a target's fast path remembers between polls: the work the stages did on its shape, and none of
+the families, samples or plans of the poll it was made of (bench/pipeline_memory.py says what each part
+costs per series)."""
+
+from __future__ import annotations
+
+import gc
+import math
+
+from helpers.support import simulated, with_values_moved
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.config.loader import parse_config
+from exporter.core.family import Family, Sample
+from exporter.pipeline.conform import _Plan
+from exporter.pipeline.target import Pipeline
+from exporter.sources.base import Exposition
+
+
+def steady_pipeline(backend: str = "vllm") -> Pipeline:
+    target = parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/metrics'}\n").targets[0]
+    pipeline = Pipeline(target)
+    body = simulated(backend)
+    for step in range(3):
+        pipeline.run(exposition=Exposition(with_values_moved(body, step)))
+    assert pipeline._shape is not None and pipeline._shape.steady is not None
+    return pipeline
+
+
+def reachable(root: object) -> list[object]:
+    """Every object reachable from `root` through references the garbage collector sees."""
+    seen: dict[int, object] = {id(root): root}
+    todo = [root]
+    while todo:
+        for referent in gc.get_referents(todo.pop()):
+            if id(referent) not in seen and not isinstance(referent, type):
+                seen[id(referent)] = referent
+                todo.append(referent)
+    return list(seen.values())
+
+
+def test_a_fast_path_keeps_no_family_or_sample_of_the_poll_it_was_made_of():
+    shape = steady_pipeline()._shape
+    assert shape is not None
+    kept = [o for o in reachable(shape.steady) if isinstance(o, Family | Sample)]
+    assert kept == []
+
+
+def test_a_target_its_fast_path_serves_keeps_no_conform_plans():
+    """The Steady checks conform's rules itself; a poll that takes the long way works them out again."""
+    conform = steady_pipeline().conform
+    assert not (conform._plans or conform._used or conform._by_shape or conform._by_shape_used)
+
+
+VALUES = st.one_of(
+    st.sampled_from([0.0, 1.0, -0.0, -1.0, 0.5, math.nan, math.inf, -math.inf]),
+    st.floats(-10, 10, allow_nan=False),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rules=st.lists(
+        st.tuples(
+            st.sampled_from(["nonneg", "not_negative", "integer", "not_nan", "ones", "bools"]), st.integers(0, 5)
+        ),
+        max_size=8,
+    ),
+    pairs=st.lists(st.tuples(st.sampled_from(["ordered", "equal"]), st.integers(0, 5), st.integers(0, 5)), max_size=4),
+    offset=st.integers(0, 3),
+    values=st.lists(VALUES, min_size=9, max_size=9),
+)
+def test_a_joined_plans_compiled_check_holds_where_its_plan_holds(rules, pairs, offset, values):
+    plan = _Plan()
+    for name, position in rules:
+        getattr(plan, name).append(position)
+    for name, a, b in pairs:
+        getattr(plan, name).append((a, b))
+    joined = _Plan.joined([(offset, plan)])
+    again = _Plan.joined([(offset, plan)])
+    assert joined.check()(values) == again.holds(values)
