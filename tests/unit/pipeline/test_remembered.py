@@ -7,20 +7,26 @@ from __future__ import annotations
 import gc
 import math
 
-from helpers.support import simulated, with_values_moved
+import pytest
+from helpers.support import body_of, corpora, simulated, with_values_moved
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.config.loader import parse_config
 from exporter.core.family import Family, Sample
+from exporter.format.parse import parse
 from exporter.pipeline.conform import _Plan
+from exporter.pipeline.skeleton import PLAIN_SAMPLE
 from exporter.pipeline.target import Pipeline
-from exporter.sources.base import Exposition
+from exporter.sources.base import Exposition, TargetConfig
+
+
+def target_with() -> TargetConfig:
+    return parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/metrics'}\n").targets[0]
 
 
 def steady_pipeline(backend: str = "vllm") -> Pipeline:
-    target = parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/metrics'}\n").targets[0]
-    pipeline = Pipeline(target)
+    pipeline = Pipeline(target_with())
     body = simulated(backend)
     for step in range(3):
         pipeline.run(exposition=Exposition(with_values_moved(body, step)))
@@ -80,3 +86,31 @@ def test_a_joined_plans_compiled_check_holds_where_its_plan_holds(rules, pairs, 
     joined = _Plan.joined([(offset, plan)])
     again = _Plan.joined([(offset, plan)])
     assert joined.check()(values) == again.holds(values)
+
+
+def families_seen(families: list[Family]) -> list[tuple]:
+    return [(f.name, f.type, f.help, f.unit, [(s.name, s.labels, repr(s.value)) for s in f.samples]) for f in families]
+
+
+@pytest.mark.parametrize("payload", corpora())
+def test_a_compacted_skeleton_makes_the_families_a_parse_makes(payload):
+    """A target its fast path serves lets its skeleton's labels go; a poll off the fast path (or an
+    explain) makes them again, of the body the skeleton was parsed from, and reads what a parse reads."""
+    body = body_of(payload)
+    pipeline = Pipeline(target_with())
+
+    def exposition(data: bytes) -> Exposition:
+        return Exposition(data, body.openmetrics, body.escaping)
+
+    for step in range(3):
+        pipeline.run(exposition=exposition(with_values_moved(body.data, step)))
+    shape = pipeline._shape
+    assert shape is not None and shape.steady is not None and shape.made_of is None
+    assert shape.skeleton.compacted
+    data = with_values_moved(body.data, 7)
+    made = shape.skeleton.again(PLAIN_SAMPLE.split(b"\n" + data))
+    assert made is not None and not shape.skeleton.compacted
+    parsed = parse(data, openmetrics=body.openmetrics, escaping=body.escaping)
+    assert families_seen(made.families) == families_seen(parsed.families)
+    pipeline.run(exposition=exposition(with_values_moved(body.data, 8)))
+    assert shape.skeleton.compacted, "the next fast poll lets them go again"
