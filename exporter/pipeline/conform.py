@@ -22,6 +22,7 @@ from typing import cast
 
 from exporter.core.family import Family, shape_of
 from exporter.pipeline.normalize import _LABELS, _NAME, _group_keys, _shapes
+from exporter.pipeline.picks import picker
 
 __all__ = ["Conformer", "values_rule"]
 
@@ -69,9 +70,7 @@ class _Plan:
     def _compile(self) -> list:
         checks = []
 
-        def picked(positions: list[int]):
-            getter = operator.itemgetter(*positions)
-            return (lambda values: (getter(values),)) if len(positions) == 1 else getter
+        picked = picker  # a slice per run of positions: a fast path keeps these for as long as its shape
 
         if self.nonneg:
             get = picked(self.nonneg)

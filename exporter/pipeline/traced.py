@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from exporter.pipeline.picks import picker
+
 __all__ = ["Trace", "TraceError", "Traced", "larger"]
 
 #: The most steps (arithmetic, and guards not checked in bulk) one trace compiles, once per shape; a
@@ -45,6 +47,7 @@ class Trace:
         #: guards on input values alone, by (test, constant's place, outcome): their positions, checked
         #: in bulk at C speed (a histogram's every count is whole, say) rather than one statement each
         self._bulk: dict[tuple[str, str, bool], dict[int, None]] = {}
+        self._positions: dict[int, int] = {}
 
     def inputs(self, values: Sequence[float]) -> list[Traced]:
         """One traced value per input value, in order (the compiled function's `v[i]`)."""
@@ -82,6 +85,7 @@ class Trace:
     def input_guard(self, test: str, position: int, constant: object, outcome: bool) -> bool:
         """A guard on one input value: `v[position] <test> constant` (or `.is_integer()`) came out `outcome`."""
         key = (test, "" if test == "is_integer" else self.ref(constant), outcome)
+        position = self._positions.setdefault(position, position)  # one int object, however many guards
         self._bulk.setdefault(key, {})[position] = None
         return outcome
 
@@ -89,7 +93,7 @@ class Trace:
         lines = []
         for number, ((test, constant, outcome), positions) in enumerate(self._bulk.items()):
             picked = list(positions)
-            namespace[f"g{number}"] = operator.itemgetter(*picked) if len(picked) > 1 else _one(picked[0])
+            namespace[f"g{number}"] = picker(picked)  # a slice per run of positions
             if test == "is_integer":
                 checks = f"map(is_integer, g{number}(v))"
             else:
@@ -165,10 +169,6 @@ def _reused(lines: list[str]) -> list[str]:
         else:
             out.append(expression)
     return out
-
-
-def _one(position: int) -> Callable[[Sequence], tuple]:
-    return lambda values: (values[position],)
 
 
 #: The operator module's name of each comparison, for the bulk guards.
