@@ -178,6 +178,13 @@ class Pipeline:
         shape = self._shape
         if body is not None and shape is not None and shape.wants_steady() and shape.fits(body):
             self._make_steady(shape, body, way)
+            # Served as the next polls will be (byte for byte the long way's, as the Steady was checked):
+            # the long way's families, samples and label dicts go now, rather than stay in the target's
+            # snapshot, beside every other target's, until its next poll.
+            steady, values = shape.steady, body.values()
+            served = None if steady is None or values is None else steady.fill(values)
+            if steady is not None and served is not None and values is not None:
+                return self._steady_output(shape, steady, served, values)
         return _output(way)
 
     def _steady_ahead(self, body: _Body | None) -> bool:

@@ -11,6 +11,7 @@ import pytest
 from helpers.support import body_of, corpora, simulated, with_values_moved
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_steady import served
 
 from exporter.config.loader import parse_config
 from exporter.core.family import Family, Sample
@@ -114,3 +115,19 @@ def test_a_compacted_skeleton_makes_the_families_a_parse_makes(payload):
     assert families_seen(made.families) == families_seen(parsed.families)
     pipeline.run(exposition=exposition(with_values_moved(body.data, 8)))
     assert shape.skeleton.compacted, "the next fast poll lets them go again"
+
+
+@pytest.mark.parametrize("payload", corpora())
+def test_the_poll_that_makes_the_fast_path_serves_from_it_what_the_long_way_serves(payload):
+    """The second poll of a shape makes its Steady and serves that Steady's output, not the long way's
+    families (which would stay in the target's snapshot until the next poll): the same bytes and readings."""
+    body = body_of(payload)
+    target = target_with()
+    pipeline = Pipeline(target)
+    for step in range(2):
+        data = with_values_moved(body.data, step)
+        out = pipeline.run(exposition=Exposition(data, body.openmetrics, body.escaping))
+    assert pipeline._shape is not None and pipeline._shape.steady is not None
+    assert all(type(family.samples).__name__ == "_Samples" for family in out.families), "filled, not the long way's"
+    expected = Pipeline(target, remember=False).run(exposition=Exposition(data, body.openmetrics, body.escaping))
+    assert served(out, target) == served(expected, target)
