@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 import math
+import sys
+import types
 
 import pytest
 from helpers.support import body_of, corpora, simulated, with_values_moved
@@ -36,14 +38,17 @@ def steady_pipeline(backend: str = "vllm") -> Pipeline:
 
 
 def reachable(root: object) -> list[object]:
-    """Every object reachable from `root` through references the garbage collector sees."""
+    """Every object reachable from `root` through references the garbage collector sees, short of
+    classes and modules (a function's globals lead to whatever any module holds)."""
+    modules = {id(module.__dict__) for module in list(sys.modules.values()) if hasattr(module, "__dict__")}
     seen: dict[int, object] = {id(root): root}
     todo = [root]
     while todo:
         for referent in gc.get_referents(todo.pop()):
-            if id(referent) not in seen and not isinstance(referent, type):
-                seen[id(referent)] = referent
-                todo.append(referent)
+            if id(referent) in seen or id(referent) in modules or isinstance(referent, type | types.ModuleType):
+                continue
+            seen[id(referent)] = referent
+            todo.append(referent)
     return list(seen.values())
 
 
