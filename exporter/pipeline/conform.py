@@ -17,10 +17,12 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from collections.abc import Callable
 from typing import cast
 
 from exporter.core.family import Family, shape_of
 from exporter.pipeline.normalize import _LABELS, _NAME, _group_keys, _shapes
+from exporter.pipeline.picks import picker
 
 __all__ = ["Conformer", "values_rule"]
 
@@ -68,9 +70,7 @@ class _Plan:
     def _compile(self) -> list:
         checks = []
 
-        def picked(positions: list[int]):
-            getter = operator.itemgetter(*positions)
-            return (lambda values: (getter(values),)) if len(positions) == 1 else getter
+        picked = picker  # a slice per run of positions: a fast path keeps these for as long as its shape
 
         if self.nonneg:
             get = picked(self.nonneg)
@@ -107,12 +107,26 @@ class _Plan:
         rules of several families checked at once on their values laid end to end, which must be floats."""
         joined = cls()
         joined.floats = True
+        # One int object per position, however many rules read it (a bucket's count is checked as
+        # not negative, whole and ordered): a fast path keeps them for as long as the target's shape.
+        shared: dict[int, int] = {}
+        at = shared.setdefault
         for offset, plan in plans:
             for name in ("nonneg", "not_negative", "integer", "not_nan", "ones", "bools"):
-                getattr(joined, name).extend(offset + position for position in getattr(plan, name))
+                getattr(joined, name).extend(
+                    at(offset + position, offset + position) for position in getattr(plan, name)
+                )
             for name in ("ordered", "equal"):
-                getattr(joined, name).extend((offset + a, offset + b) for a, b in getattr(plan, name))
+                getattr(joined, name).extend(
+                    (at(offset + a, offset + a), at(offset + b, offset + b)) for a, b in getattr(plan, name)
+                )
         return joined
+
+    def check(self) -> Callable[[list[float]], bool]:
+        """`holds`, compiled, without the plan: what a fast path keeps (its positions held once, by the
+        checks' itemgetters, rather than again in the plan's lists)."""
+        checks = tuple(self._compile())
+        return lambda values: all(check(values) for check in checks)
 
     def empty(self) -> bool:
         return not (
@@ -294,6 +308,12 @@ class Conformer:
         self._plans, self._used = self._used, {}
         self._by_shape, self._by_shape_used = self._by_shape_used, {}
         return (families if out is None else out), split
+
+    def forget(self) -> None:
+        """Drop the plans of the last poll's shapes (a unified family's shape holds its every series): a
+        target its fast path serves does not call this again (exporter.pipeline.steady checks conform's
+        rules itself), and a poll that takes the long way after all works them out again."""
+        self._plans, self._used, self._by_shape, self._by_shape_used = {}, {}, {}, {}
 
     def _plan_of(self, family: Family) -> _Plan | str | None:
         key = family.shape

@@ -9,12 +9,14 @@ parse's with the new values, made without reading a label.
 from __future__ import annotations
 
 import re
+import zlib
+from collections.abc import Callable
 from typing import cast
 
 from exporter.core.family import Family, Sample, shape_of
-from exporter.format.parse import ParseResult
+from exporter.format.parse import ParseResult, parse
 
-__all__ = ["PLAIN_SAMPLE", "Skeleton"]
+__all__ = ["PLAIN_SAMPLE", "Skeleton", "remaker"]
 
 #: A sample line as nearly every server writes it: `name` or `name{labels}`, one blank, the value (ASCII
 #: without `_`, as Go's ParseFloat reads it), the end of the line (or body). A line with a timestamp, an
@@ -24,9 +26,15 @@ PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`-
 
 
 class Skeleton:
-    """A parsed body with its sample values taken out: per family, which split value each sample takes."""
+    """A parsed body with its sample values taken out: per family, which split value each sample takes.
 
-    __slots__ = ("families", "key", "problems", "truncated")
+    Its families' sample names and labels are most of what it holds. Where a target's fast path serves
+    its polls without them (exporter.pipeline.steady), `compact` lets them go and keeps a way to make
+    them again (the body it was made of, compressed, parsed again): the few polls that read them, a poll
+    the fast path gives to the long way or an `explain`, pay one parse, and the next fast poll lets them
+    go again."""
+
+    __slots__ = ("_families", "_remake", "key", "problems", "truncated")
 
     def __init__(self, key: tuple, families: list[tuple], truncated: int, problems: dict[str, int]):
         #: The shape of the bodies this reads (exporter.pipeline.target's body key).
@@ -34,9 +42,30 @@ class Skeleton:
         #: per family: (name, type, help, unit, shape, sample names, labels, indexes of its values
         #: or a slice of them). Not the
         #: series' text: what reads a family of this shape needs its labels, and its shape says the rest.
-        self.families = families
+        self._families: list[tuple] | None = families
+        #: how to make them again once compacted (None: never compacted)
+        self._remake: Callable[[], list[tuple]] | None = None
         self.truncated = truncated
         self.problems = problems
+
+    @property
+    def families(self) -> list[tuple]:
+        families = self._families
+        if families is None:
+            assert self._remake is not None  # only a compacted skeleton lets them go
+            families = self._families = self._remake()
+        return families
+
+    def compact(self, remake: Callable[[], list[tuple]] | None = None) -> None:
+        """Let go of the families, which `remake` (or the one given before) makes again when read."""
+        if remake is not None:
+            self._remake = remake
+        if self._remake is not None:
+            self._families = None
+
+    @property
+    def compacted(self) -> bool:
+        return self._families is None
 
     @classmethod
     def of(cls, key: tuple, parts: list[bytes], order: list[Sample | None], result: ParseResult) -> Skeleton | None:
@@ -104,3 +133,24 @@ class Skeleton:
             samples = list(map(Sample, names, labels, taken))
             families.append(Family(name, kind, help_text, unit, samples, shape))
         return ParseResult(families, self.truncated, dict(self.problems))
+
+
+def remaker(
+    key: tuple, data: bytes, openmetrics: bool, escaping: str | None, keep: Callable[[str], bool] | None
+) -> Callable[[], list[tuple]]:
+    """How to make the families of the skeleton a body was made into, again: the body kept compressed
+    (a target's series text is repetitive: a tenth of the labels' dicts, or less) and parsed again as it
+    was, within the limits it kept then. The same bytes parse to the same families, so the skeleton is
+    the same, value for value."""
+    packed = zlib.compress(data, 1)
+
+    def remake() -> list[tuple]:
+        body = zlib.decompress(packed)
+        order: list[Sample | None] = []
+        result = parse(body, openmetrics=openmetrics, escaping=escaping, keep=keep, order=order)
+        skeleton = Skeleton.of(key, PLAIN_SAMPLE.split(b"\n" + body), order, result)
+        if skeleton is None:  # it was made of these very bytes
+            raise RuntimeError("a skeleton could not be made again of the body it was made of")
+        return skeleton.families
+
+    return remake

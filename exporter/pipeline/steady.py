@@ -79,7 +79,9 @@ class Steady:
         #: what the poll it was made of dropped and found: the same for every poll it serves
         self.dropped, self.problems = dict(way.dropped), dict(way.problems)
         self.profile = way.unified.profile
-        self.reading: Reading | None = way.unified.reading
+        #: what `explain` reads, less the samples of that poll (a poll it serves reads its own, if asked)
+        reading = way.unified.reading
+        self.reading: Reading | None = None if reading is None else reading.without_samples()
 
     @classmethod
     def of(
@@ -125,7 +127,7 @@ class Steady:
         template = Template.of(way.conformed, (), stages, way.served)
         if template is None:
             return None
-        steady = cls(replay, _Plan.joined(kept).holds if kept else None, broken, conformed, template, way)
+        steady = cls(replay, _Plan.joined(kept).check() if kept else None, broken, conformed, template, way)
         again = steady.fill(values)
         if again is None or _rendered(again) != _rendered(way.served.families):
             return None

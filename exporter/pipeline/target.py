@@ -45,7 +45,7 @@ from exporter.pipeline.conform import Conformer
 from exporter.pipeline.exposition import SeriesFamily, prerender
 from exporter.pipeline.normalize import Normalized, normalize
 from exporter.pipeline.relabel import Relabeler
-from exporter.pipeline.skeleton import PLAIN_SAMPLE, Skeleton
+from exporter.pipeline.skeleton import PLAIN_SAMPLE, Skeleton, remaker
 from exporter.pipeline.steady import LongWay, Steady
 from exporter.pipeline.template import Template, values_of
 from exporter.pipeline.unify import Unifier
@@ -108,11 +108,13 @@ class _Body:
 class _Shape:
     """The shape of a target's last bodies, and what the stages made of it."""
 
-    __slots__ = ("key", "misses", "skeleton", "steady", "tried")
+    __slots__ = ("key", "made_of", "misses", "skeleton", "steady", "tried")
 
     def __init__(self, body: _Body, skeleton: Skeleton):
         self.key = body.key
         self.skeleton = skeleton
+        #: the body the skeleton was parsed from, until this shape's Steady is tried (the same poll)
+        self.made_of: Exposition | None = body.exposition
         self.steady: Steady | None = None
         #: whether a Steady was tried for this shape; polls running that its Steady gave back to the long way
         self.tried = False
@@ -176,6 +178,13 @@ class Pipeline:
         shape = self._shape
         if body is not None and shape is not None and shape.wants_steady() and shape.fits(body):
             self._make_steady(shape, body, way)
+            # Served as the next polls will be (byte for byte the long way's, as the Steady was checked):
+            # the long way's families, samples and label dicts go now, rather than stay in the target's
+            # snapshot, beside every other target's, until its next poll.
+            steady, values = shape.steady, body.values()
+            served = None if steady is None or values is None else steady.fill(values)
+            if steady is not None and served is not None and values is not None:
+                return self._steady_output(shape, steady, served, values)
         return _output(way)
 
     def _steady_ahead(self, body: _Body | None) -> bool:
@@ -189,6 +198,7 @@ class Pipeline:
 
     def _steady_output(self, shape: _Shape, steady: Steady, served: tuple, values: list[float]) -> Output:
         skeleton = shape.skeleton
+        skeleton.compact()  # what a poll off the fast path, or an explain, made again
         reading = steady.reading
         if reading is not None:  # what `explain` reads, made only if it does
             reading = self.unifier.reading_later(reading, lambda: skeleton.families_of(values).families)
@@ -196,12 +206,23 @@ class Pipeline:
 
     def _make_steady(self, shape: _Shape, body: _Body, way: LongWay) -> None:
         shape.tried, shape.misses = True, 0
+        made_of, shape.made_of = shape.made_of, None
         values = body.values()
         shape.steady = None
         if values is None:
             return
         try:
             shape.steady = Steady.of(values, shape.skeleton, self.unifier, self._stages, way)
+            if shape.steady is not None:
+                self.conform.forget()  # the Steady checks conform's rules itself
+                # The skeleton's labels are read again only off the fast path: made again, when they are,
+                # of the body the skeleton was parsed from.
+                remake = (
+                    None
+                    if made_of is None
+                    else remaker(shape.key, made_of.data, made_of.openmetrics, made_of.escaping, made_of.keep)
+                )
+                shape.skeleton.compact(remake)
         except Exception:  # a bug here must cost speed, never a poll
             if not self._failed:
                 self._failed = True

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import itertools
 import operator
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from exporter.pipeline.picks import picker
 
 __all__ = ["Trace", "TraceError", "Traced", "larger"]
 
@@ -44,6 +47,7 @@ class Trace:
         #: guards on input values alone, by (test, constant's place, outcome): their positions, checked
         #: in bulk at C speed (a histogram's every count is whole, say) rather than one statement each
         self._bulk: dict[tuple[str, str, bool], dict[int, None]] = {}
+        self._positions: dict[int, int] = {}
 
     def inputs(self, values: Sequence[float]) -> list[Traced]:
         """One traced value per input value, in order (the compiled function's `v[i]`)."""
@@ -81,6 +85,7 @@ class Trace:
     def input_guard(self, test: str, position: int, constant: object, outcome: bool) -> bool:
         """A guard on one input value: `v[position] <test> constant` (or `.is_integer()`) came out `outcome`."""
         key = (test, "" if test == "is_integer" else self.ref(constant), outcome)
+        position = self._positions.setdefault(position, position)  # one int object, however many guards
         self._bulk.setdefault(key, {})[position] = None
         return outcome
 
@@ -88,7 +93,7 @@ class Trace:
         lines = []
         for number, ((test, constant, outcome), positions) in enumerate(self._bulk.items()):
             picked = list(positions)
-            namespace[f"g{number}"] = operator.itemgetter(*picked) if len(picked) > 1 else _one(picked[0])
+            namespace[f"g{number}"] = picker(picked)  # a slice per run of positions
             if test == "is_integer":
                 checks = f"map(is_integer, g{number}(v))"
             else:
@@ -124,7 +129,7 @@ class Trace:
         namespace: dict[str, Any] = {"__builtins__": {}, "max": max, "all": all, "any": any, "map": map}
         namespace.update(repeat=itertools.repeat, is_integer=float.is_integer)
         namespace.update({name: getattr(operator, name) for name in _TESTS.values()})
-        body = [*self._bulk_lines(namespace), *self.lines, f"return [{', '.join(items)}]"]
+        body = [*self._bulk_lines(namespace), *_reused([*self.lines, f"return [{', '.join(items)}]"])]
         source = "def replay(v, c):\n" + "".join(f"    {line}\n" for line in body)
         # Nothing an upstream sent is in this text: names, positions and operators only (constants are
         # passed in `c`), so it is compiled as it is.
@@ -134,8 +139,36 @@ class Trace:
         return lambda values: replay(values, constants)
 
 
-def _one(position: int) -> Callable[[Sequence], tuple]:
-    return lambda values: (values[position],)
+#: A temporary's name in a trace's lines (`t12`): no other name there starts with `t` and a digit.
+_TEMP = re.compile(r"\bt[0-9]+\b")
+
+
+def _reused(lines: list[str]) -> list[str]:
+    """The lines with each temporary named anew, taking the name of one no longer read: the compiled
+    function keeps a name per temporary alive at once rather than one per step (most are read once, by
+    the next step), which is most of what a target's fast path keeps of its unify plan. The same
+    statements in the same order: the same floats."""
+    last: dict[str, int] = {}
+    for number, line in enumerate(lines):
+        for temp in _TEMP.findall(line):
+            last[temp] = number
+    names: dict[str, str] = {}
+    free: list[str] = []
+    out = []
+    for number, line in enumerate(lines):
+        target, assigned, expression = line.partition(" = ") if line.startswith("t") else ("", "", line)
+        expression = _TEMP.sub(lambda found: names[found[0]], expression)
+        for temp in dict.fromkeys(_TEMP.findall(line[len(target) :])):  # read here for the last time
+            if last[temp] == number:
+                free.append(names.pop(temp))
+        if target:
+            name = names[target] = free.pop() if free else f"t{len(names) + len(free)}"
+            if last[target] == number:  # never read
+                free.append(names.pop(target))
+            out.append(f"{name}{assigned}{expression}")
+        else:
+            out.append(expression)
+    return out
 
 
 #: The operator module's name of each comparison, for the bulk guards.

@@ -51,6 +51,13 @@ class Reading:
     profile: str | None = None
     index: _SampleIndex | None = None
 
+    def without_samples(self) -> Reading:
+        """This reading less the samples it holds: what a poll of the same shape reads again, from its own
+        samples (`Unifier.reading_later`). A fast path keeps this, not the samples of the poll it was made of."""
+        if self.index is None:
+            return self
+        return Reading(self.names, self.profile, _SampleIndex.later(tuple, self.index.wanted))
+
 
 @dataclass(frozen=True, slots=True)
 class Unified:
