@@ -41,10 +41,13 @@ def first_poll_offset(name: str, interval: float) -> float:
     return (zlib.crc32(name.encode()) / 2**32) * interval
 
 
-def _is_large(payload: Payload) -> bool:
-    """Whether a payload goes through the pipeline in the ingest thread (exporter.core.offload)."""
+def _off_loop(payload: Payload, pipeline: Pipeline) -> bool:
+    """Whether a payload goes through the pipeline in the ingest thread (exporter.core.offload): a large
+    one, or a body its pipeline is not settled on, whose poll takes the long way and may build the
+    fast path (tens of ms even for a small body: many targets starting together would hold up the
+    event loop, and the scrapes with it, for seconds)."""
     if payload.exposition is not None:
-        return len(payload.exposition.data) >= OFF_LOOP_BYTES
+        return len(payload.exposition.data) >= OFF_LOOP_BYTES or not pipeline.settled
     return sum(len(family.samples) for family in payload.families) >= OFF_LOOP_SAMPLES
 
 
@@ -175,7 +178,7 @@ class TargetPoller:
                 async with asyncio.timeout(allowed):
                     payload = await self.source.poll()
                     return payload, await self._lane.run(
-                        _is_large(payload), self.pipeline.run, payload.families, payload.exposition
+                        _off_loop(payload, self.pipeline), self.pipeline.run, payload.families, payload.exposition
                     )
             except TimeoutError as exc:
                 drop_frames(exc)  # the cancelled read's frames hold what it had received

@@ -124,3 +124,23 @@ def test_no_module_keeps_a_cache_of_what_upstreams_send():
             if isinstance(value, functools._lru_cache_wrapper) and value.__module__ == module.name:
                 found.add(f"{module.name}.{name}")
     assert found <= allowed, found - allowed
+
+
+def test_the_polls_that_take_the_long_way_go_to_the_ingest_thread_until_the_pipeline_is_settled():
+    """A small body's polls run on the event loop only once its pipeline serves them from the fast path:
+    the polls before (the first, the one that builds the fast path) take tens of milliseconds, and
+    many targets starting together would otherwise hold up the loop and its scrapes."""
+    from exporter.runtime.scheduler import _off_loop
+    from exporter.sources.base import Payload
+
+    target = parse_config("targets:\n  - {name: t, type: http, url: 'http://127.0.0.1:9/metrics', profile: vllm}\n")
+    pipeline = Pipeline(target.targets[0])
+    body = simulated("vllm")
+    off_loop = []
+    for step in range(4):
+        payload = Payload([], exposition=Exposition(with_values_moved(body, step)))
+        off_loop.append(_off_loop(payload, pipeline))
+        pipeline.run(exposition=payload.exposition)
+    assert off_loop[0] and not off_loop[-1]
+    assert pipeline.settled
+    assert not _off_loop(Payload([]), pipeline)  # a source's few families stay on the loop
