@@ -21,11 +21,11 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter.config.schema import (
-    _PREFIX,
+    PREFIX,
     Config,
     Defaults,
-    _check_prefix,
-    _timing_problem,
+    check_prefix,
+    timing_problem,
 )
 from exporter.core.fields import parse_duration, shown
 from exporter.core.secret import holds_secret
@@ -394,7 +394,7 @@ class Reader:
             self._check_timing(here, target, defaults)
             self._check_labels(here, target)
             prefix = target.get("prefix")
-            if isinstance(prefix, str) and prefix and not _PREFIX.match(prefix):
+            if isinstance(prefix, str) and prefix and not PREFIX.match(prefix):
                 self.issue(here + ("prefix",), _prefix_message(prefix))
 
     def _check_timing(self, here: tuple[str | int, ...], target: dict[str, Any], defaults: Defaults | None) -> None:
@@ -405,7 +405,7 @@ class Reader:
             interval, interval_from = _duration_or_none(target["interval"]), ""
         else:
             interval, interval_from = (defaults.interval if defaults else None), " (from defaults.interval)"
-        problem = _timing_problem(timeout, interval, interval_from)
+        problem = timing_problem(timeout, interval, interval_from)
         if problem:
             self.issue(here + ("timeout",), problem)
 
@@ -600,7 +600,7 @@ def unknown_key_message(key: str, valid: list[str]) -> str:
 
 def _prefix_message(prefix: str) -> str:
     try:
-        _check_prefix(prefix)
+        check_prefix(prefix)
     except ValueError as exc:
         return str(exc)
     return ""

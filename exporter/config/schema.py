@@ -27,7 +27,7 @@ from exporter.core.fields import Duration, Interval, Timeout, format_duration, s
 from exporter.profiles import Profile
 from exporter.sources import KINDS, TargetConfig
 
-_PREFIX = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+PREFIX = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -68,8 +68,8 @@ def _check_listen(value: object) -> object:
     return value
 
 
-def _check_prefix(value: str) -> str:
-    if value and not _PREFIX.match(value):
+def check_prefix(value: str) -> str:
+    if value and not PREFIX.match(value):
         raise ValueError(
             f"expected a metric name prefix of letters, digits and underscores that does not start with a digit, got {value!r}"
         )
@@ -129,7 +129,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     listen: Annotated[str, BeforeValidator(_check_listen)] = "127.0.0.1:9898"
-    prefix: Annotated[str, AfterValidator(_check_prefix)] = ""
+    prefix: Annotated[str, AfterValidator(check_prefix)] = ""
     defaults: Defaults = Defaults()
     #: The listening side's limits: header_timeout, max_connections (exporter.serve.listener).
     server: ServerLimits = ServerLimits()
@@ -153,7 +153,7 @@ class Config(BaseModel):
         problems = [
             f"targets[{i}]: {problem}"
             for i, target in enumerate(resolved)
-            for problem in [_timing_problem(target.timeout, target.interval, "")]
+            for problem in [timing_problem(target.timeout, target.interval, "")]
             if problem
         ]
         first: dict[str, int] = {}
@@ -184,7 +184,7 @@ def _resolve(target: TargetConfig, defaults: Defaults, prefix: str) -> TargetCon
     return target.model_copy(update=update) if update else target
 
 
-def _timing_problem(timeout: float | None, interval: float | None, interval_from: str) -> str | None:
+def timing_problem(timeout: float | None, interval: float | None, interval_from: str) -> str | None:
     if timeout is None or interval is None or timeout <= interval:
         return None
     return (

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from prometheus_client.samples import Sample as PromSample
 
 from exporter.core.family import Family, Sample
+from exporter.core.rules import LABEL_NAME
 from exporter.pipeline.exposition import SeriesFamily, _escape_value, series_head
 
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_]")
@@ -197,13 +198,10 @@ def _shapes(labels: list[dict[str, str]]) -> list[tuple[str, ...]]:
     return list(map(tuple, labels))
 
 
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-
-
 def _formattable(names: tuple[str, ...]) -> bool:
     """Whether every name is a plain label name, which can key a `%(name)s` format and be written as it
     is (an upstream's UTF-8 names may hold parentheses, quotes or `%`)."""
-    return all(map(_LABEL_NAME.fullmatch, names))
+    return all(map(LABEL_NAME.fullmatch, names))
 
 
 def _plain(labels: list[dict[str, str]]) -> bool:

@@ -17,7 +17,7 @@ from typing import cast
 
 from prometheus_client.samples import Sample as PromSample
 
-from exporter.core.rules import PROTECTED, RelabelConfig, anchored
+from exporter.core.rules import LABEL_NAME, PROTECTED, RelabelConfig, anchored
 from exporter.pipeline.exposition import SeriesFamily
 from exporter.pipeline.normalize import (
     Assembler,
@@ -29,7 +29,6 @@ from exporter.pipeline.normalize import (
     unreserved,
 )
 
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 #: Go's regexp.Expand: `$$`, `${name}` or `$name` (the longest run of word characters).
 _REFERENCE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")
 
@@ -69,7 +68,7 @@ class _Rule:
                 match = regex.fullmatch(name)
                 if match is not None:
                     mapped = expand(config.replacement, match)
-                    if _LABEL_NAME.fullmatch(mapped) and mapped not in PROTECTED:
+                    if LABEL_NAME.fullmatch(mapped) and mapped not in PROTECTED:
                         labels[mapped] = value
             return True
         if self._source is not None:
@@ -83,7 +82,7 @@ class _Rule:
             return match is None
         if match is not None:  # replace
             target = self._target if self._target is not None else expand(config.target_label or "", match)
-            if _LABEL_NAME.fullmatch(target) and target != "target":
+            if LABEL_NAME.fullmatch(target) and target != "target":
                 result = expand(config.replacement, match)
                 if result:
                     labels[target] = result
@@ -177,7 +176,7 @@ def _regroup(
             suffix = old[len(name) :]
             bases.add(sample.name[: len(sample.name) - len(suffix)] if sample.name.endswith(suffix) else None)
         base = bases.pop() if len(bases) == 1 else None
-        if base is None or not _LABEL_NAME.fullmatch(base):
+        if base is None or not LABEL_NAME.fullmatch(base):
             return _untyped(family, samples)
         name = base
     if not is_well_formed(name, family.type, samples):
