@@ -573,6 +573,13 @@ async def measure(
         cpu1, wall1 = cpu_seconds(), time.perf_counter()
         mem = memory()
         snapshots = daemon.store.snapshots()
+        if len(scraped["latencies"]) >= 10:
+            # Where in the window the slowest scrapes fell: early ones point at start-up work spilling over.
+            slowest = sorted(enumerate(scraped["latencies"], 1), key=lambda pair: -pair[1])[:3]
+            notes.append(
+                "slowest scrapes: "
+                + ", ".join(f"#{n} of {len(scraped['latencies'])} {ms(took)} ms" for n, took in slowest)
+            )
         due = sum((wall1 - wall0) / _interval(snap.target) for snap in snapshots)
         polls = sum(snap.polls - before.get(snap.target.name, (0, 0))[0] for snap in snapshots)
         failed = sum(sum(snap.errors.values()) - before.get(snap.target.name, (0, 0))[1] for snap in snapshots)

@@ -10,15 +10,22 @@ A target's parser and series caches are not safe to share between two threads, a
 keeps running in the thread after the poll that started it timed out or was cancelled. So each
 owner (a source, a poller) has one `Lane`: its next piece, on or off the loop, first waits for the
 one still running.
+
+Scrapes go first: while one is answered, the worker starts no new piece, and long pieces (a target's
+fast path being built) wait between their parts (`scraping`, `let_scrapes_by`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
+import functools
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -35,13 +42,59 @@ OFF_LOOP_SAMPLES = 5_000
 #: when the loop has work.
 SWITCH_INTERVAL = 0.0005
 
+#: The longest the worker thread holds back a piece of work while scrapes are being answered (`scraping`).
+SCRAPE_FIRST_LIMIT = 0.25
+
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
+#: How many scrapes are being answered now, in every daemon of this process (they share the worker).
+_scraping = 0
+#: The worker thread's identity, once it has run something.
+_worker_thread: int | None = None
+
+
+@contextlib.contextmanager
+def scraping() -> Iterator[None]:
+    """While a scrape is answered, the worker thread starts no new piece of work (for up to
+    SCRAPE_FIRST_LIMIT): a scrape is someone waiting, ingest work is not. Both want the GIL, and the loop
+    thread gets it about half the time while the worker runs Python: 200 targets building their fast
+    paths together after a start (tens of ms each) doubled a 200k-series scrape's time and more
+    (docs/performance.md, the aggregator). A piece already running runs on. For the event loop thread,
+    around the part of a scrape that works, not around writing it to a client that may read slowly."""
+    global _scraping
+    _scraping += 1
+    try:
+        yield
+    finally:
+        _scraping -= 1
+
+
+def let_scrapes_by() -> None:
+    """Between two parts of a long piece of work: in the worker thread, wait while a scrape is answered
+    (for up to SCRAPE_FIRST_LIMIT), as between two pieces; elsewhere (the event loop), nothing. A piece
+    running when a scrape comes in would otherwise take half of its time from the scrape."""
+    if _scraping and threading.get_ident() == _worker_thread:
+        _wait_for_scrapes()
+
+
+def _wait_for_scrapes() -> None:
+    deadline = time.monotonic() + SCRAPE_FIRST_LIMIT
+    while _scraping and time.monotonic() < deadline:
+        time.sleep(0.001)  # lets go of the GIL
+
+
+def _after_scrapes(work: Callable[..., T], *args: Any) -> T:
+    """In the worker thread: `work`, once no scrape is being answered or SCRAPE_FIRST_LIMIT has passed."""
+    global _worker_thread
+    _worker_thread = threading.get_ident()
+    if _scraping:
+        _wait_for_scrapes()
+    return work(*args)
 
 
 def submit(work: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
     """Queue a piece of work for the worker thread, after what is queued there: work that nobody awaits
     (deflating a poll ahead of the scrapes that will want it)."""
-    return _worker().submit(work, *args)
+    return _worker().submit(_after_scrapes, work, *args)
 
 
 def _worker() -> concurrent.futures.ThreadPoolExecutor:
@@ -69,7 +122,9 @@ class Lane:
         if not off_loop:
             return work(*args, **kwargs)
         # In the caller's context: what the work logs reaches its daemon's event rings (exporter.core.events).
-        future = _worker().submit(contextvars.copy_context().run, work, *args, **kwargs)
+        future = _worker().submit(
+            _after_scrapes, functools.partial(contextvars.copy_context().run, work, *args, **kwargs)
+        )
         self._running = future
         try:
             return await asyncio.wrap_future(future)

@@ -29,11 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from exporter.core.family import Family
+from exporter.core.offload import let_scrapes_by
 from exporter.pipeline.conform import _Plan, values_rule
 from exporter.pipeline.exposition import SeriesFamily
 from exporter.pipeline.normalize import Normalized
 from exporter.pipeline.skeleton import Skeleton
-from exporter.pipeline.template import Template
+from exporter.pipeline.template import Template, checked
 from exporter.pipeline.traced import Trace, TraceError
 from exporter.pipeline.unify import Reading, Unified, Unifier
 
@@ -103,7 +104,9 @@ class Steady:
             return None
         if traced.profile != way.unified.profile or _structure(traced.families) != _structure(unified):
             return None
+        let_scrapes_by()  # between the parts of a build (tens of ms in all), scrapes go first
         replay = trace.compile([sample.value for family in traced.families for sample in family.samples])
+        let_scrapes_by()
         unified_values = replay(values)
         if unified_values is None:
             return None
@@ -129,7 +132,7 @@ class Steady:
             return None
         steady = cls(replay, _Plan.joined(kept).check() if kept else None, broken, conformed, template, way)
         again = steady.fill(values)
-        if again is None or _rendered(again) != _rendered(way.served.families):
+        if again is None or checked(again) != checked(way.served.families):
             return None
         return steady
 
@@ -159,23 +162,3 @@ def _picker(positions: list[int]) -> Callable[[Sequence], Sequence]:
 def _structure(families: list[Family]) -> list[tuple]:
     """Everything about families but their values."""
     return [(f.name, f.type, f.help, f.unit, [(s.name, s.labels) for s in f.samples]) for f in families]
-
-
-def _rendered(families: Sequence[SeriesFamily]) -> list[tuple]:
-    """What a scrape serves of families: their text, and what the collector reads of each."""
-    out = []
-    for family in families:
-        chunks = family.chunks
-        assert chunks is not None  # the long way and templates render every family
-        out.append(
-            (
-                family.name,
-                family.type,
-                family.help,
-                len(family.samples),
-                chunks.openmetrics,
-                chunks.inside,
-                chunks.outside,
-            )
-        )
-    return out

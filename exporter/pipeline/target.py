@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from exporter.core.family import Family, Sample, shape_of
+from exporter.core.offload import let_scrapes_by
 from exporter.format.parse import ParseError, ParseResult, parse
 from exporter.pipeline.conform import Conformer
 from exporter.pipeline.exposition import SeriesFamily, prerender
@@ -185,6 +186,7 @@ class Pipeline:
         way = self._through(result.families, self._long_way if self._steady_ahead(body) else self._serve, result)
         shape = self._shape
         if body is not None and shape is not None and shape.wants_steady() and shape.fits(body):
+            let_scrapes_by()
             self._make_steady(shape, body, way)
             # Served as the next polls will be (byte for byte the long way's, as the Steady was checked):
             # the long way's families, samples and label dicts go now, rather than stay in the target's
@@ -248,6 +250,7 @@ class Pipeline:
                 dropped["truncated_line"] = result.truncated_lines
         unified = self.unifier.apply(families)
         conformed, untyped = self.conform(unified.families)
+        let_scrapes_by()
         served = serve(conformed)
         if untyped:
             dropped["served_untyped"] = untyped

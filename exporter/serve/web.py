@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
 from exporter.config.web import WebSecurity
+from exporter.core import offload
 from exporter.core.events import Event, TargetEvents
 from exporter.core.redact import REGISTRY
 from exporter.format.escaping import PAYLOAD_PROBLEMS
@@ -119,15 +120,16 @@ async def metrics(request: web.Request) -> web.Response:
     joining the text or taking its CRC-32 for the gzip trailer, runs in a worker thread when large."""
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
     openmetrics = content_type.startswith("application/openmetrics-text")
-    merged = request.app[COLLECTOR_KEY].merged()
-    compress = gzip_accepted(request.headers.get("Accept-Encoding", ""))
-    if compress:
-        request.app[AHEAD_KEY].scraped(openmetrics=openmetrics)
-    body = Body(openmetrics_parts(merged) if openmetrics else text_parts(merged), gzip=compress)
-    headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
-    if compress:
-        headers["Content-Encoding"] = "gzip"
-    data = await asyncio.to_thread(body.finish) if body.size >= FINISH_IN_THREAD else body.finish()
+    with offload.scraping():  # ingest work waits for it (not for the client's reading of it)
+        merged = request.app[COLLECTOR_KEY].merged()
+        compress = gzip_accepted(request.headers.get("Accept-Encoding", ""))
+        if compress:
+            request.app[AHEAD_KEY].scraped(openmetrics=openmetrics)
+        body = Body(openmetrics_parts(merged) if openmetrics else text_parts(merged), gzip=compress)
+        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+        if compress:
+            headers["Content-Encoding"] = "gzip"
+        data = await asyncio.to_thread(body.finish) if body.size >= FINISH_IN_THREAD else body.finish()
     return web.Response(body=data, headers=headers)
 
 
