@@ -39,7 +39,7 @@ def compiled():
 
 def test_the_compiled_module_serves_unless_pure_python_is_forced(compiled):
     forced = accel._pure_python_forced()
-    assert accel.IMPLEMENTATION == ("python" if forced else "c")
+    assert ("python" if forced else "c") == accel.IMPLEMENTATION
     assert (accel.split is compiled.split) is not forced
 
 
@@ -147,7 +147,7 @@ def test_two_bodies_have_the_same_shape_exactly_when_they_differ_in_values_alone
 @given(choice=st.data())
 def test_a_body_with_new_values_has_its_shape_and_those_values(compiled, corpus, choice):
     data = choice.draw(st.sampled_from(corpus))
-    values, count, shape = compiled.split(data)
+    _, count, shape = compiled.split(data)
     new = [choice.draw(st.floats(allow_nan=True, allow_infinity=True)) for _ in range(count)]
     texts = iter(new)
     moved = accel.PLAIN_SAMPLE.sub(
@@ -228,7 +228,19 @@ def test_fill_passes_on_what_the_slow_rule_raises(compiled):
 
 
 def test_forcing_pure_python_is_said_and_served():
-    command = "from exporter.format import accel; print(accel.IMPLEMENTATION)"
     env = {**os.environ, accel.PURE_PYTHON_VARIABLE: "1"}
+    command = "from exporter.format import accel; print(accel.IMPLEMENTATION, accel.split is accel.python_split)"
     out = subprocess.run([sys.executable, "-c", command], cwd=REPO, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "python"
+    assert out.stdout.split() == ["python", "True"]
+    version = subprocess.run(
+        [sys.executable, "-m", "exporter", "--version"], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    assert "(accelerator: python)" in version.stdout
+
+
+def test_the_version_says_the_compiled_accelerator_serves(compiled):
+    env = {key: value for key, value in os.environ.items() if key != accel.PURE_PYTHON_VARIABLE}
+    version = subprocess.run(
+        [sys.executable, "-m", "exporter", "--version"], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    assert "(accelerator: c)" in version.stdout
