@@ -13,6 +13,7 @@ import os
 import struct
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from helpers.support import REPO, every_body, missing
@@ -208,6 +209,7 @@ def test_fill_writes_what_floatToGoString_writes_cut_per_family(compiled, values
 
 
 def test_fill_takes_the_first_values_and_refuses_too_few_or_sizes_that_do_not_add_up(compiled):
+    fill: Any
     for fill in (compiled.fill, accel.python_fill):
         assert fill((b"a ",), (1,), [1.0, 2.0], _go_float) == [b"a 1.0\n"]
         with pytest.raises(ValueError):
