@@ -1,5 +1,5 @@
 """Builds exporter/format/_accel.c, the compiled twin of exporter.format.accel, with the interpreter's
-own compiler and headers (sysconfig).
+own compiler (or $CC) and headers (sysconfig).
 
 - `pip install .`: a hatchling build hook (pyproject.toml, [tool.hatch.build.targets.wheel.hooks.custom])
   puts the built module in the wheel, which is then for this interpreter and platform only;
@@ -12,6 +12,7 @@ the pure-Python functions then serve, with the same output (`inference-exporter 
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -30,7 +31,7 @@ WARNINGS = ["-Wall", "-Wextra"]
 def build(target: Path) -> Path:
     """Compiles SOURCE into `target` (a shared module for this interpreter); CalledProcessError or
     OSError when it cannot."""
-    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
     include = sysconfig.get_paths()["include"]
     if not (Path(include) / "Python.h").is_file():
         raise OSError(f"no Python.h in {include}: install the Python headers (Debian: python3-dev)")
