@@ -48,19 +48,21 @@ def python_split(data: bytes) -> tuple[list[float] | None, int, bytes]:
 def python_fill(
     heads: tuple[bytes, ...], sizes: tuple[int, ...], values: Sequence[Any], slow: Callable[[Any], str]
 ) -> list[bytes]:
-    """`fill` in Python: `repr` of each small exact float, `slow` of every other value, one join."""
-    if len(values) < len(heads):
+    """`fill` in Python: `repr` of each small exact float, `slow` of every other value, encoded at once."""
+    count = len(heads)
+    if len(values) < count:
         raise ValueError("fill(): fewer values than lines")
-    texts = [
-        repr(v).encode() if v.__class__ is float and -1e6 < v < 1e6 else slow(v).encode() for v in values[: len(heads)]
-    ]
+    texts = [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else slow(v) for v in values[:count]]
+    # A value's text has no line break: each comes back with its newline from one encoding of them all.
+    lines: list[bytes] = [b""] * (2 * count)
+    lines[0::2] = heads
+    lines[1::2] = ("\n".join(texts) + "\n").encode().splitlines(keepends=True) if count else []
     out, line = [], 0
     for size in sizes:
-        if size < 0 or size > len(heads) - line:
+        if size < 0 or size > count - line:
             raise ValueError("fill(): the sizes do not add up to the heads")
-        end = line + size
-        out.append(b"\n".join(map(bytes.__add__, heads[line:end], texts[line:end])) + b"\n" if size else b"")
-        line = end
+        out.append(b"".join(lines[2 * line : 2 * (line + size)]))
+        line += size
     return out
 
 
