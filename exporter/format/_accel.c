@@ -83,8 +83,48 @@ static int match_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t nl, Py_ssiz
     return 1;
 }
 
+/* Exact powers of ten: each a double without rounding. */
+static const double POWERS_OF_TEN[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* A plain decimal (`-12`, `3.25`, `.5`: no exponent) whose digits make an integer below 2**53 and that
+ * has at most 22 digits after its point: then integer / 10**k, both exact doubles, is the correctly
+ * rounded value (IEEE division rounds correctly), which is what float() gives. 1: read; 0: not such a
+ * token (read_float then asks Python's own reader). */
+static int read_plain_decimal(const unsigned char *token, Py_ssize_t size, double *out) {
+    Py_ssize_t i = 0;
+    int negative = 0;
+    if (i < size && (token[i] == '-' || token[i] == '+'))
+        negative = token[i++] == '-';
+    uint64_t mantissa = 0;
+    int digits = 0, after_point = -1;
+    for (; i < size; i++) {
+        unsigned char c = token[i];
+        if (c >= '0' && c <= '9') {
+            if (++digits > 16)
+                return 0;
+            mantissa = mantissa * 10 + (uint64_t)(c - '0');
+            if (after_point >= 0)
+                after_point++;
+        } else if (c == '.' && after_point < 0) {
+            after_point = 0;
+        } else {
+            return 0;
+        }
+    }
+    if (digits == 0 || mantissa >= ((uint64_t)1 << 53) || after_point > 22)
+        return 0;
+    double value = (double)mantissa;
+    if (after_point > 0)
+        value /= POWERS_OF_TEN[after_point];
+    *out = negative ? -value : value;
+    return 1;
+}
+
 /* float(token) as Python reads bytes: the whole token, or not a number (-1 returned). */
 static int read_float(const unsigned char *token, Py_ssize_t size, double *out) {
+    if (read_plain_decimal(token, size, out))
+        return 0;
     char small[64];
     char *copy = small;
     if (size >= (Py_ssize_t)sizeof(small)) {

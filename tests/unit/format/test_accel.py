@@ -99,6 +99,29 @@ def test_split_reads_lines_made_of_deciding_pieces_as_the_regex_and_float_do(com
     assert_same_split(compiled, data)
 
 
+number_tokens = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(lambda v: repr(v).encode()),
+    st.floats().map(lambda v: f"{v:.17g}".encode()),
+    st.decimals(allow_nan=False, allow_infinity=False).map(lambda d: str(d).encode()),
+    st.integers(-(2**64), 2**64).map(lambda i: str(i).encode()),
+    st.text("0123456789.+-eE", min_size=1, max_size=30).map(str.encode),
+    st.tuples(st.sampled_from(["", "-", "+"]), st.text("0123456789", max_size=25), st.sampled_from(["", "."]),
+              st.text("0123456789", max_size=25)).map(lambda t: "".join(t).encode()),
+)  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(token=number_tokens)
+def test_split_reads_a_value_to_the_bit_as_float_does(compiled, token):
+    values, count, _ = compiled.split(b"a " + token)
+    try:
+        expected = [float(token)]
+    except ValueError:
+        expected = None
+    if count:  # a token with a blank or `_` is not a value
+        assert bits(values) == bits(expected)
+
+
 @pytest.fixture(scope="module")
 def corpus() -> list[bytes]:
     return [body.data for body in every_body()]
