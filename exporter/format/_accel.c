@@ -7,9 +7,10 @@
  *     what the body key hashes: the length of every piece between sample lines (native uint64), those
  *     pieces, and the lines' series joined by newlines.
  *
- * fill(heads, sizes, values, slow) -> list[bytes]
+ * fill(heads, sizes, values, slow, exponents) -> list[bytes]
  *     Sample lines `head + text(value) + "\n"`, cut into pieces of `sizes` lines each. text(v) is
- *     repr(v) for an exact float with -1e6 < v < 1e6, else slow(v) (a str).
+ *     repr(v) for an exact float with -1e6 < v < 1e6, Go's exponent form (go_exponent) for one with
+ *     1e6 <= v < 1e16 when `exponents` is true, else slow(v) (a str).
  *
  * Every byte of `data` is an upstream's: every read is bounded by its length, and what is allocated
  * is bounded by it (or by the number of heads and values for `fill`).
@@ -252,10 +253,45 @@ done:
     return result;
 }
 
-/* One value's text: repr(v) for an exact float of magnitude under a million, else slow(v). Returns a
- * new reference to a bytes object (an exact float's own text) or to the str slow gave; the caller
- * reads it through `text`/`size`. */
-static PyObject *value_text(PyObject *value, PyObject *slow, char *buffer, size_t room, const char **text, Py_ssize_t *size) {
+/* Go's text of an exact float from a million up to 1e16, made of its repr (as exporter.format.accel's
+ * go_exponent does): the point moved after the first digit, trailing zeros and point dropped, and the
+ * exponent, two digits. Its length, or -1 with an exception set. `out` has room for 64 bytes. */
+static Py_ssize_t go_exponent(double v, char *out) {
+    char *made = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (made == NULL)
+        return -1;
+    size_t length = strlen(made);
+    char *dot = strchr(made, '.');
+    size_t point = dot == NULL ? 0 : (size_t)(dot - made);
+    if (dot == NULL || point < 1 || length > 40) { /* not a repr of such a float */
+        PyMem_Free(made);
+        PyErr_SetString(PyExc_SystemError, "go_exponent(): an unexpected repr");
+        return -1;
+    }
+    size_t k = 0;
+    out[k++] = made[0];
+    out[k++] = '.';
+    memcpy(out + k, made + 1, point - 1);
+    k += point - 1;
+    memcpy(out + k, dot + 1, length - point - 1);
+    k += length - point - 1;
+    PyMem_Free(made);
+    while (k > 0 && (out[k - 1] == '0' || out[k - 1] == '.'))
+        k--;
+    int written = snprintf(out + k, 64 - k, "e+%02d", (int)(point - 1));
+    if (written < 0 || (size_t)written >= 64 - k) {
+        PyErr_SetString(PyExc_SystemError, "go_exponent(): no room");
+        return -1;
+    }
+    return (Py_ssize_t)(k + (size_t)written);
+}
+
+/* One value's text: repr(v) for an exact float of magnitude under a million, Go's exponent form for one
+ * from a million up to 1e16 where `exponents` says prometheus_client writes that, else slow(v). Returns
+ * a new reference: None where the text was written into `buffer` (64 bytes), else the str slow gave;
+ * the caller reads the text through `text`/`size` while it holds that reference. */
+static PyObject *value_text(PyObject *value, PyObject *slow, int exponents, char *buffer, const char **text,
+                            Py_ssize_t *size) {
     if (PyFloat_CheckExact(value)) {
         double v = PyFloat_AS_DOUBLE(value);
         if (v > -1e6 && v < 1e6) {
@@ -263,20 +299,24 @@ static PyObject *value_text(PyObject *value, PyObject *slow, char *buffer, size_
             if (made == NULL)
                 return NULL;
             size_t length = strlen(made);
-            if (length < room) {
-                memcpy(buffer, made, length);
+            if (length >= 64) { /* a repr is at most 24 bytes */
                 PyMem_Free(made);
-                *text = buffer;
-                *size = (Py_ssize_t)length;
-                return Py_NewRef(Py_None);
-            }
-            PyObject *bytes = PyBytes_FromStringAndSize(made, (Py_ssize_t)length);
-            PyMem_Free(made);
-            if (bytes == NULL)
+                PyErr_SetString(PyExc_SystemError, "fill(): an unexpected repr");
                 return NULL;
-            *text = PyBytes_AS_STRING(bytes);
-            *size = PyBytes_GET_SIZE(bytes);
-            return bytes;
+            }
+            memcpy(buffer, made, length);
+            PyMem_Free(made);
+            *text = buffer;
+            *size = (Py_ssize_t)length;
+            return Py_NewRef(Py_None);
+        }
+        if (exponents && v >= 1e6 && v < 1e16) {
+            Py_ssize_t length = go_exponent(v, buffer);
+            if (length < 0)
+                return NULL;
+            *text = buffer;
+            *size = length;
+            return Py_NewRef(Py_None);
         }
     }
     PyObject *str = PyObject_CallOneArg(slow, value);
@@ -326,10 +366,13 @@ static int buffer_add(Buffer *b, const char *text, Py_ssize_t size) {
 
 static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "fill() takes heads, sizes, values and slow");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "fill() takes heads, sizes, values, slow and exponents");
         return NULL;
     }
+    int exponents = PyObject_IsTrue(args[4]);
+    if (exponents < 0)
+        return NULL;
     PyObject *heads = args[0], *sizes = args[1], *slow = args[3];
     if (!PyTuple_Check(heads) || !PyTuple_Check(sizes)) {
         PyErr_SetString(PyExc_TypeError, "fill(): heads and sizes are tuples");
@@ -365,10 +408,10 @@ static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 PyErr_SetString(PyExc_TypeError, "fill(): a head must be bytes");
                 goto done;
             }
-            char small[32];
+            char small[64];
             const char *text;
             Py_ssize_t length;
-            PyObject *keep = value_text(items[line], slow, small, sizeof(small), &text, &length);
+            PyObject *keep = value_text(items[line], slow, exponents, small, &text, &length);
             if (keep == NULL)
                 goto done;
             int failed = buffer_add(&buffer, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head)) ||
@@ -392,7 +435,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"split", (PyCFunction)split, METH_O, "split(data) -> (values or None, count, shape)"},
-    {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL, "fill(heads, sizes, values, slow) -> list[bytes]"},
+    {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL, "fill(heads, sizes, values, slow, exponents) -> list[bytes]"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,8 +8,10 @@ say which it runs.
 
 - `split(data)`: a body's sample lines (PLAIN_SAMPLE) in one pass: their values as float() reads
   them (None where one is not a number), their count, and the body's shape (what its key hashes).
-- `fill(heads, sizes, values, slow)`: sample lines `head + text(value) + newline`, cut into pieces
-  of `sizes` lines: text(v) is repr(v) for an exact float under a million in magnitude, else slow(v).
+- `fill(heads, sizes, values, slow, exponents)`: sample lines `head + text(value) + newline`, cut into
+  pieces of `sizes` lines: text(v) is repr(v) for an exact float under a million in magnitude,
+  `go_exponent(v)` for one from a million up to 1e16 where `exponents` says that is prometheus_client's
+  text, else slow(v).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["IMPLEMENTATION", "PLAIN_SAMPLE", "PURE_PYTHON_VARIABLE", "fill", "split"]
+__all__ = ["IMPLEMENTATION", "PLAIN_SAMPLE", "PURE_PYTHON_VARIABLE", "fill", "go_exponent", "split"]
 
 #: The variable that forces the pure-Python implementation (any of 1, true, yes).
 PURE_PYTHON_VARIABLE = "INFERENCE_EXPORTER_PURE_PYTHON"
@@ -45,14 +47,36 @@ def python_split(data: bytes) -> tuple[list[float] | None, int, bytes]:
     return values, len(series), shape
 
 
+def go_exponent(value: float) -> str:
+    """Go's text (`%g`, as prometheus_client's floatToGoString writes it) of a float from a million up
+    to 1e16, made of its repr: `repr` writes it in full with its point after the seventh digit or later,
+    and Go puts that point after the first digit, with an exponent."""
+    text = repr(value)
+    point = text.find(".")
+    mantissa = f"{text[0]}.{text[1:point]}{text[point + 1 :]}".rstrip("0.")
+    return f"{mantissa}e+{point - 1:02d}"
+
+
 def python_fill(
-    heads: tuple[bytes, ...], sizes: tuple[int, ...], values: Sequence[Any], slow: Callable[[Any], str]
+    heads: tuple[bytes, ...],
+    sizes: tuple[int, ...],
+    values: Sequence[Any],
+    slow: Callable[[Any], str],
+    exponents: bool,
 ) -> list[bytes]:
-    """`fill` in Python: `repr` of each small exact float, `slow` of every other value, encoded at once."""
+    """`fill` in Python: `repr` of each small exact float, `go_exponent` of each from a million up to
+    1e16 (where `exponents`), `slow` of every other value, encoded at once."""
     count = len(heads)
     if len(values) < count:
         raise ValueError("fill(): fewer values than lines")
-    texts = [repr(v) if v.__class__ is float and -1e6 < v < 1e6 else slow(v) for v in values[:count]]
+    texts = [
+        repr(v)
+        if v.__class__ is float and -1e6 < v < 1e6
+        else go_exponent(v)
+        if exponents and v.__class__ is float and 1e6 <= v < 1e16
+        else slow(v)
+        for v in values[:count]
+    ]
     # A value's text has no line break: each comes back with its newline from one encoding of them all.
     lines: list[bytes] = [b""] * (2 * count)
     lines[0::2] = heads
@@ -71,7 +95,9 @@ def _pure_python_forced() -> bool:
 
 
 split: Callable[[bytes], tuple[list[float] | None, int, bytes]] = python_split
-fill: Callable[[tuple[bytes, ...], tuple[int, ...], Sequence[Any], Callable[[Any], str]], list[bytes]] = python_fill
+fill: Callable[[tuple[bytes, ...], tuple[int, ...], Sequence[Any], Callable[[Any], str], bool], list[bytes]] = (
+    python_fill
+)
 #: "c": the compiled module serves; "python": the functions above (not built, or forced).
 IMPLEMENTATION = "python"
 #: Why the compiled module does not serve, where it does not (for the startup log line).

@@ -8,8 +8,10 @@ a match, and both corpora cut, spliced and overwritten at random.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from hypothesis import strategies as st
 from prometheus_client.utils import floatToGoString
 
 from exporter.format import accel
-from exporter.pipeline.exposition import _go_float, go_floats
+from exporter.pipeline.exposition import _GO_EXPONENTS, _go_float, go_floats
 
 try:
     from exporter.format import _accel  # type: ignore[attr-defined]
@@ -207,6 +209,8 @@ every_value = st.one_of(
             1.7976931348623157e308,
         ]
     ),
+    st.floats(1e6, 1e16),  # `_created` timestamps: Go's exponent form
+    st.floats(-1e16, -1e6),
     st.integers(-(10**20), 10**20),
     st.booleans(),
     st.floats(allow_nan=False).map(Subclass),
@@ -224,8 +228,11 @@ def test_fill_writes_what_floatToGoString_writes_cut_per_family(compiled, values
         sizes.append(size)
         left -= size
     sizes.append(0)
-    pieces = compiled.fill(heads, tuple(sizes), values, _go_float)
-    assert pieces == accel.python_fill(heads, tuple(sizes), values, _go_float)
+    for exponents in (False, True):
+        assert compiled.fill(heads, tuple(sizes), values, _go_float, exponents) == accel.python_fill(
+            heads, tuple(sizes), values, _go_float, exponents
+        )
+    pieces = compiled.fill(heads, tuple(sizes), values, _go_float, _GO_EXPONENTS)
     texts = [floatToGoString(value) for value in values]
     assert b"".join(pieces) == b"".join(head + text.encode() + b"\n" for head, text in zip(heads, texts))
     assert go_floats(values) == texts
@@ -234,13 +241,13 @@ def test_fill_writes_what_floatToGoString_writes_cut_per_family(compiled, values
 def test_fill_takes_the_first_values_and_refuses_too_few_or_sizes_that_do_not_add_up(compiled):
     fill: Any
     for fill in (compiled.fill, accel.python_fill):
-        assert fill((b"a ",), (1,), [1.0, 2.0], _go_float) == [b"a 1.0\n"]
+        assert fill((b"a ",), (1,), [1.0, 2.0], _go_float, True) == [b"a 1.0\n"]
         with pytest.raises(ValueError):
-            fill((b"a ", b"b "), (2,), [1.0], _go_float)
+            fill((b"a ", b"b "), (2,), [1.0], _go_float, True)
         with pytest.raises(ValueError):
-            fill((b"a ",), (2,), [1.0, 2.0], _go_float)
+            fill((b"a ",), (2,), [1.0, 2.0], _go_float, True)
         with pytest.raises(TypeError):
-            fill(("a ",), (1,), [1.0], _go_float)
+            fill(("a ",), (1,), [1.0], _go_float, True)
 
 
 def test_fill_passes_on_what_the_slow_rule_raises(compiled):
@@ -249,7 +256,7 @@ def test_fill_passes_on_what_the_slow_rule_raises(compiled):
 
     for fill in (compiled.fill, accel.python_fill):
         with pytest.raises(ArithmeticError):
-            fill((b"a ",), (1,), [math.inf], slow)
+            fill((b"a ",), (1,), [math.inf], slow, True)
 
 
 def test_forcing_pure_python_is_said_and_served():
@@ -269,3 +276,34 @@ def test_the_version_says_the_compiled_accelerator_serves(compiled):
         [sys.executable, "-m", "exporter", "--version"], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )
     assert "(accelerator: c)" in version.stdout
+
+
+OLDEST_VENV = REPO / ".venv-prometheus-client-oldest"
+
+
+def test_fill_writes_what_the_oldest_prometheus_client_writes(compiled):
+    """prometheus_client 0.18.0 (the oldest a backend pins) wrote `1e+010`: where the installed release's
+    exponents are not go_exponent's, every such value goes through its floatToGoString."""
+    python = OLDEST_VENV / "bin" / "python"
+    if not python.exists():
+        missing(f"{OLDEST_VENV.name} is missing: tests/run.sh makes it")
+    rng = random.Random(3)
+    values = [1e6, 1234567.5, 1e10, 9999999999999998.0, 1e16, -1e6, 0.0, -0.0, 5e-324, math.inf, -math.inf, math.nan]
+    values += [rng.uniform(-1, 1) * 10 ** rng.uniform(-30, 30) for _ in range(2000)]
+    script = (
+        "import sys, json; from prometheus_client.utils import floatToGoString as f; "
+        "print(json.dumps([f(v) for v in json.loads(sys.stdin.read())]))"
+    )
+    out = subprocess.run(
+        [str(python), "-c", script], input=json.dumps(values), capture_output=True, text=True, check=True
+    )
+    texts = json.loads(out.stdout)
+    old = dict(zip(map(struct.Struct("<d").pack, values), texts))
+    exponents = all(
+        accel.go_exponent(v) == old[struct.pack("<d", v)] for v in (1e6, 1234567.5, 1e10, 9999999999999998.0)
+    )
+    assert not exponents  # `1e+010`
+    heads = (b"a ",) * len(values)
+    for fill in (compiled.fill, accel.python_fill):
+        written = fill(heads, (len(values),), values, lambda v: old[struct.pack("<d", v)], exponents)
+        assert written == [b"".join(b"a " + text.encode() + b"\n" for text in texts)]
