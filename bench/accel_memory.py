@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     name, data = bench_vllm_body()
     refused = data.replace(b" 0.0\n", b" 0x0\n", 1)
-    values, count, _ = accel.split(data)
+    values, count, _, _ = accel.split(data)
     assert values is not None
     mixed: list = [v if i % 3 else float(i) * 1e7 for i, v in enumerate(values)]
     mixed[:4] = [1, True, float("nan"), -float("inf")]

@@ -1,11 +1,12 @@
 /* A steady poll's per-sample work in one C pass: exporter.format.accel's compiled twin.
  *
- * split(data) -> (values, count, shape)
+ * split(data) -> (values, count, shape, None)
  *     The sample lines of an exposition body as exporter.format.accel.PLAIN_SAMPLE finds them
  *     (`re.split` on b"\n" + data), read in one pass: `values`, the list of float(value) of each line
  *     (None when one is not a number, as float() refuses it), `count`, the number of lines, and `shape`,
  *     what the body key hashes: the length of every piece between sample lines (native uint64), those
- *     pieces, and the lines' series joined by newlines.
+ *     pieces, and the lines' series joined by newlines. (The pure-Python twin also hands back the
+ *     regular expression's split it made; this one makes none: None.)
  *
  * fill(heads, sizes, values, slow, exponents) -> list[bytes]
  *     Sample lines `head + text(value) + "\n"`, cut into pieces of `sizes` lines each. text(v) is
@@ -245,7 +246,7 @@ static PyObject *split(PyObject *module, PyObject *arg) {
             goto done;
         PyList_SET_ITEM(values, k, number);
     }
-    result = Py_BuildValue("(OnO)", values, count, shape);
+    result = Py_BuildValue("(OnOO)", values, count, shape, Py_None);
 done:
     PyMem_Free(matches);
     Py_XDECREF(shape);
@@ -434,7 +435,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"split", (PyCFunction)split, METH_O, "split(data) -> (values or None, count, shape)"},
+    {"split", (PyCFunction)split, METH_O, "split(data) -> (values or None, count, shape, None)"},
     {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL, "fill(heads, sizes, values, slow, exponents) -> list[bytes]"},
     {NULL, NULL, 0, NULL},
 };

@@ -7,7 +7,8 @@ the pure-Python one (read once, at import). The daemon's startup log line and it
 say which it runs.
 
 - `split(data)`: a body's sample lines (PLAIN_SAMPLE) in one pass: their values as float() reads
-  them (None where one is not a number), their count, and the body's shape (what its key hashes).
+  them (None where one is not a number), their count, the body's shape (what its key hashes), and
+  PLAIN_SAMPLE's split of it where it was made on the way (the pure-Python one; None from C).
 - `fill(heads, sizes, values, slow, exponents)`: sample lines `head + text(value) + newline`, cut into
   pieces of `sizes` lines: text(v) is repr(v) for an exact float under a million in magnitude,
   `go_exponent(v)` for one from a million up to 1e16 where `exponents` says that is prometheus_client's
@@ -34,9 +35,10 @@ PURE_PYTHON_VARIABLE = "INFERENCE_EXPORTER_PURE_PYTHON"
 PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`-~]+)\r?(?=\n|\Z)")
 
 
-def python_split(data: bytes) -> tuple[list[float] | None, int, bytes]:
+def python_split(data: bytes) -> tuple[list[float] | None, int, bytes, list[bytes] | None]:
     """`split` in Python: PLAIN_SAMPLE's split, float() of each value, and the shape's bytes: the length
-    of every piece between sample lines (native uint64), the pieces, the series joined by newlines."""
+    of every piece between sample lines (native uint64), the pieces, the series joined by newlines. It
+    also hands back the split itself, which the compiled one leaves to whoever needs it."""
     parts = PLAIN_SAMPLE.split(b"\n" + data)
     between, series = parts[0::3], parts[1::3]
     try:
@@ -44,7 +46,7 @@ def python_split(data: bytes) -> tuple[list[float] | None, int, bytes]:
     except ValueError:
         values = None
     shape = array("Q", map(len, between)).tobytes() + b"".join(between) + b"\n".join(series)
-    return values, len(series), shape
+    return values, len(series), shape, parts
 
 
 def go_exponent(value: float) -> str:
@@ -94,7 +96,7 @@ def _pure_python_forced() -> bool:
     return os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in ("1", "true", "yes")
 
 
-split: Callable[[bytes], tuple[list[float] | None, int, bytes]] = python_split
+split: Callable[[bytes], tuple[list[float] | None, int, bytes, list[bytes] | None]] = python_split
 fill: Callable[[tuple[bytes, ...], tuple[int, ...], Sequence[Any], Callable[[Any], str], bool], list[bytes]] = (
     python_fill
 )

@@ -83,11 +83,11 @@ class _Body:
 
     def __init__(self, exposition: Exposition):
         self.exposition = exposition
-        values, count, shape = accel.split(exposition.data)
+        values, count, shape, parts = accel.split(exposition.data)
         self._values = values
         #: Its shape, in a few bytes (`_body_key`).
         self.key = _body_key(exposition, count, shape)
-        self._parts: list[bytes] | None = None
+        self._parts = parts
 
     @property
     def parts(self) -> list[bytes]:
