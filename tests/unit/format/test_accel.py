@@ -306,3 +306,13 @@ def test_fill_writes_what_the_oldest_prometheus_client_writes(compiled):
     for fill in (compiled.fill, accel.python_fill):
         written = fill(heads, (len(values),), values, lambda v: old[struct.pack("<d", v)], exponents)
         assert written == [b"".join(b"a " + text.encode() + b"\n" for text in texts)]
+
+
+def test_build_info_says_which_accelerator_serves():
+    from exporter.serve.collector import Collector
+    from exporter.serve.store import Store
+
+    info = next(
+        family for family in Collector(Store(), process_metrics=False).collect() if family.name.endswith("build_info")
+    )
+    assert [sample.labels["accelerator"] for sample in info.samples] == [accel.IMPLEMENTATION]
