@@ -44,9 +44,14 @@ def build(target: Path) -> Path:
     with tempfile.TemporaryDirectory() as folder:
         built = Path(folder) / target.name
         command = [*compiler, *flags, "-O2", *WARNINGS, "-I", include, *linker, str(SOURCE), "-o", str(built)]
-        subprocess.run(command, check=True, capture_output=True, text=True)
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        if done.stderr.strip():  # it compiles without a warning: say so when it no longer does
+            warnings.warn(f"compiling exporter/format/_accel.c: {done.stderr.strip()[-2000:]}", stacklevel=2)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(built.read_bytes())
+        # Beside the target, then renamed over it: a process that has the old one loaded keeps its file.
+        staged = target.with_name(target.name + ".new")
+        staged.write_bytes(built.read_bytes())
+        os.replace(staged, target)
     return target
 
 

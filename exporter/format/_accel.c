@@ -37,8 +37,8 @@ typedef struct {
 } Match;
 
 /* The match of PLAIN_SAMPLE at the newline at `nl` (-1: the one in front), or 0. `eol`: the next
- * newline after it, or n. */
-static int match_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t nl, Py_ssize_t eol, Match *m) {
+ * newline after it, or the body's end: nothing at or past it is read. */
+static int match_at(const unsigned char *s, Py_ssize_t nl, Py_ssize_t eol, Match *m) {
     Py_ssize_t i = nl + 1;
     if (i >= eol || !is_name_first(s[i]))
         return 0;
@@ -65,7 +65,6 @@ static int match_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t nl, Py_ssiz
     } else {
         return 0;
     }
-    (void)n;
     Py_ssize_t v = blank + 1;
     Py_ssize_t e = v;
     while (e < eol && is_value_char(s[e]))
@@ -177,7 +176,7 @@ static PyObject *split(PyObject *module, PyObject *arg) {
         const unsigned char *found = nl + 1 < n ? memchr(s + nl + 1, '\n', (size_t)(n - nl - 1)) : NULL;
         Py_ssize_t eol = found == NULL ? n : (Py_ssize_t)(found - s);
         Match m;
-        if (match_at(s, n, nl, eol, &m)) {
+        if (match_at(s, nl, eol, &m)) {
             if (count == capacity) {
                 Py_ssize_t more = capacity * 2;
                 Match *grown = PyMem_Realloc(matches, more * sizeof(Match));
