@@ -10,6 +10,7 @@ from pathlib import Path
 from exporter import __version__
 from exporter.core.logs import FORMATS, LEVELS, configure
 from exporter.envflags import EnvArgumentParser
+from exporter.format import accel
 
 DESCRIPTION = """\
 One Prometheus scrape target per GPU inference host. inference-exporter polls the
@@ -78,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"inference-exporter {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"inference-exporter {__version__} (accelerator: {accel.IMPLEMENTATION})",
+        help="show the version, and whether the compiled accelerator (c) or pure Python (python) serves; exit",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     logging = EnvArgumentParser(add_help=False)

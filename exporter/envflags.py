@@ -15,7 +15,14 @@ from typing import Any
 
 PREFIX = "INFERENCE_EXPORTER_"
 #: Variables with our prefix that are not options (the systemd unit's, the tests'): no option may take one.
-RESERVED = frozenset({"INFERENCE_EXPORTER_OPTS", "INFERENCE_EXPORTER_FIXTURES", "INFERENCE_EXPORTER_REQUIRE_TOOLS"})
+RESERVED = frozenset(
+    {
+        "INFERENCE_EXPORTER_OPTS",
+        "INFERENCE_EXPORTER_FIXTURES",
+        "INFERENCE_EXPORTER_REQUIRE_TOOLS",
+        "INFERENCE_EXPORTER_PURE_PYTHON",  # exporter.format.accel: the compiled accelerator's pure-Python twin
+    }
+)
 #: What a switch (`--demo`) accepts from its variable, in any case.
 TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no")

@@ -5,6 +5,7 @@
 #    (/bin/kill) and chromium (the targets page is checked in a headless browser), with apt-get,
 #    when missing;
 #  - python3-venv, when this Python cannot make a virtual environment;
+#  - gcc and python3-dev, when the compiler or this Python's headers are missing (the compiled accelerator);
 #  - the package with its test, lint and dynamo extras into .venv (Dynamo's runtime, for protocol: dynamo);
 #  - the oldest prometheus_client a backend pins into .venv-prometheus-client-oldest (the version matrix);
 # then checks the tree with ruff (format and lint) and mypy, settings in pyproject.toml, and fails on any finding.
@@ -36,6 +37,13 @@ fi
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; "$PYTHON" -m venv .venv; }
+fi
+# The compiled accelerator (exporter/format/_accel.c, built by hatch_build.py during the install) needs a C
+# compiler and this Python's headers; the tests fail where it is not built (INFERENCE_EXPORTER_REQUIRE_TOOLS).
+if ! command -v "$(.venv/bin/python -c "import sysconfig; print((sysconfig.get_config_var('CC') or 'cc').split()[0])")" >/dev/null \
+  || ! .venv/bin/python -c "import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; then
+  echo "tests/run.sh: installing gcc python3-dev with apt-get (to compile the accelerator)" >&2
+  apt_install gcc python3-dev
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,lint,dynamo]'
 

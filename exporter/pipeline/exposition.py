@@ -29,6 +29,7 @@ from prometheus_client.samples import Sample as PromSample
 from prometheus_client.utils import floatToGoString
 
 from exporter.core import offload
+from exporter.format.accel import go_exponent
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,20 +103,13 @@ def _go_float(value: float) -> str:
     and NaN: `repr` writes it in full with its point after the seventh digit or later, and Go puts that
     point after the first digit with an exponent."""
     if _GO_EXPONENTS and value.__class__ is float and 1e6 <= value < 1e16:
-        return _go_exponent(value)
+        return go_exponent(value)
     return floatToGoString(value)
 
 
-def _go_exponent(value: float) -> str:
-    text = repr(value)
-    point = text.find(".")
-    mantissa = f"{text[0]}.{text[1:point]}{text[point + 1 :]}".rstrip("0.")
-    return f"{mantissa}e+{point - 1:02d}"
-
-
-#: Whether the prometheus_client installed writes exponents as `_go_exponent` does (older releases
+#: Whether the prometheus_client installed writes exponents as `go_exponent` (exporter.format.accel) does (older releases
 #: wrote `e+010` for 1e10); else every such value goes through its floatToGoString.
-_GO_EXPONENTS = all(_go_exponent(v) == floatToGoString(v) for v in (1e6, 1234567.5, 1e10, 9999999999999998.0))
+_GO_EXPONENTS = all(go_exponent(v) == floatToGoString(v) for v in (1e6, 1234567.5, 1e10, 9999999999999998.0))
 
 
 class Classic:

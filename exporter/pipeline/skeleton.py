@@ -1,28 +1,22 @@
 """A body's families made again from its values alone, when it has the shape of one parsed before.
 
 Nearly every server writes each sample line as `name{labels} value`, and a target's next body
-usually has the same lines with new values. One C-speed split of the body (PLAIN_SAMPLE) separates
+usually has the same lines with new values. One C-speed split of the body (PLAIN_SAMPLE, exporter.format.accel) separates
 the values from everything else; when everything else is as it was, the families are the last
 parse's with the new values, made without reading a label.
 """
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Callable
 from typing import cast
 
 from exporter.core.family import Family, Sample, shape_of
+from exporter.format.accel import PLAIN_SAMPLE
 from exporter.format.parse import ParseResult, parse
 
 __all__ = ["PLAIN_SAMPLE", "Skeleton", "remaker"]
-
-#: A sample line as nearly every server writes it: `name` or `name{labels}`, one blank, the value (ASCII
-#: without `_`, as Go's ParseFloat reads it), the end of the line (or body). A line with a timestamp, an
-#: exemplar or blanks elsewhere does not match. Split on it, a body (with a newline put in front) gives
-#: [text before the first sample line, its series, its value, text up to the next one, ...].
-PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`-~]+)\r?(?=\n|\Z)")
 
 
 class Skeleton:

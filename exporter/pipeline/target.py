@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from array import array
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,6 +40,7 @@ import structlog
 
 from exporter.core.family import Family, Sample, shape_of
 from exporter.core.offload import let_scrapes_by
+from exporter.format import accel
 from exporter.format.parse import ParseError, ParseResult, parse
 from exporter.pipeline.conform import Conformer
 from exporter.pipeline.exposition import SeriesFamily, prerender
@@ -76,34 +76,36 @@ class Output:
 
 
 class _Body:
-    """A body split on its sample lines (exporter.pipeline.skeleton.PLAIN_SAMPLE): [text before the first one, its
-    series, its value, text up to the next one, ...]."""
+    """A body's sample lines (exporter.format.accel.PLAIN_SAMPLE), read in one pass (`accel.split`): their
+    values and the body's key. The long way reads `parts`, the split as a list: [text before the first
+    one, its series, its value, text up to the next one, ...]."""
 
-    __slots__ = ("_key", "exposition", "parts")
+    __slots__ = ("_parts", "_values", "exposition", "key")
 
     def __init__(self, exposition: Exposition):
         self.exposition = exposition
-        self.parts = PLAIN_SAMPLE.split(b"\n" + exposition.data)
-        self._key: tuple | None = None
+        values, count, shape, parts = accel.split(exposition.data)
+        self._values = values
+        #: Its shape, in a few bytes (`_body_key`).
+        self.key = _body_key(exposition, count, shape)
+        self._parts = parts
+
+    @property
+    def parts(self) -> list[bytes]:
+        parts = self._parts
+        if parts is None:
+            parts = self._parts = PLAIN_SAMPLE.split(b"\n" + self.exposition.data)
+        return parts
 
     def readable(self) -> bool:
         """Whether the split read the body's sample lines as the parser would (if it read them): not where
         an exemplar puts a second value on a line, which the split would read as the line's own."""
         return _EXEMPLAR.search(self.exposition.data) is None
 
-    @property
-    def key(self) -> tuple:
-        """Its shape, in a few bytes (`_body_key`)."""
-        if self._key is None:
-            self._key = _body_key(self.exposition, self.parts)
-        return self._key
-
     def values(self) -> list[float] | None:
-        """Its sample values, in order; None when one is not a number (the parser then says where)."""
-        try:
-            return list(map(float, self.parts[2::3]))
-        except ValueError:
-            return None
+        """Its sample values, in order (a new list); None when one is not a number (the parser then says where)."""
+        values = self._values
+        return None if values is None else values.copy()
 
 
 class _Shape:
@@ -383,19 +385,15 @@ def _unreadable(exposition: Exposition, error: ParseError) -> SourceError:
     return SourceError("parse", f"{exposition.where}: {error}", raw=exposition.raw)
 
 
-def _body_key(exposition: Exposition, parts: list[bytes]) -> tuple:
+def _body_key(exposition: Exposition, count: int, shape: bytes) -> tuple:
     """A body's shape, in a few bytes: equal for two bodies that differ in sample values alone.
 
-    The text between sample lines, hashed with the length of every piece, and each line's series,
-    hashed one to a line (a series has no newline: PLAIN_SAMPLE), so that no two different splits hash
-    alike, with the format and escaping that say how to read them. SHA-256, cut to 16 bytes: where the
-    CPU has SHA instructions (x86 since Zen and Ice Lake, ARMv8), twice as fast as BLAKE2b, which was a
-    tenth of a steady poll."""
-    between, series = parts[0::3], parts[1::3]
-    digest = hashlib.sha256(array("Q", map(len, between)).tobytes())
-    digest.update(b"".join(between))
-    digest.update(b"\n".join(series))
-    return exposition.openmetrics, exposition.escaping, len(series), digest.digest()[:16]
+    `shape` (exporter.format.accel.split) is the text between sample lines with the length of every
+    piece, and each line's series, one to a line (a series has no newline: PLAIN_SAMPLE), so that no two
+    different splits give the same bytes; hashed, with the format and escaping that say how to read them.
+    SHA-256, cut to 16 bytes: where the CPU has SHA instructions (x86 since Zen and Ice Lake, ARMv8),
+    twice as fast as BLAKE2b, which was a tenth of a steady poll."""
+    return exposition.openmetrics, exposition.escaping, count, hashlib.sha256(shape).digest()[:16]
 
 
 def label_problem(families, count: int, name_length: int, value_length: int) -> str | None:

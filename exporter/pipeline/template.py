@@ -19,13 +19,15 @@ from collections.abc import Callable, Sequence
 from prometheus_client.samples import Sample as PromSample
 
 from exporter.core.family import Family, Sample
+from exporter.format import accel
 from exporter.format.parse import parse
 from exporter.pipeline.exposition import (
+    _GO_EXPONENTS,
     _OUTSIDE_SUFFIXES,
     Chunks,
     Classic,
     SeriesFamily,
-    go_floats,
+    _go_float,
     rendered_family,
     series_head,
 )
@@ -74,38 +76,18 @@ def _runs(positions: list[int]) -> list[slice]:
 
 
 class _Text:
-    """Sample lines less their values, and where each family's piece of them starts and ends: filled
-    in by one join for the whole poll, encoded once, and cut into pieces per family."""
+    """Sample lines less their values, and how many of them each family has: filled in and cut into
+    pieces per family in one pass (exporter.format.accel.fill, compiled where it was built)."""
+
+    __slots__ = ("_heads", "_sizes")
 
     def __init__(self, pieces: Sequence[Sequence[str]]):
-        #: [head, value, newline and head, value, ..., newline]: the values' places are every second one
-        self._frame: list[str] = []
-        for head in (head for piece in pieces for head in piece):
-            self._frame += ("\n" + head if self._frame else head, "")
-        self._frame.append("\n")
-        self._count = len(self._frame) // 2
-        #: per piece: (its lines' bytes less their values, index of its first value, index after its last)
-        self._bounds = []
-        first = 0
-        for piece in pieces:
-            fixed = sum(len(head.encode()) + 1 for head in piece)
-            self._bounds.append((fixed, first, first + len(piece)))
-            first += len(piece)
+        self._heads = tuple(head.encode() for piece in pieces for head in piece)
+        self._sizes = tuple(len(piece) for piece in pieces)
 
-    def cut(self, texts: Sequence[str]) -> list[bytes]:
-        """Each piece's bytes with these value texts, one per line in order."""
-        if len(texts) != self._count:
-            texts = texts[: self._count]  # the first values only
-        parts = self._frame.copy()
-        parts[1::2] = texts
-        whole = "".join(parts).encode()
-        ends = list(itertools.accumulate(map(len, texts), initial=0))
-        out, at = [], 0
-        for fixed, first, last in self._bounds:
-            size = fixed + ends[last] - ends[first]
-            out.append(whole[at : at + size])
-            at += size
-        return out
+    def cut(self, values: Sequence[float]) -> list[bytes]:
+        """Each piece's bytes with these values (floatToGoString of each), one per line in order."""
+        return accel.fill(self._heads, self._sizes, values, _go_float, _GO_EXPONENTS)
 
 
 class _Samples(Sequence):
@@ -273,8 +255,7 @@ class Template:
     def fill(self, values: Sequence[float]) -> Normalized:
         """The output of a poll whose families have this template's shapes, from their values."""
         served = self._pick(values)
-        texts = go_floats(served)
-        openmetrics = self._openmetrics.cut(texts)
+        openmetrics = self._openmetrics.cut(served)
         families = []
         # Equal text is equal values (floatToGoString tells every two floats apart, -0.0 and 0.0 too), so a
         # family of the last fill whose text this one repeats serves this one: an idle server's families

@@ -17,6 +17,7 @@ from exporter.config.web import WebSecurity
 from exporter.core.events import TargetEvents
 from exporter.core.fields import format_duration
 from exporter.core.watch import FileWatch
+from exporter.format import accel
 from exporter.runtime.demo import Demo
 from exporter.runtime.release import HeapTrim, limit_arenas
 from exporter.runtime.scheduler import Scheduler
@@ -173,6 +174,8 @@ class Daemon:
             tls=self.web_security is not None and self.web_security.tls,
             config=str(self.config_path) if self.config_path else None,
             targets=len(self.scheduler.targets),
+            accelerator=accel.IMPLEMENTATION,
+            **({"accelerator_off": accel.WHY_PYTHON} if accel.WHY_PYTHON else {}),
         )
         self.notifier.ready(f"serving on {self.listen}, polling {len(self.scheduler.targets)} targets")
         self.notifier.start_watchdog()

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector as _Collector
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
+from exporter.format import accel
 from exporter.pipeline.exposition import SeriesFamily, merge, render_openmetrics, render_text
 from exporter.serve.store import Store
 
@@ -162,9 +163,9 @@ class Collector(_Collector):
         info = GaugeMetricFamily(
             SELF + "build_info",
             "Always 1; the labels say which build is running.",
-            labels=["version", "python_version"],
+            labels=["version", "python_version", "accelerator"],
         )
-        info.add_metric([__version__, platform.python_version()], 1.0)
+        info.add_metric([__version__, platform.python_version(), accel.IMPLEMENTATION], 1.0)
         yield info
 
 

@@ -1,0 +1,447 @@
+/* A steady poll's per-sample work in one C pass: exporter.format.accel's compiled twin.
+ *
+ * split(data) -> (values, count, shape, None)
+ *     The sample lines of an exposition body as exporter.format.accel.PLAIN_SAMPLE finds them
+ *     (`re.split` on b"\n" + data), read in one pass: `values`, the list of float(value) of each line
+ *     (None when one is not a number, as float() refuses it), `count`, the number of lines, and `shape`,
+ *     what the body key hashes: the length of every piece between sample lines (native uint64), those
+ *     pieces, and the lines' series joined by newlines. (The pure-Python twin also hands back the
+ *     regular expression's split it made; this one makes none: None.)
+ *
+ * fill(heads, sizes, values, slow, exponents) -> list[bytes]
+ *     Sample lines `head + text(value) + "\n"`, cut into pieces of `sizes` lines each. text(v) is
+ *     repr(v) for an exact float with -1e6 < v < 1e6, Go's exponent form (go_exponent) for one with
+ *     1e6 <= v < 1e16 when `exponents` is true, else slow(v) (a str).
+ *
+ * Every byte of `data` is an upstream's: every read is bounded by its length, and what is allocated
+ * is bounded by it (or by the number of heads and values for `fill`).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* [!-^`-~]: printable ASCII but for the blank, `_` and DEL */
+static inline int is_value_char(unsigned char c) { return c >= '!' && c <= '~' && c != '_'; }
+static inline int is_name_first(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+}
+static inline int is_name_char(unsigned char c) { return is_name_first(c) || (c >= '0' && c <= '9'); }
+
+typedef struct {
+    Py_ssize_t start;        /* the newline the match starts at (-1: the one put in front of the body) */
+    Py_ssize_t series_end;   /* the series is data[start + 1, series_end) */
+    Py_ssize_t value_start;  /* the value is data[value_start, value_end) */
+    Py_ssize_t value_end;
+    Py_ssize_t end;          /* just past the match: the next newline, or the body's end */
+} Match;
+
+/* The match of PLAIN_SAMPLE at the newline at `nl` (-1: the one in front), or 0. `eol`: the next
+ * newline after it, or the body's end: nothing at or past it is read. */
+static int match_at(const unsigned char *s, Py_ssize_t nl, Py_ssize_t eol, Match *m) {
+    Py_ssize_t i = nl + 1;
+    if (i >= eol || !is_name_first(s[i]))
+        return 0;
+    i++;
+    while (i < eol && is_name_char(s[i]))
+        i++;
+    if (i >= eol)
+        return 0;
+    Py_ssize_t series_end;
+    Py_ssize_t blank;
+    if (s[i] == ' ') {
+        series_end = i;
+        blank = i;
+    } else if (s[i] == '{') {
+        /* `\{[^\n]*\}` then ` value\r?`: a value has no blank, so the blank is the line's last one,
+         * right after the `}` that closes the series. */
+        Py_ssize_t b = eol - 1;
+        while (b > i && s[b] != ' ')
+            b--;
+        if (b <= i + 1 || s[b] != ' ' || s[b - 1] != '}')
+            return 0;
+        series_end = b;
+        blank = b;
+    } else {
+        return 0;
+    }
+    Py_ssize_t v = blank + 1;
+    Py_ssize_t e = v;
+    while (e < eol && is_value_char(s[e]))
+        e++;
+    if (e == v)
+        return 0;
+    Py_ssize_t after = e;
+    if (after < eol && s[after] == '\r')
+        after++;
+    if (after != eol)
+        return 0;
+    m->start = nl;
+    m->series_end = series_end;
+    m->value_start = v;
+    m->value_end = e;
+    m->end = eol;
+    return 1;
+}
+
+/* Exact powers of ten: each a double without rounding. */
+static const double POWERS_OF_TEN[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* A plain decimal (`-12`, `3.25`, `.5`: no exponent) whose digits make an integer below 2**53 and that
+ * has at most 22 digits after its point: then integer / 10**k, both exact doubles, is the correctly
+ * rounded value (IEEE division rounds correctly), which is what float() gives. 1: read; 0: not such a
+ * token (read_float then asks Python's own reader). */
+static int read_plain_decimal(const unsigned char *token, Py_ssize_t size, double *out) {
+    Py_ssize_t i = 0;
+    int negative = 0;
+    if (i < size && (token[i] == '-' || token[i] == '+'))
+        negative = token[i++] == '-';
+    uint64_t mantissa = 0;
+    int digits = 0, after_point = -1;
+    for (; i < size; i++) {
+        unsigned char c = token[i];
+        if (c >= '0' && c <= '9') {
+            if (++digits > 16)
+                return 0;
+            mantissa = mantissa * 10 + (uint64_t)(c - '0');
+            if (after_point >= 0)
+                after_point++;
+        } else if (c == '.' && after_point < 0) {
+            after_point = 0;
+        } else {
+            return 0;
+        }
+    }
+    if (digits == 0 || mantissa >= ((uint64_t)1 << 53) || after_point > 22)
+        return 0;
+    double value = (double)mantissa;
+    if (after_point > 0)
+        value /= POWERS_OF_TEN[after_point];
+    *out = negative ? -value : value;
+    return 1;
+}
+
+/* float(token) as Python reads bytes: the whole token, or not a number (-1 returned). */
+static int read_float(const unsigned char *token, Py_ssize_t size, double *out) {
+    if (read_plain_decimal(token, size, out))
+        return 0;
+    char small[64];
+    char *copy = small;
+    if (size >= (Py_ssize_t)sizeof(small)) {
+        copy = PyMem_Malloc((size_t)size + 1);
+        if (copy == NULL) {
+            PyErr_NoMemory();
+            return -2;
+        }
+    }
+    memcpy(copy, token, (size_t)size);
+    copy[size] = '\0';
+    char *end = NULL;
+    double value = PyOS_string_to_double(copy, &end, NULL);
+    int ok = 0;
+    if (value == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+            ok = -2;
+        } else {
+            PyErr_Clear();
+            ok = -1;
+        }
+    } else if (end != copy + size) {
+        ok = -1;
+    }
+    if (copy != small)
+        PyMem_Free(copy);
+    *out = value;
+    return ok;
+}
+
+static PyObject *split(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "split() takes bytes");
+        return NULL;
+    }
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+
+    Py_ssize_t capacity = 64, count = 0;
+    Match *matches = PyMem_Malloc(capacity * sizeof(Match));
+    if (matches == NULL)
+        return PyErr_NoMemory();
+    /* Each newline (and the one in front) may start a match; a match ends at the next newline, where
+     * the next may start: every line is looked at once. */
+    Py_ssize_t nl = -1;
+    while (nl < n) {
+        const unsigned char *found = nl + 1 < n ? memchr(s + nl + 1, '\n', (size_t)(n - nl - 1)) : NULL;
+        Py_ssize_t eol = found == NULL ? n : (Py_ssize_t)(found - s);
+        Match m;
+        if (match_at(s, nl, eol, &m)) {
+            if (count == capacity) {
+                Py_ssize_t more = capacity * 2;
+                Match *grown = PyMem_Realloc(matches, more * sizeof(Match));
+                if (grown == NULL) {
+                    PyMem_Free(matches);
+                    return PyErr_NoMemory();
+                }
+                matches = grown;
+                capacity = more;
+            }
+            matches[count++] = m;
+        }
+        nl = eol;
+    }
+
+    /* shape: (count + 1) lengths, the pieces between matches, the series joined by newlines */
+    Py_ssize_t between = 1 + n, series = count > 0 ? count - 1 : 0;  /* b"\n" + data, less the matches */
+    for (Py_ssize_t k = 0; k < count; k++) {
+        between -= matches[k].end - matches[k].start;
+        series += matches[k].series_end - (matches[k].start + 1);
+    }
+    Py_ssize_t lengths = (count + 1) * (Py_ssize_t)sizeof(uint64_t);
+    PyObject *shape = PyBytes_FromStringAndSize(NULL, lengths + between + series);
+    PyObject *values = PyList_New(count);
+    PyObject *result = NULL;
+    if (shape == NULL || values == NULL)
+        goto done;
+    char *out = PyBytes_AS_STRING(shape);
+    char *piece = out + lengths, *line = out + lengths + between;
+    Py_ssize_t at = -1; /* where the next piece starts in b"\n" + data, less one */
+    for (Py_ssize_t k = 0; k <= count; k++) {
+        Py_ssize_t upto = k < count ? matches[k].start : n;
+        uint64_t size = (uint64_t)(upto - at);
+        memcpy(out + k * sizeof(uint64_t), &size, sizeof(size));
+        if (upto > at) {
+            if (at < 0) {
+                *piece++ = '\n';
+                memcpy(piece, s, (size_t)upto);
+                piece += upto;
+            } else {
+                memcpy(piece, s + at, (size_t)(upto - at));
+                piece += upto - at;
+            }
+        }
+        if (k == count)
+            break;
+        Match *m = &matches[k];
+        if (k > 0)
+            *line++ = '\n';
+        memcpy(line, s + m->start + 1, (size_t)(m->series_end - m->start - 1));
+        line += m->series_end - m->start - 1;
+        at = m->end;
+    }
+    for (Py_ssize_t k = 0; k < count && values != Py_None; k++) {
+        double value;
+        int ok = read_float(s + matches[k].value_start, matches[k].value_end - matches[k].value_start, &value);
+        if (ok == -2)
+            goto done;
+        if (ok == -1) {
+            Py_DECREF(values);
+            values = Py_NewRef(Py_None);
+            break;
+        }
+        PyObject *number = PyFloat_FromDouble(value);
+        if (number == NULL)
+            goto done;
+        PyList_SET_ITEM(values, k, number);
+    }
+    result = Py_BuildValue("(OnOO)", values, count, shape, Py_None);
+done:
+    PyMem_Free(matches);
+    Py_XDECREF(shape);
+    Py_XDECREF(values);
+    return result;
+}
+
+/* Go's text of an exact float from a million up to 1e16, made of its repr (as exporter.format.accel's
+ * go_exponent does): the point moved after the first digit, trailing zeros and point dropped, and the
+ * exponent, two digits. Its length, or -1 with an exception set. `out` has room for 64 bytes. */
+static Py_ssize_t go_exponent(double v, char *out) {
+    char *made = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (made == NULL)
+        return -1;
+    size_t length = strlen(made);
+    char *dot = strchr(made, '.');
+    size_t point = dot == NULL ? 0 : (size_t)(dot - made);
+    if (dot == NULL || point < 1 || length > 40) { /* not a repr of such a float */
+        PyMem_Free(made);
+        PyErr_SetString(PyExc_SystemError, "go_exponent(): an unexpected repr");
+        return -1;
+    }
+    size_t k = 0;
+    out[k++] = made[0];
+    out[k++] = '.';
+    memcpy(out + k, made + 1, point - 1);
+    k += point - 1;
+    memcpy(out + k, dot + 1, length - point - 1);
+    k += length - point - 1;
+    PyMem_Free(made);
+    while (k > 0 && (out[k - 1] == '0' || out[k - 1] == '.'))
+        k--;
+    int written = snprintf(out + k, 64 - k, "e+%02d", (int)(point - 1));
+    if (written < 0 || (size_t)written >= 64 - k) {
+        PyErr_SetString(PyExc_SystemError, "go_exponent(): no room");
+        return -1;
+    }
+    return (Py_ssize_t)(k + (size_t)written);
+}
+
+/* One value's text: repr(v) for an exact float of magnitude under a million, Go's exponent form for one
+ * from a million up to 1e16 where `exponents` says prometheus_client writes that, else slow(v). Returns
+ * a new reference: None where the text was written into `buffer` (64 bytes), else the str slow gave;
+ * the caller reads the text through `text`/`size` while it holds that reference. */
+static PyObject *value_text(PyObject *value, PyObject *slow, int exponents, char *buffer, const char **text,
+                            Py_ssize_t *size) {
+    if (PyFloat_CheckExact(value)) {
+        double v = PyFloat_AS_DOUBLE(value);
+        if (v > -1e6 && v < 1e6) {
+            char *made = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+            if (made == NULL)
+                return NULL;
+            size_t length = strlen(made);
+            if (length >= 64) { /* a repr is at most 24 bytes */
+                PyMem_Free(made);
+                PyErr_SetString(PyExc_SystemError, "fill(): an unexpected repr");
+                return NULL;
+            }
+            memcpy(buffer, made, length);
+            PyMem_Free(made);
+            *text = buffer;
+            *size = (Py_ssize_t)length;
+            return Py_NewRef(Py_None);
+        }
+        if (exponents && v >= 1e6 && v < 1e16) {
+            Py_ssize_t length = go_exponent(v, buffer);
+            if (length < 0)
+                return NULL;
+            *text = buffer;
+            *size = length;
+            return Py_NewRef(Py_None);
+        }
+    }
+    PyObject *str = PyObject_CallOneArg(slow, value);
+    if (str == NULL)
+        return NULL;
+    if (!PyUnicode_Check(str)) {
+        PyErr_SetString(PyExc_TypeError, "fill(): the slow rule must give a str");
+        Py_DECREF(str);
+        return NULL;
+    }
+    *text = PyUnicode_AsUTF8AndSize(str, size);
+    if (*text == NULL) {
+        Py_DECREF(str);
+        return NULL;
+    }
+    return str;
+}
+
+/* A growable byte buffer. */
+typedef struct {
+    char *data;
+    Py_ssize_t size, capacity;
+} Buffer;
+
+static int buffer_add(Buffer *b, const char *text, Py_ssize_t size) {
+    if (b->size + size > b->capacity) {
+        Py_ssize_t capacity = b->capacity ? b->capacity : 4096;
+        while (capacity < b->size + size) {
+            if (capacity > PY_SSIZE_T_MAX / 2) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            capacity *= 2;
+        }
+        char *grown = PyMem_Realloc(b->data, (size_t)capacity);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = grown;
+        b->capacity = capacity;
+    }
+    memcpy(b->data + b->size, text, (size_t)size);
+    b->size += size;
+    return 0;
+}
+
+static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "fill() takes heads, sizes, values, slow and exponents");
+        return NULL;
+    }
+    int exponents = PyObject_IsTrue(args[4]);
+    if (exponents < 0)
+        return NULL;
+    PyObject *heads = args[0], *sizes = args[1], *slow = args[3];
+    if (!PyTuple_Check(heads) || !PyTuple_Check(sizes)) {
+        PyErr_SetString(PyExc_TypeError, "fill(): heads and sizes are tuples");
+        return NULL;
+    }
+    PyObject *values = PySequence_Fast(args[2], "fill(): values must be a sequence");
+    if (values == NULL)
+        return NULL;
+    Py_ssize_t lines = PyTuple_GET_SIZE(heads), pieces = PyTuple_GET_SIZE(sizes);
+    PyObject *result = NULL, *out = NULL;
+    Buffer buffer = {NULL, 0, 0};
+    if (PySequence_Fast_GET_SIZE(values) < lines) {
+        PyErr_SetString(PyExc_ValueError, "fill(): fewer values than lines");
+        goto done;
+    }
+    out = PyList_New(pieces);
+    if (out == NULL)
+        goto done;
+    PyObject **items = PySequence_Fast_ITEMS(values);
+    Py_ssize_t line = 0;
+    for (Py_ssize_t p = 0; p < pieces; p++) {
+        Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(sizes, p));
+        if (size == -1 && PyErr_Occurred())
+            goto done;
+        if (size < 0 || size > lines - line) {
+            PyErr_SetString(PyExc_ValueError, "fill(): the sizes do not add up to the heads");
+            goto done;
+        }
+        buffer.size = 0;
+        for (Py_ssize_t end = line + size; line < end; line++) {
+            PyObject *head = PyTuple_GET_ITEM(heads, line);
+            if (!PyBytes_Check(head)) {
+                PyErr_SetString(PyExc_TypeError, "fill(): a head must be bytes");
+                goto done;
+            }
+            char small[64];
+            const char *text;
+            Py_ssize_t length;
+            PyObject *keep = value_text(items[line], slow, exponents, small, &text, &length);
+            if (keep == NULL)
+                goto done;
+            int failed = buffer_add(&buffer, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head)) ||
+                         buffer_add(&buffer, text, length) || buffer_add(&buffer, "\n", 1);
+            Py_DECREF(keep);
+            if (failed)
+                goto done;
+        }
+        PyObject *bytes = PyBytes_FromStringAndSize(buffer.data ? buffer.data : "", buffer.size);
+        if (bytes == NULL)
+            goto done;
+        PyList_SET_ITEM(out, p, bytes);
+    }
+    result = Py_NewRef(out);
+done:
+    PyMem_Free(buffer.data);
+    Py_XDECREF(out);
+    Py_DECREF(values);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"split", (PyCFunction)split, METH_O, "split(data) -> (values or None, count, shape, None)"},
+    {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL, "fill(heads, sizes, values, slow, exponents) -> list[bytes]"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_accel", "A steady poll's per-sample work in C (exporter.format.accel).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__accel(void) { return PyModule_Create(&module); }

@@ -1,0 +1,117 @@
+"""A steady poll's per-sample work, compiled where it could be: the C module exporter/format/_accel.c
+when it was built (`pip install .` builds it; so does `python hatch_build.py` in a checkout), else the
+pure-Python functions below, which give the same results byte for byte and bit for bit.
+
+`IMPLEMENTATION` says which is in use ("c" or "python"); `INFERENCE_EXPORTER_PURE_PYTHON=1` forces
+the pure-Python one (read once, at import). The daemon's startup log line and its build_info metric
+say which it runs.
+
+- `split(data)`: a body's sample lines (PLAIN_SAMPLE) in one pass: their values as float() reads
+  them (None where one is not a number), their count, the body's shape (what its key hashes), and
+  PLAIN_SAMPLE's split of it where it was made on the way (the pure-Python one; None from C).
+- `fill(heads, sizes, values, slow, exponents)`: sample lines `head + text(value) + newline`, cut into
+  pieces of `sizes` lines: text(v) is repr(v) for an exact float under a million in magnitude,
+  `go_exponent(v)` for one from a million up to 1e16 where `exponents` says that is prometheus_client's
+  text, else slow(v).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from array import array
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["IMPLEMENTATION", "PLAIN_SAMPLE", "PURE_PYTHON_VARIABLE", "fill", "go_exponent", "split"]
+
+#: The variable that forces the pure-Python implementation (any of 1, true, yes).
+PURE_PYTHON_VARIABLE = "INFERENCE_EXPORTER_PURE_PYTHON"
+
+#: A sample line as nearly every server writes it: `name` or `name{labels}`, one blank, the value (ASCII
+#: without `_`, as Go's ParseFloat reads it), the end of the line (or body). A line with a timestamp, an
+#: exemplar or blanks elsewhere does not match. Split on it, a body (with a newline put in front) gives
+#: [text before the first sample line, its series, its value, text up to the next one, ...].
+PLAIN_SAMPLE = re.compile(rb"\n([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^\n]*\})?) ([!-^`-~]+)\r?(?=\n|\Z)")
+
+
+def python_split(data: bytes) -> tuple[list[float] | None, int, bytes, list[bytes] | None]:
+    """`split` in Python: PLAIN_SAMPLE's split, float() of each value, and the shape's bytes: the length
+    of every piece between sample lines (native uint64), the pieces, the series joined by newlines. It
+    also hands back the split itself, which the compiled one leaves to whoever needs it."""
+    parts = PLAIN_SAMPLE.split(b"\n" + data)
+    between, series = parts[0::3], parts[1::3]
+    try:
+        values: list[float] | None = list(map(float, parts[2::3]))
+    except ValueError:
+        values = None
+    shape = array("Q", map(len, between)).tobytes() + b"".join(between) + b"\n".join(series)
+    return values, len(series), shape, parts
+
+
+def go_exponent(value: float) -> str:
+    """Go's text (`%g`, as prometheus_client's floatToGoString writes it) of a float from a million up
+    to 1e16, made of its repr: `repr` writes it in full with its point after the seventh digit or later,
+    and Go puts that point after the first digit, with an exponent."""
+    text = repr(value)
+    point = text.find(".")
+    mantissa = f"{text[0]}.{text[1:point]}{text[point + 1 :]}".rstrip("0.")
+    return f"{mantissa}e+{point - 1:02d}"
+
+
+def python_fill(
+    heads: tuple[bytes, ...],
+    sizes: tuple[int, ...],
+    values: Sequence[Any],
+    slow: Callable[[Any], str],
+    exponents: bool,
+) -> list[bytes]:
+    """`fill` in Python: `repr` of each small exact float, `go_exponent` of each from a million up to
+    1e16 (where `exponents`), `slow` of every other value, encoded at once."""
+    count = len(heads)
+    if len(values) < count:
+        raise ValueError("fill(): fewer values than lines")
+    texts = [
+        repr(v)
+        if v.__class__ is float and -1e6 < v < 1e6
+        else go_exponent(v)
+        if exponents and v.__class__ is float and 1e6 <= v < 1e16
+        else slow(v)
+        for v in values[:count]
+    ]
+    # A value's text has no line break: each comes back with its newline from one encoding of them all.
+    lines: list[bytes] = [b""] * (2 * count)
+    lines[0::2] = heads
+    lines[1::2] = ("\n".join(texts) + "\n").encode().splitlines(keepends=True) if count else []
+    out, line = [], 0
+    for size in sizes:
+        if size < 0 or size > count - line:
+            raise ValueError("fill(): the sizes do not add up to the heads")
+        out.append(b"".join(lines[2 * line : 2 * (line + size)]))
+        line += size
+    return out
+
+
+def _pure_python_forced() -> bool:
+    return os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in ("1", "true", "yes")
+
+
+split: Callable[[bytes], tuple[list[float] | None, int, bytes, list[bytes] | None]] = python_split
+fill: Callable[[tuple[bytes, ...], tuple[int, ...], Sequence[Any], Callable[[Any], str], bool], list[bytes]] = (
+    python_fill
+)
+#: "c": the compiled module serves; "python": the functions above (not built, or forced).
+IMPLEMENTATION = "python"
+#: Why the compiled module does not serve, where it does not (for the startup log line).
+WHY_PYTHON: str | None = None
+
+if _pure_python_forced():
+    WHY_PYTHON = f"{PURE_PYTHON_VARIABLE} is set"
+else:
+    try:
+        from exporter.format import _accel  # type: ignore[attr-defined]
+    except ImportError as exc:
+        WHY_PYTHON = f"the compiled module is not built ({exc})"
+    else:
+        split, fill = _accel.split, _accel.fill
+        IMPLEMENTATION = "c"
