@@ -18,7 +18,7 @@ from exporter import __version__
 from exporter.core.fields import ByteSize, ReadableFile
 from exporter.core.redact import redact_url
 from exporter.core.secret import Secret, SecretFile, SecretURL
-from exporter.format.escaping import ACCEPT, body_format, shown_content_type
+from exporter.format.escaping import ACCEPT, BodyFormat, body_format, shown_content_type
 from exporter.sources.base import Exposition, Payload, Shared, SourceError, TargetConfig
 
 USER_AGENT = f"inference-exporter/{__version__}"
@@ -149,10 +149,14 @@ class HTTPTarget(TargetConfig):
 
 def _session() -> aiohttp.ClientSession:
     # No total timeout here: the scheduler bounds each attempt. Proxies from the environment are
-    # ignored, as Prometheus does by default: targets are local and must not detour.
+    # ignored, as Prometheus does by default: targets are local and must not detour. No cookie jar:
+    # a Set-Cookie from one upstream must not be kept, nor sent to another target on the same host
+    # (cookies do not tell ports apart); headers configured as `Cookie` are sent as configured. The
+    # jar also cost every request a lookup and every response a parse.
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, connect=None),
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+        cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
         auto_decompress=True,
     )
@@ -170,6 +174,8 @@ class HTTPSource:
         self._headers = {"Accept": ACCEPT, "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
         for name, value in target.headers.items():  # sent as configured: here is where they are meant to go
             self._headers[name] = value.reveal() if isinstance(value, Secret) else value
+        #: The last Content-Type the target answered with, and what it says (it rarely changes).
+        self._content_type: tuple[str | None, BodyFormat, str] = (None, body_format(None), shown_content_type(None))
 
     def _request_headers(self) -> dict[str, str]:
         """Headers for one request; credential files are read each time, so rotated secrets are used."""
@@ -224,7 +230,9 @@ class HTTPSource:
         except aiohttp.ClientError as exc:
             raise _client_error(url, exc) from None
 
-        form = body_format(content_type)
+        if content_type != self._content_type[0]:
+            self._content_type = (content_type, body_format(content_type), shown_content_type(content_type))
+        _, form, shown = self._content_type
         raw = bytes(body[:RAW_KEEP])
         exposition = Exposition(
             bytes(body),
@@ -240,7 +248,7 @@ class HTTPSource:
         # parse) where no allow/deny list makes some of them not count.
         if exposition.sample_limit and not (self.target.allow_families or self.target.deny_families):
             exposition.check_samples(_sample_lines(body) - (not body.endswith(b"\n")))  # a cut-off last line is dropped
-        return Payload([], {}, raw, {}, shown_content_type(content_type), exposition)
+        return Payload([], {}, raw, {}, shown, exposition)
 
     async def _read_body(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.target.body_size_limit

@@ -14,6 +14,7 @@ between two points kept is never lost when points are thinned.
 from __future__ import annotations
 
 import math
+import operator
 from array import array
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -118,6 +119,9 @@ class Row:
         before, kept = self.raw_histograms[index], self.histograms[index]
         if before is None or kept is None or before[0] != bounds:
             corrected = (bounds, array("d", bytes(8 * len(counts))), (kept[2] + 1) if kept is not None else 0)
+        elif all(map(operator.ge, counts, before[1])):  # no bucket went down (a poll's usual case): `rise`
+            # is each new count less the old, added in C rather than a Python call per bucket
+            corrected = (bounds, array("d", map(operator.add, kept[1], map(operator.sub, counts, before[1]))), kept[2])
         else:
             corrected = (
                 bounds,
@@ -219,7 +223,8 @@ class Windows:
         kept = self._readings.get(name)
         readings = kept[1] if kept is not None and kept[0] == prefix else {}
         now: dict[object, tuple[_Reading, ...]] = {}  # this poll's shapes: the last poll's others are dropped
-        values: dict[str, tuple[dict, dict, dict]] = {}  # model -> (gauges, counters, buckets)
+        #: model -> (gauges, counters, buckets: concept -> [(its buckets in one reading, that poll's values)])
+        values: dict[str, tuple[dict, dict, dict[str, list[tuple[_Buckets, Sequence[float]]]]]] = {}
         for family in snapshot.families:
             if family.name not in wanted.families:
                 continue
@@ -238,8 +243,8 @@ class Windows:
                     gauges[concept] = numbers[index]
                 for key, index in held.counters:
                     counters[key] = counters.get(key, 0.0) + numbers[index]
-                for concept, bounds, indices in held.buckets:
-                    buckets.setdefault(concept, {}).update(zip(bounds, map(numbers.__getitem__, indices)))
+                for concept, found in held.buckets:
+                    buckets.setdefault(concept, []).append((found, numbers))
         self._readings[name] = (prefix, now)
         time = snapshot.last_poll
         assert time is not None  # observe() reads polls only
@@ -262,7 +267,7 @@ class Windows:
                     tuple(gauges.get(name) for name in GAUGES),
                     row.counters_read([counters.get(name) for name in COUNTER_SLOTS]),
                     tuple(
-                        row.histogram_read(index, self._histogram(buckets.get(name)))
+                        row.histogram_read(index, self._histogram(buckets[name]) if name in buckets else None)
                         for index, name in enumerate(HISTOGRAMS)
                     ),
                 ),
@@ -271,15 +276,30 @@ class Windows:
             if row.kind == "backend" and row.key not in seen:
                 self._add(row, Point(time, True))  # up, but this model served nothing this poll
 
-    def _histogram(self, buckets: dict[float, float] | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-        if not buckets or math.inf not in buckets or len(buckets) > MAX_BUCKETS:
-            return None
-        ordered = sorted(buckets.items())
-        bounds = tuple(bound for bound, _ in ordered)
+    def _histogram(
+        self, found: list[tuple[_Buckets, Sequence[float]]]
+    ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """A model's histogram in this poll: (bounds ascending, their counts), or None where it has no +Inf
+        bucket or too many. Where one family's series held all its buckets (the usual case), their order
+        was worked out with the shape; else they are merged here, a later bucket of a bound replacing an
+        earlier one."""
+        if len(found) == 1:
+            plan, numbers = found[0]
+            if plan.bounds is None:
+                return None
+            bounds, counts = plan.bounds, tuple(map(numbers.__getitem__, plan.positions))
+        else:
+            merged: dict[float, float] = {}
+            for plan, numbers in found:
+                merged.update(zip(plan.raw_bounds, map(numbers.__getitem__, plan.raw_positions)))
+            if math.inf not in merged or len(merged) > MAX_BUCKETS:
+                return None
+            ordered = sorted(merged.items())
+            bounds, counts = tuple(bound for bound, _ in ordered), tuple(count for _, count in ordered)
         bounds = self._bounds.setdefault(bounds, bounds)  # one tuple per set of bounds, shared by every point
         if len(self._bounds) > MAX_ROWS * len(HISTOGRAMS):
             self._bounds.clear()
-        return bounds, tuple(count for _, count in ordered)
+        return bounds, counts
 
     def _observe_gpus(self, snapshot: Snapshot) -> None:
         time = snapshot.last_poll
@@ -339,6 +359,33 @@ def _wanted_names(prefix: str) -> _Wanted:
 
 
 @dataclass(frozen=True, slots=True)
+class _Buckets:
+    """One histogram's buckets among a family's series (for one model): in sample order as found, and as a
+    point keeps them, ascending by bound with a repeated bound's last bucket (None: no +Inf bucket, or
+    more than MAX_BUCKETS: no quantiles)."""
+
+    raw_bounds: tuple[float, ...]
+    raw_positions: tuple[int, ...]
+    bounds: tuple[float, ...] | None
+    positions: tuple[int, ...]
+
+    @classmethod
+    def of(cls, bounds: list[float], positions: list[int]) -> _Buckets:
+        last: dict[float, int] = {}
+        for bound, position in zip(bounds, positions):
+            last[bound] = position  # as dict.update would merge the counts: the first key, the last value
+        if math.inf not in last or len(last) > MAX_BUCKETS:
+            return cls(tuple(bounds), tuple(positions), None, ())
+        ordered = sorted(last.items())
+        return cls(
+            tuple(bounds),
+            tuple(positions),
+            tuple(bound for bound, _ in ordered),
+            tuple(position for _, position in ordered),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Reading:
     """What one family of one shape holds for one model's row: the positions of its values, by where they
     go, each in sample order (a gauge's last value counts; a counter's are summed in that order)."""
@@ -348,8 +395,8 @@ class _Reading:
     gauges: tuple[tuple[str, int], ...]
     #: (counter slot, position)
     counters: tuple[tuple[str, int], ...]
-    #: (concept, its buckets' bounds, their positions)
-    buckets: tuple[tuple[str, tuple[float, ...], tuple[int, ...]], ...]
+    #: (concept, its buckets)
+    buckets: tuple[tuple[str, _Buckets], ...]
 
 
 def _readings_of(series: Sequence[tuple[str, Mapping[str, str]]], wanted: _Wanted) -> tuple[_Reading, ...]:
@@ -384,7 +431,7 @@ def _readings_of(series: Sequence[tuple[str, Mapping[str, str]]], wanted: _Wante
             model,
             tuple(gauges),
             tuple(counters),
-            tuple((concept, tuple(bounds), tuple(indices)) for concept, (bounds, indices) in buckets.items()),
+            tuple((concept, _Buckets.of(bounds, indices)) for concept, (bounds, indices) in buckets.items()),
         )
         for model, (gauges, counters, buckets) in models.items()
     )
