@@ -68,6 +68,12 @@ def scraping() -> Iterator[None]:
         _scraping -= 1
 
 
+def scrape_in_progress() -> bool:
+    """Whether a scrape is being answered now: a poll's work that would run on the event loop meanwhile
+    goes to the worker, which takes it up after the scrape."""
+    return _scraping > 0
+
+
 def let_scrapes_by() -> None:
     """Between two parts of a long piece of work: in the worker thread, wait while a scrape is answered
     (for up to SCRAPE_FIRST_LIMIT), as between two pieces; elsewhere (the event loop), nothing. A piece

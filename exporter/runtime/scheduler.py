@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.stop import stop_base
 
 from exporter.core.events import TargetEvents
-from exporter.core.offload import OFF_LOOP_BYTES, OFF_LOOP_SAMPLES, Lane
+from exporter.core.offload import OFF_LOOP_BYTES, OFF_LOOP_SAMPLES, Lane, scrape_in_progress
 from exporter.core.redact import REGISTRY, Secrets
 from exporter.format.escaping import PAYLOAD_PROBLEMS
 from exporter.pipeline.target import Output, Pipeline
@@ -75,7 +75,10 @@ def _off_loop(payload: Payload, pipeline: Pipeline) -> bool:
     """Whether a payload goes through the pipeline in the ingest thread (exporter.core.offload): a large
     one, or a body its pipeline is not settled on, whose poll takes the long way and may build the
     fast path (tens of ms even for a small body: many targets starting together would hold up the
-    event loop, and the scrapes with it, for seconds)."""
+    event loop, and the scrapes with it, for seconds); and any while a scrape is answered (a group of
+    polls answered together would otherwise hold up the scrape, which the ingest thread lets by)."""
+    if scrape_in_progress():
+        return True
     if payload.exposition is not None:
         return len(payload.exposition.data) >= OFF_LOOP_BYTES or not pipeline.settled
     return sum(len(family.samples) for family in payload.families) >= OFF_LOOP_SAMPLES

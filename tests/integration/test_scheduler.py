@@ -125,3 +125,23 @@ async def test_no_retry_starts_when_the_first_attempt_left_too_little_of_the_int
     snap = await poll_once(target)
     assert snap.up is False and snap.last_reason == "timeout"
     assert upstream.hits["/hang"] == 1 and snap.retries == 0
+
+
+async def test_a_settled_targets_poll_goes_to_the_ingest_thread_while_a_scrape_is_answered(upstream):
+    from exporter.core import offload
+    from exporter.runtime.scheduler import _off_loop
+
+    target = one_target(f'{{name: vllm, type: http, url: "{upstream.url}/simulated/vllm"}}')
+    store, shared = Store(), Shared()
+    try:
+        poller = TargetPoller(target, store, shared)
+        for _ in range(3):
+            await poller.poll()
+        assert poller.pipeline.settled, "the third poll of an unchanged shape is served by its fast path"
+        payload = await poller.source.poll()
+        assert not _off_loop(payload, poller.pipeline), "a small settled body is worked on the event loop"
+        with offload.scraping():
+            assert _off_loop(payload, poller.pipeline), "during a scrape it waits in the ingest thread"
+        await poller.close()
+    finally:
+        await shared.close()

@@ -57,3 +57,12 @@ def test_a_scrape_that_raises_still_lets_the_worker_go(patient):
     with pytest.raises(RuntimeError), offload.scraping():
         raise RuntimeError("the scrape failed")
     assert offload.submit(lambda: "ran").result(timeout=30) == "ran"
+
+
+def test_a_scrape_in_progress_is_known_until_it_ends():
+    assert not offload.scrape_in_progress()
+    with offload.scraping():
+        with offload.scraping():
+            assert offload.scrape_in_progress()
+        assert offload.scrape_in_progress(), "one of two scrapes is still answered"
+    assert not offload.scrape_in_progress()
