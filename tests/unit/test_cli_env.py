@@ -122,7 +122,8 @@ async def test_run_takes_each_option_from_its_variable(tmp_path):
         variables,
         port,
         ready=lambda text: (
-            'target="from_variable"' in text and 'inference_exporter_target_up{target="demo-vllm"}' in text
+            'inference_exporter_target_up{target="from_variable"}' in text
+            and 'inference_exporter_target_up{target="demo-vllm"}' in text
         ),
     )
     assert 'inference_exporter_target_up{target="from_variable"} 0.0' in text
