@@ -42,20 +42,28 @@ OFF_LOOP_SAMPLES = 5_000
 #: when the loop has work.
 SWITCH_INTERVAL = 0.0005
 
-#: The longest the worker thread holds back a piece of work while scrapes are being answered (`scraping`).
+#: The longest the worker thread holds back one piece of work, in all, while scrapes are being answered
+#: (`scraping`).
 SCRAPE_FIRST_LIMIT = 0.25
+#: The most of any second the worker spends waiting for scrapes: clients scraping back to back, a
+#: scrape always in progress, slow ingest down by half at most, and never stop it.
+SCRAPE_FIRST_SHARE = 0.5
 
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 #: How many scrapes are being answered now, in every daemon of this process (they share the worker).
 _scraping = 0
 #: The worker thread's identity, once it has run something.
 _worker_thread: int | None = None
+#: The worker thread's own: when the piece it runs stops waiting for scrapes (time.monotonic), and the
+#: second it counts its waits in (its start, and what it waited in it).
+_piece_deadline = 0.0
+_second: tuple[float, float] = (0.0, 0.0)
 
 
 @contextlib.contextmanager
 def scraping() -> Iterator[None]:
     """While a scrape is answered, the worker thread starts no new piece of work (for up to
-    SCRAPE_FIRST_LIMIT): a scrape is someone waiting, ingest work is not. Both want the GIL, and the loop
+    SCRAPE_FIRST_LIMIT a piece, and half of any second): a scrape is someone waiting, ingest work is not. Both want the GIL, and the loop
     thread gets it about half the time while the worker runs Python: 200 targets building their fast
     paths together after a start (tens of ms each) doubled a 200k-series scrape's time and more
     (docs/performance.md, the aggregator). A piece already running runs on. For the event loop thread,
@@ -76,22 +84,31 @@ def scrape_in_progress() -> bool:
 
 def let_scrapes_by() -> None:
     """Between two parts of a long piece of work: in the worker thread, wait while a scrape is answered
-    (for up to SCRAPE_FIRST_LIMIT), as between two pieces; elsewhere (the event loop), nothing. A piece
+    (up to SCRAPE_FIRST_LIMIT for the whole piece), as between two pieces; elsewhere (the event loop), nothing. A piece
     running when a scrape comes in would otherwise take half of its time from the scrape."""
     if _scraping and threading.get_ident() == _worker_thread:
         _wait_for_scrapes()
 
 
 def _wait_for_scrapes() -> None:
-    deadline = time.monotonic() + SCRAPE_FIRST_LIMIT
-    while _scraping and time.monotonic() < deadline:
+    """In the worker thread: wait while a scrape is answered, until the piece's deadline, and no longer
+    than SCRAPE_FIRST_SHARE of the second."""
+    global _second
+    now = time.monotonic()
+    started, waited = _second
+    if now - started >= 1.0:
+        started, waited = now, 0.0
+    until = min(_piece_deadline, now + SCRAPE_FIRST_SHARE - waited)
+    while _scraping and time.monotonic() < until:
         time.sleep(0.001)  # lets go of the GIL
+    _second = (started, waited + time.monotonic() - now)
 
 
 def _after_scrapes(work: Callable[..., T], *args: Any) -> T:
-    """In the worker thread: `work`, once no scrape is being answered or SCRAPE_FIRST_LIMIT has passed."""
-    global _worker_thread
+    """In the worker thread: `work`, once no scrape is being answered or the piece may wait no longer."""
+    global _worker_thread, _piece_deadline
     _worker_thread = threading.get_ident()
+    _piece_deadline = time.monotonic() + SCRAPE_FIRST_LIMIT
     if _scraping:
         _wait_for_scrapes()
     return work(*args)

@@ -12,8 +12,11 @@ from exporter.core import offload
 
 @pytest.fixture
 def patient(monkeypatch):
-    """Scrapes held back for a minute rather than 0.25 s: what a test sees does not hang on the machine's speed."""
+    """Scrapes held back for a minute rather than 0.25 s, and for all of a second: what a test sees does
+    not hang on the machine's speed, nor on what the test before waited."""
     monkeypatch.setattr(offload, "SCRAPE_FIRST_LIMIT", 60.0)
+    monkeypatch.setattr(offload, "SCRAPE_FIRST_SHARE", 60.0)
+    monkeypatch.setattr(offload, "_second", (0.0, 0.0))
 
 
 def test_a_piece_queued_during_a_scrape_starts_after_it(patient):
@@ -66,3 +69,20 @@ def test_a_scrape_in_progress_is_known_until_it_ends():
             assert offload.scrape_in_progress()
         assert offload.scrape_in_progress(), "one of two scrapes is still answered"
     assert not offload.scrape_in_progress()
+
+
+def test_scrapes_back_to_back_slow_the_worker_down_but_never_stop_it(patient, monkeypatch):
+    """A scrape always in progress: a piece, and a long one's every part, still runs (the worker waits
+    at most half of any second), while the scrapes go on."""
+    monkeypatch.setattr(offload, "SCRAPE_FIRST_SHARE", 0.5)
+    parts = []
+
+    def piece() -> None:
+        for part in range(10):
+            offload.let_scrapes_by()
+            parts.append(part)
+
+    with offload.scraping():
+        offload.submit(piece).result(timeout=30)
+        assert parts == list(range(10))
+        assert offload.submit(lambda: "ran").result(timeout=30) == "ran"
