@@ -12,6 +12,7 @@ import functools
 import math
 import time
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
@@ -404,6 +405,8 @@ class Scheduler:
         #: its offset (`poll_offsets`) from it, plus whole intervals, so that targets started by a
         #: reload are polled with the group they fall in.
         self._epoch: float | None = None
+        #: Each running target's (interval, offset): its group.
+        self._offsets: dict[str, tuple[float, float]] = {}
 
     async def apply(self, targets: list[TargetConfig]) -> None:
         """Start new targets, stop removed ones, restart changed ones; unchanged ones keep running untouched."""
@@ -422,10 +425,18 @@ class Scheduler:
         now = asyncio.get_running_loop().time()
         if self._epoch is None:
             self._epoch = now
+        # Targets a reload adds join the group the whole list puts them in, unless running targets
+        # already fill it (they keep the offsets they started with): then they are polled alone.
+        groups = Counter(self._offsets.values())
         for name, target in wanted.items():
             if name not in self._pollers:
                 interval = _resolved(target.interval, "interval")
-                first_at = self._epoch + offsets[name]
+                offset = offsets[name]
+                if groups[interval, offset] >= POLLED_TOGETHER:
+                    offset = first_poll_offset(name, interval)
+                groups[interval, offset] += 1
+                self._offsets[name] = (interval, offset)
+                first_at = self._epoch + offset
                 if first_at < now:
                     first_at += math.ceil((now - first_at) / interval) * interval
                 self._start(target, first_at)
@@ -438,6 +449,7 @@ class Scheduler:
 
     async def _stop(self, name: str, *, forget: bool) -> None:
         poller, task = self._pollers.pop(name)
+        self._offsets.pop(name, None)
         task.cancel()
         for outcome in await asyncio.gather(task, return_exceptions=True):
             # A poll cancelled mid-way: its CancelledError's frames hold what the poll had read.

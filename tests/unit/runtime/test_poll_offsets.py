@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.config.loader import parse_config
-from exporter.runtime.scheduler import POLLED_TOGETHER, first_poll_offset, poll_offsets
+from exporter.runtime.scheduler import POLLED_TOGETHER, Scheduler, first_poll_offset, poll_offsets
+from exporter.serve.store import Store
+from exporter.sources import Shared
 
 
 def targets(names: list[str], intervals: list[int] | None = None):
@@ -66,3 +68,20 @@ def test_groups_hold_at_most_polled_together_of_one_interval_and_do_not_depend_o
         assert max(groups.values()) <= POLLED_TOGETHER
         alone = {first_poll_offset(name, interval) for name in of_interval}
         assert all(0 <= offset < interval and offset in alone for offset in groups)
+
+
+async def test_targets_a_reload_adds_never_make_a_group_of_more_than_polled_together():
+    """Running targets keep their offsets; those a reload adds join their group only where it has room."""
+    scheduler = Scheduler(Store(), Shared())
+    names = [f"t{i:02d}" for i in range(76)]
+    try:
+        await scheduler.apply(targets(names[:16], [3600]))
+        assert len(set(scheduler._offsets.values())) == 1, "16 targets: one group"
+        await scheduler.apply(targets(names, [3600]))
+        groups = Counter(scheduler._offsets.values())
+        assert sum(groups.values()) == 76 and max(groups.values()) <= POLLED_TOGETHER
+        await scheduler.apply(targets(names[:10], [3600]))
+        assert set(scheduler._offsets) == set(names[:10]), "a target that went leaves its group"
+    finally:
+        await scheduler.close()
+        await scheduler.shared.close()
