@@ -12,6 +12,7 @@ the pure-Python functions then serve, with the same output (`inference-exporter 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -43,7 +44,8 @@ def build(target: Path) -> Path:
         linker.append("-shared")
     with tempfile.TemporaryDirectory() as folder:
         built = Path(folder) / target.name
-        command = [*compiler, *flags, "-O2", *WARNINGS, "-I", include, *linker, str(SOURCE), "-o", str(built)]
+        source = f'-DACCEL_SOURCE="{hashlib.sha256(SOURCE.read_bytes()).hexdigest()}"'  # see exporter.format.accel
+        command = [*compiler, *flags, "-O2", *WARNINGS, source, "-I", include, *linker, str(SOURCE), "-o", str(built)]
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         if done.stderr.strip():  # it compiles without a warning: say so when it no longer does
             warnings.warn(f"compiling exporter/format/_accel.c: {done.stderr.strip()[-2000:]}", stacklevel=2)

@@ -40,7 +40,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # The compiled accelerator (exporter/format/_accel.c, built by hatch_build.py during the install) needs a C
 # compiler and this Python's headers; the tests fail where it is not built (INFERENCE_EXPORTER_REQUIRE_TOOLS).
-if ! command -v "$(.venv/bin/python -c "import sysconfig; print((sysconfig.get_config_var('CC') or 'cc').split()[0])")" >/dev/null \
+if ! command -v "$(.venv/bin/python -c "import os, sysconfig; print((os.environ.get('CC') or sysconfig.get_config_var('CC') or 'cc').split()[0])")" >/dev/null \
   || ! .venv/bin/python -c "import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; then
   echo "tests/run.sh: installing gcc python3-dev with apt-get (to compile the accelerator)" >&2
   apt_install gcc python3-dev

@@ -444,4 +444,17 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__accel(void) { return PyModule_Create(&module); }
+#ifndef ACCEL_SOURCE
+#define ACCEL_SOURCE ""
+#endif
+
+/* SOURCE: the SHA-256 (hex) of the _accel.c this was built from, as hatch_build.py defines it: a module
+ * built from another version of this file is not used (exporter.format.accel). */
+PyMODINIT_FUNC PyInit__accel(void) {
+    PyObject *made = PyModule_Create(&module);
+    if (made != NULL && PyModule_AddStringConstant(made, "SOURCE", ACCEL_SOURCE) < 0) {
+        Py_DECREF(made);
+        return NULL;
+    }
+    return made;
+}

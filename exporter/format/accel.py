@@ -17,10 +17,12 @@ say which it runs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from array import array
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["IMPLEMENTATION", "PLAIN_SAMPLE", "PURE_PYTHON_VARIABLE", "fill", "go_exponent", "split"]
@@ -92,6 +94,17 @@ def python_fill(
     return out
 
 
+def _stale(built_from: str) -> bool:
+    """Whether the compiled module was built from another _accel.c than the one beside it (a checkout
+    that changed it since its last build); an installed package has no .c beside it, and is what it was
+    built as."""
+    source = Path(__file__).with_name("_accel.c")
+    try:
+        return hashlib.sha256(source.read_bytes()).hexdigest() != built_from
+    except OSError:
+        return False
+
+
 def _pure_python_forced() -> bool:
     return os.environ.get(PURE_PYTHON_VARIABLE, "").strip().lower() in ("1", "true", "yes")
 
@@ -113,5 +126,8 @@ else:
     except ImportError as exc:
         WHY_PYTHON = f"the compiled module is not built ({exc})"
     else:
-        split, fill = _accel.split, _accel.fill
-        IMPLEMENTATION = "c"
+        if _stale(getattr(_accel, "SOURCE", "")):
+            WHY_PYTHON = "the compiled module was built from another _accel.c: build it again (python hatch_build.py)"
+        else:
+            split, fill = _accel.split, _accel.fill
+            IMPLEMENTATION = "c"

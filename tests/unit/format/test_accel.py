@@ -37,7 +37,15 @@ def compiled():
     """The compiled module; it must be built where INFERENCE_EXPORTER_REQUIRE_TOOLS=1 (tests/run.sh)."""
     if _accel is None:
         missing("exporter/format/_accel.c is not built: run `python hatch_build.py` (or pip install the package)")
+    if accel._stale(_accel.SOURCE):
+        missing("exporter/format/_accel.c changed since it was built: run `python hatch_build.py`")
     return _accel
+
+
+def test_a_module_built_from_another_accel_c_is_not_used(compiled):
+    assert not accel._stale(compiled.SOURCE)
+    assert accel._stale("0" * 64), "a build of another version of the file"
+    assert accel._stale(""), "a build that does not say what it was built from"
 
 
 def test_the_compiled_module_serves_unless_pure_python_is_forced(compiled):
