@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 __all__ = ["picker", "runs"]
 
 
-def picker(positions: Sequence[int]) -> Callable[[Sequence], Sequence]:
+def picker(positions: Sequence[int], long_runs: int = 16) -> Callable[[Sequence], Sequence]:
     """`lambda values: [values[i] for i in positions]`, at C speed: one slice where the positions are
-    one run, a slice per run where they run sixteen long on average, else an itemgetter (whose ints
+    one run, a slice per run where they run `long_runs` long on average, else an itemgetter (whose ints
     the caller may share between pickers)."""
     if not positions:
         return lambda values: ()
@@ -29,7 +29,7 @@ def picker(positions: Sequence[int]) -> Callable[[Sequence], Sequence]:
         return operator.itemgetter(slices[0])
     # Chaining the runs' slices keeps less but costs a steady poll more than the itemgetter's tuple
     # (bench/steady_poll.py: +2% with every rule's picks chained): only where the runs are long.
-    if 16 * len(slices) <= len(positions):
+    if long_runs * len(slices) <= len(positions):
         kept = tuple(slices)
         return lambda values: list(itertools.chain.from_iterable(map(values.__getitem__, kept)))
     return operator.itemgetter(*positions)

@@ -12,8 +12,6 @@ simply go without a template.
 
 from __future__ import annotations
 
-import itertools
-import operator
 from collections.abc import Callable, Sequence
 
 from prometheus_client.samples import Sample as PromSample
@@ -32,6 +30,7 @@ from exporter.pipeline.exposition import (
     series_head,
 )
 from exporter.pipeline.normalize import Normalized
+from exporter.pipeline.picks import picker
 
 __all__ = ["Template", "checked", "sample_series", "sample_values", "values_of"]
 
@@ -39,40 +38,6 @@ __all__ = ["Template", "checked", "sample_series", "sample_values", "values_of"]
 def values_of(families: Sequence[Family]) -> list[float]:
     """Every sample value of a poll's families, in order: what a template is filled with."""
     return [sample.value for family in families for sample in family.samples]
-
-
-def _picker(positions: list[int]) -> Callable[[Sequence], Sequence]:
-    """A C-speed `lambda seq: tuple(seq[i] for i in positions)`. Positions mostly run one after another
-    (a family's samples, in order), and then what is kept is where each run starts and ends, not a
-    number per position: picking is a slice per run."""
-    runs = _runs(positions)
-    if len(runs) == 1:
-        return operator.itemgetter(runs[0])
-    if 4 * len(runs) <= len(positions):
-        slices = tuple(runs)
-        return lambda seq: list(itertools.chain.from_iterable(map(seq.__getitem__, slices)))
-    if len(positions) == 1:
-        only = positions[0]
-        return lambda seq: (seq[only],)
-    if not positions:
-        return lambda seq: ()
-    return operator.itemgetter(*positions)
-
-
-def _runs(positions: list[int]) -> list[slice]:
-    """The positions as slices of consecutive ones, in order."""
-    runs: list[slice] = []
-    start: int | None = None  # None until the first position
-    previous = 0
-    for position in positions:
-        if start is None or position != previous + 1:
-            if start is not None:
-                runs.append(slice(start, previous + 1))
-            start = position
-        previous = position
-    if start is not None:
-        runs.append(slice(start, previous + 1))
-    return runs
 
 
 class _Text:
@@ -221,7 +186,8 @@ class Template:
                 (outside.setdefault(suffix, []) if suffix in _OUTSIDE_SUFFIXES else inside).append(index)
             classic = Classic(inside, outside) if outside else None
             self._families.append(_FamilyTemplate(family, first, len(takes), classic))
-        self._pick = _picker(takes)
+        # A poll's values picked in the order served: mostly a family's samples one after another.
+        self._pick = picker(takes, long_runs=4)
         self._openmetrics = _Text(openmetrics)
         #: the last fill's families, each with its OpenMetrics text: a family whose text comes out the same
         #: again is served as that family, with what was made of it since (its deflated twins, its classic
