@@ -20,6 +20,7 @@ import exporter.runtime.daemon
 from exporter.config.loader import parse_config
 from exporter.core.logs import configure
 from exporter.runtime.daemon import Daemon
+from exporter.sources import Shared
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -69,6 +70,14 @@ def _name_leaks(request):
 def pytest_collection_modifyitems(items):
     """Tests marked `after_all` run last: they check what the others produced."""
     items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
+@pytest.fixture
+async def shared() -> AsyncIterator[Shared]:
+    """What a test's sources share (exporter.sources.Shared: the HTTP session), closed after it."""
+    resources = Shared()
+    yield resources
+    await resources.close()
 
 
 @pytest.fixture

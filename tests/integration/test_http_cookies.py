@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from aiohttp import web
 
 from exporter.config.loader import parse_config
-from exporter.sources import Shared
 from exporter.sources.http import HTTPSource
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
@@ -23,13 +21,6 @@ def http_target(name: str, url: str, extra: str = ""):
     if extra:
         text += f"    {extra}\n"
     return parse_config(text).targets[0]
-
-
-@pytest.fixture
-async def shared():
-    resources = Shared()
-    yield resources
-    await resources.close()
 
 
 async def test_a_set_cookie_from_an_upstream_is_never_sent_to_it_or_to_another_target(aiohttp_server, shared):

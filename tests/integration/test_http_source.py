@@ -27,7 +27,7 @@ from exporter.config.loader import ConfigError, parse_config
 from exporter.pipeline.target import read
 from exporter.runtime.scheduler import TargetPoller
 from exporter.serve.store import Store
-from exporter.sources import Payload, Shared
+from exporter.sources import Payload
 from exporter.sources.http import RAW_KEEP, HTTPSource
 
 TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
@@ -54,13 +54,6 @@ def http_target(url: str, extra: str = ""):
     if extra:
         text += "".join(f"    {line}\n" for line in extra.strip("\n").splitlines())
     return parse_config(text).targets[0]
-
-
-@pytest.fixture
-async def shared():
-    resources = Shared()
-    yield resources
-    await resources.close()
 
 
 @pytest.fixture
