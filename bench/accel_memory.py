@@ -19,7 +19,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from helpers.support import bench_vllm_body  # noqa: E402
 
 from exporter.format import accel  # noqa: E402
-from exporter.pipeline.exposition import _GO_EXPONENTS, _go_float  # noqa: E402
+from exporter.format.accel import GO_EXPONENTS, go_float  # noqa: E402
 
 
 def rss_kib() -> int:
@@ -49,9 +49,9 @@ def main() -> None:
             accel.split(data)
             accel.split(refused)
             accel.split(data[:777])
-            accel.fill(heads, sizes, mixed, _go_float, _GO_EXPONENTS)
+            accel.fill(heads, sizes, mixed, go_float, GO_EXPONENTS)
             try:
-                accel.fill(heads, sizes, mixed[:3], _go_float, _GO_EXPONENTS)
+                accel.fill(heads, sizes, mixed[:3], go_float, GO_EXPONENTS)
             except ValueError:
                 pass
         gc.collect()

@@ -25,7 +25,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IMPLEMENTATION", "PLAIN_SAMPLE", "PURE_PYTHON_VARIABLE", "fill", "go_exponent", "split"]
+from prometheus_client.utils import floatToGoString
+
+__all__ = [
+    "GO_EXPONENTS",
+    "IMPLEMENTATION",
+    "PLAIN_SAMPLE",
+    "PURE_PYTHON_VARIABLE",
+    "fill",
+    "go_exponent",
+    "go_float",
+    "split",
+]
 
 #: The variable that forces the pure-Python implementation (any of 1, true, yes).
 PURE_PYTHON_VARIABLE = "INFERENCE_EXPORTER_PURE_PYTHON"
@@ -59,6 +70,24 @@ def go_exponent(value: float) -> str:
     point = text.find(".")
     mantissa = f"{text[0]}.{text[1:point]}{text[point + 1 :]}".rstrip("0.")
     return f"{mantissa}e+{point - 1:02d}"
+
+
+def go_float(value: float) -> str:
+    """`floatToGoString(value)` as the installed prometheus_client writes it, quicker for a float: `repr`
+    under a million in magnitude, `go_exponent` from a million up to 1e16 (every `_created` timestamp)
+    where that is its text (GO_EXPONENTS), its own function for everything else. The rule `fill` writes
+    values by (its `slow`, with `exponents=GO_EXPONENTS`) and the long way renders them by."""
+    if value.__class__ is float:
+        if -1e6 < value < 1e6:
+            return repr(value)
+        if GO_EXPONENTS and 1e6 <= value < 1e16:
+            return go_exponent(value)
+    return floatToGoString(value)
+
+
+#: Whether the installed prometheus_client writes exponents as `go_exponent` does (older releases wrote
+#: `e+010` for 1e10); else every such value goes through its floatToGoString.
+GO_EXPONENTS = all(go_exponent(v) == floatToGoString(v) for v in (1e6, 1234567.5, 1e10, 9999999999999998.0))
 
 
 def python_fill(

@@ -20,12 +20,10 @@ from exporter.core.family import Family, Sample
 from exporter.format import accel
 from exporter.format.parse import parse
 from exporter.pipeline.exposition import (
-    _GO_EXPONENTS,
     _OUTSIDE_SUFFIXES,
     Chunks,
     Classic,
     SeriesFamily,
-    _go_float,
     rendered_family,
     series_head,
 )
@@ -52,7 +50,7 @@ class _Text:
 
     def cut(self, values: Sequence[float]) -> list[bytes]:
         """Each piece's bytes with these values (floatToGoString of each), one per line in order."""
-        return accel.fill(self._heads, self._sizes, values, _go_float, _GO_EXPONENTS)
+        return accel.fill(self._heads, self._sizes, values, accel.go_float, accel.GO_EXPONENTS)
 
 
 class _Samples(Sequence):

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from prometheus_client.utils import floatToGoString
 
 from exporter.format import accel
-from exporter.pipeline.exposition import _GO_EXPONENTS, _go_float, go_floats
+from exporter.format.accel import GO_EXPONENTS, go_float
+from exporter.pipeline.exposition import go_floats
 
 try:
     from exporter.format import _accel  # type: ignore[attr-defined]
@@ -236,10 +237,10 @@ def test_fill_writes_what_floatToGoString_writes_cut_per_family(compiled, values
         left -= size
     sizes.append(0)
     for exponents in (False, True):
-        assert compiled.fill(heads, tuple(sizes), values, _go_float, exponents) == accel.python_fill(
-            heads, tuple(sizes), values, _go_float, exponents
+        assert compiled.fill(heads, tuple(sizes), values, go_float, exponents) == accel.python_fill(
+            heads, tuple(sizes), values, go_float, exponents
         )
-    pieces = compiled.fill(heads, tuple(sizes), values, _go_float, _GO_EXPONENTS)
+    pieces = compiled.fill(heads, tuple(sizes), values, go_float, GO_EXPONENTS)
     texts = [floatToGoString(value) for value in values]
     assert b"".join(pieces) == b"".join(head + text.encode() + b"\n" for head, text in zip(heads, texts))
     assert go_floats(values) == texts
@@ -248,13 +249,13 @@ def test_fill_writes_what_floatToGoString_writes_cut_per_family(compiled, values
 def test_fill_takes_the_first_values_and_refuses_too_few_or_sizes_that_do_not_add_up(compiled):
     fill: Any
     for fill in (compiled.fill, accel.python_fill):
-        assert fill((b"a ",), (1,), [1.0, 2.0], _go_float, True) == [b"a 1.0\n"]
+        assert fill((b"a ",), (1,), [1.0, 2.0], go_float, True) == [b"a 1.0\n"]
         with pytest.raises(ValueError):
-            fill((b"a ", b"b "), (2,), [1.0], _go_float, True)
+            fill((b"a ", b"b "), (2,), [1.0], go_float, True)
         with pytest.raises(ValueError):
-            fill((b"a ",), (2,), [1.0, 2.0], _go_float, True)
+            fill((b"a ",), (2,), [1.0, 2.0], go_float, True)
         with pytest.raises(TypeError):
-            fill(("a ",), (1,), [1.0], _go_float, True)
+            fill(("a ",), (1,), [1.0], go_float, True)
 
 
 def test_fill_passes_on_what_the_slow_rule_raises(compiled):
