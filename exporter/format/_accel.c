@@ -13,11 +13,18 @@
  *     repr(v) for an exact float with -1e6 < v < 1e6, Go's exponent form (go_exponent) for one with
  *     1e6 <= v < 1e16 when `exponents` is true, else slow(v) (a str).
  *
+ * holds(values, rules) -> bool
+ *     Whether a list of floats keeps every rule: `rules` is runs of four native int64 (kind, first
+ *     position, first second position, length), the kinds in accel.RULES' order, checked run by run:
+ *     IndexError for a run past the values, TypeError for one that reads a value that is not a float,
+ *     False for one whose values break its rule.
+ *
  * Every byte of `data` is an upstream's: every read is bounded by its length, and what is allocated
  * is bounded by it (or by the number of heads and values for `fill`).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -286,6 +293,48 @@ static Py_ssize_t go_exponent(double v, char *out) {
     return (Py_ssize_t)(k + (size_t)written);
 }
 
+/* The text of a whole number (a count, most of a body's values) as value_text writes it, without
+ * dtoa: the digits and ".0" (repr) for one of magnitude under a million, or where `exponents`, Go's
+ * exponent form (go_exponent) for one from a million up to 1e16, made of the same digits: the first,
+ * a point, the rest less trailing zeros, "e+" and the exponent. 0 for any other value (-0.0, which
+ * repr writes with its sign, included): the caller goes the general way. `out` has room for 64 bytes. */
+static Py_ssize_t whole_text(double v, int exponents, char *out) {
+    if (v == 0.0) {
+        if (signbit(v))
+            return 0;
+        memcpy(out, "0.0", 3);
+        return 3;
+    }
+    if (!(v > -1e6 && v < (exponents ? 1e16 : 1e6)))
+        return 0;
+    long long whole = (long long)v;
+    if ((double)whole != v)
+        return 0;
+    char digits[24];
+    int count = 0;
+    for (unsigned long long left = (unsigned long long)(whole < 0 ? -whole : whole); left; left /= 10)
+        digits[count++] = (char)('0' + left % 10);
+    Py_ssize_t k = 0;
+    if (whole < 0)
+        out[k++] = '-';
+    if (v > -1e6 && v < 1e6) { /* repr: every digit, then ".0" */
+        while (count)
+            out[k++] = digits[--count];
+        memcpy(out + k, ".0", 2);
+        return k + 2;
+    }
+    int exponent = count - 1, last = 0; /* Go: d.ddd less trailing zeros, e+XX */
+    while (last < count - 1 && digits[last] == '0')
+        last++;
+    out[k++] = digits[--count];
+    if (count > last) {
+        out[k++] = '.';
+        while (count > last)
+            out[k++] = digits[--count];
+    }
+    return k + snprintf(out + k, 64 - (size_t)k, "e+%02d", exponent);
+}
+
 /* One value's text: repr(v) for an exact float of magnitude under a million, Go's exponent form for one
  * from a million up to 1e16 where `exponents` says prometheus_client writes that, else slow(v). Returns
  * a new reference: None where the text was written into `buffer` (64 bytes), else the str slow gave;
@@ -294,6 +343,12 @@ static PyObject *value_text(PyObject *value, PyObject *slow, int exponents, char
                             Py_ssize_t *size) {
     if (PyFloat_CheckExact(value)) {
         double v = PyFloat_AS_DOUBLE(value);
+        Py_ssize_t length = whole_text(v, exponents, buffer);
+        if (length > 0) {
+            *text = buffer;
+            *size = length;
+            return Py_NewRef(Py_None);
+        }
         if (v > -1e6 && v < 1e6) {
             char *made = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
             if (made == NULL)
@@ -433,9 +488,62 @@ done:
     return result;
 }
 
+/* The rules exporter.pipeline.conform checks a family's values by, one per kind of run (accel.RULES). */
+enum { NONNEG, NOT_NEGATIVE, INTEGER, NOT_NAN, ONE, BOOL, ORDERED, EQUAL, KINDS };
+
+static PyObject *holds(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2 || !PyBytes_Check(args[1]) || PyBytes_GET_SIZE(args[1]) % 32) {
+        PyErr_SetString(PyExc_TypeError, "holds() takes values and rules (runs of four int64)");
+        return NULL;
+    }
+    PyObject *values = PySequence_Fast(args[0], "holds(): values must be a sequence");
+    if (values == NULL)
+        return NULL;
+    PyObject **items = PySequence_Fast_ITEMS(values), *result = Py_True;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(values), runs = PyBytes_GET_SIZE(args[1]) / 32;
+    const char *rules = PyBytes_AS_STRING(args[1]);
+    for (Py_ssize_t r = 0; r < runs && result == Py_True; r++) {
+        int64_t run[4]; /* kind, first position, first second position (ordered, equal), length */
+        memcpy(run, rules + 32 * r, sizeof(run));
+        int64_t kind = run[0], a = run[1], b = run[2], n = run[3];
+        int pair = kind == ORDERED || kind == EQUAL;
+        if (kind < 0 || kind >= KINDS || n < 0 || a < 0 || a > count - n || (pair && (b < 0 || b > count - n))) {
+            PyErr_SetString(PyExc_IndexError, "holds(): a rule reads past the values");
+            result = NULL;
+            break;
+        }
+        for (int64_t k = 0; k < n && result != NULL; k++) {
+            if (!PyFloat_CheckExact(items[a + k]) || (pair && !PyFloat_CheckExact(items[b + k]))) {
+                PyErr_SetString(PyExc_TypeError, "holds(): the values must be floats");
+                result = NULL;
+            }
+        }
+        for (int64_t k = 0; k < n && result == Py_True; k++) {
+            double v = PyFloat_AS_DOUBLE(items[a + k]), w = pair ? PyFloat_AS_DOUBLE(items[b + k]) : v;
+            int kept;
+            switch (kind) {
+            case NONNEG: kept = v >= 0.0; break;
+            case NOT_NEGATIVE: kept = !(v < 0.0); break;
+            case INTEGER: kept = isfinite(v) && floor(v) == v; break;
+            case NOT_NAN: kept = v == v; break;
+            case ONE: kept = v == 1.0; break;
+            case BOOL: kept = v == 0.0 || v == 1.0; break;
+            case ORDERED: kept = v <= w; break;
+            default: kept = v == w; break; /* EQUAL */
+            }
+            if (!kept)
+                result = Py_False;
+        }
+    }
+    Py_DECREF(values);
+    return Py_XNewRef(result);
+}
+
 static PyMethodDef methods[] = {
     {"split", (PyCFunction)split, METH_O, "split(data) -> (values or None, count, shape, None)"},
     {"fill", (PyCFunction)(void (*)(void))fill, METH_FASTCALL, "fill(heads, sizes, values, slow, exponents) -> list[bytes]"},
+    {"holds", (PyCFunction)(void (*)(void))holds, METH_FASTCALL, "holds(values, rules) -> bool"},
     {NULL, NULL, 0, NULL},
 };
 

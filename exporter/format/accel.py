@@ -13,11 +13,14 @@ say which it runs.
   pieces of `sizes` lines: text(v) is repr(v) for an exact float under a million in magnitude,
   `go_exponent(v)` for one from a million up to 1e16 where `exponents` says that is prometheus_client's
   text, else slow(v).
+- `holds(values, rules)`: whether a poll's values (floats) keep conform's rules (exporter.pipeline.conform),
+  given as `rules(...)` packed them: runs of positions, each read by one kind of rule (RULES).
 """
 
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import re
 from array import array
@@ -32,9 +35,12 @@ __all__ = [
     "IMPLEMENTATION",
     "PLAIN_SAMPLE",
     "PURE_PYTHON_VARIABLE",
+    "RULES",
     "fill",
     "go_exponent",
     "go_float",
+    "holds",
+    "rules",
     "split",
 ]
 
@@ -123,6 +129,62 @@ def python_fill(
     return out
 
 
+#: What a rule of `holds` checks of the value at each position of its run (or of each pair, at the
+#: positions of two runs side by side: `ordered`, `equal`), in the order of their codes.
+RULES: dict[str, Callable[[float, float], bool]] = {
+    "nonneg": lambda v, _: v >= 0.0,  # NaN breaks it
+    "not_negative": lambda v, _: not v < 0.0,  # NaN keeps it
+    "integer": lambda v, _: v.is_integer(),  # finite and whole
+    "not_nan": lambda v, _: v == v,
+    "one": lambda v, _: v == 1.0,
+    "bool": lambda v, _: v == 0.0 or v == 1.0,
+    "ordered": operator.le,
+    "equal": operator.eq,
+}
+_PAIRS = ("ordered", "equal")
+
+
+def rules(by_kind: dict[str, Sequence[Any]]) -> bytes:
+    """Rules for `holds`: positions by kind of rule (RULES' names; pairs of positions for `ordered` and
+    `equal`), packed as runs of consecutive positions, four native int64 each (kind, first position, first
+    second position, length), so that a fast path keeps a few bytes per family rather than an int per value."""
+    out = array("q")
+    for code, kind in enumerate(RULES):
+        pairs = [(p, p) if isinstance(p, int) else p for p in by_kind.get(kind, ())]
+        start = 0
+        for at in range(1, len(pairs) + 1):
+            if at == len(pairs) or pairs[at] != (pairs[at - 1][0] + 1, pairs[at - 1][1] + 1):
+                a, b = pairs[start]
+                out.extend((code, a, b if kind in _PAIRS else 0, at - start))
+                start = at
+    return out.tobytes()
+
+
+def python_holds(values: Sequence[float], rules: bytes) -> bool:
+    """`holds` in Python: each run's values read as one slice (two for a pair) and checked by its rule."""
+    if len(rules) % 32:
+        raise TypeError("holds() takes values and rules (runs of four int64)")
+    packed = array("q", rules)
+    checks = list(RULES.values())
+    for at in range(0, len(packed), 4):
+        code, a, b, n = packed[at : at + 4]
+        pair = code >= len(checks) - len(_PAIRS)
+        if (
+            not 0 <= code < len(checks)
+            or min(a, n) < 0
+            or a + n > len(values)
+            or (pair and not 0 <= b <= len(values) - n)
+        ):
+            raise IndexError("holds(): a rule reads past the values")
+        first = values[a : a + n]
+        second = values[b : b + n] if pair else first
+        if not all(v.__class__ is float for v in first) or not all(v.__class__ is float for v in second):
+            raise TypeError("holds(): the values must be floats")
+        if not all(map(checks[code], first, second)):
+            return False
+    return True
+
+
 def _stale(built_from: str) -> bool:
     """Whether the compiled module was built from another _accel.c than the one beside it (a checkout
     that changed it since its last build); an installed package has no .c beside it, and is what it was
@@ -142,6 +204,7 @@ split: Callable[[bytes], tuple[list[float] | None, int, bytes, list[bytes] | Non
 fill: Callable[[tuple[bytes, ...], tuple[int, ...], Sequence[Any], Callable[[Any], str], bool], list[bytes]] = (
     python_fill
 )
+holds: Callable[[Sequence[float], bytes], bool] = python_holds
 #: "c": the compiled module serves; "python": the functions above (not built, or forced).
 IMPLEMENTATION = "python"
 #: Why the compiled module does not serve, where it does not (for the startup log line).
@@ -158,5 +221,5 @@ else:
         if _stale(getattr(_accel, "SOURCE", "")):
             WHY_PYTHON = "the compiled module was built from another _accel.c: build it again (python hatch_build.py)"
         else:
-            split, fill = _accel.split, _accel.fill
+            split, fill, holds = _accel.split, _accel.fill, _accel.holds
             IMPLEMENTATION = "c"

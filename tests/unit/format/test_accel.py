@@ -218,6 +218,8 @@ every_value = st.one_of(
         ]
     ),
     st.floats(1e6, 1e16),  # `_created` timestamps: Go's exponent form
+    st.integers(-(10**16), 10**16).map(float),  # whole numbers (counts): written without dtoa
+    st.integers(-20, 20).map(lambda e: float(10**e) if e >= 0 else -float(10**-e)),
     st.floats(-1e16, -1e6),
     st.integers(-(10**20), 10**20),
     st.booleans(),
@@ -267,6 +269,83 @@ def test_fill_passes_on_what_the_slow_rule_raises(compiled):
             fill((b"a ",), (1,), [math.inf], slow, True)
 
 
+# -- holds -------------------------------------------------------------------------------------------
+
+#: Values as a unified family's are: floats of every class, whole numbers, and now and then an int.
+rule_values = st.lists(
+    st.one_of(
+        st.sampled_from([0.0, -0.0, 1.0, 2.0, -1.0, 0.5, math.nan, math.inf, -math.inf]),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-3, 3).map(float),
+        st.just(1),  # an int: a TypeError where a rule reads it
+    ),
+    max_size=30,
+)
+
+
+@st.composite
+def rule_sets(draw, size: int) -> dict[str, list]:
+    """Positions by kind of rule, mostly in runs (a histogram's buckets), some past the values."""
+    by_kind: dict[str, list] = {}
+    for kind in draw(st.lists(st.sampled_from(list(accel.RULES)), max_size=6)):
+        start, length = draw(st.integers(0, size + 1)), draw(st.integers(0, 6))
+        if kind in ("ordered", "equal"):
+            shift = draw(st.sampled_from([1, -1, 2, 0]))
+            by_kind.setdefault(kind, []).extend((start + k, start + k + shift) for k in range(length))
+        else:
+            by_kind.setdefault(kind, []).extend(start + k for k in range(length))
+    return by_kind
+
+
+def outcome(holds, values, rules: bytes):
+    try:
+        return holds(values, rules)
+    except (IndexError, TypeError) as exc:
+        return type(exc)
+
+
+@settings(max_examples=600, deadline=None)
+@given(values=rule_values, data=st.data())
+def test_holds_says_what_its_twin_and_the_rules_say(compiled, values, data):
+    by_kind = data.draw(rule_sets(len(values)))
+    packed = accel.rules(by_kind)
+    said = outcome(compiled.holds, values, packed)
+    assert said == outcome(accel.python_holds, values, packed)
+    assert outcome(compiled.holds, tuple(values), packed) == said
+    reads = [
+        p
+        for positions in by_kind.values()
+        for pair in positions
+        for p in (pair if isinstance(pair, tuple) else (pair,))
+    ]
+    in_range = all(0 <= p < len(values) for p in reads)
+    if said is IndexError:
+        assert not in_range
+    if in_range and all(values[p].__class__ is float for p in reads):  # the rules themselves
+        expected = all(
+            accel.RULES[kind](values[p[0]], values[p[1]]) if isinstance(p, tuple) else accel.RULES[kind](values[p], 0.0)
+            for kind, positions in by_kind.items()
+            for p in positions
+        )
+        assert said is expected
+
+
+def test_rules_pack_runs_of_positions():
+    packed = accel.rules({"nonneg": [3, 4, 5, 9], "ordered": [(0, 1), (1, 2), (2, 3), (7, 9)], "one": []})
+    runs = [tuple(struct.unpack_from("<4q", packed, at)) for at in range(0, len(packed), 32)]
+    nonneg, ordered = list(accel.RULES).index("nonneg"), list(accel.RULES).index("ordered")
+    assert runs == [(nonneg, 3, 0, 3), (nonneg, 9, 0, 1), (ordered, 0, 1, 3), (ordered, 7, 9, 1)]
+
+
+def test_holds_refuses_rules_that_are_not_runs(compiled):
+    for holds in (compiled.holds, accel.python_holds):
+        with pytest.raises(TypeError):
+            holds([1.0], b"\0" * 31)
+        with pytest.raises(IndexError):
+            holds([1.0], struct.pack("<4q", 99, 0, 0, 1))
+        assert holds([], b"") is True
+
+
 def test_forcing_pure_python_is_said_and_served():
     env = {**os.environ, accel.PURE_PYTHON_VARIABLE: "1"}
     command = "from exporter.format import accel; print(accel.IMPLEMENTATION, accel.split is accel.python_split)"
@@ -298,6 +377,7 @@ def test_fill_writes_what_the_oldest_prometheus_client_writes(compiled):
     rng = random.Random(3)
     values = [1e6, 1234567.5, 1e10, 9999999999999998.0, 1e16, -1e6, 0.0, -0.0, 5e-324, math.inf, -math.inf, math.nan]
     values += [rng.uniform(-1, 1) * 10 ** rng.uniform(-30, 30) for _ in range(2000)]
+    values += [float(rng.randrange(-(10**17), 10**17) // 10 ** rng.randrange(17)) for _ in range(1000)]  # whole
     script = (
         "import sys, json; from prometheus_client.utils import floatToGoString as f; "
         "print(json.dumps([f(v) for v in json.loads(sys.stdin.read())]))"
