@@ -410,21 +410,23 @@ class Body:
 
 
 class AheadDeflater:
-    """The serving side's guess at what its next gzip scrapes want: when a gzip scrape came since a
-    target's last poll was published, its new poll's large chunks are deflated as soon as it is
-    published, in that scrape's format, so that the next scrape finds them ready rather than making them
-    (an aggregator's every poll is scraped, and deflating a whole poll was most of a scrape's time:
-    docs/performance.md). A GPU host polled every second and scraped every 15 deflates only the poll
-    after a scraped one in vain; the others are left to the scrape that serves them, if any. Pollers
-    know nothing of it: /metrics tells it of gzip scrapes, and it watches the store for polls. It
-    deflates in the ingest thread (exporter.core.offload), between polls' pieces of work.
+    """The serving side's guess at what its next gzip scrapes want: when gzip scrapes came in each of the
+    last two gaps between a target's polls (the target is scraped about as often as it is polled, or more:
+    an aggregator), its new poll's large chunks are deflated as soon as it is published, in those
+    scrapes' format, so that the next scrape finds them ready rather than making them (deflating a whole
+    poll was most of an aggregator's scrape: docs/performance.md). A GPU host polled every second and
+    scraped every 5 or 15 has no two such gaps running, and deflates nothing ahead: a poll deflated
+    after a scraped one was a poll the next scrape would not serve. Pollers know nothing of it: /metrics
+    tells it of gzip scrapes, and it watches the store for polls. It deflates in the ingest thread
+    (exporter.core.offload), between polls' pieces of work.
     """
 
     def __init__(self, targets: Callable[[], Collection[str]]):
         #: The target names in the store, to forget targets that went.
         self._targets = targets
-        #: target -> when its last poll was published (time.monotonic)
-        self._published: dict[str, float] = {}
+        #: target -> when its last poll was published (time.monotonic), and the formats gzip scrapes
+        #: took in the gap before it
+        self._published: dict[str, tuple[float, frozenset[str]]] = {}
         #: how many targets may be remembered before those no longer in the store are forgotten
         self._bound = 16
         #: the key of the chunks a gzip scrape read ("openmetrics", or "inside" for text) -> when
@@ -439,13 +441,14 @@ class AheadDeflater:
     def observe(self, families: Iterable[SeriesFamily], target: str) -> None:
         """A new poll of `target` is published: these are the families it serves."""
         now = time.monotonic()
-        previous = self._published.get(target)
-        self._published[target] = now
+        previous, before = self._published.get(target, (None, frozenset()))
+        scraped = frozenset(key for key, at in self._scraped.items() if previous is not None and at >= previous)
+        self._published[target] = (now, scraped)
         if len(self._published) > self._bound:  # targets that went are forgotten now and then, not looked up each poll
             names = set(self._targets())
-            self._published = {name: at for name, at in self._published.items() if name in names}
+            self._published = {name: seen for name, seen in self._published.items() if name in names}
             self._bound = 2 * len(names) + 16
-        keys = [key for key, at in self._scraped.items() if previous is not None and at >= previous]
+        keys = sorted(scraped & before)
         if not keys:
             return
         large = [f.chunks for f in families if f.chunks is not None and len(f.chunks.openmetrics) >= DEFLATE_ALONE]
