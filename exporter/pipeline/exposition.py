@@ -20,7 +20,6 @@ import operator
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 
@@ -28,6 +27,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample as PromSample
 
 from exporter.core import offload
+from exporter.core.compression import zlib
 from exporter.format.accel import go_float
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from exporter.config.loader import Config, ConfigError, load_config, parse_listen
 from exporter.config.web import WebSecurity
+from exporter.core import compression
 from exporter.core.events import TargetEvents
 from exporter.core.fields import format_duration
 from exporter.core.watch import FileWatch
@@ -176,6 +177,7 @@ class Daemon:
             targets=len(self.scheduler.targets),
             accelerator=accel.IMPLEMENTATION,
             **({"accelerator_off": accel.WHY_PYTHON} if accel.WHY_PYTHON else {}),
+            zlib=compression.BACKEND,
         )
         self.notifier.ready(f"serving on {self.listen}, polling {len(self.scheduler.targets)} targets")
         self.notifier.start_watchdog()

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from exporter import __version__
+from exporter.core import compression
 from exporter.core.fields import ByteSize, ReadableFile
 from exporter.core.redact import redact_url
 from exporter.core.secret import Secret, SecretFile, SecretURL
@@ -153,6 +154,7 @@ def _session() -> aiohttp.ClientSession:
     # a Set-Cookie from one upstream must not be kept, nor sent to another target on the same host
     # (cookies do not tell ports apart); headers configured as `Cookie` are sent as configured. The
     # jar also cost every request a lookup and every response a parse.
+    compression.use_in_aiohttp()  # gzip bodies inflated by zlib-ng where it is installed
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, connect=None),
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),

@@ -9,7 +9,18 @@ import zlib
 import aiohttp
 import pytest
 from aiohttp import web
-from helpers.support import body_of, corpora, every_body, poll_target, published, require_tool, simulated_bodies
+from helpers.support import (
+    body_of,
+    corpora,
+    every_body,
+    missing,
+    poll_target,
+    published,
+    require_tool,
+    simulated_bodies,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import exporter.pipeline.exposition as exposition
 import exporter.serve.web
@@ -290,3 +301,34 @@ def test_the_ahead_deflater_forgets_targets_that_left_the_store():
         alive[:] = [f"t{number}"]
         ahead.observe([], f"t{number}")
     assert len(ahead._published) <= 2 * len(alive) + 16
+
+
+@pytest.fixture(params=["zlib-ng", "zlib"])
+def backend(request, monkeypatch):
+    """Each zlib the daemon may deflate with (exporter.core.compression): zlib-ng's where installed, the
+    standard library's otherwise; each thread's compressor made anew by the one under test."""
+    import exporter.core.compression as compression
+
+    if request.param == "zlib-ng":
+        if compression.BACKEND != "zlib-ng":
+            missing("zlib-ng is not installed (a dependency: pip install the package)")
+        module = compression.zlib
+    else:
+        module = zlib
+    monkeypatch.setattr(exposition, "zlib", module)
+    monkeypatch.setattr(exposition, "_compressors", type(exposition._compressors)())
+    return module
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.one_of(st.binary(max_size=3000), st.sampled_from([b"", b"a", b"x 1.0\n" * 400])), max_size=12))
+def test_pieces_deflated_apart_join_into_the_one_body_with_either_zlib(backend, texts):
+    """What the scrape's gzip rests on: pieces each deflated with a full flush, by one compressor reused,
+    join into one stream that inflates to the pieces joined, and each is the bytes a fresh compressor
+    makes, whichever zlib deflated them."""
+    pieces = [exposition.deflate(text) for text in texts]
+    for text, piece in zip(texts, pieces):
+        fresh = backend.compressobj(1, backend.DEFLATED, -15)
+        assert piece == fresh.compress(text) + fresh.flush(backend.Z_FULL_FLUSH)
+    body = Body([(text, None, "") for text in texts], gzip=True).finish()
+    assert one_member(body) == b"".join(texts)
