@@ -165,22 +165,20 @@ def python_holds(values: Sequence[float], rules: bytes) -> bool:
     if len(rules) % 32:
         raise TypeError("holds() takes values and rules (runs of four int64)")
     packed = array("q", rules)
-    checks = list(RULES.values())
+    kinds = list(RULES.items())
     for at in range(0, len(packed), 4):
         code, a, b, n = packed[at : at + 4]
-        pair = code >= len(checks) - len(_PAIRS)
-        if (
-            not 0 <= code < len(checks)
-            or min(a, n) < 0
-            or a + n > len(values)
-            or (pair and not 0 <= b <= len(values) - n)
-        ):
+        if not 0 <= code < len(kinds):
+            raise IndexError("holds(): no such rule")
+        kind, check = kinds[code]
+        pair = kind in _PAIRS
+        if min(a, n) < 0 or a + n > len(values) or (pair and not 0 <= b <= len(values) - n):
             raise IndexError("holds(): a rule reads past the values")
         first = values[a : a + n]
         second = values[b : b + n] if pair else first
         if not all(v.__class__ is float for v in first) or not all(v.__class__ is float for v in second):
             raise TypeError("holds(): the values must be floats")
-        if not all(map(checks[code], first, second)):
+        if not all(map(check, first, second)):
             return False
     return True
 
