@@ -28,6 +28,7 @@ from prometheus_client.samples import Sample as PromSample
 
 from exporter.core import offload
 from exporter.core.compression import zlib
+from exporter.format import accel
 from exporter.format.accel import go_float
 
 
@@ -91,11 +92,6 @@ def series_head(name: str, labels: dict[str, str]) -> str:
     return name + " "
 
 
-def go_floats(values: Iterable[float]) -> list[str]:
-    """`floatToGoString` of each value, quicker (exporter.format.accel.go_float)."""
-    return list(map(go_float, values))
-
-
 class Classic:
     """Where one family's lines go in the classic text format, which moves the samples of some suffixes
     (`_OUTSIDE_SUFFIXES`) out of the family: the positions of the lines that stay inside, and of each
@@ -106,6 +102,20 @@ class Classic:
     def __init__(self, inside: list[int], outside: dict[str, list[int]]):
         self._inside = _lines_picker(inside)
         self._outside = [(suffix, _lines_picker(positions)) for suffix, positions in outside.items()]
+
+    @classmethod
+    def of(cls, family: str, names: Iterable[str]) -> Classic | None:
+        """Where the lines of a family with samples of these names go; None where none moves (its classic
+        text is its OpenMetrics text)."""
+        names = list(names)
+        if not any(name[len(family) :] in _OUTSIDE_SUFFIXES for name in set(names)):
+            return None
+        inside: list[int] = []
+        outside: dict[str, list[int]] = {}
+        for index, name in enumerate(names):
+            suffix = name[len(family) :]
+            (outside.setdefault(suffix, []) if suffix in _OUTSIDE_SUFFIXES else inside).append(index)
+        return cls(inside, outside)
 
     def split(self, openmetrics: bytes) -> tuple[bytes, dict[str, bytes]]:
         """The classic text's pieces of a family's OpenMetrics sample lines: (inside, {suffix: moved})."""
@@ -179,23 +189,14 @@ class Chunks:
 
     @classmethod
     def of(cls, family: SeriesFamily) -> Chunks:
-        """Render a family's samples."""
-        name = family.name
-        heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
-        lines = [f"{head}{text}\n" for head, text in zip(heads, go_floats(map(_VALUE, family.samples)))]
-        openmetrics = "".join(lines).encode()
-        names = list(map(_NAME, family.samples))
-        suffixes = {n: suffix for n in set(names) if (suffix := n[len(name) :]) in _OUTSIDE_SUFFIXES}
-        if not suffixes:
-            return cls(openmetrics, {}, openmetrics)
-        moved = [(i, suffixes[n]) for i, n in enumerate(names) if n in suffixes]
-        outside: dict[str, list[str]] = {}
-        for index, suffix in moved:
-            outside.setdefault(suffix, []).append(lines[index])
-            lines[index] = ""
-        return cls(
-            "".join(lines).encode(), {suffix: "".join(texts).encode() for suffix, texts in outside.items()}, openmetrics
-        )
+        """Render a family's samples: each line its head and its value's text (floatToGoString), written by
+        the fill a template's are written by (exporter.format.accel.fill), the classic text cut out of
+        them when first read."""
+        samples = family.samples
+        heads = tuple(head.encode() for head in family.heads or [series_head(s.name, s.labels) for s in samples])
+        openmetrics = accel.fill(heads, (len(heads),), list(map(_VALUE, samples)), go_float, accel.GO_EXPONENTS)[0]
+        classic = Classic.of(family.name, map(_NAME, samples))
+        return cls(openmetrics, {}, openmetrics) if classic is None else cls.lazy(openmetrics, classic)
 
     def text(self, key: str) -> bytes:
         """The chunk under `key`: "openmetrics", "inside", or a moved suffix."""

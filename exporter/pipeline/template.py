@@ -20,7 +20,6 @@ from exporter.core.family import Family, Sample
 from exporter.format import accel
 from exporter.format.parse import parse
 from exporter.pipeline.exposition import (
-    _OUTSIDE_SUFFIXES,
     Chunks,
     Classic,
     SeriesFamily,
@@ -176,13 +175,8 @@ class Template:
             takes += family_takes
             heads = family.heads or [series_head(s.name, s.labels) for s in family.samples]
             openmetrics.append(heads)
-            # The classic text format: samples with these suffixes go after the family, one piece per suffix.
-            inside: list[int] = []
-            outside: dict[str, list[int]] = {}
-            for index, sample in enumerate(family.samples):
-                suffix = sample.name[len(family.name) :]
-                (outside.setdefault(suffix, []) if suffix in _OUTSIDE_SUFFIXES else inside).append(index)
-            classic = Classic(inside, outside) if outside else None
+            # The classic text format: samples with some suffixes go after the family, one piece per suffix.
+            classic = Classic.of(family.name, (sample.name for sample in family.samples))
             self._families.append(_FamilyTemplate(family, first, len(takes), classic))
         # A poll's values picked in the order served: mostly a family's samples one after another.
         self._pick = picker(takes, long_runs=4)

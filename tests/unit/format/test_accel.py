@@ -25,7 +25,6 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.format import accel
 from exporter.format.accel import GO_EXPONENTS, go_float
-from exporter.pipeline.exposition import go_floats
 
 try:
     from exporter.format import _accel  # type: ignore[attr-defined]
@@ -245,7 +244,7 @@ def test_fill_writes_what_floatToGoString_writes_cut_per_family(compiled, values
     pieces = compiled.fill(heads, tuple(sizes), values, go_float, GO_EXPONENTS)
     texts = [floatToGoString(value) for value in values]
     assert b"".join(pieces) == b"".join(head + text.encode() + b"\n" for head, text in zip(heads, texts))
-    assert go_floats(values) == texts
+    assert list(map(go_float, values)) == texts
 
 
 def test_fill_takes_the_first_values_and_refuses_too_few_or_sizes_that_do_not_add_up(compiled):

@@ -1,13 +1,15 @@
 """Sample values are written as prometheus_client writes them (floatToGoString), however they are
-rendered: a whole family of plain floats at once, or one value at a time where one is not."""
+rendered: by the long way (Chunks.of) or value by value (accel.go_float)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter.pipeline.exposition import go_floats
+from exporter.format.accel import go_float
+from exporter.pipeline.exposition import Chunks, SeriesFamily
 
 VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
@@ -21,10 +23,14 @@ VALUES = st.one_of(
 @settings(max_examples=500, deadline=None)
 @given(st.lists(VALUES, max_size=30))
 def test_values_are_written_as_prometheus_client_writes_them(values):
-    assert go_floats(values) == [floatToGoString(value) for value in values]
+    assert list(map(go_float, values)) == [floatToGoString(value) for value in values]
+    family = SeriesFamily("x", "gauge", "", [Sample("x", {"a": "1"}, value) for value in values])
+    expected = "".join(f'x{{a="1"}} {floatToGoString(value)}\n' for value in values)
+    assert Chunks.of(family).openmetrics == expected.encode()
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(min_value=-999999.0, max_value=999999.0), min_size=1, max_size=30))
 def test_a_family_of_plain_floats_is_written_as_prometheus_client_writes_it(values):
-    assert go_floats(iter(values)) == [floatToGoString(value) for value in values]
+    family = SeriesFamily("x", "gauge", "", [Sample("x", {}, value) for value in values])
+    assert Chunks.of(family).openmetrics == "".join(f"x {floatToGoString(value)}\n" for value in values).encode()
