@@ -16,7 +16,7 @@ from exporter.core.family import Family, Sample, shape_of
 from exporter.format.accel import PLAIN_SAMPLE
 from exporter.format.parse import ParseResult, parse
 
-__all__ = ["PLAIN_SAMPLE", "Skeleton", "remaker"]
+__all__ = ["Skeleton", "remaker"]
 
 
 class Skeleton:

@@ -45,7 +45,7 @@ from exporter.pipeline.conform import Conformer
 from exporter.pipeline.exposition import SeriesFamily, prerender
 from exporter.pipeline.normalize import Normalized, normalize
 from exporter.pipeline.relabel import Relabeler
-from exporter.pipeline.skeleton import PLAIN_SAMPLE, Skeleton, remaker
+from exporter.pipeline.skeleton import Skeleton, remaker
 from exporter.pipeline.steady import LongWay, Steady
 from exporter.pipeline.template import Template, values_of
 from exporter.pipeline.unify import Unifier
@@ -93,7 +93,7 @@ class _Body:
     def parts(self) -> list[bytes]:
         parts = self._parts
         if parts is None:
-            parts = self._parts = PLAIN_SAMPLE.split(b"\n" + self.exposition.data)
+            parts = self._parts = accel.PLAIN_SAMPLE.split(b"\n" + self.exposition.data)
         return parts
 
     def readable(self) -> bool:

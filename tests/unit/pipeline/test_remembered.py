@@ -17,9 +17,9 @@ from test_steady import served
 
 from exporter.config.loader import parse_config
 from exporter.core.family import Family, Sample
+from exporter.format.accel import PLAIN_SAMPLE
 from exporter.format.parse import parse
 from exporter.pipeline.conform import _Plan
-from exporter.pipeline.skeleton import PLAIN_SAMPLE
 from exporter.pipeline.target import Pipeline
 from exporter.sources.base import Exposition, TargetConfig
 

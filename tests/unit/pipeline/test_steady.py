@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from test_template import CONFIGS
 
 from exporter.config.loader import parse_config
+from exporter.format.accel import PLAIN_SAMPLE
 from exporter.pipeline.exposition import chunks
-from exporter.pipeline.skeleton import PLAIN_SAMPLE
 from exporter.pipeline.target import Output, Pipeline
 from exporter.serve.explain import explain_reading
 from exporter.sources.base import Exposition, TargetConfig
