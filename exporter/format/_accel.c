@@ -15,9 +15,9 @@
  *
  * holds(values, rules) -> bool
  *     Whether a list of floats keeps every rule: `rules` is runs of four native int64 (kind, first
- *     position, first second position, length), the kinds in accel.RULES' order, checked run by run:
- *     IndexError for a run past the values, TypeError for one that reads a value that is not a float,
- *     False for one whose values break its rule.
+ *     position, first second position, length), the kinds in accel.RULES' order: IndexError where a
+ *     run reads past the values, else TypeError where a value it reads is not a float, else whether
+ *     every rule holds.
  *
  * Every byte of `data` is an upstream's: every read is bounded by its length, and what is allocated
  * is bounded by it (or by the number of heads and values for `fill`).
@@ -491,6 +491,20 @@ done:
 /* The rules exporter.pipeline.conform checks a family's values by, one per kind of run (accel.RULES). */
 enum { NONNEG, NOT_NEGATIVE, INTEGER, NOT_NAN, ONE, BOOL, ORDERED, EQUAL, KINDS };
 
+/* Reads run `r` of `rules` into kind, a, b, n; 0, or -1 with IndexError where it reads past `count` values. */
+static int read_run(const char *rules, Py_ssize_t r, Py_ssize_t count, int64_t *kind, int64_t *a, int64_t *b,
+                    int64_t *n) {
+    int64_t run[4]; /* kind, first position, first second position (ordered, equal), length */
+    memcpy(run, rules + 32 * r, sizeof(run));
+    *kind = run[0], *a = run[1], *b = run[2], *n = run[3];
+    int pair = *kind == ORDERED || *kind == EQUAL;
+    if (*kind < 0 || *kind >= KINDS || *n < 0 || *a < 0 || *a > count - *n || (pair && (*b < 0 || *b > count - *n))) {
+        PyErr_SetString(PyExc_IndexError, "holds(): a rule reads past the values");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *holds(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 2 || !PyBytes_Check(args[1]) || PyBytes_GET_SIZE(args[1]) % 32) {
@@ -503,22 +517,26 @@ static PyObject *holds(PyObject *module, PyObject *const *args, Py_ssize_t nargs
     PyObject **items = PySequence_Fast_ITEMS(values), *result = Py_True;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(values), runs = PyBytes_GET_SIZE(args[1]) / 32;
     const char *rules = PyBytes_AS_STRING(args[1]);
-    for (Py_ssize_t r = 0; r < runs && result == Py_True; r++) {
-        int64_t run[4]; /* kind, first position, first second position (ordered, equal), length */
-        memcpy(run, rules + 32 * r, sizeof(run));
-        int64_t kind = run[0], a = run[1], b = run[2], n = run[3];
-        int pair = kind == ORDERED || kind == EQUAL;
-        if (kind < 0 || kind >= KINDS || n < 0 || a < 0 || a > count - n || (pair && (b < 0 || b > count - n))) {
-            PyErr_SetString(PyExc_IndexError, "holds(): a rule reads past the values");
+    int64_t kind, a, b, n;
+    /* First every run is within the values, then every value read is a float, then the rules: what
+     * comes out does not depend on the order of the runs. */
+    for (Py_ssize_t r = 0; r < runs && result != NULL; r++)
+        if (read_run(rules, r, count, &kind, &a, &b, &n) < 0)
             result = NULL;
-            break;
-        }
-        for (int64_t k = 0; k < n && result != NULL; k++) {
+    for (Py_ssize_t r = 0; r < runs && result != NULL; r++) {
+        read_run(rules, r, count, &kind, &a, &b, &n); /* checked above */
+        int pair = kind == ORDERED || kind == EQUAL;
+        for (int64_t k = 0; k < n; k++) {
             if (!PyFloat_CheckExact(items[a + k]) || (pair && !PyFloat_CheckExact(items[b + k]))) {
                 PyErr_SetString(PyExc_TypeError, "holds(): the values must be floats");
                 result = NULL;
+                break;
             }
         }
+    }
+    for (Py_ssize_t r = 0; r < runs && result == Py_True; r++) {
+        read_run(rules, r, count, &kind, &a, &b, &n); /* checked above */
+        int pair = kind == ORDERED || kind == EQUAL;
         for (int64_t k = 0; k < n && result == Py_True; k++) {
             double v = PyFloat_AS_DOUBLE(items[a + k]), w = pair ? PyFloat_AS_DOUBLE(items[b + k]) : v;
             int kept;

@@ -14,12 +14,14 @@ say which it runs.
   `go_exponent(v)` for one from a million up to 1e16 where `exponents` says that is prometheus_client's
   text, else slow(v).
 - `holds(values, rules)`: whether a poll's values (floats) keep conform's rules (exporter.pipeline.conform),
-  given as `rules(...)` packed them: runs of positions, each read by one kind of rule (RULES).
+  given as `rules(...)` packed them: runs of positions, each read by one kind of rule (RULES). A fast
+  path checks them through `checker(rules)`, which the pure-Python twin compiles once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
 import os
 import re
@@ -36,6 +38,7 @@ __all__ = [
     "PLAIN_SAMPLE",
     "PURE_PYTHON_VARIABLE",
     "RULES",
+    "checker",
     "fill",
     "go_exponent",
     "go_float",
@@ -129,23 +132,16 @@ def python_fill(
     return out
 
 
-#: What a rule of `holds` checks of the value at each position of its run (or of each pair, at the
-#: positions of two runs side by side: `ordered`, `equal`), in the order of their codes.
-RULES: dict[str, Callable[[float, float], bool]] = {
-    "nonneg": lambda v, _: v >= 0.0,  # NaN breaks it
-    "not_negative": lambda v, _: not v < 0.0,  # NaN keeps it
-    "integer": lambda v, _: v.is_integer(),  # finite and whole
-    "not_nan": lambda v, _: v == v,
-    "one": lambda v, _: v == 1.0,
-    "bool": lambda v, _: v == 0.0 or v == 1.0,
-    "ordered": operator.le,
-    "equal": operator.eq,
-}
+#: The kinds of rule `holds` checks, in the order of their codes: of the value at each position of a
+#: run, whether it is >= 0 (`nonneg`: NaN breaks it), not < 0 (`not_negative`: NaN keeps it), whole
+#: and finite (`integer`), not NaN, 1, 0 or 1 (`bool`); of the values at the positions of two runs side
+#: by side, whether the first is <= the second (`ordered`) or equal to it.
+RULES = ("nonneg", "not_negative", "integer", "not_nan", "one", "bool", "ordered", "equal")
 _PAIRS = ("ordered", "equal")
 
 
 def rules(by_kind: dict[str, Sequence[Any]]) -> bytes:
-    """Rules for `holds`: positions by kind of rule (RULES' names; pairs of positions for `ordered` and
+    """Rules for `checker`: positions by kind of rule (RULES; pairs of positions for `ordered` and
     `equal`), packed as runs of consecutive positions, four native int64 each (kind, first position, first
     second position, length), so that a fast path keeps a few bytes per family rather than an int per value."""
     out = array("q")
@@ -160,27 +156,87 @@ def rules(by_kind: dict[str, Sequence[Any]]) -> bytes:
     return out.tobytes()
 
 
-def python_holds(values: Sequence[float], rules: bytes) -> bool:
-    """`holds` in Python: each run's values read as one slice (two for a pair) and checked by its rule."""
+def _runs(rules: bytes) -> list[tuple[str | None, range, range | None]]:
+    """Packed rules as (kind, positions, second positions or None); kind None for a run that is not a rule
+    (an unknown kind, or a negative position or length: `holds` raises IndexError)."""
     if len(rules) % 32:
         raise TypeError("holds() takes values and rules (runs of four int64)")
     packed = array("q", rules)
-    kinds = list(RULES.items())
+    out: list[tuple[str | None, range, range | None]] = []
     for at in range(0, len(packed), 4):
         code, a, b, n = packed[at : at + 4]
-        if not 0 <= code < len(kinds):
-            raise IndexError("holds(): no such rule")
-        kind, check = kinds[code]
+        kind = RULES[code] if 0 <= code < len(RULES) else None
         pair = kind in _PAIRS
-        if min(a, n) < 0 or a + n > len(values) or (pair and not 0 <= b <= len(values) - n):
+        if kind is None or min(a, n) < 0 or (pair and b < 0):
+            kind = None
+        out.append((kind, range(a, a + n), range(b, b + n) if pair else None))
+    return out
+
+
+def checker(rules: bytes) -> Callable[[Sequence[float]], bool]:
+    """Whether a poll's values keep these rules (`rules` packed them): IndexError where a rule reads past
+    the values, else TypeError where a value it reads is not a float, else whether every rule holds. One
+    C call (`holds`) where the compiled module serves; its pure-Python twin otherwise, which picks each
+    kind's positions once for all (`python_checker`)."""
+    if holds is python_holds:
+        return python_checker(rules)
+    check = holds
+    return lambda values: check(values, rules)
+
+
+#: Each rule over a run's values at once, at C speed: (run, second run) -> whether it holds.
+_BULK: dict[str, Callable[[Sequence[float], Sequence[float]], bool]] = {
+    "nonneg": lambda run, _: all(map(operator.ge, run, itertools.repeat(0.0))),
+    "not_negative": lambda run, _: not any(map(operator.lt, run, itertools.repeat(0.0))),
+    "integer": lambda run, _: all(map(float.is_integer, run)),
+    "not_nan": lambda run, _: all(map(operator.eq, run, run)),
+    "one": lambda run, _: all(map((1.0).__eq__, run)),
+    "bool": lambda run, _: all(map(frozenset({0.0, 1.0}).__contains__, run)),
+    "ordered": lambda run, second: all(map(operator.le, run, second)),
+    "equal": lambda run, second: all(map(operator.eq, run, second)),
+}
+_FLOAT = frozenset({float})
+
+
+def python_checker(rules: bytes) -> Callable[[Sequence[float]], bool]:
+    """`checker` in Python: each kind's positions, over every run of it, picked at once by one itemgetter
+    and tested by one C-level map; first every value read is checked to be a float."""
+    positions: dict[str, tuple[list[int], list[int]]] = {}
+    end, broken = 0, False
+    for kind, run, second in _runs(rules):
+        if kind is None:
+            broken = True
+            continue
+        firsts, seconds = positions.setdefault(kind, ([], []))
+        firsts.extend(run)
+        seconds.extend(second or ())
+        end = max(end, run.stop, second.stop if second else 0)
+    picks = [
+        (_BULK[kind], _picker(firsts), _picker(seconds)) for kind, (firsts, seconds) in positions.items() if firsts
+    ]
+
+    def check(values: Sequence[float]) -> bool:
+        if broken or len(values) < end:
             raise IndexError("holds(): a rule reads past the values")
-        first = values[a : a + n]
-        second = values[b : b + n] if pair else first
-        if not all(v.__class__ is float for v in first) or not all(v.__class__ is float for v in second):
-            raise TypeError("holds(): the values must be floats")
-        if not all(map(check, first, second)):
-            return False
-    return True
+        picked = [(test, first(values), second(values)) for test, first, second in picks]
+        for _, run, second in picked:
+            if not _FLOAT.issuperset(map(type, run)) or not _FLOAT.issuperset(map(type, second)):
+                raise TypeError("holds(): the values must be floats")
+        return all(test(run, second) for test, run, second in picked)
+
+    return check
+
+
+def _picker(positions: list[int]) -> Callable[[Sequence[float]], Sequence[float]]:
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda values: (values[only],)
+    return operator.itemgetter(*positions) if positions else lambda values: ()
+
+
+def python_holds(values: Sequence[float], rules: bytes) -> bool:
+    """`holds` in Python: `python_checker(rules)(values)`."""
+    return python_checker(rules)(values)
 
 
 def _stale(built_from: str) -> bool:

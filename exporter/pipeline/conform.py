@@ -118,7 +118,7 @@ class _Plan:
     def check(self) -> Callable[[list[float]], bool]:
         """`holds` on floats, without the plan: what a fast path keeps. Its rules are packed as runs of
         positions (exporter.format.accel.rules: a few bytes a family, where the plan keeps an int per
-        value) and checked in one call (accel.holds, in C where it was built); a value that is not a
+        value) and checked in one call (accel.checker: in C where it was built); a value that is not a
         float is a TypeError."""
         assert self.floats, "a joined plan"
         packed = accel.rules(
@@ -133,8 +133,7 @@ class _Plan:
                 "equal": self.equal,
             }
         )
-        holds = accel.holds
-        return lambda values: holds(values, packed)
+        return accel.checker(packed)
 
     def empty(self) -> bool:
         return not (

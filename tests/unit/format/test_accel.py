@@ -303,6 +303,19 @@ def outcome(holds, values, rules: bytes):
         return type(exc)
 
 
+#: What each rule says of a value (and the value beside it, for a pair): the rules as conform states them.
+SPEC = {
+    "nonneg": lambda v, _: v >= 0.0,
+    "not_negative": lambda v, _: not v < 0.0,
+    "integer": lambda v, _: math.isfinite(v) and v == math.floor(v),
+    "not_nan": lambda v, _: not math.isnan(v),
+    "one": lambda v, _: v == 1.0,
+    "bool": lambda v, _: v in (0.0, 1.0),
+    "ordered": lambda v, w: v <= w,
+    "equal": lambda v, w: v == w,
+}
+
+
 @settings(max_examples=600, deadline=None)
 @given(values=rule_values, data=st.data())
 def test_holds_says_what_its_twin_and_the_rules_say(compiled, values, data):
@@ -311,18 +324,20 @@ def test_holds_says_what_its_twin_and_the_rules_say(compiled, values, data):
     said = outcome(compiled.holds, values, packed)
     assert said == outcome(accel.python_holds, values, packed)
     assert outcome(compiled.holds, tuple(values), packed) == said
+    assert outcome(lambda v, r: accel.checker(r)(v), values, packed) == said
     reads = [
         p
         for positions in by_kind.values()
         for pair in positions
         for p in (pair if isinstance(pair, tuple) else (pair,))
     ]
-    in_range = all(0 <= p < len(values) for p in reads)
-    if said is IndexError:
-        assert not in_range
-    if in_range and all(values[p].__class__ is float for p in reads):  # the rules themselves
+    if any(not 0 <= p < len(values) for p in reads):
+        assert said is IndexError
+    elif any(values[p].__class__ is not float for p in reads):
+        assert said is TypeError
+    else:
         expected = all(
-            accel.RULES[kind](values[p[0]], values[p[1]]) if isinstance(p, tuple) else accel.RULES[kind](values[p], 0.0)
+            SPEC[kind](values[p[0]], values[p[1]]) if isinstance(p, tuple) else SPEC[kind](values[p], 0.0)
             for kind, positions in by_kind.items()
             for p in positions
         )
@@ -340,8 +355,9 @@ def test_holds_refuses_rules_that_are_not_runs(compiled):
     for holds in (compiled.holds, accel.python_holds):
         with pytest.raises(TypeError):
             holds([1.0], b"\0" * 31)
-        with pytest.raises(IndexError):
-            holds([1.0], struct.pack("<4q", 99, 0, 0, 1))
+        for run in ((99, 0, 0, 1), (0, -1, 0, 1), (0, 0, 0, -1), (list(accel.RULES).index("equal"), 0, -1, 1)):
+            with pytest.raises(IndexError):
+                holds([1.0, 2.0], struct.pack("<4q", *run))
         assert holds([], b"") is True
 
 
