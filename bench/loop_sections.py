@@ -7,7 +7,8 @@ that serve the vLLM V1 payload (bench/scenarios.py's child process: values moved
 every second, scraped every 5 s as Prometheus 3 would. Over the measured window it prints the loop
 thread's CPU time (`time.thread_time`) per poll: around every event-loop callback (by task name and
 coroutine, or by callback), around the stages a poll goes through (the pipeline, the store's
-publish and its observers, the collector), the loop's waits in `epoll`, and any cycle collection.
+publish and its observers, the collector; for the poller's and the HTTP source's coroutines, the
+steps they run themselves, not their waits), the loop's waits in `epoll`, and any cycle collection.
 The wrappers cost a little themselves: compare runs of this bench, not its totals with other
 benches'. Run it from a checkout's root to measure that checkout (its `exporter` is imported first).
 No assertions: the machine may be shared; the load average is printed.
@@ -42,7 +43,9 @@ def add(label: str, value: float) -> None:
 
 def timed(owner: Any, attr: str, label: str) -> None:
     """Wrap owner.attr (a plain function or method) to add its thread CPU time under `label`."""
-    original: Callable[..., Any] = getattr(owner, attr)
+    original: Callable[..., Any] | None = getattr(owner, attr, None)
+    if original is None:  # not in the checkout measured
+        return
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = time.thread_time()
@@ -50,6 +53,46 @@ def timed(owner: Any, attr: str, label: str) -> None:
             return original(*args, **kwargs)
         finally:
             add(label, time.thread_time() - start)
+
+    setattr(owner, attr, wrapper)
+
+
+class _TimedSteps:
+    """A coroutine driven step by step, the thread CPU time of each step added under `label`: what the
+    coroutine itself runs on the loop, not the waits between its steps (nor the callbacks that end them)."""
+
+    def __init__(self, coro: Any, label: str):
+        self.coro, self.label = coro, label
+
+    def __await__(self) -> Any:
+        coro, label = self.coro, self.label
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            start = time.thread_time()
+            try:
+                step = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as stop:
+                add(label, time.thread_time() - start)
+                return stop.value
+            except BaseException:
+                add(label, time.thread_time() - start)
+                raise
+            add(label, time.thread_time() - start)
+            try:
+                value, error = (yield step), None
+            except BaseException as exc:  # handed on to the coroutine, as await does
+                value, error = None, exc
+
+
+def timed_steps(owner: Any, attr: str, label: str) -> None:
+    """Wrap owner.attr (a coroutine function or method) to add the CPU time of its steps under `label`."""
+    original: Callable[..., Any] | None = getattr(owner, attr, None)
+    if original is None:  # not in the checkout measured
+        return
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await _TimedSteps(original(*args, **kwargs), label)
 
     setattr(owner, attr, wrapper)
 
@@ -62,6 +105,7 @@ def instrument() -> None:
     from exporter.serve.collector import Collector
     from exporter.serve.overview.windows import Windows
     from exporter.serve.store import Store
+    from exporter.sources.http import HTTPSource
 
     run = asyncio.events.Handle._run
 
@@ -99,8 +143,11 @@ def instrument() -> None:
         (AheadDeflater, "observe", "stage: AheadDeflater.observe"),
         (Collector, "merged", "stage: Collector.merged (a scrape)"),
         (scheduler, "replace", "stage: the scheduler's dataclasses.replace"),
+        (scheduler.TargetPoller, "_note_next_poll", "stage: TargetPoller._note_next_poll"),
     ]:
         timed(owner, attr, label)
+    timed_steps(HTTPSource, "poll", "stage: HTTPSource.poll (its steps in the task: request, body)")
+    timed_steps(scheduler.TargetPoller, "_poll", "stage: TargetPoller._poll (its steps: source, pipeline, publish)")
     started: list[float] = []
 
     def collecting(phase: str, info: dict[str, Any]) -> None:
