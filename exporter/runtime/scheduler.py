@@ -14,7 +14,6 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import TypeVar
 
 import structlog
@@ -190,7 +189,7 @@ class TargetPoller:
         #: Where its payloads go through the pipeline: large ones in the ingest thread, one at a time.
         self._lane = Lane()
         self._snapshot = store.get(target.name) or Snapshot(target)
-        self._snapshot = store.publish(replace(self._snapshot, target=target))
+        self._snapshot = store.publish(self._snapshot.replaced(target=target))
 
     async def poll(self, *, budget: float | None = None, next_at: float | None = None) -> Snapshot:
         """Poll once, with retries inside `budget` seconds (default: the interval), and publish the outcome;
@@ -272,8 +271,7 @@ class TargetPoller:
         if previous.up is False:
             log.info("target is up again", target=target.name, samples=output.sample_count)
         self._snapshot = self.store.publish(
-            replace(
-                previous,
+            previous.replaced(
                 target=target,
                 families=output.families,
                 up=True,
@@ -348,8 +346,7 @@ class TargetPoller:
         errors = dict(previous.errors)
         errors[error.reason] = errors.get(error.reason, 0) + 1
         self._snapshot = self.store.publish(
-            replace(
-                previous,
+            previous.replaced(
                 target=self.target,
                 families=(),
                 up=False,
@@ -387,7 +384,7 @@ class TargetPoller:
     def _note_next_poll(self, next_at: float) -> None:
         """Publish when the next poll is due (`next_at` on the event loop's clock), where no poll's own
         snapshot says it: before the first poll, and after a poll that overran."""
-        self._snapshot = self.store.publish(replace(self._snapshot, next_poll=_wall_time(next_at)))
+        self._snapshot = self.store.publish(self._snapshot.replaced(next_poll=_wall_time(next_at)))
 
     async def close(self) -> None:
         """Close the source, and cut the poller's links to itself (its template stage and its retry
