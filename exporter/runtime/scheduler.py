@@ -195,7 +195,7 @@ class TargetPoller:
         """Poll once, with retries inside `budget` seconds (default: the interval), and publish the outcome;
         with `next_at` (the event loop's clock), its snapshot says that the next poll is due then (`run`
         publishes each poll's outcome and when the next one is due at once, not one after the other)."""
-        if self.events is None:
+        if self.events is None or self.events.is_recording:  # a poller's task records already: the usual case
             return await self._poll(budget, next_at)
         with self.events.recording():
             return await self._poll(budget, next_at)
