@@ -104,7 +104,7 @@ def instrument() -> None:
     from exporter.runtime import scheduler
     from exporter.serve.collector import Collector
     from exporter.serve.overview.windows import Windows
-    from exporter.serve.store import Store
+    from exporter.serve.store import Snapshot, Store
     from exporter.sources.http import HTTPSource
 
     run = asyncio.events.Handle._run
@@ -143,6 +143,7 @@ def instrument() -> None:
         (AheadDeflater, "observe", "stage: AheadDeflater.observe"),
         (Collector, "merged", "stage: Collector.merged (a scrape)"),
         (scheduler, "replace", "stage: the scheduler's dataclasses.replace"),
+        (Snapshot, "replaced", "stage: Snapshot.replaced (the scheduler's snapshots)"),
         (scheduler.TargetPoller, "_note_next_poll", "stage: TargetPoller._note_next_poll"),
     ]:
         timed(owner, attr, label)
@@ -179,9 +180,9 @@ async def measure(seconds: float, targets: int) -> None:
             await upstreams.scrape(f"http://{listen}/metrics", 5, 5.0, PROMETHEUS_HEADERS)  # warm-up
             polls = sum(snap.polls for snap in daemon.store.snapshots())
             SPENT.clear()
-            cpu, wall = time.thread_time(), time.perf_counter()
+            cpu, process, wall = time.thread_time(), time.process_time(), time.perf_counter()
             scraped = await upstreams.scrape(f"http://{listen}/metrics", seconds, 5.0, PROMETHEUS_HEADERS)
-            cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+            cpu, process, wall = time.thread_time() - cpu, time.process_time() - process, time.perf_counter() - wall
             polls = sum(snap.polls for snap in daemon.store.snapshots()) - polls
         finally:
             await daemon.close()
@@ -190,7 +191,8 @@ async def measure(seconds: float, targets: int) -> None:
     per = max(polls, 1)
     print(
         f"{polls} polls, {len(scraped['latencies'])} scrapes in {wall:.1f} s; loop thread {cpu / wall:.2%} of one core, "
-        f"{cpu / per * 1e3:.3f} ms a poll\n"
+        f"{cpu / per * 1e3:.3f} ms a poll; whole process (its other threads too) {process / wall:.2%}, "
+        f"{process / per * 1e3:.3f} ms a poll\n"
     )
     for label, value in sorted(SPENT.items(), key=lambda item: (item[0].startswith("#"), -item[1])):
         if label.startswith("#"):
