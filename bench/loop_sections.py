@@ -7,7 +7,8 @@ that serve the vLLM V1 payload (bench/scenarios.py's child process: values moved
 every second, scraped every 5 s as Prometheus 3 would. Over the measured window it prints the loop
 thread's CPU time (`time.thread_time`) per poll: around every event-loop callback (by task name and
 coroutine, or by callback), around the stages a poll goes through (the pipeline, the store's
-publish and its observers, the collector), the loop's waits in `epoll`, and any cycle collection.
+publish and its observers, the collector; for the poller's and the HTTP source's coroutines, the
+steps they run themselves, not their waits), the loop's waits in `epoll`, and any cycle collection.
 The wrappers cost a little themselves: compare runs of this bench, not its totals with other
 benches'. Run it from a checkout's root to measure that checkout (its `exporter` is imported first).
 No assertions: the machine may be shared; the load average is printed.
@@ -42,7 +43,9 @@ def add(label: str, value: float) -> None:
 
 def timed(owner: Any, attr: str, label: str) -> None:
     """Wrap owner.attr (a plain function or method) to add its thread CPU time under `label`."""
-    original: Callable[..., Any] = getattr(owner, attr)
+    original: Callable[..., Any] | None = getattr(owner, attr, None)
+    if original is None:  # not in the checkout measured
+        return
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = time.thread_time()
@@ -54,6 +57,46 @@ def timed(owner: Any, attr: str, label: str) -> None:
     setattr(owner, attr, wrapper)
 
 
+class _TimedSteps:
+    """A coroutine driven step by step, the thread CPU time of each step added under `label`: what the
+    coroutine itself runs on the loop, not the waits between its steps (nor the callbacks that end them)."""
+
+    def __init__(self, coro: Any, label: str):
+        self.coro, self.label = coro, label
+
+    def __await__(self) -> Any:
+        coro, label = self.coro, self.label
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            start = time.thread_time()
+            try:
+                step = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as stop:
+                add(label, time.thread_time() - start)
+                return stop.value
+            except BaseException:
+                add(label, time.thread_time() - start)
+                raise
+            add(label, time.thread_time() - start)
+            try:
+                value, error = (yield step), None
+            except BaseException as exc:  # handed on to the coroutine, as await does
+                value, error = None, exc
+
+
+def timed_steps(owner: Any, attr: str, label: str) -> None:
+    """Wrap owner.attr (a coroutine function or method) to add the CPU time of its steps under `label`."""
+    original: Callable[..., Any] | None = getattr(owner, attr, None)
+    if original is None:  # not in the checkout measured
+        return
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await _TimedSteps(original(*args, **kwargs), label)
+
+    setattr(owner, attr, wrapper)
+
+
 def instrument() -> None:
     """Wrap the loop's callbacks and selector, the poll's stages, and watch the cycle collector."""
     from exporter.pipeline.exposition import AheadDeflater
@@ -61,7 +104,8 @@ def instrument() -> None:
     from exporter.runtime import scheduler
     from exporter.serve.collector import Collector
     from exporter.serve.overview.windows import Windows
-    from exporter.serve.store import Store
+    from exporter.serve.store import Snapshot, Store
+    from exporter.sources.http import HTTPSource
 
     run = asyncio.events.Handle._run
 
@@ -99,8 +143,12 @@ def instrument() -> None:
         (AheadDeflater, "observe", "stage: AheadDeflater.observe"),
         (Collector, "merged", "stage: Collector.merged (a scrape)"),
         (scheduler, "replace", "stage: the scheduler's dataclasses.replace"),
+        (Snapshot, "replaced", "stage: Snapshot.replaced (the scheduler's snapshots)"),
+        (scheduler.TargetPoller, "_note_next_poll", "stage: TargetPoller._note_next_poll"),
     ]:
         timed(owner, attr, label)
+    timed_steps(HTTPSource, "poll", "stage: HTTPSource.poll (its steps in the task: request, body)")
+    timed_steps(scheduler.TargetPoller, "_poll", "stage: TargetPoller._poll (its steps: source, pipeline, publish)")
     started: list[float] = []
 
     def collecting(phase: str, info: dict[str, Any]) -> None:
@@ -132,9 +180,9 @@ async def measure(seconds: float, targets: int) -> None:
             await upstreams.scrape(f"http://{listen}/metrics", 5, 5.0, PROMETHEUS_HEADERS)  # warm-up
             polls = sum(snap.polls for snap in daemon.store.snapshots())
             SPENT.clear()
-            cpu, wall = time.thread_time(), time.perf_counter()
+            cpu, process, wall = time.thread_time(), time.process_time(), time.perf_counter()
             scraped = await upstreams.scrape(f"http://{listen}/metrics", seconds, 5.0, PROMETHEUS_HEADERS)
-            cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+            cpu, process, wall = time.thread_time() - cpu, time.process_time() - process, time.perf_counter() - wall
             polls = sum(snap.polls for snap in daemon.store.snapshots()) - polls
         finally:
             await daemon.close()
@@ -143,7 +191,8 @@ async def measure(seconds: float, targets: int) -> None:
     per = max(polls, 1)
     print(
         f"{polls} polls, {len(scraped['latencies'])} scrapes in {wall:.1f} s; loop thread {cpu / wall:.2%} of one core, "
-        f"{cpu / per * 1e3:.3f} ms a poll\n"
+        f"{cpu / per * 1e3:.3f} ms a poll; whole process (its other threads too) {process / wall:.2%}, "
+        f"{process / per * 1e3:.3f} ms a poll\n"
     )
     for label, value in sorted(SPENT.items(), key=lambda item: (item[0].startswith("#"), -item[1])):
         if label.startswith("#"):

@@ -63,6 +63,11 @@ class TargetEvents:
         finally:
             _CURRENT.reset(token)
 
+    @property
+    def is_recording(self) -> bool:
+        """Whether targets' events come here now (within `recording`, or in a task started there)."""
+        return _CURRENT.get() is self
+
     def recent(self, target: str) -> list[Event]:
         return list(self._rings.get(target, ()))
 

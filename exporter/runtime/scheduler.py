@@ -14,7 +14,6 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import TypeVar
 
 import structlog
@@ -148,6 +147,11 @@ def internal_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}{': ' + text if text else ''}{where} (a bug in inference-exporter; the log has its traceback)"
 
 
+def _wall_time(at: float) -> float:
+    """A time on the running event loop's clock, as Unix time."""
+    return time.time() + (at - asyncio.get_running_loop().time())
+
+
 def _resolved(value: T | None, name: str) -> T:
     """A timing setting, which the config fills in from `defaults:` for every target it loads."""
     if value is None:
@@ -185,16 +189,18 @@ class TargetPoller:
         #: Where its payloads go through the pipeline: large ones in the ingest thread, one at a time.
         self._lane = Lane()
         self._snapshot = store.get(target.name) or Snapshot(target)
-        self._snapshot = store.publish(replace(self._snapshot, target=target))
+        self._snapshot = store.publish(self._snapshot.replaced(target=target))
 
-    async def poll(self, *, budget: float | None = None) -> Snapshot:
-        """Poll once, with retries inside `budget` seconds (default: the interval), and publish the outcome."""
-        if self.events is None:
-            return await self._poll(budget)
+    async def poll(self, *, budget: float | None = None, next_at: float | None = None) -> Snapshot:
+        """Poll once, with retries inside `budget` seconds (default: the interval), and publish the outcome;
+        with `next_at` (the event loop's clock), its snapshot says that the next poll is due then (`run`
+        publishes each poll's outcome and when the next one is due at once, not one after the other)."""
+        if self.events is None or self.events.is_recording:  # a poller's task records already: the usual case
+            return await self._poll(budget, next_at)
         with self.events.recording():
-            return await self._poll(budget)
+            return await self._poll(budget, next_at)
 
-    async def _poll(self, budget: float | None) -> Snapshot:
+    async def _poll(self, budget: float | None, next_at: float | None) -> Snapshot:
         target = self.target
         interval, timeout = _resolved(target.interval, "interval"), _resolved(target.timeout, "timeout")
         budget = interval if budget is None else budget
@@ -239,7 +245,7 @@ class TargetPoller:
                 payload, output = await retrying(_after(failure, attempt_once), started=started)
         except SourceError as exc:
             drop_frames(exc)  # nothing the poll made outlives it; only the reason and message are kept
-            return self._publish_failure(previous, exc, wall, started, attempts)
+            return self._publish_failure(previous, exc, wall, started, attempts, next_at)
         except asyncio.CancelledError as exc:  # stopped mid-poll (a reload, the end): keep nothing it read
             drop_frames(exc)
             raise
@@ -247,7 +253,7 @@ class TargetPoller:
             log.exception("poll raised unexpectedly", target=target.name)
             error = SourceError("internal_error", internal_error(exc))
             drop_frames(exc)
-            return self._publish_failure(previous, error, wall, started, attempts)
+            return self._publish_failure(previous, error, wall, started, attempts, next_at)
         finally:
             drop_frames(failure)  # said again inside tenacity, whose frames its traceback now holds
             self._polling = overlapping
@@ -265,8 +271,7 @@ class TargetPoller:
         if previous.up is False:
             log.info("target is up again", target=target.name, samples=output.sample_count)
         self._snapshot = self.store.publish(
-            replace(
-                previous,
+            previous.replaced(
                 target=target,
                 families=output.families,
                 up=True,
@@ -285,6 +290,7 @@ class TargetPoller:
                 problems=problems,
                 last_problems=poll_problems,
                 content_type=payload.content_type,
+                next_poll=previous.next_poll if next_at is None else _wall_time(next_at),
             )
         )
         return self._snapshot
@@ -329,7 +335,7 @@ class TargetPoller:
         return retrying
 
     def _publish_failure(
-        self, previous: Snapshot, error: SourceError, wall: float, started: float, attempts: int
+        self, previous: Snapshot, error: SourceError, wall: float, started: float, attempts: int, next_at: float | None
     ) -> Snapshot:
         message = self._secrets.scrub(error.message)
         # Say it at warning level when something changes; repeating the same failure every interval is noise.
@@ -340,8 +346,7 @@ class TargetPoller:
         errors = dict(previous.errors)
         errors[error.reason] = errors.get(error.reason, 0) + 1
         self._snapshot = self.store.publish(
-            replace(
-                previous,
+            previous.replaced(
                 target=self.target,
                 families=(),
                 up=False,
@@ -355,6 +360,7 @@ class TargetPoller:
                 # A failure that received nothing (a timeout) leaves the last body on show: it may say why.
                 raw=self._secrets.scrub_bytes(error.raw) if error.raw else previous.raw,
                 raw_at=wall if error.raw else previous.raw_at,
+                next_poll=previous.next_poll if next_at is None else _wall_time(next_at),
             )
         )
         return self._snapshot
@@ -365,17 +371,20 @@ class TargetPoller:
         interval = _resolved(self.target.interval, "interval")
         loop = asyncio.get_running_loop()
         next_at = loop.time() + first_poll_offset(self.target.name, interval) if first_at is None else first_at
+        self._note_next_poll(next_at)
         while True:
-            self._note_next_poll(next_at - loop.time())
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            await self.poll()
             next_at += interval
+            await self.poll(next_at=next_at)  # its snapshot says when the next poll is due
             late = loop.time() - next_at
             if late > 0:  # a poll overran (the clock jumped, the loop stalled): skip the missed ticks
                 next_at += math.ceil(late / interval) * interval
+                self._note_next_poll(next_at)
 
-    def _note_next_poll(self, delay: float) -> None:
-        self._snapshot = self.store.publish(replace(self._snapshot, next_poll=time.time() + delay))
+    def _note_next_poll(self, next_at: float) -> None:
+        """Publish when the next poll is due (`next_at` on the event loop's clock), where no poll's own
+        snapshot says it: before the first poll, and after a poll that overran."""
+        self._snapshot = self.store.publish(self._snapshot.replaced(next_poll=_wall_time(next_at)))
 
     async def close(self) -> None:
         """Close the source, and cut the poller's links to itself (its template stage and its retry

@@ -7,7 +7,7 @@ one type per family name across targets (exporter.serve.claims), so that the mer
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import structlog
@@ -54,6 +54,24 @@ class Snapshot:
     def sample_count(self) -> int:
         return sum(len(family.samples) for family in self.families)
 
+    def replaced(self, **changes: Any) -> Snapshot:
+        """This snapshot with these fields changed, as `dataclasses.replace` makes it, in a third of the
+        time: each field set through its slot, not through the frozen dataclass's `__init__` and its
+        `object.__setattr__` per field (a poll makes one)."""
+        unknown = changes.keys() - _FIELD_NAMES
+        if unknown:
+            raise TypeError(f"Snapshot has no field {', '.join(sorted(unknown))}")
+        made = _new(Snapshot)
+        for name, set_field, get_field in _SLOTS:
+            set_field(made, changes[name] if name in changes else get_field(self))
+        return made
+
+
+_FIELD_NAMES = frozenset(field.name for field in fields(Snapshot))
+#: Each field's name, and its slot's setter and getter, in order.
+_SLOTS = tuple((f.name, vars(Snapshot)[f.name].__set__, vars(Snapshot)[f.name].__get__) for f in fields(Snapshot))
+_new = object.__new__
+
 
 class Store:
     """Target name -> latest Snapshot. Insertion order is the order targets were added.
@@ -98,7 +116,7 @@ class Store:
         snapshot = self._snapshots.get(name)
         if snapshot is None or not self.claims.withheld.get(name):
             return snapshot
-        return replace(snapshot, families=self.served(name))
+        return snapshot.replaced(families=self.served(name))
 
     def _tell(self, snapshot: Snapshot) -> None:
         for observe in self.observers:

@@ -260,13 +260,19 @@ class HTTPSource:
             and not response.headers.get("Content-Encoding")
         ):
             raise self._too_large(limit)
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(64 * 1024):
-            body += chunk
-            if len(body) > limit:
-                del body  # not kept alive by the exception's frames
+        # What aiohttp has buffered, as it comes (its flow control bounds that; a compressed body is
+        # inflated a bounded piece at a time): counted against the limit before it is kept. A body that had
+        # all arrived by now (a loopback answer's usual case) is one piece, kept as it is: no copy.
+        content = response.content
+        pieces: list[bytes] = []
+        size = 0
+        while piece := await content.readany():
+            size += len(piece)
+            if size > limit:
+                del pieces, piece  # not kept alive by the exception's frames
                 raise self._too_large(limit)
-        return bytes(body)
+            pieces.append(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _too_large(self, limit: int) -> SourceError:
         # Made where it is raised, never held in a local beforehand: a local holding the exception

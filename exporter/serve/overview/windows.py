@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.config.overview import OverviewSettings
+from exporter.pipeline.exposition import SeriesFamily
 from exporter.pipeline.normalize import apply_prefix
 from exporter.pipeline.template import sample_series, sample_values
 from exporter.profiles import FINISHED
@@ -150,6 +151,8 @@ class Windows:
         #: target -> (its prefix, what its last poll's families of each shape hold for the rows: see
         #: `_readings_of`), so that a poll of the same shapes reads only its values
         self._readings: dict[str, tuple[str, dict[object, tuple[_Reading, ...]]]] = {}
+        #: target -> where its last poll's rows found their values (see `_plan`)
+        self._plans: dict[str, _Plan] = {}
         #: Counts the polls observed: a report made since then is out of date.
         self.version = 0
 
@@ -188,6 +191,7 @@ class Windows:
                 self._last_poll.pop(name, None)
                 self.untracked.pop(name, None)
                 self._readings.pop(name, None)
+                self._plans.pop(name, None)
         for key in [key for key in self.rows if key[0] not in names]:
             del self.rows[key]
 
@@ -218,63 +222,105 @@ class Windows:
 
     def _observe_backend(self, snapshot: Snapshot) -> None:
         name = snapshot.target.name
-        prefix = snapshot.target.prefix or ""
-        wanted = _wanted_names(prefix)
-        kept = self._readings.get(name)
-        readings = kept[1] if kept is not None and kept[0] == prefix else {}
-        now: dict[object, tuple[_Reading, ...]] = {}  # this poll's shapes: the last poll's others are dropped
-        #: model -> (gauges, counters, buckets: concept -> [(its buckets in one reading, that poll's values)])
-        values: dict[str, tuple[dict, dict, dict[str, list[tuple[_Buckets, Sequence[float]]]]]] = {}
-        for family in snapshot.families:
-            if family.name not in wanted.families:
-                continue
-            shape, numbers = sample_values(family.samples)
-            reading = readings.get(shape) if shape is not None else None
-            if reading is None:
-                reading = _readings_of(sample_series(family.samples), wanted)
-            if shape is not None:
-                now[shape] = reading
-            for held in reading:
-                row_values = values.get(held.model)
-                if row_values is None:
-                    row_values = values[held.model] = ({}, {}, {})
-                gauges, counters, buckets = row_values
-                for concept, index in held.gauges:
-                    gauges[concept] = numbers[index]
-                for key, index in held.counters:
-                    counters[key] = counters.get(key, 0.0) + numbers[index]
-                for concept, found in held.buckets:
-                    buckets.setdefault(concept, []).append((found, numbers))
-        self._readings[name] = (prefix, now)
+        plan, numbers = self._plan(name, snapshot.target.prefix or "", snapshot.families)
         time = snapshot.last_poll
         assert time is not None  # observe() reads polls only
         seen = set()
-        for model, row_values in values.items():
-            row = self._row(snapshot.target.name, "backend", model)
+        for model in plan.rows:
+            row = self._row(name, "backend", model.model)
             if row is None:
                 continue
-            seen.add(model)
+            seen.add(model.model)
             row.backend = snapshot.profile
-            gauges, counters, buckets = row_values
-            if "finished" in counters:
-                for outcome in OUTCOMES:  # an outcome not served yet has counted nothing
-                    counters.setdefault(f"finished_{outcome}", 0.0)
             self._add(
                 row,
                 Point(
                     time,
                     True,
-                    tuple(gauges.get(name) for name in GAUGES),
-                    row.counters_read([counters.get(name) for name in COUNTER_SLOTS]),
+                    tuple(None if at is None else numbers[at[0]][at[1]] for at in model.gauges),
+                    row.counters_read([None if at is None else _sum(numbers, at) for at in model.counters]),
                     tuple(
-                        row.histogram_read(index, self._histogram(buckets[name]) if name in buckets else None)
-                        for index, name in enumerate(HISTOGRAMS)
+                        row.histogram_read(
+                            index, None if found is None else self._histogram([(b, numbers[k]) for k, b in found])
+                        )
+                        for index, found in enumerate(model.histograms)
                     ),
                 ),
             )
-        for row in self._rows_of(snapshot.target.name):
+        for row in self._rows_of(name):
             if row.kind == "backend" and row.key not in seen:
                 self._add(row, Point(time, True))  # up, but this model served nothing this poll
+
+    def _plan(self, name: str, prefix: str, families: Sequence[SeriesFamily]) -> tuple[_Plan, list[Sequence[float]]]:
+        """Where each row's values are in this poll (a `_Plan`), and the values of the families it reads.
+        A poll with the same family names and the same shapes of the families read as the last one (a
+        target's usual poll) reads the values alone, with the last poll's plan."""
+        plan = self._plans.get(name)
+        if plan is not None and plan.prefix == prefix and len(families) == len(plan.names):
+            read = [sample_values(families[index].samples) for index in plan.read]
+            if all(map(operator.is_, [shape for shape, _ in read], plan.shapes)) and plan.names == tuple(
+                map(_NAME, families)
+            ):
+                return plan, [values for _, values in read]
+        wanted = _wanted_names(prefix)
+        kept = self._readings.get(name)
+        readings = kept[1] if kept is not None and kept[0] == prefix else {}
+        now: dict[object, tuple[_Reading, ...]] = {}  # this poll's shapes: the last poll's others are dropped
+        positions: list[int] = []
+        shapes: list[object] = []
+        numbers: list[Sequence[float]] = []
+        #: model -> (gauges, counters, buckets), each by slot: where its values are, as (read family, position)
+        rows: dict[str, tuple[dict[int, tuple[int, int]], dict[int, list], dict[int, list]]] = {}
+        for position, family in enumerate(families):
+            if family.name not in wanted.families:
+                continue
+            shape, values = sample_values(family.samples)
+            reading = readings.get(shape) if shape is not None else None
+            if reading is None:
+                reading = _readings_of(sample_series(family.samples), wanted)
+            if shape is not None:
+                now[shape] = reading
+            k = len(numbers)
+            positions.append(position)
+            shapes.append(shape)
+            numbers.append(values)
+            for held in reading:
+                gauges, counters, buckets = rows.setdefault(held.model, ({}, {}, {}))
+                for concept, index in held.gauges:
+                    gauges[_GAUGE_SLOT[concept]] = (k, index)  # a gauge's last value counts
+                for key, index in held.counters:
+                    counters.setdefault(_COUNTER_SLOT[key], []).append((k, index))
+                for concept, found in held.buckets:
+                    buckets.setdefault(_HISTOGRAM_SLOT[concept], []).append((k, found))
+        self._readings[name] = (prefix, now)
+        finished = _COUNTER_SLOT["finished"]
+        plan = _Plan(
+            prefix,
+            tuple(map(_NAME, families)),
+            tuple(positions),
+            tuple(shapes),
+            tuple(
+                _RowPlan(
+                    model,
+                    tuple(gauges.get(slot) for slot in range(len(GAUGES))),
+                    tuple(
+                        tuple(counters[slot])
+                        if slot in counters
+                        else ()  # an outcome not served yet has counted nothing
+                        if finished in counters and slot in _OUTCOME_SLOTS
+                        else None
+                        for slot in range(len(COUNTER_SLOTS))
+                    ),
+                    tuple(tuple(buckets[slot]) if slot in buckets else None for slot in range(len(HISTOGRAMS))),
+                )
+                for model, (gauges, counters, buckets) in rows.items()
+            ),
+        )
+        if None in shapes:  # read sample by sample: nothing says a next poll's samples are the same
+            self._plans.pop(name, None)
+        else:
+            self._plans[name] = plan
+        return plan, numbers
 
     def _histogram(
         self, found: list[tuple[_Buckets, Sequence[float]]]
@@ -397,6 +443,50 @@ class _Reading:
     counters: tuple[tuple[str, int], ...]
     #: (concept, its buckets)
     buckets: tuple[tuple[str, _Buckets], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _RowPlan:
+    """Where one model's row finds its values in a poll: (read family, position) pairs, the read family
+    counted in `_Plan.read`'s order."""
+
+    model: str
+    #: per GAUGES slot, its last value's place; None where the poll has none
+    gauges: tuple[tuple[int, int] | None, ...]
+    #: per COUNTER_SLOTS slot, the places of the values it sums, in order; None where the poll has none
+    counters: tuple[tuple[tuple[int, int], ...] | None, ...]
+    #: per HISTOGRAMS slot, (read family, its buckets) in order; None where the poll has none
+    histograms: tuple[tuple[tuple[int, _Buckets], ...] | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where a poll's rows find their values: worked out from its families' readings (`_Reading`), and used
+    again for a next poll of the same family names and shapes."""
+
+    prefix: str
+    #: every family's name, in order
+    names: tuple[str, ...]
+    #: the families read (those with wanted names), by position; and their shapes (`sample_values`)
+    read: tuple[int, ...]
+    shapes: tuple[object, ...]
+    #: one per model, in the order they first appear
+    rows: tuple[_RowPlan, ...]
+
+
+_NAME = operator.attrgetter("name")
+_GAUGE_SLOT = {concept: slot for slot, concept in enumerate(GAUGES)}
+_COUNTER_SLOT = {key: slot for slot, key in enumerate(COUNTER_SLOTS)}
+_OUTCOME_SLOTS = frozenset(_COUNTER_SLOT[f"finished_{outcome}"] for outcome in OUTCOMES)
+_HISTOGRAM_SLOT = {concept: slot for slot, concept in enumerate(HISTOGRAMS)}
+
+
+def _sum(numbers: list[Sequence[float]], places: tuple[tuple[int, int], ...]) -> float:
+    """The values at these places added up, in order (a counter's samples across a poll's families)."""
+    total = 0.0
+    for family, position in places:
+        total += numbers[family][position]
+    return total
 
 
 def _readings_of(series: Sequence[tuple[str, Mapping[str, str]]], wanted: _Wanted) -> tuple[_Reading, ...]:
