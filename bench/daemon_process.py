@@ -1,12 +1,13 @@
 """`inference-exporter run` in a process of its own, as the benches measure it: the CLI's own `main`, plus
 the fake NVML host (tests/helpers/fake_nvml.py) where there is no GPU, and a profiler a signal turns on.
 
-    .venv/bin/python bench/daemon_process.py [--fake-nvml] [--profile PATH] -- run --config FILE --listen ADDR
+    .venv/bin/python bench/daemon_process.py [--fake-nvml] [--profile PATH] [--checkout DIR] -- run --config FILE ...
 
 Nothing of a bench is imported here, so that the process's peak RSS (VmHWM) and CPU time
 (/proc/PID/stat) are the daemon's alone, as a user's `inference-exporter run` would show them.
 With --profile, SIGUSR1 starts profiling the main thread, SIGUSR2 stops it, and the profile is
-written to PATH when the daemon exits (pyinstrument's where installed, else cProfile's).
+written to PATH when the daemon exits (pyinstrument's where installed, else cProfile's). With
+--checkout, the exporter package is another checkout's (a before/after comparison in one run).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def main(argv: list[str]) -> int:
     ours, cli = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     fake_nvml = "--fake-nvml" in ours
     profile = Path(ours[ours.index("--profile") + 1]) if "--profile" in ours else None
-    sys.path.insert(0, str(REPO))  # this checkout's exporter, whatever the virtual environment has installed
+    checkout = Path(ours[ours.index("--checkout") + 1]) if "--checkout" in ours else REPO
+    sys.path.insert(0, str(checkout))  # that checkout's exporter, whatever the virtual environment has installed
     if fake_nvml:
         sys.path.insert(1, str(REPO / "tests"))
         from helpers.fake_nvml import FakeNVML, eight_gpus
