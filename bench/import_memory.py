@@ -168,11 +168,12 @@ def main() -> int:
 
     ran: dict[str, int] = {}
 
-    def before_exit(*_: Any) -> None:
+    def stop(*_: Any) -> None:
+        """The figures, then SIGTERM, which the daemon's own handler takes to stop."""
         ran["rss"], ran["peak"] = rss_kb(), peak_kb()
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    # The daemon's own SIGTERM handler stops it; the figures are taken just before, from the timer's signal.
-    signal.signal(signal.SIGALRM, lambda *_: (before_exit(), os.kill(os.getpid(), signal.SIGTERM)))
+    signal.signal(signal.SIGALRM, stop)
     signal.setitimer(signal.ITIMER_REAL, args.seconds)
     code = cli_main(command)
     report(hook, base, args.top, args.why)
