@@ -3,9 +3,11 @@
     .venv/bin/python bench/scenarios.py [--seconds 60] [--only gpu-host,aggregator,isolation]
                                         [--json FILE] [--scrape-headers prometheus|plain] [--profile DIR]
 
-The daemon runs in this process, exactly as `inference-exporter run` builds it (Daemon on a
-loopback port), so that its CPU time (getrusage, every thread) and its peak RSS (VmHWM, reset
-before each run) are its own. Everything else runs in a child process whose CPU is not counted:
+The daemon is `inference-exporter run` in a process of its own (bench/daemon_process.py: the
+CLI's main, with the fake NVML host where a scenario has GPUs), started afresh for each run and
+listening on a loopback port, so that its CPU time (/proc/PID/stat, every thread) and its peak
+RSS (VmHWM: since it started, its imports included) are its own and nothing of the bench's.
+Everything else runs in other processes whose CPU is not counted:
 upstream HTTP servers serving the real captures, or the simulated backends where those are absent (pre-rendered and pre-gzipped, answered gzipped
 when asked, as prometheus_client does; each answer's values differ from the last one's, as a live
 server's do, so nothing can be reused from a poll whose body is byte for byte the same), a nats-server with nats-py responders, and the scraper
@@ -17,7 +19,7 @@ baseline run in the same invocation (the same daemon with no targets, or without
 target), and the difference is printed.
 
 - gpu-host: 8 vLLM V1 HTTP targets, 8 GPUs through the fake NVML host (tests/helpers/fake_nvml.py), and
-  2 NATS runtime_stats targets, all at 1 s; scraped every 5 s. Goals: <= 2% of one core, <= 80 MB.
+  2 NATS runtime_stats targets, all at 1 s; scraped every 5 s. Goals: <= 2% of one core, <= 55 MB peak RSS.
   Without `type: nats` in this checkout the NATS targets are left out, and the table says so.
 - aggregator: 200 HTTP targets of ~1,000 samples each at 5 s (the captures or simulated bodies in turn, repeated with
   new `replica` label values); scraped every second. Goals: <= 50% of one core, p99 < 100 ms.
@@ -27,10 +29,11 @@ target), and the difference is printed.
   hanging target adds nothing measurable to /metrics latency.
 
 The scrape sends Prometheus 3's default headers (OpenMetrics preferred, gzip); `--scrape-headers
-plain` asks for text 0.0.4 uncompressed, as curl would. Scenarios run in the order above; RSS of
-a later scenario includes what the interpreter kept from an earlier one (VmHWM is reset, the heap
-is not). No assertions: figures depend on the machine, and this one may be shared, so the load
-average is printed too. `--profile DIR` writes a profile of each measured run (main thread only):
+plain` asks for text 0.0.4 uncompressed, as curl would. Scenarios run in the order above. The
+bench reads the daemon's /api/targets before and after the window (polls, failures, state),
+never during it. No assertions: figures depend on the machine, and this one may be shared, so the load
+average is printed too. `--profile DIR` writes a profile of each measured run (the daemon's main
+thread, turned on and off by signals):
 pyinstrument's sampling profile where it is installed (`pip install '.[bench]'`), else cProfile's,
 which slows the daemon so that its figures are not the ones to quote.
 """
@@ -39,14 +42,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import gzip
 import json
 import math
 import multiprocessing
 import os
 import platform
-import resource
 import shlex
 import sys
 import time
@@ -372,31 +373,96 @@ class Upstreams:
             self.process.join()
 
 
-# -- the daemon (this process) ------------------------------------------------------------------
+# -- the daemon (a process of its own) ----------------------------------------------------------
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
-    return usage.ru_utime + usage.ru_stime
+def compiled(checkout: Path | None) -> None:
+    """Byte-compile the daemon's exporter package (and the fake NVML host) into __pycache__, as installing
+    the package does: a daemon that compiles its modules from source at import (PYTHONDONTWRITEBYTECODE,
+    as in a development shell) peaks ~2 MB higher from the compiler's work alone."""
+    import compileall
+
+    for folder in ((checkout or REPO) / "exporter", REPO / "tests" / "helpers"):
+        compileall.compile_dir(folder, quiet=1)
 
 
-def memory() -> dict[str, int]:
-    """VmHWM (peak RSS since the last reset) and VmRSS, in bytes."""
-    found = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
+def proc_figures(pid: int) -> dict[str, float]:
+    """A process's CPU seconds (every thread, /proc/PID/stat), VmHWM (peak RSS since it started) and VmRSS, in bytes."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {"cpu": (int(fields[11]) + int(fields[12])) / ticks}  # utime, stime
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in ("VmHWM", "VmRSS"):
             found[key] = int(value.split()[0]) * 1024
     return found
 
 
-def reset_peak_rss() -> bool:
-    """Start VmHWM again from the current RSS (Linux >= 4.0); False where that is not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+class DaemonProcess:
+    """`inference-exporter run` on a config, in a process of its own (bench/daemon_process.py), read from outside."""
+
+    #: What the process runs (a probe may put a wrapper of its own in its place).
+    program = REPO / "bench" / "daemon_process.py"
+
+    #: Another checkout whose exporter package the daemon runs (--checkout), or None for this one.
+    checkout: Path | None = None
+
+    def __init__(self, config_text: str, *, fake_nvml: bool, profile: Path | None, workdir: Path):
+        self.config = workdir / "config.yaml"
+        self.config.write_text(config_text)
+        self.log = workdir / "daemon.log"
+        self.listen = f"127.0.0.1:{free_port()}"
+        self.fake_nvml, self.profile = fake_nvml, profile
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> DaemonProcess:
+        ours = [
+            *(["--fake-nvml"] if self.fake_nvml else []),
+            *(["--profile", str(self.profile)] if self.profile else []),
+        ]
+        command = [sys.executable, str(self.program), *ours, "--"]
+        command += ["run", "--config", str(self.config), "--listen", self.listen, "--log-level", "error"]
+        with self.log.open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while await self.targets() is None:
+            if self.process.returncode is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the daemon did not start; its log:\n{self.log.read_text()[-3000:]}")
+            await asyncio.sleep(0.1)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def targets(self) -> list[dict[str, Any]] | None:
+        """/api/targets, or None while the daemon does not answer."""
+        import aiohttp
+
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://{self.listen}/api/targets") as response:
+                    return await response.json() if response.status == 200 else None
+        except aiohttp.ClientError:
+            return None
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.terminate()
+        try:
+            await asyncio.wait_for(self.process.wait(), 15)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
 
 
 @dataclass
@@ -485,42 +551,6 @@ def percentile(values: list[float], share: float) -> float | None:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
-class Profiler:
-    """The daemon's main thread over a measured window: pyinstrument's sampling profile where it is
-    installed (`pip install '.[bench]'`: little overhead, asyncio-aware), else cProfile's (every
-    call, so it slows the daemon: its figures are not the ones to quote)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._profile = cProfile.Profile()  # used where pyinstrument is not installed
-        self._sampling: Any = None
-        try:
-            import pyinstrument
-        except ImportError:
-            pass
-        else:
-            self._sampling = pyinstrument.Profiler(interval=0.001, async_mode="disabled")
-
-    def start(self) -> None:
-        (self._sampling.start if self._sampling else self._profile.enable)()
-
-    def stop(self) -> None:
-        (self._sampling.stop if self._sampling else self._profile.disable)()
-
-    def write(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self._sampling is None:
-            path = self.path.with_suffix(".prof")
-            self._profile.dump_stats(path)
-            return path
-        path = self.path.with_suffix(".txt")
-        path.write_text(self._sampling.output_text(unicode=False, color=False, show_all=False))
-        flat = self.path.with_name(self.path.stem + "-flat.txt")  # where the time is spent, function by function
-        flat.write_text(self._sampling.output_text(unicode=False, color=False, flat=True))
-        self.path.with_suffix(".html").write_text(self._sampling.output_html())
-        return path
-
-
 async def measure(
     label: str,
     config_text: str,
@@ -531,62 +561,64 @@ async def measure(
     headers: dict[str, str],
     wait_for: set[str] | None = None,
     profile: Path | None = None,
+    fake_nvml: bool = False,
 ) -> RunResult:
     """Start a daemon on `config_text`, wait until `wait_for` targets are up, measure `seconds` of it being scraped."""
+    import signal
+    import tempfile
+
     from exporter.config.loader import parse_config
-    from exporter.runtime.daemon import Daemon
 
     config = parse_config(config_text, "<bench>")
-    notes = [] if reset_peak_rss() else ["peak RSS is since the process started (/proc/self/clear_refs not writable)"]
-    listen = f"127.0.0.1:{free_port()}"
-    daemon = Daemon(config, config_path=None, listen=listen)
-    await daemon.start()
-    try:
-        wanted = {t.name for t in config.targets} if wait_for is None else wait_for
-        longest = max((_interval(t) for t in config.targets), default=0.0)
-        deadline = time.monotonic() + longest + 15
-        while time.monotonic() < deadline:
-            if all((snap := daemon.store.get(name)) is not None and snap.up for name in wanted):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            down = sorted(name for name in wanted if not ((snap := daemon.store.get(name)) and snap.up))
-            notes.append(f"not up when measuring began: {', '.join(down[:5])}{' ...' if len(down) > 5 else ''}")
-        if config.targets:
-            # Warm-up, not measured: scraping for one interval, as Prometheus has been doing before any
-            # window one would look at. The first gzip scrapes deflate every target's text themselves,
-            # until each target's poller sees it scraped and deflates its next poll (exporter.pipeline.exposition).
-            warm = await upstreams.scrape(f"http://{listen}/metrics", longest, every, headers)
-            if warm["latencies"]:
-                notes.append(
-                    f"warm-up (one interval of scrapes, not measured): {len(warm['latencies'])} scrapes, "
-                    f"slowest {ms(max(warm['latencies']))} ms"
-                )
-        before = {snap.target.name: (snap.polls, sum(snap.errors.values())) for snap in daemon.store.snapshots()}
-        profiler = Profiler(profile) if profile is not None else None
-        cpu0, wall0 = cpu_seconds(), time.perf_counter()
-        if profiler:
-            profiler.start()
-        scraped = await upstreams.scrape(f"http://{listen}/metrics", seconds, every, headers)
-        if profiler:
-            profiler.stop()
-        cpu1, wall1 = cpu_seconds(), time.perf_counter()
-        mem = memory()
-        snapshots = daemon.store.snapshots()
-        if len(scraped["latencies"]) >= 10:
-            # Where in the window the slowest scrapes fell: early ones point at start-up work spilling over.
-            slowest = sorted(enumerate(scraped["latencies"], 1), key=lambda pair: -pair[1])[:3]
-            notes.append(
-                "slowest scrapes: "
-                + ", ".join(f"#{n} of {len(scraped['latencies'])} {ms(took)} ms" for n, took in slowest)
-            )
-        due = sum((wall1 - wall0) / _interval(snap.target) for snap in snapshots)
-        polls = sum(snap.polls - before.get(snap.target.name, (0, 0))[0] for snap in snapshots)
-        failed = sum(sum(snap.errors.values()) - before.get(snap.target.name, (0, 0))[1] for snap in snapshots)
-        if profiler:
-            notes.append(f"profile: {profiler.write()}")
-    finally:
-        await daemon.close()
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as workdir:
+        daemon = await DaemonProcess(config_text, fake_nvml=fake_nvml, profile=profile, workdir=Path(workdir)).start()
+        try:
+            listen = daemon.listen
+            wanted = {t.name for t in config.targets} if wait_for is None else wait_for
+            longest = max((_interval(t) for t in config.targets), default=0.0)
+            deadline = time.monotonic() + longest + 15
+            while time.monotonic() < deadline:
+                states = {t["name"]: t["state"] for t in await daemon.targets() or []}
+                if all(states.get(name) == "up" for name in wanted):
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                down = sorted(name for name in wanted if states.get(name) != "up")
+                notes.append(f"not up when measuring began: {', '.join(down[:5])}{' ...' if len(down) > 5 else ''}")
+            if config.targets:
+                # Warm-up, not measured: scraping for one interval, as Prometheus has been doing before any
+                # window one would look at. The first gzip scrapes deflate every target's text themselves,
+                # until each target's poller sees it scraped and deflates its next poll (exporter.pipeline.exposition).
+                warm = await upstreams.scrape(f"http://{listen}/metrics", longest, every, headers)
+                if warm["latencies"]:
+                    notes.append(
+                        f"warm-up (one interval of scrapes, not measured): {len(warm['latencies'])} scrapes, "
+                        f"slowest {ms(max(warm['latencies']))} ms"
+                    )
+            before = {t["name"]: (t["polls"], sum(t["errors"].values())) for t in await daemon.targets() or []}
+            if profile is not None:
+                daemon.signal(signal.SIGUSR1)
+            cpu0, wall0 = proc_figures(daemon.pid)["cpu"], time.perf_counter()
+            scraped = await upstreams.scrape(f"http://{listen}/metrics", seconds, every, headers)
+            figures, wall1 = proc_figures(daemon.pid), time.perf_counter()
+            if profile is not None:
+                daemon.signal(signal.SIGUSR2)
+            states_end = await daemon.targets() or []
+        finally:
+            await daemon.stop()
+        if profile is not None:
+            written = [line for line in daemon.log.read_text().splitlines() if line.startswith("profile: ")]
+            notes += written or [f"no profile written; the daemon's log: {daemon.log.read_text()[-500:]}"]
+    if len(scraped["latencies"]) >= 10:
+        # Where in the window the slowest scrapes fell: early ones point at start-up work spilling over.
+        slowest = sorted(enumerate(scraped["latencies"], 1), key=lambda pair: -pair[1])[:3]
+        notes.append(
+            "slowest scrapes: " + ", ".join(f"#{n} of {len(scraped['latencies'])} {ms(took)} ms" for n, took in slowest)
+        )
+    due = sum((wall1 - wall0) / t["interval_seconds"] for t in states_end)
+    polls = sum(t["polls"] - before.get(t["name"], (0, 0))[0] for t in states_end)
+    failed = sum(sum(t["errors"].values()) - before.get(t["name"], (0, 0))[1] for t in states_end)
     if scraped["error_count"]:
         notes.append(f"{scraped['error_count']} scrapes failed: {'; '.join(scraped['errors'])}")
     if polls < 0.9 * due:
@@ -598,11 +630,11 @@ async def measure(
         label=label,
         targets=len(config.targets),
         seconds=wall1 - wall0,
-        cpu_seconds=cpu1 - cpu0,
-        peak_rss=mem.get("VmHWM", 0),
-        rss_end=mem.get("VmRSS", 0),
-        targets_up=sum(1 for snap in snapshots if snap.up),
-        store_samples=sum(snap.sample_count for snap in snapshots),
+        cpu_seconds=figures["cpu"] - cpu0,
+        peak_rss=int(figures.get("VmHWM", 0)),
+        rss_end=int(figures.get("VmRSS", 0)),
+        targets_up=sum(1 for t in states_end if t["state"] == "up"),
+        store_samples=sum(t["samples"] for t in states_end),
         polls=polls,
         polls_due=due,
         failed_polls=failed,
@@ -644,12 +676,6 @@ class ScenarioResult:
 
 
 async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
-    from helpers.fake_nvml import FakeNVML, eight_gpus
-
-    import exporter.sources.nvml.source
-
-    fake = FakeNVML(eight_gpus())
-    exporter.sources.nvml.source.load_binding = lambda: fake  # the daemon's NVML source reads the fake host
     with_nats = nats_available()
     notes = []
     if not with_nats:
@@ -680,6 +706,7 @@ async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
             config_yaml(targets, "1s"),
             upstreams,
             profile=args.profile / "gpu-host.prof" if args.profile else None,
+            fake_nvml=True,  # the daemon's NVML source reads the fake host (bench/daemon_process.py)
             **common,
         )
     finally:
@@ -691,7 +718,7 @@ async def gpu_host(args: argparse.Namespace) -> ScenarioResult:
     )
     goals = [
         goal("CPU", loaded.cpu_share * 100, 2.0, "%", "of one core"),
-        goal("peak RSS", loaded.peak_rss / 1e6, 80.0, " MB", ""),
+        goal("peak RSS", loaded.peak_rss / 1e6, 55.0, " MB", ""),
     ]
     return ScenarioResult("gpu-host", title, [idle, loaded], goals, notes)
 
@@ -844,9 +871,12 @@ async def main(args: argparse.Namespace) -> int:
     print(f"command: {info['command']}")
     print(f"scrape headers: {json.dumps(args.headers)}")
     print(
-        "CPU: the daemon process (every thread) over the measured window, as a share of one core; "
-        "upstreams and scraper run in a child process\n"
+        "CPU: the daemon process (every thread) over the measured window, as a share of one core; peak RSS: its VmHWM "
+        "since it started; the daemon is `inference-exporter run` in a process of its own, upstreams and scraper "
+        "run in another\n"
     )
+    DaemonProcess.checkout = args.checkout
+    compiled(args.checkout)
     runners = {"gpu-host": gpu_host, "aggregator": aggregator, "isolation": isolation}
     results = []
     for name in SCENARIOS:
@@ -886,6 +916,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         metavar="DIR",
         help="write a profile of each measured run to DIR: pyinstrument's where installed, else cProfile's",
+    )
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        metavar="DIR",
+        help="run the daemon from another checkout's exporter package (the bench, upstreams and fake NVML stay this one's)",
     )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]

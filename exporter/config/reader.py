@@ -7,7 +7,6 @@ back to its line. A secret's value is never quoted in an error."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import types
@@ -593,6 +592,8 @@ def keys_of(model: type[BaseModel]) -> list[str]:
 
 def unknown_key_message(key: str, valid: list[str]) -> str:
     by_lower = {name.lower(): name for name in valid}
+    import difflib  # for a config with a mistake in it only
+
     close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
     hint = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
     return f"unknown key{hint}; expected one of: {', '.join(valid)}"

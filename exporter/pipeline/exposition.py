@@ -324,16 +324,23 @@ _LAST_BLOCK = zlib.compressobj(1, zlib.DEFLATED, -15).flush()
 _CRC_RUN = 1 << 20
 
 
+#: The deflate window (2**14, 16 kB) and memory level of the compressors: zlib's state is
+#: 2**(WINDOW_BITS + 2) + 2**(MEMORY_LEVEL + 9) bytes, 137 kB per thread rather than the defaults'
+#: (15, 8) 268 kB, for the same output size and speed within 1% on every payload's families
+#: (docs/performance.md, Memory): a family's lines repeat within far less than 16 kB.
+WINDOW_BITS, MEMORY_LEVEL = 14, 7
+
+
 def deflate(data: bytes) -> bytes:
     """Raw deflate (level 1) of `data` that refers to nothing before it and ends byte-aligned on a
     non-final block (a full flush): pieces like this, concatenated, are one valid deflate stream.
 
     Each thread reuses one compressor: a full flush forgets everything before it, and gives the
-    bytes a fresh compressor would, while a fresh compressor costs more to set up (its 256 kB of
+    bytes a fresh compressor would, while a fresh compressor costs more to set up (its 137 kB of
     state) than deflating a 1 kB piece, and a large body is thousands of pieces."""
     compressor = getattr(_compressors, "compressor", None)
     if compressor is None:
-        compressor = _compressors.compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
+        compressor = _compressors.compressor = zlib.compressobj(1, zlib.DEFLATED, -WINDOW_BITS, MEMORY_LEVEL)
     return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
 
 

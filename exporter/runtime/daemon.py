@@ -8,6 +8,7 @@ import gc
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -19,7 +20,6 @@ from exporter.core.events import TargetEvents
 from exporter.core.fields import format_duration
 from exporter.core.watch import FileWatch
 from exporter.format import accel
-from exporter.runtime.demo import Demo
 from exporter.runtime.release import HeapTrim, limit_arenas
 from exporter.runtime.scheduler import Scheduler
 from exporter.runtime.systemd import Notifier
@@ -30,6 +30,9 @@ from exporter.serve.store import Store
 from exporter.serve.web import build_app
 from exporter.sources import Shared, TargetConfig
 from exporter.sources.http import HTTPTarget
+
+if TYPE_CHECKING:
+    from exporter.runtime.demo import Demo
 
 log = structlog.get_logger("exporter.runtime.daemon")
 
@@ -96,7 +99,11 @@ class Daemon:
         self.guard = Guard(config.server)
         self.collector = Collector(self.store, listener=self.guard)
         self.overview = Overview(self.store, config.overview)
-        self.demo = Demo() if demo else None
+        self.demo: Demo | None = None
+        if demo:  # the simulated backends and prometheus_client's servers: imported for a demo only
+            from exporter.runtime.demo import Demo
+
+            self.demo = Demo()
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._started = False
