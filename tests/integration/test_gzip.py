@@ -328,7 +328,7 @@ def test_pieces_deflated_apart_join_into_the_one_body_with_either_zlib(backend, 
     makes, whichever zlib deflated them."""
     pieces = [exposition.deflate(text) for text in texts]
     for text, piece in zip(texts, pieces):
-        fresh = backend.compressobj(1, backend.DEFLATED, -15)
+        fresh = backend.compressobj(1, backend.DEFLATED, -exposition.WINDOW_BITS, exposition.MEMORY_LEVEL)
         assert piece == fresh.compress(text) + fresh.flush(backend.Z_FULL_FLUSH)
     body = Body([(text, None, "") for text in texts], gzip=True).finish()
     assert one_member(body) == b"".join(texts)
