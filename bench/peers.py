@@ -27,6 +27,9 @@ new `replica` label values, `body_size_limit: 64MiB`), whole process, against th
 user would write (urllib, prometheus_client's parser, a collector, `generate_latest`), both run as
 subprocesses fetching the same bytes from the same loopback server; wall time, median of 3.
 
+The checkout's exporter package is byte-compiled first, as installing it does (its libraries are):
+under PYTHONDONTWRITEBYTECODE, as in a development shell, every start would compile it again.
+
 No assertions: the figures depend on the machine, which may be shared; the load average is printed.
 """
 
@@ -53,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "tests")]
 
 from helpers.support import bench_vllm_body, free_port  # noqa: E402
-from scenarios import PROMETHEUS_HEADERS, Upstreams, machine, scaled_body  # noqa: E402
+from scenarios import PROMETHEUS_HEADERS, Upstreams, compiled, machine, scaled_body  # noqa: E402
 
 SYSTEMS = ("exporter", "vmagent", "prometheus")
 TARGETS = 8
@@ -533,6 +536,7 @@ async def main(args: argparse.Namespace) -> int:
         f"windows of {args.seconds:g} s after {WARM_UP:g} s of warm-up, {args.rounds} rounds (even rounds in reverse order); medians\n",
         flush=True,
     )
+    compiled(None)  # as an installed package is: a development shell's PYTHONDONTWRITEBYTECODE compiles every start
     runs: list[Run] = []
     document: dict[str, Any] = {"machine": info, "seconds": args.seconds, "versions": versions}
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
