@@ -26,7 +26,7 @@ import operator
 import os
 import re
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,17 +143,32 @@ _PAIRS = ("ordered", "equal")
 def rules(by_kind: dict[str, Sequence[Any]]) -> bytes:
     """Rules for `checker`: positions by kind of rule (RULES; pairs of positions for `ordered` and
     `equal`), packed as runs of consecutive positions, four native int64 each (kind, first position, first
-    second position, length), so that a fast path keeps a few bytes per family rather than an int per value."""
+    second position, length), so that a fast path keeps a few bytes per family rather than an int per value.
+    The runs are found at C speed: a first poll packs its every family's rules."""
     out = array("q")
     for code, kind in enumerate(RULES):
-        pairs = [(p, p) if isinstance(p, int) else p for p in by_kind.get(kind, ())]
-        start = 0
-        for at in range(1, len(pairs) + 1):
-            if at == len(pairs) or pairs[at] != (pairs[at - 1][0] + 1, pairs[at - 1][1] + 1):
-                a, b = pairs[start]
-                out.extend((code, a, b if kind in _PAIRS else 0, at - start))
-                start = at
+        positions = by_kind.get(kind) or ()
+        if not positions:
+            continue
+        cuts: Iterator[bool]
+        if kind in _PAIRS:
+            firsts, seconds = list(map(_FIRST, positions)), list(map(_SECOND, positions))
+            cuts = map(operator.or_, _steps_off(firsts), _steps_off(seconds))
+        else:
+            firsts, seconds = list(positions), None
+            cuts = _steps_off(firsts)
+        breaks = list(itertools.compress(range(1, len(firsts)), cuts))
+        for start, end in zip([0, *breaks], [*breaks, len(firsts)]):
+            out.extend((code, firsts[start], seconds[start] if seconds else 0, end - start))
     return out.tobytes()
+
+
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
+
+
+def _steps_off(positions: list[int]) -> Iterator[bool]:
+    """For each position after the first, whether it is not the one before it plus one."""
+    return map((1).__ne__, map(operator.sub, itertools.islice(positions, 1, None), positions))
 
 
 def _runs(rules: bytes) -> list[tuple[str | None, range, range | None]]:

@@ -35,6 +35,7 @@ class _Plan:
     """Positions of a family's samples (in its sample order) and what each poll's values must satisfy."""
 
     __slots__ = (
+        "_check",
         "_checks",
         "bools",
         "equal",
@@ -56,17 +57,25 @@ class _Plan:
         self.bools: list[int] = []  # 0 or 1
         self.ordered: list[tuple[int, int]] = []  # value at the first <= value at the second
         self.equal: list[tuple[int, int]] = []
+        self._check: Callable[[list[float]], bool] | None = None
         self._checks: list | None = None
         #: whether every value checked is a float (not an int: a source's families may have those)
         self.floats = False
 
     def holds(self, values: list[float]) -> bool:
-        """Whether this poll's values keep every rule: each check picks its values with an itemgetter and
-        tests them with a C-level predicate, so a poll costs no Python bytecode per sample."""
-        checks = self._checks
-        if checks is None:
-            checks = self._checks = self._compile()
-        return all(check(values) for check in checks)
+        """Whether this poll's values keep every rule: checked at once (`check`) where they are floats, as
+        a body's are; else (a source's ints) each check picks its values with an itemgetter and tests them
+        with a C-level predicate. Either way a poll costs no Python bytecode per sample."""
+        check = self._check
+        if check is None:
+            check = self._check = self.check()
+        try:
+            return check(values)
+        except TypeError:  # an int among them
+            checks = self._checks
+            if checks is None:
+                checks = self._checks = self._compile()
+            return all(check(values) for check in checks)
 
     def _compile(self) -> list:
         checks = []
@@ -120,7 +129,6 @@ class _Plan:
         positions (exporter.format.accel.rules: a few bytes a family, where the plan keeps an int per
         value) and checked in one call (accel.checker: in C where it was built); a value that is not a
         float is a TypeError."""
-        assert self.floats, "a joined plan"
         packed = accel.rules(
             {
                 "nonneg": self.nonneg,

@@ -36,14 +36,10 @@ def picker(positions: Sequence[int], long_runs: int = 16) -> Callable[[Sequence]
 
 
 def runs(positions: Sequence[int]) -> list[slice]:
-    """The positions as slices of consecutive ones, in order."""
-    out: list[slice] = []
-    start = previous = positions[0] if positions else 0
-    for position in positions[1:]:
-        if position != previous + 1:
-            out.append(slice(start, previous + 1))
-            start = position
-        previous = position
-    if positions:
-        out.append(slice(start, previous + 1))
-    return out
+    """The positions as slices of consecutive ones, in order (found at C speed: where a step is not 1)."""
+    if not positions:
+        return []
+    steps = map(operator.sub, itertools.islice(positions, 1, None), positions)
+    breaks = list(itertools.compress(range(1, len(positions)), map((1).__ne__, steps)))
+    starts, ends = [0, *breaks], [*breaks, len(positions)]
+    return [slice(positions[start], positions[end - 1] + 1) for start, end in zip(starts, ends)]
