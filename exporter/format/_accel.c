@@ -397,6 +397,8 @@ typedef struct {
 } Buffer;
 
 static int buffer_add(Buffer *b, const char *text, Py_ssize_t size) {
+    if (size == 0) /* nothing to copy (and no buffer yet, maybe: memcpy must not be given NULL) */
+        return 0;
     if (b->size + size > b->capacity) {
         Py_ssize_t capacity = b->capacity ? b->capacity : 4096;
         while (capacity < b->size + size) {
