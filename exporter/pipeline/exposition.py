@@ -20,6 +20,7 @@ import operator
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 
@@ -419,45 +420,60 @@ class Body:
 
 
 class AheadDeflater:
-    """The serving side's guess at what its next gzip scrapes want: when gzip scrapes came in each of the
-    last two gaps between a target's polls (the target is scraped about as often as it is polled, or more:
-    an aggregator), its new poll's large chunks are deflated as soon as it is published, in those
-    scrapes' format, so that the next scrape finds them ready rather than making them (deflating a whole
-    poll was most of an aggregator's scrape: docs/performance.md). A GPU host polled every second and
-    scraped every 5 or 15 has no two such gaps running, and deflates nothing ahead: a poll deflated
-    after a scraped one was a poll the next scrape would not serve. Pollers know nothing of it: /metrics
-    tells it of gzip scrapes, and it watches the store for polls. It deflates in the ingest thread
-    (exporter.core.offload), between polls' pieces of work.
+    """The serving side's guess at what its next gzip scrapes want: when a gzip scrape came since a
+    target's last poll was published, its new poll's large chunks are deflated as soon as it is
+    published, in that scrape's format, so that the next scrape finds them ready rather than making them
+    (an aggregator's every poll is scraped, and deflating a whole poll was most of a scrape's time:
+    docs/performance.md). A GPU host polled every second and scraped every 15 deflates only the poll
+    after a scraped one in vain; the others are left to the scrape that serves them, if any. Pollers
+    know nothing of it: /metrics tells it of gzip scrapes, and it watches the store for polls. It
+    deflates in the ingest thread (exporter.core.offload), between polls' pieces of work.
+
+    Once a format's scrapes have come a few times, a poll is deflated ahead only where the next scrape
+    is due before the target's next poll (the shortest time between the last few scrapes against the
+    time since the target's last poll): a GPU host polled every second and scraped every 5 s would
+    otherwise deflate a poll after each scrape that the next scrape never sees, as much deflating as
+    the scrapes themselves do.
     """
 
-    def __init__(self, targets: Callable[[], Collection[str]]):
+    def __init__(self, targets: Callable[[], Collection[str]], clock: Callable[[], float] = time.monotonic):
         #: The target names in the store, to forget targets that went.
         self._targets = targets
-        #: target -> when its last poll was published (time.monotonic), and the formats gzip scrapes
-        #: took in the gap before it
-        self._published: dict[str, tuple[float, frozenset[str]]] = {}
+        self._clock = clock
+        #: target -> when its last poll was published (by `clock`, time.monotonic)
+        self._published: dict[str, float] = {}
         #: how many targets may be remembered before those no longer in the store are forgotten
         self._bound = 16
-        #: the key of the chunks a gzip scrape read ("openmetrics", or "inside" for text) -> when
-        self._scraped: dict[str, float] = {}
+        #: the key of the chunks a gzip scrape read ("openmetrics", or "inside" for text) -> when the last
+        #: few such scrapes came, oldest first
+        self._scraped: dict[str, deque[float]] = {}
         #: What was last handed to the ingest thread (for tests to wait on).
         self.pending: concurrent.futures.Future | None = None
 
     def scraped(self, *, openmetrics: bool) -> None:
         """A gzip scrape in this format is being served now."""
-        self._scraped["openmetrics" if openmetrics else "inside"] = time.monotonic()
+        key = "openmetrics" if openmetrics else "inside"
+        times = self._scraped.get(key)
+        if times is None:
+            times = self._scraped[key] = deque(maxlen=SCRAPES_TIMED)
+        times.append(self._clock())
 
     def observe(self, families: Iterable[SeriesFamily], target: str) -> None:
         """A new poll of `target` is published: these are the families it serves."""
-        now = time.monotonic()
-        previous, before = self._published.get(target, (None, frozenset()))
-        scraped = frozenset(key for key, at in self._scraped.items() if previous is not None and at >= previous)
-        self._published[target] = (now, scraped)
+        now = self._clock()
+        previous = self._published.get(target)
+        self._published[target] = now
         if len(self._published) > self._bound:  # targets that went are forgotten now and then, not looked up each poll
             names = set(self._targets())
             self._published = {name: seen for name, seen in self._published.items() if name in names}
             self._bound = 2 * len(names) + 16
-        keys = sorted(scraped & before)
+        if previous is None:
+            return
+        keys = [
+            key
+            for key, times in self._scraped.items()
+            if times[-1] >= previous and _due_before(times, 2 * now - previous)
+        ]
         if not keys:
             return
         large = [f.chunks for f in families if f.chunks is not None and len(f.chunks.openmetrics) >= DEFLATE_ALONE]
@@ -465,6 +481,19 @@ class AheadDeflater:
             # In the ingest thread, after the polls queued there: a thread of its own would take turns with
             # that one for the GIL at every piece (zlib lets go of it), each turn up to the switch interval.
             self.pending = offload.submit(_deflate_ahead, large, keys)
+
+
+#: Gzip scrapes of each format whose times the ahead deflater keeps, to tell when the next is due.
+SCRAPES_TIMED = 4
+
+
+def _due_before(times: deque[float], next_poll: float) -> bool:
+    """Whether the next scrape is due before `next_poll`, as the scrapes at these times come: one shortest
+    gap between them after the last (with only one, nothing says when the next comes: yes)."""
+    if len(times) < 2:
+        return True
+    every = min(later - earlier for earlier, later in zip(times, list(times)[1:]))
+    return times[-1] + every < next_poll
 
 
 def _deflate_ahead(large: list[Chunks], keys: list[str]) -> None:
