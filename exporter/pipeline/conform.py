@@ -75,7 +75,7 @@ class _Plan:
             checks = self._checks
             if checks is None:
                 checks = self._checks = self._compile()
-            return all(check(values) for check in checks)
+            return all(rule(values) for rule in checks)
 
     def _compile(self) -> list:
         checks = []
