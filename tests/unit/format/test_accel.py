@@ -268,6 +268,22 @@ def test_fill_passes_on_what_the_slow_rule_raises(compiled):
             fill((b"a ",), (1,), [math.inf], slow, True)
 
 
+def test_fill_reads_the_values_it_was_given_though_the_slow_rule_changes_their_list(compiled):
+    """fill runs Python code (the slow rule) between the values it reads: the compiled module takes a list's
+    values first, as the pure-Python twin's slice does, rather than read items of a list changed (or freed:
+    emptied, its items are) since."""
+    written = []
+    for fill in (compiled.fill, accel.python_fill):
+        values = [math.inf, 1.5, 2.5, -math.inf]
+
+        def slow(value, values=values):
+            values[:] = [7.0] * len(values)  # the same length: the list keeps its storage, with new items
+            return go_float(value)
+
+        written.append(fill((b"a ",) * 4, (4,), values, slow, True))
+    assert written[0] == written[1] == [b"a +Inf\na 1.5\na 2.5\na -Inf\n"]
+
+
 # -- holds -------------------------------------------------------------------------------------------
 
 #: Values as a unified family's are: floats of every class, whole numbers, and now and then an int.
