@@ -144,7 +144,11 @@ def rules(by_kind: dict[str, Sequence[Any]]) -> bytes:
     """Rules for `checker`: positions by kind of rule (RULES; pairs of positions for `ordered` and
     `equal`), packed as runs of consecutive positions, four native int64 each (kind, first position, first
     second position, length), so that a fast path keeps a few bytes per family rather than an int per value.
-    The runs are found at C speed: a first poll packs its every family's rules."""
+    The runs are found at C speed: a first poll packs its every family's rules. A kind not in RULES is a
+    KeyError, not a rule left unchecked."""
+    unknown = by_kind.keys() - set(RULES)
+    if unknown:
+        raise KeyError(f"rules(): no kind of rule {', '.join(sorted(unknown))} (RULES: {', '.join(RULES)})")
     out = array("q")
     for code, kind in enumerate(RULES):
         positions = by_kind.get(kind) or ()

@@ -367,6 +367,11 @@ def test_rules_pack_runs_of_positions():
     assert runs == [(nonneg, 3, 0, 3), (nonneg, 9, 0, 1), (ordered, 0, 1, 3), (ordered, 7, 9, 1)]
 
 
+def test_rules_refuse_a_kind_they_do_not_know_rather_than_leave_it_unchecked():
+    with pytest.raises(KeyError, match="ones"):
+        accel.rules({"nonneg": [0], "ones": [1]})  # RULES says "one": a plan's own name for it is not a kind
+
+
 def test_holds_refuses_rules_that_are_not_runs(compiled):
     for holds in (compiled.holds, accel.python_holds):
         with pytest.raises(TypeError):
