@@ -367,6 +367,15 @@ def test_rules_pack_runs_of_positions():
     assert runs == [(nonneg, 3, 0, 3), (nonneg, 9, 0, 1), (ordered, 0, 1, 3), (ordered, 7, 9, 1)]
 
 
+def test_holds_refuses_a_run_past_the_values_however_long_without_listing_its_positions(compiled):
+    for holds in (compiled.holds, accel.python_holds, lambda v, r: accel.python_checker(r)(v)):
+        for length in (2**62, 2**63 - 1):  # the pure-Python twin once listed them first: a MemoryError
+            with pytest.raises(IndexError):
+                holds([1.0, 2.0], struct.pack("=4q", 0, 0, 0, length))
+            with pytest.raises(IndexError):
+                holds([1.0, 2.0], struct.pack("=4q", list(accel.RULES).index("equal"), 0, 1, length))
+
+
 def test_rules_refuse_a_kind_they_do_not_know_rather_than_leave_it_unchecked():
     with pytest.raises(KeyError, match="ones"):
         accel.rules({"nonneg": [0], "ones": [1]})  # RULES says "one": a plan's own name for it is not a kind
