@@ -224,7 +224,7 @@ def python_checker(rules: bytes) -> Callable[[Sequence[float]], bool]:
     that (a run of 2**62 positions is an IndexError, as in C, not a list that fills the memory)."""
     runs = _runs(rules)
     broken = any(kind is None for kind, _, _ in runs)
-    end = max((max(run.stop, second.stop if second else 0) for _, run, second in runs), default=0)
+    end = max((max(run.stop, second.stop if second is not None else 0) for _, run, second in runs), default=0)
     picks: list[tuple[Callable, Callable, Callable]] | None = None
 
     def pickers() -> list[tuple[Callable, Callable, Callable]]:

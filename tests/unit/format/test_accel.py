@@ -376,6 +376,26 @@ def test_holds_refuses_a_run_past_the_values_however_long_without_listing_its_po
                 holds([1.0, 2.0], struct.pack("=4q", list(accel.RULES).index("equal"), 0, 1, length))
 
 
+def test_holds_refuses_an_empty_run_of_pairs_whose_second_positions_start_past_the_values(compiled):
+    ordered = list(accel.RULES).index("ordered")
+    for holds in (compiled.holds, accel.python_holds):  # an empty range is falsy: the twin once read it as no run
+        with pytest.raises(IndexError):
+            holds([1.0, 2.0], struct.pack("=4q", ordered, 0, 3, 0))
+        assert holds([1.0, 2.0], struct.pack("=4q", ordered, 0, 2, 0)) is True
+
+
+#: A packed number of a run: mostly near the values, now and then at an edge of int64.
+run_number = st.one_of(st.integers(-1, 9), st.sampled_from([2**31, 2**62, 2**63 - 1, -(2**63)]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=rule_values, runs=st.lists(st.tuples(st.integers(-1, 9) | run_number, run_number, run_number,
+                                                   run_number), max_size=4))  # fmt: skip
+def test_holds_and_its_twin_agree_on_any_packed_runs(compiled, values, runs):
+    packed = b"".join(struct.pack("=4q", *run) for run in runs)
+    assert outcome(compiled.holds, values, packed) == outcome(accel.python_holds, values, packed)
+
+
 def test_rules_refuse_a_kind_they_do_not_know_rather_than_leave_it_unchecked():
     with pytest.raises(KeyError, match="ones"):
         accel.rules({"nonneg": [0], "ones": [1]})  # RULES says "one": a plan's own name for it is not a kind
