@@ -234,9 +234,7 @@ def python_checker(rules: bytes) -> Callable[[Sequence[float]], bool]:
             firsts.extend(run)
             seconds.extend(second or ())
         return [
-            (_BULK[kind], _picker(firsts), _picker(seconds))
-            for kind, (firsts, seconds) in positions.items()
-            if firsts
+            (_BULK[kind], _picker(firsts), _picker(seconds)) for kind, (firsts, seconds) in positions.items() if firsts
         ]
 
     def check(values: Sequence[float]) -> bool:
