@@ -435,10 +435,15 @@ static PyObject *fill(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "fill(): heads and sizes are tuples");
         return NULL;
     }
-    PyObject *values = PySequence_Fast(args[2], "fill(): values must be a sequence");
+    Py_ssize_t lines = PyTuple_GET_SIZE(heads), pieces = PyTuple_GET_SIZE(sizes);
+    /* The values are read between calls of Python code (`slow`, a size's __index__), which could change
+     * a list they came in: a list's first `lines` are taken at once (as python_fill's slice takes them),
+     * so that no item is read from a list changed, or freed, since. A tuple cannot change; any other
+     * sequence is copied into a list of our own. */
+    PyObject *values = PyList_Check(args[2]) ? PyList_GetSlice(args[2], 0, lines)
+                                             : PySequence_Fast(args[2], "fill(): values must be a sequence");
     if (values == NULL)
         return NULL;
-    Py_ssize_t lines = PyTuple_GET_SIZE(heads), pieces = PyTuple_GET_SIZE(sizes);
     PyObject *result = NULL, *out = NULL;
     Buffer buffer = {NULL, 0, 0};
     if (PySequence_Fast_GET_SIZE(values) < lines) {

@@ -28,7 +28,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client.utils import floatToGoString
 
@@ -144,7 +144,11 @@ def rules(by_kind: dict[str, Sequence[Any]]) -> bytes:
     """Rules for `checker`: positions by kind of rule (RULES; pairs of positions for `ordered` and
     `equal`), packed as runs of consecutive positions, four native int64 each (kind, first position, first
     second position, length), so that a fast path keeps a few bytes per family rather than an int per value.
-    The runs are found at C speed: a first poll packs its every family's rules."""
+    The runs are found at C speed: a first poll packs its every family's rules. A kind not in RULES is a
+    KeyError, not a rule left unchecked."""
+    unknown = by_kind.keys() - set(RULES)
+    if unknown:
+        raise KeyError(f"rules(): no kind of rule {', '.join(sorted(unknown))} (RULES: {', '.join(RULES)})")
     out = array("q")
     for code, kind in enumerate(RULES):
         positions = by_kind.get(kind) or ()
@@ -215,24 +219,30 @@ _FLOAT = frozenset({float})
 
 def python_checker(rules: bytes) -> Callable[[Sequence[float]], bool]:
     """`checker` in Python: each kind's positions, over every run of it, picked at once by one itemgetter
-    and tested by one C-level map; first every value read is checked to be a float."""
-    positions: dict[str, tuple[list[int], list[int]]] = {}
-    end, broken = 0, False
-    for kind, run, second in _runs(rules):
-        if kind is None:
-            broken = True
-            continue
-        firsts, seconds = positions.setdefault(kind, ([], []))
-        firsts.extend(run)
-        seconds.extend(second or ())
-        end = max(end, run.stop, second.stop if second else 0)
-    picks = [
-        (_BULK[kind], _picker(firsts), _picker(seconds)) for kind, (firsts, seconds) in positions.items() if firsts
-    ]
+    and tested by one C-level map; first every value read is checked to be a float. The itemgetters are
+    made by the first call whose values every run is within: a run's positions are never listed before
+    that (a run of 2**62 positions is an IndexError, as in C, not a list that fills the memory)."""
+    runs = _runs(rules)
+    broken = any(kind is None for kind, _, _ in runs)
+    end = max((max(run.stop, second.stop if second is not None else 0) for _, run, second in runs), default=0)
+    picks: list[tuple[Callable, Callable, Callable]] | None = None
+
+    def pickers() -> list[tuple[Callable, Callable, Callable]]:
+        positions: dict[str, tuple[list[int], list[int]]] = {}
+        for kind, run, second in runs:
+            firsts, seconds = positions.setdefault(cast(str, kind), ([], []))
+            firsts.extend(run)
+            seconds.extend(second or ())
+        return [
+            (_BULK[kind], _picker(firsts), _picker(seconds)) for kind, (firsts, seconds) in positions.items() if firsts
+        ]
 
     def check(values: Sequence[float]) -> bool:
+        nonlocal picks
         if broken or len(values) < end:
             raise IndexError("holds(): a rule reads past the values")
+        if picks is None:
+            picks = pickers()
         picked = [(test, first(values), second(values)) for test, first, second in picks]
         for _, run, second in picked:
             if not _FLOAT.issuperset(map(type, run)) or not _FLOAT.issuperset(map(type, second)):

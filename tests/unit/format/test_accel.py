@@ -268,6 +268,22 @@ def test_fill_passes_on_what_the_slow_rule_raises(compiled):
             fill((b"a ",), (1,), [math.inf], slow, True)
 
 
+def test_fill_reads_the_values_it_was_given_though_the_slow_rule_changes_their_list(compiled):
+    """fill runs Python code (the slow rule) between the values it reads: the compiled module takes a list's
+    values first, as the pure-Python twin's slice does, rather than read items of a list changed (or freed:
+    emptied, its items are) since."""
+    written = []
+    for fill in (compiled.fill, accel.python_fill):
+        values = [math.inf, 1.5, 2.5, -math.inf]
+
+        def slow(value, values=values):
+            values[:] = [7.0] * len(values)  # the same length: the list keeps its storage, with new items
+            return go_float(value)
+
+        written.append(fill((b"a ",) * 4, (4,), values, slow, True))
+    assert written[0] == written[1] == [b"a +Inf\na 1.5\na 2.5\na -Inf\n"]
+
+
 # -- holds -------------------------------------------------------------------------------------------
 
 #: Values as a unified family's are: floats of every class, whole numbers, and now and then an int.
@@ -349,6 +365,40 @@ def test_rules_pack_runs_of_positions():
     runs = [tuple(struct.unpack_from("<4q", packed, at)) for at in range(0, len(packed), 32)]
     nonneg, ordered = list(accel.RULES).index("nonneg"), list(accel.RULES).index("ordered")
     assert runs == [(nonneg, 3, 0, 3), (nonneg, 9, 0, 1), (ordered, 0, 1, 3), (ordered, 7, 9, 1)]
+
+
+def test_holds_refuses_a_run_past_the_values_however_long_without_listing_its_positions(compiled):
+    for holds in (compiled.holds, accel.python_holds, lambda v, r: accel.python_checker(r)(v)):
+        for length in (2**62, 2**63 - 1):  # the pure-Python twin once listed them first: a MemoryError
+            with pytest.raises(IndexError):
+                holds([1.0, 2.0], struct.pack("=4q", 0, 0, 0, length))
+            with pytest.raises(IndexError):
+                holds([1.0, 2.0], struct.pack("=4q", list(accel.RULES).index("equal"), 0, 1, length))
+
+
+def test_holds_refuses_an_empty_run_of_pairs_whose_second_positions_start_past_the_values(compiled):
+    ordered = list(accel.RULES).index("ordered")
+    for holds in (compiled.holds, accel.python_holds):  # an empty range is falsy: the twin once read it as no run
+        with pytest.raises(IndexError):
+            holds([1.0, 2.0], struct.pack("=4q", ordered, 0, 3, 0))
+        assert holds([1.0, 2.0], struct.pack("=4q", ordered, 0, 2, 0)) is True
+
+
+#: A packed number of a run: mostly near the values, now and then at an edge of int64.
+run_number = st.one_of(st.integers(-1, 9), st.sampled_from([2**31, 2**62, 2**63 - 1, -(2**63)]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(values=rule_values, runs=st.lists(st.tuples(st.integers(-1, 9) | run_number, run_number, run_number,
+                                                   run_number), max_size=4))  # fmt: skip
+def test_holds_and_its_twin_agree_on_any_packed_runs(compiled, values, runs):
+    packed = b"".join(struct.pack("=4q", *run) for run in runs)
+    assert outcome(compiled.holds, values, packed) == outcome(accel.python_holds, values, packed)
+
+
+def test_rules_refuse_a_kind_they_do_not_know_rather_than_leave_it_unchecked():
+    with pytest.raises(KeyError, match="ones"):
+        accel.rules({"nonneg": [0], "ones": [1]})  # RULES says "one": a plan's own name for it is not a kind
 
 
 def test_holds_refuses_rules_that_are_not_runs(compiled):
