@@ -21,9 +21,8 @@ else:
 
 
 def use_in_aiohttp() -> None:
-    """Has aiohttp inflate responses with this zlib too (aiohttp 3.12 and later can be told)."""
+    """Has aiohttp inflate responses with this zlib too (process-wide, as aiohttp keeps it)."""
     import aiohttp
 
-    setter = getattr(aiohttp, "set_zlib_backend", None)
-    if setter is not None and zlib is not _standard:
-        setter(zlib)
+    if zlib is not _standard:
+        aiohttp.set_zlib_backend(zlib)

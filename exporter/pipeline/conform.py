@@ -69,13 +69,12 @@ class _Plan:
         check = self._check
         if check is None:
             check = self._check = self.check()
-        try:
-            return check(values)
-        except TypeError:  # an int among them
-            checks = self._checks
-            if checks is None:
-                checks = self._checks = self._compile()
-            return all(rule(values) for rule in checks)
+        if self._checks is None:  # no int seen yet
+            try:
+                return check(values)
+            except TypeError:  # an int among them: this family's next polls go straight to the checks below
+                self._checks = self._compile()
+        return all(rule(values) for rule in self._checks)
 
     def _compile(self) -> list:
         checks = []

@@ -136,3 +136,31 @@ def test_the_poll_that_makes_the_fast_path_serves_from_it_what_the_long_way_serv
     assert all(type(family.samples).__name__ == "_Samples" for family in out.families), "filled, not the long way's"
     expected = Pipeline(target, remember=False).run(exposition=Exposition(data, body.openmetrics, body.escaping))
     assert served(out, target) == served(expected, target)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rules=st.lists(
+        st.tuples(
+            st.sampled_from(["nonneg", "not_negative", "integer", "not_nan", "ones", "bools"]), st.integers(0, 8)
+        ),
+        max_size=8,
+    ),
+    pairs=st.lists(st.tuples(st.sampled_from(["ordered", "equal"]), st.integers(0, 8), st.integers(0, 8)), max_size=4),
+    values=st.lists(st.integers(-2, 3) | VALUES, min_size=9, max_size=9),
+    polls=st.integers(1, 3),
+)
+def test_a_plan_holds_on_a_sources_ints_as_on_the_same_values_as_floats(rules, pairs, values, polls):
+    """A source's families may carry ints: a plan says of them what it says of the same values as floats,
+    poll after poll, once it has seen an int (its C check takes floats alone)."""
+    plan, floats = _Plan(), _Plan()
+    for name, position in rules:
+        getattr(plan, name).append(position)
+        getattr(floats, name).append(position)
+    for name, a, b in pairs:
+        getattr(plan, name).append((a, b))
+        getattr(floats, name).append((a, b))
+    as_floats = [float(value) for value in values]
+    for _ in range(polls):
+        assert plan.holds(values) == floats.holds(as_floats)
+        assert plan.holds(as_floats) == floats.holds(as_floats)
