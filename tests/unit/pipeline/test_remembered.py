@@ -71,24 +71,30 @@ VALUES = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    rules=st.lists(
-        st.tuples(
-            st.sampled_from(["nonneg", "not_negative", "integer", "not_nan", "ones", "bools"]), st.integers(0, 5)
-        ),
-        max_size=8,
-    ),
-    pairs=st.lists(st.tuples(st.sampled_from(["ordered", "equal"]), st.integers(0, 5), st.integers(0, 5)), max_size=4),
-    offset=st.integers(0, 3),
-    values=st.lists(VALUES, min_size=9, max_size=9),
-)
-def test_a_joined_plans_compiled_check_holds_where_its_plan_holds(rules, pairs, offset, values):
+def plan_rules(most: int) -> st.SearchStrategy[tuple[list, list]]:
+    """A plan's rules on positions up to `most`: (kind, position) and (pair kind, a, b)."""
+    kinds = st.sampled_from(["nonneg", "not_negative", "integer", "not_nan", "ones", "bools"])
+    positions = st.integers(0, most)
+    return st.tuples(
+        st.lists(st.tuples(kinds, positions), max_size=8),
+        st.lists(st.tuples(st.sampled_from(["ordered", "equal"]), positions, positions), max_size=4),
+    )
+
+
+def plan_of(rules: tuple[list, list]) -> _Plan:
     plan = _Plan()
-    for name, position in rules:
+    singles, pairs = rules
+    for name, position in singles:
         getattr(plan, name).append(position)
     for name, a, b in pairs:
         getattr(plan, name).append((a, b))
+    return plan
+
+
+@settings(max_examples=60, deadline=None)
+@given(rules=plan_rules(5), offset=st.integers(0, 3), values=st.lists(VALUES, min_size=9, max_size=9))
+def test_a_joined_plans_compiled_check_holds_where_its_plan_holds(rules, offset, values):
+    plan = plan_of(rules)
     joined = _Plan.joined([(offset, plan)])
     again = _Plan.joined([(offset, plan)])
     assert joined.check()(values) == again.holds(values)
@@ -140,26 +146,12 @@ def test_the_poll_that_makes_the_fast_path_serves_from_it_what_the_long_way_serv
 
 @settings(max_examples=200, deadline=None)
 @given(
-    rules=st.lists(
-        st.tuples(
-            st.sampled_from(["nonneg", "not_negative", "integer", "not_nan", "ones", "bools"]), st.integers(0, 8)
-        ),
-        max_size=8,
-    ),
-    pairs=st.lists(st.tuples(st.sampled_from(["ordered", "equal"]), st.integers(0, 8), st.integers(0, 8)), max_size=4),
-    values=st.lists(st.integers(-2, 3) | VALUES, min_size=9, max_size=9),
-    polls=st.integers(1, 3),
+    rules=plan_rules(8), values=st.lists(st.integers(-2, 3) | VALUES, min_size=9, max_size=9), polls=st.integers(1, 3)
 )
-def test_a_plan_holds_on_a_sources_ints_as_on_the_same_values_as_floats(rules, pairs, values, polls):
+def test_a_plan_holds_on_a_sources_ints_as_on_the_same_values_as_floats(rules, values, polls):
     """A source's families may carry ints: a plan says of them what it says of the same values as floats,
     poll after poll, once it has seen an int (its C check takes floats alone)."""
-    plan, floats = _Plan(), _Plan()
-    for name, position in rules:
-        getattr(plan, name).append(position)
-        getattr(floats, name).append(position)
-    for name, a, b in pairs:
-        getattr(plan, name).append((a, b))
-        getattr(floats, name).append((a, b))
+    plan, floats = plan_of(rules), plan_of(rules)
     as_floats = [float(value) for value in values]
     for _ in range(polls):
         assert plan.holds(values) == floats.holds(as_floats)
