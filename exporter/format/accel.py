@@ -26,11 +26,13 @@ import operator
 import os
 import re
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from prometheus_client.utils import floatToGoString
+
+from exporter.format import picks
 
 __all__ = [
     "GO_EXPONENTS",
@@ -154,25 +156,18 @@ def rules(by_kind: dict[str, Sequence[Any]]) -> bytes:
         positions = by_kind.get(kind) or ()
         if not positions:
             continue
-        cuts: Iterator[bool]
         if kind in _PAIRS:
             firsts, seconds = list(map(_FIRST, positions)), list(map(_SECOND, positions))
-            cuts = map(operator.or_, _steps_off(firsts), _steps_off(seconds))
+            cut = picks.breaks(firsts, seconds)
         else:
             firsts, seconds = list(positions), None
-            cuts = _steps_off(firsts)
-        breaks = list(itertools.compress(range(1, len(firsts)), cuts))
-        for start, end in zip([0, *breaks], [*breaks, len(firsts)]):
+            cut = picks.breaks(firsts)
+        for start, end in zip([0, *cut], [*cut, len(firsts)]):
             out.extend((code, firsts[start], seconds[start] if seconds else 0, end - start))
     return out.tobytes()
 
 
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
-
-
-def _steps_off(positions: list[int]) -> Iterator[bool]:
-    """For each position after the first, whether it is not the one before it plus one."""
-    return map((1).__ne__, map(operator.sub, itertools.islice(positions, 1, None), positions))
 
 
 def _runs(rules: bytes) -> list[tuple[str | None, range, range | None]]:
@@ -218,14 +213,15 @@ _FLOAT = frozenset({float})
 
 
 def python_checker(rules: bytes) -> Callable[[Sequence[float]], bool]:
-    """`checker` in Python: each kind's positions, over every run of it, picked at once by one itemgetter
-    and tested by one C-level map; first every value read is checked to be a float. The itemgetters are
+    """`checker` in Python: each kind's positions, over every run of it, picked at once by one picker
+    (exporter.format.picks) and tested by one C-level map; first every value read is checked to be a
+    float. The pickers are
     made by the first call whose values every run is within: a run's positions are never listed before
     that (a run of 2**62 positions is an IndexError, as in C, not a list that fills the memory)."""
     runs = _runs(rules)
     broken = any(kind is None for kind, _, _ in runs)
     end = max((max(run.stop, second.stop if second is not None else 0) for _, run, second in runs), default=0)
-    picks: list[tuple[Callable, Callable, Callable]] | None = None
+    made: list[tuple[Callable, Callable, Callable]] | None = None
 
     def pickers() -> list[tuple[Callable, Callable, Callable]]:
         positions: dict[str, tuple[list[int], list[int]]] = {}
@@ -234,29 +230,24 @@ def python_checker(rules: bytes) -> Callable[[Sequence[float]], bool]:
             firsts.extend(run)
             seconds.extend(second or ())
         return [
-            (_BULK[kind], _picker(firsts), _picker(seconds)) for kind, (firsts, seconds) in positions.items() if firsts
+            (_BULK[kind], picks.picker(firsts), picks.picker(seconds))
+            for kind, (firsts, seconds) in positions.items()
+            if firsts
         ]
 
     def check(values: Sequence[float]) -> bool:
-        nonlocal picks
+        nonlocal made
         if broken or len(values) < end:
             raise IndexError("holds(): a rule reads past the values")
-        if picks is None:
-            picks = pickers()
-        picked = [(test, first(values), second(values)) for test, first, second in picks]
+        if made is None:
+            made = pickers()
+        picked = [(test, first(values), second(values)) for test, first, second in made]
         for _, run, second in picked:
             if not _FLOAT.issuperset(map(type, run)) or not _FLOAT.issuperset(map(type, second)):
                 raise TypeError("holds(): the values must be floats")
         return all(test(run, second) for test, run, second in picked)
 
     return check
-
-
-def _picker(positions: list[int]) -> Callable[[Sequence[float]], Sequence[float]]:
-    if len(positions) == 1:
-        only = positions[0]
-        return lambda values: (values[only],)
-    return operator.itemgetter(*positions) if positions else lambda values: ()
 
 
 def python_holds(values: Sequence[float], rules: bytes) -> bool:

@@ -22,8 +22,8 @@ from typing import cast
 
 from exporter.core.family import Family, shape_of
 from exporter.format import accel
+from exporter.format.picks import picker
 from exporter.pipeline.normalize import _LABELS, _NAME, _group_keys, _shapes
-from exporter.pipeline.picks import picker
 
 __all__ = ["Conformer", "values_rule"]
 

@@ -19,6 +19,7 @@ from prometheus_client.samples import Sample as PromSample
 from exporter.core.family import Family, Sample
 from exporter.format import accel
 from exporter.format.parse import parse
+from exporter.format.picks import picker
 from exporter.pipeline.exposition import (
     Chunks,
     Classic,
@@ -27,7 +28,6 @@ from exporter.pipeline.exposition import (
     series_head,
 )
 from exporter.pipeline.normalize import Normalized
-from exporter.pipeline.picks import picker
 
 __all__ = ["Template", "checked", "sample_series", "sample_values", "values_of"]
 

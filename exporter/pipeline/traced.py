@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from exporter.pipeline.picks import picker
+from exporter.format.picks import picker
 
 __all__ = ["Trace", "TraceError", "Traced", "larger"]
 

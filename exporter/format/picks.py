@@ -1,7 +1,8 @@
 """Values picked by position, at C speed, kept small: what a fast path keeps for each check it makes.
 
 A target's fast path checks rules on some of each poll's values (exporter.pipeline.conform's, the
-guards of exporter.pipeline.traced), for as long as the target keeps its shape. The positions mostly
+guards of exporter.pipeline.traced, exporter.format.accel's packed rules), for as long as the target
+keeps its shape. The positions mostly
 run one after another (a histogram's buckets), so a picker keeps where each run starts and ends
 rather than an int object per position.
 """
@@ -12,7 +13,7 @@ import itertools
 import operator
 from collections.abc import Callable, Sequence
 
-__all__ = ["picker", "runs"]
+__all__ = ["breaks", "picker", "runs"]
 
 
 def picker(positions: Sequence[int], long_runs: int = 16) -> Callable[[Sequence], Sequence]:
@@ -36,10 +37,17 @@ def picker(positions: Sequence[int], long_runs: int = 16) -> Callable[[Sequence]
 
 
 def runs(positions: Sequence[int]) -> list[slice]:
-    """The positions as slices of consecutive ones, in order (found at C speed: where a step is not 1)."""
+    """The positions as slices of consecutive ones, in order."""
     if not positions:
         return []
-    steps = map(operator.sub, itertools.islice(positions, 1, None), positions)
-    breaks = list(itertools.compress(range(1, len(positions)), map((1).__ne__, steps)))
-    starts, ends = [0, *breaks], [*breaks, len(positions)]
-    return [slice(positions[start], positions[end - 1] + 1) for start, end in zip(starts, ends)]
+    cut = breaks(positions)
+    return [slice(positions[start], positions[end - 1] + 1) for start, end in zip([0, *cut], [*cut, len(positions)])]
+
+
+def breaks(*sequences: Sequence[int]) -> list[int]:
+    """Where runs of consecutive positions break, in sequences of equal length read side by side: each
+    index after the first at which some sequence's value is not the one before it plus one (found at C
+    speed, with no Python loop per position)."""
+    steps_off = [map((1).__ne__, map(operator.sub, itertools.islice(s, 1, None), s)) for s in sequences]
+    either = steps_off[0] if len(steps_off) == 1 else map(any, zip(*steps_off))
+    return list(itertools.compress(range(1, len(sequences[0])), either))
